@@ -1,0 +1,215 @@
+"""A real HTTP/1.1 backend for tests, run as its own process so a test can
+SIGKILL it: `python tests/backend.py --port P --name s1`.
+
+Paths:
+  /echo              JSON: server name, method, path, headers, body sha256/length
+  /size/N            N bytes of a repeating pattern (Content-Length)
+  /chunked/N         N bytes sent chunked in 16 KiB chunks
+  /status/N          answers status N
+  /sleep/S           answers after S seconds
+  /healthcheck       200, or the status in the file given by --health-file
+  /ws                101 Switching Protocols, then echoes bytes (upgrade tunnel)
+  anything else      like /echo
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import socket
+import sys
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+PATTERN = bytes(range(256)) * 64  # 16 KiB
+
+
+def pattern_bytes(n: int) -> bytes:
+    reps = n // len(PATTERN) + 1
+    return (PATTERN * reps)[:n]
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "testbackend"
+
+    def log_message(self, *args):  # quiet
+        pass
+
+    def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            chunks = []
+            while True:
+                line = self.rfile.readline()
+                size = int(line.split(b";")[0].strip(), 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    break
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+            return b"".join(chunks)
+        length = int(self.headers.get("Content-Length") or 0)
+        hasher_limit = 1 << 20
+        if length <= hasher_limit:
+            return self.rfile.read(length)
+        # Large uploads: hash as we go, keep nothing.
+        digest = hashlib.sha256()
+        left = length
+        while left:
+            block = self.rfile.read(min(left, 1 << 16))
+            if not block:
+                break
+            digest.update(block)
+            left -= len(block)
+        self._big_digest = (digest.hexdigest(), length - left)
+        return b""
+
+    def _send(self, status: int, body: bytes, ctype="application/json", extra=()):
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("X-Server", self.server.name)
+        for k, v in extra:
+            self.send_header(k, v)
+        if self.command == "HEAD" or status in (204, 304) or status < 200:
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            return
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _echo(self):
+        self._big_digest = None
+        body = self._read_body()
+        if self._big_digest:
+            sha, length = self._big_digest
+        else:
+            sha, length = hashlib.sha256(body).hexdigest(), len(body)
+        info = {
+            "server": self.server.name,
+            "method": self.command,
+            "path": self.path,
+            "version": self.request_version,
+            "headers": [[k, v] for k, v in self.headers.items()],
+            "body_sha256": sha,
+            "body_length": length,
+        }
+        if self.path.startswith("/echo/body"):
+            self._send(200, body, "application/octet-stream")
+            return
+        self._send(200, json.dumps(info).encode())
+
+    def _route(self):
+        path = self.path.split("?")[0]
+        parts = path.strip("/").split("/")
+        if parts[0] == "healthcheck":
+            self._read_body()
+            status = 200
+            if self.server.health_file and os.path.exists(self.server.health_file):
+                with open(self.server.health_file) as f:
+                    text = f.read().strip()
+                if text == "hang":
+                    time.sleep(3600)
+                status = int(text or 200)
+            self._send(status, b"ok\n" if status == 200 else b"bad\n", "text/plain")
+        elif parts[0] == "size" and len(parts) > 1:
+            self._read_body()
+            self._send(200, pattern_bytes(int(parts[1])), "application/octet-stream")
+        elif parts[0] == "chunked" and len(parts) > 1:
+            self._read_body()
+            n = int(parts[1])
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("X-Server", self.server.name)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            data = pattern_bytes(n)
+            for i in range(0, n, 16384):
+                piece = data[i:i + 16384]
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            self.wfile.write(b"0\r\n\r\n")
+        elif parts[0] == "status" and len(parts) > 1:
+            self._read_body()
+            self._send(int(parts[1]), b"" if int(parts[1]) in (204, 304) else b"status\n", "text/plain")
+        elif parts[0] == "sleep" and len(parts) > 1:
+            self._read_body()
+            time.sleep(float(parts[1]))
+            self._send(200, b"slept\n", "text/plain")
+        elif parts[0] == "ws":
+            self.send_response(101)
+            self.send_header("Upgrade", "websocket")
+            self.send_header("Connection", "Upgrade")
+            self.end_headers()
+            self.wfile.flush()
+            conn = self.connection
+            while True:
+                data = conn.recv(65536)
+                if not data:
+                    break
+                conn.sendall(data)
+            self.close_connection = True
+        else:
+            self._echo()
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_OPTIONS = do_PATCH = _route
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 1024
+
+    def __init__(self, addr, name, health_file):
+        self.name = name
+        self.health_file = health_file
+        super().__init__(addr, Handler)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--name", default="backend")
+    parser.add_argument("--health-file", default=None)
+    parser.add_argument("--tcp-echo", action="store_true", help="raw TCP echo with half-close")
+    args = parser.parse_args()
+    if args.tcp_echo:
+        tcp_echo(args.host, args.port, args.name)
+        return
+    server = Server((args.host, args.port), args.name, args.health_file)
+    print("ready", flush=True)
+    server.serve_forever()
+
+
+def tcp_echo(host: str, port: int, name: str) -> None:
+    """Echo every byte; on the client's FIN, finish sending and close (half-close)."""
+    import threading
+
+    lsock = socket.socket()
+    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    lsock.bind((host, port))
+    lsock.listen(512)
+    print("ready", flush=True)
+
+    def serve(conn):
+        with conn:
+            greeting = os.environ.get("TCP_ECHO_GREETING")
+            if greeting:
+                conn.sendall(greeting.replace("{name}", name).encode())
+            while True:
+                data = conn.recv(65536)
+                if not data:
+                    break
+                conn.sendall(data)
+            conn.shutdown(socket.SHUT_WR)
+
+    while True:
+        conn, _ = lsock.accept()
+        threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

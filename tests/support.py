@@ -1,0 +1,197 @@
+"""Real processes for integration tests: test backends and lbcore itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+BACKEND_SCRIPT = ROOT / "tests" / "backend.py"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0, proc=None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise TimeoutError(f"nothing listening on {host}:{port}")
+
+
+class BackendProcess:
+    """tests/backend.py in its own process (HTTP, or raw TCP echo)."""
+
+    def __init__(self, name: str, port: Optional[int] = None, tcp_echo: bool = False, env=None):
+        self.name = name
+        self.port = port or free_port()
+        self.tcp_echo = tcp_echo
+        self.env = env
+        self.health_file = os.path.join(tempfile.mkdtemp(prefix="lbhealth-"), "status")
+        self.proc: Optional[subprocess.Popen] = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> "BackendProcess":
+        cmd = [sys.executable, str(BACKEND_SCRIPT), "--port", str(self.port), "--name", self.name,
+               "--health-file", self.health_file]
+        if self.tcp_echo:
+            cmd.append("--tcp-echo")
+        env = dict(os.environ, **(self.env or {}))
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, env=env)
+        wait_port(self.port, proc=self.proc)
+        return self
+
+    def set_health(self, status) -> None:
+        """Make /healthcheck answer `status` (an int, or "hang"); None restores 200."""
+        if status is None:
+            if os.path.exists(self.health_file):
+                os.unlink(self.health_file)
+            return
+        with open(self.health_file, "w") as f:
+            f.write(str(status))
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        self.kill()
+
+
+class LbcoreProcess:
+    """`python -m lbcore.cli -c lb.yaml` with a config given as a dict."""
+
+    def __init__(self, config: dict, env=None, workdir: Optional[str] = None):
+        self.config = config
+        self.dir = workdir or tempfile.mkdtemp(prefix="lbcore-")
+        self.path = os.path.join(self.dir, "lb.yaml")
+        self.log_path = os.path.join(self.dir, "lbcore.log")
+        self.env = env or {}
+        self.proc: Optional[subprocess.Popen] = None
+        self.write_config(config)
+
+    def write_config(self, config) -> None:
+        self.config = config
+        with open(self.path, "w") as f:
+            if isinstance(config, str):
+                f.write(config)
+            else:
+                yaml.safe_dump(config, f, sort_keys=False)
+
+    def start(self, wait_ports=()) -> "LbcoreProcess":
+        env = dict(os.environ, **self.env)
+        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "lbcore.cli", "-c", self.path],
+            stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=self.dir,
+        )
+        ports = list(wait_ports) or self.ports()
+        for port in ports:
+            wait_port(port, proc=self.proc)
+        return self
+
+    def ports(self) -> list[int]:
+        if isinstance(self.config, str):
+            return []
+        ports = []
+        for fe in self.config.get("frontends", {}).values():
+            binds = fe["bind"] if isinstance(fe["bind"], list) else [fe["bind"]]
+            ports += [int(b.rsplit(":", 1)[1]) for b in binds]
+        if self.config.get("stats"):
+            ports.append(int(self.config["stats"]["bind"].rsplit(":", 1)[1]))
+        return ports
+
+    def signal(self, sig) -> None:
+        self.proc.send_signal(sig)
+
+    def reload(self, config=None) -> None:
+        if config is not None:
+            self.write_config(config)
+        self.signal(signal.SIGHUP)
+
+    def wait(self, timeout: float = 30.0) -> int:
+        return self.proc.wait(timeout)
+
+    def logs(self) -> str:
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if getattr(self, "_log", None):
+            self._log.close()
+
+
+def check_config(config, extra_args=()) -> subprocess.CompletedProcess:
+    """Run `lbcore -c FILE --check` on a dict or YAML text."""
+    lb = LbcoreProcess(config)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.run(
+        [sys.executable, "-m", "lbcore.cli", "-c", lb.path, "--check", *extra_args],
+        capture_output=True, text=True, env=env, timeout=30,
+    )
+
+
+def http_config(servers: list[str], port: int, **overrides) -> dict:
+    """A minimal http-mode config: one frontend on `port`, one backend."""
+    backend = {
+        "mode": "http",
+        "balance": overrides.pop("balance", "roundrobin"),
+        "servers": [{"name": f"s{i + 1}", "address": a} for i, a in enumerate(servers)],
+    }
+    backend.update(overrides.pop("backend", {}))
+    frontend = {"bind": f"127.0.0.1:{port}", "mode": "http", "backend": "pool"}
+    frontend.update(overrides.pop("frontend", {}))
+    config = {
+        "global": {"log": {"target": "stdout", "format": "http"}},
+        "frontends": {"web": frontend},
+        "backends": {"pool": backend},
+    }
+    config.update(overrides)
+    return config
+
+
+def get_json(port: int, path: str = "/stats.json", auth=None) -> dict:
+    import http.client
+    import base64
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    headers = {}
+    if auth:
+        headers["Authorization"] = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+    conn.request("GET", path, headers=headers)
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    return json.loads(data)
