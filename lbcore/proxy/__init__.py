@@ -1,0 +1,1 @@
+"""The forwarding paths: http (per-request balancing) and tcp (per-connection relay)."""
