@@ -6,12 +6,17 @@ import asyncio
 from typing import Callable, Optional
 
 from ..logs import AccessLog
-from ..model import Server
+from ..model import Frontend, Server
 
 
 class ProxyContext:
-    """The loop, the access log, the passive health hook and the process-wide
-    connection count (global.maxconn), handed to every frontend handler."""
+    """The loop, the access log, the passive health hook and the connection
+    accounting behind maxconn, handed to every frontend handler.
+
+    Handlers call `opened(frontend)` when they take a client connection and
+    `closed(frontend)` exactly once when it is gone; acceptors that paused
+    because a limit was reached are resumed from `closed`.
+    """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, access_log: AccessLog,
                  observe_failure: Optional[Callable[[Server, str], None]] = None,
@@ -23,3 +28,20 @@ class ProxyContext:
         self.maxconn = maxconn
         self.connections = 0  # client connections open in this process
         self.stopping = False
+        self.acceptors: list = []  # every Acceptor, to resume paused ones
+
+    def may_accept(self, frontend: Frontend) -> bool:
+        return (not self.stopping and self.connections < self.maxconn
+                and frontend.cur_sessions < frontend.spec.maxconn)
+
+    def opened(self, frontend: Frontend) -> None:
+        self.connections += 1
+        frontend.session_start()
+
+    def closed(self, frontend: Frontend) -> None:
+        self.connections -= 1
+        frontend.session_end()
+        if not self.stopping:
+            for acceptor in self.acceptors:
+                if not acceptor.reading:
+                    acceptor.start()

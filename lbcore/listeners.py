@@ -1,0 +1,106 @@
+"""Listening sockets and the accept loop.
+
+lbcore accepts connections itself (add_reader on the listening socket)
+rather than through `loop.create_server`, for two reasons: maxconn is
+enforced by simply not accepting (excess connections wait in the kernel's
+backlog, as in HAProxy), and the tcp relay needs to own raw sockets from
+accept on (uvloop keeps the fd of every transport it creates).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+from typing import Callable
+
+from .config import Address
+
+log = logging.getLogger("lbcore")
+
+BACKLOG = 4096
+ACCEPT_BATCH = 64  # connections accepted per readiness event
+
+# accept() errors that concern one connection, not the listener.
+TRANSIENT = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.ENOBUFS, errno.ENOMEM}
+FD_EXHAUSTED = {errno.EMFILE, errno.ENFILE}
+
+
+def bind_socket(address: Address, reuse_port: bool = False) -> socket.socket:
+    host = address.host
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    if host == "":
+        host = "0.0.0.0"
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, address.port))
+        sock.listen(BACKLOG)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class Acceptor:
+    """Accepts on one listening socket and hands each connection, as a
+    non-blocking raw socket, to `on_accept(sock, peer)`."""
+
+    def __init__(self, loop, sock: socket.socket, on_accept: Callable, may_accept: Callable[[], bool]):
+        self.loop = loop
+        self.sock = sock
+        self.on_accept = on_accept
+        self.may_accept = may_accept
+        self.reading = False
+        self.address = sock.getsockname()
+
+    def start(self) -> None:
+        if not self.reading and self.sock.fileno() >= 0:
+            self.loop.add_reader(self.sock.fileno(), self._ready)
+            self.reading = True
+
+    def pause(self) -> None:
+        if self.reading:
+            self.loop.remove_reader(self.sock.fileno())
+            self.reading = False
+
+    def _ready(self) -> None:
+        for _ in range(ACCEPT_BATCH):
+            if not self.may_accept():
+                self.pause()  # resumed by the context when a connection ends
+                return
+            try:
+                conn, peer = self.sock.accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno in TRANSIENT:
+                    continue
+                if exc.errno in FD_EXHAUSTED:
+                    # Out of file descriptors: stop accepting for a moment
+                    # instead of spinning on a readable listener.
+                    log.error("accept on %s: %s; pausing accepts for 100ms", self.address, exc)
+                    self.pause()
+                    self.loop.call_later(0.1, self.start)
+                    return
+                log.error("accept on %s failed: %s", self.address, exc)
+                return
+            conn.setblocking(False)
+            try:
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+            try:
+                self.on_accept(conn, peer)
+            except Exception:
+                log.exception("connection handler failed")
+                conn.close()
+
+    def close(self) -> None:
+        self.pause()
+        self.sock.close()
