@@ -103,6 +103,7 @@ class Server(Counters):
         "check_status", "check_code", "check_duration_ms", "check_age",
         "check_failures", "last_check_at",
         "consecutive_ok", "consecutive_fail",
+        "observed_failures",
     )
 
     def __init__(self, spec: ServerSpec, backend: "Backend") -> None:
@@ -136,6 +137,8 @@ class Server(Counters):
         # Owned by the health state machine: counters towards rise/fall.
         self.consecutive_ok = 0
         self.consecutive_fail = 0
+        # Layer-4 failures seen by the proxies (HAProxy's hanafail column).
+        self.observed_failures = 0
         self._refresh_usable()
 
     # -- state ---------------------------------------------------------------
@@ -231,6 +234,8 @@ class Backend(Counters):
     __slots__ = (
         "spec", "name", "mode", "servers", "by_name", "balancer",
         "candidates", "listeners", "last_change", "waiters",
+        # Whole-backend availability history, for stats (HAProxy's backend chkdown/downtime).
+        "down_transitions", "downtime", "down_since",
     )
 
     def __init__(self, spec: BackendSpec) -> None:
@@ -246,7 +251,12 @@ class Backend(Counters):
         self.servers = [Server(s, self) for s in spec.servers]
         self.by_name = {s.name: s for s in self.servers}
         self.candidates: list[Server] = []
+        self.down_transitions = 0
+        self.downtime = 0.0
+        self.down_since: Optional[float] = None
         self._recompute()
+        if not self.candidates:
+            self.down_since = self.last_change
 
     def _recompute(self) -> None:
         primaries = [s for s in self.servers if s.usable and not s.backup]
@@ -266,18 +276,36 @@ class Backend(Counters):
         had = bool(self.candidates)
         self._recompute()
         if had != bool(self.candidates):
-            self.last_change = time.monotonic()
+            self._availability_changed()
         for listener in list(self.listeners):
             try:
                 listener(server)
             except Exception:  # a listener must never break a state change
                 log.exception("server change listener failed")
 
-    def pick(self, client_key: bytes = b"", exclude: Optional[Server] = None) -> Optional[Server]:
-        """A server for new work, or None if every usable one is full/absent."""
+    def _availability_changed(self) -> None:
+        now = time.monotonic()
+        self.last_change = now
+        if not self.candidates:
+            self.down_transitions += 1
+            self.down_since = now
+        elif self.down_since is not None:
+            self.downtime += now - self.down_since
+            self.down_since = None
+
+    def current_downtime(self) -> float:
+        if self.down_since is None:
+            return self.downtime
+        return self.downtime + time.monotonic() - self.down_since
+
+    def pick(self, client_key: bytes = b"", exclude=None) -> Optional[Server]:
+        """A server for new work, or None if every usable one is full/absent.
+        `exclude`: a server or a collection of servers already tried."""
         candidates = self.candidates
-        if exclude is not None and len(candidates) > 1:
-            candidates = [s for s in candidates if s is not exclude]
+        if exclude:
+            if isinstance(exclude, Server):
+                exclude = (exclude,)
+            candidates = [s for s in candidates if s not in exclude]
         if any(s.maxconn for s in candidates):
             candidates = [s for s in candidates if s.has_room()]
         if not candidates:
@@ -303,7 +331,10 @@ class Backend(Counters):
             servers.append(server)
         self.servers = servers
         self.by_name = {s.name: s for s in servers}
+        had = bool(self.candidates)
         self._recompute()
+        if had != bool(self.candidates):
+            self._availability_changed()
 
 
 class Frontend(Counters):

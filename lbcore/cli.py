@@ -1,0 +1,57 @@
+"""`lbcore -c lb.yaml [--check] [--version]`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from . import __version__
+
+EXIT_CONFIG = 2
+EXIT_BIND = 1
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="lbcore", description="TCP/HTTP load balancer with HAProxy's semantics.")
+    parser.add_argument("-c", "--config", metavar="FILE", help="configuration file (lb.yaml)")
+    parser.add_argument("--check", action="store_true", help="validate the configuration and exit")
+    parser.add_argument("--version", action="version", version=f"lbcore {__version__}")
+    args = parser.parse_args(argv)
+    if not args.config:
+        parser.error("-c FILE is required")
+
+    from .config import ConfigError, load
+
+    try:
+        config = load(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_CONFIG
+    if args.check:
+        print(f"Configuration file {args.config} is valid")
+        return 0
+
+    if config.global_.workers > 1:
+        from .workers import run_master
+        return run_master(config)
+    return run_single(config)
+
+
+def run_single(config, reuse_port: bool = False) -> int:
+    import uvloop
+
+    from .server import BindError, LoadBalancer
+
+    balancer = LoadBalancer(config, reuse_port=reuse_port)
+    try:
+        return uvloop.run(balancer.run())
+    except BindError as exc:
+        print(f"lbcore: {exc}", file=sys.stderr)
+        return EXIT_BIND
+
+
+if __name__ == "__main__":
+    sys.exit(main())

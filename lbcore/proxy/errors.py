@@ -1,0 +1,32 @@
+"""HAProxy's canned error responses (same status lines and bodies), sent
+with `Connection: close`."""
+
+from __future__ import annotations
+
+_MESSAGES = {
+    400: (b"Bad request", b"Your browser sent an invalid request."),
+    403: (b"Forbidden", b"Request forbidden by administrative rules."),
+    405: (b"Method Not Allowed", b"A request was made of a resource using a request method not supported by that resource"),
+    408: (b"Request Time-out", b"Your browser didn't send a complete request in time."),
+    431: (b"Request Header Fields Too Large", b"The request header fields are too large."),
+    500: (b"Internal Server Error", b"An internal server error occurred."),
+    501: (b"Not Implemented", b".The server does not support the functionality required to fulfill the request."),
+    502: (b"Bad Gateway", b"The server returned an invalid or incomplete response."),
+    503: (b"Service Unavailable", b"No server is available to handle this request."),
+    504: (b"Gateway Time-out", b"The server didn't respond in time."),
+}
+
+
+def _render(code: int) -> bytes:
+    title, text = _MESSAGES[code]
+    body = b"<html><body><h1>%d %s</h1>\n%s\n</body></html>\n" % (code, title, text)
+    return (b"HTTP/1.1 %d %s\r\ncontent-length: %d\r\ncache-control: no-cache\r\n"
+            b"content-type: text/html\r\nconnection: close\r\n\r\n%s") % (
+        code, title, len(body), body)
+
+
+_PAGES = {code: _render(code) for code in _MESSAGES}
+
+
+def page(code: int) -> bytes:
+    return _PAGES[code]

@@ -1,0 +1,899 @@
+"""http mode: parse each client request, balance it, stream it through a
+pooled server connection, stream the response back.
+
+One `ClientConnection` per client. Requests are parsed by httptools; the
+head is rebuilt with only what the proxy owns changed (hop-by-hop headers,
+framing, X-Forwarded-*); bodies stream as they arrive, re-framed when
+chunked, with back-pressure in both directions. Pipelined requests are
+served one after the other. A request that fails before any response byte
+reached the client is retried on another server when that is safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from collections import deque
+from typing import Optional
+
+import httptools
+
+from ..model import Frontend, Server, status_class_index
+from ..upstream import REASONS, UpstreamConnection, UpstreamPool
+from .context import ProxyContext
+from . import errors, proxy_protocol
+
+log = logging.getLogger("lbcore")
+
+MAX_REQUEST_HEAD = 16384  # like HAProxy's tune.bufsize: larger heads get 431
+MAX_BUFFERED_BODY = 256 * 1024  # body bytes held while no server connection is ready
+MAX_REPLAY = 64 * 1024  # request bodies up to this size can be replayed on a retry
+IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"))
+
+# Request headers the proxy owns, by lower-case name.
+H_HOST, H_CONNECTION, H_HOP, H_TE, H_CL, H_XFF, H_XFP, H_UPGRADE, H_EXPECT = range(9)
+SPECIAL = {
+    b"host": H_HOST,
+    b"connection": H_CONNECTION,
+    b"keep-alive": H_HOP,
+    b"proxy-connection": H_HOP,
+    b"te": H_HOP,
+    b"trailer": H_HOP,
+    b"upgrade": H_UPGRADE,
+    b"transfer-encoding": H_TE,
+    b"content-length": H_CL,
+    b"x-forwarded-for": H_XFF,
+    b"x-forwarded-proto": H_XFP,
+    b"expect": H_EXPECT,
+}
+CONNECTION_TOKENS = frozenset((b"close", b"keep-alive", b"upgrade"))
+
+# Why reading from the client is paused (a bit each).
+P_UPSTREAM, P_QUEUE, P_BUFFER, P_TUNNEL = 1, 2, 4, 8
+
+
+class HeadTooLarge(Exception):
+    pass
+
+
+class Exchange:
+    """One request/response pair as it goes through the proxy."""
+
+    __slots__ = (
+        "url", "parts", "head", "head_size", "method", "version", "keep_alive",
+        "host_count", "xff", "conn_tokens", "upgrade", "chunked", "has_te",
+        "headers_done", "complete", "unsent", "unsent_size", "replay", "replay_size",
+        "body_sent", "server", "upstream", "attempts", "tried", "response_started",
+        "status", "bytes_out", "rechunk", "close_after", "local", "tunnel_pending",
+        "t_begin", "t_head", "t_assigned", "t_connect", "t_response", "started",
+        "queued_at", "method_head", "terminated",
+    )
+
+    def __init__(self, now: float) -> None:
+        self.url = b""
+        self.parts = []
+        self.head = b""
+        self.head_size = 0
+        self.method = b""
+        self.version = "1.1"
+        self.keep_alive = True
+        self.host_count = 0
+        self.xff = None
+        self.conn_tokens = None
+        self.upgrade = None
+        self.chunked = False
+        self.has_te = False
+        self.headers_done = False
+        self.complete = False
+        self.unsent = []
+        self.unsent_size = 0
+        self.replay = []
+        self.replay_size = 0
+        self.body_sent = False
+        self.server: Optional[Server] = None
+        self.upstream: Optional[UpstreamConnection] = None
+        self.attempts = 0
+        self.tried = None
+        self.response_started = False
+        self.status = 0
+        self.bytes_out = 0
+        self.rechunk = False
+        self.close_after = False
+        self.local = False
+        self.tunnel_pending = None
+        self.t_begin = now
+        self.t_head = now
+        self.t_assigned = 0.0
+        self.t_connect = 0.0
+        self.t_response = 0.0
+        self.started = 0.0
+        self.queued_at = 0.0
+        self.method_head = False
+        self.terminated = "--"
+
+    def request_line(self) -> str:
+        return "%s %s HTTP/%s" % (self.method.decode("latin-1"),
+                                  self.url.decode("latin-1"), self.version)
+
+
+class HttpProxy:
+    """Accepts client connections for one http frontend."""
+
+    def __init__(self, frontend: Frontend, ctx: ProxyContext, pool: UpstreamPool, sweeper) -> None:
+        self.frontend = frontend
+        self.ctx = ctx
+        self.pool = pool
+        self.sweeper = sweeper
+        self.loop = ctx.loop
+        self.clients: set[ClientConnection] = set()
+        self.ssl: Optional[ssl.SSLContext] = None
+        self.reconfigure()
+
+    def reconfigure(self) -> None:
+        tls = self.frontend.spec.tls
+        self.ssl = None
+        if tls is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(tls.cert, tls.key)
+            if tls.alpn:
+                context.set_alpn_protocols(list(tls.alpn))
+            self.ssl = context
+
+    def accept(self, sock, peer) -> None:
+        self.ctx.opened(self.frontend)
+        client = ClientConnection(self, peer)
+        task = self.loop.create_task(
+            self.loop.connect_accepted_socket(lambda: client, sock, ssl=self.ssl))
+        task.add_done_callback(client.accepted)
+
+    def drain(self) -> None:
+        """Stopping: close idle keep-alive connections, close the others
+        after their current response."""
+        for client in list(self.clients):
+            client.stop_keep_alive()
+
+    def close_all(self) -> None:
+        for client in list(self.clients):
+            client.abort()
+
+
+class ClientConnection:
+    """asyncio Protocol for one client connection in http mode."""
+
+    __slots__ = (
+        "proxy", "frontend", "ctx", "sweeper", "pool", "peer", "client_ip", "transport",
+        "parser", "current", "active", "queue", "deadline", "pause_mask", "closing",
+        "made", "gone", "tunnel", "proto", "server_timeout", "pending_error",
+        "__weakref__",
+    )
+
+    def __init__(self, proxy: HttpProxy, peer) -> None:
+        self.proxy = proxy
+        self.frontend = proxy.frontend
+        self.ctx = proxy.ctx
+        self.sweeper = proxy.sweeper
+        self.pool = proxy.pool
+        self.peer = peer
+        self.client_ip = peer[0].encode() if peer else b"unknown"
+        self.transport = None
+        self.parser = None
+        self.current: Optional[Exchange] = None
+        self.active: Optional[Exchange] = None
+        self.queue = None
+        self.deadline = 0.0
+        self.pause_mask = 0
+        self.closing = False
+        self.made = False
+        self.gone = False
+        self.tunnel: Optional[UpstreamConnection] = None
+        self.proto = b"https" if proxy.ssl is not None else b"http"
+        self.server_timeout = 60.0
+        self.pending_error = 0
+
+    # -- connection life -----------------------------------------------------
+
+    def accepted(self, task) -> None:
+        """Done-callback of connect_accepted_socket: a failed TLS handshake
+        or an early reset never reached connection_made."""
+        if task.cancelled() or task.exception() is not None:
+            if not self.made:
+                self.gone = True
+                self.ctx.closed(self.frontend)
+
+    def connection_made(self, transport) -> None:
+        self.made = True
+        self.transport = transport
+        self.parser = httptools.HttpRequestParser(self)
+        self.proxy.clients.add(self)
+        self.sweeper.watched.add(self)
+        self.deadline = self.sweeper.now + self.frontend.spec.timeouts.http_request
+
+    def connection_lost(self, exc) -> None:
+        if self.gone:
+            return
+        self.gone = True
+        self.deadline = 0.0
+        self.proxy.clients.discard(self)
+        self.sweeper.watched.discard(self)
+        self.ctx.closed(self.frontend)
+        ex = self.active
+        if ex is not None:
+            ex.terminated = "CD" if ex.response_started else "CR"
+            self.frontend.client_aborts += 1
+            if ex.server is not None:
+                ex.server.client_aborts += 1
+            if ex.queued_at:
+                self._unqueue(ex)
+            upstream = ex.upstream
+            if upstream is not None:
+                # The server connection is mid-exchange: its state is unknown.
+                upstream.abort()
+                self._end_server_session(ex)
+            self._log(ex)
+            self.active = None
+        if self.tunnel is not None:
+            self.tunnel.abort()
+            self.tunnel = None
+
+    def eof_received(self):
+        if self.tunnel is not None:
+            self.tunnel.transport.write_eof()
+            return True  # half-close: keep relaying server -> client
+        return None
+
+    def pause_writing(self) -> None:
+        ex = self.active
+        if ex is not None and ex.upstream is not None:
+            ex.upstream.pause()
+        elif self.tunnel is not None:
+            self.tunnel.pause()
+        # The client is not reading: its timeout now governs.
+        self.deadline = self.sweeper.now + self.frontend.spec.timeouts.client
+
+    def resume_writing(self) -> None:
+        ex = self.active
+        if ex is not None and ex.upstream is not None:
+            ex.upstream.resume()
+        elif self.tunnel is not None:
+            self.tunnel.resume()
+        if ex is not None and ex.complete:
+            self.deadline = 0.0
+
+    def pause_reading_for(self, upstream) -> None:
+        self._pause(P_UPSTREAM)
+
+    def resume_reading_for(self, upstream) -> None:
+        self._resume(P_UPSTREAM)
+
+    def _pause(self, reason: int) -> None:
+        if not self.pause_mask and self.transport is not None:
+            self.transport.pause_reading()
+        self.pause_mask |= reason
+
+    def _resume(self, reason: int) -> None:
+        if self.pause_mask & reason:
+            self.pause_mask &= ~reason
+            if not self.pause_mask and not self.gone:
+                self.transport.resume_reading()
+
+    def stop_keep_alive(self) -> None:
+        self.closing = True
+        if self.active is None and self.current is None and self.tunnel is None:
+            self.close()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def expire(self) -> None:
+        """The sweeper found our deadline passed."""
+        self.deadline = 0.0
+        ex = self.active
+        if self.tunnel is not None:
+            self.abort()
+        elif ex is not None and ex.queued_at:
+            self._unqueue(ex)
+            ex.terminated = "sQ"
+            self._error(ex, 503)
+        elif ex is not None and ex.response_started:
+            ex.terminated = "cD"
+            self.abort()
+        elif ex is not None or self.current is not None:
+            target = ex or self.current
+            target.terminated = "cR"
+            self.frontend.request_errors += 1
+            self._error(target, 408)
+        else:
+            self.close()  # idle keep-alive
+
+    # -- client bytes --------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        self.frontend.bytes_in += len(data)
+        if self.tunnel is not None:
+            self.tunnel.server.bytes_in += len(data)
+            self.tunnel.transport.write(data)
+            self.deadline = self.sweeper.now + self.tunnel_timeout()
+            return
+        ex = self.active
+        if ex is not None and ex.tunnel_pending is not None:
+            ex.tunnel_pending.append(data)
+            self._pause(P_TUNNEL)
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self._upgrade_requested(data[exc.args[0]:] if exc.args else b"")
+        except HeadTooLarge:
+            self._reject(431)
+        except httptools.HttpParserError as exc:
+            cause = exc.__context__
+            if isinstance(cause, HeadTooLarge):
+                self._reject(431)
+            else:
+                log.debug("bad request from %s: %s", self.peer, exc)
+                self._reject(400)
+
+    def _reject(self, code: int) -> None:
+        """A malformed request: answered, then the connection is closed."""
+        self.frontend.request_errors += 1
+        self.parser = None
+        self._pause(P_QUEUE)
+        target = self.current or Exchange(self.sweeper.now)
+        target.terminated = "PR"
+        self.current = None
+        if self.active is not None and self.active is not target:
+            # Another request is being answered: finish it, then refuse.
+            self.pending_error = code
+            return
+        self.active = None
+        self._error(target, code)
+
+    # -- httptools callbacks -------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.current = Exchange(self.sweeper.now)
+        if self.active is None:
+            self.deadline = self.sweeper.now + self.frontend.spec.timeouts.http_request
+
+    def on_url(self, url: bytes) -> None:
+        ex = self.current
+        ex.url += url
+        ex.head_size += len(url)
+        if ex.head_size > MAX_REQUEST_HEAD:
+            raise HeadTooLarge()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        ex = self.current
+        if ex.headers_done:
+            return  # trailers are not forwarded
+        ex.head_size += len(name) + len(value) + 4
+        if ex.head_size > MAX_REQUEST_HEAD:
+            raise HeadTooLarge()
+        kind = SPECIAL.get(name.lower())
+        if kind is None:
+            ex.parts.append(b"%s: %s\r\n" % (name, value))
+        elif kind == H_HOST:
+            ex.host_count += 1
+            ex.parts.append(b"%s: %s\r\n" % (name, value))
+        elif kind == H_CL:
+            ex.parts.append(b"%s: %s\r\n" % (name, value))
+        elif kind == H_TE:
+            ex.has_te = True
+            ex.parts.append(b"%s: %s\r\n" % (name, value))
+        elif kind == H_CONNECTION:
+            tokens = [t.strip().lower() for t in value.split(b",")]
+            ex.conn_tokens = (ex.conn_tokens or []) + tokens
+        elif kind == H_XFF:
+            if self.frontend.spec.forwarded_for:
+                ex.xff = value if ex.xff is None else ex.xff + b", " + value
+            else:
+                ex.parts.append(b"%s: %s\r\n" % (name, value))
+        elif kind == H_XFP:
+            if not self.frontend.spec.forwarded_proto:
+                ex.parts.append(b"%s: %s\r\n" % (name, value))
+        elif kind == H_UPGRADE:
+            ex.upgrade = value
+        elif kind == H_EXPECT:
+            ex.parts.append(b"%s: %s\r\n" % (name, value))
+        # H_HOP: dropped
+
+    def on_headers_complete(self) -> None:
+        ex = self.current
+        parser = self.parser
+        ex.headers_done = True
+        ex.t_head = self.sweeper.now
+        ex.started = time.time()
+        ex.method = method = parser.get_method()
+        ex.version = parser.get_http_version()
+        ex.keep_alive = parser.should_keep_alive() and not self.closing
+        ex.method_head = method == b"HEAD"
+        ex.chunked = ex.has_te
+        self.frontend.http_requests += 1
+        if ex.host_count > 1 or (ex.host_count == 0 and ex.version == "1.1") or method == b"CONNECT":
+            raise httptools.HttpParserError("invalid request: Host header or method")
+        spec = self.frontend.spec
+        parts = ex.parts
+        if ex.conn_tokens and any(t not in CONNECTION_TOKENS for t in ex.conn_tokens):
+            # Headers named in Connection are hop-by-hop too.
+            named = {t for t in ex.conn_tokens if t not in CONNECTION_TOKENS}
+            parts = [p for p in parts if p.split(b":", 1)[0].lower() not in named]
+        first = b"%s %s HTTP/1.1\r\n" % (method, ex.url)
+        tail = []
+        if spec.forwarded_for:
+            if ex.xff is None:
+                tail.append(b"X-Forwarded-For: %s\r\n" % self.client_ip)
+            else:
+                tail.append(b"X-Forwarded-For: %s, %s\r\n" % (ex.xff, self.client_ip))
+        if spec.forwarded_proto:
+            tail.append(b"X-Forwarded-Proto: %s\r\n" % self.proto)
+        if ex.upgrade is not None and parser.should_upgrade():
+            tail.append(b"Connection: upgrade\r\nUpgrade: %s\r\n" % ex.upgrade)
+        else:
+            ex.upgrade = None
+        ex.head = first + b"".join(parts) + b"".join(tail) + b"\r\n"
+        ex.parts = None
+        spec_monitor = spec.monitor_uri
+        if spec_monitor is not None and ex.url.split(b"?", 1)[0] == spec_monitor.encode():
+            ex.local = True
+        if self.active is None:
+            self.active = ex
+            self.deadline = self.sweeper.now + spec.timeouts.client
+            self._dispatch(ex)
+        else:
+            if self.queue is None:
+                self.queue = deque()
+            self.queue.append(ex)
+            self._pause(P_QUEUE)
+
+    def on_body(self, body: bytes) -> None:
+        ex = self.current
+        if ex.local:
+            return
+        if ex is self.active:
+            self.deadline = self.sweeper.now + self.frontend.spec.timeouts.client
+        if ex.chunked:
+            self._send_body(ex, b"%x\r\n%s\r\n" % (len(body), body))
+        else:
+            self._send_body(ex, body)
+
+    def on_message_complete(self) -> None:
+        ex = self.current
+        self.current = None
+        if ex is None:
+            return
+        if ex.chunked and not ex.local:
+            self._send_body(ex, b"0\r\n\r\n")
+        ex.complete = True
+        if ex is self.active:
+            if ex.local:
+                self._answer_local(ex)
+            elif ex.response_started:
+                pass
+            else:
+                self.deadline = 0.0  # the server timeout now runs on the upstream side
+
+    def _send_body(self, ex: Exchange, data: bytes) -> None:
+        if ex.replay is not None:
+            ex.replay_size += len(data)
+            if ex.replay_size > MAX_REPLAY:
+                ex.replay = None
+            else:
+                ex.replay.append(data)
+        upstream = ex.upstream
+        if upstream is not None and ex.t_connect:
+            ex.body_sent = True
+            upstream.server.bytes_in += len(data)
+            upstream.transport.write(data)
+            return
+        ex.unsent.append(data)
+        ex.unsent_size += len(data)
+        if ex.unsent_size > MAX_BUFFERED_BODY:
+            self._pause(P_BUFFER)
+
+    # -- routing -------------------------------------------------------------
+
+    def _dispatch(self, ex: Exchange) -> None:
+        if ex.local:
+            if ex.complete:
+                self._answer_local(ex)
+            return
+        backend = self.frontend.backend
+        server = backend.pick(self.client_ip, ex.tried)
+        if server is None:
+            if backend.candidates and not ex.tried:
+                self._enqueue(ex)  # every usable server is at its maxconn
+                return
+            ex.terminated = "SC"
+            self._error(ex, 503)
+            return
+        self._assign(ex, server)
+
+    def _assign(self, ex: Exchange, server: Server) -> None:
+        ex.server = server
+        ex.t_assigned = self.sweeper.now
+        server.session_start()
+        server.backend.session_start()
+        self.server_timeout = server.backend.spec.timeouts.server
+        upstream = None
+        if server.spec.send_proxy is None and ex.attempts == 0:
+            upstream = self.pool.take(server)
+        if upstream is not None:
+            self._attach(ex, upstream)
+        else:
+            self.proxy.loop.create_task(self._connect(ex, server))
+
+    async def _connect(self, ex: Exchange, server: Server) -> None:
+        timeout = server.backend.spec.timeouts.connect
+        started = self.proxy.loop.time()
+        try:
+            upstream = await self.pool.connect(server, timeout)
+        except (OSError, asyncio.TimeoutError) as exc:
+            reason = "L4TOUT" if isinstance(exc, asyncio.TimeoutError) else "L4CON"
+            server.connection_errors += 1
+            server.backend.connection_errors += 1
+            self.ctx.observe_failure(server, reason)
+            if self.active is ex and not self.gone:
+                self._retry(ex, connect_failed=True)
+            else:
+                self._end_server_session(ex)
+            return
+        if self.active is not ex or self.gone:
+            self._end_server_session(ex)
+            upstream.release()
+            return
+        if server.spec.send_proxy is not None:
+            upstream.private = True
+            upstream.transport.write(self._proxy_header(server.spec.send_proxy))
+        ex.t_connect = self.proxy.loop.time() - started or 1e-6
+        self._attach(ex, upstream)
+
+    def _attach(self, ex: Exchange, upstream: UpstreamConnection) -> None:
+        ex.upstream = upstream
+        if not ex.t_connect:
+            ex.t_connect = 1e-6  # a reused connection: no connect time
+        if ex.attempts and ex.replay is not None:
+            body = ex.replay
+        else:
+            body = ex.unsent
+        if body:
+            ex.body_sent = True
+            data = ex.head + b"".join(body)
+        else:
+            data = ex.head
+        upstream.server.bytes_in += len(data)
+        ex.unsent = []
+        ex.unsent_size = 0
+        self._resume(P_BUFFER)
+        upstream.attach(self, ex, data)
+
+    def _retry(self, ex: Exchange, connect_failed: bool) -> None:
+        """The server failed before any response byte reached the client."""
+        failed = ex.server
+        self._end_server_session(ex)
+        ex.upstream = None
+        ex.t_connect = 0.0
+        backend = self.frontend.backend
+        retriable = (not ex.body_sent) or (ex.replay is not None and (
+            ex.method in IDEMPOTENT or connect_failed))
+        ex.attempts += 1
+        if not retriable or ex.attempts > backend.spec.retries + len(backend.servers):
+            ex.terminated = "SC" if connect_failed else "SH"
+            self._error(ex, 503 if connect_failed else 502)
+            return
+        backend.retries += 1
+        failed.retries += 1
+        server = None
+        if backend.spec.redispatch:
+            if ex.tried is None:
+                ex.tried = set()
+            ex.tried.add(failed)
+            server = backend.pick(self.client_ip, ex.tried)
+            if server is not None:
+                backend.redispatches += 1
+        if server is None:
+            if ex.attempts > backend.spec.retries or not failed.usable:
+                ex.terminated = "SC" if connect_failed else "SH"
+                self._error(ex, 503 if connect_failed else 502)
+                return
+            server = failed
+        self._assign(ex, server)
+
+    def _enqueue(self, ex: Exchange) -> None:
+        backend = self.frontend.backend
+        ex.queued_at = self.sweeper.now
+        backend.waiters.append((self, ex))
+        backend.queue_cur += 1
+        if backend.queue_cur > backend.queue_max:
+            backend.queue_max = backend.queue_cur
+        self.deadline = self.sweeper.now + backend.spec.timeouts.queue
+
+    def _unqueue(self, ex: Exchange) -> None:
+        backend = self.frontend.backend
+        for i, (client, waiting) in enumerate(backend.waiters):
+            if waiting is ex:
+                del backend.waiters[i]
+                backend.queue_cur -= 1
+                break
+        ex.queued_at = 0.0
+
+    def _end_server_session(self, ex: Exchange) -> None:
+        server = ex.server
+        if server is not None:
+            server.session_end()
+            server.backend.session_end()
+            ex.server = None if not ex.response_started else server
+            if server.backend.waiters:
+                wake_waiters(server.backend)
+
+    # -- the response (called by UpstreamConnection) ---------------------------
+
+    def send_interim(self, status: int, reason: bytes, parts) -> None:
+        if self.active is not None and self.active.version == "1.1":
+            self.transport.write(b"HTTP/1.1 %d %s\r\n%s\r\n" % (status, reason, b"".join(parts)))
+
+    def response_head(self, upstream: UpstreamConnection, status: int, reason: bytes, parts) -> None:
+        ex = self.active
+        ex.status = status
+        ex.response_started = True
+        ex.t_response = self.sweeper.now
+        if status == 101:
+            head_end = b"Connection: upgrade\r\n\r\n"
+        else:
+            if not ex.complete or ex.upgrade is not None or self.closing:
+                ex.close_after = True
+            if upstream.no_body or upstream.resp_length >= 0:
+                pass
+            elif ex.version == "1.1":
+                ex.rechunk = True
+                parts.append(b"Transfer-Encoding: chunked\r\n")
+            else:
+                ex.close_after = True  # the body ends when the connection does
+            if ex.close_after or not ex.keep_alive:
+                head_end = b"Connection: close\r\n\r\n"
+            elif ex.version == "1.0":
+                head_end = b"Connection: keep-alive\r\n\r\n"
+            else:
+                head_end = b"\r\n"
+        head = b"HTTP/1.1 %d %s\r\n%s%s" % (status, reason or REASONS.get(status, b"-"),
+                                             b"".join(parts), head_end)
+        ex.bytes_out += len(head)
+        self.transport.write(head)
+
+    def response_body(self, body) -> None:
+        ex = self.active
+        n = len(body)
+        ex.bytes_out += n
+        if ex.rechunk:
+            self.transport.writelines((b"%x\r\n" % n, body, b"\r\n"))
+        else:
+            self.transport.write(body)
+
+    def response_complete(self, upstream: UpstreamConnection) -> None:
+        ex = self.active
+        if ex.rechunk:
+            self.transport.write(b"0\r\n\r\n")
+        if not ex.complete:
+            upstream.keep_alive = False  # it would read the rest of our request
+        upstream.release()
+        ex.upstream = None
+        self._finish(ex)
+
+    def upstream_lost(self, upstream: UpstreamConnection, exc) -> None:
+        ex = self.active
+        if ex is None or ex.upstream is not upstream:
+            return
+        server = upstream.server
+        if ex.response_started:
+            # Mid-body: nothing can be repaired, the client must see it.
+            ex.terminated = "SD"
+            server.server_aborts += 1
+            server.backend.server_aborts += 1
+            ex.upstream = None
+            self._finish(ex, aborted=True)
+            self.abort()
+            return
+        if not upstream.reused:
+            # A fresh connection failed before answering: the server is sick.
+            server.response_errors += 1
+            server.backend.response_errors += 1
+            self.ctx.observe_failure(server, "SOCKERR")
+        self._retry(ex, connect_failed=False)
+
+    def upstream_invalid(self, upstream: UpstreamConnection) -> None:
+        ex = self.active
+        if ex is None:
+            return
+        upstream.server.response_errors += 1
+        upstream.server.backend.response_errors += 1
+        ex.upstream = None
+        if ex.response_started:
+            self._finish(ex, aborted=True)
+            self.abort()
+        else:
+            ex.terminated = "PH"
+            self._end_server_session(ex)
+            self._error(ex, 502)
+
+    def upstream_timeout(self, upstream: UpstreamConnection) -> None:
+        ex = self.active
+        upstream.abort()
+        if ex is None:
+            return
+        ex.upstream = None
+        if ex.response_started:
+            ex.terminated = "sD"
+            self._finish(ex, aborted=True)
+            self.abort()
+        else:
+            ex.terminated = "sH"
+            self._end_server_session(ex)
+            self._error(ex, 504)
+
+    # -- tunnels (Upgrade: websocket) ------------------------------------------
+
+    def _upgrade_requested(self, rest: bytes) -> None:
+        """httptools stops at the end of an upgrade request: what follows is
+        for the tunnel, held until the server agrees (101)."""
+        ex = self.active
+        if ex is None or ex.upgrade is None:
+            self._reject(400)
+            return
+        ex.tunnel_pending = [rest] if rest else []
+        self._pause(P_TUNNEL)
+
+    def start_tunnel(self, upstream: UpstreamConnection, rest: bytes) -> None:
+        ex = self.active
+        self.tunnel = upstream
+        self.parser = None
+        if rest:
+            self.transport.write(rest)
+        pending = ex.tunnel_pending or []
+        ex.tunnel_pending = None
+        ex.upstream = None
+        self._finish(ex, keep_server_session=True)
+        if pending:
+            upstream.transport.write(b"".join(pending))
+        upstream.deadline = 0.0
+        self.deadline = self.sweeper.now + self.tunnel_timeout()
+        self.pause_mask = 0
+        self.transport.resume_reading()
+
+    def tunnel_timeout(self) -> float:
+        return self.frontend.backend.spec.timeouts.tunnel
+
+    def tunnel_from_server(self, data: bytes) -> None:
+        self.frontend.bytes_out += len(data)
+        self.transport.write(data)
+        self.deadline = self.sweeper.now + self.tunnel_timeout()
+
+    def tunnel_eof_from_server(self) -> None:
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+
+    def tunnel_closed(self, upstream: UpstreamConnection) -> None:
+        server = upstream.server
+        server.session_end()
+        server.backend.session_end()
+        self.tunnel = None
+        self.close()
+
+    # -- endings ---------------------------------------------------------------
+
+    def _finish(self, ex: Exchange, aborted: bool = False, keep_server_session: bool = False) -> None:
+        """Counters and log for a finished exchange, then the next request."""
+        frontend = self.frontend
+        frontend.bytes_out += ex.bytes_out
+        status = ex.status
+        if status:
+            idx = status_class_index(status)
+            frontend.http_responses[idx] += 1
+        server = ex.server
+        if server is not None:
+            backend = server.backend
+            if status:
+                server.http_responses[status_class_index(status)] += 1
+                backend.http_responses[status_class_index(status)] += 1
+            server.http_requests += 1
+            backend.http_requests += 1
+            backend.bytes_out += ex.bytes_out
+            now = self.sweeper.now
+            t_total = now - ex.t_head
+            t_resp = (ex.t_response - ex.t_assigned) if ex.t_response else 0.0
+            server.add_timers(0.0, ex.t_connect, t_resp, t_total)
+            backend.add_timers(0.0, ex.t_connect, t_resp, t_total)
+            if not keep_server_session and not aborted:
+                self._end_server_session(ex)
+        self._log(ex)
+        if aborted or keep_server_session:
+            self.active = None
+            return
+        self.active = None
+        if ex.close_after or not ex.keep_alive or self.closing:
+            self.close()
+            return
+        if self.pending_error:
+            self._error(Exchange(self.sweeper.now), self.pending_error)
+            return
+        queue = self.queue
+        if queue:
+            nxt = queue.popleft()
+            self.active = nxt
+            if not queue:
+                self._resume(P_QUEUE)
+            self._dispatch(nxt)
+            return
+        if self.current is None:
+            self.deadline = self.sweeper.now + frontend.spec.timeouts.http_keep_alive
+        else:
+            self.deadline = self.sweeper.now + frontend.spec.timeouts.http_request
+
+    def _log(self, ex: Exchange) -> None:
+        access = self.ctx.access_log
+        if not access.enabled:
+            return
+        server = ex.server
+        now = self.sweeper.now
+        access.http(
+            self.peer, self.frontend.name, self.frontend.backend.name,
+            server.name if server is not None else "<NOSRV>",
+            ex.t_head - ex.t_begin, (ex.t_assigned - ex.t_head) if ex.t_assigned else None,
+            ex.t_connect or None, (ex.t_response - ex.t_head) if ex.t_response else None,
+            now - ex.t_begin, ex.status, ex.bytes_out, ex.terminated,
+            ex.request_line() if ex.method else "<BADREQ>", ex.attempts, ex.started or None)
+
+    def _error(self, ex: Exchange, code: int) -> None:
+        """Answer with one of HAProxy's canned errors and close."""
+        if ex.server is not None and not ex.response_started:
+            self._end_server_session(ex)
+            ex.server = None
+        ex.status = code
+        body = errors.page(code)
+        ex.bytes_out = len(body)
+        ex.response_started = True
+        self.active = None
+        self.frontend.http_responses[status_class_index(code)] += 1
+        self.frontend.bytes_out += len(body)
+        self._log(ex)
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(body)
+            self.transport.close()
+
+    def _answer_local(self, ex: Exchange) -> None:
+        """monitor_uri: lbcore answers for itself; 503 once stopping."""
+        code = 503 if (self.ctx.stopping or self.closing) else 200
+        body = b"<html><body><h1>200 OK</h1>\nService ready.\n</body></html>\n" if code == 200 \
+            else b"<html><body><h1>503 Service Unavailable</h1>\nStopping.\n</body></html>\n"
+        keep = ex.keep_alive and code == 200
+        head = (b"HTTP/1.1 %d %s\r\nContent-Type: text/html\r\nCache-Control: no-cache\r\n"
+                b"Content-Length: %d\r\n%s\r\n") % (
+            code, REASONS[code], len(body), b"" if keep else b"Connection: close\r\n")
+        self.transport.write(head if ex.method_head else head + body)
+        ex.status = code
+        ex.bytes_out = len(head) + len(body)
+        ex.keep_alive = keep
+        self._finish(ex)
+
+    def _proxy_header(self, version: str) -> bytes:
+        return proxy_protocol.header(version, self.peer, self.transport.get_extra_info("sockname"))
+
+
+def wake_waiters(backend) -> None:
+    """A server slot was freed: hand it to the oldest queued request."""
+    while backend.waiters:
+        server = backend.pick(b"")
+        if server is None:
+            return
+        client, ex = backend.waiters.pop(0)
+        backend.queue_cur -= 1
+        ex.queued_at = 0.0
+        if client.gone or client.active is not ex:
+            continue
+        ex.t_assigned = client.sweeper.now
+        client._assign(ex, server)

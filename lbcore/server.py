@@ -1,0 +1,270 @@
+"""Process lifecycle: start, SIGHUP reload, SIGTERM drain, SIGINT stop.
+
+Static settings (the listening sockets) are kept apart from reloadable
+ones (frontends' routing, backends, servers): a reload re-reads the file,
+keeps every listener whose address survives (so no connection is ever
+refused), binds the new ones, closes the removed ones, and reconfigures
+the runtime objects in place so in-flight work and counters carry over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from typing import Optional
+
+from . import config as config_mod
+from . import state_file
+from .config import Address, Config, ConfigError
+from .listeners import Acceptor, bind_socket
+from .logs import AccessLog, setup_event_log
+from .model import Runtime
+from .proxy.context import ProxyContext
+from .proxy.http import HttpProxy
+from .timers import Sweeper
+from .upstream import UpstreamPool
+
+log = logging.getLogger("lbcore")
+
+LOG_FLUSH_INTERVAL = 0.2
+
+
+class BindError(Exception):
+    pass
+
+
+class LoadBalancer:
+    """Everything one lbcore process runs."""
+
+    def __init__(self, config: Config, reuse_port: bool = False) -> None:
+        self.config = config
+        self.reuse_port = reuse_port
+        self.runtime: Optional[Runtime] = None
+        self.loop: Optional[asyncio.AbstractEventLoop] = None
+        self.acceptors: dict[Address, Acceptor] = {}
+        self.handlers: dict[str, object] = {}  # frontend name -> HttpProxy | TcpProxy
+        self.health = None
+        self.stats = None
+        self.stopped: Optional[asyncio.Future] = None
+        self.exit_code = 0
+
+    # -- start -----------------------------------------------------------------
+
+    async def run(self) -> int:
+        self.loop = loop = asyncio.get_running_loop()
+        self.stopped = loop.create_future()
+        config = self.config
+        setup_event_log(config.global_.log)
+        self.access_log = AccessLog(config.global_.log)
+        self.sweeper = Sweeper(loop)
+        self.sweeper.start()
+        self.pool = UpstreamPool(loop, self.sweeper)
+        from . import health
+        self.ctx = ProxyContext(loop, self.access_log, observe_failure=health.observe_failure,
+                                maxconn=config.global_.maxconn)
+        self.runtime = Runtime.build(config)
+        if config.global_.state_file:
+            state_file.load(self.runtime, config.global_.state_file)
+        # Bind everything before serving anything: a config that cannot bind
+        # fails whole.
+        sockets = self._bind_all(config, {})
+        self._install_handlers()
+        self._install_acceptors(sockets)
+        self.health = health.HealthChecker(lambda: self.runtime)
+        self.health.start(loop)
+        await self._start_stats(config)
+        if config.global_.pidfile:
+            with open(config.global_.pidfile, "w") as f:
+                f.write(f"{os.getpid()}\n")
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        loop.add_signal_handler(signal.SIGTERM, self.graceful_stop)
+        loop.add_signal_handler(signal.SIGINT, self.stop_now)
+        self._flush_logs()
+        log.info("lbcore started (pid %d): %s", os.getpid(), ", ".join(
+            f"{name} on {', '.join(str(a) for a in fe.binds)} ({fe.mode})"
+            for name, fe in config.frontends.items()))
+        await self.stopped
+        return self.exit_code
+
+    def _bind_all(self, config: Config, keep: dict) -> dict:
+        """Listening sockets for every bind of `config`, reusing those in
+        `keep` (address -> socket). All or nothing."""
+        sockets = {}
+        fresh = []
+        try:
+            for name, fe in config.frontends.items():
+                for address in fe.binds:
+                    if address in keep:
+                        sockets[address] = (name, keep[address])
+                        continue
+                    try:
+                        sock = bind_socket(address, self.reuse_port)
+                    except OSError as exc:
+                        raise BindError(f"cannot bind frontend {name} to {address}: {exc.strerror or exc}")
+                    fresh.append(sock)
+                    sockets[address] = (name, sock)
+        except BindError:
+            for sock in fresh:
+                sock.close()
+            raise
+        return sockets
+
+    def _make_handler(self, frontend):
+        if frontend.mode == "http":
+            return HttpProxy(frontend, self.ctx, self.pool, self.sweeper)
+        from .proxy.tcp import TcpProxy
+        return TcpProxy(frontend, self.ctx)
+
+    def _install_handlers(self) -> None:
+        handlers = {}
+        for name, frontend in self.runtime.frontends.items():
+            handler = self.handlers.get(name)
+            if handler is None or handler.frontend is not frontend:
+                handler = self._make_handler(frontend)
+            else:
+                reconfigure = getattr(handler, "reconfigure", None)
+                if reconfigure is not None:
+                    reconfigure()
+            handlers[name] = handler
+        self.retired = [h for n, h in self.handlers.items() if handlers.get(n) is not h]
+        self.handlers = handlers
+        for backend in self.runtime.backends.values():
+            if self.pool.server_changed not in backend.listeners:
+                backend.listeners.append(self.pool.server_changed)
+
+    def _install_acceptors(self, sockets: dict) -> None:
+        acceptors = {}
+        for address, (name, sock) in sockets.items():
+            handler = self.handlers[name]
+            frontend = handler.frontend
+            acceptor = self.acceptors.get(address)
+            if acceptor is None:
+                acceptor = Acceptor(self.loop, sock, None, None)
+            acceptor.on_accept = handler.accept
+            acceptor.may_accept = (lambda fe=frontend: self.ctx.may_accept(fe))
+            acceptors[address] = acceptor
+        for address, acceptor in self.acceptors.items():
+            if address not in acceptors:
+                acceptor.close()
+                log.info("stopped listening on %s", address)
+        self.acceptors = acceptors
+        self.ctx.acceptors = list(acceptors.values())
+        for acceptor in acceptors.values():
+            acceptor.start()
+
+    async def _start_stats(self, config: Config) -> None:
+        if config.stats is None:
+            return
+        from .stats.endpoint import StatsEndpoint
+        from .stats.admin import AdminActions
+        from .stats.snapshot import snapshot
+        self.stats = StatsEndpoint(config.stats, lambda: snapshot(self.runtime),
+                                   AdminActions(lambda: self.runtime, config.stats))
+        await self.stats.start(self.loop)
+
+    def _flush_logs(self) -> None:
+        self.access_log.flush()
+        if self.stopped is not None and not self.stopped.done():
+            self.loop.call_later(LOG_FLUSH_INTERVAL, self._flush_logs)
+
+    # -- reload ----------------------------------------------------------------
+
+    def reload(self) -> None:
+        self.loop.create_task(self._reload())
+
+    async def _reload(self) -> None:
+        path = self.config.path
+        log.info("reloading %s", path)
+        try:
+            new = config_mod.load(path)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("reload refused: %s", problem)
+            log.error("reload refused: keeping the running configuration")
+            return
+        keep = {address: acceptor.sock for address, acceptor in self.acceptors.items()}
+        try:
+            sockets = self._bind_all(new, keep)
+        except BindError as exc:
+            log.error("reload refused: %s; keeping the running configuration", exc)
+            return
+        old = self.config
+        self.config = new
+        self.runtime = Runtime.build(new, previous=self.runtime)
+        self.pool.prune(list(self.runtime.servers()))
+        self._install_handlers()
+        self._install_acceptors(sockets)
+        self.ctx.maxconn = new.global_.maxconn
+        if new.global_.log != old.global_.log:
+            self.access_log.close()
+            setup_event_log(new.global_.log)
+            self.access_log = self.ctx.access_log = AccessLog(new.global_.log)
+        self.health.reload(self.runtime)
+        if new.stats != old.stats:
+            if self.stats is not None:
+                self.stats.close()
+                self.stats = None
+            await self._start_stats(new)
+        for handler in self.retired:
+            drain = getattr(handler, "drain", None)
+            if drain is not None:
+                drain()
+        log.info("reloaded %s: %d frontends, %d backends, %d servers", path,
+                 len(self.runtime.frontends), len(self.runtime.backends),
+                 sum(len(b.servers) for b in self.runtime.backends.values()))
+
+    # -- stop ------------------------------------------------------------------
+
+    def graceful_stop(self) -> None:
+        if self.ctx.stopping:
+            return
+        log.info("SIGTERM: no longer accepting; finishing in-flight work (grace %ss)",
+                 self.config.global_.grace)
+        self.ctx.stopping = True
+        for acceptor in self.acceptors.values():
+            acceptor.close()
+        self.acceptors = {}
+        for handler in self.handlers.values():
+            drain = getattr(handler, "drain", None)
+            if drain is not None:
+                drain()
+        self.loop.create_task(self._wait_drained())
+
+    async def _wait_drained(self) -> None:
+        deadline = self.loop.time() + self.config.global_.grace
+        while self.ctx.connections > 0 and self.loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        if self.ctx.connections > 0:
+            log.warning("grace period over: closing %d connections", self.ctx.connections)
+        self._shutdown()
+
+    def stop_now(self) -> None:
+        log.info("SIGINT: stopping now")
+        self.ctx.stopping = True
+        for acceptor in self.acceptors.values():
+            acceptor.close()
+        self.acceptors = {}
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        for handler in self.handlers.values():
+            handler.close_all()
+        self.pool.close_all()
+        if self.health is not None:
+            self.health.stop()
+        if self.stats is not None:
+            self.stats.close()
+        if self.config.global_.state_file:
+            state_file.save(self.runtime, self.config.global_.state_file)
+        self.sweeper.stop()
+        self.access_log.close()
+        if self.config.global_.pidfile:
+            try:
+                os.unlink(self.config.global_.pidfile)
+            except OSError:
+                pass
+        log.info("lbcore stopped")
+        if not self.stopped.done():
+            self.stopped.set_result(None)

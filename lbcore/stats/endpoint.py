@@ -1,0 +1,324 @@
+"""The stats/admin HTTP endpoint on `stats.bind`.
+
+An asyncio HTTP/1.1 server on h11 (sans-I/O: every parsing decision and
+keep-alive state lives in h11; this module only moves bytes). It is not
+on the forwarding path, so clarity beats speed here. What it serves:
+
+    GET  /                  HTML page (auto-refresh every stats.refresh)
+    GET  /stats.json        JSON
+    GET  /stats.csv         HAProxy CSV; also HAProxy's `/;csv`,
+                            `/stats;csv`, `/haproxy?stats;csv`
+    GET  /metrics           Prometheus text format (`?scope=` as HAProxy)
+    POST /admin/backends/{backend}/servers/{server}   admin API
+
+`get_snapshot` is called once per request, so the caller decides what is
+shown: the current runtime after a reload, or the merge of all workers.
+It and `admin.apply` may return awaitables (a master asking its workers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hmac
+import http
+import inspect
+import json
+import logging
+import re
+import socket
+from typing import Any, Callable, Optional, Union
+from urllib.parse import unquote, urlsplit
+
+import h11
+
+from ..config import Address, StatsSpec
+from .admin import AdminError, AdminHandler, parse_body
+from .csvview import render_csv
+from .htmlpage import render_html
+from .jsonview import render_json
+from .prometheus import CONTENT_TYPE as METRICS_CONTENT_TYPE, parse_scopes, render_metrics
+
+log = logging.getLogger("lbcore.stats")
+
+MAX_HEAD = 16 * 1024  # request line + headers
+MAX_BODY = 64 * 1024  # admin bodies are a few bytes
+MAX_CONNECTIONS = 256  # a stats port is for a few dashboards, not a crowd
+IDLE_TIMEOUT = 30.0  # keep-alive wait for the next request
+REQUEST_TIMEOUT = 10.0  # a started request must arrive whole within this
+
+READ_METHODS = ("GET", "HEAD")
+ADMIN_PATH = re.compile(r"^/admin/backends/([^/]+)/servers/([^/]+)/?$")
+# HAProxy's stats URIs that scripts use with ";csv".
+CSV_ALIAS_BASES = ("/", "/stats", "/haproxy")
+
+Response = tuple[int, list[tuple[str, str]], bytes]
+SnapshotSource = Callable[[], Union[dict, Any]]
+
+
+async def _resolve(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+def _text(status: int, message: str, extra: Optional[list[tuple[str, str]]] = None) -> Response:
+    return status, [("Content-Type", "text/plain; charset=utf-8")] + (extra or []), (message + "\n").encode()
+
+
+def _json(status: int, payload: Any) -> Response:
+    return status, [("Content-Type", "application/json")], render_json(payload)
+
+
+def _reason(status: int) -> bytes:
+    try:
+        return http.HTTPStatus(status).phrase.encode("ascii")
+    except ValueError:
+        return b""
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _listening_socket(address: Address) -> socket.socket:
+    host = address.host or "0.0.0.0"
+    try:
+        family, kind, proto, _, sockaddr = socket.getaddrinfo(
+            host, address.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as exc:
+        raise OSError(f"stats.bind {address}: cannot resolve {host!r}: {exc}") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        # A restart must not wait out TIME_WAIT on the stats port.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(sockaddr)
+        sock.listen(128)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"stats.bind {address}: {exc.strerror}") from None
+    return sock
+
+
+class StatsEndpoint:
+    def __init__(self, spec: StatsSpec, get_snapshot: SnapshotSource, admin: AdminHandler):
+        self.spec = spec  # replaced on reload: auth, admin and refresh apply to the next request
+        self.get_snapshot = get_snapshot
+        self.admin = admin
+        self._server: Optional[asyncio.base_events.Server] = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def start(self, loop: Optional[asyncio.AbstractEventLoop] = None) -> None:
+        """Bind `spec.bind` and serve on the running loop (`loop`, if given,
+        must be it); raises OSError naming the address."""
+        sock = _listening_socket(self.spec.bind)
+        try:
+            self._server = await asyncio.start_server(self._serve, sock=sock)
+        except Exception:
+            sock.close()
+            raise
+        log.info("stats endpoint listening on %s", self.address)
+
+    @property
+    def address(self) -> str:
+        if not self._server or not self._server.sockets:
+            return str(self.spec.bind)
+        host, port = self._server.sockets[0].getsockname()[:2]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    @property
+    def port(self) -> int:
+        return self._server.sockets[0].getsockname()[1]
+
+    def close(self) -> None:
+        """Stop listening and drop open connections (a stats client retries)."""
+        if self._server is not None:
+            self._server.close()
+        for writer in list(self._writers):
+            writer.close()
+
+    async def wait_closed(self) -> None:
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    # -- connections ---------------------------------------------------------
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._writers) >= MAX_CONNECTIONS:
+            writer.close()
+            return
+        self._writers.add(writer)
+        peer = writer.get_extra_info("peername")
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+        try:
+            while True:
+                try:
+                    request, body = await self._read_request(conn, reader, writer)
+                except h11.RemoteProtocolError as exc:
+                    await self._send_error(conn, writer, exc.error_status_hint or 400, f"bad request: {exc}")
+                    break
+                except _BodyTooLarge:
+                    await self._send_error(conn, writer, 413, f"request body larger than {MAX_BODY} bytes")
+                    break
+                if request is None:
+                    break
+                response = await self._respond(request, body, peer)
+                await self._send(conn, writer, request, response)
+                if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                    break
+                conn.start_next_cycle()
+        except (ConnectionError, asyncio.TimeoutError, asyncio.IncompleteReadError):
+            pass
+        except Exception:  # one broken client must never take the endpoint down
+            log.exception("stats endpoint: connection from %s failed", peer)
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+
+    async def _read_request(self, conn: h11.Connection, reader: asyncio.StreamReader,
+                            writer: asyncio.StreamWriter) -> tuple[Optional[h11.Request], bytes]:
+        request: Optional[h11.Request] = None
+        body = bytearray()
+        loop = asyncio.get_running_loop()
+        deadline: Optional[float] = None  # one deadline per request, so a trickle cannot hold it open
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                if conn.they_are_waiting_for_100_continue:
+                    writer.write(conn.send(h11.InformationalResponse(status_code=100, headers=[])))
+                if deadline is None and (request is not None or conn.trailing_data[0]):
+                    deadline = loop.time() + REQUEST_TIMEOUT
+                timeout = IDLE_TIMEOUT if deadline is None else max(0.0, deadline - loop.time())
+                data = await asyncio.wait_for(reader.read(65536), timeout)
+                if deadline is None and data:
+                    deadline = loop.time() + REQUEST_TIMEOUT
+                conn.receive_data(data)
+            elif isinstance(event, h11.Request):
+                request = event
+            elif isinstance(event, h11.Data):
+                body += event.data
+                if len(body) > MAX_BODY:
+                    raise _BodyTooLarge()
+            elif isinstance(event, h11.EndOfMessage):
+                return request, bytes(body)
+            elif isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
+                return None, b""
+
+    async def _send(self, conn: h11.Connection, writer: asyncio.StreamWriter,
+                    request: h11.Request, response: Response) -> None:
+        status, headers, body = response
+        headers = headers + [("Content-Length", str(len(body))), ("Cache-Control", "no-cache")]
+        writer.write(conn.send(h11.Response(status_code=status, headers=headers, reason=_reason(status))))
+        if request.method != b"HEAD" and body:
+            writer.write(conn.send(h11.Data(data=body)))
+        writer.write(conn.send(h11.EndOfMessage()))
+        await writer.drain()
+
+    async def _send_error(self, conn: h11.Connection, writer: asyncio.StreamWriter, status: int, message: str) -> None:
+        if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return
+        status, headers, body = _text(status, message)
+        headers = headers + [("Content-Length", str(len(body))), ("Connection", "close")]
+        try:
+            writer.write(conn.send(h11.Response(status_code=status, headers=headers, reason=_reason(status))))
+            writer.write(conn.send(h11.Data(data=body)))
+            writer.write(conn.send(h11.EndOfMessage()))
+            await writer.drain()
+        except (h11.LocalProtocolError, ConnectionError):
+            pass
+
+    # -- requests ------------------------------------------------------------
+
+    def _authorized(self, request: h11.Request) -> bool:
+        user, password = self.spec.auth
+        value = next((v for k, v in request.headers if k == b"authorization"), b"")
+        scheme, _, credentials = value.partition(b" ")
+        if scheme.lower() != b"basic":
+            return False
+        try:
+            decoded = base64.b64decode(credentials.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            return False
+        given_user, sep, given_password = decoded.partition(b":")
+        # Both comparisons always run, in constant time, so timing tells nothing.
+        user_ok = hmac.compare_digest(given_user, user.encode("utf-8"))
+        password_ok = hmac.compare_digest(given_password, password.encode("utf-8"))
+        return bool(sep) and user_ok and password_ok
+
+    async def _respond(self, request: h11.Request, body: bytes, peer: Any) -> Response:
+        try:
+            return await self._route(request, body, peer)
+        except Exception:
+            log.exception("stats endpoint: %s %s failed", request.method, request.target)
+            return _text(500, "internal error; see the lbcore log")
+
+    async def _route(self, request: h11.Request, body: bytes, peer: Any) -> Response:
+        if self.spec.auth is not None and not self._authorized(request):
+            return _text(401, "authentication required",
+                         [("WWW-Authenticate", 'Basic realm="lbcore statistics", charset="UTF-8"')])
+        method = request.method.decode("ascii", "replace")
+        target = request.target.decode("ascii", "replace")
+        if target.startswith(("http://", "https://")):  # absolute-form, as proxies send
+            parts = urlsplit(target)
+            path, query = parts.path or "/", parts.query
+        else:
+            path, _, query = target.partition("?")
+
+        admin = ADMIN_PATH.match(path)
+        if admin:
+            if method != "POST":
+                return _text(405, "use POST", [("Allow", "POST")])
+            return await self._admin(unquote(admin.group(1)), unquote(admin.group(2)), body, peer)
+
+        view = self._view(path, query)
+        if view is None:
+            return _text(404, f"no such page: {path}")
+        if method not in READ_METHODS:
+            return _text(405, f"{method} not allowed here; use GET", [("Allow", ", ".join(READ_METHODS))])
+        return await self._render(view, query)
+
+    @staticmethod
+    def _view(path: str, query: str) -> Optional[str]:
+        if path == "/stats.json":
+            return "json"
+        if path in ("/stats.csv",):
+            return "csv"
+        if path == "/metrics":
+            return "metrics"
+        base, _, options = path.partition(";")
+        if base in CSV_ALIAS_BASES and ("csv" in options.split(";") or "csv" in query.split(";")):
+            return "csv"
+        if path == "/":
+            return "html"
+        return None
+
+    async def _render(self, view: str, query: str) -> Response:
+        if view == "metrics":
+            try:
+                scopes = parse_scopes(query)
+            except ValueError as exc:
+                return _text(400, str(exc))
+        snapshot = await _resolve(self.get_snapshot())
+        if view == "html":
+            return 200, [("Content-Type", "text/html; charset=utf-8")], render_html(snapshot, self.spec.refresh)
+        if view == "json":
+            return 200, [("Content-Type", "application/json")], render_json(snapshot)
+        if view == "csv":
+            return 200, [("Content-Type", "text/plain; charset=utf-8")], render_csv(snapshot)
+        return 200, [("Content-Type", METRICS_CONTENT_TYPE)], render_metrics(snapshot, scopes)
+
+    async def _admin(self, backend: str, server: str, body: bytes, peer: Any) -> Response:
+        who = peer[0] if isinstance(peer, tuple) else peer
+        if not self.spec.admin:
+            return _json(403, {"error": "admin actions are disabled (stats.admin is false)"})
+        try:
+            state, weight = parse_body(body)
+            row = await _resolve(self.admin.apply(backend, server, state, weight))
+        except AdminError as exc:
+            log.warning("stats admin: %s/%s refused (%d: %s), from %s", backend, server, exc.status, exc.message, who)
+            return _json(exc.status, {"error": exc.message})
+        log.warning("stats admin: %s/%s %s from %s", backend, server,
+                    json.dumps({k: v for k, v in (("state", state), ("weight", weight)) if v is not None}), who)
+        return _json(200, row)

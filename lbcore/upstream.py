@@ -1,0 +1,344 @@
+"""Keep-alive connections to servers, pooled and reused across clients.
+
+An `UpstreamConnection` carries one exchange at a time. It parses the
+response with httptools, rewrites its head for the client and streams the
+body to the client with back-pressure both ways. When the response is
+complete and the server keeps the connection open it goes back to its
+server's idle list (LIFO, so a few warm connections do most of the work).
+Idle connections to a server that is no longer usable are closed at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Optional
+
+import httptools
+
+from .model import Server
+
+log = logging.getLogger("lbcore")
+
+MAX_IDLE_PER_SERVER = 256
+IDLE_TIMEOUT = 30.0  # an idle pooled connection is closed after this
+MAX_RESPONSE_HEAD = 65536
+
+# Response headers the proxy owns: hop-by-hop ones and the framing.
+HOP_BY_HOP = frozenset((
+    b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding",
+    b"te", b"trailer", b"upgrade", b"proxy-authenticate",
+))
+
+REASONS = {
+    100: b"Continue", 101: b"Switching Protocols", 200: b"OK", 201: b"Created",
+    202: b"Accepted", 204: b"No Content", 206: b"Partial Content",
+    301: b"Moved Permanently", 302: b"Found", 303: b"See Other", 304: b"Not Modified",
+    307: b"Temporary Redirect", 308: b"Permanent Redirect", 400: b"Bad Request",
+    401: b"Unauthorized", 403: b"Forbidden", 404: b"Not Found", 405: b"Method Not Allowed",
+    408: b"Request Timeout", 409: b"Conflict", 413: b"Payload Too Large",
+    429: b"Too Many Requests", 500: b"Internal Server Error", 502: b"Bad Gateway",
+    503: b"Service Unavailable", 504: b"Gateway Timeout",
+}
+
+
+class UpstreamConnection:
+    """asyncio Protocol for one connection to a server."""
+
+    __slots__ = (
+        "pool", "server", "transport", "parser", "exchange", "client",
+        "deadline", "reused", "closed", "status", "reason", "head_parts",
+        "head_size", "resp_chunked", "resp_length", "no_body", "keep_alive",
+        "body_started", "private", "tunnel", "paused",
+    )
+
+    def __init__(self, pool: "UpstreamPool", server: Server) -> None:
+        self.pool = pool
+        self.server = server
+        self.transport = None
+        self.parser = None
+        self.exchange = None
+        self.client = None
+        self.deadline = 0.0
+        self.reused = False
+        self.closed = False
+        self.private = False  # e.g. after a PROXY header: never shared
+        self.tunnel = False
+        self.paused = False
+        self._reset_response()
+
+    def _reset_response(self) -> None:
+        self.status = 0
+        self.reason = b""
+        self.head_parts = []
+        self.head_size = 0
+        self.resp_chunked = False
+        self.resp_length = -1
+        self.no_body = False
+        self.keep_alive = True
+        self.body_started = False
+
+    # -- asyncio.Protocol ------------------------------------------------
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.parser = httptools.HttpResponseParser(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel:
+            self.client.tunnel_from_server(data)
+            return
+        client = self.client
+        if client is None:
+            # Bytes from an idle server: it is not speaking HTTP as we expect.
+            self.close()
+            return
+        self.deadline = self.pool.sweeper.now + client.server_timeout
+        self.server.bytes_out += len(data)
+        try:
+            if self.exchange.method_head and not self.body_started:
+                self._feed_head_only(data)
+            else:
+                self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            offset = exc.args[0] if exc.args else len(data)
+            rest = data[offset:]
+            if self.status == 101:
+                self.tunnel = True
+                self.client.start_tunnel(self, rest)
+            else:
+                self._bad_response("unexpected upgrade")
+        except httptools.HttpParserError as exc:
+            self._bad_response(str(exc))
+
+    def _feed_head_only(self, data: bytes) -> None:
+        """Answers to HEAD have no body whatever their Content-Length says;
+        httptools cannot be told so, so feed it only the head and take a
+        fresh parser for the next response."""
+        self.head_parts.append(data)
+        blob = b"".join(self.head_parts) if len(self.head_parts) > 1 else data
+        end = blob.find(b"\r\n\r\n")
+        if end < 0:
+            if len(blob) > MAX_RESPONSE_HEAD:
+                self._bad_response("response head too large")
+            else:
+                self.head_parts = [blob]
+            return
+        self.head_parts = []
+        self.no_body = True
+        self.parser.feed_data(blob[:end + 4])
+        if self.status and self.status < 200:
+            # An interim response: the final one may follow in the rest.
+            rest = blob[end + 4:]
+            self.parser = httptools.HttpResponseParser(self)
+            if rest:
+                self._feed_head_only(rest)
+            return
+        self.parser = httptools.HttpResponseParser(self)
+        if self.client is not None:
+            self.on_message_complete()
+
+    def connection_lost(self, exc) -> None:
+        self.closed = True
+        self.pool.forget(self)
+        client = self.client
+        if client is None:
+            return
+        if self.tunnel:
+            client.tunnel_closed(self)
+        elif self.status >= 200 and self.body_started and self.resp_length < 0 \
+                and not self.resp_chunked and not self.no_body:
+            # A close-delimited body ends with the connection.
+            self.keep_alive = False
+            self.on_message_complete()
+        else:
+            client.upstream_lost(self, exc)
+
+    def pause_writing(self) -> None:
+        if self.client is not None:
+            self.client.pause_reading_for(self)
+
+    def resume_writing(self) -> None:
+        if self.client is not None:
+            self.client.resume_reading_for(self)
+
+    def eof_received(self):
+        if self.tunnel and self.client is not None:
+            self.client.tunnel_eof_from_server()
+            return True  # keep our write side open: half-close
+        return None
+
+    # -- httptools callbacks ----------------------------------------------
+
+    def on_status(self, reason: bytes) -> None:
+        self.reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.body_started:
+            return  # trailers: dropped
+        self.head_size += len(name) + len(value)
+        lname = name.lower()
+        if lname in HOP_BY_HOP:
+            if lname == b"transfer-encoding":
+                if value.lower().rstrip().endswith(b"chunked"):
+                    self.resp_chunked = True
+            elif lname == b"upgrade":
+                self.head_parts.append(b"Upgrade: " + value + b"\r\n")
+            return
+        if lname == b"content-length":
+            self.resp_length = int(value)
+        self.head_parts.append(name + b": " + value + b"\r\n")
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        self.status = status
+        if self.head_size > MAX_RESPONSE_HEAD:
+            raise httptools.HttpParserError("response head too large")
+        if status < 200 and status != 101:
+            # Interim (100 Continue, 103): relayed, then the final response.
+            self.client.send_interim(status, self.reason, self.head_parts)
+            self.head_parts = []
+            self.reason = b""
+            self.head_size = 0
+            return
+        self.body_started = True
+        if status in (204, 304) or self.exchange.method_head:
+            self.no_body = True
+        self.client.response_head(self, status, self.reason, self.head_parts)
+        self.head_parts = []
+
+    def on_body(self, body: bytes) -> None:
+        self.client.response_body(body)
+
+    def on_message_complete(self) -> None:
+        if not self.body_started:
+            return  # end of an interim response
+        if not self.parser.should_keep_alive():
+            self.keep_alive = False
+        client = self.client
+        if client is not None:
+            client.response_complete(self)
+
+    # -- used by the client side -------------------------------------------
+
+    def attach(self, client, exchange, data: bytes) -> None:
+        self.client = client
+        self.exchange = exchange
+        self._reset_response()
+        self.deadline = self.pool.sweeper.now + client.server_timeout
+        self.transport.write(data)
+
+    def release(self) -> None:
+        """The exchange is over: back to the pool if still clean."""
+        self.client = None
+        self.exchange = None
+        if self.paused:
+            self.paused = False
+            self.transport.resume_reading()
+        if self.closed or not self.keep_alive or self.private or self.tunnel:
+            self.close()
+            return
+        self.pool.put(self)
+
+    def pause(self) -> None:
+        if not self.paused and not self.closed:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def resume(self) -> None:
+        if self.paused and not self.closed:
+            self.paused = False
+            self.transport.resume_reading()
+
+    def _bad_response(self, why: str) -> None:
+        log.info("invalid response from %s/%s: %s", self.server.backend.name, self.server.name, why)
+        self.keep_alive = False
+        client = self.client
+        self.close()
+        if client is not None:
+            client.upstream_invalid(self)
+
+    def expire(self) -> None:
+        """Sweeper: server timeout while an exchange waits, or pool idle time."""
+        self.deadline = 0.0
+        client = self.client
+        if client is not None:
+            client.upstream_timeout(self)
+        else:
+            self.close()
+
+    def close(self) -> None:
+        self.deadline = 0.0
+        if not self.closed:
+            self.closed = True
+            self.pool.forget(self)
+            if self.transport is not None:
+                self.transport.close()
+
+    def abort(self) -> None:
+        self.client = None
+        self.closed = True
+        self.pool.forget(self)
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class UpstreamPool:
+    """Idle keep-alive connections per server, for one process."""
+
+    def __init__(self, loop, sweeper) -> None:
+        self.loop = loop
+        self.sweeper = sweeper
+        self.idle: dict[Server, list[UpstreamConnection]] = {}
+
+    def take(self, server: Server) -> Optional[UpstreamConnection]:
+        idle = self.idle.get(server)
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                conn.reused = True
+                return conn
+        return None
+
+    def put(self, conn: UpstreamConnection) -> None:
+        if not conn.server.usable:
+            conn.close()
+            return
+        idle = self.idle.setdefault(conn.server, [])
+        if len(idle) >= MAX_IDLE_PER_SERVER:
+            conn.close()
+            return
+        conn.deadline = self.sweeper.now + IDLE_TIMEOUT
+        idle.append(conn)
+
+    def forget(self, conn: UpstreamConnection) -> None:
+        self.sweeper.watched.discard(conn)
+        idle = self.idle.get(conn.server)
+        if idle and conn in idle:
+            idle.remove(conn)
+
+    async def connect(self, server: Server, timeout: float) -> UpstreamConnection:
+        conn = UpstreamConnection(self, server)
+        await asyncio.wait_for(
+            self.loop.create_connection(lambda: conn, server.host, server.port), timeout)
+        self.sweeper.watched.add(conn)
+        return conn
+
+    def server_changed(self, server: Server) -> None:
+        """Backend listener: a server that takes no new work keeps no idle connections."""
+        if not server.usable:
+            self.close_idle(server)
+
+    def close_idle(self, server: Server) -> None:
+        for conn in self.idle.pop(server, []):
+            conn.close()
+
+    def prune(self, servers) -> None:
+        """After a reload: drop idle connections to servers that are gone."""
+        keep = set(servers)
+        for server in [s for s in self.idle if s not in keep]:
+            self.close_idle(server)
+
+    def close_all(self) -> None:
+        for server in list(self.idle):
+            self.close_idle(server)
