@@ -18,6 +18,13 @@ from typing import Any, Callable, Iterable, Mapping, Optional
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+__all__ = [
+    "Address", "Timeouts", "LogSpec", "GlobalSpec", "StatsSpec", "TLSSpec",
+    "FrontendSpec", "HealthSpec", "ServerSpec", "BackendSpec", "Config",
+    "ConfigError", "load", "loads", "parse_duration", "parse_size",
+    "parse_address",
+]
+
 
 @dataclass(frozen=True)
 class Address:
@@ -159,13 +166,6 @@ class ConfigError(Exception):
 # constructor would silently drop them, and one pass can collect every
 # problem instead of stopping at the first.
 
-__all__ = [
-    "Address", "Timeouts", "LogSpec", "GlobalSpec", "StatsSpec", "TLSSpec",
-    "FrontendSpec", "HealthSpec", "ServerSpec", "BackendSpec", "Config",
-    "ConfigError", "load", "loads", "parse_duration", "parse_size",
-    "parse_address",
-]
-
 MODES = ("http", "tcp")
 BALANCES = ("roundrobin", "leastconn", "source", "first")
 HEALTH_TYPES = ("none", "tcp", "http")
@@ -177,14 +177,14 @@ LOG_FORMATS = ("http", "json", "none")
 MAX_WEIGHT = 256
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
-_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)?")
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(ms|s|m|h|d)?")
 _DURATION_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_SIZE = re.compile(r"(\d+)\s*([kmgKMG])?")
+_SIZE = re.compile(r"([0-9]+)\s*([kmgKMG])?")
 _SIZE_UNITS = {None: 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 _HOSTNAME_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 _STATUS_CLASS = re.compile(r"([1-5])xx")
 # A log target that looks like host:port (and not like a path) is syslog.
-_SYSLOG_LIKE = re.compile(r"(\[[^\]/]*\]|[A-Za-z0-9.*_-]*):\d+")
+_SYSLOG_LIKE = re.compile(r"(\[[^\]/]*\]|[A-Za-z0-9.*_-]*):[0-9]+")
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _WILDCARD_HOSTS = ("", "::")
 
@@ -395,7 +395,7 @@ class _Reader:
                 required: Iterable[str] = ()) -> Optional[_Mapping]:
         """The known entries of a mapping node; None (after a problem) if the
         node is not a mapping. An absent or null section reads as empty."""
-        if node is None or self._is_null(node):
+        if node is None or self.is_null(node):
             entries: dict[str, tuple[Node, Node]] = {}
         elif isinstance(node, MappingNode):
             entries = self._entries(node, keypath, set())
@@ -415,7 +415,7 @@ class _Reader:
 
     def named_mapping(self, node: Optional[Node], keypath: str) -> dict[str, tuple[Node, Node]]:
         """A mapping whose keys are user-chosen names (frontends, backends)."""
-        if node is None or self._is_null(node):
+        if node is None or self.is_null(node):
             return {}
         if not isinstance(node, MappingNode):
             self.problem(keypath, node, f"expected a mapping of names, got {self.describe(node)}")
@@ -441,7 +441,8 @@ class _Reader:
                 sources = value_node.value if isinstance(value_node, SequenceNode) else [value_node]
                 for source in sources:
                     if not isinstance(source, MappingNode):
-                        self.problem(_key(keypath, "<<"), source, "a merge key '<<' needs a mapping or a list of mappings")
+                        self.problem(_key(keypath, "<<"), source,
+                                     "a merge key '<<' needs a mapping or a list of mappings")
                     elif id(source) in merging or source is node:
                         self.problem(_key(keypath, "<<"), source, "a merge key '<<' refers to its own mapping")
                     else:
@@ -461,7 +462,7 @@ class _Reader:
         merged.update(explicit)
         return merged
 
-    def _is_null(self, node: Node) -> bool:
+    def is_null(self, node: Node) -> bool:
         return isinstance(node, ScalarNode) and node.tag == "tag:yaml.org,2002:null"
 
     # typed fields
@@ -531,25 +532,22 @@ class _Reader:
         return parse
 
     def duration(self, node: Node) -> float:
-        return parse_duration(self._plain(node))
-
-    def size(self, node: Node) -> int:
-        return parse_size(self._plain(node))
+        return parse_duration(self.plain(node))
 
     def address(self, node: Node) -> Address:
-        return parse_address(self._plain(node))
+        return parse_address(self.plain(node))
 
     def server_address(self, node: Node) -> Address:
-        return parse_address(self._plain(node), server=True)
+        return parse_address(self.plain(node), server=True)
 
-    def _plain(self, node: Node) -> Any:
+    def plain(self, node: Node) -> Any:
         if isinstance(node, (MappingNode, SequenceNode)):
             raise _Invalid(f"expected a single value, got {self.describe(node)}")
         return self.scalar(node)
 
     def nullable(self, parse: Callable[[Node], Any]) -> Callable[[Node], Any]:
         def parse_or_null(node: Node) -> Any:
-            return None if self._is_null(node) else parse(node)
+            return None if self.is_null(node) else parse(node)
         return parse_or_null
 
     def request_path(self, node: Node) -> str:
@@ -678,7 +676,7 @@ class _Builder:
     # stats
     def stats(self, node: Optional[Node]) -> Optional[StatsSpec]:
         r = self.r
-        if node is not None and r._is_null(node):
+        if node is not None and r.is_null(node):
             return None
         m = r.mapping(node, "stats", _STATS_KEYS, required=("bind",))
         if m is None:
@@ -695,7 +693,7 @@ class _Builder:
 
     def auth(self, node: Node) -> Optional[tuple[str, str]]:
         r = self.r
-        if r._is_null(node):
+        if r.is_null(node):
             return None
         m = r.mapping(node, "stats.auth", _AUTH_KEYS, required=_AUTH_KEYS)
         if m is None:
@@ -781,7 +779,7 @@ class _Builder:
 
     def tls(self, node: Node, keypath: str) -> Optional[TLSSpec]:
         r = self.r
-        if r._is_null(node):
+        if r.is_null(node):
             return None
         m = r.mapping(node, keypath, _TLS_KEYS, required=("cert",))
         if m is None:
@@ -867,7 +865,7 @@ class _Builder:
         return frozenset(codes or default)
 
     def status_codes(self, node: Node) -> set[int]:
-        value = self.r._plain(node)
+        value = self.r.plain(node)
         if isinstance(value, str):
             match = _STATUS_CLASS.fullmatch(value)
             if not match:
@@ -882,7 +880,7 @@ class _Builder:
 
     def servers(self, node: Optional[Node], keypath: str, maxconn: Optional[int]) -> tuple[ServerSpec, ...]:
         r = self.r
-        if node is None or r._is_null(node):
+        if node is None or r.is_null(node):
             return ()
         if not isinstance(node, SequenceNode):
             r.problem(keypath, node, f"expected a list of servers, got {r.describe(node)}")
