@@ -1,0 +1,1 @@
+"""Side-by-side benchmark of lbcore against haproxy and nginx (bench/run.py)."""
