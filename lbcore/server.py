@@ -18,6 +18,7 @@ from typing import Optional
 from . import config as config_mod
 from . import state_file
 from .config import Address, Config, ConfigError
+from .health import HealthChecker
 from .listeners import Acceptor, bind_socket
 from .logs import AccessLog, setup_event_log
 from .model import Runtime
@@ -61,8 +62,8 @@ class LoadBalancer:
         self.sweeper = Sweeper(loop)
         self.sweeper.start()
         self.pool = UpstreamPool(loop, self.sweeper)
-        from . import health
-        self.ctx = ProxyContext(loop, self.access_log, observe_failure=health.observe_failure,
+        self.health = HealthChecker(lambda: self.runtime)
+        self.ctx = ProxyContext(loop, self.access_log, observe_failure=self.health.observe_failure,
                                 maxconn=config.global_.maxconn)
         self.runtime = Runtime.build(config)
         if config.global_.state_file:
@@ -72,7 +73,6 @@ class LoadBalancer:
         sockets = self._bind_all(config, {})
         self._install_handlers()
         self._install_acceptors(sockets)
-        self.health = health.HealthChecker(lambda: self.runtime)
         self.health.start(loop)
         await self._start_stats(config)
         if config.global_.pidfile:
@@ -158,10 +158,10 @@ class LoadBalancer:
         if config.stats is None:
             return
         from .stats.endpoint import StatsEndpoint
-        from .stats.admin import AdminActions
+        from .stats.admin import AdminAction
         from .stats.snapshot import snapshot
         self.stats = StatsEndpoint(config.stats, lambda: snapshot(self.runtime),
-                                   AdminActions(lambda: self.runtime, config.stats))
+                                   AdminAction(lambda: self.runtime))
         await self.stats.start(self.loop)
 
     def _flush_logs(self) -> None:

@@ -110,6 +110,8 @@ class UpstreamConnection:
                 self._bad_response("unexpected upgrade")
         except httptools.HttpParserError as exc:
             self._bad_response(str(exc))
+        if client.out:
+            client.flush()
 
     def _feed_head_only(self, data: bytes) -> None:
         """Answers to HEAD have no body whatever their Content-Length says;

@@ -165,8 +165,7 @@ class ClientConnection:
     __slots__ = (
         "proxy", "frontend", "ctx", "sweeper", "pool", "peer", "client_ip", "transport",
         "parser", "current", "active", "queue", "deadline", "pause_mask", "closing",
-        "made", "gone", "tunnel", "proto", "server_timeout", "pending_error",
-        "__weakref__",
+        "made", "gone", "tunnel", "proto", "server_timeout", "pending_error", "out",
     )
 
     def __init__(self, proxy: HttpProxy, peer) -> None:
@@ -191,6 +190,7 @@ class ClientConnection:
         self.proto = b"https" if proxy.ssl is not None else b"http"
         self.server_timeout = 60.0
         self.pending_error = 0
+        self.out = []  # response bytes gathered during one server read, written once
 
     # -- connection life -----------------------------------------------------
 
@@ -636,7 +636,7 @@ class ClientConnection:
 
     def send_interim(self, status: int, reason: bytes, parts) -> None:
         if self.active is not None and self.active.version == "1.1":
-            self.transport.write(b"HTTP/1.1 %d %s\r\n%s\r\n" % (status, reason, b"".join(parts)))
+            self.out.append(b"HTTP/1.1 %d %s\r\n%s\r\n" % (status, reason, b"".join(parts)))
 
     def response_head(self, upstream: UpstreamConnection, status: int, reason: bytes, parts) -> None:
         ex = self.active
@@ -664,21 +664,30 @@ class ClientConnection:
         head = b"HTTP/1.1 %d %s\r\n%s%s" % (status, reason or REASONS.get(status, b"-"),
                                              b"".join(parts), head_end)
         ex.bytes_out += len(head)
-        self.transport.write(head)
+        self.out.append(head)
 
     def response_body(self, body) -> None:
         ex = self.active
         n = len(body)
         ex.bytes_out += n
         if ex.rechunk:
-            self.transport.writelines((b"%x\r\n" % n, body, b"\r\n"))
+            self.out += (b"%x\r\n" % n, body, b"\r\n")
         else:
-            self.transport.write(body)
+            self.out.append(body)
+
+    def flush(self) -> None:
+        """One write per server read: head and body leave in one send()."""
+        out = self.out
+        if out:
+            self.out = []
+            if not self.gone:
+                self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def response_complete(self, upstream: UpstreamConnection) -> None:
         ex = self.active
         if ex.rechunk:
-            self.transport.write(b"0\r\n\r\n")
+            self.out.append(b"0\r\n\r\n")
+        self.flush()
         if not ex.complete:
             upstream.keep_alive = False  # it would read the rest of our request
         upstream.release()
@@ -752,6 +761,7 @@ class ClientConnection:
         ex = self.active
         self.tunnel = upstream
         self.parser = None
+        self.flush()
         if rest:
             self.transport.write(rest)
         pending = ex.tunnel_pending or []
@@ -853,6 +863,7 @@ class ClientConnection:
         if ex.server is not None and not ex.response_started:
             self._end_server_session(ex)
             ex.server = None
+        self.flush()
         ex.status = code
         body = errors.page(code)
         ex.bytes_out = len(body)
