@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Set up everything the test suite needs on a fresh machine and run it.
+set -euo pipefail
+root="$(cd "$(dirname "$0")" && pwd)"
+cd "$root"
+
+# Debian tools the tests drive: curl as a real client, chromium for the
+# stats page in a real browser.
+need=()
+command -v curl >/dev/null || need+=(curl)
+command -v chromium >/dev/null || need+=(chromium)
+if [ ${#need[@]} -gt 0 ] && command -v apt-get >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq || true
+  $SUDO apt-get install -y -qq "${need[@]}" >/dev/null || echo "warning: could not install ${need[*]}"
+fi
+
+python3 -m venv .venv
+.venv/bin/pip install --quiet --upgrade pip
+.venv/bin/pip install --quiet ".[test]"
+# The tests import the source tree: build the Cython fast path in place.
+.venv/bin/python setup.py --quiet build_ext --inplace
+
+# The whole suite on the compiled fast path, then the forwarding tests
+# again on the pure-Python fallback, which must behave the same.
+.venv/bin/python -m pytest tests -q -p no:cacheprovider "$@"
+LBCORE_NO_EXT=1 .venv/bin/python -m pytest tests -q -p no:cacheprovider -m fallback "$@"
