@@ -99,7 +99,8 @@ class AccessLog:
              t_request: float, t_queue: Optional[float], t_connect: Optional[float],
              t_response: Optional[float], t_active: float, status: int,
              bytes_out: int, termination: str, request_line: str,
-             retries: int = 0, started: Optional[float] = None) -> None:
+             retries: int = 0, started: Optional[float] = None,
+             conns: tuple = (0, 0, 0, 0), queues: tuple = (0, 0)) -> None:
         started = started or time.time()
         if self.json:
             self.pending.append(json.dumps({
@@ -113,7 +114,9 @@ class AccessLog:
             self.pending.append(
                 f"{_peer(client)} [{_stamp(started)}] {frontend} {backend}/{server} "
                 f"{_ms(t_request)}/{_ms(t_queue)}/{_ms(t_connect)}/{_ms(t_response)}/{_ms(t_active)} "
-                f"{status} {bytes_out} - - {termination or '--'}-- {retries} \"{request_line}\"")
+                f"{status} {bytes_out} - - {termination or '--'}-- "
+                f"{conns[0]}/{conns[1]}/{conns[2]}/{conns[3]}/{retries} {queues[0]}/{queues[1]} "
+                f"\"{request_line}\"")
         if len(self.pending) >= 256:
             self.flush()
 

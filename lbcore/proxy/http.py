@@ -30,6 +30,7 @@ log = logging.getLogger("lbcore")
 MAX_REQUEST_HEAD = 16384  # like HAProxy's tune.bufsize: larger heads get 431
 MAX_BUFFERED_BODY = 256 * 1024  # body bytes held while no server connection is ready
 MAX_REPLAY = 64 * 1024  # request bodies up to this size can be replayed on a retry
+IDLE_CLOSE_DELAY = 0.5  # stopping: idle keep-alive connections close after this
 IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"))
 
 # Request headers the proxy owns, by lower-case name.
@@ -166,6 +167,7 @@ class ClientConnection:
         "proxy", "frontend", "ctx", "sweeper", "pool", "peer", "client_ip", "transport",
         "parser", "current", "active", "queue", "deadline", "pause_mask", "closing",
         "made", "gone", "tunnel", "proto", "server_timeout", "pending_error", "out",
+        "clock",
     )
 
     def __init__(self, proxy: HttpProxy, peer) -> None:
@@ -191,6 +193,7 @@ class ClientConnection:
         self.server_timeout = 60.0
         self.pending_error = 0
         self.out = []  # response bytes gathered during one server read, written once
+        self.clock = proxy.loop.time  # precise time for the log's timers; deadlines use the sweep's
 
     # -- connection life -----------------------------------------------------
 
@@ -279,9 +282,12 @@ class ClientConnection:
                 self.transport.resume_reading()
 
     def stop_keep_alive(self) -> None:
+        """Stopping: the next response says `Connection: close`. An idle
+        connection gets a moment first, so a request that is already on
+        its way is answered rather than cut off."""
         self.closing = True
         if self.active is None and self.current is None and self.tunnel is None:
-            self.close()
+            self.deadline = self.sweeper.now + IDLE_CLOSE_DELAY
 
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -345,7 +351,7 @@ class ClientConnection:
         self.frontend.request_errors += 1
         self.parser = None
         self._pause(P_QUEUE)
-        target = self.current or Exchange(self.sweeper.now)
+        target = self.current or Exchange(self.clock())
         target.terminated = "PR"
         self.current = None
         if self.active is not None and self.active is not target:
@@ -358,7 +364,7 @@ class ClientConnection:
     # -- httptools callbacks -------------------------------------------------
 
     def on_message_begin(self) -> None:
-        self.current = Exchange(self.sweeper.now)
+        self.current = Exchange(self.clock())
         if self.active is None:
             self.deadline = self.sweeper.now + self.frontend.spec.timeouts.http_request
 
@@ -408,7 +414,7 @@ class ClientConnection:
         ex = self.current
         parser = self.parser
         ex.headers_done = True
-        ex.t_head = self.sweeper.now
+        ex.t_head = self.clock()
         ex.started = time.time()
         ex.method = method = parser.get_method()
         ex.version = parser.get_http_version()
@@ -517,7 +523,7 @@ class ClientConnection:
 
     def _assign(self, ex: Exchange, server: Server) -> None:
         ex.server = server
-        ex.t_assigned = self.sweeper.now
+        ex.t_assigned = self.clock()
         server.session_start()
         server.backend.session_start()
         self.server_timeout = server.backend.spec.timeouts.server
@@ -642,7 +648,7 @@ class ClientConnection:
         ex = self.active
         ex.status = status
         ex.response_started = True
-        ex.t_response = self.sweeper.now
+        ex.t_response = self.clock()
         if status == 101:
             head_end = b"Connection: upgrade\r\n\r\n"
         else:
@@ -813,7 +819,7 @@ class ClientConnection:
             server.http_requests += 1
             backend.http_requests += 1
             backend.bytes_out += ex.bytes_out
-            now = self.sweeper.now
+            now = self.clock()
             t_total = now - ex.t_head
             t_resp = (ex.t_response - ex.t_assigned) if ex.t_response else 0.0
             server.add_timers(0.0, ex.t_connect, t_resp, t_total)
@@ -829,7 +835,7 @@ class ClientConnection:
             self.close()
             return
         if self.pending_error:
-            self._error(Exchange(self.sweeper.now), self.pending_error)
+            self._error(Exchange(self.clock()), self.pending_error)
             return
         queue = self.queue
         if queue:
@@ -849,14 +855,20 @@ class ClientConnection:
         if not access.enabled:
             return
         server = ex.server
-        now = self.sweeper.now
+        backend = self.frontend.backend
+        now = self.clock()
+        t_connect = ex.t_connect if ex.t_connect > 1e-5 else (0.0 if ex.t_connect else None)
         access.http(
-            self.peer, self.frontend.name, self.frontend.backend.name,
+            self.peer, self.frontend.name, backend.name,
             server.name if server is not None else "<NOSRV>",
             ex.t_head - ex.t_begin, (ex.t_assigned - ex.t_head) if ex.t_assigned else None,
-            ex.t_connect or None, (ex.t_response - ex.t_head) if ex.t_response else None,
+            t_connect,
+            (ex.t_response - ex.t_assigned - (t_connect or 0.0)) if ex.t_response and ex.t_assigned else None,
             now - ex.t_begin, ex.status, ex.bytes_out, ex.terminated,
-            ex.request_line() if ex.method else "<BADREQ>", ex.attempts, ex.started or None)
+            ex.request_line() if ex.method else "<BADREQ>", ex.attempts, ex.started or None,
+            (self.ctx.connections, self.frontend.cur_sessions, backend.cur_sessions,
+             server.cur_sessions if server is not None else 0),
+            (0, backend.queue_cur))
 
     def _error(self, ex: Exchange, code: int) -> None:
         """Answer with one of HAProxy's canned errors and close."""
@@ -906,5 +918,5 @@ def wake_waiters(backend) -> None:
         ex.queued_at = 0.0
         if client.gone or client.active is not ex:
             continue
-        ex.t_assigned = client.sweeper.now
+        ex.t_assigned = client.clock()
         client._assign(ex, server)
