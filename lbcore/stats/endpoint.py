@@ -76,6 +76,13 @@ def _reason(status: int) -> bytes:
         return b""
 
 
+def _head_too_large(buffered: bytes) -> bool:
+    if len(buffered) <= MAX_HEAD:
+        return False
+    head = buffered[:MAX_HEAD + 4]
+    return b"\r\n\r\n" not in head and b"\n\n" not in head
+
+
 class _BodyTooLarge(Exception):
     pass
 
@@ -164,6 +171,9 @@ class StatsEndpoint:
                     break
                 if request is None:
                     break
+                if request.http_version not in (b"1.0", b"1.1"):
+                    await self._send_error(conn, writer, 505, "only HTTP/1.0 and HTTP/1.1 are served here")
+                    break
                 response = await self._respond(request, body, peer)
                 await self._send(conn, writer, request, response)
                 if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
@@ -195,8 +205,15 @@ class StatsEndpoint:
                 if deadline is None and data:
                     deadline = loop.time() + REQUEST_TIMEOUT
                 conn.receive_data(data)
+                # h11 bounds only heads still incomplete; a big head that
+                # arrives in one read must be refused too.
+                if request is None and _head_too_large(conn.trailing_data[0]):
+                    raise h11.RemoteProtocolError("request head too large", error_status_hint=431)
             elif isinstance(event, h11.Request):
                 request = event
+                length = next((v for k, v in event.headers if k == b"content-length"), b"0")
+                if int(length) > MAX_BODY:  # h11 has checked it is a number
+                    raise _BodyTooLarge()
             elif isinstance(event, h11.Data):
                 body += event.data
                 if len(body) > MAX_BODY:

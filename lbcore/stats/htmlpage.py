@@ -46,6 +46,7 @@ tr.frontend, tr.backend { background: #e8e8d0; font-weight: bold; }
 .maintain { background: #c07820; }
 .status_down { background: #ff9090; }
 .status_up { background: #c0ffc0; }
+table.legend { margin-bottom: .8em; }
 table.legend td { border: 0; padding: 1px 8px; font-size: 11px; }
 """
 
@@ -155,17 +156,29 @@ def _http_title(row: dict[str, Any]) -> str:
     return "HTTP responses: " + ", ".join(f"{k}={v}" for k, v in responses.items())
 
 
-FRONTEND_HEAD = (
-    "<tr><th>Name</th><th>Status</th><th>Mode</th><th>Sessions cur</th><th>max</th><th>limit</th>"
-    "<th>total</th><th>Bytes in</th><th>out</th><th>Requests</th><th>Req errors</th><th>Default backend</th></tr>"
-)
+def _head(columns: tuple) -> str:
+    """Two header rows: groups (Sessions, Bytes, ...) over their columns."""
+    top, bottom = [], []
+    for column in columns:
+        if isinstance(column, str):
+            top.append(f'<th rowspan="2">{escape(column)}</th>')
+        else:
+            group, subs = column
+            top.append(f'<th colspan="{len(subs)}">{escape(group)}</th>')
+            bottom.extend(f"<th>{escape(sub)}</th>" for sub in subs)
+    return f"<tr>{''.join(top)}</tr><tr>{''.join(bottom)}</tr>"
 
-BACKEND_HEAD = (
-    "<tr><th>Server</th><th>Status</th><th>Last check</th><th>Check age</th><th>Weight</th>"
-    "<th>Act</th><th>Bck</th><th>Queue cur</th><th>max</th><th>Sessions cur</th><th>max</th><th>limit</th>"
-    "<th>total</th><th>Bytes in</th><th>out</th><th>Conn errors</th><th>Resp errors</th>"
-    "<th>Chk fail</th><th>Chk down</th><th>Last change</th><th>Downtime</th><th>Address</th></tr>"
-)
+
+FRONTEND_HEAD = _head((
+    "Name", "Status", "Mode", ("Sessions", ("cur", "max", "limit", "total")), ("Bytes", ("in", "out")),
+    "Requests", "Req errors", "Default backend",
+))
+
+BACKEND_HEAD = _head((
+    "Server", "Status", "Last check", "Check age", "Weight", "Act", "Bck",
+    ("Queue", ("cur", "max")), ("Sessions", ("cur", "max", "limit", "total")), ("Bytes", ("in", "out")),
+    ("Errors", ("conn", "resp")), ("Checks", ("fail", "down")), "Last change", "Downtime", "Address",
+))
 
 
 def _frontend_table(name: str, fe: dict[str, Any]) -> str:
@@ -219,7 +232,7 @@ def _backend_table(name: str, be: dict[str, Any]) -> str:
     total = "".join([
         _td("Backend", "name"),
         _td(be["status"], f"text {status_cls}"),
-        _td(be.get("balance", ""), "text"),
+        _td(""),
         _td(""),
         _td(be["weight"]),
         _td(be["active_servers"]), _td(be["backup_servers"]),
@@ -231,7 +244,7 @@ def _backend_table(name: str, be: dict[str, Any]) -> str:
         _td(""), _td(be.get("down_transitions", 0)),
         _td(human_duration(be.get("last_change_s"))),
         _td(human_duration(be.get("downtime_s")) if be.get("downtime_s") else "-"),
-        _td(be["mode"], "text"),
+        _td(""),
     ])
     return (
         f'<table class="proxy backend" id="backend-{escape(name)}">'
