@@ -16,6 +16,8 @@ from typing import Optional
 
 import httptools
 
+from lbcore_ext import scan_response
+
 from .model import Server
 
 log = logging.getLogger("lbcore")
@@ -49,7 +51,7 @@ class UpstreamConnection:
         "pool", "server", "transport", "parser", "exchange", "client",
         "deadline", "reused", "closed", "status", "reason", "head_parts",
         "head_size", "resp_chunked", "resp_length", "no_body", "keep_alive",
-        "body_started", "private", "tunnel", "paused",
+        "body_started", "private", "tunnel", "paused", "head_buf", "body_left", "slow",
     )
 
     def __init__(self, pool: "UpstreamPool", server: Server) -> None:
@@ -77,6 +79,9 @@ class UpstreamConnection:
         self.no_body = False
         self.keep_alive = True
         self.body_started = False
+        self.head_buf = b""
+        self.body_left = 0
+        self.slow = False
 
     # -- asyncio.Protocol ------------------------------------------------
 
@@ -95,6 +100,63 @@ class UpstreamConnection:
             return
         self.deadline = self.pool.sweeper.now + client.server_timeout
         self.server.bytes_out += len(data)
+        if self.body_left:
+            self._fast_body(client, data)
+        elif self.slow or self.body_started:
+            self._slow(client, data)
+        else:
+            self._fast_head(client, data)
+        if client.out:
+            client.flush()
+
+    def _fast_head(self, client, data: bytes) -> None:
+        """A plain response head (Content-Length framed) is rewritten with
+        one scan (lbcore_ext) and its body counted here; anything else goes
+        to httptools."""
+        if self.head_buf:
+            data = self.head_buf + data
+            self.head_buf = b""
+        end = data.find(b"\r\n\r\n")
+        if end < 0:
+            if len(data) > MAX_RESPONSE_HEAD:
+                self._bad_response("response head too large")
+            else:
+                self.head_buf = data
+            return
+        scanned = scan_response(data, end) if end < MAX_RESPONSE_HEAD else None
+        if scanned is None:
+            self.slow = True
+            self._slow(client, data)
+            return
+        status, length, keep, head = scanned
+        self.status = status
+        self.body_started = True
+        self.keep_alive = keep
+        self.resp_length = length
+        if status in (204, 304) or self.exchange.method_head:
+            self.no_body = True
+            length = 0
+        client.response_head(self, status, head)
+        if length == 0:
+            if len(data) > end + 4:
+                self.keep_alive = False  # bytes after a bodiless response: not HTTP
+            client.response_complete(self)
+        else:
+            self.body_left = length
+            if len(data) > end + 4:
+                self._fast_body(client, data[end + 4:])
+
+    def _fast_body(self, client, data: bytes) -> None:
+        left = self.body_left
+        if len(data) > left:
+            data = data[:left]
+            self.keep_alive = False  # more than Content-Length announced
+        self.body_left = left - len(data)
+        client.response_body(data)
+        if not self.body_left:
+            client.response_complete(self)
+
+    def _slow(self, client, data: bytes) -> None:
         try:
             if self.exchange.method_head and not self.body_started:
                 self._feed_head_only(data)
@@ -110,8 +172,6 @@ class UpstreamConnection:
                 self._bad_response("unexpected upgrade")
         except httptools.HttpParserError as exc:
             self._bad_response(str(exc))
-        if client.out:
-            client.flush()
 
     def _feed_head_only(self, data: bytes) -> None:
         """Answers to HEAD have no body whatever their Content-Length says;
@@ -206,7 +266,8 @@ class UpstreamConnection:
         self.body_started = True
         if status in (204, 304) or self.exchange.method_head:
             self.no_body = True
-        self.client.response_head(self, status, self.reason, self.head_parts)
+        self.client.response_head(self, status, b"HTTP/1.1 %d %s\r\n%s" % (
+            status, self.reason or REASONS.get(status, b"-"), b"".join(self.head_parts)))
         self.head_parts = []
 
     def on_body(self, body: bytes) -> None:

@@ -20,6 +20,8 @@ from typing import Optional
 
 import httptools
 
+from lbcore_ext import scan_request
+
 from ..model import Frontend, Server, status_class_index
 from ..upstream import REASONS, UpstreamConnection, UpstreamPool
 from .context import ProxyContext
@@ -167,7 +169,7 @@ class ClientConnection:
         "proxy", "frontend", "ctx", "sweeper", "pool", "peer", "client_ip", "transport",
         "parser", "current", "active", "queue", "deadline", "pause_mask", "closing",
         "made", "gone", "tunnel", "proto", "server_timeout", "pending_error", "out",
-        "clock",
+        "clock", "head_buf", "body_left", "receiving",
     )
 
     def __init__(self, proxy: HttpProxy, peer) -> None:
@@ -194,6 +196,9 @@ class ClientConnection:
         self.pending_error = 0
         self.out = []  # response bytes gathered during one server read, written once
         self.clock = proxy.loop.time  # precise time for the log's timers; deadlines use the sweep's
+        self.head_buf = b""  # the start of a head not complete yet (fast path)
+        self.body_left = 0  # Content-Length bytes still to come (fast path)
+        self.receiving: Optional[Exchange] = None  # whose body they are
 
     # -- connection life -----------------------------------------------------
 
@@ -310,8 +315,8 @@ class ClientConnection:
         elif ex is not None and ex.response_started:
             ex.terminated = "cD"
             self.abort()
-        elif ex is not None or self.current is not None:
-            target = ex or self.current
+        elif ex is not None or self.current is not None or self.head_buf:
+            target = ex or self.current or self.receiving or Exchange(self.clock())
             target.terminated = "cR"
             self.frontend.request_errors += 1
             self._error(target, 408)
@@ -332,6 +337,89 @@ class ClientConnection:
             ex.tunnel_pending.append(data)
             self._pause(P_TUNNEL)
             return
+        while data:
+            if self.body_left:
+                data = self._fast_body(data)
+            elif self.current is not None or self.parser is None:
+                self._feed(data)  # a message on the strict slow path
+                return
+            else:
+                data = self._fast_head(data)
+
+    def _fast_head(self, data: bytes) -> bytes:
+        """At a message boundary: a complete, plain head is handled with one
+        scan (lbcore_ext); anything else goes to httptools. Returns the
+        bytes left for the next step."""
+        if self.head_buf:
+            data = self.head_buf + data
+            self.head_buf = b""
+        elif self.active is None:
+            self.deadline = self.sweeper.now + self.frontend.spec.timeouts.http_request
+        end = data.find(b"\r\n\r\n")
+        if end < 0:
+            if len(data) > MAX_REQUEST_HEAD:
+                self._reject(431)
+            else:
+                self.head_buf = data
+            return b""
+        spec = self.frontend.spec
+        scanned = None
+        if end < MAX_REQUEST_HEAD:
+            scanned = scan_request(data, end, spec.forwarded_proto, spec.forwarded_for)
+        if scanned is None or scanned[0] == b"CONNECT":
+            self._feed(data)
+            return b""
+        method, target, minor, keep, length, lines = scanned
+        now = self.clock()
+        ex = Exchange(now)
+        ex.t_head = now
+        ex.started = time.time()
+        ex.method = method
+        ex.url = target
+        ex.version = "1.1" if minor else "1.0"
+        ex.keep_alive = keep and not self.closing
+        ex.method_head = method == b"HEAD"
+        ex.headers_done = True
+        ex.parts = None
+        self.frontend.http_requests += 1
+        tail = b""
+        if spec.forwarded_for:
+            tail = b"X-Forwarded-For: %s\r\n" % self.client_ip
+        if spec.forwarded_proto:
+            tail += b"X-Forwarded-Proto: %s\r\n" % self.proto
+        ex.head = b"%s %s HTTP/1.1\r\n%s%s\r\n" % (method, target, lines, tail)
+        rest = data[end + 4:]
+        if length:
+            self.body_left = length
+            self.receiving = ex
+        else:
+            ex.complete = True
+        self._request_ready(ex)
+        return rest
+
+    def _fast_body(self, data: bytes) -> bytes:
+        """Content-Length body bytes of the request being received."""
+        ex = self.receiving
+        left = self.body_left
+        n = len(data)
+        if n > left:
+            data, rest = data[:left], data[left:]
+            n = left
+        else:
+            rest = b""
+        self.body_left = left - n
+        if not ex.local:
+            if ex is self.active:
+                self.deadline = self.sweeper.now + self.frontend.spec.timeouts.client
+            self._send_body(ex, data)
+        if not self.body_left:
+            self.receiving = None
+            self._request_complete(ex)
+        return rest
+
+    def _feed(self, data: bytes) -> None:
+        if self.parser is None:
+            return  # refused: nothing more is read
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -445,12 +533,19 @@ class ClientConnection:
             ex.upgrade = None
         ex.head = first + b"".join(parts) + b"".join(tail) + b"\r\n"
         ex.parts = None
-        spec_monitor = spec.monitor_uri
-        if spec_monitor is not None and ex.url.split(b"?", 1)[0] == spec_monitor.encode():
+        self._request_ready(ex)
+
+    def _request_ready(self, ex: Exchange) -> None:
+        """The head is in: answer, dispatch or queue behind the active one."""
+        spec = self.frontend.spec
+        monitor = spec.monitor_uri
+        if monitor is not None and ex.url.split(b"?", 1)[0] == monitor.encode():
             ex.local = True
         if self.active is None:
             self.active = ex
-            self.deadline = self.sweeper.now + spec.timeouts.client
+            # While the body comes in the client timeout runs; after that the
+            # server's, on the upstream side.
+            self.deadline = 0.0 if ex.complete else self.sweeper.now + spec.timeouts.client
             self._dispatch(ex)
         else:
             if self.queue is None:
@@ -476,6 +571,9 @@ class ClientConnection:
             return
         if ex.chunked and not ex.local:
             self._send_body(ex, b"0\r\n\r\n")
+        self._request_complete(ex)
+
+    def _request_complete(self, ex: Exchange) -> None:
         ex.complete = True
         if ex is self.active:
             if ex.local:
@@ -644,7 +742,9 @@ class ClientConnection:
         if self.active is not None and self.active.version == "1.1":
             self.out.append(b"HTTP/1.1 %d %s\r\n%s\r\n" % (status, reason, b"".join(parts)))
 
-    def response_head(self, upstream: UpstreamConnection, status: int, reason: bytes, parts) -> None:
+    def response_head(self, upstream: UpstreamConnection, status: int, head: bytes) -> None:
+        """`head`: status line and the server's end-to-end headers; the
+        framing and Connection header for the client are decided here."""
         ex = self.active
         ex.status = status
         ex.response_started = True
@@ -655,20 +755,20 @@ class ClientConnection:
             if not ex.complete or ex.upgrade is not None or self.closing:
                 ex.close_after = True
             if upstream.no_body or upstream.resp_length >= 0:
-                pass
+                head_end = b""
             elif ex.version == "1.1":
                 ex.rechunk = True
-                parts.append(b"Transfer-Encoding: chunked\r\n")
+                head_end = b"Transfer-Encoding: chunked\r\n"
             else:
                 ex.close_after = True  # the body ends when the connection does
+                head_end = b""
             if ex.close_after or not ex.keep_alive:
-                head_end = b"Connection: close\r\n\r\n"
+                head_end += b"Connection: close\r\n\r\n"
             elif ex.version == "1.0":
-                head_end = b"Connection: keep-alive\r\n\r\n"
+                head_end += b"Connection: keep-alive\r\n\r\n"
             else:
-                head_end = b"\r\n"
-        head = b"HTTP/1.1 %d %s\r\n%s%s" % (status, reason or REASONS.get(status, b"-"),
-                                             b"".join(parts), head_end)
+                head_end += b"\r\n"
+        head += head_end
         ex.bytes_out += len(head)
         self.out.append(head)
 
