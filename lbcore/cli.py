@@ -40,8 +40,23 @@ def main(argv=None) -> int:
     return run_single(config)
 
 
+def raise_fd_limit() -> None:
+    """Every connection costs two descriptors (client and server): take the
+    hard limit, as HAProxy does, rather than fail at the soft one."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
+
+
 def run_single(config, reuse_port: bool = False) -> int:
     import uvloop
+
+    raise_fd_limit()
 
     from .server import BindError, LoadBalancer
 
