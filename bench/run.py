@@ -236,7 +236,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_on_sigterm)
     if not args.no_install:
-        tools.ensure_installed(log)
+        try:
+            tools.ensure_installed(log)
+        except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
+            log(f"bench: {exc}")
+            return 1
     # Every connection of the probe costs a descriptor in the client and one
     # or two in the proxy; children inherit the limit set here.
     wanted = max(16384, 2 * args.memprobe_conns + 4096)
@@ -272,6 +276,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         log("interrupted: stopping every process the bench started")
         return 130
+    except (RuntimeError, OSError) as exc:
+        # Backends that do not start leave nothing to measure.
+        log(f"bench: {exc}")
+        return 1
     finally:
         procs.stop_all()
         if args.keep_tmp:
