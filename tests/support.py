@@ -195,3 +195,66 @@ def get_json(port: int, path: str = "/stats.json", auth=None) -> dict:
     data = resp.read()
     conn.close()
     return json.loads(data)
+
+
+class Load:
+    """Several keep-alive clients doing GETs in a loop until stopped; every
+    failure (exception or non-2xx) is recorded with its reason."""
+
+    def __init__(self, port: int, clients: int = 4, path: str = "/echo", pause: float = 0.0):
+        import threading
+
+        self.port = port
+        self.path = path
+        self.pause = pause
+        self.ok = 0
+        self.failures: list[str] = []
+        self.servers: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+
+    def __enter__(self) -> "Load":
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(10)
+
+    def _run(self) -> None:
+        import http.client
+
+        conn = None
+        while not self._stop.is_set():
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+                conn.request("GET", self.path)
+                resp = conn.getresponse()
+                body = resp.read()
+                server = resp.getheader("X-Server", "?")
+                with self._lock:
+                    if 200 <= resp.status < 300:
+                        self.ok += 1
+                        self.servers[server] = self.servers.get(server, 0) + 1
+                    else:
+                        self.failures.append(f"status {resp.status}: {body[:80]!r}")
+                if resp.getheader("Connection", "").lower() == "close":
+                    conn.close()
+                    conn = None
+            except (OSError, http.client.HTTPException) as exc:
+                with self._lock:
+                    self.failures.append(f"{type(exc).__name__}: {exc}")
+                if conn is not None:
+                    conn.close()
+                conn = None
+            if self.pause:
+                time.sleep(self.pause)
+        if conn is not None:
+            conn.close()
