@@ -96,7 +96,8 @@ class HealthChecker:
         """A proxy saw `server` fail at layer 4 (connect refused, reset...).
         A checked UP server goes DOWN at once and returns only after `rise`
         probes that started after this failure. An unchecked server is never
-        taken out (nothing would bring it back); its failure is only counted."""
+        taken out (nothing would bring it back); its failure is only counted.
+        A server this takes DOWN shows check status HANA, as in HAProxy."""
         server.observed_failures += 1
         if not server.checked or server.admin == MAINT:
             return
@@ -105,6 +106,12 @@ class HealthChecker:
         server.consecutive_ok = 0
         server.consecutive_fail = 0
         if server.health == UP:
+            # HAProxy's status for a server taken out by traffic analysis;
+            # the last probe's L7OK would contradict the DOWN next to it.
+            server.check_status = "HANA"
+            server.check_code = None
+            server.check_duration_ms = None
+            server.last_check_at = time.monotonic()
             server.set_health(False, f"{reason} (observed)")
 
     # -- the probe loop -------------------------------------------------------

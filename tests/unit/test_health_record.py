@@ -124,6 +124,7 @@ def test_observe_failure_takes_a_checked_up_server_down_at_once(caplog):
     assert s.health == DOWN and s not in backend.candidates
     assert changes == [("s1", DOWN)]
     assert s.observed_failures == 1
+    assert (s.check_status, s.check_code) == ("HANA", None)
     assert any("reason: L4CON (observed)" in r.getMessage() for r in caplog.records)
     # Only rise probes bring it back, not the first one.
     m = checker._machines[s]
