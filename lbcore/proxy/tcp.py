@@ -1,0 +1,396 @@
+"""tcp mode: each client connection is balanced to one server and its bytes
+are relayed both ways by `lbcore_ext.Relay` (splice for bulk in the Cython
+build), with back-pressure, half-close and the tunnel inactivity timeout.
+
+A session goes: pick a server -> non-blocking connect (timeouts.connect) ->
+on failure retry (`retries`, moved to another server when `redispatch`
+allows) -> optional PROXY protocol header -> relay -> one access log line.
+Raw sockets are ours from accept to close: uvloop would keep the fd of a
+transport, and splice needs the fd.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import logging
+import socket
+import time
+from typing import Optional
+
+import lbcore_ext
+from lbcore_ext import Relay
+
+from .. import model
+from . import proxy_protocol
+from .context import ProxyContext
+
+log = logging.getLogger("lbcore")
+
+# HAProxy's termination codes: cause (C client, S server, s server timeout,
+# K killed by an admin/stop, D server marked DOWN, R local resource), then
+# the state it happened in (C connecting, D data).
+NO_SERVER = "SC"
+CONNECT_FAILED = "SC"
+CONNECT_TIMEOUT = "sC"
+LOCAL_FAILURE = "RC"
+KILLED = "K"
+SERVER_DOWN = "D"
+
+NOSRV = "<NOSRV>"
+
+# HAProxy's turn-around before retrying the same server after a fast
+# failure: reconnecting at once to a port that just refused would fail the
+# same way.
+MAX_TURNAROUND = 1.0
+
+_CONNECT_PENDING = {errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK, errno.EINTR}
+_DNS_TTL = 30.0
+
+_announced = False
+
+
+def _announce_relay() -> None:
+    """Say once per process which relay moves the bytes: a missing build
+    of the extension should be visible, not silently slower."""
+    global _announced
+    if not _announced:
+        _announced = True
+        log.info("tcp relay: %s%s", lbcore_ext.IMPLEMENTATION,
+                 " (splice for large transfers)" if lbcore_ext.splice_available() else "")
+
+
+class TcpProxy:
+    """The tcp-mode handler of one frontend: `accept(sock, peer)` per
+    connection (from the Acceptor), `close_all()` at the end of a stop's
+    grace period."""
+
+    def __init__(self, frontend: model.Frontend, ctx: ProxyContext) -> None:
+        self.frontend = frontend
+        self.ctx = ctx
+        self.loop = ctx.loop
+        self.sessions: set[TcpSession] = set()
+        self._watched: list[model.Backend] = []
+        self._resolved: dict[tuple[str, int], tuple[float, int, tuple]] = {}
+        _announce_relay()
+
+    def accept(self, sock: socket.socket, peer) -> None:
+        backend = self.frontend.backend  # read per connection: a reload swaps it
+        if not any(b is backend for b in self._watched):
+            backend.listeners.append(self._server_changed)
+            self._watched.append(backend)
+        session = TcpSession(self, backend, sock, peer)
+        self.sessions.add(session)
+        session.start()
+
+    def close_all(self) -> None:
+        """Hard-close every session (HAProxy's `K` termination)."""
+        for session in list(self.sessions):
+            session.kill(KILLED)
+
+    def detach(self) -> None:
+        """Stop listening to backends (the frontend is gone)."""
+        for backend in self._watched:
+            try:
+                backend.listeners.remove(self._server_changed)
+            except ValueError:
+                pass
+        self._watched.clear()
+
+    def _server_changed(self, server: model.Server) -> None:
+        # on_marked_down: shutdown_sessions -- a server that health checks
+        # marked DOWN takes its established sessions with it, so clients
+        # (Galera's, typically) reconnect to a live node instead of hanging.
+        if server.health != model.DOWN:
+            return
+        if server.backend.spec.on_marked_down != "shutdown_sessions":
+            return
+        for session in list(self.sessions):
+            if session.server is server and session.relay is not None:
+                session.kill(SERVER_DOWN)
+
+    def sockaddr(self, server: model.Server):
+        """(family, sockaddr) for a server, or None while a name resolves."""
+        key = (server.host, server.port)
+        cached = self._resolved.get(key)
+        if cached is not None and (cached[0] == 0 or cached[0] > time.monotonic()):
+            return cached[1], cached[2]
+        try:
+            ip = ipaddress.ip_address(server.host)
+        except ValueError:
+            return None
+        family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+        self._resolved[key] = (0, family, (server.host, server.port))  # literals never expire
+        return family, (server.host, server.port)
+
+    async def resolve(self, server: model.Server):
+        infos = await self.loop.getaddrinfo(server.host, server.port, type=socket.SOCK_STREAM)
+        family, _, _, _, sockaddr = infos[0]
+        self._resolved[(server.host, server.port)] = (time.monotonic() + _DNS_TTL, family, sockaddr)
+        return family, sockaddr
+
+
+class TcpSession:
+    """One client connection and, once connected, its relay."""
+
+    __slots__ = (
+        "proxy", "ctx", "loop", "frontend", "backend", "client", "peer",
+        "server", "upstream", "relay", "tried", "retries", "started", "t0",
+        "t_attempt", "t_connect", "timer", "connecting", "server_counted",
+        "finished",
+    )
+
+    def __init__(self, proxy: TcpProxy, backend: model.Backend, client: socket.socket, peer) -> None:
+        self.proxy = proxy
+        self.ctx = proxy.ctx
+        self.loop = proxy.loop
+        self.frontend = proxy.frontend
+        self.backend = backend
+        self.client = client
+        self.peer = peer
+        self.server: Optional[model.Server] = None
+        self.upstream: Optional[socket.socket] = None  # the server socket while connecting
+        self.relay = None
+        self.tried: list[model.Server] = []
+        self.retries = 0
+        self.started = time.time()
+        self.t0 = time.monotonic()
+        self.t_attempt = self.t0
+        self.t_connect: Optional[float] = None
+        self.timer = None
+        self.connecting = False  # a writer is registered on upstream
+        self.server_counted = False  # server.session_start() not yet matched
+        self.finished = False
+
+    # -- connect -------------------------------------------------------------
+
+    def start(self) -> None:
+        self.ctx.opened(self.frontend)
+        self.backend.session_start()
+        try:
+            server = self.backend.pick(client_key=_client_key(self.peer))
+            if server is None:
+                # HAProxy counts a connection that found no server as a
+                # backend connection error.
+                self.backend.connection_errors += 1
+                self._finish(NO_SERVER)
+                return
+            self._connect(server)
+        except Exception:
+            log.exception("tcp session start failed")
+            self._finish("IC")
+
+    def _connect(self, server: model.Server) -> None:
+        self.timer = None
+        if self.finished:
+            return
+        self.server = server
+        server.session_start()
+        self.server_counted = True
+        self.t_attempt = time.monotonic()
+        target = self.proxy.sockaddr(server)
+        if target is None:
+            self.loop.create_task(self._resolve_then_connect(server))
+            return
+        self._connect_to(*target)
+
+    async def _resolve_then_connect(self, server: model.Server) -> None:
+        try:
+            target = await self.proxy.resolve(server)
+        except (OSError, IndexError) as exc:
+            log.warning("tcp %s: cannot resolve %s: %s", self.frontend.name, server.host, exc)
+            if not self.finished:
+                self._connect_failed(timed_out=False)
+            return
+        if not self.finished:
+            self._connect_to(*target)
+
+    def _connect_to(self, family: int, sockaddr) -> None:
+        try:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+        except OSError as exc:  # out of fds: our problem, not the server's
+            log.error("tcp %s: cannot create a socket: %s", self.frontend.name, exc)
+            self._end_server_session()
+            self._finish(LOCAL_FAILURE)
+            return
+        self.upstream = sock
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        err = sock.connect_ex(sockaddr)
+        if err == 0:
+            self._established()
+        elif err in _CONNECT_PENDING:
+            self.loop.add_writer(sock.fileno(), self._on_connect)
+            self.connecting = True
+            self.timer = self.loop.call_later(self.backend.spec.timeouts.connect, self._on_connect_timeout)
+        else:
+            self._connect_failed(timed_out=False)
+
+    def _stop_connecting(self) -> None:
+        if self.connecting:
+            self.connecting = False
+            self.loop.remove_writer(self.upstream.fileno())
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _on_connect(self) -> None:
+        try:
+            self._stop_connecting()
+            err = self.upstream.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                self._connect_failed(timed_out=False)
+            else:
+                self._established()
+        except Exception:
+            log.exception("tcp connect handler failed")
+            self.kill("I")
+
+    def _on_connect_timeout(self) -> None:
+        self.timer = None
+        try:
+            self._stop_connecting()
+            self._connect_failed(timed_out=True)
+        except Exception:
+            log.exception("tcp connect timeout handler failed")
+            self.kill("I")
+
+    def _end_server_session(self) -> None:
+        if self.server_counted:
+            self.server_counted = False
+            self.server.session_end()
+
+    def _connect_failed(self, timed_out: bool) -> None:
+        server = self.server
+        if self.upstream is not None:
+            self.upstream.close()
+            self.upstream = None
+        self._end_server_session()
+        server.connection_errors += 1
+        try:
+            self.ctx.observe_failure(server, "L4TOUT" if timed_out else "L4CON")
+        except Exception:
+            log.exception("passive health hook failed")
+        if server not in self.tried:
+            self.tried.append(server)
+        backend = self.backend
+        if self.retries >= backend.spec.retries:
+            backend.connection_errors += 1
+            self._finish(CONNECT_TIMEOUT if timed_out else CONNECT_FAILED)
+            return
+        self.retries += 1
+        backend.retries += 1
+        server.retries += 1
+        target = self._retry_target(server)
+        if target is None:
+            backend.connection_errors += 1
+            self._finish(CONNECT_TIMEOUT if timed_out else CONNECT_FAILED)
+            return
+        if target is not server:
+            backend.redispatches += 1
+            server.redispatches += 1
+            self._connect(target)
+        elif timed_out:
+            self._connect(server)  # the timeout was the wait already
+        else:
+            delay = min(MAX_TURNAROUND, backend.spec.timeouts.connect)
+            self.timer = self.loop.call_later(delay, self._connect, server)
+
+    def _retry_target(self, failed: model.Server) -> Optional[model.Server]:
+        """Where the next attempt goes. As in HAProxy, with redispatch a
+        retry moves to another server, except under `balance source`, where
+        only the last retry moves: the hash pins a client to its server."""
+        backend = self.backend
+        spec = backend.spec
+        last = self.retries >= spec.retries
+        if spec.redispatch and (spec.balance != "source" or last):
+            key = _client_key(self.peer)
+            other = backend.pick(client_key=key, exclude=self.tried)
+            if other is None or other in self.tried:
+                # Everyone failed once: go around again, avoiding the last.
+                other = backend.pick(client_key=key, exclude=failed)
+            if other is not None:
+                return other
+        return failed if failed.usable or not spec.redispatch else None
+
+    # -- relay ---------------------------------------------------------------
+
+    def _established(self) -> None:
+        now = time.monotonic()
+        self.t_connect = now - self.t_attempt
+        server = self.server
+        preamble = b""
+        if server.spec.send_proxy:
+            preamble = proxy_protocol.header(server.spec.send_proxy, self.peer, self.client.getsockname())
+        relay = Relay(self.loop, self.client, self.upstream, self._relay_closed,
+                      counters=(self.frontend, self.backend, server),
+                      timeout=self.backend.spec.timeouts.tunnel, preamble=preamble)
+        self.upstream = None  # the relay owns both sockets now
+        self.relay = relay
+        relay.start()
+
+    def _relay_closed(self, relay) -> None:
+        self._finish(relay.termination)
+
+    def kill(self, cause: str) -> None:
+        """Close now; `cause` is the first letter of the termination code."""
+        if self.finished:
+            return
+        if self.relay is not None:
+            self.relay.close(cause + "D")  # calls _finish through _relay_closed
+            return
+        try:
+            self._stop_connecting()
+        except Exception:
+            pass
+        if self.upstream is not None:
+            self.upstream.close()
+            self.upstream = None
+        self._end_server_session()
+        self._finish(cause + "C")
+
+    def _finish(self, termination: str) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.relay is None:
+            self.client.close()  # the relay closes it otherwise
+        self._end_server_session()
+        self.backend.session_end()
+        self.proxy.sessions.discard(self)
+        try:
+            self.ctx.closed(self.frontend)
+        finally:
+            self._log(termination)
+
+    def _log(self, termination: str) -> None:
+        access_log = self.ctx.access_log
+        if not access_log.enabled:
+            return
+        relay = self.relay
+        try:
+            access_log.tcp(
+                self.peer, self.frontend.name, self.backend.name,
+                self.server.name if self.server is not None else NOSRV,
+                0.0, self.t_connect, time.monotonic() - self.t0,
+                relay.bytes_out if relay is not None else 0,
+                relay.bytes_in if relay is not None else 0,
+                termination, retries=self.retries, started=self.started)
+        except Exception:
+            log.exception("tcp access log failed")
+
+
+# -- helpers -----------------------------------------------------------------
+
+def _client_key(peer) -> bytes:
+    """The client address as bytes, for `balance source`."""
+    host = peer[0]
+    try:
+        if ":" in host:
+            return socket.inet_pton(socket.AF_INET6, host.split("%")[0])
+        return socket.inet_pton(socket.AF_INET, host)
+    except (OSError, TypeError):
+        return str(host).encode()
