@@ -29,8 +29,9 @@ log = logging.getLogger("lbcore")
 
 # HAProxy's termination codes: cause (C client, S server, s server timeout,
 # K killed by an admin/stop, D server marked DOWN, R local resource), then
-# the state it happened in (C connecting, D data).
+# the state it happened in (Q queued, C connecting, D data).
 NO_SERVER = "SC"
+QUEUE_TIMEOUT = "sQ"
 CONNECT_FAILED = "SC"
 CONNECT_TIMEOUT = "sC"
 LOCAL_FAILURE = "RC"
@@ -98,6 +99,9 @@ class TcpProxy:
         self._watched.clear()
 
     def _server_changed(self, server: model.Server) -> None:
+        backend = server.backend
+        if backend.waiters and server.usable:
+            wake_waiters(backend)  # a server came back or got room
         # on_marked_down: shutdown_sessions -- a server that health checks
         # marked DOWN takes its established sessions with it, so clients
         # (Galera's, typically) reconnect to a live node instead of hanging.
@@ -135,9 +139,9 @@ class TcpSession:
 
     __slots__ = (
         "proxy", "ctx", "loop", "frontend", "backend", "client", "peer",
-        "server", "upstream", "relay", "tried", "retries", "started", "t0",
-        "t_attempt", "t_connect", "timer", "connecting", "server_counted",
-        "finished",
+        "client_key", "server", "upstream", "relay", "tried", "retries",
+        "started", "t0", "t_queue", "t_attempt", "t_connect", "timer",
+        "queued", "connecting", "server_counted", "finished",
     )
 
     def __init__(self, proxy: TcpProxy, backend: model.Backend, client: socket.socket, peer) -> None:
@@ -148,6 +152,7 @@ class TcpSession:
         self.backend = backend
         self.client = client
         self.peer = peer
+        self.client_key = _client_key(peer)
         self.server: Optional[model.Server] = None
         self.upstream: Optional[socket.socket] = None  # the server socket while connecting
         self.relay = None
@@ -155,9 +160,11 @@ class TcpSession:
         self.retries = 0
         self.started = time.time()
         self.t0 = time.monotonic()
+        self.t_queue = 0.0
         self.t_attempt = self.t0
         self.t_connect: Optional[float] = None
         self.timer = None
+        self.queued = False  # waiting in backend.waiters for a server slot
         self.connecting = False  # a writer is registered on upstream
         self.server_counted = False  # server.session_start() not yet matched
         self.finished = False
@@ -168,17 +175,62 @@ class TcpSession:
         self.ctx.opened(self.frontend)
         self.backend.session_start()
         try:
-            server = self.backend.pick(client_key=_client_key(self.peer))
+            backend = self.backend
+            server = backend.pick(client_key=self.client_key)
             if server is None:
+                if backend.candidates and backend.spec.timeouts.queue > 0:
+                    self._enqueue()  # every usable server is at its maxconn
+                    return
                 # HAProxy counts a connection that found no server as a
                 # backend connection error.
-                self.backend.connection_errors += 1
+                backend.connection_errors += 1
                 self._finish(NO_SERVER)
                 return
             self._connect(server)
         except Exception:
             log.exception("tcp session start failed")
             self._finish("IC")
+
+    # -- queue (per-server maxconn) -------------------------------------------
+
+    def _enqueue(self) -> None:
+        backend = self.backend
+        backend.waiters.append(self)
+        self.queued = True
+        backend.queue_cur += 1
+        if backend.queue_cur > backend.queue_max:
+            backend.queue_max = backend.queue_cur
+        self.timer = self.loop.call_later(backend.spec.timeouts.queue, self._on_queue_timeout)
+
+    def _unqueue(self) -> None:
+        if self.queued:
+            self.queued = False
+            self.t_queue = time.monotonic() - self.t0
+            try:
+                self.backend.waiters.remove(self)
+            except ValueError:
+                pass  # already taken off by wake_waiters
+            self.backend.queue_cur -= 1
+
+    def dequeued(self, server: model.Server) -> None:
+        """A slot opened on `server` (called by wake_waiters)."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self._unqueue()
+        try:
+            self._connect(server)
+        except Exception:
+            log.exception("tcp connect after queue failed")
+            self.kill("I")
+
+    def _on_queue_timeout(self) -> None:
+        self.timer = None
+        self._unqueue()
+        self.backend.connection_errors += 1
+        self._finish(QUEUE_TIMEOUT)
+
+    # -- connect -------------------------------------------------------------
 
     def _connect(self, server: model.Server) -> None:
         self.timer = None
@@ -259,6 +311,8 @@ class TcpSession:
         if self.server_counted:
             self.server_counted = False
             self.server.session_end()
+            if self.backend.waiters:
+                wake_waiters(self.backend)
 
     def _connect_failed(self, timed_out: bool) -> None:
         server = self.server
@@ -304,7 +358,7 @@ class TcpSession:
         spec = backend.spec
         last = self.retries >= spec.retries
         if spec.redispatch and (spec.balance != "source" or last):
-            key = _client_key(self.peer)
+            key = self.client_key
             other = backend.pick(client_key=key, exclude=self.tried)
             if other is None or other in self.tried:
                 # Everyone failed once: go around again, avoiding the last.
@@ -346,8 +400,9 @@ class TcpSession:
         if self.upstream is not None:
             self.upstream.close()
             self.upstream = None
+        self._unqueue()
         self._end_server_session()
-        self._finish(cause + "C")
+        self._finish(cause + ("Q" if self.server is None else "C"))
 
     def _finish(self, termination: str) -> None:
         if self.finished:
@@ -356,6 +411,7 @@ class TcpSession:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        self._unqueue()
         if self.relay is None:
             self.client.close()  # the relay closes it otherwise
         self._end_server_session()
@@ -375,7 +431,7 @@ class TcpSession:
             access_log.tcp(
                 self.peer, self.frontend.name, self.backend.name,
                 self.server.name if self.server is not None else NOSRV,
-                0.0, self.t_connect, time.monotonic() - self.t0,
+                self.t_queue, self.t_connect, time.monotonic() - self.t0,
                 relay.bytes_out if relay is not None else 0,
                 relay.bytes_in if relay is not None else 0,
                 termination, retries=self.retries, started=self.started)
@@ -384,6 +440,27 @@ class TcpSession:
 
 
 # -- helpers -----------------------------------------------------------------
+
+_waking: set[int] = set()
+
+
+def wake_waiters(backend: model.Backend) -> None:
+    """Server slots opened: hand them to the oldest queued connections.
+    (A backend's waiters are all tcp sessions: its mode is tcp.)"""
+    if id(backend) in _waking:
+        return  # a connect that failed at once, inside the loop below: it goes on
+    _waking.add(id(backend))
+    try:
+        waiters = backend.waiters
+        while waiters:
+            session = waiters[0]
+            server = backend.pick(client_key=session.client_key)
+            if server is None:
+                return
+            waiters.pop(0)
+            session.dequeued(server)
+    finally:
+        _waking.discard(id(backend))
 
 def _client_key(peer) -> bytes:
     """The client address as bytes, for `balance source`."""

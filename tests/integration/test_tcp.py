@@ -316,3 +316,31 @@ def test_sigterm_lets_sessions_run_then_closes_them_after_grace(start_backend, s
         assert sock.recv(10) == b""  # grace over: closed
     assert lb.wait(10) == 0
     assert re.search(r" tcp pool/s1 .* KD 0$", lb.logs(), re.M), lb.logs()
+
+
+def test_full_servers_queue_connections_until_a_slot_or_the_queue_timeout(
+        start_backend, start_lbcore, relay):
+    backend = start_backend("s1", tcp_echo=True, env=GREETING)
+    port = free_port()
+    config = tcp_config([{"name": "s1", "address": backend.address, "maxconn": 1}], port,
+                        backend={"timeouts": {"queue": "1s"}})
+    lb = start(start_lbcore, relay, config)
+    time.sleep(0.2)  # the startup probe's session is over
+    first = socket.create_connection(("127.0.0.1", port), timeout=10)
+    assert first.recv(10) == b"s1\n"
+    queued = socket.create_connection(("127.0.0.1", port), timeout=10)
+    queued.settimeout(0.3)
+    with pytest.raises(socket.timeout):
+        queued.recv(10)  # s1 is full: waiting, not refused
+    first.close()  # frees the slot
+    queued.settimeout(10)
+    assert queued.recv(10) == b"s1\n"
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as late:
+            began = time.monotonic()
+            assert late.recv(10) == b""  # closed once timeouts.queue is over
+            assert time.monotonic() - began >= 0.8
+    finally:
+        queued.close()
+    wait_for(lambda: re.search(r" tcp pool/<NOSRV> \d+/-1/\d+ 0 sQ 0$", lb.logs(), re.M),
+             what="an sQ access line")
