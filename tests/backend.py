@@ -9,6 +9,16 @@ Paths:
   /sleep/S           answers after S seconds
   /healthcheck       200, or the status in the file given by --health-file
   /ws                101 Switching Protocols, then echoes bytes (upgrade tunnel)
+  /headers?K=V&...   200 with each K: V added to the response head
+  /connclose         200 with Connection: close, then closes
+  /close             reads the request, closes without answering
+  /garbage           answers bytes that are not HTTP, then closes
+  /badlength         answers a head whose Content-Length is not a number
+  /truncate/N        announces N bytes, sends N/2, then closes
+  /slowbody/S        waits S seconds before reading the body (upload back-pressure)
+  /early/N           answers status N at once without reading the body, then closes
+  /bighead/N         200 with an N-byte X-Big response header
+  /closebody, /http10, /dupcl, /clte   raw answers (see RAW_ANSWERS), then close
   anything else      like /echo
 """
 
@@ -34,6 +44,9 @@ def pattern_bytes(n: int) -> bytes:
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "testbackend"
+    # Headers and body go out in two writes; with Nagle the body waits for
+    # the peer's delayed ACK (40 ms), capping a keep-alive client at ~25 req/s.
+    disable_nagle_algorithm = True
 
     def log_message(self, *args):  # quiet
         pass
@@ -78,8 +91,11 @@ class Handler(BaseHTTPRequestHandler):
             self.end_headers()
             return
         self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        # Head and body in one send(), as nginx does for small answers: a
+        # SIGKILL between two writes would truncate a response, a failure no
+        # load balancer can hide, and failover drills would count it.
+        self._headers_buffer.append(b"\r\n" + body)
+        self.flush_headers()
 
     def _echo(self):
         self._big_digest = None
@@ -96,6 +112,7 @@ class Handler(BaseHTTPRequestHandler):
             "headers": [[k, v] for k, v in self.headers.items()],
             "body_sha256": sha,
             "body_length": length,
+            "peer": list(self.client_address[:2]),
         }
         if self.path.startswith("/echo/body"):
             self._send(200, body, "application/octet-stream")
@@ -151,10 +168,56 @@ class Handler(BaseHTTPRequestHandler):
                     break
                 conn.sendall(data)
             self.close_connection = True
+        elif parts[0] in RAW_ANSWERS:
+            self._read_body()
+            self.wfile.write(RAW_ANSWERS[parts[0]])
+            self.wfile.flush()
+            self.close_connection = True
+        elif parts[0] == "headers":
+            self._read_body()
+            from urllib.parse import parse_qsl, urlsplit
+            extra = parse_qsl(urlsplit(self.path).query, keep_blank_values=True)
+            self._send(200, b"headers\n", "text/plain", extra)
+        elif parts[0] == "connclose":
+            self._read_body()
+            self._send(200, b"closing\n", "text/plain", [("Connection", "close")])
+            self.close_connection = True
+        elif parts[0] == "truncate" and len(parts) > 1:
+            self._read_body()
+            n = int(parts[1])
+            self.send_response(200)
+            self.send_header("Content-Length", str(n))
+            self.end_headers()
+            self.wfile.write(pattern_bytes(n // 2))
+            self.wfile.flush()
+            self.close_connection = True
+        elif parts[0] == "bighead" and len(parts) > 1:
+            self._read_body()
+            self._send(200, b"big\n", "text/plain", [("X-Big", "b" * int(parts[1]))])
+        elif parts[0] == "early" and len(parts) > 1:
+            self._send(int(parts[1]), b"early\n", "text/plain", [("Connection", "close")])
+            self.close_connection = True
+        elif parts[0] == "slowbody" and len(parts) > 1:
+            time.sleep(float(parts[1]))
+            self._echo()
         else:
             self._echo()
 
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_OPTIONS = do_PATCH = _route
+
+
+# Answers written as raw bytes, each followed by closing the connection.
+RAW_ANSWERS = {
+    "close": b"",
+    "garbage": b"this is not HTTP at all\r\n\r\n",
+    "badlength": b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\nbody",
+    # A body delimited by the end of the connection (no length, not chunked).
+    "closebody": b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n" + pattern_bytes(100000),
+    "http10": b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+    "dupcl": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+    "clte": (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+             b"5\r\nhello\r\n0\r\n\r\n"),
+}
 
 
 class Server(ThreadingHTTPServer):

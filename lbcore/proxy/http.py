@@ -677,7 +677,7 @@ class ClientConnection:
         self._resume(P_BUFFER)
         upstream.attach(self, ex, data)
 
-    def _retry(self, ex: Exchange, connect_failed: bool) -> None:
+    def _retry(self, ex: Exchange, connect_failed: bool, reused: bool = False) -> None:
         """The server failed before any response byte reached the client."""
         failed = ex.server
         self._end_server_session(ex)
@@ -693,20 +693,26 @@ class ClientConnection:
             return
         backend.retries += 1
         failed.retries += 1
-        server = None
-        if backend.spec.redispatch:
+        if reused and failed.usable:
+            # A pooled connection the server had closed: not the server's
+            # fault. The same server again, on a fresh connection.
+            server = failed
+        elif backend.spec.redispatch:
             if ex.tried is None:
                 ex.tried = set()
             ex.tried.add(failed)
-            server = backend.pick(self.client_ip, ex.tried)
-            if server is not None:
-                backend.redispatches += 1
+            # An untried server first; with every candidate tried, any usable
+            # one again on a fresh connection: it answers, or its failure
+            # takes it out and lets the next candidates (backups) in.
+            server = backend.pick(self.client_ip, ex.tried) or backend.pick(self.client_ip)
+        else:
+            server = failed if failed.usable and ex.attempts <= backend.spec.retries else None
         if server is None:
-            if ex.attempts > backend.spec.retries or not failed.usable:
-                ex.terminated = "SC" if connect_failed else "SH"
-                self._error(ex, 503 if connect_failed else 502)
-                return
-            server = failed
+            ex.terminated = "SC" if connect_failed else "SH"
+            self._error(ex, 503 if connect_failed else 502)
+            return
+        if server is not failed:
+            backend.redispatches += 1
         self._assign(ex, server)
 
     def _enqueue(self, ex: Exchange) -> None:
@@ -819,7 +825,7 @@ class ClientConnection:
             server.response_errors += 1
             server.backend.response_errors += 1
             self.ctx.observe_failure(server, "SOCKERR")
-        self._retry(ex, connect_failed=False)
+        self._retry(ex, connect_failed=False, reused=upstream.reused)
 
     def upstream_invalid(self, upstream: UpstreamConnection) -> None:
         ex = self.active
