@@ -17,6 +17,7 @@ with two differences that make it fast:
 """
 
 import logging
+import os
 
 from libc.errno cimport errno, EAGAIN, EINTR, EINVAL, ENOSYS
 from libc.stdlib cimport malloc, free
@@ -112,11 +113,18 @@ cdef enum:
 # request/response traffic with small messages never does.
 cdef Py_ssize_t _splice_min = 32768
 cdef int _splice_after = 2
-cdef bint _splice_enabled = LB_HAVE_SPLICE
+# LBCORE_NO_SPLICE=1 keeps every transfer on recv/send (HAProxy's `nosplice`),
+# for kernels or sockets where splice misbehaves, and for comparisons.
+cdef bint _splice_enabled = LB_HAVE_SPLICE and os.environ.get("LBCORE_NO_SPLICE", "").strip() in ("", "0")
 # 1 MiB pipes let one splice move what a loopback socket buffer holds;
 # F_SETPIPE_SZ may be refused (pipe-max-size, pipe-user-pages-*): the pipe
 # then keeps its default size and works the same, in smaller steps.
 cdef int _pipe_size = 1 << 20
+try:  # LBCORE_PIPE_SIZE=bytes, like HAProxy's tune.pipesize
+    _pipe_size = int(os.environ.get("LBCORE_PIPE_SIZE") or _pipe_size)
+except ValueError:
+    log.warning("LBCORE_PIPE_SIZE=%r is not a number of bytes; using %d",
+                os.environ.get("LBCORE_PIPE_SIZE"), _pipe_size)
 cdef enum:
     PIPE_POOL_MAX = 64
 cdef list _pipe_pool = []  # (read fd, write fd, capacity) of empty pipes

@@ -7,14 +7,21 @@ on failure retry (`retries`, moved to another server when `redispatch`
 allows) -> optional PROXY protocol header -> relay -> one access log line.
 Raw sockets are ours from accept to close: uvloop would keep the fd of a
 transport, and splice needs the fd.
+
+A frontend with `tls` terminates TLS: its clients are uvloop SSL transports,
+so those sessions are relayed by `TransportRelay` (same interface, asyncio
+flow control) instead; bytes are decrypted in user space anyway, so splice
+would have nothing to offer there.
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import ipaddress
 import logging
 import socket
+import ssl
 import time
 from typing import Optional
 
@@ -73,7 +80,20 @@ class TcpProxy:
         self.sessions: set[TcpSession] = set()
         self._watched: list[model.Backend] = []
         self._resolved: dict[tuple[str, int], tuple[float, int, tuple]] = {}
+        self.ssl: Optional[ssl.SSLContext] = None
+        self.reconfigure()
         _announce_relay()
+
+    def reconfigure(self) -> None:
+        """(Re)load the frontend's TLS settings; called again on reload."""
+        tls = self.frontend.spec.tls
+        context = None
+        if tls is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(tls.cert, tls.key)
+            if tls.alpn:
+                context.set_alpn_protocols(list(tls.alpn))
+        self.ssl = context
 
     def accept(self, sock: socket.socket, peer) -> None:
         backend = self.frontend.backend  # read per connection: a reload swaps it
@@ -82,7 +102,10 @@ class TcpProxy:
             self._watched.append(backend)
         session = TcpSession(self, backend, sock, peer)
         self.sessions.add(session)
-        session.start()
+        if self.ssl is not None:
+            session.start_tls(self.ssl)
+        else:
+            session.start()
 
     def close_all(self) -> None:
         """Hard-close every session (HAProxy's `K` termination)."""
@@ -141,7 +164,7 @@ class TcpSession:
         "proxy", "ctx", "loop", "frontend", "backend", "client", "peer",
         "client_key", "server", "upstream", "relay", "tried", "retries",
         "started", "t0", "t_queue", "t_attempt", "t_connect", "timer",
-        "queued", "connecting", "server_counted", "finished",
+        "queued", "connecting", "server_counted", "finished", "tls_side",
     )
 
     def __init__(self, proxy: TcpProxy, backend: model.Backend, client: socket.socket, peer) -> None:
@@ -168,12 +191,55 @@ class TcpSession:
         self.connecting = False  # a writer is registered on upstream
         self.server_counted = False  # server.session_start() not yet matched
         self.finished = False
+        self.tls_side: Optional[_Side] = None  # the client's SSL transport, if TLS
 
     # -- connect -------------------------------------------------------------
 
     def start(self) -> None:
         self.ctx.opened(self.frontend)
         self.backend.session_start()
+        self._dispatch()
+
+    def start_tls(self, context: ssl.SSLContext) -> None:
+        """Handshake first; the server is chosen once the client is in."""
+        self.ctx.opened(self.frontend)
+        self.backend.session_start()
+        side = self.tls_side = _Side(upstream=False)
+        side.on_made = self._handshake_done
+        side.on_lost = self._client_gone_early
+        try:
+            task = self.loop.create_task(self.loop.connect_accepted_socket(
+                lambda: side, self.client, ssl=context,
+                ssl_handshake_timeout=self.frontend.spec.timeouts.client))
+        except Exception:
+            log.exception("tcp TLS accept failed")
+            self._finish("IR")
+            return
+        task.add_done_callback(self._handshake_failed)
+
+    def _handshake_done(self) -> None:
+        # The client waits (not read) until its server is connected.
+        self.tls_side.transport.pause_reading()
+        if self.finished:
+            self.tls_side.transport.abort()
+            return
+        self._dispatch()
+
+    def _client_gone_early(self) -> None:
+        """The TLS client left while its server was being chosen or
+        connected (HAProxy: CC)."""
+        self.frontend.client_aborts += 1
+        self.kill("C")
+
+    def _handshake_failed(self, task) -> None:
+        """Done-callback of the accept: a failed or timed-out handshake never
+        reached connection_made (HAProxy logs these as CR)."""
+        if task.cancelled() or task.exception() is not None:
+            if self.tls_side.transport is None and not self.finished:
+                self.frontend.request_errors += 1
+                self._finish("CR")
+
+    def _dispatch(self) -> None:
         try:
             backend = self.backend
             server = backend.pick(client_key=self.client_key)
@@ -376,10 +442,32 @@ class TcpSession:
         preamble = b""
         if server.spec.send_proxy:
             preamble = proxy_protocol.header(server.spec.send_proxy, self.peer, self.client.getsockname())
+        if self.tls_side is not None:
+            self.loop.create_task(self._relay_tls(preamble))
+            return
         relay = Relay(self.loop, self.client, self.upstream, self._relay_closed,
                       counters=(self.frontend, self.backend, server),
                       timeout=self.backend.spec.timeouts.tunnel, preamble=preamble)
         self.upstream = None  # the relay owns both sockets now
+        self.relay = relay
+        relay.start()
+
+    async def _relay_tls(self, preamble: bytes) -> None:
+        upstream, self.upstream = self.upstream, None
+        server_side = _Side(upstream=True)
+        try:
+            await self.loop.create_connection(lambda: server_side, sock=upstream)
+        except Exception as exc:
+            log.warning("tcp %s: cannot take over the server connection: %s", self.frontend.name, exc)
+            upstream.close()
+            self.kill("I")
+            return
+        if self.finished:  # killed meanwhile
+            server_side.transport.abort()
+            return
+        relay = TransportRelay(self.loop, self.tls_side, server_side, self._relay_closed,
+                               counters=(self.frontend, self.backend, self.server),
+                               timeout=self.backend.spec.timeouts.tunnel, preamble=preamble)
         self.relay = relay
         relay.start()
 
@@ -413,6 +501,9 @@ class TcpSession:
             self.timer = None
         self._unqueue()
         if self.relay is None:
+            tls_side = self.tls_side
+            if tls_side is not None and tls_side.transport is not None:
+                tls_side.transport.abort()  # it owns the socket now
             self.client.close()  # the relay closes it otherwise
         self._end_server_session()
         self.backend.session_end()
@@ -437,6 +528,162 @@ class TcpSession:
                 termination, retries=self.retries, started=self.started)
         except Exception:
             log.exception("tcp access log failed")
+
+
+# -- TLS clients -----------------------------------------------------------------
+
+class _Side(asyncio.Protocol):
+    """One end of a TransportRelay; the relay is attached once both exist."""
+
+    __slots__ = ("upstream", "transport", "relay", "on_made", "on_lost", "eof")
+
+    def __init__(self, upstream: bool) -> None:
+        self.upstream = upstream
+        self.transport = None
+        self.relay: Optional[TransportRelay] = None
+        self.on_made = None  # before the relay exists: the session's hooks
+        self.on_lost = None
+        self.eof = False
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        if self.on_made is not None:
+            try:
+                self.on_made()
+            except Exception:
+                log.exception("tcp TLS session start failed")
+                transport.abort()
+
+    def data_received(self, data: bytes) -> None:
+        if self.relay is not None:
+            self.relay.data(self, data)
+
+    def eof_received(self):
+        if self.relay is not None:
+            return self.relay.eof(self)
+        return False
+
+    def pause_writing(self) -> None:
+        if self.relay is not None:
+            self.relay.other(self).transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.relay is not None:
+            self.relay.other(self).transport.resume_reading()
+
+    def connection_lost(self, exc) -> None:
+        if self.relay is not None:
+            self.relay.lost(self, exc)
+        elif self.on_lost is not None:
+            try:
+                self.on_lost()
+            except Exception:
+                log.exception("tcp TLS session abort failed")
+
+
+class TransportRelay:
+    """Relays between two asyncio transports (a TLS client and its server)
+    with the interface of lbcore_ext.Relay: back-pressure through
+    pause_writing -> pause_reading on the other side, the idle timeout,
+    close(termination) and on_close(relay) once. An SSL transport cannot
+    half-close, so an EOF towards the TLS client ends the session once the
+    pending bytes are flushed."""
+
+    def __init__(self, loop, client: _Side, server: _Side, on_close, counters=(),
+                 timeout: float = 0.0, preamble: bytes = b"") -> None:
+        self.loop = loop
+        self.client = client
+        self.server = server
+        self.on_close = on_close
+        self.counters = tuple(counters)
+        self.timeout = timeout
+        self.preamble = preamble
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.spliced_in = self.spliced_out = 0
+        self.closed = False
+        self.termination = ""
+        self.last_activity = time.monotonic()
+        self._timer = None
+
+    def other(self, side: _Side) -> _Side:
+        return self.server if side is self.client else self.client
+
+    def start(self) -> None:
+        self.client.relay = self.server.relay = self
+        if self.preamble:
+            self.server.transport.write(self.preamble)
+        self.client.transport.resume_reading()
+        if self.timeout > 0:
+            self._timer = self.loop.call_later(self.timeout, self._check_idle)
+
+    def _check_idle(self) -> None:
+        self._timer = None
+        if self.closed:
+            return
+        idle = time.monotonic() - self.last_activity
+        if idle >= self.timeout:
+            self.close("cD")
+        else:
+            self._timer = self.loop.call_later(self.timeout - idle, self._check_idle)
+
+    def data(self, side: _Side, data: bytes) -> None:
+        if self.closed:
+            return
+        n = len(data)
+        self.last_activity = time.monotonic()
+        if side is self.client:
+            self.bytes_in += n
+            for counters in self.counters:
+                counters.bytes_in += n
+        else:
+            self.bytes_out += n
+            for counters in self.counters:
+                counters.bytes_out += n
+        self.other(side).transport.write(data)
+
+    def eof(self, side: _Side) -> bool:
+        side.eof = True
+        other = self.other(side)
+        if other.transport.can_write_eof():
+            other.transport.write_eof()
+        if self.client.eof and self.server.eof:
+            self.close("--")
+            return False
+        if side is self.server:
+            # The TLS client cannot be half-closed: flush and end.
+            self.close("--")
+            return False
+        return True  # keep the server's direction flowing (a no-op for SSL)
+
+    def lost(self, side: _Side, exc) -> None:
+        if self.closed:
+            return
+        if exc is None:
+            self.close("--")
+        else:
+            self.close("CD" if side is self.client else "SD")
+
+    def close(self, termination: str = "--") -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.termination = termination
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        graceful = termination[0] in "-c"
+        for side in (self.client, self.server):
+            transport = side.transport
+            if transport is not None and not transport.is_closing():
+                if graceful:
+                    transport.close()  # flushes what is buffered
+                else:
+                    transport.abort()
+        try:
+            self.on_close(self)
+        except Exception:
+            log.exception("tcp relay close callback failed")
 
 
 # -- helpers -----------------------------------------------------------------

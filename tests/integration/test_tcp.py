@@ -344,3 +344,53 @@ def test_full_servers_queue_connections_until_a_slot_or_the_queue_timeout(
         queued.close()
     wait_for(lambda: re.search(r" tcp pool/<NOSRV> \d+/-1/\d+ 0 sQ 0$", lb.logs(), re.M),
              what="an sQ access line")
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory):
+    import subprocess
+
+    d = tmp_path_factory.mktemp("tcp-tls")
+    cert, key = d / "cert.pem", d / "key.pem"
+    result = subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+         "-out", str(cert), "-days", "2", "-subj", "/CN=localhost"], capture_output=True)
+    if result.returncode != 0:
+        pytest.skip(f"openssl cannot make a certificate: {result.stderr[:200]!r}")
+    return str(cert), str(key)
+
+
+def test_tls_frontend_terminates_tls_and_relays_plain_bytes(start_backend, start_lbcore, relay,
+                                                            certificate):
+    import ssl
+
+    backend = start_backend("s1", tcp_echo=True)
+    port = free_port()
+    cert, key = certificate
+    lb = start(start_lbcore, relay, tcp_config([backend.address], port,
+                                               frontend={"tls": {"cert": cert, "key": key}}))
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    payload = hashlib.sha256(b"tls").digest() * 65536  # 2 MiB
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname="localhost") as tls:
+            got = bytearray()
+            sender = threading.Thread(target=tls.sendall, args=(payload,))
+            sender.start()
+            while len(got) < len(payload):
+                data = tls.recv(1 << 16)
+                assert data, "closed before the echo was complete"
+                got += data
+            sender.join()
+    assert hashlib.sha256(got).digest() == hashlib.sha256(payload).digest()
+    # A client that is not speaking TLS is refused without reaching a server.
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as plain:
+        plain.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        try:
+            while plain.recv(1024):
+                pass
+        except ConnectionResetError:
+            pass
+    wait_for(lambda: re.search(r" tcp pool/<NOSRV> .* CR 0$", lb.logs(), re.M), what="a CR line")
+    assert re.search(rf" tcp pool/s1 0/\d+/\d+ {len(payload)} -- 0$", lb.logs(), re.M), lb.logs()
