@@ -49,6 +49,8 @@ class Row:
     rounds: int = 0
     values: dict[str, float | None] = field(default_factory=dict)
     ratios: dict[str, float | None] = field(default_factory=dict)
+    # Lowest and highest per-round req/s ratio: how far to trust the median.
+    rps_ratio_range: tuple[float, float] | None = None
     non_2xx: int = 0
     socket_errors: int = 0
     unavailable: str | None = None
@@ -87,6 +89,8 @@ def aggregate(specs: list[TargetSpec], sizes: list[str], samples: list[Sample],
                     if mine_v is not None and base_v:
                         ratios.append(mine_v / base_v)
                 row.ratios[metric] = _median(ratios)
+                if metric == "rps" and ratios:
+                    row.rps_ratio_range = (min(ratios), max(ratios))
             if not mine and row.unavailable is None:
                 row.unavailable = "no successful run"
             rows.append(row)
@@ -117,18 +121,21 @@ def _cell(row: Row, metric: str) -> str:
 
 
 def size_table(rows: list[Row]) -> str:
-    lines = ["| target | req/s | MB/s | p50 | p99 | CPU us/req | non-2xx | socket err | rounds |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| target | req/s | MB/s | p50 | p99 | CPU us/req | non-2xx | socket err "
+             "| rounds | req/s ratio range |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
         if row.unavailable and row.rounds == 0:
             lines.append(f"| {row.spec.name} | unavailable: {_oneline(row.unavailable)} "
-                         "| | | | | | | |")
+                         "| | | | | | | | |")
             continue
         cells = [_cell(row, m) for m in METRICS]
         if not row.spec.proxied:
             cells[-1] = "-"
+        spread = ("-" if row.rps_ratio_range is None
+                  else "{:.2f}–{:.2f}".format(*row.rps_ratio_range))
         lines.append(f"| {row.spec.name} | " + " | ".join(cells)
-                     + f" | {row.non_2xx} | {row.socket_errors} | {row.rounds} |")
+                     + f" | {row.non_2xx} | {row.socket_errors} | {row.rounds} | {spread} |")
     notes = [f"- {row.spec.name} stopped early: {_oneline(row.unavailable)}"
              for row in rows if row.unavailable and row.rounds]
     return "\n".join(lines + ([""] + notes if notes else []))
@@ -215,8 +222,9 @@ def markdown(title: str, environment: list[str], tables: dict[str, list[Row]],
     if chart_name:
         parts += [f"![chart]({chart_name})", ""]
     parts += ["Values are medians over rounds; (N.NNx) is the median of per-round ratios "
-              "to haproxy in the same mode. MB/s is 10^6 bytes/s of response "
-              "(head + body) read by wrk.", ""]
+              "to haproxy in the same mode, and the ratio range the lowest and highest "
+              "per-round req/s ratio. MB/s is 10^6 bytes/s of response (head + body) "
+              "read by wrk.", ""]
     return "\n".join(parts)
 
 

@@ -200,7 +200,7 @@ def run_memory_probe(args, bench: Bench,
     return results, failed
 
 
-def write_results(args, tables, memory, memory_failed, samples) -> Path:
+def write_results(args, tables, memory, memory_failed, samples, load_before) -> Path:
     args.results.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     if args.quick:
@@ -213,7 +213,9 @@ def write_results(args, tables, memory, memory_failed, samples) -> Path:
     settings = (f"- settings: {args.rounds} round(s) x {args.duration} s, warm-up {args.warmup} s, "
                 f"wrk -t{args.threads} -c{args.connections} (64 B) / -c{args.connections_large} "
                 f"(1 MiB), memory probe {args.memprobe_conns} idle connections")
-    text = report.markdown(f"lbcore bench {stamp}", tools.environment() + [settings], tables,
+    load = (f"- load average (1 min): {load_before:.2f} before the run, "
+            f"{os.getloadavg()[0]:.2f} after, on {os.cpu_count()} CPUs")
+    text = report.markdown(f"lbcore bench {stamp}", tools.environment() + [settings, load], tables,
                            memory, memory_failed, chart_name)
     md_path = args.results / f"{stamp}.md"
     md_path.write_text(text)
@@ -262,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
             start_backend(bench, index, docroot)
         log(f"backends on 127.0.0.1:{bench.backend_ports[0]} and :{bench.backend_ports[1]}")
         unavailable: dict[str, str] = {}
+        load_before = os.getloadavg()[0]
         running = start_targets(args.targets, bench, unavailable)
         samples = run_rounds(args, running, script, unavailable)
         for target in running:
@@ -271,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.memprobe_conns:
             memory, memory_failed = run_memory_probe(args, bench, unavailable)
         tables = report.aggregate(args.targets, args.sizes, samples, unavailable)
-        write_results(args, tables, memory, memory_failed, samples)
+        write_results(args, tables, memory, memory_failed, samples, load_before)
         return 0
     except KeyboardInterrupt:
         log("interrupted: stopping every process the bench started")

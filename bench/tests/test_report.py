@@ -92,3 +92,12 @@ def test_select_targets():
     assert len(select_targets(None)) == len(ALL_TARGETS)
     with pytest.raises(ValueError, match="haprox"):
         select_targets("haprox")
+
+
+def test_ratio_range_column():
+    samples = [sample("haproxy-http", r, 100) for r in range(3)] + [
+        sample("lbcore-http", 0, 50), sample("lbcore-http", 1, 80), sample("lbcore-http", 2, 120)]
+    tables = report.aggregate([SPECS["haproxy-http"], SPECS["lbcore-http"]], ["64"], samples, {})
+    table = report.size_table(tables["64"])
+    assert table.splitlines()[-1].endswith("| 3 | 0.50–1.20 |")
+    assert table.splitlines()[-2].endswith("| 3 | - |")
