@@ -46,6 +46,12 @@ class Child:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
+    def how_it_ended(self) -> str:
+        code = self.popen.returncode
+        if code is not None and code < 0:
+            return f"was killed by {signal.Signals(-code).name}"
+        return f"exited with code {code}"
+
     def last_words(self) -> str:
         """The last line it wrote: for a Python traceback, the exception."""
         tail = self.log_tail(1)
@@ -148,7 +154,7 @@ def wait_for_port(port: int, child: Child | None, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
         if child is not None and not child.alive():
-            raise RuntimeError(f"{child.name} exited with code {child.popen.returncode}: "
+            raise RuntimeError(f"{child.name} {child.how_it_ended()}: "
                                f"{child.last_words()}\n{child.log_tail()}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):

@@ -128,7 +128,7 @@ def _check_alive(target: Running, unavailable: dict[str, str]) -> bool:
     child = target.child
     unavailable.setdefault(
         target.spec.name,
-        f"exited with code {child.popen.returncode} during the run: {child.last_words()}")
+        f"{child.how_it_ended()} during the run: {child.last_words()}")
     log(f"{target.spec.name} died:\n{child.log_tail()}")
     return False
 
