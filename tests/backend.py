@@ -196,6 +196,17 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, b"big\n", "text/plain", [("X-Big", "b" * int(parts[1]))])
         elif parts[0] == "early" and len(parts) > 1:
             self._send(int(parts[1]), b"early\n", "text/plain", [("Connection", "close")])
+            self.wfile.flush()
+            # Lingering close, as real servers do: closing with the upload
+            # still unread would reset the connection and could destroy the
+            # answer before the proxy reads it.
+            self.connection.shutdown(socket.SHUT_WR)
+            self.connection.settimeout(2)
+            try:
+                while self.connection.recv(65536):
+                    pass
+            except OSError:
+                pass
             self.close_connection = True
         elif parts[0] == "slowbody" and len(parts) > 1:
             time.sleep(float(parts[1]))

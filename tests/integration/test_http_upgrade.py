@@ -1,0 +1,133 @@
+"""Upgrade (WebSocket): 101 relayed, then a byte tunnel both ways under
+timeouts.tunnel, half-close included; a refused upgrade stays HTTP."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from tests.support import free_port, http_config
+
+from .rawhttp import RawClient, backends3, no_crash_in_lbcore, start_watched  # noqa: F401
+
+UPGRADE = (b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+
+
+@pytest.fixture(scope="module")
+def proxy(backends3):
+    port = free_port()
+    config = http_config([backends3[0].address, backends3[1].address], port, defaults={"timeouts": {
+        "client": "500ms", "server": "500ms", "http_keep_alive": "500ms", "tunnel": "2s"}})
+    lb = start_watched(config)
+    yield SimpleNamespace(port=port, lb=lb)
+    lb.stop()
+
+
+def open_tunnel(port: int, extra: bytes = b"") -> RawClient:
+    c = RawClient(port, timeout=5)
+    c.send(UPGRADE + extra)
+    resp = c.read_response()
+    assert resp.status == 101, (resp.status, resp.body[:100])
+    assert (resp.header("Upgrade") or "").lower() == "websocket"
+    assert "upgrade" in (resp.header("Connection") or "").lower()
+    return c
+
+
+def recv_exact(c: RawClient, n: int) -> bytes:
+    data, c.buf = c.buf[:n], c.buf[n:]
+    while len(data) < n:
+        piece = c.sock.recv(min(1 << 20, n - len(data)))
+        assert piece, f"tunnel closed after {len(data)} of {n} bytes"
+        data += piece
+    return data
+
+
+def test_upgrade_then_echo_both_ways(proxy):
+    c = open_tunnel(proxy.port)
+    with c:
+        for i in range(5):
+            msg = b"frame-%d-" % i + os.urandom(100)
+            c.send(msg)
+            assert recv_exact(c, len(msg)) == msg
+
+
+def test_bytes_sent_with_the_upgrade_request_reach_the_server(proxy):
+    c = open_tunnel(proxy.port, extra=b"early-bytes")
+    with c:
+        assert recv_exact(c, 11) == b"early-bytes"
+
+
+def test_large_transfer_through_the_tunnel(proxy):
+    size = 8 << 20
+    data = os.urandom(size)
+    c = open_tunnel(proxy.port)
+    with c:
+        received = []
+
+        def reader():
+            received.append(recv_exact(c, size))
+
+        t = threading.Thread(target=reader)
+        t.start()
+        for i in range(0, size, 1 << 20):
+            c.send(data[i:i + (1 << 20)])
+        t.join(30)
+    assert received and hashlib.sha256(received[0]).digest() == hashlib.sha256(data).digest()
+
+
+def test_tunnel_outlives_client_and_server_timeouts(proxy):
+    # client/server are 500ms; an idle websocket is governed by tunnel (2s).
+    c = open_tunnel(proxy.port)
+    with c:
+        time.sleep(1.2)
+        c.send(b"still-there")
+        assert recv_exact(c, 11) == b"still-there"
+
+
+def test_idle_tunnel_is_closed_after_tunnel_timeout(proxy):
+    c = open_tunnel(proxy.port)
+    with c:
+        started = time.monotonic()
+        assert c.closed_within(5), "idle tunnel kept beyond timeouts.tunnel"
+        elapsed = time.monotonic() - started
+    assert 1.5 <= elapsed < 4.5, elapsed
+
+
+def test_client_half_close_is_passed_to_the_server(proxy):
+    c = open_tunnel(proxy.port)
+    with c:
+        c.send(b"last words")
+        c.sock.shutdown(socket.SHUT_WR)
+        # The server echoes, sees our FIN, closes: we get both.
+        assert recv_exact(c, 10) == b"last words"
+        assert c.closed_within(3)
+
+
+def test_refused_upgrade_is_an_ordinary_response(proxy):
+    with RawClient(proxy.port) as c:
+        c.send(UPGRADE.replace(b"/ws", b"/echo"))
+        resp = c.read_response()
+    assert resp.status == 200
+    headers = {k.lower(): v for k, v in resp.json()["headers"]}
+    # The server was asked to upgrade: Upgrade and Connection went through.
+    assert headers.get("upgrade") == "websocket"
+    assert "upgrade" in headers.get("connection", "").lower()
+
+
+def test_many_tunnels_at_once(proxy):
+    tunnels = [open_tunnel(proxy.port) for _ in range(20)]
+    try:
+        for i, c in enumerate(tunnels):
+            c.send(b"tunnel-%02d" % i)
+        for i, c in enumerate(tunnels):
+            assert recv_exact(c, 9) == b"tunnel-%02d" % i
+    finally:
+        for c in tunnels:
+            c.close()
