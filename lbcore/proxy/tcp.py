@@ -481,15 +481,6 @@ class TcpSession:
         if self.relay is not None:
             self.relay.close(cause + "D")  # calls _finish through _relay_closed
             return
-        try:
-            self._stop_connecting()
-        except Exception:
-            pass
-        if self.upstream is not None:
-            self.upstream.close()
-            self.upstream = None
-        self._unqueue()
-        self._end_server_session()
         self._finish(cause + ("Q" if self.server is None else "C"))
 
     def _finish(self, termination: str) -> None:
@@ -500,6 +491,15 @@ class TcpSession:
             self.timer.cancel()
             self.timer = None
         self._unqueue()
+        if self.connecting:
+            self.connecting = False
+            try:
+                self.loop.remove_writer(self.upstream.fileno())
+            except Exception:  # the loop may be closing
+                pass
+        if self.upstream is not None:
+            self.upstream.close()
+            self.upstream = None
         if self.relay is None:
             tls_side = self.tls_side
             if tls_side is not None and tls_side.transport is not None:
