@@ -23,6 +23,7 @@ from .model import Server
 log = logging.getLogger("lbcore")
 
 MAX_IDLE_PER_SERVER = 256
+CONNECTION_TOKENS = frozenset((b"close", b"keep-alive", b"upgrade", b""))
 IDLE_TIMEOUT = 30.0  # an idle pooled connection is closed after this
 MAX_RESPONSE_HEAD = 65536
 
@@ -52,6 +53,7 @@ class UpstreamConnection:
         "deadline", "reused", "closed", "status", "reason", "head_parts",
         "head_size", "resp_chunked", "resp_length", "no_body", "keep_alive",
         "body_started", "private", "tunnel", "paused", "head_buf", "body_left", "slow",
+        "conn_named",
     )
 
     def __init__(self, pool: "UpstreamPool", server: Server) -> None:
@@ -82,6 +84,7 @@ class UpstreamConnection:
         self.head_buf = b""
         self.body_left = 0
         self.slow = False
+        self.conn_named = None
 
     # -- asyncio.Protocol ------------------------------------------------
 
@@ -246,6 +249,10 @@ class UpstreamConnection:
                     self.resp_chunked = True
             elif lname == b"upgrade":
                 self.head_parts.append(b"Upgrade: " + value + b"\r\n")
+            elif lname == b"connection":
+                named = {t.strip().lower() for t in value.split(b",")} - CONNECTION_TOKENS
+                if named:
+                    self.conn_named = (self.conn_named or set()) | named
             return
         if lname == b"content-length":
             self.resp_length = int(value)
@@ -263,6 +270,12 @@ class UpstreamConnection:
             self.reason = b""
             self.head_size = 0
             return
+        if status == 101 and self.exchange.upgrade is None:
+            raise httptools.HttpParserError("101 Switching Protocols without an upgrade request")
+        if self.conn_named:
+            # Headers named in Connection are hop-by-hop too.
+            self.head_parts = [p for p in self.head_parts
+                               if p.split(b":", 1)[0].lower() not in self.conn_named]
         self.body_started = True
         if status in (204, 304) or self.exchange.method_head:
             self.no_body = True
@@ -274,8 +287,8 @@ class UpstreamConnection:
         self.client.response_body(body)
 
     def on_message_complete(self) -> None:
-        if not self.body_started:
-            return  # end of an interim response
+        if not self.body_started or self.status == 101:
+            return  # an interim response, or a switch the upgrade handler takes over
         if not self.parser.should_keep_alive():
             self.keep_alive = False
         client = self.client

@@ -249,25 +249,35 @@ class ClientConnection:
         if self.tunnel is not None:
             self.tunnel.transport.write_eof()
             return True  # half-close: keep relaying server -> client
+        if self.active is not None or self.queue:
+            # The client half-closed after its request: answer it, then close.
+            self.closing = True
+            return True
         return None
 
     def pause_writing(self) -> None:
+        """The client is not reading: hold the server back. While we do, the
+        server is not idle; the client's timeout governs."""
+        if self.tunnel is not None:
+            self.tunnel.pause()
+            self.deadline = self.sweeper.now + self.tunnel_timeout()
+            return
         ex = self.active
         if ex is not None and ex.upstream is not None:
             ex.upstream.pause()
-        elif self.tunnel is not None:
-            self.tunnel.pause()
-        # The client is not reading: its timeout now governs.
+            ex.upstream.deadline = 0.0
         self.deadline = self.sweeper.now + self.frontend.spec.timeouts.client
 
     def resume_writing(self) -> None:
+        if self.tunnel is not None:
+            self.tunnel.resume()
+            return
         ex = self.active
         if ex is not None and ex.upstream is not None:
             ex.upstream.resume()
-        elif self.tunnel is not None:
-            self.tunnel.resume()
-        if ex is not None and ex.complete:
-            self.deadline = 0.0
+            ex.upstream.deadline = self.sweeper.now + self.server_timeout
+            if ex.complete:
+                self.deadline = 0.0
 
     def pause_reading_for(self, upstream) -> None:
         self._pause(P_UPSTREAM)
@@ -387,7 +397,13 @@ class ClientConnection:
             tail = b"X-Forwarded-For: %s\r\n" % self.client_ip
         if spec.forwarded_proto:
             tail += b"X-Forwarded-Proto: %s\r\n" % self.proto
-        ex.head = b"%s %s HTTP/1.1\r\n%s%s\r\n" % (method, target, lines, tail)
+        if minor == 0:
+            # HTTP/1.0 stays 1.0 (it may lack Host), asking the server to
+            # keep the connection for the pool.
+            ex.head = b"%s %s HTTP/1.0\r\n%s%sConnection: keep-alive\r\n\r\n" % (
+                method, target, lines, tail)
+        else:
+            ex.head = b"%s %s HTTP/1.1\r\n%s%s\r\n" % (method, target, lines, tail)
         rest = data[end + 4:]
         if length:
             self.body_left = length
@@ -518,7 +534,7 @@ class ClientConnection:
             # Headers named in Connection are hop-by-hop too.
             named = {t for t in ex.conn_tokens if t not in CONNECTION_TOKENS}
             parts = [p for p in parts if p.split(b":", 1)[0].lower() not in named]
-        first = b"%s %s HTTP/1.1\r\n" % (method, ex.url)
+        first = b"%s %s HTTP/%s\r\n" % (method, ex.url, ex.version.encode())
         tail = []
         if spec.forwarded_for:
             if ex.xff is None:
@@ -531,6 +547,8 @@ class ClientConnection:
             tail.append(b"Connection: upgrade\r\nUpgrade: %s\r\n" % ex.upgrade)
         else:
             ex.upgrade = None
+            if ex.version == "1.0":
+                tail.append(b"Connection: keep-alive\r\n")
         ex.head = first + b"".join(parts) + b"".join(tail) + b"\r\n"
         ex.parts = None
         self._request_ready(ex)
@@ -594,6 +612,8 @@ class ClientConnection:
         if upstream is not None and ex.t_connect:
             ex.body_sent = True
             upstream.server.bytes_in += len(data)
+            # The server cannot answer before it has the body: not idle.
+            upstream.deadline = self.sweeper.now + self.server_timeout
             upstream.transport.write(data)
             return
         ex.unsent.append(data)
@@ -652,6 +672,13 @@ class ClientConnection:
             self._end_server_session(ex)
             upstream.release()
             return
+        if upstream.closed:
+            # Reset between the connect and now: a failed connect.
+            server.connection_errors += 1
+            server.backend.connection_errors += 1
+            self.ctx.observe_failure(server, "SOCKERR")
+            self._retry(ex, connect_failed=True)
+            return
         if server.spec.send_proxy is not None:
             upstream.private = True
             upstream.transport.write(self._proxy_header(server.spec.send_proxy))
@@ -684,8 +711,11 @@ class ClientConnection:
         ex.upstream = None
         ex.t_connect = 0.0
         backend = self.frontend.backend
+        # A pooled connection that dies before any answer was most likely
+        # closed by its server before our request reached it (the keep-alive
+        # race): any request is replayed then, as browsers do.
         retriable = (not ex.body_sent) or (ex.replay is not None and (
-            ex.method in IDEMPOTENT or connect_failed))
+            ex.method in IDEMPOTENT or connect_failed or reused))
         ex.attempts += 1
         if not retriable or ex.attempts > backend.spec.retries + len(backend.servers):
             ex.terminated = "SC" if connect_failed else "SH"
@@ -978,6 +1008,12 @@ class ClientConnection:
 
     def _error(self, ex: Exchange, code: int) -> None:
         """Answer with one of HAProxy's canned errors and close."""
+        if ex.upstream is not None:
+            # The request already went to a server: its answer has no taker.
+            ex.upstream.abort()
+            ex.upstream = None
+        if ex.queued_at:
+            self._unqueue(ex)
         if ex.server is not None and not ex.response_started:
             self._end_server_session(ex)
             ex.server = None
