@@ -62,7 +62,7 @@ class LoadBalancer:
         self.sweeper = Sweeper(loop)
         self.sweeper.start()
         self.pool = UpstreamPool(loop, self.sweeper)
-        self.health = HealthChecker(lambda: self.runtime)
+        self.health = self._make_health()
         self.ctx = ProxyContext(loop, self.access_log, observe_failure=self.health.observe_failure,
                                 maxconn=config.global_.maxconn)
         self.runtime = Runtime.build(config)
@@ -100,7 +100,7 @@ class LoadBalancer:
                         sockets[address] = (name, keep[address])
                         continue
                     try:
-                        sock = bind_socket(address, self.reuse_port)
+                        sock = self._listen(address)
                     except OSError as exc:
                         raise BindError(f"cannot bind frontend {name} to {address}: {exc.strerror or exc}")
                     fresh.append(sock)
@@ -110,6 +110,14 @@ class LoadBalancer:
                 sock.close()
             raise
         return sockets
+
+    # Hooks a worker process overrides (lbcore.worker): its master probes
+    # the servers and owns the listening sockets.
+    def _make_health(self):
+        return HealthChecker(lambda: self.runtime)
+
+    def _listen(self, address: Address):
+        return bind_socket(address, self.reuse_port)
 
     def _make_handler(self, frontend):
         if frontend.mode == "http":
@@ -174,11 +182,13 @@ class LoadBalancer:
     def reload(self) -> None:
         self.loop.create_task(self._reload())
 
-    async def _reload(self) -> None:
+    async def _reload(self, new: Optional[Config] = None) -> None:
+        """Re-read the file; a worker is given `new`, the config its master
+        validated, so every process runs the same one."""
         path = self.config.path
         log.info("reloading %s", path)
         try:
-            new = config_mod.load(path)
+            new = new or config_mod.load(path)
         except ConfigError as exc:
             for problem in exc.problems:
                 log.error("reload refused: %s", problem)
