@@ -233,7 +233,7 @@ class Backend(Counters):
 
     __slots__ = (
         "spec", "name", "mode", "servers", "by_name", "balancer",
-        "candidates", "listeners", "last_change", "waiters",
+        "candidates", "listeners", "last_change", "waiters", "limited",
         # Whole-backend availability history, for stats (HAProxy's backend chkdown/downtime).
         "down_transitions", "downtime", "down_since",
     )
@@ -264,6 +264,8 @@ class Backend(Counters):
             self.candidates = primaries
         else:
             self.candidates = [s for s in self.servers if s.usable and s.backup]
+        # Whether any server has a maxconn (then full ones are skipped).
+        self.limited = any(s.maxconn for s in self.servers)
 
     def count_usable(self, backup: bool) -> int:
         return sum(1 for s in self.servers if s.usable and s.backup == backup)
@@ -306,7 +308,7 @@ class Backend(Counters):
             if isinstance(exclude, Server):
                 exclude = (exclude,)
             candidates = [s for s in candidates if s not in exclude]
-        if any(s.maxconn for s in candidates):
+        if self.limited:
             candidates = [s for s in candidates if s.has_room()]
         if not candidates:
             return None

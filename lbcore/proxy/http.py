@@ -642,9 +642,16 @@ class ClientConnection:
     def _assign(self, ex: Exchange, server: Server) -> None:
         ex.server = server
         ex.t_assigned = self.clock()
-        server.session_start()
-        server.backend.session_start()
-        self.server_timeout = server.backend.spec.timeouts.server
+        backend = server.backend
+        server.cur_sessions += 1
+        server.total_sessions += 1
+        if server.cur_sessions > server.max_sessions:
+            server.max_sessions = server.cur_sessions
+        backend.cur_sessions += 1
+        backend.total_sessions += 1
+        if backend.cur_sessions > backend.max_sessions:
+            backend.max_sessions = backend.cur_sessions
+        self.server_timeout = backend.spec.timeouts.server
         upstream = None
         if server.spec.send_proxy is None and ex.attempts == 0:
             upstream = self.pool.take(server)
@@ -940,28 +947,38 @@ class ClientConnection:
 
     def _finish(self, ex: Exchange, aborted: bool = False, keep_server_session: bool = False) -> None:
         """Counters and log for a finished exchange, then the next request."""
+        # Counters are bumped inline: this runs once per request.
         frontend = self.frontend
         frontend.bytes_out += ex.bytes_out
         status = ex.status
+        idx = status // 100 - 1 if 100 <= status < 600 else 5
         if status:
-            idx = status_class_index(status)
             frontend.http_responses[idx] += 1
         server = ex.server
         if server is not None:
             backend = server.backend
             if status:
-                server.http_responses[status_class_index(status)] += 1
-                backend.http_responses[status_class_index(status)] += 1
+                server.http_responses[idx] += 1
+                backend.http_responses[idx] += 1
             server.http_requests += 1
             backend.http_requests += 1
             backend.bytes_out += ex.bytes_out
-            now = self.clock()
-            t_total = now - ex.t_head
+            t_total = self.clock() - ex.t_head
             t_resp = (ex.t_response - ex.t_assigned) if ex.t_response else 0.0
-            server.add_timers(0.0, ex.t_connect, t_resp, t_total)
-            backend.add_timers(0.0, ex.t_connect, t_resp, t_total)
+            t_connect = ex.t_connect
+            server.time_connect += t_connect
+            server.time_response += t_resp
+            server.time_total += t_total
+            server.timed_requests += 1
+            backend.time_connect += t_connect
+            backend.time_response += t_resp
+            backend.time_total += t_total
+            backend.timed_requests += 1
             if not keep_server_session and not aborted:
-                self._end_server_session(ex)
+                server.cur_sessions -= 1
+                backend.cur_sessions -= 1
+                if backend.waiters:
+                    wake_waiters(backend)
         self._log(ex)
         if aborted or keep_server_session:
             self.active = None
