@@ -110,7 +110,10 @@ class TcpProxy:
     def close_all(self) -> None:
         """Hard-close every session (HAProxy's `K` termination)."""
         for session in list(self.sessions):
-            session.kill(KILLED)
+            try:
+                session.kill(KILLED)
+            except Exception:
+                log.exception("tcp session close failed")
 
     def detach(self) -> None:
         """Stop listening to backends (the frontend is gone)."""
@@ -134,7 +137,10 @@ class TcpProxy:
             return
         for session in list(self.sessions):
             if session.server is server and session.relay is not None:
-                session.kill(SERVER_DOWN)
+                try:
+                    session.kill(SERVER_DOWN)
+                except Exception:
+                    log.exception("tcp session shutdown failed")
 
     def sockaddr(self, server: model.Server):
         """(family, sockaddr) for a server, or None while a name resolves."""
@@ -294,7 +300,10 @@ class TcpSession:
         self.timer = None
         self._unqueue()
         self.backend.connection_errors += 1
-        self._finish(QUEUE_TIMEOUT)
+        try:
+            self._finish(QUEUE_TIMEOUT)
+        except Exception:
+            log.exception("tcp queue timeout handler failed")
 
     # -- connect -------------------------------------------------------------
 
@@ -414,7 +423,14 @@ class TcpSession:
             self._connect(server)  # the timeout was the wait already
         else:
             delay = min(MAX_TURNAROUND, backend.spec.timeouts.connect)
-            self.timer = self.loop.call_later(delay, self._connect, server)
+            self.timer = self.loop.call_later(delay, self._retry, server)
+
+    def _retry(self, server: model.Server) -> None:
+        try:
+            self._connect(server)
+        except Exception:
+            log.exception("tcp connect retry failed")
+            self.kill("I")
 
     def _retry_target(self, failed: model.Server) -> Optional[model.Server]:
         """Where the next attempt goes. As in HAProxy, with redispatch a

@@ -394,3 +394,26 @@ def test_tls_frontend_terminates_tls_and_relays_plain_bytes(start_backend, start
             pass
     wait_for(lambda: re.search(r" tcp pool/<NOSRV> .* CR 0$", lb.logs(), re.M), what="a CR line")
     assert re.search(rf" tcp pool/s1 0/\d+/\d+ {len(payload)} -- 0$", lb.logs(), re.M), lb.logs()
+
+
+def test_balance_source_retries_its_server_then_redispatches_on_the_last_retry(
+        start_backend, start_lbcore, relay):
+    """Under `balance source` the hash pins a client to its server, so (as
+    in HAProxy) only the last retry moves; the ones before wait a turn-around
+    of min(1s, timeouts.connect) and try the same server again."""
+    import zlib
+
+    live = start_backend("live", tcp_echo=True, env=GREETING)
+    dead = f"127.0.0.1:{free_port()}"
+    hashed = zlib.crc32(socket.inet_pton(socket.AF_INET, "127.0.0.1")) % 2
+    servers = [live.address, live.address]
+    servers[hashed] = dead  # the server this client hashes to is the dead one
+    port = free_port()
+    lb = start(start_lbcore, relay, tcp_config(
+        [{"name": f"s{i + 1}", "address": a} for i, a in enumerate(servers)], port,
+        backend={"balance": "source", "retries": 2, "timeouts": {"connect": "300ms"}}))
+    began = time.monotonic()
+    assert greeting(port) == "live"
+    assert time.monotonic() - began >= 0.25  # one turn-around before the redispatch
+    wait_for(lambda: re.search(rf" tcp pool/s{2 - hashed} .* -- 2$", lb.logs(), re.M),
+             what="an access line with 2 retries")
