@@ -1,0 +1,140 @@
+"""Runtime model: which servers take new work, and what a reload keeps."""
+
+from lbcore.config import loads
+from lbcore.model import DOWN, DRAIN, MAINT, NOLB, READY, UP, Runtime
+
+
+def runtime(servers_yaml, balance="roundrobin", health="none"):
+    text = f"""
+frontends:
+  web: {{bind: "127.0.0.1:8080", mode: http, backend: pool}}
+backends:
+  pool:
+    mode: http
+    balance: {balance}
+    health: {{type: {health}}}
+    servers:
+{servers_yaml}
+"""
+    return Runtime.build(loads(text))
+
+
+SERVERS = """      - {name: a, address: "127.0.0.1:1"}
+      - {name: b, address: "127.0.0.1:2"}
+      - {name: k, address: "127.0.0.1:3", backup: true}
+"""
+
+
+def names(backend, n=30):
+    return {backend.pick(b"x").name for _ in range(n)}
+
+
+def test_backups_serve_only_while_no_primary_is_up():
+    rt = runtime(SERVERS, health="tcp")
+    pool = rt.backends["pool"]
+    assert names(pool) == {"a", "b"}
+    pool.by_name["a"].set_health(False, "L4CON")
+    assert names(pool) == {"b"}
+    pool.by_name["b"].set_health(False, "L4CON")
+    assert names(pool) == {"k"}
+    pool.by_name["a"].set_health(True, "L7OK")
+    assert names(pool) == {"a"}
+
+
+def test_weight_zero_drain_and_maint_take_nothing_new():
+    rt = runtime(SERVERS)
+    pool = rt.backends["pool"]
+    a, b = pool.by_name["a"], pool.by_name["b"]
+    a.set_weight(0)
+    assert a.status == NOLB and names(pool) == {"b"}
+    a.set_weight(1)
+    a.set_admin(DRAIN)
+    assert a.status == DRAIN and names(pool) == {"b"}
+    b.set_admin(MAINT)
+    assert b.status == MAINT and names(pool) == {"k"}  # only the backup is left
+    a.set_admin(READY)
+    b.set_admin(READY)
+    assert names(pool) == {"a", "b"}
+
+
+def test_unchecked_server_is_always_up():
+    rt = runtime(SERVERS)
+    assert all(s.status == UP for s in rt.backends["pool"].servers)
+
+
+def test_full_servers_are_skipped_and_none_when_all_are_full():
+    rt = runtime("""      - {name: a, address: "127.0.0.1:1", maxconn: 1}
+      - {name: b, address: "127.0.0.1:2", maxconn: 1}
+""")
+    pool = rt.backends["pool"]
+    first = pool.pick(b"")
+    first.cur_sessions += 1
+    second = pool.pick(b"")
+    assert second is not first
+    second.cur_sessions += 1
+    assert pool.pick(b"") is None
+    assert pool.candidates  # usable, merely full: the caller queues
+
+
+def test_pick_excludes_tried_servers():
+    rt = runtime(SERVERS)
+    pool = rt.backends["pool"]
+    a = pool.by_name["a"]
+    assert {pool.pick(b"", {a}).name for _ in range(10)} == {"b"}
+    assert pool.pick(b"", {a, pool.by_name["b"]}) is None
+
+
+def test_listeners_hear_every_change():
+    rt = runtime(SERVERS, health="tcp")
+    pool = rt.backends["pool"]
+    heard = []
+    pool.listeners.append(lambda s: heard.append((s.name, s.status)))
+    pool.by_name["a"].set_health(False, "L4CON")
+    pool.by_name["a"].set_health(False, "L4CON")  # no flip, no event
+    pool.by_name["b"].set_admin(DRAIN)
+    assert heard == [("a", DOWN), ("b", DRAIN)]
+
+
+def test_reload_keeps_surviving_servers_state_and_counters():
+    rt = runtime(SERVERS, health="tcp")
+    pool = rt.backends["pool"]
+    a = pool.by_name["a"]
+    a.total_sessions = 42
+    a.set_health(False, "L4CON")
+    a.set_weight(7)  # an admin's reweight
+    text = """
+frontends:
+  web: {bind: "127.0.0.1:8080", mode: http, backend: pool}
+backends:
+  pool:
+    mode: http
+    health: {type: tcp}
+    servers:
+      - {name: a, address: "127.0.0.1:1", weight: 3}
+      - {name: c, address: "127.0.0.1:4"}
+"""
+    rt2 = Runtime.build(loads(text), previous=rt)
+    pool2 = rt2.backends["pool"]
+    assert pool2 is pool and rt2.frontends["web"] is rt.frontends["web"]
+    assert pool2.by_name["a"] is a
+    assert a.total_sessions == 42 and a.status == DOWN and a.weight == 7
+    assert set(pool2.by_name) == {"a", "c"}
+    assert names(pool2) == {"c"}
+
+
+def test_changed_address_is_a_new_server():
+    rt = runtime(SERVERS)
+    a = rt.backends["pool"].by_name["a"]
+    a.total_sessions = 5
+    text = """
+frontends:
+  web: {bind: "127.0.0.1:8080", mode: http, backend: pool}
+backends:
+  pool:
+    mode: http
+    servers:
+      - {name: a, address: "127.0.0.1:9"}
+"""
+    rt2 = Runtime.build(loads(text), previous=rt)
+    assert rt2.backends["pool"].by_name["a"] is not a
+    assert rt2.backends["pool"].by_name["a"].total_sessions == 0
