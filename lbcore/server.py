@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import signal
+import ssl
 from typing import Optional
 
 from . import config as config_mod
@@ -33,7 +34,20 @@ LOG_FLUSH_INTERVAL = 0.2
 
 
 class BindError(Exception):
-    pass
+    """A config that loads but cannot be put in place: an address that
+    cannot be bound, a certificate that cannot be loaded."""
+
+
+def check_certificates(config: Config) -> None:
+    """Load every frontend's certificate before anything binds, so a bad
+    PEM file is a clear error (at start, or a refused reload)."""
+    for name, fe in config.frontends.items():
+        if fe.tls is None:
+            continue
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(fe.tls.cert, fe.tls.key)
+        except (ssl.SSLError, OSError) as exc:
+            raise BindError(f"frontend {name}: cannot load TLS certificate {fe.tls.cert}: {exc}")
 
 
 class LoadBalancer:
@@ -91,6 +105,7 @@ class LoadBalancer:
     def _bind_all(self, config: Config, keep: dict) -> dict:
         """Listening sockets for every bind of `config`, reusing those in
         `keep` (address -> socket). All or nothing."""
+        check_certificates(config)
         sockets = {}
         fresh = []
         try:
