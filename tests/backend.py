@@ -18,7 +18,8 @@ Paths:
   /slowbody/S        waits S seconds before reading the body (upload back-pressure)
   /early/N           answers status N at once without reading the body, then closes
   /bighead/N         200 with an N-byte X-Big response header
-  /closebody, /http10, /dupcl, /clte   raw answers (see RAW_ANSWERS), then close
+  /lateclose         200 that promises keep-alive, then closes at once (stale pooled connection)
+  /closebody, /http10, /dupcl, /clte, /notmod, /hints, /overlong, /badchunk   raw answers (see RAW_ANSWERS), then close
   anything else      like /echo
 """
 
@@ -191,6 +192,10 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(pattern_bytes(n // 2))
             self.wfile.flush()
             self.close_connection = True
+        elif parts[0] == "lateclose":
+            self._read_body()
+            self._send(200, b"late\n", "text/plain")
+            self.close_connection = True
         elif parts[0] == "bighead" and len(parts) > 1:
             self._read_body()
             self._send(200, b"big\n", "text/plain", [("X-Big", "b" * int(parts[1]))])
@@ -225,6 +230,13 @@ RAW_ANSWERS = {
     # A body delimited by the end of the connection (no length, not chunked).
     "closebody": b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n" + pattern_bytes(100000),
     "http10": b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+    # A 304 may announce the length of the representation it stands for.
+    "notmod": b"HTTP/1.1 304 Not Modified\r\nContent-Length: 1000\r\nETag: \"v1\"\r\n\r\n",
+    "hints": (b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
+              b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+    # More bytes than announced: the excess must never reach a client.
+    "overlong": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloHTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged",
+    "badchunk": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n",
     "dupcl": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
     "clte": (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
              b"5\r\nhello\r\n0\r\n\r\n"),

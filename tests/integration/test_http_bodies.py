@@ -188,6 +188,16 @@ def test_204_and_304_have_no_body(proxy, status):
         assert c.buf == b""
 
 
+def test_304_announcing_a_length_has_no_body(proxy):
+    with RawClient(proxy.port, timeout=3) as c:
+        c.request("GET", "/notmod")
+        resp = c.read_response()
+        assert resp.status == 304
+        assert resp.header("ETag") == '"v1"'
+        c.request("GET", "/size/4")
+        assert c.read_response().body == pattern_bytes(4)
+
+
 def test_expect_100_continue_before_the_body(proxy):
     body = b"hello world"
     with RawClient(proxy.port) as c:
@@ -215,6 +225,20 @@ def test_curl_upload_with_expect_100_continue(proxy):
              f"http://127.0.0.1:{proxy.port}/echo"],
             capture_output=True, check=True, timeout=30)
     assert b"HTTP/1.1 100 Continue" in out.stderr
+    info = json.loads(out.stdout)
+    assert info["body_length"] == len(data)
+    assert info["body_sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_curl_chunked_upload(proxy):
+    data = os.urandom(3 * MiB + 11)
+    with tempfile.NamedTemporaryFile() as f:
+        f.write(data)
+        f.flush()
+        out = subprocess.run(
+            ["curl", "-sS", "--max-time", "20", "-H", "Transfer-Encoding: chunked",
+             "--data-binary", f"@{f.name}", f"http://127.0.0.1:{proxy.port}/echo"],
+            capture_output=True, check=True, timeout=30)
     info = json.loads(out.stdout)
     assert info["body_length"] == len(data)
     assert info["body_sha256"] == hashlib.sha256(data).hexdigest()

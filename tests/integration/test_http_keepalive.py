@@ -128,6 +128,17 @@ def test_http10_client_without_host_gets_answer_and_close(proxy):
         assert c.closed_within(2)
 
 
+def test_http10_request_without_host_stays_acceptable_to_the_server(proxy):
+    # An HTTP/1.0 request may omit Host; forwarded as HTTP/1.1 it must then
+    # carry one, or a strict server (nginx) answers 400. HAProxy keeps
+    # HTTP/1.0 on the request line.
+    with RawClient(proxy.port) as c:
+        c.send(b"GET /echo HTTP/1.0\r\n\r\n")
+        info = c.read_response().json()
+    hosts = [v for k, v in info["headers"] if k.lower() == "host"]
+    assert info["version"] == "HTTP/1.0" or hosts, (info["version"], info["headers"])
+
+
 def test_http10_keepalive_client(proxy):
     with RawClient(proxy.port) as c:
         for i in range(3):

@@ -131,3 +131,12 @@ def test_many_tunnels_at_once(proxy):
     finally:
         for c in tunnels:
             c.close()
+
+
+def test_unrequested_101_from_server_gives_502(proxy):
+    # A server switching protocols on a client that never asked is broken
+    # (RFC 9110 15.2.2); HAProxy answers 502 rather than open a tunnel.
+    with RawClient(proxy.port, timeout=3) as c:
+        c.send(b"GET /ws HTTP/1.1\r\nHost: x\r\n\r\n")
+        resp = c.read_response()
+    assert resp.status == 502, resp.status
