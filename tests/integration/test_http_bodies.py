@@ -288,3 +288,22 @@ def test_close_delimited_response_reaches_the_client_whole(proxy):
         if resp.chunked:
             c.request("GET", "/size/3")
             assert c.read_response().body == pattern_bytes(3)
+
+
+def test_pipelined_flood_from_a_client_not_reading_is_held_back(proxy):
+    # Thousands of pipelined requests for 1 MiB answers, none read: lbcore
+    # must stop reading requests rather than queue them or their answers.
+    request = b"GET /size/%d HTTP/1.1\r\nHost: x\r\n\r\n" % MiB
+    with RawClient(proxy.port) as c, RssWatcher(proxy.pid) as rss:
+        c.sock.setblocking(False)
+        sent = 0
+        deadline = time.monotonic() + 3
+        blob = request * 1000
+        while time.monotonic() < deadline and sent < 20 * len(blob):
+            try:
+                sent += c.sock.send(blob)
+            except BlockingIOError:
+                time.sleep(0.05)
+        time.sleep(0.5)
+    assert rss.growth_mib < RSS_LIMIT_MIB, f"lbcore grew by {rss.growth_mib:.0f} MiB"
+    assert proxy.lb.proc.poll() is None

@@ -647,3 +647,28 @@ def test_unknown_transfer_coding_from_server_is_not_hidden(canned):
         assert "gzip" in (resp.header("Transfer-Encoding") or "").lower(), resp.headers
     else:
         assert resp.status == 502
+
+
+def test_bare_lf_request_is_answered_at_once(proxy):
+    # `printf 'GET / HTTP/1.0\n\n' | nc` style: RFC 9112 2.2 lets a
+    # recipient accept bare LF (HAProxy 2.6 answers 200) or refuse it; lbcore
+    # must not sit on it until timeouts.http_request (10s here) for a 408.
+    with RawClient(proxy.port, timeout=3) as c:
+        c.send(b"GET /echo HTTP/1.1\nHost: x\n\n")
+        try:
+            resp = c.read_response()
+        except socket.timeout:
+            pytest.fail("no answer within 3s to a complete LF-only request")
+    assert resp.status in (200, 400)
+
+
+def test_extension_method_is_treated_alike_whatever_the_framing(proxy):
+    # Any token is a method (RFC 9110 9.1); HAProxy forwards them all. The
+    # answer must not depend on whether the request also has a chunked body.
+    statuses = set()
+    for framing in (b"Content-Length: 5\r\n\r\nhello",
+                    b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"):
+        with RawClient(proxy.port) as c:
+            c.send(b"BAN /echo HTTP/1.1\r\nHost: x\r\n" + framing)
+            statuses.add(c.read_response().status)
+    assert len(statuses) == 1, statuses

@@ -148,3 +148,48 @@ def test_log_to_a_file(backends3, start_lbcore):
     lines = wait_lines(read, 1)
     assert [line["request"] for line in lines] == ["GET /echo?to-file HTTP/1.1"]
     assert access_lines(lb.logs()) == []
+
+
+def test_httplog_termination_states(backends3, start_lbcore):
+    # HAProxy's two-letter termination states, checked against HAProxy 2.6
+    # on the same requests.
+    port, dead_port = free_port(), free_port()
+    config = http_config([backends3[0].address], port, defaults={"timeouts": {
+        "server": "500ms", "http_request": "500ms", "queue": "300ms"}})
+    config["backends"]["pool"]["servers"][0]["maxconn"] = 1
+    config["backends"]["deadpool"] = {
+        "mode": "http", "servers": [{"name": "d1", "address": f"127.0.0.1:{free_port()}"}]}
+    config["frontends"]["dead"] = {"bind": f"127.0.0.1:{dead_port}", "mode": "http", "backend": "deadpool"}
+    lb = start_lbcore(config)
+
+    def send(data, p=port):
+        with RawClient(p) as c:
+            c.send(data)
+            return c.read_response().status
+
+    assert send(b"GET /sleep/2?timeout HTTP/1.1\r\nHost: x\r\n\r\n") == 504
+    assert send(b"GET /echo?slow HTTP/1.1\r\nHost: x\r\n") == 408
+    assert send(b"GET /echo HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n") == 400
+    assert send(b"GET /garbage HTTP/1.1\r\nHost: x\r\n\r\n") == 502
+    assert send(b"GET /echo?refused HTTP/1.1\r\nHost: x\r\n\r\n", dead_port) == 503
+    lines = wait_lines(lb.logs, 5)
+    states = sorted(line["term"] for line in lines)
+    assert states == ["PH--", "PR--", "SC--", "cR--", "sH--"], lb.logs()
+
+
+def test_httplog_names_the_server_that_failed(backends3, start_lbcore):
+    # An operator reads from the log which server timed out, answered
+    # garbage or refused: HAProxy logs pool/s1 on these 504/502/503 lines.
+    port, dead_port = free_port(), free_port()
+    config = http_config([backends3[0].address], port, defaults={"timeouts": {"server": "500ms"}})
+    config["backends"]["deadpool"] = {
+        "mode": "http", "servers": [{"name": "d1", "address": f"127.0.0.1:{free_port()}"}]}
+    config["frontends"]["dead"] = {"bind": f"127.0.0.1:{dead_port}", "mode": "http", "backend": "deadpool"}
+    lb = start_lbcore(config)
+    for path, p in (("/sleep/2", port), ("/garbage", port), ("/echo", dead_port)):
+        with RawClient(p) as c:
+            c.request("GET", path)
+            c.read_response()
+    lines = wait_lines(lb.logs, 3)
+    seen = {line["status"]: f'{line["backend"]}/{line["server"]}' for line in lines}
+    assert seen == {"504": "pool/s1", "502": "pool/s1", "503": "deadpool/d1"}, lb.logs()

@@ -232,3 +232,28 @@ def test_client_pausing_a_download_is_governed_by_client_timeout(proxy):
                 break
             got += len(data)
     assert got == n, f"download cut after {got} of {n} bytes"
+
+
+def test_hundreds_of_slowloris_connections_do_not_starve_others(proxy):
+    attackers = []
+    try:
+        for i in range(200):
+            c = RawClient(proxy.port)
+            c.send(b"GET /echo HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            attackers.append(c)
+        started = time.monotonic()
+        client = KeepAliveClient(proxy.port)
+        resp, _ = client.request("GET", "/echo")
+        assert resp.status == 200
+        assert time.monotonic() - started < 2
+        client.close()
+        # And every attacker is sent away with its 408.
+        answered = 0
+        for c in attackers:
+            resp = read_answer(c, 5)
+            if resp is not None and resp.status == 408:
+                answered += 1
+        assert answered == len(attackers)
+    finally:
+        for c in attackers:
+            c.close()

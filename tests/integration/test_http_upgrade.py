@@ -14,7 +14,9 @@ import pytest
 
 from tests.support import free_port, http_config
 
-from .rawhttp import RawClient, backends3, no_crash_in_lbcore, start_watched  # noqa: F401
+from .rawhttp import (  # noqa: F401 (fixtures)
+    RawClient, backends3, no_crash_in_lbcore, start_lbcore, start_watched,
+)
 
 UPGRADE = (b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
@@ -140,3 +142,50 @@ def test_unrequested_101_from_server_gives_502(proxy):
         c.send(b"GET /ws HTTP/1.1\r\nHost: x\r\n\r\n")
         resp = c.read_response()
     assert resp.status == 502, resp.status
+
+
+class GreetingTunnelServer:
+    """Answers 101 and its first tunnel bytes in the same send(), then echoes."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.address = "127.0.0.1:%d" % self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn) -> None:
+        with conn:
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                buf += data
+            conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                         b"Connection: Upgrade\r\n\r\nSERVER-HELLO")
+            while True:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                conn.sendall(data)
+
+
+def test_server_bytes_sent_with_the_101_reach_the_client(start_lbcore):
+    server = GreetingTunnelServer()
+    port = free_port()
+    start_lbcore(http_config([server.address], port))
+    c = open_tunnel(port)
+    with c:
+        assert recv_exact(c, 12) == b"SERVER-HELLO"
+        c.send(b"ping")
+        assert recv_exact(c, 4) == b"ping"
+    server.sock.close()
