@@ -53,7 +53,7 @@ class UpstreamConnection:
         "deadline", "reused", "closed", "status", "reason", "head_parts",
         "head_size", "resp_chunked", "resp_length", "no_body", "keep_alive",
         "body_started", "private", "tunnel", "paused", "head_buf", "body_left", "slow",
-        "conn_named",
+        "conn_named", "te_value",
     )
 
     def __init__(self, pool: "UpstreamPool", server: Server) -> None:
@@ -85,6 +85,7 @@ class UpstreamConnection:
         self.body_left = 0
         self.slow = False
         self.conn_named = None
+        self.te_value = b"chunked"  # the server's codings, re-framed as chunked
 
     # -- asyncio.Protocol ------------------------------------------------
 
@@ -123,6 +124,9 @@ class UpstreamConnection:
         if end < 0:
             if len(data) > MAX_RESPONSE_HEAD:
                 self._bad_response("response head too large")
+            elif b"\n\n" in data:
+                self.slow = True  # a bare-LF head: llhttp judges it now
+                self._slow(client, data)
             else:
                 self.head_buf = data
             return
@@ -245,8 +249,12 @@ class UpstreamConnection:
         lname = name.lower()
         if lname in HOP_BY_HOP:
             if lname == b"transfer-encoding":
-                if value.lower().rstrip().endswith(b"chunked"):
-                    self.resp_chunked = True
+                if not value.lower().rstrip().endswith(b"chunked"):
+                    # A coded body running to the close would reach the client
+                    # as if it were plain: HAProxy answers 502 too.
+                    raise httptools.HttpParserError("Transfer-Encoding without chunked last")
+                self.resp_chunked = True
+                self.te_value = value
             elif lname == b"upgrade":
                 self.head_parts.append(b"Upgrade: " + value + b"\r\n")
             elif lname == b"connection":

@@ -10,6 +10,8 @@ from libc.string cimport memchr
 
 IMPLEMENTATION = "cython"
 
+from .heads_py import METHODS  # one list for both: the methods llhttp knows
+
 cdef bint TOKEN[256]
 cdef bint VALUE[256]
 
@@ -185,6 +187,8 @@ def scan_request(bytes buf, Py_ssize_t end, bint drop_xfp, bint own_xff):
     if i == 0 or i >= limit or p[i] != 32:
         return None
     mstop = i
+    if buf[0:mstop] not in METHODS:
+        return None
     i += 1
     tstart = i
     while i < limit and 0x21 <= p[i] <= 0x7e:

@@ -24,6 +24,13 @@ _REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([\x21-\x7e]+) HTTP/1\.([01])\r
 _STATUS_LINE = re.compile(rb"HTTP/1\.1 ([2-5][0-9][0-9]) ([\t\x20-\x7e\x80-\xff]*)\r\n")
 _HEADER = re.compile(rb"(" + _TOKEN + rb"):[ \t]*([\t\x20-\x7e\x80-\xff]*?)[ \t]*\r\n")
 
+# Methods llhttp knows: another token is refused by the slow path, so the
+# fast path must not take it either (the answer may not depend on framing).
+METHODS = frozenset(
+    b"DELETE GET HEAD POST PUT OPTIONS TRACE COPY LOCK MKCOL MOVE PROPFIND PROPPATCH "
+    b"SEARCH UNLOCK BIND REBIND UNBIND ACL REPORT MKACTIVITY CHECKOUT MERGE M-SEARCH "
+    b"NOTIFY SUBSCRIBE UNSUBSCRIBE PATCH PURGE MKCALENDAR LINK UNLINK SOURCE QUERY".split())
+
 # What each plain head may carry; anything in UNUSUAL sends the message
 # down the strict slow path.
 _REQ_DROP = frozenset((b"connection", b"keep-alive", b"proxy-connection"))
@@ -70,7 +77,7 @@ def scan_request(buf: bytes, end: int, drop_xfp: bool, own_xff: bool):
     carries X-Forwarded-For is left to the slow path (it merges them).
     """
     m = _REQUEST_LINE.match(buf, 0, end + 2)
-    if m is None:
+    if m is None or m.group(1) not in METHODS:
         return None
     minor = int(m.group(3))
     headers = _headers(buf, m.end(), end + 2)

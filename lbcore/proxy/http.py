@@ -312,6 +312,12 @@ class ClientConnection:
         if self.transport is not None:
             self.transport.abort()
 
+    def _cut(self) -> None:
+        """A response that cannot complete: what we have goes out, then the
+        connection closes, so the client sees a short body, not silence."""
+        self.flush()
+        self.close()
+
     def expire(self) -> None:
         """The sweeper found our deadline passed."""
         self.deadline = 0.0
@@ -369,6 +375,8 @@ class ClientConnection:
         if end < 0:
             if len(data) > MAX_REQUEST_HEAD:
                 self._reject(431)
+            elif b"\n\n" in data:
+                self._feed(data)  # a bare-LF head: llhttp judges it now
             else:
                 self.head_buf = data
             return b""
@@ -801,7 +809,7 @@ class ClientConnection:
                 head_end = b""
             elif ex.version == "1.1":
                 ex.rechunk = True
-                head_end = b"Transfer-Encoding: chunked\r\n"
+                head_end = b"Transfer-Encoding: %s\r\n" % upstream.te_value
             else:
                 ex.close_after = True  # the body ends when the connection does
                 head_end = b""
@@ -855,7 +863,7 @@ class ClientConnection:
             server.backend.server_aborts += 1
             ex.upstream = None
             self._finish(ex, aborted=True)
-            self.abort()
+            self._cut()
             return
         if not upstream.reused:
             # A fresh connection failed before answering: the server is sick.
@@ -872,8 +880,9 @@ class ClientConnection:
         upstream.server.backend.response_errors += 1
         ex.upstream = None
         if ex.response_started:
+            ex.terminated = "SD"
             self._finish(ex, aborted=True)
-            self.abort()
+            self._cut()
         else:
             ex.terminated = "PH"
             self._end_server_session(ex)
@@ -888,7 +897,7 @@ class ClientConnection:
         if ex.response_started:
             ex.terminated = "sD"
             self._finish(ex, aborted=True)
-            self.abort()
+            self._cut()
         else:
             ex.terminated = "sH"
             self._end_server_session(ex)
@@ -974,7 +983,7 @@ class ClientConnection:
             backend.time_response += t_resp
             backend.time_total += t_total
             backend.timed_requests += 1
-            if not keep_server_session and not aborted:
+            if not keep_server_session:
                 server.cur_sessions -= 1
                 backend.cur_sessions -= 1
                 if backend.waiters:

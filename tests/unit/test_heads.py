@@ -40,6 +40,10 @@ REQUESTS = [
     b"GET / HTTP/1.1\r\nHost:    spaced   \r\n\r\n",
     b"GET / HTTP/1.1\r\nHost: a\nX: b\r\n\r\n",
     b"GET / HTTP/1.1\r\nHost: caf\xc3\xa9\r\n\r\n",
+    b"BAN /x HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"PURGE /x HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"get / HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET / HTTP/1.1\nHost: a\n\n",
 ]
 
 RESPONSES = [
