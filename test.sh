@@ -23,6 +23,10 @@ python3 -m venv .venv
 .venv/bin/python setup.py --quiet build_ext --inplace
 
 # The whole suite on the compiled fast path, then the forwarding tests
-# again on the pure-Python fallback, which must behave the same.
-.venv/bin/python -m pytest tests -q -p no:cacheprovider "$@"
-LBCORE_NO_EXT=1 .venv/bin/python -m pytest tests -q -p no:cacheprovider -m fallback "$@"
+# again on the pure-Python fallback, which must behave the same (tcp mode's
+# tests already run on both implementations).
+.venv/bin/python -m pytest tests bench/tests -q -p no:cacheprovider "$@"
+LBCORE_NO_EXT=1 .venv/bin/python -m pytest -q -p no:cacheprovider \
+  tests/integration/test_http_bodies.py tests/integration/test_http_errors.py \
+  tests/integration/test_http_headers.py tests/integration/test_http_keepalive.py \
+  tests/integration/test_http_upgrade.py "$@"
