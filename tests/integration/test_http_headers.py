@@ -5,6 +5,7 @@ kept as sent."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 from types import SimpleNamespace
 
@@ -161,3 +162,25 @@ def test_curl_sees_forwarded_headers(proxy):
     assert ", ".join(seen(headers, "X-Forwarded-For")) == "192.0.2.1, 127.0.0.1"
     assert seen(headers, "X-Forwarded-Proto") == ["http"]
     assert seen(headers, "Host") == ["curl.example"]
+
+
+def test_ipv6_client_address_in_x_forwarded_for(backends3):
+    port = free_port()
+    config = http_config([backends3[0].address], port)
+    config["frontends"]["web"]["bind"] = [f"127.0.0.1:{port}", f"[::1]:{port}"]
+    lb = start_watched(config)
+    try:
+        with socket.create_connection(("::1", port), timeout=5) as s:
+            s.sendall(b"GET /echo HTTP/1.1\r\nHost: v6\r\nConnection: close\r\n\r\n")
+            data = b""
+            while True:
+                piece = s.recv(65536)
+                if not piece:
+                    break
+                data += piece
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        headers = [tuple(h) for h in json.loads(body)["headers"]]
+        assert seen(headers, "X-Forwarded-For") == ["::1"]
+    finally:
+        lb.stop()

@@ -189,3 +189,29 @@ def test_server_bytes_sent_with_the_101_reach_the_client(start_lbcore):
         c.send(b"ping")
         assert recv_exact(c, 4) == b"ping"
     server.sock.close()
+
+
+@pytest.mark.parametrize("ending", ["client-closes", "tunnel-timeout"])
+def test_ended_tunnel_frees_its_server_slot(backends3, start_lbcore, ending):
+    # With maxconn 1 on the only server, a tunnel holds the slot while it
+    # lives; once it is gone the next request must get the server, not
+    # wait in the queue for a slot nobody holds (and get a 503).
+    port = free_port()
+    config = http_config([backends3[0].address], port, backend={"timeouts": {
+        "queue": "1s", "tunnel": "500ms"}})
+    config["backends"]["pool"]["servers"][0]["maxconn"] = 1
+    start_lbcore(config)
+    for _ in range(2):
+        c = open_tunnel(port)
+        c.send(b"x")
+        assert recv_exact(c, 1) == b"x"
+        if ending == "client-closes":
+            c.close()
+            time.sleep(0.3)
+        else:
+            assert c.closed_within(3)
+            c.close()
+        with RawClient(port) as plain:
+            plain.request("GET", "/echo")
+            resp = plain.read_response()
+        assert resp.status == 200, (resp.status, resp.body[:80])
