@@ -18,7 +18,7 @@ fi
 
 python3 -m venv .venv
 .venv/bin/pip install --quiet --upgrade pip
-.venv/bin/pip install --quiet ".[test]"
+.venv/bin/pip install --quiet ".[test,bench]"
 # The tests import the source tree: build the Cython fast path in place.
 .venv/bin/python setup.py --quiet build_ext --inplace
 

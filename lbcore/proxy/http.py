@@ -71,7 +71,7 @@ class Exchange:
         "body_sent", "server", "upstream", "attempts", "tried", "response_started",
         "status", "bytes_out", "rechunk", "close_after", "local", "tunnel_pending",
         "t_begin", "t_head", "t_assigned", "t_connect", "t_response", "started",
-        "queued_at", "method_head", "terminated",
+        "queued_at", "method_head", "terminated", "last_server",
     )
 
     def __init__(self, now: float) -> None:
@@ -115,6 +115,7 @@ class Exchange:
         self.queued_at = 0.0
         self.method_head = False
         self.terminated = "--"
+        self.last_server: Optional[Server] = None  # for the log, after a failure
 
     def request_line(self) -> str:
         return "%s %s HTTP/%s" % (self.method.decode("latin-1"),
@@ -648,7 +649,7 @@ class ClientConnection:
         self._assign(ex, server)
 
     def _assign(self, ex: Exchange, server: Server) -> None:
-        ex.server = server
+        ex.server = ex.last_server = server
         ex.t_assigned = self.clock()
         backend = server.backend
         server.cur_sessions += 1
@@ -1016,7 +1017,7 @@ class ClientConnection:
         access = self.ctx.access_log
         if not access.enabled:
             return
-        server = ex.server
+        server = ex.server or ex.last_server
         backend = self.frontend.backend
         now = self.clock()
         t_connect = ex.t_connect if ex.t_connect > 1e-5 else (0.0 if ex.t_connect else None)
