@@ -121,6 +121,7 @@ def test_refused_upgrade_is_an_ordinary_response(proxy):
     # The server was asked to upgrade: Upgrade and Connection went through.
     assert headers.get("upgrade") == "websocket"
     assert "upgrade" in headers.get("connection", "").lower()
+    assert headers.get("x-forwarded-for") == "127.0.0.1"  # an upgrade is still a proxied request
 
 
 def test_many_tunnels_at_once(proxy):
@@ -215,3 +216,70 @@ def test_ended_tunnel_frees_its_server_slot(backends3, start_lbcore, ending):
             plain.request("GET", "/echo")
             resp = plain.read_response()
         assert resp.status == 200, (resp.status, resp.body[:80])
+
+
+class LopsidedTunnelServer:
+    """After the 101 it either never reads (`sink`) or sends without end
+    (`flood`): a tunnel peer that tests back-pressure through lbcore."""
+
+    def __init__(self, behaviour: str) -> None:
+        self.behaviour = behaviour
+        self.stop = threading.Event()
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.address = "127.0.0.1:%d" % self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        try:
+            conn, _ = self.sock.accept()
+        except OSError:
+            return
+        with conn:
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                buf += conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                         b"Connection: Upgrade\r\n\r\n")
+            block = b"f" * (1 << 20)
+            while not self.stop.is_set():
+                if self.behaviour == "flood":
+                    try:
+                        conn.sendall(block)
+                    except OSError:
+                        return
+                else:
+                    time.sleep(0.05)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.sock.close()
+
+
+@pytest.mark.parametrize("behaviour", ["sink", "flood"])
+def test_tunnel_back_pressure_bounds_memory(start_lbcore, behaviour):
+    from .rawhttp import RssWatcher
+
+    server = LopsidedTunnelServer(behaviour)
+    port = free_port()
+    lb = start_lbcore(http_config([server.address], port))
+    c = open_tunnel(port)
+    try:
+        with RssWatcher(lb.proc.pid) as rss:
+            if behaviour == "sink":
+                # Push for 2s into a tunnel whose server reads nothing.
+                c.sock.setblocking(False)
+                block = b"c" * (1 << 20)
+                deadline = time.monotonic() + 2
+                while time.monotonic() < deadline:
+                    try:
+                        c.sock.send(block)
+                    except BlockingIOError:
+                        time.sleep(0.02)
+            else:
+                time.sleep(2)  # read nothing of the flood
+        assert rss.growth_mib < 150, f"lbcore grew by {rss.growth_mib:.0f} MiB"
+    finally:
+        c.close()
+        server.close()
