@@ -90,7 +90,7 @@ def test_200mb_chunked_upload_is_streamed(proxy):
 def test_upload_to_a_server_not_reading_is_held_back(proxy):
     # The server waits before reading: without back-pressure lbcore would
     # swallow the whole upload into memory meanwhile.
-    resp, sha, rss = stream_upload(proxy.port, "/slowbody/2", BIG, chunked=False, pid=proxy.pid)
+    resp, sha, rss = stream_upload(proxy.port, "/slowbody/1", BIG, chunked=False, pid=proxy.pid)
     assert resp.status == 200, resp.body[:200]
     info = json.loads(resp.body)
     assert (info["body_length"], info["body_sha256"]) == (BIG, sha)
@@ -112,7 +112,7 @@ def test_200mb_download_to_a_client_not_reading_is_held_back(proxy):
     with RawClient(proxy.port, timeout=60) as c:
         with RssWatcher(proxy.pid) as rss:
             c.request("GET", f"/size/{BIG}")
-            time.sleep(2)  # the client reads nothing: the server must be paused
+            time.sleep(1)  # the client reads nothing: the server must be paused
             version, status, _, headers, _ = c.read_head()
             assert status == 200
             assert dict((k.lower(), v) for k, v in headers)["content-length"] == str(BIG)

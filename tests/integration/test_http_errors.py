@@ -456,7 +456,7 @@ def test_resetting_server_under_concurrency_never_leaves_a_client_hanging(backen
     threads = [threading.Thread(target=run) for _ in range(16)]
     for t in threads:
         t.start()
-    time.sleep(2)
+    time.sleep(1.5)
     stop.set()
     for t in threads:
         t.join(10)
