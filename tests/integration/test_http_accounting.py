@@ -174,3 +174,32 @@ def test_queue_timeouts(proxy, before):
     assert holder_client.read_response().status == 200
     holder_client.close()
     assert_settles(proxy, before)
+
+
+def test_request_and_response_counters(proxy, before):
+    def snapshot():
+        stats = get_json(proxy.stats_port)
+        fe, be = stats["frontends"]["web"], stats["backends"]["pool"]
+        return {
+            "fe_requests": fe["http_requests"], "fe_2xx": fe["http_responses"]["2xx"],
+            "fe_5xx": fe["http_responses"]["5xx"], "fe_4xx": fe["http_responses"]["4xx"],
+            "be_requests": be["http_requests"], "be_2xx": be["http_responses"]["2xx"],
+            "be_5xx": be["http_responses"]["5xx"],
+            "srv_requests": sum(s["total_sessions"] for s in be["servers"]),
+        }
+
+    start = snapshot()
+    c = KeepAliveClient(proxy.port)
+    for i in range(10):
+        c.request("GET", "/echo")                      # fast path
+        c.request("GET", "/echo", headers={"X-Forwarded-For": "10.0.0.%d" % i})  # slow path
+    c.request("GET", "/status/500")
+    c.request("GET", "/status/503")
+    c.request("GET", "/status/404")
+    c.close()
+    time.sleep(0.2)
+    end = snapshot()
+    delta = {k: end[k] - start[k] for k in end}
+    assert delta == {"fe_requests": 23, "fe_2xx": 20, "fe_5xx": 2, "fe_4xx": 1,
+                     "be_requests": 23, "be_2xx": 20, "be_5xx": 2, "srv_requests": 23}, delta
+    assert_settles(proxy, before)

@@ -95,7 +95,7 @@ def test_queue_is_first_in_first_out(backends3, start_lbcore):
     port = free_port()
     start_lbcore(queue_config(backends3, port))
     results = {}
-    threads = [threading.Thread(target=timed_get, args=(port, f"/sleep/0.2?i={i}", results, i, 0.05 * i))
+    threads = [threading.Thread(target=timed_get, args=(port, f"/sleep/0.2?i={i}", results, i, 0.1 * i))
                for i in range(5)]
     for t in threads:
         t.start()
