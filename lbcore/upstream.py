@@ -102,8 +102,24 @@ class UpstreamConnection:
             # Bytes from an idle server: it is not speaking HTTP as we expect.
             self.close()
             return
-        self.deadline = self.pool.sweeper.now + client.server_timeout
         self.server.bytes_out += len(data)
+        if not (self.body_left or self.body_started or self.slow or self.head_buf):
+            # The common case, a whole small response in one read, in one go.
+            end = data.find(b"\r\n\r\n")
+            if 0 <= end < MAX_RESPONSE_HEAD:
+                scanned = scan_response(data, end)
+                if scanned is not None:
+                    status, length, keep, head = scanned
+                    no_body = status == 204 or status == 304 or self.exchange.method_head
+                    if len(data) == end + 4 + (0 if no_body else length):
+                        self.status = status
+                        self.body_started = True
+                        self.keep_alive = keep
+                        self.resp_length = length
+                        self.no_body = no_body
+                        client.whole_response(self, head, data[end + 4:] if not no_body else b"")
+                        return
+        self.deadline = self.pool.sweeper.now + client.server_timeout
         if self.body_left:
             self._fast_body(client, data)
         elif self.slow or self.body_started:

@@ -242,9 +242,14 @@ class ClientConnection:
                 self._end_server_session(ex)
             self._log(ex)
             self.active = None
-        if self.tunnel is not None:
-            self.tunnel.abort()
+        tunnel = self.tunnel
+        if tunnel is not None:
             self.tunnel = None
+            tunnel.abort()
+            tunnel.server.session_end()
+            tunnel.server.backend.session_end()
+            if tunnel.server.backend.waiters:
+                wake_waiters(tunnel.server.backend)
 
     def eof_received(self):
         if self.tunnel is not None:
@@ -705,19 +710,17 @@ class ClientConnection:
         ex.upstream = upstream
         if not ex.t_connect:
             ex.t_connect = 1e-6  # a reused connection: no connect time
-        if ex.attempts and ex.replay is not None:
-            body = ex.replay
-        else:
-            body = ex.unsent
+        body = ex.replay if ex.attempts and ex.replay is not None else ex.unsent
         if body:
             ex.body_sent = True
             data = ex.head + b"".join(body)
+            ex.unsent = []
+            ex.unsent_size = 0
+            if self.pause_mask & P_BUFFER:
+                self._resume(P_BUFFER)
         else:
             data = ex.head
         upstream.server.bytes_in += len(data)
-        ex.unsent = []
-        ex.unsent_size = 0
-        self._resume(P_BUFFER)
         upstream.attach(self, ex, data)
 
     def _retry(self, ex: Exchange, connect_failed: bool, reused: bool = False) -> None:
@@ -823,6 +826,32 @@ class ClientConnection:
         head += head_end
         ex.bytes_out += len(head)
         self.out.append(head)
+
+    def whole_response(self, upstream: UpstreamConnection, head: bytes, body: bytes) -> None:
+        """A complete Content-Length response from one server read: head,
+        body and the end of the exchange in one step (the common case)."""
+        ex = self.active
+        ex.status = upstream.status
+        ex.response_started = True
+        ex.t_response = self.clock()
+        if not ex.complete or ex.upgrade is not None or self.closing:
+            ex.close_after = True
+        if ex.close_after or not ex.keep_alive:
+            data = head + b"Connection: close\r\n\r\n" + body
+        elif ex.version == "1.0":
+            data = head + b"Connection: keep-alive\r\n\r\n" + body
+        else:
+            data = head + b"\r\n" + body
+        ex.bytes_out += len(data)
+        if self.out:
+            self.flush()  # an interim response went first
+        if not self.gone:
+            self.transport.write(data)
+        if not ex.complete:
+            upstream.keep_alive = False  # it would read the rest of our request
+        upstream.release()
+        ex.upstream = None
+        self._finish(ex)
 
     def response_body(self, body) -> None:
         ex = self.active
@@ -952,6 +981,8 @@ class ClientConnection:
         server.backend.session_end()
         self.tunnel = None
         self.close()
+        if server.backend.waiters:
+            wake_waiters(server.backend)
 
     # -- endings ---------------------------------------------------------------
 
