@@ -265,9 +265,9 @@ def start_backends(names, **kwargs) -> list[BackendProcess]:
     return procs
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def backends3():
-    """Three stateless backends s1..s3 shared by a test module; tests that
+    """Three stateless backends s1..s3 shared by every test; tests that
     kill servers start their own."""
     procs = start_backends(["s1", "s2", "s3"])
     yield procs
@@ -352,7 +352,7 @@ def _remember_offsets() -> None:
         _log_offsets[id(lb)] = len(log_text(lb))
 
 
-def check_no_crash(settle: float = 0.05) -> None:
+def check_no_crash(settle: float = 0.02) -> None:
     """Fail if any watched lbcore logged a traceback since the test began
     (or since the last check): an exception in a protocol callback means a
     connection left in an unknown state."""

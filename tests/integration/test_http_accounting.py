@@ -58,7 +58,7 @@ def before(proxy):
     return counters(get_json(proxy.stats_port))
 
 
-def assert_settles(proxy, before: dict, timeout: float = 3.0) -> None:
+def assert_settles(proxy, before: dict, timeout: float = 1.5) -> None:
     deadline = time.monotonic() + timeout
     while True:
         now = counters(get_json(proxy.stats_port))
