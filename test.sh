@@ -17,7 +17,7 @@ if [ ${#need[@]} -gt 0 ] && command -v apt-get >/dev/null; then
 fi
 
 python3 -m venv .venv
-.venv/bin/pip install --quiet --upgrade pip
+.venv/bin/pip install --quiet --upgrade pip "setuptools>=77" wheel "Cython>=3.0"
 .venv/bin/pip install --quiet ".[test,bench]"
 # The tests import the source tree: build the Cython fast path in place.
 .venv/bin/python setup.py --quiet build_ext --inplace
