@@ -610,9 +610,7 @@ class ClientConnection:
         if ex is self.active:
             if ex.local:
                 self._answer_local(ex)
-            elif ex.response_started:
-                pass
-            else:
+            elif not ex.response_started:
                 self.deadline = 0.0  # the server timeout now runs on the upstream side
 
     def _send_body(self, ex: Exchange, data: bytes) -> None:

@@ -11,8 +11,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
-from pathlib import Path
 
 import pytest
 

@@ -5,7 +5,6 @@ import http.client
 import socket
 import time
 
-import pytest
 
 from tests.support import Load, free_port, get_json, http_config, wait_port
 
