@@ -18,7 +18,7 @@ import httptools
 
 from lbcore_ext import scan_response
 
-from .model import Server
+from .model import DOWN, Server
 
 log = logging.getLogger("lbcore")
 
@@ -425,9 +425,19 @@ class UpstreamPool:
         return conn
 
     def server_changed(self, server: Server) -> None:
-        """Backend listener: a server that takes no new work keeps no idle connections."""
+        """Backend listener: a server that takes no new work keeps no idle
+        connections; one marked DOWN (it hangs, or died) also gives up the
+        requests still waiting on it, which are retried elsewhere when safe,
+        instead of waiting for timeouts.server."""
         if not server.usable:
             self.close_idle(server)
+        if server.health == DOWN:
+            waiting = [conn for conn in self.sweeper.watched
+                       if type(conn) is UpstreamConnection and conn.server is server
+                       and conn.client is not None and not conn.tunnel]
+            for conn in waiting:
+                if conn.client is not None:
+                    conn.client.server_went_down(conn)
 
     def close_idle(self, server: Server) -> None:
         for conn in self.idle.pop(server, []):

@@ -900,6 +900,17 @@ class ClientConnection:
             self.ctx.observe_failure(server, "SOCKERR")
         self._retry(ex, connect_failed=False, reused=upstream.reused)
 
+    def server_went_down(self, upstream: UpstreamConnection) -> None:
+        """Our request waits on a server just marked DOWN. Nothing reached
+        the client yet: if the request can be replayed, do it elsewhere now."""
+        ex = self.active
+        if ex is None or ex.upstream is not upstream or ex.response_started:
+            return
+        if ex.body_sent and (ex.replay is None or ex.method not in IDEMPOTENT):
+            return  # not safe to replay: let the server answer or time out
+        upstream.abort()
+        self._retry(ex, connect_failed=False)
+
     def upstream_invalid(self, upstream: UpstreamConnection) -> None:
         ex = self.active
         if ex is None:
