@@ -1,8 +1,16 @@
-"""Builds lbcore_ext.relay (Cython) when it can; lbcore works without it.
+"""Builds the Cython fast path when it can; lbcore works without it.
 
-Metadata lives in pyproject.toml. The extension is optional: if Cython is
+Two kinds of compiled modules:
+- lbcore_ext/<name>.pyx: the splice relay and the head scanners, each with
+  a pure-Python twin in lbcore_ext/<name>_py.py.
+- the http proxy core (CORE below) compiled from its own .py source, with
+  the .pxd next to it declaring C fields, so there is one source for both
+  builds. Python imports the compiled module in preference to the .py;
+  LBCORE_NO_EXT=1 makes lbcore load the sources instead (lbcore/__init__.py).
+
+Metadata lives in pyproject.toml. The extensions are optional: if Cython is
 missing or the compiler fails, the build warns and the package installs
-with the pure-Python relay (lbcore_ext.IMPLEMENTATION == "python").
+pure Python (lbcore_ext.IMPLEMENTATION == "python").
 """
 
 import os
@@ -15,7 +23,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def _warn(message: str) -> None:
-    sys.stderr.write(f"warning: lbcore_ext: {message}; using the pure-Python relay\n")
+    sys.stderr.write(f"warning: lbcore_ext: {message}; using pure Python\n")
 
 
 class OptionalBuildExt(build_ext):
@@ -35,6 +43,15 @@ class OptionalBuildExt(build_ext):
 
 
 EXTENSIONS = ("relay", "heads")  # lbcore_ext/<name>.pyx
+CORE = ("lbcore/model.py", "lbcore/upstream.py", "lbcore/proxy/http.py")
+
+
+def _sources():
+    """(module name, source path) of every compiled module."""
+    for name in EXTENSIONS:
+        yield f"lbcore_ext.{name}", os.path.join("lbcore_ext", f"{name}.pyx")
+    for path in CORE:
+        yield path[:-3].replace("/", "."), path
 
 
 def ext_modules():
@@ -44,19 +61,20 @@ def ext_modules():
         from Cython.Build import cythonize
     except ImportError:
         built = []
-        for name in EXTENSIONS:
-            generated = os.path.join("lbcore_ext", f"{name}.c")
+        for module, source in _sources():
+            generated = os.path.splitext(source)[0] + ".c"
             if os.path.exists(os.path.join(HERE, generated)):
-                built.append(Extension(f"lbcore_ext.{name}", [generated]))
+                built.append(Extension(module, [generated]))
         if not built:
             _warn("Cython is not installed")
         return built
     try:
         return cythonize(
-            [Extension(f"lbcore_ext.{name}", [os.path.join("lbcore_ext", f"{name}.pyx")],
-                       extra_compile_args=["-O2"])
-             for name in EXTENSIONS],
-            compiler_directives={"language_level": "3"},
+            [Extension(module, [source], extra_compile_args=["-O2"])
+             for module, source in _sources()],
+            # Types come from the .pxd files, not from the annotations of
+            # the core's .py sources (an `int` there is any Python int).
+            compiler_directives={"language_level": "3", "annotation_typing": False},
             quiet=True,
         )
     except Exception as exc:

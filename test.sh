@@ -22,11 +22,8 @@ python3 -m venv .venv
 # The tests import the source tree: build the Cython fast path in place.
 .venv/bin/python setup.py --quiet build_ext --inplace
 
-# The whole suite on the compiled fast path, then the forwarding tests
-# again on the pure-Python fallback, which must behave the same (tcp mode's
-# tests already run on both implementations).
+# The whole suite twice: on the compiled fast path (lbcore_ext and the
+# compiled http core), then on the pure-Python fallback, which must behave
+# the same (LBCORE_NO_EXT=1 loads every module from its .py source).
 .venv/bin/python -m pytest tests bench/tests -q -p no:cacheprovider "$@"
-LBCORE_NO_EXT=1 .venv/bin/python -m pytest -q -p no:cacheprovider \
-  tests/integration/test_http_bodies.py tests/integration/test_http_errors.py \
-  tests/integration/test_http_headers.py tests/integration/test_http_keepalive.py \
-  tests/integration/test_http_upgrade.py "$@"
+LBCORE_NO_EXT=1 .venv/bin/python -m pytest tests -q -p no:cacheprovider "$@"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import __version__
+from . import __version__, build
 
 EXIT_CONFIG = 2
 EXIT_BIND = 1
@@ -16,8 +16,12 @@ def main(argv=None) -> int:
         prog="lbcore", description="TCP/HTTP load balancer with HAProxy's semantics.")
     parser.add_argument("-c", "--config", metavar="FILE", help="configuration file (lb.yaml)")
     parser.add_argument("--check", action="store_true", help="validate the configuration and exit")
-    parser.add_argument("--version", action="version", version=f"lbcore {__version__}")
+    parser.add_argument("--version", action="store_true",
+                        help="print the version and what runs compiled, and exit")
     args = parser.parse_args(argv)
+    if args.version:
+        print(f"lbcore {__version__}\n{build()}")
+        return 0
     if not args.config:
         parser.error("-c FILE is required")
 

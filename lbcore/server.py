@@ -16,6 +16,7 @@ import signal
 import ssl
 from typing import Optional
 
+from . import build
 from . import config as config_mod
 from . import state_file
 from .config import Address, Config, ConfigError
@@ -99,6 +100,7 @@ class LoadBalancer:
         log.info("lbcore started (pid %d): %s", os.getpid(), ", ".join(
             f"{name} on {', '.join(str(a) for a in fe.binds)} ({fe.mode})"
             for name, fe in config.frontends.items()))
+        log.info("build: %s", build())
         await self.stopped
         return self.exit_code
 

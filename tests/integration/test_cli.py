@@ -56,7 +56,7 @@ def valid_config(port: int) -> str:
 def test_version():
     out = run_cli("--version")
     assert out.returncode == 0
-    assert re.fullmatch(r"lbcore \S+\n", out.stdout), out.stdout
+    assert re.fullmatch(r"lbcore \S+\nfast path (cython|python); compiled core: .+\n", out.stdout), out.stdout
     assert lbcore.__version__ in out.stdout
 
 

@@ -1,0 +1,49 @@
+# Cython declarations for model.py, compiled from the same source by
+# setup.py: the counters become C fields the compiled proxy bumps directly.
+
+cdef class Counters:
+    cdef public long long cur_sessions, max_sessions, total_sessions
+    cdef public long long bytes_in, bytes_out, http_requests
+    cdef public list http_responses
+    cdef public long long denied_req, denied_resp, request_errors, connection_errors
+    cdef public long long response_errors, retries, redispatches, client_aborts, server_aborts
+    cdef public long long queue_cur, queue_max
+    cdef public double time_queue, time_connect, time_response, time_total
+    cdef public long long timed_requests
+
+    cpdef session_start(self)
+    cpdef session_end(self)
+
+
+cdef class Server(Counters):
+    cdef public object spec, name, address, host, port
+    cdef public Backend backend
+    cdef public object weight, initial_weight, backup, maxconn, checked
+    cdef public object health, admin
+    cdef public bint usable
+    cdef public object last_change, downtime, down_since, down_transitions
+    cdef public object check_status, check_code, check_duration_ms, check_age
+    cdef public object check_failures, last_check_at
+    cdef public object consecutive_ok, consecutive_fail, observed_failures
+
+    cpdef bint has_room(self)
+
+
+cdef class Backend(Counters):
+    cdef public object spec, name, mode
+    cdef public list servers
+    cdef public dict by_name
+    cdef public object balancer
+    cdef public list candidates, listeners
+    cdef public object last_change
+    cdef public list waiters
+    cdef public bint limited
+    cdef public object down_transitions, downtime, down_since
+
+    cpdef pick(self, bytes client_key=*, exclude=*)
+
+
+cdef class Frontend(Counters):
+    cdef public object spec, name, mode
+    cdef public Backend backend
+    cdef public bint stopping

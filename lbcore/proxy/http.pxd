@@ -1,0 +1,83 @@
+# Cython declarations for http.py, compiled from the same source by
+# setup.py: C fields for the per-request state, C calls (cpdef) along the
+# common path of a keep-alive request. Every cpdef stays callable from Python.
+cimport cython
+from lbcore.model cimport Server, Frontend
+from lbcore.upstream cimport UpstreamConnection, UpstreamPool
+
+
+@cython.final
+cdef class Exchange:
+    cdef public bytes url
+    cdef public object parts
+    cdef public bytes head
+    cdef public long long head_size
+    cdef public bytes method
+    cdef public str version
+    cdef public bint keep_alive
+    cdef public int host_count
+    cdef public object xff, conn_tokens, upgrade
+    cdef public bint chunked, has_te, headers_done, complete
+    cdef public list unsent
+    cdef public long long unsent_size
+    cdef public object replay
+    cdef public long long replay_size
+    cdef public bint body_sent
+    cdef public Server server
+    cdef public UpstreamConnection upstream
+    cdef public int attempts
+    cdef public object tried
+    cdef public bint response_started
+    cdef public int status
+    cdef public long long bytes_out
+    cdef public bint rechunk, close_after, local
+    cdef public object tunnel_pending
+    cdef public double t_begin, t_head, t_assigned, t_connect, t_response, started, queued_at
+    cdef public bint method_head
+    cdef public str terminated
+    cdef public Server last_server
+
+
+@cython.final
+cdef class ClientConnection:
+    cdef public object proxy
+    cdef public Frontend frontend
+    cdef public object ctx, sweeper
+    cdef public UpstreamPool pool
+    cdef public object peer
+    cdef public bytes client_ip
+    cdef public object transport, parser
+    cdef public Exchange current, active
+    cdef public object queue
+    cdef public double deadline
+    cdef public int pause_mask
+    cdef public bint closing, made, gone
+    cdef public UpstreamConnection tunnel
+    cdef public bytes proto
+    cdef public double server_timeout
+    cdef public int pending_error
+    cdef public list out
+    cdef public object clock
+    cdef public bytes head_buf
+    cdef public long long body_left
+    cdef public Exchange receiving
+
+    cpdef _pause(self, int reason)
+    cpdef _resume(self, int reason)
+    cpdef close(self)
+    cpdef _fast_head(self, bytes data)
+    cpdef _fast_body(self, bytes data)
+    cpdef _request_ready(self, Exchange ex)
+    cpdef _request_complete(self, Exchange ex)
+    cpdef _send_body(self, Exchange ex, bytes data)
+    cpdef _dispatch(self, Exchange ex)
+    cpdef _assign(self, Exchange ex, Server server)
+    cpdef _attach(self, Exchange ex, UpstreamConnection upstream)
+    cpdef _end_server_session(self, Exchange ex)
+    cpdef response_head(self, UpstreamConnection upstream, int status, bytes head)
+    cpdef whole_response(self, UpstreamConnection upstream, bytes head, bytes body)
+    cpdef response_body(self, body)
+    cpdef flush(self)
+    cpdef response_complete(self, UpstreamConnection upstream)
+    cpdef _finish(self, Exchange ex, bint aborted=*, bint keep_server_session=*)
+    cpdef _log(self, Exchange ex)

@@ -1,0 +1,42 @@
+# Cython declarations for upstream.py, compiled from the same source by
+# setup.py (see proxy/http.pxd).
+cimport cython
+from lbcore.model cimport Server
+
+
+@cython.final
+cdef class UpstreamConnection:
+    cdef public UpstreamPool pool
+    cdef public Server server
+    cdef public object transport, parser, exchange, client
+    cdef public double deadline
+    cdef public bint reused, closed
+    cdef public int status
+    cdef public bytes reason
+    cdef public list head_parts
+    cdef public long long head_size
+    cdef public bint resp_chunked
+    cdef public long long resp_length
+    cdef public bint no_body, keep_alive, body_started, private, tunnel, paused
+    cdef public bytes head_buf
+    cdef public long long body_left
+    cdef public bint slow
+    cdef public object conn_named
+    cdef public bytes te_value
+
+    cpdef _reset_response(self)
+    cpdef _fast_head(self, client, bytes data)
+    cpdef _fast_body(self, client, bytes data)
+    cpdef attach(self, client, exchange, bytes data)
+    cpdef release(self)
+    cpdef close(self)
+
+
+@cython.final
+cdef class UpstreamPool:
+    cdef public object loop, sweeper
+    cdef public dict idle
+
+    cpdef take(self, Server server)
+    cpdef put(self, UpstreamConnection conn)
+    cpdef forget(self, UpstreamConnection conn)
