@@ -67,6 +67,17 @@ def _git(*args: str) -> str:
         return ""
 
 
+def _lbcore_build() -> str:
+    """What runs compiled (the second line of `lbcore --version`)."""
+    try:
+        out = subprocess.run([sys.executable, "-m", "lbcore.cli", "--version"], cwd=REPO_ROOT,
+                             capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    lines = out.splitlines()
+    return lines[1] if len(lines) > 1 else "?"
+
+
 def environment() -> list[str]:
     """Markdown bullet lines naming what this run measured on."""
     commit = _git("rev-parse", "--short", "HEAD") or "?"
@@ -74,6 +85,7 @@ def environment() -> list[str]:
     return [
         f"- lbcore: commit {commit}{' (lbcore/ or lbcore_ext/ modified)' if dirty else ''}, "
         f"LBCORE_NO_EXT={os.environ.get('LBCORE_NO_EXT', 'unset')}",
+        f"- lbcore build: {_lbcore_build()}",
         f"- {_first_line([which('haproxy') or 'haproxy', '-v'])}",
         f"- {_first_line([which('nginx') or 'nginx', '-v'])}",
         f"- {_first_line(['wrk', '--version'])}",
