@@ -43,7 +43,8 @@ class OptionalBuildExt(build_ext):
 
 
 EXTENSIONS = ("relay", "heads")  # lbcore_ext/<name>.pyx
-CORE = ("lbcore/model.py", "lbcore/upstream.py", "lbcore/proxy/http.py")
+CORE = ("lbcore/balance.py", "lbcore/model.py", "lbcore/timers.py", "lbcore/upstream.py",
+        "lbcore/proxy/http.py")
 
 
 def _sources():

@@ -18,10 +18,21 @@ class Candidate(Protocol):
     cur_sessions: int
 
 
-class RoundRobin:
+class Balancer:
+    """What every algorithm provides."""
+
+    __slots__ = ()
+    name = ""
+
+    def pick(self, candidates: Sequence[Candidate], client_key: bytes = b""):
+        raise NotImplementedError
+
+
+class RoundRobin(Balancer):
     """Smooth weighted round robin (nginx's algorithm): with weights 5,1,1
     the order is a a b a c a a, never a burst of five a's."""
 
+    __slots__ = ("_current", "_next")
     name = "roundrobin"
 
     def __init__(self) -> None:
@@ -59,9 +70,10 @@ class RoundRobin:
         return best
 
 
-class LeastConn:
+class LeastConn(Balancer):
     """Fewest active sessions relative to weight; round robin among ties."""
 
+    __slots__ = ("_next",)
     name = "leastconn"
 
     def __init__(self) -> None:
@@ -87,11 +99,12 @@ class LeastConn:
         return best[self._next % len(best)]
 
 
-class Source:
+class Source(Balancer):
     """Hash of the client address over the weighted candidate list: a client
     keeps its server while the pool is unchanged (HAProxy's map-based
     `balance source`)."""
 
+    __slots__ = ("_slots_for", "_slots")
     name = "source"
 
     def __init__(self) -> None:
@@ -99,17 +112,18 @@ class Source:
         self._slots: list = []
 
     def pick(self, candidates: Sequence[Candidate], client_key: bytes = b""):
-        signature = tuple((id(s), s.weight) for s in candidates)
+        signature = tuple([(id(s), s.weight) for s in candidates])
         if signature != self._slots_for:
             self._slots = [s for s in candidates for _ in range(s.weight)]
             self._slots_for = signature
         return self._slots[zlib.crc32(client_key) % len(self._slots)]
 
 
-class First:
+class First(Balancer):
     """The first server in declaration order that has room (candidates are
     already filtered on maxconn): fills servers one after the other."""
 
+    __slots__ = ()
     name = "first"
 
     def pick(self, candidates: Sequence[Candidate], client_key: bytes = b""):
@@ -119,5 +133,5 @@ class First:
 ALGORITHMS = {cls.name: cls for cls in (RoundRobin, LeastConn, Source, First)}
 
 
-def make(name: str):
+def make(name: str) -> Balancer:
     return ALGORITHMS[name]()

@@ -1,5 +1,6 @@
 # Cython declarations for model.py, compiled from the same source by
 # setup.py: the counters become C fields the compiled proxy bumps directly.
+from lbcore.balance cimport Balancer
 
 cdef class Counters:
     cdef public long long cur_sessions, max_sessions, total_sessions
@@ -18,7 +19,7 @@ cdef class Counters:
 cdef class Server(Counters):
     cdef public object spec, name, address, host, port
     cdef public Backend backend
-    cdef public object weight, initial_weight, backup, maxconn, checked
+    cdef public object weight, initial_weight, backup, maxconn, send_proxy, checked
     cdef public object health, admin
     cdef public bint usable
     cdef public object last_change, downtime, down_since, down_transitions
@@ -33,7 +34,7 @@ cdef class Backend(Counters):
     cdef public object spec, name, mode
     cdef public list servers
     cdef public dict by_name
-    cdef public object balancer
+    cdef public Balancer balancer
     cdef public list candidates, listeners
     cdef public object last_change
     cdef public list waiters

@@ -97,7 +97,7 @@ class Server(Counters):
 
     __slots__ = (
         "spec", "backend", "name", "address", "host", "port",
-        "weight", "initial_weight", "backup", "maxconn", "checked",
+        "weight", "initial_weight", "backup", "maxconn", "send_proxy", "checked",
         "health", "admin", "usable",
         "last_change", "downtime", "down_since", "down_transitions",
         "check_status", "check_code", "check_duration_ms", "check_age",
@@ -118,6 +118,7 @@ class Server(Counters):
         self.initial_weight = spec.weight
         self.backup = spec.backup
         self.maxconn = spec.maxconn or 0  # 0 = unlimited
+        self.send_proxy = spec.send_proxy  # None, or the PROXY protocol version
         self.checked = spec.check and backend.spec.health.type != "none"
         initial_up = (not self.checked) or backend.spec.health.initial_state == "up"
         self.health = UP if initial_up else DOWN
@@ -210,6 +211,7 @@ class Server(Counters):
         self.spec = spec
         self.backup = spec.backup
         self.maxconn = spec.maxconn or 0
+        self.send_proxy = spec.send_proxy
         was_checked = self.checked
         self.checked = spec.check and self.backend.spec.health.type != "none"
         if not self.checked:

@@ -2,6 +2,7 @@
 # setup.py (see proxy/http.pxd).
 cimport cython
 from lbcore.model cimport Server
+from lbcore.timers cimport Sweeper
 
 
 @cython.final
@@ -25,6 +26,7 @@ cdef class UpstreamConnection:
     cdef public bytes te_value
 
     cpdef _reset_response(self)
+    cpdef data_received(self, bytes data)
     cpdef _fast_head(self, client, bytes data)
     cpdef _fast_body(self, client, bytes data)
     cpdef attach(self, client, exchange, bytes data)
@@ -34,7 +36,8 @@ cdef class UpstreamConnection:
 
 @cython.final
 cdef class UpstreamPool:
-    cdef public object loop, sweeper
+    cdef public object loop
+    cdef public Sweeper sweeper
     cdef public dict idle
 
     cpdef take(self, Server server)

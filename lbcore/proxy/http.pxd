@@ -3,6 +3,7 @@
 # common path of a keep-alive request. Every cpdef stays callable from Python.
 cimport cython
 from lbcore.model cimport Server, Frontend
+from lbcore.timers cimport Sweeper
 from lbcore.upstream cimport UpstreamConnection, UpstreamPool
 
 
@@ -32,17 +33,25 @@ cdef class Exchange:
     cdef public long long bytes_out
     cdef public bint rechunk, close_after, local
     cdef public object tunnel_pending
-    cdef public double t_begin, t_head, t_assigned, t_connect, t_response, started, queued_at
+    cdef public double t_begin, t_head, t_assigned, t_connect, t_response, queued_at
     cdef public bint method_head
     cdef public str terminated
     cdef public Server last_server
 
 
 @cython.final
+cdef class HttpSettings:
+    cdef public double http_request, client, keep_alive, server
+    cdef public bint forwarded_for, forwarded_proto
+    cdef public bytes monitor_uri
+
+
+@cython.final
 cdef class ClientConnection:
     cdef public object proxy
     cdef public Frontend frontend
-    cdef public object ctx, sweeper
+    cdef public object ctx
+    cdef public Sweeper sweeper
     cdef public UpstreamPool pool
     cdef public object peer
     cdef public bytes client_ip
@@ -61,10 +70,12 @@ cdef class ClientConnection:
     cdef public bytes head_buf
     cdef public long long body_left
     cdef public Exchange receiving
+    cdef public HttpSettings settings
 
     cpdef _pause(self, int reason)
     cpdef _resume(self, int reason)
     cpdef close(self)
+    cpdef data_received(self, bytes data)
     cpdef _fast_head(self, bytes data)
     cpdef _fast_body(self, bytes data)
     cpdef _request_ready(self, Exchange ex)

@@ -70,13 +70,13 @@ class Exchange:
         "headers_done", "complete", "unsent", "unsent_size", "replay", "replay_size",
         "body_sent", "server", "upstream", "attempts", "tried", "response_started",
         "status", "bytes_out", "rechunk", "close_after", "local", "tunnel_pending",
-        "t_begin", "t_head", "t_assigned", "t_connect", "t_response", "started",
+        "t_begin", "t_head", "t_assigned", "t_connect", "t_response",
         "queued_at", "method_head", "terminated", "last_server",
     )
 
-    def __init__(self, now: float) -> None:
+    def __init__(self, now: float, parts=None) -> None:
         self.url = b""
-        self.parts = []
+        self.parts = parts  # header lines, while httptools parses the head
         self.head = b""
         self.head_size = 0
         self.method = b""
@@ -90,9 +90,9 @@ class Exchange:
         self.has_te = False
         self.headers_done = False
         self.complete = False
-        self.unsent = []
+        self.unsent = None  # body bytes waiting for a server connection
         self.unsent_size = 0
-        self.replay = []
+        self.replay = ()  # body bytes kept for a retry; None once too large to keep
         self.replay_size = 0
         self.body_sent = False
         self.server: Optional[Server] = None
@@ -111,7 +111,6 @@ class Exchange:
         self.t_assigned = 0.0
         self.t_connect = 0.0
         self.t_response = 0.0
-        self.started = 0.0
         self.queued_at = 0.0
         self.method_head = False
         self.terminated = "--"
@@ -120,6 +119,30 @@ class Exchange:
     def request_line(self) -> str:
         return "%s %s HTTP/%s" % (self.method.decode("latin-1"),
                                   self.url.decode("latin-1"), self.version)
+
+
+class HttpSettings:
+    """What a client connection reads from its frontend's settings on every
+    request, copied out of the specs once per (re)load. One object per
+    frontend, shared by its connections and updated in place on a reload,
+    so a connection always sees the current values."""
+
+    __slots__ = ("http_request", "client", "keep_alive", "server",
+                 "forwarded_for", "forwarded_proto", "monitor_uri")
+
+    def __init__(self, frontend: Frontend) -> None:
+        self.load(frontend)
+
+    def load(self, frontend: Frontend) -> None:
+        spec = frontend.spec
+        timeouts = spec.timeouts
+        self.http_request = timeouts.http_request
+        self.client = timeouts.client
+        self.keep_alive = timeouts.http_keep_alive
+        self.server = frontend.backend.spec.timeouts.server
+        self.forwarded_for = spec.forwarded_for
+        self.forwarded_proto = spec.forwarded_proto
+        self.monitor_uri = spec.monitor_uri.encode() if spec.monitor_uri is not None else None
 
 
 class HttpProxy:
@@ -133,9 +156,11 @@ class HttpProxy:
         self.loop = ctx.loop
         self.clients: set[ClientConnection] = set()
         self.ssl: Optional[ssl.SSLContext] = None
+        self.settings = HttpSettings(frontend)
         self.reconfigure()
 
     def reconfigure(self) -> None:
+        self.settings.load(self.frontend)
         tls = self.frontend.spec.tls
         self.ssl = None
         if tls is not None:
@@ -170,7 +195,7 @@ class ClientConnection:
         "proxy", "frontend", "ctx", "sweeper", "pool", "peer", "client_ip", "transport",
         "parser", "current", "active", "queue", "deadline", "pause_mask", "closing",
         "made", "gone", "tunnel", "proto", "server_timeout", "pending_error", "out",
-        "clock", "head_buf", "body_left", "receiving",
+        "clock", "head_buf", "body_left", "receiving", "settings",
     )
 
     def __init__(self, proxy: HttpProxy, peer) -> None:
@@ -200,6 +225,7 @@ class ClientConnection:
         self.head_buf = b""  # the start of a head not complete yet (fast path)
         self.body_left = 0  # Content-Length bytes still to come (fast path)
         self.receiving: Optional[Exchange] = None  # whose body they are
+        self.settings = proxy.settings
 
     # -- connection life -----------------------------------------------------
 
@@ -217,7 +243,7 @@ class ClientConnection:
         self.parser = httptools.HttpRequestParser(self)
         self.proxy.clients.add(self)
         self.sweeper.watched.add(self)
-        self.deadline = self.sweeper.now + self.frontend.spec.timeouts.http_request
+        self.deadline = self.sweeper.now + self.settings.http_request
 
     def connection_lost(self, exc) -> None:
         if self.gone:
@@ -272,7 +298,7 @@ class ClientConnection:
         if ex is not None and ex.upstream is not None:
             ex.upstream.pause()
             ex.upstream.deadline = 0.0
-        self.deadline = self.sweeper.now + self.frontend.spec.timeouts.client
+        self.deadline = self.sweeper.now + self.settings.client
 
     def resume_writing(self) -> None:
         if self.tunnel is not None:
@@ -376,7 +402,7 @@ class ClientConnection:
             data = self.head_buf + data
             self.head_buf = b""
         elif self.active is None:
-            self.deadline = self.sweeper.now + self.frontend.spec.timeouts.http_request
+            self.deadline = self.sweeper.now + self.settings.http_request
         end = data.find(b"\r\n\r\n")
         if end < 0:
             if len(data) > MAX_REQUEST_HEAD:
@@ -386,10 +412,10 @@ class ClientConnection:
             else:
                 self.head_buf = data
             return b""
-        spec = self.frontend.spec
+        settings = self.settings
         scanned = None
         if end < MAX_REQUEST_HEAD:
-            scanned = scan_request(data, end, spec.forwarded_proto, spec.forwarded_for)
+            scanned = scan_request(data, end, settings.forwarded_proto, settings.forwarded_for)
         if scanned is None or scanned[0] == b"CONNECT":
             self._feed(data)
             return b""
@@ -397,27 +423,25 @@ class ClientConnection:
         now = self.clock()
         ex = Exchange(now)
         ex.t_head = now
-        ex.started = time.time()
         ex.method = method
         ex.url = target
         ex.version = "1.1" if minor else "1.0"
         ex.keep_alive = keep and not self.closing
         ex.method_head = method == b"HEAD"
         ex.headers_done = True
-        ex.parts = None
         self.frontend.http_requests += 1
         tail = b""
-        if spec.forwarded_for:
-            tail = b"X-Forwarded-For: %s\r\n" % self.client_ip
-        if spec.forwarded_proto:
-            tail += b"X-Forwarded-Proto: %s\r\n" % self.proto
+        if settings.forwarded_for:
+            tail = b"X-Forwarded-For: " + self.client_ip + b"\r\n"
+        if settings.forwarded_proto:
+            tail += b"X-Forwarded-Proto: " + self.proto + b"\r\n"
         if minor == 0:
             # HTTP/1.0 stays 1.0 (it may lack Host), asking the server to
             # keep the connection for the pool.
-            ex.head = b"%s %s HTTP/1.0\r\n%s%sConnection: keep-alive\r\n\r\n" % (
-                method, target, lines, tail)
+            ex.head = b"".join((method, b" ", target, b" HTTP/1.0\r\n", lines, tail,
+                                b"Connection: keep-alive\r\n\r\n"))
         else:
-            ex.head = b"%s %s HTTP/1.1\r\n%s%s\r\n" % (method, target, lines, tail)
+            ex.head = b"".join((method, b" ", target, b" HTTP/1.1\r\n", lines, tail, b"\r\n"))
         rest = data[end + 4:]
         if length:
             self.body_left = length
@@ -440,7 +464,7 @@ class ClientConnection:
         self.body_left = left - n
         if not ex.local:
             if ex is self.active:
-                self.deadline = self.sweeper.now + self.frontend.spec.timeouts.client
+                self.deadline = self.sweeper.now + self.settings.client
             self._send_body(ex, data)
         if not self.body_left:
             self.receiving = None
@@ -482,9 +506,9 @@ class ClientConnection:
     # -- httptools callbacks -------------------------------------------------
 
     def on_message_begin(self) -> None:
-        self.current = Exchange(self.clock())
+        self.current = Exchange(self.clock(), [])
         if self.active is None:
-            self.deadline = self.sweeper.now + self.frontend.spec.timeouts.http_request
+            self.deadline = self.sweeper.now + self.settings.http_request
 
     def on_url(self, url: bytes) -> None:
         ex = self.current
@@ -515,12 +539,12 @@ class ClientConnection:
             tokens = [t.strip().lower() for t in value.split(b",")]
             ex.conn_tokens = (ex.conn_tokens or []) + tokens
         elif kind == H_XFF:
-            if self.frontend.spec.forwarded_for:
+            if self.settings.forwarded_for:
                 ex.xff = value if ex.xff is None else ex.xff + b", " + value
             else:
                 ex.parts.append(b"%s: %s\r\n" % (name, value))
         elif kind == H_XFP:
-            if not self.frontend.spec.forwarded_proto:
+            if not self.settings.forwarded_proto:
                 ex.parts.append(b"%s: %s\r\n" % (name, value))
         elif kind == H_UPGRADE:
             ex.upgrade = value
@@ -533,7 +557,6 @@ class ClientConnection:
         parser = self.parser
         ex.headers_done = True
         ex.t_head = self.clock()
-        ex.started = time.time()
         ex.method = method = parser.get_method()
         ex.version = parser.get_http_version()
         ex.keep_alive = parser.should_keep_alive() and not self.closing
@@ -542,7 +565,7 @@ class ClientConnection:
         self.frontend.http_requests += 1
         if ex.host_count > 1 or (ex.host_count == 0 and ex.version == "1.1") or method == b"CONNECT":
             raise httptools.HttpParserError("invalid request: Host header or method")
-        spec = self.frontend.spec
+        settings = self.settings
         parts = ex.parts
         if ex.conn_tokens and any(t not in CONNECTION_TOKENS for t in ex.conn_tokens):
             # Headers named in Connection are hop-by-hop too.
@@ -550,12 +573,12 @@ class ClientConnection:
             parts = [p for p in parts if p.split(b":", 1)[0].lower() not in named]
         first = b"%s %s HTTP/%s\r\n" % (method, ex.url, ex.version.encode())
         tail = []
-        if spec.forwarded_for:
+        if settings.forwarded_for:
             if ex.xff is None:
                 tail.append(b"X-Forwarded-For: %s\r\n" % self.client_ip)
             else:
                 tail.append(b"X-Forwarded-For: %s, %s\r\n" % (ex.xff, self.client_ip))
-        if spec.forwarded_proto:
+        if settings.forwarded_proto:
             tail.append(b"X-Forwarded-Proto: %s\r\n" % self.proto)
         if ex.upgrade is not None and parser.should_upgrade():
             tail.append(b"Connection: upgrade\r\nUpgrade: %s\r\n" % ex.upgrade)
@@ -569,15 +592,15 @@ class ClientConnection:
 
     def _request_ready(self, ex: Exchange) -> None:
         """The head is in: answer, dispatch or queue behind the active one."""
-        spec = self.frontend.spec
-        monitor = spec.monitor_uri
-        if monitor is not None and ex.url.split(b"?", 1)[0] == monitor.encode():
+        settings = self.settings
+        monitor = settings.monitor_uri
+        if monitor is not None and ex.url.split(b"?", 1)[0] == monitor:
             ex.local = True
         if self.active is None:
             self.active = ex
             # While the body comes in the client timeout runs; after that the
             # server's, on the upstream side.
-            self.deadline = 0.0 if ex.complete else self.sweeper.now + spec.timeouts.client
+            self.deadline = 0.0 if ex.complete else self.sweeper.now + settings.client
             self._dispatch(ex)
         else:
             if self.queue is None:
@@ -590,7 +613,7 @@ class ClientConnection:
         if ex.local:
             return
         if ex is self.active:
-            self.deadline = self.sweeper.now + self.frontend.spec.timeouts.client
+            self.deadline = self.sweeper.now + self.settings.client
         if ex.chunked:
             self._send_body(ex, b"%x\r\n%s\r\n" % (len(body), body))
         else:
@@ -618,8 +641,10 @@ class ClientConnection:
             ex.replay_size += len(data)
             if ex.replay_size > MAX_REPLAY:
                 ex.replay = None
-            else:
+            elif ex.replay:
                 ex.replay.append(data)
+            else:
+                ex.replay = [data]
         upstream = ex.upstream
         if upstream is not None and ex.t_connect:
             ex.body_sent = True
@@ -628,7 +653,10 @@ class ClientConnection:
             upstream.deadline = self.sweeper.now + self.server_timeout
             upstream.transport.write(data)
             return
-        ex.unsent.append(data)
+        if ex.unsent is None:
+            ex.unsent = [data]
+        else:
+            ex.unsent.append(data)
         ex.unsent_size += len(data)
         if ex.unsent_size > MAX_BUFFERED_BODY:
             self._pause(P_BUFFER)
@@ -663,9 +691,9 @@ class ClientConnection:
         backend.total_sessions += 1
         if backend.cur_sessions > backend.max_sessions:
             backend.max_sessions = backend.cur_sessions
-        self.server_timeout = backend.spec.timeouts.server
+        self.server_timeout = self.settings.server
         upstream = None
-        if server.spec.send_proxy is None and ex.attempts == 0:
+        if server.send_proxy is None and ex.attempts == 0:
             upstream = self.pool.take(server)
         if upstream is not None:
             self._attach(ex, upstream)
@@ -712,7 +740,7 @@ class ClientConnection:
         if body:
             ex.body_sent = True
             data = ex.head + b"".join(body)
-            ex.unsent = []
+            ex.unsent = None
             ex.unsent_size = 0
             if self.pause_mask & P_BUFFER:
                 self._resume(P_BUFFER)
@@ -1049,9 +1077,9 @@ class ClientConnection:
             self._dispatch(nxt)
             return
         if self.current is None:
-            self.deadline = self.sweeper.now + frontend.spec.timeouts.http_keep_alive
+            self.deadline = self.sweeper.now + self.settings.keep_alive
         else:
-            self.deadline = self.sweeper.now + frontend.spec.timeouts.http_request
+            self.deadline = self.sweeper.now + self.settings.http_request
 
     def _log(self, ex: Exchange) -> None:
         access = self.ctx.access_log
@@ -1068,7 +1096,9 @@ class ClientConnection:
             t_connect,
             (ex.t_response - ex.t_assigned - (t_connect or 0.0)) if ex.t_response and ex.t_assigned else None,
             now - ex.t_begin, ex.status, ex.bytes_out, ex.terminated,
-            ex.request_line() if ex.method else "<BADREQ>", ex.attempts, ex.started or None,
+            ex.request_line() if ex.method else "<BADREQ>", ex.attempts,
+            # the wall clock when the head was in (not read per request: only logs need it)
+            (time.time() - (now - ex.t_head)) if ex.method else None,
             (self.ctx.connections, self.frontend.cur_sessions, backend.cur_sessions,
              server.cur_sessions if server is not None else 0),
             (0, backend.queue_cur))
