@@ -43,7 +43,7 @@ class OptionalBuildExt(build_ext):
 
 
 EXTENSIONS = ("relay", "heads")  # lbcore_ext/<name>.pyx
-CORE = ("lbcore/balance.py", "lbcore/model.py", "lbcore/timers.py", "lbcore/upstream.py",
+CORE = ("lbcore/balance.py", "lbcore/batch.py", "lbcore/model.py", "lbcore/timers.py", "lbcore/upstream.py",
         "lbcore/proxy/http.py")
 
 

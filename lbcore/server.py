@@ -19,6 +19,7 @@ from typing import Optional
 from . import build
 from . import config as config_mod
 from . import state_file
+from .batch import WriteBatch
 from .config import Address, Config, ConfigError
 from .health import HealthChecker
 from .listeners import Acceptor, bind_socket
@@ -76,7 +77,7 @@ class LoadBalancer:
         self.access_log = AccessLog(config.global_.log)
         self.sweeper = Sweeper(loop)
         self.sweeper.start()
-        self.pool = UpstreamPool(loop, self.sweeper)
+        self.pool = UpstreamPool(loop, self.sweeper, WriteBatch(loop))
         self.health = self._make_health()
         self.ctx = ProxyContext(loop, self.access_log, observe_failure=self.health.observe_failure,
                                 maxconn=config.global_.maxconn)

@@ -2,6 +2,7 @@
 # setup.py (see proxy/http.pxd).
 cimport cython
 from lbcore.model cimport Server
+from lbcore.batch cimport WriteBatch
 from lbcore.timers cimport Sweeper
 
 
@@ -24,12 +25,15 @@ cdef class UpstreamConnection:
     cdef public bint slow
     cdef public object conn_named
     cdef public bytes te_value
+    cdef public list out
 
     cpdef _reset_response(self)
     cpdef data_received(self, bytes data)
     cpdef _fast_head(self, client, bytes data)
     cpdef _fast_body(self, client, bytes data)
     cpdef attach(self, client, exchange, bytes data)
+    cpdef send(self, bytes data)
+    cpdef flush(self)
     cpdef release(self)
     cpdef close(self)
 
@@ -38,6 +42,7 @@ cdef class UpstreamConnection:
 cdef class UpstreamPool:
     cdef public object loop
     cdef public Sweeper sweeper
+    cdef public WriteBatch batch
     cdef public dict idle
 
     cpdef take(self, Server server)

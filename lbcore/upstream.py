@@ -53,7 +53,7 @@ class UpstreamConnection:
         "deadline", "reused", "closed", "status", "reason", "head_parts",
         "head_size", "resp_chunked", "resp_length", "no_body", "keep_alive",
         "body_started", "private", "tunnel", "paused", "head_buf", "body_left", "slow",
-        "conn_named", "te_value",
+        "conn_named", "te_value", "out",
     )
 
     def __init__(self, pool: "UpstreamPool", server: Server) -> None:
@@ -69,6 +69,7 @@ class UpstreamConnection:
         self.private = False  # e.g. after a PROXY header: never shared
         self.tunnel = False
         self.paused = False
+        self.out = []  # request bytes for the server, sent at the end of the loop's turn
         self._reset_response()
 
     def _reset_response(self) -> None:
@@ -126,8 +127,6 @@ class UpstreamConnection:
             self._slow(client, data)
         else:
             self._fast_head(client, data)
-        if client.out:
-            client.flush()
 
     def _fast_head(self, client, data: bytes) -> None:
         """A plain response head (Content-Length framed) is rewritten with
@@ -326,7 +325,21 @@ class UpstreamConnection:
         self.exchange = exchange
         self._reset_response()
         self.deadline = self.pool.sweeper.now + client.server_timeout
-        self.transport.write(data)
+        self.send(data)
+
+    def send(self, data: bytes) -> None:
+        """Bytes for the server, sent with the others at the end of this
+        turn of the loop (lbcore/batch.py)."""
+        if not self.out:
+            self.pool.batch.add(self)
+        self.out.append(data)
+
+    def flush(self) -> None:
+        out = self.out
+        if out:
+            self.out = []
+            if not self.closed:
+                self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def release(self) -> None:
         """The exchange is over: back to the pool if still clean."""
@@ -370,6 +383,7 @@ class UpstreamConnection:
     def close(self) -> None:
         self.deadline = 0.0
         if not self.closed:
+            self.flush()
             self.closed = True
             self.pool.forget(self)
             if self.transport is not None:
@@ -386,9 +400,10 @@ class UpstreamConnection:
 class UpstreamPool:
     """Idle keep-alive connections per server, for one process."""
 
-    def __init__(self, loop, sweeper) -> None:
+    def __init__(self, loop, sweeper, batch) -> None:
         self.loop = loop
         self.sweeper = sweeper
+        self.batch = batch  # the proxies' end-of-turn writes (lbcore/batch.py)
         self.idle: dict[Server, list[UpstreamConnection]] = {}
 
     def take(self, server: Server) -> Optional[UpstreamConnection]:

@@ -88,6 +88,7 @@ cdef class ClientConnection:
     cpdef response_head(self, UpstreamConnection upstream, int status, bytes head)
     cpdef whole_response(self, UpstreamConnection upstream, bytes head, bytes body)
     cpdef response_body(self, body)
+    cpdef _send(self, bytes data)
     cpdef flush(self)
     cpdef response_complete(self, UpstreamConnection upstream)
     cpdef _finish(self, Exchange ex, bint aborted=*, bint keep_server_session=*)

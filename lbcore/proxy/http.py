@@ -337,7 +337,9 @@ class ClientConnection:
             self.deadline = self.sweeper.now + IDLE_CLOSE_DELAY
 
     def close(self) -> None:
+        """What is still held goes out first, then the connection closes."""
         if self.transport is not None and not self.transport.is_closing():
+            self.flush()
             self.transport.close()
 
     def abort(self) -> None:
@@ -347,7 +349,6 @@ class ClientConnection:
     def _cut(self) -> None:
         """A response that cannot complete: what we have goes out, then the
         connection closes, so the client sees a short body, not silence."""
-        self.flush()
         self.close()
 
     def expire(self) -> None:
@@ -651,7 +652,7 @@ class ClientConnection:
             upstream.server.bytes_in += len(data)
             # The server cannot answer before it has the body: not idle.
             upstream.deadline = self.sweeper.now + self.server_timeout
-            upstream.transport.write(data)
+            upstream.send(data)
             return
         if ex.unsent is None:
             ex.unsent = [data]
@@ -728,7 +729,7 @@ class ClientConnection:
             return
         if server.spec.send_proxy is not None:
             upstream.private = True
-            upstream.transport.write(self._proxy_header(server.spec.send_proxy))
+            upstream.send(self._proxy_header(server.spec.send_proxy))
         ex.t_connect = self.proxy.loop.time() - started or 1e-6
         self._attach(ex, upstream)
 
@@ -821,7 +822,7 @@ class ClientConnection:
 
     def send_interim(self, status: int, reason: bytes, parts) -> None:
         if self.active is not None and self.active.version == "1.1":
-            self.out.append(b"HTTP/1.1 %d %s\r\n%s\r\n" % (status, reason, b"".join(parts)))
+            self._send(b"HTTP/1.1 %d %s\r\n%s\r\n" % (status, reason, b"".join(parts)))
 
     def response_head(self, upstream: UpstreamConnection, status: int, head: bytes) -> None:
         """`head`: status line and the server's end-to-end headers; the
@@ -851,7 +852,7 @@ class ClientConnection:
                 head_end += b"\r\n"
         head += head_end
         ex.bytes_out += len(head)
-        self.out.append(head)
+        self._send(head)
 
     def whole_response(self, upstream: UpstreamConnection, head: bytes, body: bytes) -> None:
         """A complete Content-Length response from one server read: head,
@@ -869,10 +870,7 @@ class ClientConnection:
         else:
             data = head + b"\r\n" + body
         ex.bytes_out += len(data)
-        if self.out:
-            self.flush()  # an interim response went first
-        if not self.gone:
-            self.transport.write(data)
+        self._send(data)
         if not ex.complete:
             upstream.keep_alive = False  # it would read the rest of our request
         upstream.release()
@@ -884,12 +882,20 @@ class ClientConnection:
         n = len(body)
         ex.bytes_out += n
         if ex.rechunk:
-            self.out += (b"%x\r\n" % n, body, b"\r\n")
+            self._send(b"%x\r\n" % n)
+            self.out += (body, b"\r\n")
         else:
-            self.out.append(body)
+            self._send(body)
+
+    def _send(self, data: bytes) -> None:
+        """Bytes for the client, sent with everything else this turn of the
+        loop produced for it, in one write at the end of the turn
+        (lbcore/batch.py)."""
+        if not self.out:
+            self.pool.batch.add(self)
+        self.out.append(data)
 
     def flush(self) -> None:
-        """One write per server read: head and body leave in one send()."""
         out = self.out
         if out:
             self.out = []
@@ -899,8 +905,7 @@ class ClientConnection:
     def response_complete(self, upstream: UpstreamConnection) -> None:
         ex = self.active
         if ex.rechunk:
-            self.out.append(b"0\r\n\r\n")
-        self.flush()
+            self._send(b"0\r\n\r\n")
         if not ex.complete:
             upstream.keep_alive = False  # it would read the rest of our request
         upstream.release()
@@ -994,7 +999,8 @@ class ClientConnection:
         ex.upstream = None
         self._finish(ex, keep_server_session=True)
         if pending:
-            upstream.transport.write(b"".join(pending))
+            upstream.send(b"".join(pending))
+            upstream.flush()  # before the tunnel's own writes, which are direct
         upstream.deadline = 0.0
         self.deadline = self.sweeper.now + self.tunnel_timeout()
         self.pause_mask = 0
@@ -1136,7 +1142,7 @@ class ClientConnection:
         head = (b"HTTP/1.1 %d %s\r\nContent-Type: text/html\r\nCache-Control: no-cache\r\n"
                 b"Content-Length: %d\r\n%s\r\n") % (
             code, REASONS[code], len(body), b"" if keep else b"Connection: close\r\n")
-        self.transport.write(head if ex.method_head else head + body)
+        self._send(head if ex.method_head else head + body)
         ex.status = code
         ex.bytes_out = len(head) + len(body)
         ex.keep_alive = keep
