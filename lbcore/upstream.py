@@ -26,6 +26,7 @@ MAX_IDLE_PER_SERVER = 256
 CONNECTION_TOKENS = frozenset((b"close", b"keep-alive", b"upgrade", b""))
 IDLE_TIMEOUT = 30.0  # an idle pooled connection is closed after this
 MAX_RESPONSE_HEAD = 65536
+SEND_NOW = 32768  # writes this large skip the batch (lbcore/batch.py): nothing to gain
 
 # Response headers the proxy owns: hop-by-hop ones and the framing.
 HOP_BY_HOP = frozenset((
@@ -69,7 +70,7 @@ class UpstreamConnection:
         self.private = False  # e.g. after a PROXY header: never shared
         self.tunnel = False
         self.paused = False
-        self.out = []  # request bytes for the server, sent at the end of the loop's turn
+        self.out = None  # request bytes for the server, sent at the end of the loop's turn
         self._reset_response()
 
     def _reset_response(self) -> None:
@@ -329,17 +330,28 @@ class UpstreamConnection:
 
     def send(self, data: bytes) -> None:
         """Bytes for the server, sent with the others at the end of this
-        turn of the loop (lbcore/batch.py)."""
-        if not self.out:
+        turn of the loop (lbcore/batch.py); bulk data at once, after what
+        is ahead of it."""
+        if len(data) >= SEND_NOW:
+            self.flush()
+            if not self.closed:
+                self.transport.write(data)
+            return
+        if self.out is None:
+            self.out = [data]
             self.pool.batch.add(self)
-        self.out.append(data)
+        else:
+            self.out.append(data)
 
     def flush(self) -> None:
         out = self.out
-        if out:
-            self.out = []
+        if out is not None:
+            self.out = None
             if not self.closed:
-                self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+                if len(out) == 1:
+                    self.transport.write(out[0])
+                else:
+                    self.transport.writelines(out)  # one writev, no copy
 
     def release(self) -> None:
         """The exchange is over: back to the pool if still clean."""

@@ -60,7 +60,7 @@ cdef class ClientConnection:
     cdef public object queue
     cdef public double deadline
     cdef public int pause_mask
-    cdef public bint closing, made, gone
+    cdef public bint closing, made, gone, refused
     cdef public UpstreamConnection tunnel
     cdef public bytes proto
     cdef public double server_timeout

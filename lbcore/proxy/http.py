@@ -23,7 +23,7 @@ import httptools
 from lbcore_ext import scan_request
 
 from ..model import Frontend, Server, status_class_index
-from ..upstream import REASONS, UpstreamConnection, UpstreamPool
+from ..upstream import REASONS, SEND_NOW, UpstreamConnection, UpstreamPool
 from .context import ProxyContext
 from . import errors, proxy_protocol
 
@@ -157,6 +157,9 @@ class HttpProxy:
         self.clients: set[ClientConnection] = set()
         self.ssl: Optional[ssl.SSLContext] = None
         self.settings = HttpSettings(frontend)
+        # Precise time for the log's timers (deadlines use the sweep's), one
+        # bound method shared by the connections.
+        self.clock = self.loop.time
         self.reconfigure()
 
     def reconfigure(self) -> None:
@@ -195,7 +198,7 @@ class ClientConnection:
         "proxy", "frontend", "ctx", "sweeper", "pool", "peer", "client_ip", "transport",
         "parser", "current", "active", "queue", "deadline", "pause_mask", "closing",
         "made", "gone", "tunnel", "proto", "server_timeout", "pending_error", "out",
-        "clock", "head_buf", "body_left", "receiving", "settings",
+        "clock", "head_buf", "body_left", "receiving", "settings", "refused",
     )
 
     def __init__(self, proxy: HttpProxy, peer) -> None:
@@ -220,8 +223,9 @@ class ClientConnection:
         self.proto = b"https" if proxy.ssl is not None else b"http"
         self.server_timeout = 60.0
         self.pending_error = 0
-        self.out = []  # response bytes gathered during one server read, written once
-        self.clock = proxy.loop.time  # precise time for the log's timers; deadlines use the sweep's
+        self.out = None  # bytes for the client this turn of the loop (see _send)
+        self.clock = proxy.clock
+        self.refused = False  # after a malformed request or a switch to a tunnel: read no more
         self.head_buf = b""  # the start of a head not complete yet (fast path)
         self.body_left = 0  # Content-Length bytes still to come (fast path)
         self.receiving: Optional[Exchange] = None  # whose body they are
@@ -240,7 +244,6 @@ class ClientConnection:
     def connection_made(self, transport) -> None:
         self.made = True
         self.transport = transport
-        self.parser = httptools.HttpRequestParser(self)
         self.proxy.clients.add(self)
         self.sweeper.watched.add(self)
         self.deadline = self.sweeper.now + self.settings.http_request
@@ -389,7 +392,7 @@ class ClientConnection:
         while data:
             if self.body_left:
                 data = self._fast_body(data)
-            elif self.current is not None or self.parser is None:
+            elif self.current is not None or self.refused:
                 self._feed(data)  # a message on the strict slow path
                 return
             else:
@@ -473,10 +476,15 @@ class ClientConnection:
         return rest
 
     def _feed(self, data: bytes) -> None:
-        if self.parser is None:
-            return  # refused: nothing more is read
+        if self.refused:
+            return
+        parser = self.parser
+        if parser is None:
+            # Made on the first message the fast path cannot take, not per
+            # connection: idle keep-alive connections stay small.
+            parser = self.parser = httptools.HttpRequestParser(self)
         try:
-            self.parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             self._upgrade_requested(data[exc.args[0]:] if exc.args else b"")
         except HeadTooLarge:
@@ -493,6 +501,7 @@ class ClientConnection:
         """A malformed request: answered, then the connection is closed."""
         self.frontend.request_errors += 1
         self.parser = None
+        self.refused = True
         self._pause(P_QUEUE)
         target = self.current or Exchange(self.clock())
         target.terminated = "PR"
@@ -890,17 +899,28 @@ class ClientConnection:
     def _send(self, data: bytes) -> None:
         """Bytes for the client, sent with everything else this turn of the
         loop produced for it, in one write at the end of the turn
-        (lbcore/batch.py)."""
-        if not self.out:
+        (lbcore/batch.py). Bulk data goes at once, after what is ahead of
+        it: batching buys it nothing, and holding it would grow the heap."""
+        if len(data) >= SEND_NOW:
+            self.flush()
+            if not self.gone:
+                self.transport.write(data)
+            return
+        if self.out is None:
+            self.out = [data]
             self.pool.batch.add(self)
-        self.out.append(data)
+        else:
+            self.out.append(data)
 
     def flush(self) -> None:
         out = self.out
-        if out:
-            self.out = []
+        if out is not None:
+            self.out = None
             if not self.gone:
-                self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+                if len(out) == 1:
+                    self.transport.write(out[0])
+                else:
+                    self.transport.writelines(out)  # one writev, no copy
 
     def response_complete(self, upstream: UpstreamConnection) -> None:
         ex = self.active
@@ -991,6 +1011,7 @@ class ClientConnection:
         ex = self.active
         self.tunnel = upstream
         self.parser = None
+        self.refused = True
         self.flush()
         if rest:
             self.transport.write(rest)
