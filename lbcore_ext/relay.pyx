@@ -537,7 +537,9 @@ cdef class Relay:
     timeout: seconds without a byte moving either way before both sides are
     closed; 0 disables it.
     preamble: bytes sent to the server before anything from the client
-    (a PROXY protocol header).
+    (a PROXY protocol header, or what a client sent ahead of a tunnel).
+    to_client: bytes sent to the client before anything from the server
+    (what a server sent right behind its 101 Switching Protocols).
     """
 
     cdef readonly object loop, client, server
@@ -550,7 +552,8 @@ cdef class Relay:
     cdef object _timer
     cdef readonly _Flow upstream, downstream
 
-    def __init__(self, loop, client, server, on_close, counters=(), timeout=0.0, preamble=b""):
+    def __init__(self, loop, client, server, on_close, counters=(), timeout=0.0, preamble=b"",
+                 to_client=b""):
         cdef const unsigned char[:] pre
         self.loop = loop
         self.client = client
@@ -571,6 +574,9 @@ cdef class Relay:
         if preamble:
             pre = bytes(preamble)
             self.upstream._keep(<const char *>&pre[0], pre.shape[0])
+        if to_client:
+            pre = bytes(to_client)
+            self.downstream._keep(<const char *>&pre[0], pre.shape[0])
 
     @property
     def bytes_in(self):

@@ -217,12 +217,14 @@ class Relay:
     timeout: seconds of inactivity (no byte moving either way) after which
     both sides are closed; 0 disables it.
     preamble: bytes sent to the server before anything from the client
-    (a PROXY protocol header).
+    (a PROXY protocol header, or what a client sent ahead of a tunnel).
+    to_client: bytes sent to the client before anything from the server
+    (what a server sent right behind its 101 Switching Protocols).
     """
 
     def __init__(self, loop, client: socket.socket, server: socket.socket,
                  on_close: Callable[["Relay"], None], counters: Sequence = (),
-                 timeout: float = 0.0, preamble: bytes = b"") -> None:
+                 timeout: float = 0.0, preamble: bytes = b"", to_client: bytes = b"") -> None:
         self.loop = loop
         self.client = client
         self.server = server
@@ -237,6 +239,8 @@ class Relay:
         self.downstream = _Flow(self, server, client, SERVER_ERROR, CLIENT_ERROR, "bytes_out")
         if preamble:
             self.upstream.pending = memoryview(bytes(preamble))
+        if to_client:
+            self.downstream.pending = memoryview(bytes(to_client))
 
     @property
     def bytes_in(self) -> int:

@@ -71,6 +71,7 @@ cdef class ClientConnection:
     cdef public long long body_left
     cdef public Exchange receiving
     cdef public HttpSettings settings
+    cdef public object relay
 
     cpdef _pause(self, int reason)
     cpdef _resume(self, int reason)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import ssl
 import time
 from collections import deque
@@ -20,7 +22,7 @@ from typing import Optional
 
 import httptools
 
-from lbcore_ext import scan_request
+from lbcore_ext import Relay, scan_request
 
 from ..model import Frontend, Server, status_class_index
 from ..upstream import REASONS, SEND_NOW, UpstreamConnection, UpstreamPool
@@ -198,7 +200,7 @@ class ClientConnection:
         "proxy", "frontend", "ctx", "sweeper", "pool", "peer", "client_ip", "transport",
         "parser", "current", "active", "queue", "deadline", "pause_mask", "closing",
         "made", "gone", "tunnel", "proto", "server_timeout", "pending_error", "out",
-        "clock", "head_buf", "body_left", "receiving", "settings", "refused",
+        "clock", "head_buf", "body_left", "receiving", "settings", "refused", "relay",
     )
 
     def __init__(self, proxy: HttpProxy, peer) -> None:
@@ -226,6 +228,7 @@ class ClientConnection:
         self.out = None  # bytes for the client this turn of the loop (see _send)
         self.clock = proxy.clock
         self.refused = False  # after a malformed request or a switch to a tunnel: read no more
+        self.relay = None  # a tunnel handed over to lbcore_ext.Relay
         self.head_buf = b""  # the start of a head not complete yet (fast path)
         self.body_left = 0  # Content-Length bytes still to come (fast path)
         self.receiving: Optional[Exchange] = None  # whose body they are
@@ -249,8 +252,8 @@ class ClientConnection:
         self.deadline = self.sweeper.now + self.settings.http_request
 
     def connection_lost(self, exc) -> None:
-        if self.gone:
-            return
+        if self.gone or self.relay is not None:
+            return  # (a relay carries the connection on; see _hand_over)
         self.gone = True
         self.deadline = 0.0
         self.proxy.clients.discard(self)
@@ -346,7 +349,9 @@ class ClientConnection:
             self.transport.close()
 
     def abort(self) -> None:
-        if self.transport is not None:
+        if self.relay is not None:
+            self.relay.close("KD")
+        elif self.transport is not None:
             self.transport.abort()
 
     def _cut(self) -> None:
@@ -1008,24 +1013,73 @@ class ClientConnection:
         self._pause(P_TUNNEL)
 
     def start_tunnel(self, upstream: UpstreamConnection, rest: bytes) -> None:
+        """101: from now on bytes flow both ways untouched. `rest`: what the
+        server sent right behind its 101."""
         ex = self.active
         self.tunnel = upstream
         self.parser = None
         self.refused = True
         self.flush()
-        if rest:
-            self.transport.write(rest)
-        pending = ex.tunnel_pending or []
+        to_server = b"".join(ex.tunnel_pending or ())
         ex.tunnel_pending = None
         ex.upstream = None
         self._finish(ex, keep_server_session=True)
-        if pending:
-            upstream.send(b"".join(pending))
+        if self._hand_over(upstream, rest, to_server):
+            return
+        if rest:
+            self.transport.write(rest)
+        if to_server:
+            upstream.send(to_server)
             upstream.flush()  # before the tunnel's own writes, which are direct
         upstream.deadline = 0.0
         self.deadline = self.sweeper.now + self.tunnel_timeout()
         self.pause_mask = 0
         self.transport.resume_reading()
+
+    def _hand_over(self, upstream: UpstreamConnection, to_client: bytes, to_server: bytes) -> bool:
+        """A plain TCP tunnel leaves the loop's transports for
+        lbcore_ext.Relay, like a tcp-mode connection: splice(2) for bulk
+        transfers, no Python per read. The relay gets its own duplicates of
+        the two sockets, which outlive the transports' close. TLS stays on
+        transports (its bytes are decrypted in user space anyway), and so
+        does a tunnel whose transports still hold unsent bytes."""
+        if self.proxy.ssl is not None or self.transport.get_write_buffer_size() \
+                or upstream.transport.get_write_buffer_size():
+            return False
+        try:
+            client = _own_socket(self.transport)
+        except OSError:
+            return False
+        try:
+            server_sock = _own_socket(upstream.transport)
+        except OSError:
+            client.close()
+            return False
+        server = upstream.server
+        self.relay = Relay(self.proxy.loop, client, server_sock, self._relay_closed,
+                           counters=(self.frontend, server.backend, server),
+                           timeout=self.tunnel_timeout(), preamble=to_server, to_client=to_client)
+        self.tunnel = None
+        self.deadline = 0.0
+        self.sweeper.watched.discard(self)  # the relay keeps the tunnel timeout
+        for transport in (self.transport, upstream.transport):
+            if transport.is_reading():
+                transport.pause_reading()  # no read may reach the old transports now
+        upstream.abort()
+        self.transport.abort()
+        self.relay.start()
+        return True
+
+    def _relay_closed(self, relay) -> None:
+        self.relay = None
+        self.gone = True
+        self.proxy.clients.discard(self)
+        self.ctx.closed(self.frontend)
+        server = relay.counters[2]
+        server.session_end()
+        server.backend.session_end()
+        if server.backend.waiters:
+            wake_waiters(server.backend)
 
     def tunnel_timeout(self) -> float:
         return self.frontend.backend.spec.timeouts.tunnel
@@ -1171,6 +1225,14 @@ class ClientConnection:
 
     def _proxy_header(self, version: str) -> bytes:
         return proxy_protocol.header(version, self.peer, self.transport.get_extra_info("sockname"))
+
+
+def _own_socket(transport) -> socket.socket:
+    """A socket of our own on a transport's connection (a duplicate of its
+    fd): closing the transport leaves the connection open."""
+    sock = socket.socket(fileno=os.dup(transport.get_extra_info("socket").fileno()))
+    sock.setblocking(False)
+    return sock
 
 
 def wake_waiters(backend) -> None:

@@ -283,3 +283,33 @@ def test_tunnel_back_pressure_bounds_memory(start_lbcore, behaviour):
     finally:
         c.close()
         server.close()
+
+
+def test_tunnel_bytes_and_session_show_in_the_stats(backends3, start_lbcore):
+    # A plain-TCP tunnel is carried by lbcore_ext.Relay (splice for bulk):
+    # its bytes still count for the server, and its session ends with it.
+    from tests.support import get_json
+
+    port, stats_port = free_port(), free_port()
+    config = http_config([backends3[0].address], port)
+    config["stats"] = {"bind": f"127.0.0.1:{stats_port}"}
+    start_lbcore(config)
+
+    def server_row():
+        return get_json(stats_port)["backends"]["pool"]["servers"][0]
+
+    size = 3 << 20
+    data = os.urandom(size)
+    before = server_row()
+    c = open_tunnel(port)
+    with c:
+        threading.Thread(target=c.sock.sendall, args=(data,), daemon=True).start()
+        assert recv_exact(c, size) == data
+        assert server_row()["current_sessions"] == 1
+    deadline = time.monotonic() + 5
+    while server_row()["current_sessions"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    after = server_row()
+    assert after["current_sessions"] == 0
+    assert after["bytes_in"] - before["bytes_in"] >= size
+    assert after["bytes_out"] - before["bytes_out"] >= size
