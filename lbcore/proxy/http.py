@@ -352,6 +352,7 @@ class ClientConnection:
         if self.relay is not None:
             self.relay.close("KD")
         elif self.transport is not None:
+            self.out = None  # dropped with the connection, not written to a closed transport
             self.transport.abort()
 
     def _cut(self) -> None:
@@ -1046,13 +1047,11 @@ class ClientConnection:
         if self.proxy.ssl is not None or self.transport.get_write_buffer_size() \
                 or upstream.transport.get_write_buffer_size():
             return False
-        try:
-            client = _own_socket(self.transport)
-        except OSError:
+        client = _own_socket(self.transport)
+        if client is None:
             return False
-        try:
-            server_sock = _own_socket(upstream.transport)
-        except OSError:
+        server_sock = _own_socket(upstream.transport)
+        if server_sock is None:
             client.close()
             return False
         server = upstream.server
@@ -1227,11 +1226,24 @@ class ClientConnection:
         return proxy_protocol.header(version, self.peer, self.transport.get_extra_info("sockname"))
 
 
-def _own_socket(transport) -> socket.socket:
+def _own_socket(transport) -> Optional[socket.socket]:
     """A socket of our own on a transport's connection (a duplicate of its
-    fd): closing the transport leaves the connection open."""
-    sock = socket.socket(fileno=os.dup(transport.get_extra_info("socket").fileno()))
-    sock.setblocking(False)
+    fd): closing the transport leaves the connection open. None if the
+    transport has no socket to share or the fd cannot be duplicated."""
+    theirs = transport.get_extra_info("socket")
+    if theirs is None:
+        return None
+    try:
+        fd = os.dup(theirs.fileno())  # may fail: out of fds
+        try:
+            sock = socket.socket(fileno=fd)
+        except OSError:
+            os.close(fd)
+            raise
+        sock.setblocking(False)
+    except OSError as exc:
+        log.warning("tunnel stays on the event loop: cannot take its socket over: %s", exc)
+        return None
     return sock
 
 
