@@ -5,9 +5,10 @@ root="$(cd "$(dirname "$0")" && pwd)"
 cd "$root"
 
 # Debian tools the tests drive: curl as a real client, chromium for the
-# stats page in a real browser.
+# stats page in a real browser, haproxy 2.6 to compare behaviour with.
 need=()
 command -v curl >/dev/null || need+=(curl)
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 command -v chromium >/dev/null || need+=(chromium)
 if [ ${#need[@]} -gt 0 ] && command -v apt-get >/dev/null; then
   export DEBIAN_FRONTEND=noninteractive

@@ -18,12 +18,12 @@ import httptools
 
 from lbcore_ext import scan_response
 
+from .hop_by_hop import named_headers
 from .model import DOWN, Server
 
 log = logging.getLogger("lbcore")
 
 MAX_IDLE_PER_SERVER = 256
-CONNECTION_TOKENS = frozenset((b"close", b"keep-alive", b"upgrade", b""))
 IDLE_TIMEOUT = 30.0  # an idle pooled connection is closed after this
 MAX_RESPONSE_HEAD = 65536
 SEND_NOW = 32768  # writes this large skip the batch (lbcore/batch.py): nothing to gain
@@ -274,7 +274,7 @@ class UpstreamConnection:
             elif lname == b"upgrade":
                 self.head_parts.append(b"Upgrade: " + value + b"\r\n")
             elif lname == b"connection":
-                named = {t.strip().lower() for t in value.split(b",")} - CONNECTION_TOKENS
+                named = named_headers(value)
                 if named:
                     self.conn_named = (self.conn_named or set()) | named
             return

@@ -24,6 +24,7 @@ import httptools
 
 from lbcore_ext import Relay, scan_request
 
+from ..hop_by_hop import named_headers
 from ..model import Frontend, Server, status_class_index
 from ..upstream import REASONS, SEND_NOW, UpstreamConnection, UpstreamPool
 from .context import ProxyContext
@@ -53,7 +54,6 @@ SPECIAL = {
     b"x-forwarded-proto": H_XFP,
     b"expect": H_EXPECT,
 }
-CONNECTION_TOKENS = frozenset((b"close", b"keep-alive", b"upgrade"))
 
 # Why reading from the client is paused (a bit each).
 P_UPSTREAM, P_QUEUE, P_BUFFER, P_TUNNEL = 1, 2, 4, 8
@@ -552,8 +552,9 @@ class ClientConnection:
             ex.has_te = True
             ex.parts.append(b"%s: %s\r\n" % (name, value))
         elif kind == H_CONNECTION:
-            tokens = [t.strip().lower() for t in value.split(b",")]
-            ex.conn_tokens = (ex.conn_tokens or []) + tokens
+            named = named_headers(value)
+            if named:
+                ex.conn_tokens = named if ex.conn_tokens is None else ex.conn_tokens | named
         elif kind == H_XFF:
             if self.settings.forwarded_for:
                 ex.xff = value if ex.xff is None else ex.xff + b", " + value
@@ -583,9 +584,9 @@ class ClientConnection:
             raise httptools.HttpParserError("invalid request: Host header or method")
         settings = self.settings
         parts = ex.parts
-        if ex.conn_tokens and any(t not in CONNECTION_TOKENS for t in ex.conn_tokens):
-            # Headers named in Connection are hop-by-hop too.
-            named = {t for t in ex.conn_tokens if t not in CONNECTION_TOKENS}
+        if ex.conn_tokens:
+            # Headers named in Connection are hop-by-hop too (never framing or Host).
+            named = ex.conn_tokens
             parts = [p for p in parts if p.split(b":", 1)[0].lower() not in named]
         first = b"%s %s HTTP/%s\r\n" % (method, ex.url, ex.version.encode())
         tail = []
