@@ -410,13 +410,18 @@ class Proxy:
             raise ValueError("expected 'cookie NAME [insert|rewrite|prefix] [indirect] [nocache]'")
         spec = Map(origin(line))
         spec["name"] = Scalar(words[0], origin(line))
-        for word in words[1:]:
+        rest = list(words[1:])
+        while rest:
+            word = rest.pop(0)
             if word in ("insert", "rewrite", "prefix"):
                 spec["mode"] = Scalar(word, origin(line))
-            elif word in ("indirect", "nocache"):
+            elif word in ("indirect", "nocache", "preserve", "httponly", "secure"):
                 spec[word] = Scalar(True, origin(line))
+            elif word == "domain" and rest:
+                spec["domain"] = Scalar(rest.pop(0), origin(line))
             else:
-                raise ValueError(f"cookie option '{word}' is not supported (insert, rewrite, prefix, indirect, nocache)")
+                raise ValueError(f"cookie option '{word}' is not supported (insert, rewrite, prefix, indirect, "
+                                 "nocache, preserve, httponly, secure, domain)")
         self.set("cookie", spec, line)
 
     def accepted_warning(self, line: Line) -> None:
