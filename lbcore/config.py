@@ -63,6 +63,9 @@ class LogSpec:
     format: str = "http"  # http | json | none
     # Set when target is a syslog address ("127.0.0.1:514" or "udp://..."):
     syslog: Optional[Address] = None
+    # Set when target is "unix:/dev/log": syslog to a unix datagram socket.
+    syslog_socket: Optional[str] = None
+    facility: str = "local0"  # syslog facility, as HAProxy's `log ADDR FACILITY`
 
 
 @dataclass(frozen=True)
@@ -224,6 +227,9 @@ class Config:
     frontends: Mapping[str, FrontendSpec]
     backends: Mapping[str, BackendSpec]
     peers: Mapping[str, PeersSpec] = field(default_factory=dict)
+    # haproxy.cfg files and directories (`lbcore -f`) this config was read
+    # from; empty for an lb.yaml (`path`). A reload reads the same again.
+    sources: tuple[str, ...] = ()
 
     def stick_tables(self) -> dict[str, StickTableSpec]:
         """Every stick table by name (frontends' and backends')."""
@@ -258,6 +264,10 @@ INITIAL_STATES = ("up", "down")
 SEND_PROXY = ("v1", "v2")
 ON_MARKED_DOWN = ("shutdown_sessions",)
 LOG_FORMATS = ("http", "json", "none")
+# RFC 5424 facility codes, by HAProxy's names.
+SYSLOG_FACILITIES = ("kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron",
+                     "auth2", "ftp", "ntp", "audit", "alert", "cron2", "local0", "local1", "local2",
+                     "local3", "local4", "local5", "local6", "local7")
 MAX_WEIGHT = 256
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
@@ -449,6 +459,15 @@ class _Reader:
 
     # problems
     def problem(self, keypath: str, node: Optional[Node], message: str) -> None:
+        origin = getattr(node.start_mark, "origin", None) if node is not None else None
+        if origin is not None:
+            # A value read from haproxy.cfg: name its file, line and keyword;
+            # the lb.yaml key it maps to comes last, for `lbcore convert` users.
+            if message.startswith("unknown key"):
+                message = "not supported yet by this lbcore"
+            self._problems.append((0, f"{origin}: {origin.keyword}: {message} (lb.yaml {keypath})"))
+            self.bad_paths.add(keypath)
+            return
         line = _line(node)
         where = f"{self.path}:{line}" if line else self.path
         self._problems.append((line or 0, f"{where}: {keypath}: {message}" if keypath else f"{where}: {message}"))
@@ -657,7 +676,7 @@ class _Reader:
 
 _TOP_KEYS = ("global", "defaults", "stats", "frontends", "backends", "peers")
 _GLOBAL_KEYS = ("workers", "maxconn", "log", "pidfile", "state_file", "grace")
-_LOG_KEYS = ("target", "format")
+_LOG_KEYS = ("target", "format", "facility")
 _DEFAULTS_KEYS = ("timeouts", "retries", "redispatch")
 _TIMEOUT_KEYS = tuple(Timeouts.__dataclass_fields__)
 _STATS_KEYS = ("bind", "auth", "admin", "refresh", "socket")
@@ -737,15 +756,24 @@ class _Builder:
     def log(self, node: Optional[Node]) -> LogSpec:
         r = self.r
         m = r.mapping(node, "global.log", _LOG_KEYS)
-        spec = LogSpec(format=r.get(m, "format", r.choice(LOG_FORMATS), LogSpec.format))
+        spec = LogSpec(format=r.get(m, "format", r.choice(LOG_FORMATS), LogSpec.format),
+                       facility=r.get(m, "facility", r.choice(SYSLOG_FACILITIES), LogSpec.facility))
         if m is not None and "target" in m:
             target, syslog = r.get(m, "target", self.log_target, (LogSpec.target, None))
             spec = replace(spec, target=target, syslog=syslog)
+            if target.startswith("unix:"):
+                spec = replace(spec, syslog_socket=target[len("unix:"):])
         return spec
 
     def log_target(self, node: Node) -> tuple[str, Optional[Address]]:
         value = self.r.string(node)
         if value in ("stdout", "stderr"):
+            return value, None
+        if value.startswith("unix:"):
+            # A unix datagram socket (/dev/log): it may appear later (a
+            # container's bind mount), so it is not required to exist yet.
+            if not value[len("unix:"):].startswith("/"):
+                raise _Invalid(f"invalid log target {value!r} (expected 'unix:/absolute/path')")
             return value, None
         if value.startswith("udp://"):
             return value, parse_address(value[len("udp://"):], server=True)
@@ -1376,6 +1404,24 @@ def loads(text: str, path: str = "<string>") -> Config:
     if reader.problems:
         raise ConfigError(reader.problems)
     return config
+
+
+def load_tree(root: Node, path: str, sources: tuple[str, ...] = (), base_dir: Optional[str] = None) -> Config:
+    """Validate an lb.yaml node graph built by another reader (haproxy_cfg),
+    whose marks name where each value came from."""
+    reader = _Reader(path, base_dir or os.getcwd())
+    config = _Builder(reader).config(root)
+    if reader.problems:
+        raise ConfigError(reader.problems)
+    return replace(config, sources=tuple(sources))
+
+
+def reread(config: Config) -> Config:
+    """The config read again from where `config` came from (SIGHUP)."""
+    if config.sources:
+        from . import haproxy_cfg
+        return haproxy_cfg.load(list(config.sources)).config
+    return load(config.path)
 
 
 def _compose(text: str, path: str) -> Optional[Node]:
