@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 import ssl
-from typing import Optional
+from typing import Callable, Optional
 
 from . import build
 from . import config as config_mod
@@ -66,6 +66,8 @@ class LoadBalancer:
         self.stats = None
         self.stopped: Optional[asyncio.Future] = None
         self.exit_code = 0
+        # Called once every listener is bound and serving (-sf, -Ws, -D).
+        self.on_started: list[Callable[[], None]] = []
 
     # -- start -----------------------------------------------------------------
 
@@ -95,6 +97,10 @@ class LoadBalancer:
             with open(config.global_.pidfile, "w") as f:
                 f.write(f"{os.getpid()}\n")
         loop.add_signal_handler(signal.SIGHUP, self.reload)
+        # HAProxy's signals: SIGUSR2 reloads (master-worker), SIGUSR1 is the
+        # soft stop that `-sf` sends to the previous process.
+        loop.add_signal_handler(signal.SIGUSR2, self.reload)
+        loop.add_signal_handler(signal.SIGUSR1, self.graceful_stop)
         loop.add_signal_handler(signal.SIGTERM, self.graceful_stop)
         loop.add_signal_handler(signal.SIGINT, self.stop_now)
         self._flush_logs()
@@ -102,6 +108,8 @@ class LoadBalancer:
             f"{name} on {', '.join(str(a) for a in fe.binds)} ({fe.mode})"
             for name, fe in config.frontends.items()))
         log.info("build: %s", build())
+        for callback in self.on_started:
+            callback()
         await self.stopped
         return self.exit_code
 
@@ -211,7 +219,7 @@ class LoadBalancer:
         path = self.config.path
         log.info("reloading %s", path)
         try:
-            new = new or config_mod.load(path)
+            new = new or config_mod.reread(self.config)
         except ConfigError as exc:
             for problem in exc.problems:
                 log.error("reload refused: %s", problem)

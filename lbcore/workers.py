@@ -156,6 +156,8 @@ class Master:
         self.exit_code = 0
         self._ids = itertools.count(1)
         self._shutting_down = False
+        # Called once every worker is ready (-sf, -Ws, -D).
+        self.on_started: list = []
 
     # -- start -----------------------------------------------------------------
 
@@ -181,6 +183,8 @@ class Master:
             with open(config.global_.pidfile, "w") as f:
                 f.write(f"{os.getpid()}\n")
         loop.add_signal_handler(signal.SIGHUP, self.reload)
+        loop.add_signal_handler(signal.SIGUSR2, self.reload)  # HAProxy's master reload
+        loop.add_signal_handler(signal.SIGUSR1, self.graceful_stop)  # HAProxy's soft stop (-sf)
         loop.add_signal_handler(signal.SIGTERM, self.graceful_stop)
         loop.add_signal_handler(signal.SIGINT, self.stop_now)
         for slot in self.slots:
@@ -299,6 +303,8 @@ class Master:
             log.info("worker %d started (pid %d)", slot.index, slot.pid)
             if not self.started and all(s.ready for s in self.slots):
                 self.started = True
+                for callback in self.on_started:
+                    callback()
         else:
             log.error("master: unknown control message %r from worker %d", kind, slot.index)
 
@@ -436,7 +442,7 @@ class Master:
         path = self.config.path
         log.info("reloading %s", path)
         try:
-            new = config_mod.load(path)
+            new = config_mod.reread(self.config)
         except ConfigError as exc:
             for problem in exc.problems:
                 log.error("reload refused: %s", problem)
@@ -578,10 +584,11 @@ class Master:
             self.done.set_result(self.exit_code)
 
 
-def run_master(config: Config) -> int:
+def run_master(config: Config, started: tuple = ()) -> int:
     import uvloop
 
     master = Master(config)
+    master.on_started.extend(started)
     try:
         return uvloop.run(master.run())
     except BindError as exc:
