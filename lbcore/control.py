@@ -11,10 +11,12 @@ descriptors: a plain recv would silently drop (close) any that arrive.
 Messages (`t` is the type):
 
     master -> worker
-      hello     slot, config, sockets {address: inherited fd}, state: first, once
+      hello     slot, config, sockets {address: [inherited fds: own, siblings']}, state:
+                first, once
       server    one server's [backend, name, address, health, admin, weight]
       state     every server's row (after a reload)
-      reload    config, addresses (of new binds; their sockets ride along)
+      reload    config, addresses (of new binds), group (sockets per address; they ride
+                along, each address's own first)
       fds       more sockets for the next reload (beyond one sendmsg's limit)
       snapshot  id: answer with the worker's stats snapshot
       sessions  id: answer with the worker's sessions (runtime API `show sess`)

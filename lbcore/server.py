@@ -148,6 +148,11 @@ class LoadBalancer:
     def _listen(self, address: Address):
         return bind_socket(address, self.reuse_port)
 
+    def _siblings(self, address: Address) -> list:
+        """The other sockets of this listener's SO_REUSEPORT group, whose
+        queues are emptied too (a worker's; see lbcore.workers)."""
+        return []
+
     def _make_handler(self, frontend):
         if frontend.mode == "http":
             return HttpProxy(frontend, self.ctx, self.pool, self.sweeper)
@@ -178,7 +183,7 @@ class LoadBalancer:
             frontend = handler.frontend
             acceptor = self.acceptors.get(address)
             if acceptor is None:
-                acceptor = Acceptor(self.loop, sock, None, None)
+                acceptor = Acceptor(self.loop, sock, None, None, self._siblings(address))
             acceptor.on_accept = handler.accept
             acceptor.may_accept = (lambda fe=frontend: self.ctx.may_accept(fe))
             acceptors[address] = acceptor

@@ -72,13 +72,14 @@ class WorkerBalancer(LoadBalancer):
     """A LoadBalancer that takes its listening sockets, server states and
     reloads from its master, and answers its snapshot requests."""
 
-    def __init__(self, config: Config, channel: Channel, sockets: dict[Address, socket.socket],
+    def __init__(self, config: Config, channel: Channel, groups: dict[Address, list[socket.socket]],
                  state: list, slot: int) -> None:
         super().__init__(config, reuse_port=True)
         self.channel = channel
         self.slot = slot
-        # Sockets the next _bind_all takes instead of binding: the master's.
-        self._incoming = sockets
+        # Sockets the next _bind_all takes instead of binding: the master's,
+        # each address's group with this worker's own socket first.
+        self._incoming = groups
         self._initial_state = state
         # Messages that arrive while a reload is being applied wait for it,
         # so the state sent after a reload lands on the reloaded runtime.
@@ -102,10 +103,14 @@ class WorkerBalancer(LoadBalancer):
         return WorkerHealth(self)
 
     def _listen(self, address: Address) -> socket.socket:
-        sock = self._incoming.pop(address, None)
-        if sock is None:
+        group = self._incoming.get(address)
+        if not group:
             raise OSError(f"the master sent no listening socket for {address}")
-        return sock
+        return group[0]
+
+    def _siblings(self, address: Address) -> list[socket.socket]:
+        group = self._incoming.pop(address, None)
+        return group[1:] if group else []
 
     def reload(self) -> None:
         log.warning("worker: SIGHUP ignored; reloads go through the master (pid %d)", os.getppid())
@@ -178,8 +183,9 @@ class WorkerBalancer(LoadBalancer):
     def _start_reload(self, message: dict) -> None:
         config = unpack(message["config"])
         addresses = unpack(message["addresses"])
-        fds = self.channel.take_fds(len(addresses))
-        self._incoming = {address: socket.socket(fileno=fd) for address, fd in zip(addresses, fds)}
+        size = message.get("group", 1)
+        fds = [socket.socket(fileno=fd) for fd in self.channel.take_fds(len(addresses) * size)]
+        self._incoming = {address: fds[i * size:(i + 1) * size] for i, address in enumerate(addresses)}
         self._held = []
         self.loop.create_task(self._reload_then_release(config))
 
@@ -189,8 +195,9 @@ class WorkerBalancer(LoadBalancer):
         except Exception:
             log.exception("worker: reload failed")
         finally:
-            for sock in self._incoming.values():  # refused reload: not ours to keep
-                sock.close()
+            for group in self._incoming.values():  # refused reload: not ours to keep
+                for sock in group:
+                    sock.close()
             self._incoming = {}
             held, self._held = self._held or [], None
             for message in held:
@@ -208,7 +215,8 @@ def worker_main(argv: Optional[list[str]] = None) -> int:
         if hello["t"] != "hello":
             raise ValueError(f"expected a hello, got {hello['t']!r}")
         config = unpack(hello["config"])
-        sockets = {address: socket.socket(fileno=fd) for address, fd in unpack(hello["sockets"]).items()}
+        groups = {address: [socket.socket(fileno=fd) for fd in fds]
+                  for address, fds in unpack(hello["sockets"]).items()}
         state, slot = hello["state"], hello["slot"]
     except Exception as exc:
         print(f"lbcore worker: no valid start message from the master: {exc}", file=sys.stderr)
@@ -216,7 +224,7 @@ def worker_main(argv: Optional[list[str]] = None) -> int:
 
     import uvloop
 
-    worker = WorkerBalancer(config, channel, sockets, state, slot)
+    worker = WorkerBalancer(config, channel, groups, state, slot)
     try:
         return uvloop.run(worker.run())
     except BindError as exc:

@@ -2,13 +2,19 @@
 
 The master binds every frontend address once per worker with
 SO_REUSEPORT and keeps those listening sockets for the life of the
-process; each worker is started with its own set (pass_fds). Keeping them
-in the master, rather than letting workers bind, buys three things: a
+process; each worker is started with the whole group (pass_fds): it
+accepts from its own socket as its readiness comes, and every
+STEAL_INTERVAL it also takes whatever waits in its siblings' queues
+(lbcore.listeners.Acceptor). The kernel spreads connections evenly over
+the group, and nothing is stranded when a worker stops accepting: a
+SIGKILLed worker's queue (and a hung one's) is emptied by the others
+within that interval instead of waiting for the replacement, whose
+restart may back off for seconds. (What a SIGKILLed worker had already
+accepted dies with it; nothing that was waiting does.) Keeping the
+sockets in the master, rather than letting workers bind, also means a
 bind error is found before any worker starts (exit 1, as in one-process
-mode); a reload binds new addresses all-or-nothing in one place and hands
-them to the workers over the control channel; and when a worker dies its
-socket stays open in the master, so connections the kernel steers to it
-wait in its backlog for the replacement instead of being reset.
+mode), and a reload binds new addresses all-or-nothing in one place and
+hands them to the workers over the control channel.
 
 The master also owns everything that must exist once: the health checks
 (run on the master's own Runtime, built from the same config), the stats
@@ -88,7 +94,7 @@ def _exit_description(code: int) -> str:
 # -- the master side ----------------------------------------------------------
 
 class Slot:
-    """One worker position: its listening sockets are the master's
+    """One worker position: its own listening sockets are the master's
     `listeners[address][index]`; its process changes on every restart."""
 
     def __init__(self, index: int) -> None:
@@ -276,13 +282,14 @@ class Master:
         if self.stopping:
             return
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        fds = {address: group[slot.index].fileno() for address, group in self.listeners.items()}
+        fds = {address: self._group_fds(group, slot) for address, group in self.listeners.items()}
+        inherited = [fd for group in fds.values() for fd in group]
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "lbcore.worker", "--channel", str(child.fileno())],
-                pass_fds=[child.fileno(), *fds.values()], stdin=subprocess.DEVNULL,
+                pass_fds=[child.fileno(), *inherited], stdin=subprocess.DEVNULL,
                 start_new_session=True, env=env)
         except OSError as exc:
             parent.close()
@@ -302,6 +309,13 @@ class Master:
             "config": pack(worker_config(self.config)), "sockets": pack(fds),
             "state": state_rows(self.runtime),
         })
+
+    @staticmethod
+    def _group_fds(group: list[socket.socket], slot: Slot) -> list[int]:
+        """The group's descriptors as one worker gets them: its own
+        first, then its siblings' (whose queues it empties if they stall)."""
+        own = group[slot.index]
+        return [own.fileno()] + [sock.fileno() for sock in group if sock is not own]
 
     def _on_message(self, slot: Slot, message: dict) -> None:
         kind = message["t"]
@@ -377,7 +391,11 @@ class Master:
             self.exit_code = EXIT_WORKER
             self.stop_now(announce=False)
             return
-        crashed = lived < MIN_UPTIME or not slot.ready
+        # A ready worker ended by SIGKILL was killed (an operator, a test,
+        # the OOM killer), it did not crash: it comes back at once, since
+        # backing off would only leave the other workers alone with its share.
+        killed = proc.returncode == -signal.SIGKILL and slot.ready
+        crashed = not slot.ready or (lived < MIN_UPTIME and not killed)
         delay = self._schedule_restart(slot, crashed)
         log.error("worker %d (pid %d) died (%s) after %.1fs; restarting it%s", slot.index, proc.pid, how,
                   lived, f" in {delay:.1f}s" if delay else "")
@@ -526,11 +544,12 @@ class Master:
                  sum(len(b.servers) for b in self.runtime.backends.values()))
 
     def _send_reload(self, slot: Slot, packed: str, fresh: list[Address]) -> None:
-        fds = [self.listeners[address][slot.index].fileno() for address in fresh]
+        fds = [fd for address in fresh for fd in self._group_fds(self.listeners[address], slot)]
         batches = [fds[i:i + MAX_FDS] for i in range(0, len(fds), MAX_FDS)] or [[]]
         for batch in batches[:-1]:
             slot.channel.send({"t": "fds"}, batch)
-        slot.channel.send({"t": "reload", "config": packed, "addresses": pack(fresh)}, batches[-1])
+        slot.channel.send({"t": "reload", "config": packed, "addresses": pack(fresh), "group": self.count},
+                          batches[-1])
 
     # -- stop ------------------------------------------------------------------
 
