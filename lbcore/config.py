@@ -192,6 +192,7 @@ class BackendSpec:
     timeouts: Timeouts = field(default_factory=Timeouts)
     servers: tuple[ServerSpec, ...] = ()
     on_marked_down: Optional[str] = None  # None | "shutdown_sessions"
+    all_backups: bool = False  # every usable backup serves, not only the first (option allbackups)
     stick_table: Optional[StickTableSpec] = None
     stick_on: tuple[StickOnSpec, ...] = ()
     cookie: Optional[CookieSpec] = None
@@ -647,7 +648,7 @@ _FRONTEND_KEYS = ("bind", "mode", "backend", "maxconn", "forwarded_for", "forwar
                   "monitor_uri", "tls", "timeouts", "stick_table")
 _TLS_KEYS = ("cert", "key", "alpn")
 _BACKEND_KEYS = ("mode", "balance", "maxconn", "health", "retries", "redispatch", "timeouts",
-                 "servers", "on_marked_down", "stick_table", "stick_on", "cookie")
+                 "servers", "on_marked_down", "stick_table", "stick_on", "cookie", "all_backups")
 _HEALTH_KEYS = ("type", "path", "method", "host", "expect_status", "interval", "timeout",
                 "rise", "fall", "port", "initial_state")
 _SERVER_KEYS = ("name", "address", "weight", "backup", "maxconn", "check", "send_proxy", "cookie")
@@ -914,6 +915,7 @@ class _Builder:
             timeouts=timeouts,
             servers=self.servers(m.value("servers"), m.path("servers"), maxconn),
             on_marked_down=r.get(m, "on_marked_down", r.nullable(r.choice(ON_MARKED_DOWN))),
+            all_backups=r.get(m, "all_backups", r.boolean, BackendSpec.all_backups),
             stick_table=self.stick_table(name, m),
             stick_on=self.stick_on(name, m),
             cookie=self.cookie(m),
@@ -1235,11 +1237,10 @@ class _Builder:
                     r.problem(keypath, node, f"stick table '{rule.table}' is not defined"
                                              f"{_suggest(rule.table, tables)}")
         for name, backend in config.backends.items():
-            if backend.stick_on and backend.mode == "tcp":
-                for i, rule in enumerate(backend.stick_on):
-                    if rule.sample not in _L4_SAMPLES:
-                        r.problem(f"backends.{name}.stick_on", self._where.get(f"backends.{name}.stick_on"),
-                                  f"tcp mode can stick on src or dst only, not '{rule.sample}'")
+            for rule in backend.stick_on:
+                if rule.sample not in _L4_SAMPLES:
+                    r.problem(f"backends.{name}.stick_on", self._where.get(f"backends.{name}.stick_on"),
+                              f"lbcore sticks on src or dst, not '{rule.sample}'")
             if backend.cookie is not None and backend.mode != "http":
                 r.problem(f"backends.{name}.cookie", self._where.get(f"backends.{name}.cookie"),
                           "cookie persistence needs http mode")
