@@ -21,7 +21,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 __all__ = [
-    "Address", "Timeouts", "LogSpec", "GlobalSpec", "StatsSpec", "TLSSpec",
+    "Address", "Timeouts", "LogSpec", "GlobalSpec", "SocketSpec", "StatsSpec", "TLSSpec",
     "FrontendSpec", "HealthSpec", "ServerSpec", "BackendSpec", "Config",
     "StickTableSpec", "StickOnSpec", "CookieSpec", "PeersSpec",
     "ConfigError", "load", "loads", "parse_duration", "parse_size",
@@ -63,6 +63,9 @@ class LogSpec:
     format: str = "http"  # http | json | none
     # Set when target is a syslog address ("127.0.0.1:514" or "udp://..."):
     syslog: Optional[Address] = None
+    # Set when target is "unix:/dev/log": syslog to a unix datagram socket.
+    syslog_socket: Optional[str] = None
+    facility: str = "local0"  # syslog facility, as HAProxy's `log ADDR FACILITY`
 
 
 @dataclass(frozen=True)
@@ -75,12 +78,31 @@ class GlobalSpec:
     grace: float = 30.0  # SIGTERM: time given to in-flight work before exit
 
 
+SOCKET_LEVELS = ("user", "operator", "admin")  # HAProxy's, lowest first
+
+
+@dataclass(frozen=True)
+class SocketSpec:
+    """stats.socket: HAProxy's runtime API on a unix socket (`path`) or on
+    TCP (`address`, from "ipv4@HOST:PORT"); exactly one of the two is set."""
+
+    path: Optional[str] = None
+    address: Optional[Address] = None
+    mode: int = 0o600
+    group: Optional[str] = None
+    level: str = "admin"
+
+    def __str__(self) -> str:
+        return self.path if self.path is not None else f"ipv4@{self.address}"
+
+
 @dataclass(frozen=True)
 class StatsSpec:
-    bind: Address
+    bind: Optional[Address]  # None: only the runtime API socket is served
     auth: Optional[tuple[str, str]] = None  # (user, password)
     admin: bool = True
     refresh: float = 5.0
+    socket: Optional[SocketSpec] = None
 
 
 @dataclass(frozen=True)
@@ -206,6 +228,9 @@ class Config:
     frontends: Mapping[str, FrontendSpec]
     backends: Mapping[str, BackendSpec]
     peers: Mapping[str, PeersSpec] = field(default_factory=dict)
+    # haproxy.cfg files and directories (`lbcore -f`) this config was read
+    # from; empty for an lb.yaml (`path`). A reload reads the same again.
+    sources: tuple[str, ...] = ()
 
     def stick_tables(self) -> dict[str, StickTableSpec]:
         """Every stick table by name (frontends' and backends')."""
@@ -240,6 +265,10 @@ INITIAL_STATES = ("up", "down")
 SEND_PROXY = ("v1", "v2")
 ON_MARKED_DOWN = ("shutdown_sessions",)
 LOG_FORMATS = ("http", "json", "none")
+# RFC 5424 facility codes, by HAProxy's names.
+SYSLOG_FACILITIES = ("kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron",
+                     "auth2", "ftp", "ntp", "audit", "alert", "cron2", "local0", "local1", "local2",
+                     "local3", "local4", "local5", "local6", "local7")
 MAX_WEIGHT = 256
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
@@ -431,6 +460,15 @@ class _Reader:
 
     # problems
     def problem(self, keypath: str, node: Optional[Node], message: str) -> None:
+        origin = getattr(node.start_mark, "origin", None) if node is not None else None
+        if origin is not None:
+            # A value read from haproxy.cfg: name its file, line and keyword;
+            # the lb.yaml key it maps to comes last, for `lbcore convert` users.
+            if message.startswith("unknown key"):
+                message = "not supported yet by this lbcore"
+            self._problems.append((0, f"{origin}: {origin.keyword}: {message} (lb.yaml {keypath})"))
+            self.bad_paths.add(keypath)
+            return
         line = _line(node)
         where = f"{self.path}:{line}" if line else self.path
         self._problems.append((line or 0, f"{where}: {keypath}: {message}" if keypath else f"{where}: {message}"))
@@ -639,10 +677,11 @@ class _Reader:
 
 _TOP_KEYS = ("global", "defaults", "stats", "frontends", "backends", "peers")
 _GLOBAL_KEYS = ("workers", "maxconn", "log", "pidfile", "state_file", "grace")
-_LOG_KEYS = ("target", "format")
+_LOG_KEYS = ("target", "format", "facility")
 _DEFAULTS_KEYS = ("timeouts", "retries", "redispatch")
 _TIMEOUT_KEYS = tuple(Timeouts.__dataclass_fields__)
-_STATS_KEYS = ("bind", "auth", "admin", "refresh")
+_STATS_KEYS = ("bind", "auth", "admin", "refresh", "socket")
+_SOCKET_KEYS = ("path", "mode", "group", "level")
 _AUTH_KEYS = ("user", "password")
 _FRONTEND_KEYS = ("bind", "mode", "backend", "maxconn", "forwarded_for", "forwarded_proto",
                   "monitor_uri", "tls", "timeouts", "stick_table")
@@ -718,15 +757,24 @@ class _Builder:
     def log(self, node: Optional[Node]) -> LogSpec:
         r = self.r
         m = r.mapping(node, "global.log", _LOG_KEYS)
-        spec = LogSpec(format=r.get(m, "format", r.choice(LOG_FORMATS), LogSpec.format))
+        spec = LogSpec(format=r.get(m, "format", r.choice(LOG_FORMATS), LogSpec.format),
+                       facility=r.get(m, "facility", r.choice(SYSLOG_FACILITIES), LogSpec.facility))
         if m is not None and "target" in m:
             target, syslog = r.get(m, "target", self.log_target, (LogSpec.target, None))
             spec = replace(spec, target=target, syslog=syslog)
+            if target.startswith("unix:"):
+                spec = replace(spec, syslog_socket=target[len("unix:"):])
         return spec
 
     def log_target(self, node: Node) -> tuple[str, Optional[Address]]:
         value = self.r.string(node)
         if value in ("stdout", "stderr"):
+            return value, None
+        if value.startswith("unix:"):
+            # A unix datagram socket (/dev/log): it may appear later (a
+            # container's bind mount), so it is not required to exist yet.
+            if not value[len("unix:"):].startswith("/"):
+                raise _Invalid(f"invalid log target {value!r} (expected 'unix:/absolute/path')")
             return value, None
         if value.startswith("udp://"):
             return value, parse_address(value[len("udp://"):], server=True)
@@ -764,18 +812,72 @@ class _Builder:
         r = self.r
         if node is not None and r.is_null(node):
             return None
-        m = r.mapping(node, "stats", _STATS_KEYS, required=("bind",))
+        m = r.mapping(node, "stats", _STATS_KEYS)
         if m is None:
             return None
+        socket_spec = self.stats_socket(m.value("socket")) if "socket" in m else None
+        if "bind" not in m and socket_spec is None and "socket" not in r.bad_paths and "stats.socket" not in r.bad_paths:
+            r.problem("stats.bind", node, "required key is missing (or give stats.socket alone)")
         bind = r.get(m, "bind", r.address)
         if bind is not None:
             self.add_bind(bind, m.path("bind"), m.value("bind"))
         return StatsSpec(
-            bind=bind if bind is not None else Address("", 0),
+            bind=bind,
             auth=self.auth(m.value("auth")) if "auth" in m else None,
             admin=r.get(m, "admin", r.boolean, StatsSpec.admin),
             refresh=r.get(m, "refresh", r.duration, StatsSpec.refresh),
+            socket=socket_spec,
         )
+
+    def stats_socket(self, node: Node) -> Optional[SocketSpec]:
+        r = self.r
+        if r.is_null(node):
+            return None
+        m = r.mapping(node, "stats.socket", _SOCKET_KEYS, required=("path",))
+        if m is None:
+            return None
+        path = r.get(m, "path", r.string)
+        if path is None:
+            return None
+        spec = SocketSpec(
+            mode=r.get(m, "mode", self.file_mode, SocketSpec.mode),
+            group=r.get(m, "group", r.nullable(self.group_name), None),
+            level=r.get(m, "level", r.choice(SOCKET_LEVELS), SocketSpec.level),
+        )
+        if path.startswith("ipv4@"):
+            address = r.parse(m.value("path"), m.path("path"), lambda n: parse_address(path[len("ipv4@"):]))
+            if address is None:
+                return None
+            self.add_bind(address, m.path("path"), m.value("path"))
+            return replace(spec, address=address)
+        if path.startswith(("unix@", "/", ".")) or "@" not in path:
+            path = path[len("unix@"):] if path.startswith("unix@") else path
+            full = os.path.normpath(os.path.join(r.base_dir, os.path.expanduser(path)))
+            return replace(spec, path=full)
+        r.problem(m.path("path"), m.value("path"),
+                  f"unsupported socket address {path!r}: use a unix socket path or 'ipv4@HOST:PORT'")
+        return None
+
+    def file_mode(self, node: Node) -> int:
+        # The source text, not the YAML value: YAML 1.1 reads 0600 as octal
+        # and 600 as decimal, and an operator means "0600" by both.
+        self.r.plain(node)
+        text = str(node.value)
+        if not re.fullmatch(r"0?[0-7]{3}", text):
+            raise _Invalid(f"expected an octal file mode like \"0600\", got {self.r.describe(node)}")
+        return int(text, 8)
+
+    def group_name(self, node: Node) -> str:
+        import grp
+        value = self.r.plain(node)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        name = self.r.string(node)
+        try:
+            grp.getgrnam(name)
+        except KeyError:
+            raise _Invalid(f"no such group {name!r}") from None
+        return name
 
     def auth(self, node: Node) -> Optional[tuple[str, str]]:
         r = self.r
@@ -1303,6 +1405,24 @@ def loads(text: str, path: str = "<string>") -> Config:
     if reader.problems:
         raise ConfigError(reader.problems)
     return config
+
+
+def load_tree(root: Node, path: str, sources: tuple[str, ...] = (), base_dir: Optional[str] = None) -> Config:
+    """Validate an lb.yaml node graph built by another reader (haproxy_cfg),
+    whose marks name where each value came from."""
+    reader = _Reader(path, base_dir or os.getcwd())
+    config = _Builder(reader).config(root)
+    if reader.problems:
+        raise ConfigError(reader.problems)
+    return replace(config, sources=tuple(sources))
+
+
+def reread(config: Config) -> Config:
+    """The config read again from where `config` came from (SIGHUP)."""
+    if config.sources:
+        from . import haproxy_cfg
+        return haproxy_cfg.load(list(config.sources)).config
+    return load(config.path)
 
 
 def _compose(text: str, path: str) -> Optional[Node]:
