@@ -12,7 +12,7 @@ lb.yaml to its parser; other modules add theirs (track_sc0, ...).
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 from . import answers
 from .answers import DENY_CODES, REDIRECT_CODES, Answer
@@ -25,15 +25,13 @@ STOP = "stop"  # an action's result: end this rule list, no answer
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
-class Rule:
-    """One rule: `when` (a check, or None for always) and `act`."""
+class Rule(NamedTuple):
+    """One rule: `when` (a check, or None for always) and `act`. A tuple:
+    `run` unpacks it without attribute lookups."""
 
-    __slots__ = ("when", "act", "name")
-
-    def __init__(self, when: Optional[Callable], act: Callable, name: str) -> None:
-        self.when = when
-        self.act = act
-        self.name = name
+    when: Optional[Callable]
+    act: Callable
+    name: str
 
     def __repr__(self) -> str:
         return f"Rule({self.name})"
@@ -41,10 +39,9 @@ class Rule:
 
 def run(rules: tuple, msg) -> Any:
     """Apply `rules` to `msg`: None when all ran, STOP or an Answer."""
-    for rule in rules:
-        when = rule.when
+    for when, act, _ in rules:
         if when is None or when(msg):
-            result = rule.act(msg)
+            result = act(msg)
             if result is not None:
                 return result
     return None
@@ -96,24 +93,35 @@ def set_header(value, ctx):
     name, fmt = _pair(value, "set_header")
     name = _header_name(name)
     lname = name.lower()
-    fmt = compile_format(_text(fmt, "set_header"), ctx)
+    key = b"\n" + lname + b":"
+    render = _header_renderer(compile_format(_text(fmt, "set_header"), ctx))
 
     def act(msg):
-        rendered = _no_crlf(fmt.render(msg))
         headers = msg.headers
-        headers.delete(lname)
-        headers.add(name, rendered)
+        if headers.has_at(key):
+            headers.delete(lname)
+        headers.add(name, render(msg))
         msg.changed = True
     return act
+
+
+def _header_renderer(fmt: Format):
+    """fmt.render, made safe for a header line: samples that may carry
+    CR or LF (a url_dec'ed path) cannot start a new line."""
+    if fmt.constant is not None:
+        constant = fmt.constant
+        return lambda msg: constant
+    render = fmt.render
+    return lambda msg: _no_crlf(render(msg))
 
 
 def add_header(value, ctx):
     name, fmt = _pair(value, "add_header")
     name = _header_name(name)
-    fmt = compile_format(_text(fmt, "add_header"), ctx)
+    render = _header_renderer(compile_format(_text(fmt, "add_header"), ctx))
 
     def act(msg):
-        msg.headers.add(name, _no_crlf(fmt.render(msg)))
+        msg.headers.add(name, render(msg))
         msg.changed = True
     return act
 
@@ -122,10 +130,12 @@ def del_header(value, ctx):
     if isinstance(value, (list, tuple)) and len(value) == 1:
         value = value[0]
     lname = _header_name(value).lower()
+    key = b"\n" + lname + b":"
 
     def act(msg):
-        if msg.headers.has(lname):
-            msg.headers.delete(lname)
+        headers = msg.headers
+        if headers.has_at(key):
+            headers.delete(lname)
             msg.changed = True
     return act
 

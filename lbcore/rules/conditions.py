@@ -111,6 +111,9 @@ def compile_acl(words: list, ctx: Context) -> Check:
     if method is None:
         method = _DEFAULT_MATCH.get(sample.fetch.kind, "str")
     match = compile_matcher(method, patterns, icase)
+    fused = _fused(expr, method, patterns, icase, match)
+    if fused is not None:
+        return fused
     one, many = sample.one, sample.many
     if sample.multi:
         def test(msg):
@@ -123,6 +126,113 @@ def compile_acl(words: list, ctx: Context) -> Check:
     def test_one(msg):
         return match(one(msg))
     return test_one
+
+
+# -- fused checks -----------------------------------------------------------------
+#
+# The fetches every request rule reads (path, url, method, a header, the
+# source address) matched by string methods get one closure doing both the
+# fetch and the match: same result as the generic fetch-then-match pair,
+# a third of the calls.
+
+def _fused(expr: str, method: str, patterns: list, icase: bool, match) -> Optional[Check]:
+    if not patterns or method in ("found", "bool", "int", "len"):
+        return None
+    name, args, rest = split_call(expr)
+    if rest:
+        return None  # converters: the generic path
+    if name in ("src", "dst") and method == "ip" and not args:
+        return _fused_ip(name, match)
+    test = _bytes_test(method, patterns, icase)
+    if test is None:
+        return None
+    if name == "path" and not args:
+        return _fused_path(method, patterns, icase, test)
+    if name in ("url", "method") and not args:
+        attr = "target" if name == "url" else "method"
+        return lambda msg: test(getattr(msg, attr))
+    if name in ("hdr", "req.hdr") and len(args) == 1 and args[0]:
+        key = b"\n" + args[0].lower().encode() + b":"
+
+        def header_test(msg):
+            for value in msg.headers.values_at(key):
+                if test(value):
+                    return True
+            return False
+        return header_test
+    return None
+
+
+def _bytes_test(method: str, patterns: list, icase: bool):
+    """A match of a bytes value (never None) for string methods."""
+    encoded = tuple(p.encode().lower() if icase else p.encode() for p in patterns)
+    if method == "str":
+        table = frozenset(encoded)
+        return (lambda v: v.lower() in table) if icase else (lambda v: v in table)
+    if method == "beg":
+        return (lambda v: v.lower().startswith(encoded)) if icase else (lambda v: v.startswith(encoded))
+    if method == "end":
+        return (lambda v: v.lower().endswith(encoded)) if icase else (lambda v: v.endswith(encoded))
+    if method == "sub":
+        def sub(v):
+            if icase:
+                v = v.lower()
+            for needle in encoded:
+                if needle in v:
+                    return True
+            return False
+        return sub
+    if method == "reg":
+        match = compile_matcher("reg", patterns, icase)
+        return match
+    return None
+
+
+def _fused_path(method: str, patterns: list, icase: bool, test) -> Check:
+    encoded = tuple(p.encode().lower() if icase else p.encode() for p in patterns)
+    if method == "beg" and not icase:
+        def path_beg(msg):
+            path = msg._path
+            if path is None:
+                path = msg.path()
+            return path.startswith(encoded)
+        return path_beg
+    if method == "end" and not icase:
+        def path_end(msg):
+            path = msg._path
+            if path is None:
+                path = msg.path()
+            return path.endswith(encoded)
+        return path_end
+    if method == "str" and not icase:
+        table = frozenset(encoded)
+
+        def path_is(msg):
+            path = msg._path
+            if path is None:
+                path = msg.path()
+            return path in table
+        return path_is
+
+    def path_test(msg):
+        path = msg._path
+        if path is None:
+            path = msg.path()
+        return test(path)
+    return path_test
+
+
+def _fused_ip(name: str, match) -> Check:
+    nets = match.networks  # {4: ((net, mask), ...), 6: (...)}
+
+    def ip_test(msg):
+        conn = msg.conn
+        version, number = conn.src_ip() if name == "src" else conn.dst_ip()
+        for net, mask in nets.get(version, ()):
+            if number & mask == net:
+                return True
+        return False
+    return ip_test
 
 
 class AclTable:

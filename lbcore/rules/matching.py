@@ -254,6 +254,7 @@ def _ip_matcher(patterns: list) -> Callable[[Any], bool]:
             if number & mask == net:
                 return True
         return False
+    match.networks = {4: v4_nets, 6: v6_nets}  # for checks that have the address parsed already
     return match
 
 

@@ -18,7 +18,8 @@ class Connection:
     """Layer-4 facts of one client connection (tcp_request and every later
     rule may read them). `sni` is the TLS server name the client sent."""
 
-    __slots__ = ("src", "src_port", "dst", "dst_port", "ssl", "sni", "_src_text", "_dst_text")
+    __slots__ = ("src", "src_port", "dst", "dst_port", "ssl", "sni", "_src_text", "_dst_text",
+                 "_src_ip", "_dst_ip")
 
     def __init__(self, src: str = "", src_port: int = 0, dst: str = "", dst_port: int = 0,
                  ssl: bool = False, sni: Optional[str] = None) -> None:
@@ -30,6 +31,8 @@ class Connection:
         self.sni = sni.encode() if isinstance(sni, str) else sni
         self._src_text = None
         self._dst_text = None
+        self._src_ip = None  # (version, int), parsed on first use for the connection's life
+        self._dst_ip = None
 
     def src_bytes(self) -> bytes:
         if self._src_text is None:
@@ -40,6 +43,18 @@ class Connection:
         if self._dst_text is None:
             self._dst_text = self.dst.encode()
         return self._dst_text
+
+    def src_ip(self):
+        if self._src_ip is None:
+            from .matching import parse_ip
+            self._src_ip = parse_ip(self.src) or (0, 0)
+        return self._src_ip
+
+    def dst_ip(self):
+        if self._dst_ip is None:
+            from .matching import parse_ip
+            self._dst_ip = parse_ip(self.dst) or (0, 0)
+        return self._dst_ip
 
 
 class Headers:
@@ -88,6 +103,40 @@ class Headers:
         end = block.find(b"\n", value)
         return block[value:end if end >= 0 else len(block)].strip(b" \t\r\n")
 
+    def values_at(self, key: bytes) -> list:
+        """values() for key = b"\\n" + lname + b":" (fetches precompute it):
+        one plain line, the usual case, costs one search."""
+        lower = self._lower
+        if lower is None:
+            lower = self._lower = b"\n" + self.block.lower()
+        pos = lower.find(key)
+        if pos < 0:
+            return []
+        if lower.find(key, pos + 1) < 0:
+            block = self.block
+            start = pos + len(key) - 1
+            end = block.find(b"\n", start)
+            value = block[start:end if end >= 0 else len(block)].strip(b" \t\r\n")
+            if b"," not in value:
+                return [value]
+        return self.values(key[1:-1])
+
+    def last_at(self, key: bytes) -> Optional[bytes]:
+        """last() for key = b"\\n" + lname + b":"."""
+        lower = self._lower
+        if lower is None:
+            lower = self._lower = b"\n" + self.block.lower()
+        pos = lower.rfind(key)
+        if pos < 0:
+            return None
+        block = self.block
+        start = pos + len(key) - 1
+        end = block.find(b"\n", start)
+        value = block[start:end if end >= 0 else len(block)].strip(b" \t\r\n")
+        if b"," in value:
+            return value.rpartition(b",")[2].strip(OWS)
+        return value
+
     def values(self, lname: bytes) -> list:
         """Comma-separated values of every `lname` line (HAProxy's hdr)."""
         out = []
@@ -127,7 +176,17 @@ class Headers:
         self._set_block(b"".join(kept))
 
     def add(self, name: bytes, value: bytes) -> None:
-        self._set_block(self.block + name + b": " + value + b"\r\n")
+        line = name + b": " + value + b"\r\n"
+        self.block += line
+        if self._lower is not None:
+            self._lower += line.lower()  # the index follows, no rebuild
+
+    def has_at(self, key: bytes) -> bool:
+        """has() for key = b"\\n" + lname + b":"."""
+        lower = self._lower
+        if lower is None:
+            lower = self._lower = b"\n" + self.block.lower()
+        return lower.find(key) >= 0
 
     def set(self, name: bytes, value: bytes) -> None:
         self.delete(name.lower())

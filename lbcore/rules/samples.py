@@ -166,6 +166,12 @@ def _header_fetch(attr: str, full: bool):
         pick_all = (lambda h: h.full_values(lname)) if full else (lambda h: h.values(lname))
         pick_last = (lambda h: h.last_full(lname)) if full else (lambda h: h.last(lname))
         headers_of = _headers_of(attr)
+        key = b"\n" + lname + b":"
+        if occ is None and not full:
+            # the common case, on the request path of every request
+            def one(m):
+                return m.headers.last_at(key)
+            return one, (lambda m: m.headers.values_at(key))
         if occ is None or occ == -1:
             def one(m):
                 return pick_last(headers_of(m))
@@ -365,12 +371,25 @@ class Format:
     text: str
     constant: Optional[bytes]
     parts: tuple  # bytes, or Sample.one callables
+    render: Callable = field(compare=False)  # msg -> bytes
 
-    def render(self, msg) -> bytes:
-        if self.constant is not None:
-            return self.constant
+
+def _renderer(constant: Optional[bytes], parts: tuple) -> Callable:
+    if constant is not None:
+        return lambda msg: constant
+    if len(parts) == 1:
+        (one,) = parts
+
+        def render_one(msg):
+            value = one(msg)
+            if value.__class__ is bytes:
+                return value
+            return b"" if value is None else as_bytes(value)
+        return render_one
+
+    def render(msg):
         out = []
-        for part in self.parts:
+        for part in parts:
             if part.__class__ is bytes:
                 out.append(part)
             else:
@@ -378,6 +397,7 @@ class Format:
                 if value is not None:
                     out.append(value if value.__class__ is bytes else as_bytes(value))
         return b"".join(out)
+    return render
 
 
 def compile_format(text: str, ctx: Context) -> Format:
@@ -406,8 +426,9 @@ def compile_format(text: str, ctx: Context) -> Format:
     if literal:
         parts.append("".join(literal).encode())
     if all(part.__class__ is bytes for part in parts):
-        return Format(text, b"".join(parts), ())
-    return Format(text, None, tuple(parts))
+        constant = b"".join(parts)
+        return Format(text, constant, (), _renderer(constant, ()))
+    return Format(text, None, tuple(parts), _renderer(None, tuple(parts)))
 
 
 def _closing_bracket(text: str, start: int) -> int:

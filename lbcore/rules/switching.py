@@ -6,18 +6,15 @@ HAProxy does."""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, NamedTuple, Optional
 
 from .samples import Format
 
 
-class UseBackend:
-    __slots__ = ("when", "name", "fmt")
-
-    def __init__(self, when, name: Optional[str], fmt: Optional[Format]) -> None:
-        self.when = when  # a check, or None for always
-        self.name = name  # a fixed backend name, or
-        self.fmt = fmt  # a dynamic one
+class UseBackend(NamedTuple):
+    when: Optional[Callable]  # a check, or None for always
+    name: Optional[str]  # a fixed backend name, or
+    fmt: Optional[Format]  # a dynamic one
 
     def __repr__(self) -> str:
         return f"UseBackend({self.name or self.fmt.text})"
@@ -25,11 +22,10 @@ class UseBackend:
 
 def choose_backend(rules: tuple, msg) -> Optional[str]:
     """The name the first matching rule gives (None: the default backend)."""
-    for rule in rules:
-        when = rule.when
+    for when, name, fmt in rules:
         if when is None or when(msg):
-            if rule.fmt is None:
-                return rule.name
-            name = rule.fmt.render(msg)
-            return name.decode("latin-1") if name else None
+            if fmt is None:
+                return name
+            rendered = fmt.render(msg)
+            return rendered.decode("latin-1") if rendered else None
     return None
