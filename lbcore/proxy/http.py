@@ -35,6 +35,12 @@ log = logging.getLogger("lbcore")
 MAX_REQUEST_HEAD = 16384  # like HAProxy's tune.bufsize: larger heads get 431
 MAX_BUFFERED_BODY = 256 * 1024  # body bytes held while no server connection is ready
 MAX_REPLAY = 64 * 1024  # request bodies up to this size can be replayed on a retry
+# Responses to replayable requests up to this size (head and body) are held
+# until complete: a server that dies mid-response is then replayed on
+# another, unseen by the client. Larger ones stream. 64 KiB holds the
+# typical API answer (OpenStack's JSON) and costs nothing on the fast path,
+# where a whole small response arrives in one read anyway.
+MAX_HELD_RESPONSE = 64 * 1024
 IDLE_CLOSE_DELAY = 0.5  # stopping: idle keep-alive connections close after this
 IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"))
 
@@ -73,7 +79,7 @@ class Exchange:
         "body_sent", "server", "upstream", "attempts", "tried", "response_started",
         "status", "bytes_out", "rechunk", "close_after", "local", "tunnel_pending",
         "t_begin", "t_head", "t_assigned", "t_connect", "t_response",
-        "queued_at", "method_head", "terminated", "last_server",
+        "queued_at", "method_head", "terminated", "last_server", "held", "held_size",
     )
 
     def __init__(self, now: float, parts=None) -> None:
@@ -117,6 +123,8 @@ class Exchange:
         self.method_head = False
         self.terminated = "--"
         self.last_server: Optional[Server] = None  # for the log, after a failure
+        self.held = None  # the response so far, while held until complete
+        self.held_size = 0
 
     def request_line(self) -> str:
         return "%s %s HTTP/%s" % (self.method.decode("latin-1"),
@@ -845,7 +853,6 @@ class ClientConnection:
         framing and Connection header for the client are decided here."""
         ex = self.active
         ex.status = status
-        ex.response_started = True
         ex.t_response = self.clock()
         if status == 101:
             head_end = b"Connection: upgrade\r\n\r\n"
@@ -868,6 +875,15 @@ class ClientConnection:
                 head_end += b"\r\n"
         head += head_end
         ex.bytes_out += len(head)
+        if status != 101 and not upstream.no_body and ex.complete and ex.replay is not None \
+                and ex.method in IDEMPOTENT and (upstream.resp_chunked or
+                                                 0 <= upstream.resp_length <= MAX_HELD_RESPONSE):
+            # Small enough to hold until complete, and safe to replay if the
+            # server dies before the end (see upstream_lost).
+            ex.held = [head]
+            ex.held_size = len(head)
+            return
+        ex.response_started = True
         self._send(head)
 
     def whole_response(self, upstream: UpstreamConnection, head: bytes, body: bytes) -> None:
@@ -897,6 +913,18 @@ class ClientConnection:
         ex = self.active
         n = len(body)
         ex.bytes_out += n
+        held = ex.held
+        if held is not None:
+            if ex.rechunk:
+                held.append(b"%x\r\n" % n)
+                held.append(body)
+                held.append(b"\r\n")
+            else:
+                held.append(body)
+            ex.held_size += n
+            if ex.held_size > MAX_HELD_RESPONSE:
+                self._release_held(ex)  # too large after all (chunked): stream on
+            return
         if ex.rechunk:
             self._send(b"%x\r\n" % n)
             self.out += (body, b"\r\n")
@@ -929,8 +957,28 @@ class ClientConnection:
                 else:
                     self.transport.writelines(out)  # one writev, no copy
 
+    def _release_held(self, ex: Exchange) -> None:
+        """The held response goes to the client: from now on it streams."""
+        held = ex.held
+        ex.held = None
+        ex.response_started = True
+        for data in held:
+            self._send(data)
+
+    def _drop_held(self, ex: Exchange) -> None:
+        """A held response will never complete: forget it, as if the
+        server had not answered, so the request can be replayed."""
+        ex.held = None
+        ex.held_size = 0
+        ex.status = 0
+        ex.bytes_out = 0
+        ex.rechunk = False
+        ex.t_response = 0.0
+
     def response_complete(self, upstream: UpstreamConnection) -> None:
         ex = self.active
+        if ex.held is not None:
+            self._release_held(ex)
         if ex.rechunk:
             self._send(b"0\r\n\r\n")
         if not ex.complete:
@@ -952,6 +1000,15 @@ class ClientConnection:
             ex.upstream = None
             self._finish(ex, aborted=True)
             self._cut()
+            return
+        if ex.held is not None:
+            # The server died mid-response, none of which reached the
+            # client: replay elsewhere. It answered, so this was no stale
+            # pooled connection.
+            self._drop_held(ex)
+            server.server_aborts += 1
+            server.backend.server_aborts += 1
+            self._retry(ex, connect_failed=False)
             return
         if not upstream.reused:
             # A fresh connection failed before answering: the server is sick.
