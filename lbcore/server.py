@@ -93,7 +93,10 @@ class LoadBalancer:
         self._install_handlers()
         self._install_acceptors(sockets)
         self.health.start(loop)
-        await self._start_stats(config)
+        try:
+            await self._start_stats(config)
+        except OSError as exc:
+            raise BindError(f"cannot start stats: {exc.strerror or exc}") from None
         if config.global_.pidfile:
             with open(config.global_.pidfile, "w") as f:
                 f.write(f"{os.getpid()}\n")
@@ -202,12 +205,18 @@ class LoadBalancer:
     async def _start_stats(self, config: Config) -> None:
         if config.stats is None:
             return
-        from .stats.endpoint import StatsEndpoint
+        from .sessions import kill_server_sessions, list_sessions
         from .stats.admin import AdminAction
+        from .stats.runtime_api import Service
+        from .stats.serve import StatsServers
         from .stats.snapshot import snapshot
-        self.stats = StatsEndpoint(config.stats, lambda: snapshot(self.runtime),
-                                   AdminAction(lambda: self.runtime))
-        await self.stats.start(self.loop)
+        admin = AdminAction(lambda: self.runtime, get_health=lambda: self.health,
+                            kill_sessions=lambda server: kill_server_sessions(self, server))
+        get_snapshot = lambda: snapshot(self.runtime)  # noqa: E731
+        service = Service(lambda: self.runtime, get_snapshot, admin,
+                          get_sessions=lambda: list_sessions(self))
+        self.stats = StatsServers(config.stats, get_snapshot, admin, service)
+        await self.stats.start()
 
     def _flush_logs(self) -> None:
         self.access_log.flush()

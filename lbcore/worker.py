@@ -91,6 +91,9 @@ class WorkerBalancer(LoadBalancer):
             "state": lambda m: self._apply(m.get("servers") or []),
             "reload": self._start_reload,
             "snapshot": self._send_snapshot,
+            "sessions": self._send_sessions,
+            "shutdown_sessions": self._shutdown_sessions,
+            "clear_counters": self._clear_counters,
             "fds": lambda m: None,  # descriptors for the next reload ride on it
         }
 
@@ -160,6 +163,22 @@ class WorkerBalancer(LoadBalancer):
     def _send_snapshot(self, message: dict) -> None:
         from .stats.snapshot import snapshot
         self.channel.send({"t": "snapshot", "id": message.get("id"), "data": snapshot(self.runtime)})
+
+    def _send_sessions(self, message: dict) -> None:
+        from .sessions import list_sessions
+        self.channel.send({"t": "sessions", "id": message.get("id"), "data": list_sessions(self)})
+
+    def _shutdown_sessions(self, message: dict) -> None:
+        from .sessions import kill_server_sessions
+        row = message.get("server")
+        if isinstance(row, list) and len(row) == 6:
+            server = find_server(self.runtime, row[0], row[1], row[2])
+            if server is not None:
+                kill_server_sessions(self, server)
+
+    def _clear_counters(self, message: dict) -> None:
+        from .stats.admin import clear_counters
+        clear_counters(self.runtime, bool(message.get("all")))
 
     def _start_reload(self, message: dict) -> None:
         config = unpack(message["config"])

@@ -69,6 +69,7 @@ log = logging.getLogger("lbcore")
 EXIT_BIND = 1
 EXIT_WORKER = 1
 
+COUNTER_POLL = 0.5  # seconds between two reads of the workers' counters
 SNAPSHOT_TIMEOUT = 1.0  # a worker that does not answer in time is left out of the stats
 MIN_UPTIME = 5.0  # a worker that dies younger than this counts as crashing
 BACKOFF_FIRST = 0.5  # first restart delay of a crashing worker, doubled each time
@@ -129,10 +130,11 @@ class MasterAdmin:
     def __init__(self, master: "Master") -> None:
         from .stats.admin import AdminAction
         self.master = master
-        self.action = AdminAction(lambda: master.runtime)
+        self.action = master.admin_action()
 
-    async def apply(self, backend: str, server: str, state: Optional[str], weight: Any) -> dict:
-        row = self.action.apply(backend, server, state, weight)
+    async def apply(self, backend: str, server: str, state: Optional[str], weight: Any,
+                    source: str = "stats admin API") -> dict:
+        row = self.action.apply(backend, server, state, weight, source=source)
         merged = await self.master.snapshot()
         for candidate in merged["backends"].get(backend, {}).get("servers", []):
             if candidate.get("name") == server:
@@ -155,6 +157,11 @@ class Master:
         self.stopping = False
         self.exit_code = 0
         self._ids = itertools.count(1)
+        # Counters of workers that died (stats.snapshot.retired), and each
+        # slot's latest snapshot (the process it came from, the data), so a
+        # SIGKILLed worker's counts stay in the totals.
+        self.departed: Optional[dict] = None
+        self.last_replies: dict[int, tuple] = {}
         self._shutting_down = False
         # Called once every worker is ready (-sf, -Ws, -D).
         self.on_started: list = []
@@ -190,6 +197,7 @@ class Master:
         for slot in self.slots:
             self._spawn(slot)
         watcher = loop.create_task(self._watch())
+        poller = loop.create_task(self._poll_counters())
         log.info("lbcore master started (pid %d), %d workers: %s", os.getpid(), self.count, ", ".join(
             f"{name} on {', '.join(str(a) for a in fe.binds)} ({fe.mode})"
             for name, fe in config.frontends.items()))
@@ -197,6 +205,7 @@ class Master:
             return await self.done
         finally:
             watcher.cancel()
+            poller.cancel()
 
     def _bind(self, config: Config, keep: dict) -> dict[Address, list[socket.socket]]:
         """One SO_REUSEPORT listening socket per worker for every bind of
@@ -242,12 +251,36 @@ class Master:
             if self._server_changed not in backend.listeners:
                 backend.listeners.append(self._server_changed)
 
+    def admin_action(self):
+        """The admin actions on the master's runtime: state and weight changes
+        reach the workers through the runtime's listeners (_server_changed),
+        what lives only in the workers (sessions, counters) by a message."""
+        from .stats.admin import AdminAction
+        return AdminAction(lambda: self.runtime, get_health=lambda: self.health,
+                           kill_sessions=self._kill_sessions, clear_counters=self._clear_counters)
+
+    def _kill_sessions(self, server: Server) -> None:
+        self._broadcast({"t": "shutdown_sessions", "server": server_state(server)})
+
+    def _clear_counters(self, everything: bool) -> None:
+        if everything:
+            self.departed = None
+            self.last_replies.clear()
+        self._broadcast({"t": "clear_counters", "all": everything})
+
+    async def sessions(self) -> list:
+        replies = await asyncio.gather(*(self._ask(slot, "sessions") for slot in self.slots))
+        return [row for reply in replies if isinstance(reply, list) for row in reply if isinstance(row, dict)]
+
     async def _start_stats(self, config: Config) -> None:
         if config.stats is None:
             return
-        from .stats.endpoint import StatsEndpoint
-        stats = StatsEndpoint(config.stats, self.snapshot, MasterAdmin(self))
-        await stats.start(self.loop)
+        from .stats.runtime_api import Service
+        from .stats.serve import StatsServers
+        service = Service(lambda: self.runtime, self.snapshot, self.admin_action(),
+                          get_sessions=self.sessions, workers=self.count)
+        stats = StatsServers(config.stats, self.snapshot, MasterAdmin(self), service)
+        await stats.start()
         self.stats = stats
 
     # -- workers ---------------------------------------------------------------
@@ -297,13 +330,17 @@ class Master:
 
     def _on_message(self, slot: Slot, message: dict) -> None:
         kind = message["t"]
-        if kind == "snapshot":
+        if kind in ("snapshot", "sessions"):
             future = slot.waiters.pop(message.get("id"), None)
             data = message.get("data")
-            if future is not None and not future.done():
+            if kind == "snapshot":
                 valid = isinstance(data, dict) and isinstance(data.get("frontends"), dict) \
                     and isinstance(data.get("backends"), dict)
-                future.set_result(data if valid else None)
+                data = data if valid else None
+                if data is not None:
+                    self.last_replies[slot.index] = (slot.proc, data)
+            if future is not None and not future.done():
+                future.set_result(data)
         elif kind == "observe":
             server = find_server(self.runtime, message.get("backend"), message.get("server"),
                                   message.get("address"))
@@ -351,6 +388,7 @@ class Master:
         if slot.proc is not proc:
             return  # already handled
         slot.proc = None
+        self._keep_counts(slot, proc)
         if slot.channel is not None:
             slot.channel.close()
             slot.channel = None
@@ -374,6 +412,21 @@ class Master:
         log.error("worker %d (pid %d) died (%s) after %.1fs; restarting it%s", slot.index, proc.pid, how,
                   lived, f" in {delay:.1f}s" if delay else "")
 
+    def _keep_counts(self, slot: Slot, proc: subprocess.Popen) -> None:
+        from .stats.snapshot import merge, retired
+        last = self.last_replies.pop(slot.index, None)
+        if last is None or last[0] is not proc:
+            return
+        gone = retired(last[1])
+        self.departed = gone if self.departed is None else retired(merge([self.departed, gone]))
+
+    async def _poll_counters(self) -> None:
+        """Ask every worker for its counters now and then, so that what a
+        worker counted before a SIGKILL is known to at most this long ago."""
+        while True:
+            await asyncio.sleep(COUNTER_POLL)
+            await asyncio.gather(*(self._ask(slot) for slot in self.slots))
+
     def _schedule_restart(self, slot: Slot, crashed: bool) -> float:
         slot.crashes = slot.crashes + 1 if crashed else 0
         delay = min(BACKOFF_FIRST * 2 ** (slot.crashes - 1), BACKOFF_MAX) if slot.crashes else 0.0
@@ -391,7 +444,7 @@ class Master:
 
     # -- stats -----------------------------------------------------------------
 
-    async def _ask(self, slot: Slot) -> Optional[dict]:
+    async def _ask(self, slot: Slot, kind: str = "snapshot") -> Any:
         channel = slot.channel
         if channel is None or not slot.ready:
             return None
@@ -399,7 +452,7 @@ class Master:
         future = self.loop.create_future()
         slot.waiters[request_id] = future
         try:
-            if not channel.send({"t": "snapshot", "id": request_id}):
+            if not channel.send({"t": kind, "id": request_id}):
                 return None
             return await asyncio.wait_for(future, SNAPSHOT_TIMEOUT)
         except asyncio.TimeoutError:
@@ -411,13 +464,14 @@ class Master:
 
     async def snapshot(self) -> dict:
         """Every worker's counters summed, with the master's states."""
-        from .stats.snapshot import merge, snapshot
+        from .stats.snapshot import merge, restrict, snapshot
 
         own = snapshot(self.runtime)
         slots = list(self.slots)
         replies = await asyncio.gather(*(self._ask(slot) for slot in slots))
         answered = [reply for reply in replies if reply is not None]
-        merged = dict(merge([own] + answered))
+        departed = [restrict(self.departed, own)] if self.departed is not None else []
+        merged = dict(merge([own] + answered + departed))
         process = dict(own["process"])
         process["master_pid"] = os.getpid()
         process["processes"] = len(answered)
