@@ -3,7 +3,8 @@
 Built once per (re)load for each frontend that has rules, or whose
 requests may reach a backend that has some; frontends without any get
 None and the proxy's request path does not change for them. The proxy
-calls, per connection: `connection()` then `tcp_request()`; per request:
+calls, per connection: `connection()` then `tcp_request()` (and in tcp
+mode `tcp_backend()`); per request:
 `request()` to make the view rules read and edit, `http_request()` (the
 frontend's rules, use_backend, then the chosen backend's rules),
 `use_backend()` for the backend it chose; per server response:
@@ -54,6 +55,14 @@ class FrontendRules:
         """False: reject the connection."""
         rules = self.tcp_rules
         return not rules or run(rules, facts) != REJECT
+
+    def tcp_backend(self, facts: Connection):
+        """tcp mode's use_backend, once per connection (None: the default)."""
+        if not self.switching:
+            return None
+        name = choose_backend(self.switching, facts)
+        backend = self.backends.get(name) if name is not None else None
+        return backend if backend is not None and backend.mode == "tcp" else None
 
     # -- per request -----------------------------------------------------------
 

@@ -93,3 +93,37 @@ def test_dynamic_backend_names_fall_back_to_the_default():
     rules.http_request(request)
     assert rules.use_backend(request) is None
     assert rules.http_response(request, b"HTTP/1.1 200 OK\r\n") == b"HTTP/1.1 200 OK\r\nX-Frontend: web\r\n"
+
+
+def test_tcp_mode_switching_per_connection():
+    config = loads(textwrap.dedent("""
+        frontends:
+          db:
+            bind: 127.0.0.1:3306
+            mode: tcp
+            backend: main
+            use_backend:
+              - {backend: replica, if: "{ src 10.0.0.0/8 }"}
+        backends:
+          main: {mode: tcp, servers: [{name: s1, address: 10.0.0.3:3306}]}
+          replica: {mode: tcp, servers: [{name: s1, address: 10.0.0.4:3306}]}
+        """))
+    backends = {name: SimpleNamespace(spec=spec, mode=spec.mode) for name, spec in config.backends.items()}
+    frontend = SimpleNamespace(spec=config.frontends["db"], backend=backends["main"])
+    rules = FrontendRules.build(frontend, backends)
+    assert rules.tcp_backend(rules.connection(("10.1.1.1", 1), ("127.0.0.1", 3306), None)) is backends["replica"]
+    assert rules.tcp_backend(rules.connection(("192.0.2.1", 1), ("127.0.0.1", 3306), None)) is None
+
+
+def test_sni_is_remembered_for_ssl_fc_sni():
+    import ssl
+    from lbcore.rules import remember_sni
+    seen = []
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.sni_callback = lambda obj, name, ctx: seen.append(name)
+    remember_sni(context)
+    holder = SimpleNamespace()
+    context.sni_callback(holder, "api.example.com", context)
+    assert holder.lbcore_sni == "api.example.com" and seen == ["api.example.com"]
+    facts = FrontendRules.connection(("1.1.1.1", 1), ("127.0.0.1", 443), holder)
+    assert facts.ssl and facts.sni == b"api.example.com"
