@@ -200,6 +200,8 @@ def test_userlist_errors():
 
 
 def test_every_key_is_in_the_configuration_reference():
+    """docs/configuration.md documents every key the loader reads: a new key
+    goes into the reference with its code."""
     import pathlib
     from lbcore import config as config_module
     docs = (pathlib.Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
