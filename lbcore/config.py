@@ -222,6 +222,7 @@ class BackendSpec:
     timeouts: Timeouts = field(default_factory=Timeouts)
     servers: tuple[ServerSpec, ...] = ()
     on_marked_down: Optional[str] = None  # None | "shutdown_sessions"
+    all_backups: bool = False  # every usable backup serves, not only the first (option allbackups)
     # Backend-section rules, run after the frontend's (lbcore/rules).
     acls: tuple = ()
     http_request: tuple = ()
@@ -700,7 +701,7 @@ _FRONTEND_KEYS = ("bind", "mode", "backend", "maxconn", "forwarded_for", "forwar
                   "http_request", "http_response", "use_backend")
 _TLS_KEYS = ("cert", "key", "alpn")
 _BACKEND_KEYS = ("mode", "balance", "maxconn", "health", "retries", "redispatch", "timeouts",
-                 "servers", "on_marked_down", "stick_table", "stick_on", "cookie", "acls",
+                 "servers", "on_marked_down", "stick_table", "stick_on", "cookie", "all_backups", "acls",
                  "http_request", "http_response")
 _HEALTH_KEYS = ("type", "path", "method", "host", "expect_status", "interval", "timeout",
                 "rise", "fall", "port", "initial_state")
@@ -1034,6 +1035,7 @@ class _Builder:
             timeouts=timeouts,
             servers=self.servers(m.value("servers"), m.path("servers"), maxconn),
             on_marked_down=r.get(m, "on_marked_down", r.nullable(r.choice(ON_MARKED_DOWN))),
+            all_backups=r.get(m, "all_backups", r.boolean, BackendSpec.all_backups),
             **self.rules.section(m, name, r.get(m, "mode", r.choice(MODES), BackendSpec.mode)),
             stick_table=self.stick_table(name, m),
             stick_on=self.stick_on(name, m),
@@ -1356,11 +1358,10 @@ class _Builder:
                     r.problem(keypath, node, f"stick table '{rule.table}' is not defined"
                                              f"{_suggest(rule.table, tables)}")
         for name, backend in config.backends.items():
-            if backend.stick_on and backend.mode == "tcp":
-                for i, rule in enumerate(backend.stick_on):
-                    if rule.sample not in _L4_SAMPLES:
-                        r.problem(f"backends.{name}.stick_on", self._where.get(f"backends.{name}.stick_on"),
-                                  f"tcp mode can stick on src or dst only, not '{rule.sample}'")
+            for rule in backend.stick_on:
+                if rule.sample not in _L4_SAMPLES:
+                    r.problem(f"backends.{name}.stick_on", self._where.get(f"backends.{name}.stick_on"),
+                              f"lbcore sticks on src or dst, not '{rule.sample}'")
             if backend.cookie is not None and backend.mode != "http":
                 r.problem(f"backends.{name}.cookie", self._where.get(f"backends.{name}.cookie"),
                           "cookie persistence needs http mode")
