@@ -255,6 +255,12 @@ class UpstreamConnection:
 
     # -- httptools callbacks ----------------------------------------------
 
+    def on_message_begin(self) -> None:
+        if self.client is None:
+            # More bytes after the end of the response: not HTTP as we expect
+            # it, and never taken for the answer to another request.
+            raise httptools.HttpParserError("data after the end of the response")
+
     def on_status(self, reason: bytes) -> None:
         self.reason += reason
 
@@ -363,6 +369,11 @@ class UpstreamConnection:
         if self.closed or not self.keep_alive or self.private or self.tunnel:
             self.close()
             return
+        if self.slow:
+            # httptools may hold more of this read after the response's end:
+            # it is judged (and the connection closed) before anyone reuses it.
+            self.pool.loop.call_soon(self.pool.put, self)
+            return
         self.pool.put(self)
 
     def pause(self) -> None:
@@ -428,6 +439,8 @@ class UpstreamPool:
         return None
 
     def put(self, conn: UpstreamConnection) -> None:
+        if conn.closed:
+            return  # since its release was deferred (UpstreamConnection.release)
         if not conn.server.usable:
             conn.close()
             return
