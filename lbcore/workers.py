@@ -478,13 +478,19 @@ class Master:
 
     async def snapshot(self) -> dict:
         """Every worker's counters summed, with the master's states."""
-        from .stats.snapshot import merge, restrict, snapshot
+        from .stats.snapshot import merge, restrict, retired, snapshot
 
         own = snapshot(self.runtime)
         slots = list(self.slots)
         replies = await asyncio.gather(*(self._ask(slot) for slot in slots))
         answered = [reply for reply in replies if reply is not None]
         departed = [restrict(self.departed, own)] if self.departed is not None else []
+        for slot, reply in zip(slots, replies):
+            # Silent (dead but not reaped yet, or slow): its last counts
+            # stand in, so the totals do not dip until it is folded in.
+            last = self.last_replies.get(slot.index)
+            if reply is None and last is not None and last[0] is slot.proc:
+                departed.append(restrict(retired(last[1]), own))
         merged = dict(merge([own] + answered + departed))
         process = dict(own["process"])
         process["master_pid"] = os.getpid()
