@@ -24,6 +24,7 @@ import httptools
 
 from lbcore_ext import Relay, scan_request
 
+from ..certificates import tls_context
 from ..hop_by_hop import named_headers
 from ..model import Frontend, Server, status_class_index
 from ..upstream import REASONS, SEND_NOW, UpstreamConnection, UpstreamPool
@@ -177,13 +178,7 @@ class HttpProxy:
     def reconfigure(self) -> None:
         self.settings.load(self.frontend)
         tls = self.frontend.spec.tls
-        self.ssl = None
-        if tls is not None:
-            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            context.load_cert_chain(tls.cert, tls.key)
-            if tls.alpn:
-                context.set_alpn_protocols(list(tls.alpn))
-            self.ssl = context
+        self.ssl = tls_context(tls) if tls is not None else None
 
     def accept(self, sock, peer) -> None:
         self.ctx.opened(self.frontend)
