@@ -34,6 +34,12 @@ class Connection:
         self._src_ip = None  # (version, int), parsed on first use for the connection's life
         self._dst_ip = None
 
+    @property
+    def conn(self) -> "Connection":
+        """tcp_request rules read the facts through `msg.conn`, as later
+        rules do through the request's."""
+        return self
+
     def src_bytes(self) -> bytes:
         if self._src_text is None:
             self._src_text = self.src.encode()
@@ -223,7 +229,7 @@ class Request:
     `stick` is free for per-request state of stick-table tracking."""
 
     __slots__ = ("conn", "method", "target", "version", "headers", "_path", "_query",
-                 "changed", "stick")
+                 "changed", "stick", "backend")
 
     def __init__(self, conn: Connection, method: bytes, target: bytes, version: bytes,
                  header_block: bytes) -> None:
@@ -236,6 +242,7 @@ class Request:
         self._query = None
         self.changed = False  # set by any edit: the proxy re-renders the head
         self.stick = None
+        self.backend = None  # the backend use_backend chose (None: the default)
 
     def _split(self) -> None:
         target = self.target

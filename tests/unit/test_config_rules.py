@@ -197,3 +197,19 @@ def test_userlist_errors():
         "lb.yaml:5: userlists.l[1]: give exactly one of password (a crypt(3) hash) or insecure_password",
         "lb.yaml:6: userlists.l[2].user: must not contain ':' (HTTP basic auth separator)",
     ]
+
+
+def test_every_key_is_in_the_configuration_reference():
+    """docs/configuration.md documents every key the loader reads: a new key
+    goes into the reference with its code."""
+    import pathlib
+    from lbcore import config as config_module
+    docs = (pathlib.Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    keys = set()
+    for name in dir(config_module):
+        if name.startswith("_") and name.endswith("_KEYS"):
+            keys.update(getattr(config_module, name))
+    keys.update(config_module._RulesReader.USER_KEYS)
+    import re
+    missing = sorted(key for key in keys if not re.search(rf"[`.{{ ]{re.escape(key)}\b", docs))
+    assert missing == []
