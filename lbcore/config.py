@@ -21,6 +21,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from . import rules
+from . import tracking  # noqa: F401  (registers track_sc* actions and sc_*/src_* fetches)
 
 __all__ = [
     "Address", "Timeouts", "LogSpec", "GlobalSpec", "SocketSpec", "StatsSpec", "TLSSpec",
@@ -1349,6 +1350,15 @@ class _Builder:
                     where = f"{section_kind}.{name}.stick_table.peers"
                     r.problem(where, self._where.get(where),
                               f"peers section '{table.peers}' is not defined{_suggest(table.peers, config.peers)}")
+        seen_refs = set()
+        for table, where, section in self.rules.files.get(tracking.REFS_KEY, []):
+            if table in tables or (table, where, section) in seen_refs:
+                continue
+            seen_refs.add((table, where, section))
+            kind = "frontends" if section in config.frontends else "backends"
+            own = " (this section has no stick_table; add one or name a table)" if table == section else ""
+            r.problem(f"{kind}.{section}.{where}", None,
+                      f"stick table '{table}' is not defined{own}{_suggest(table, tables)}")
         for backend, keypath, node, rule in self._stick_rules:
             if rule.table not in tables:
                 if rule.table == backend:
