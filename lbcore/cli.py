@@ -58,6 +58,12 @@ def lbcore_main(argv: list[str]) -> int:
             print(problem, file=sys.stderr)
         return EXIT_CONFIG
     if args.check:
+        from .preflight import unresolvable_servers
+        problems = unresolvable_servers(config)
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        if problems:
+            return EXIT_CONFIG
         print(f"Configuration file {args.config} is valid")
         return 0
     return run(config)

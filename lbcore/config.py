@@ -21,6 +21,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from . import rules
+from . import tracking  # noqa: F401  (registers track_sc* actions and sc_*/src_* fetches)
 
 __all__ = [
     "Address", "Timeouts", "LogSpec", "GlobalSpec", "SocketSpec", "StatsSpec", "TLSSpec",
@@ -1349,6 +1350,15 @@ class _Builder:
                     where = f"{section_kind}.{name}.stick_table.peers"
                     r.problem(where, self._where.get(where),
                               f"peers section '{table.peers}' is not defined{_suggest(table.peers, config.peers)}")
+        seen_refs = set()
+        for table, where, section in self.rules.files.get(tracking.REFS_KEY, []):
+            if table in tables or (table, where, section) in seen_refs:
+                continue
+            seen_refs.add((table, where, section))
+            kind = "frontends" if section in config.frontends else "backends"
+            own = " (this section has no stick_table; add one or name a table)" if table == section else ""
+            r.problem(f"{kind}.{section}.{where}", None,
+                      f"stick table '{table}' is not defined{own}{_suggest(table, tables)}")
         for backend, keypath, node, rule in self._stick_rules:
             if rule.table not in tables:
                 if rule.table == backend:
@@ -1634,10 +1644,15 @@ def loads(text: str, path: str = "<string>") -> Config:
     """Validate lb.yaml text. `path` names it in errors and anchors relative
     file paths (TLS certs, log file, pidfile); "<string>" anchors them to the
     current directory."""
-    root = _compose(text, path)
+    try:
+        root = _compose(text, path)
+    except ConfigError:
+        _refuse_haproxy_syntax(text, path)
+        raise
     if root is None:
         raise ConfigError([f"{path}: the config is empty (it needs at least 'frontends')"])
     if not isinstance(root, MappingNode):
+        _refuse_haproxy_syntax(text, path)
         kind = "a list" if isinstance(root, SequenceNode) else "a single value"
         raise ConfigError([f"{path}:{_line(root)}: the top level must be a mapping of sections, got {kind}"])
     base_dir = os.getcwd() if path == "<string>" else os.path.dirname(os.path.abspath(path))
@@ -1646,6 +1661,27 @@ def loads(text: str, path: str = "<string>") -> Config:
     if reader.problems:
         raise ConfigError(reader.problems)
     return config
+
+
+# The section keywords a haproxy.cfg starts with.
+_HAPROXY_SECTIONS = ("global", "defaults", "frontend", "backend", "listen", "userlist", "peers",
+                     "resolvers", "cache", "program", "http-errors", "ring", "mailers")
+
+
+def _refuse_haproxy_syntax(text: str, path: str) -> None:
+    """A haproxy.cfg given where an lb.yaml is expected: say so, and name
+    the flag that reads it, rather than a YAML error about its first line."""
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        word = stripped.split()[0]
+        if word in _HAPROXY_SECTIONS and not stripped.startswith(f"{word}:"):
+            raise ConfigError([
+                f"{path}:{number}: this looks like HAProxy configuration syntax ('{stripped}'), "
+                f"not lb.yaml: run it with `lbcore -f {path}` (check it with `lbcore -f {path} -c`), "
+                f"or convert it with `lbcore convert -f {path} > lb.yaml`"])
+        return
 
 
 def load_tree(root: Node, path: str, sources: tuple[str, ...] = (), base_dir: Optional[str] = None) -> Config:

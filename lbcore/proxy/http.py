@@ -30,6 +30,7 @@ from ..model import Frontend, Server, status_class_index
 from ..upstream import REASONS, SEND_NOW, UpstreamConnection, UpstreamPool
 from .context import ProxyContext
 from . import errors, proxy_protocol
+from .h1_checks import CheckedRequestParser, partial_head_invalid
 
 log = logging.getLogger("lbcore")
 
@@ -422,8 +423,8 @@ class ClientConnection:
         if end < 0:
             if len(data) > MAX_REQUEST_HEAD:
                 self._reject(431)
-            elif b"\n\n" in data:
-                self._feed(data)  # a bare-LF head: llhttp judges it now
+            elif partial_head_invalid(data):
+                self._feed(data)  # a bare CR or LF: refused now, not at the timeout
             else:
                 self.head_buf = data
             return b""
@@ -493,7 +494,7 @@ class ClientConnection:
         if parser is None:
             # Made on the first message the fast path cannot take, not per
             # connection: idle keep-alive connections stay small.
-            parser = self.parser = httptools.HttpRequestParser(self)
+            parser = self.parser = CheckedRequestParser(self, MAX_REQUEST_HEAD)
         try:
             parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -506,7 +507,7 @@ class ClientConnection:
                 self._reject(431)
             else:
                 log.debug("bad request from %s: %s", self.peer, exc)
-                self._reject(400)
+                self._reject(getattr(exc, "status", 400))
 
     def _reject(self, code: int) -> None:
         """A malformed request: answered, then the connection is closed."""
@@ -1255,7 +1256,9 @@ class ClientConnection:
 
     def _log(self, ex: Exchange) -> None:
         access = self.ctx.access_log
-        if not access.enabled:
+        # monitor_uri answers are not logged, as HAProxy: a load balancer
+        # above probing every second would drown the access log.
+        if not access.enabled or ex.local:
             return
         server = ex.server or ex.last_server
         backend = self.frontend.backend

@@ -5,7 +5,7 @@ cdef class Connection:
     cdef public object src, dst, sni
     cdef public long src_port, dst_port
     cdef public bint ssl
-    cdef public object _src_text, _dst_text, _src_ip, _dst_ip, _dst_port_text
+    cdef public object _src_text, _dst_text, _src_ip, _dst_ip, _dst_port_text, stick
 
     cpdef bytes src_bytes(self)
     cpdef bytes dst_bytes(self)

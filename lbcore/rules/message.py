@@ -21,7 +21,7 @@ class Connection:
     rule may read them). `sni` is the TLS server name the client sent."""
 
     __slots__ = ("src", "src_port", "dst", "dst_port", "ssl", "sni", "_src_text", "_dst_text",
-                 "_src_ip", "_dst_ip", "_dst_port_text")
+                 "_src_ip", "_dst_ip", "_dst_port_text", "stick")
 
     def __init__(self, src: str = "", src_port: int = 0, dst: str = "", dst_port: int = 0,
                  ssl: bool = False, sni: Optional[str] = None) -> None:
@@ -36,6 +36,7 @@ class Connection:
         self._src_ip = None  # (version, int), parsed on first use for the connection's life
         self._dst_ip = None
         self._dst_port_text = None
+        self.stick = None  # stick counters tracked by tcp_request rules (lbcore/tracking.py)
 
     @property
     def conn(self) -> "Connection":

@@ -152,10 +152,11 @@ def test_backend_section_rules():
      """, ["lb.yaml:14: frontends.api.http_request[0]: give either 'if' or 'unless', not both",
            "lb.yaml:15: frontends.api.http_request[1]: expected exactly one action (one of allow, deny, "
            "return, redirect, auth, set_header, add_header, del_header, replace_header, replace_value, "
-           "set_path, set_query, set_uri), got deny, set_header",
+           "set_path, set_query, set_uri, track_sc0, track_sc1, track_sc2), got deny, set_header",
            "lb.yaml:16: frontends.api.http_request[2].sethdr: unknown http_request action 'sethdr' "
            "(did you mean 'set_header'?) (expected one of allow, deny, return, redirect, auth, set_header, "
-           "add_header, del_header, replace_header, replace_value, set_path, set_query, set_uri)",
+           "add_header, del_header, replace_header, replace_value, set_path, set_query, set_uri, "
+           "track_sc0, track_sc1, track_sc2)",
            "lb.yaml:17: frontends.api.http_request[3]: expected a rule like {deny: 403, if: \"...\"}, "
            "got string 'deny'",
            "lb.yaml:18: frontends.api.http_request[4].if: http_auth: unknown userlist 'nobody' (admins)"]),
