@@ -23,6 +23,7 @@ from typing import Optional
 from ..config import SocketSpec
 from .cli_parser import LineReader
 from .runtime_api import Service, Session, empty_line_answer, execute
+from .. import takeover
 
 log = logging.getLogger("lbcore.stats")
 
@@ -45,7 +46,11 @@ def _unix_socket(spec: SocketSpec) -> socket.socket:
         except OSError:
             os.unlink(path)  # a stale socket left by a process that is gone
         else:
-            raise OSError(errno.EADDRINUSE, f"stats.socket {path}: another process is serving it")
+            # The lbcore this one replaces (-sf) serves it until it has
+            # drained: the new socket is renamed over it, and the old one
+            # leaves a path that is no longer its own alone (close()).
+            if not takeover.replacing:
+                raise OSError(errno.EADDRINUSE, f"stats.socket {path}: another process is serving it")
         finally:
             probe.close()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
