@@ -42,6 +42,11 @@ def lbcore_main(argv: list[str]) -> int:
     parser.add_argument("--check", action="store_true", help="validate the configuration and exit")
     parser.add_argument("--version", action="store_true",
                         help="print the version and what runs compiled, and exit")
+    parser.add_argument("-sf", dest="soft_stop", metavar="PID", type=int, nargs="+", default=[],
+                        help="replace the running lbcore PID: take its listening sockets and state, "
+                             "then let it finish its work and exit")
+    parser.add_argument("-st", dest="hard_stop", metavar="PID", type=int, nargs="+", default=[],
+                        help="as -sf, but the old process stops at once")
     args = parser.parse_args(argv)
     if args.version:
         print(f"lbcore {__version__}\n{build()}")
@@ -66,7 +71,14 @@ def lbcore_main(argv: list[str]) -> int:
             return EXIT_CONFIG
         print(f"Configuration file {args.config} is valid")
         return 0
-    return run(config)
+    return run(config, *replacing(args.soft_stop, args.hard_stop))
+
+
+def replacing(soft: list[int], hard: list[int]) -> tuple[list[Callable[[], None]], list[int]]:
+    """-sf/-st: take the sockets of those processes at start (lbcore.takeover),
+    stop them once this one serves."""
+    started = [lambda: stop_previous(soft, hard)] if soft or hard else []
+    return started, soft + hard
 
 
 # -- HAProxy's command line --------------------------------------------------------
@@ -181,14 +193,12 @@ def haproxy_main(argv: list[str]) -> int:
     # `daemon` (or -D) forks into the background unless -db or -Ws keep
     # the process in the foreground, as HAProxy.
     daemon = (loaded.daemon or args.daemon) and not (args.foreground or args.systemd)
-    started: list[Callable[[], None]] = []
-    if args.soft_stop or args.hard_stop:
-        started.append(lambda: stop_previous(args.soft_stop, args.hard_stop))
+    started, takeover_from = replacing(args.soft_stop, args.hard_stop)
     # -Ws: READY=1 (and RELOADING=1, STOPPING=1) go to $NOTIFY_SOCKET
     # whenever systemd set it (lbcore.systemd); nothing more to do here.
     if daemon:
-        return run_daemon(config, started)
-    return run(config, started)
+        return run_daemon(config, started, takeover_from)
+    return run(config, started, takeover_from)
 
 
 def stop_previous(soft: list[int], hard: list[int]) -> None:
@@ -202,7 +212,7 @@ def stop_previous(soft: list[int], hard: list[int]) -> None:
                 pass
 
 
-def run_daemon(config, started: list[Callable[[], None]]) -> int:
+def run_daemon(config, started: list[Callable[[], None]], takeover_from: list[int] = ()) -> int:
     """Fork into the background; the parent exits 0 once the child is bound
     and serving, or 1 if it could not start (its error is on stderr)."""
     read_end, write_end = os.pipe()
@@ -223,7 +233,7 @@ def run_daemon(config, started: list[Callable[[], None]]) -> int:
             os.dup2(null, fd)
         os.close(null)
 
-    code = run(config, started + [detach])
+    code = run(config, started + [detach], takeover_from)
     os._exit(code)
 
 
@@ -258,12 +268,13 @@ def convert_main(argv: list[str]) -> int:
 
 # -- running ------------------------------------------------------------------------------
 
-def run(config, started: Optional[list[Callable[[], None]]] = None) -> int:
-    from . import systemd
+def run(config, started: Optional[list[Callable[[], None]]] = None, takeover_from: list[int] = ()) -> int:
+    from . import systemd, takeover
     from .listeners import inherited
 
     for sock in systemd.listen_fds():  # socket activation
         inherited.add(sock)
+    takeover.take_over(list(takeover_from))  # -sf/-st: the old process's sockets
     if config.global_.workers > 1:
         from .workers import run_master
         return run_master(config, started=tuple(started or ()))

@@ -1171,14 +1171,14 @@ class _Builder:
         )
 
     def table_size(self, node: Node) -> int:
-        # "100k" counts entries in thousands here, as HAProxy's size.
+        # "100k" = 102400 entries: HAProxy's sizes count in powers of 1024.
         value = self.r.plain(node)
         if isinstance(value, str):
             match = re.fullmatch(r"([0-9]+)\s*([kmgKMG])?", value.strip())
             if not match:
                 raise _Invalid(f"invalid size {value!r} (expected a number of entries, or with k, m or g, e.g. '100k')")
             unit = (match.group(2) or "").lower()
-            size = int(match.group(1)) * {"": 1, "k": 1000, "m": 1000 ** 2, "g": 1000 ** 3}[unit]
+            size = int(match.group(1)) * {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[unit]
         elif isinstance(value, int) and not isinstance(value, bool):
             size = value
         else:
