@@ -376,7 +376,8 @@ def _process_block(snapshot: dict[str, Any]) -> str:
     ]
     if workers is not None:
         running = sum(1 for w in workers if w.get("status") == "running")
-        cards.append(_card("workers", f"{running}/{len(workers)} running", warn=running < len(workers)))
+        cards.append(_card(f"workers: {running}/{len(workers)} running",
+                           ", ".join(str(w.get("pid") or "-") for w in workers), warn=running < len(workers)))
     cards += [
         _card("connections", f"{current}/{maxconn}" if maxconn else current),
         _card("session rate", f"{sum(f.get('session_rate', 0) for f in frontends)}/s"
