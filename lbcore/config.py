@@ -91,6 +91,41 @@ class TLSSpec:
     cert: str
     key: Optional[str] = None
     alpn: tuple[str, ...] = ("http/1.1",)
+    min_version: Optional[str] = None  # TLSv1.2 | TLSv1.3 (HAProxy's ssl-min-ver)
+    ciphers: Optional[str] = None  # OpenSSL cipher list for TLS <= 1.2
+    ciphersuites: Optional[str] = None  # TLS 1.3 suites
+
+    def server_context(self):
+        """The listening side's SSLContext (http and tcp frontends)."""
+        import ssl
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.cert, self.key)
+        if self.alpn:
+            context.set_alpn_protocols(list(self.alpn))
+        if self.min_version:
+            context.minimum_version = getattr(ssl.TLSVersion, self.min_version.replace("TLSv1.", "TLSv1_"))
+        if self.ciphers:
+            context.set_ciphers(self.ciphers)
+        if self.ciphersuites:
+            _set_ciphersuites(context, self.ciphersuites)
+        return context
+
+
+def _set_ciphersuites(context, suites: str) -> None:
+    """TLS 1.3 suites: Python's ssl has no setter; OpenSSL's is reached
+    through the context's pointer (the same call HAProxy makes)."""
+    import ctypes
+    import ctypes.util
+    import _ssl  # noqa: F401  (loads the libssl Python links)
+    lib = ctypes.CDLL(_ssl.__file__)
+    setter = getattr(lib, "SSL_CTX_set_ciphersuites", None)
+    if setter is None:
+        raise ValueError("this OpenSSL cannot set TLS 1.3 ciphersuites")
+    # PySSLContext: PyObject_HEAD then the SSL_CTX pointer.
+    ctx_ptr = ctypes.c_void_p.from_address(id(context) + object.__basicsize__).value
+    setter.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    if setter(ctx_ptr, suites.encode()) != 1:
+        raise ValueError(f"invalid TLS 1.3 ciphersuites {suites!r}")
 
 
 @dataclass(frozen=True)
@@ -195,6 +230,9 @@ class BackendSpec:
     timeouts: Timeouts = field(default_factory=Timeouts)
     servers: tuple[ServerSpec, ...] = ()
     on_marked_down: Optional[str] = None  # None | "shutdown_sessions"
+    # With no primary usable, HAProxy sends everything to the first usable
+    # backup; all_backups (its `option allbackups`) balances over all of them.
+    all_backups: bool = False
     stick_table: Optional[StickTableSpec] = None
     stick_on: tuple[StickOnSpec, ...] = ()
     cookie: Optional[CookieSpec] = None
@@ -664,9 +702,10 @@ _STATS_KEYS = ("bind", "auth", "admin", "refresh")
 _AUTH_KEYS = ("user", "password")
 _FRONTEND_KEYS = ("bind", "mode", "backend", "maxconn", "forwarded_for", "forwarded_proto",
                   "monitor_uri", "tls", "timeouts", "stick_table")
-_TLS_KEYS = ("cert", "key", "alpn")
+_TLS_KEYS = ("cert", "key", "alpn", "min_version", "ciphers", "ciphersuites")
+TLS_MIN_VERSIONS = ("TLSv1.2", "TLSv1.3")
 _BACKEND_KEYS = ("mode", "balance", "maxconn", "health", "retries", "redispatch", "timeouts",
-                 "servers", "on_marked_down", "stick_table", "stick_on", "cookie")
+                 "servers", "on_marked_down", "stick_table", "stick_on", "cookie", "all_backups")
 _HEALTH_KEYS = ("type", "path", "method", "host", "expect_status", "interval", "timeout",
                 "rise", "fall", "port", "initial_state")
 _SERVER_KEYS = ("name", "address", "weight", "backup", "maxconn", "check", "send_proxy", "cookie")
@@ -902,7 +941,28 @@ class _Builder:
             cert=r.get(m, "cert", r.existing_file, ""),
             key=r.get(m, "key", r.nullable(r.existing_file)),
             alpn=r.get(m, "alpn", self.alpn, TLSSpec.alpn),
+            min_version=r.get(m, "min_version", r.nullable(r.choice(TLS_MIN_VERSIONS))),
+            ciphers=r.get(m, "ciphers", r.nullable(self.ciphers)),
+            ciphersuites=r.get(m, "ciphersuites", r.nullable(self.ciphersuites)),
         )
+
+    def ciphers(self, node: Node) -> str:
+        import ssl
+        value = self.r.string(node)
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).set_ciphers(value)
+        except ssl.SSLError:
+            raise _Invalid(f"no cipher in {value!r} is known to OpenSSL") from None
+        return value
+
+    def ciphersuites(self, node: Node) -> str:
+        import ssl
+        value = self.r.string(node)
+        try:
+            _set_ciphersuites(ssl.create_default_context(ssl.Purpose.CLIENT_AUTH), value)
+        except (ValueError, OSError, AttributeError) as exc:
+            raise _Invalid(str(exc)) from None
+        return value
 
     def alpn(self, node: Node) -> tuple[str, ...]:
         r = self.r
@@ -942,6 +1002,7 @@ class _Builder:
             timeouts=timeouts,
             servers=self.servers(m.value("servers"), m.path("servers"), maxconn),
             on_marked_down=r.get(m, "on_marked_down", r.nullable(r.choice(ON_MARKED_DOWN))),
+            all_backups=r.get(m, "all_backups", r.boolean, False),
             stick_table=self.stick_table(name, m),
             stick_on=self.stick_on(name, m),
             cookie=self.cookie(m),

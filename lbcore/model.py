@@ -265,7 +265,10 @@ class Backend(Counters):
         if primaries:
             self.candidates = primaries
         else:
-            self.candidates = [s for s in self.servers if s.usable and s.backup]
+            backups = [s for s in self.servers if s.usable and s.backup]
+            # HAProxy: the first usable backup takes everything (Galera's one
+            # writer), unless `all_backups` (option allbackups).
+            self.candidates = backups if self.spec.all_backups else backups[:1]
         # Whether any server has a maxconn (then full ones are skipped).
         self.limited = any(s.maxconn for s in self.servers)
 

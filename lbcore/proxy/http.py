@@ -177,10 +177,7 @@ class HttpProxy:
         tls = self.frontend.spec.tls
         self.ssl = None
         if tls is not None:
-            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            context.load_cert_chain(tls.cert, tls.key)
-            if tls.alpn:
-                context.set_alpn_protocols(list(tls.alpn))
+            context = tls.server_context()
             self.ssl = context
 
     def accept(self, sock, peer) -> None:
