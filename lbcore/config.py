@@ -21,7 +21,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 __all__ = [
-    "Address", "Timeouts", "LogSpec", "GlobalSpec", "StatsSpec", "TLSSpec",
+    "Address", "Timeouts", "LogSpec", "GlobalSpec", "SocketSpec", "StatsSpec", "TLSSpec",
     "FrontendSpec", "HealthSpec", "ServerSpec", "BackendSpec", "Config",
     "StickTableSpec", "StickOnSpec", "CookieSpec", "PeersSpec",
     "ConfigError", "load", "loads", "parse_duration", "parse_size",
@@ -78,12 +78,31 @@ class GlobalSpec:
     grace: float = 30.0  # SIGTERM: time given to in-flight work before exit
 
 
+SOCKET_LEVELS = ("user", "operator", "admin")  # HAProxy's, lowest first
+
+
+@dataclass(frozen=True)
+class SocketSpec:
+    """stats.socket: HAProxy's runtime API on a unix socket (`path`) or on
+    TCP (`address`, from "ipv4@HOST:PORT"); exactly one of the two is set."""
+
+    path: Optional[str] = None
+    address: Optional[Address] = None
+    mode: int = 0o600
+    group: Optional[str] = None
+    level: str = "admin"
+
+    def __str__(self) -> str:
+        return self.path if self.path is not None else f"ipv4@{self.address}"
+
+
 @dataclass(frozen=True)
 class StatsSpec:
-    bind: Address
+    bind: Optional[Address]  # None: only the runtime API socket is served
     auth: Optional[tuple[str, str]] = None  # (user, password)
     admin: bool = True
     refresh: float = 5.0
+    socket: Optional[SocketSpec] = None
 
 
 @dataclass(frozen=True)
@@ -698,7 +717,8 @@ _GLOBAL_KEYS = ("workers", "maxconn", "log", "pidfile", "state_file", "grace")
 _LOG_KEYS = ("target", "format", "facility")
 _DEFAULTS_KEYS = ("timeouts", "retries", "redispatch")
 _TIMEOUT_KEYS = tuple(Timeouts.__dataclass_fields__)
-_STATS_KEYS = ("bind", "auth", "admin", "refresh")
+_STATS_KEYS = ("bind", "auth", "admin", "refresh", "socket")
+_SOCKET_KEYS = ("path", "mode", "group", "level")
 _AUTH_KEYS = ("user", "password")
 _FRONTEND_KEYS = ("bind", "mode", "backend", "maxconn", "forwarded_for", "forwarded_proto",
                   "monitor_uri", "tls", "timeouts", "stick_table")
@@ -830,18 +850,72 @@ class _Builder:
         r = self.r
         if node is not None and r.is_null(node):
             return None
-        m = r.mapping(node, "stats", _STATS_KEYS, required=("bind",))
+        m = r.mapping(node, "stats", _STATS_KEYS)
         if m is None:
             return None
+        socket_spec = self.stats_socket(m.value("socket")) if "socket" in m else None
+        if "bind" not in m and socket_spec is None and "socket" not in r.bad_paths and "stats.socket" not in r.bad_paths:
+            r.problem("stats.bind", node, "required key is missing (or give stats.socket alone)")
         bind = r.get(m, "bind", r.address)
         if bind is not None:
             self.add_bind(bind, m.path("bind"), m.value("bind"))
         return StatsSpec(
-            bind=bind if bind is not None else Address("", 0),
+            bind=bind,
             auth=self.auth(m.value("auth")) if "auth" in m else None,
             admin=r.get(m, "admin", r.boolean, StatsSpec.admin),
             refresh=r.get(m, "refresh", r.duration, StatsSpec.refresh),
+            socket=socket_spec,
         )
+
+    def stats_socket(self, node: Node) -> Optional[SocketSpec]:
+        r = self.r
+        if r.is_null(node):
+            return None
+        m = r.mapping(node, "stats.socket", _SOCKET_KEYS, required=("path",))
+        if m is None:
+            return None
+        path = r.get(m, "path", r.string)
+        if path is None:
+            return None
+        spec = SocketSpec(
+            mode=r.get(m, "mode", self.file_mode, SocketSpec.mode),
+            group=r.get(m, "group", r.nullable(self.group_name), None),
+            level=r.get(m, "level", r.choice(SOCKET_LEVELS), SocketSpec.level),
+        )
+        if path.startswith("ipv4@"):
+            address = r.parse(m.value("path"), m.path("path"), lambda n: parse_address(path[len("ipv4@"):]))
+            if address is None:
+                return None
+            self.add_bind(address, m.path("path"), m.value("path"))
+            return replace(spec, address=address)
+        if path.startswith(("unix@", "/", ".")) or "@" not in path:
+            path = path[len("unix@"):] if path.startswith("unix@") else path
+            full = os.path.normpath(os.path.join(r.base_dir, os.path.expanduser(path)))
+            return replace(spec, path=full)
+        r.problem(m.path("path"), m.value("path"),
+                  f"unsupported socket address {path!r}: use a unix socket path or 'ipv4@HOST:PORT'")
+        return None
+
+    def file_mode(self, node: Node) -> int:
+        # The source text, not the YAML value: YAML 1.1 reads 0600 as octal
+        # and 600 as decimal, and an operator means "0600" by both.
+        self.r.plain(node)
+        text = str(node.value)
+        if not re.fullmatch(r"0?[0-7]{3}", text):
+            raise _Invalid(f"expected an octal file mode like \"0600\", got {self.r.describe(node)}")
+        return int(text, 8)
+
+    def group_name(self, node: Node) -> str:
+        import grp
+        value = self.r.plain(node)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        name = self.r.string(node)
+        try:
+            grp.getgrnam(name)
+        except KeyError:
+            raise _Invalid(f"no such group {name!r}") from None
+        return name
 
     def auth(self, node: Node) -> Optional[tuple[str, str]]:
         r = self.r

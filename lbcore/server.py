@@ -92,7 +92,10 @@ class LoadBalancer:
         self._install_handlers()
         self._install_acceptors(sockets)
         self.health.start(loop)
-        await self._start_stats(config)
+        try:
+            await self._start_stats(config)
+        except OSError as exc:
+            raise BindError(f"cannot start stats: {exc.strerror or exc}") from None
         if config.global_.pidfile:
             with open(config.global_.pidfile, "w") as f:
                 f.write(f"{os.getpid()}\n")
@@ -145,6 +148,11 @@ class LoadBalancer:
     def _listen(self, address: Address):
         return bind_socket(address, self.reuse_port)
 
+    def _siblings(self, address: Address) -> list:
+        """The other sockets of this listener's SO_REUSEPORT group, whose
+        queues are emptied too (a worker's; see lbcore.workers)."""
+        return []
+
     def _make_handler(self, frontend):
         if frontend.mode == "http":
             return HttpProxy(frontend, self.ctx, self.pool, self.sweeper)
@@ -175,7 +183,7 @@ class LoadBalancer:
             frontend = handler.frontend
             acceptor = self.acceptors.get(address)
             if acceptor is None:
-                acceptor = Acceptor(self.loop, sock, None, None)
+                acceptor = Acceptor(self.loop, sock, None, None, self._siblings(address))
             acceptor.on_accept = handler.accept
             acceptor.may_accept = (lambda fe=frontend: self.ctx.may_accept(fe))
             acceptors[address] = acceptor
@@ -191,12 +199,18 @@ class LoadBalancer:
     async def _start_stats(self, config: Config) -> None:
         if config.stats is None:
             return
-        from .stats.endpoint import StatsEndpoint
+        from .sessions import kill_server_sessions, list_sessions
         from .stats.admin import AdminAction
+        from .stats.runtime_api import Service
+        from .stats.serve import StatsServers
         from .stats.snapshot import snapshot
-        self.stats = StatsEndpoint(config.stats, lambda: snapshot(self.runtime),
-                                   AdminAction(lambda: self.runtime))
-        await self.stats.start(self.loop)
+        admin = AdminAction(lambda: self.runtime, get_health=lambda: self.health,
+                            kill_sessions=lambda server: kill_server_sessions(self, server))
+        get_snapshot = lambda: snapshot(self.runtime)  # noqa: E731
+        service = Service(lambda: self.runtime, get_snapshot, admin,
+                          get_sessions=lambda: list_sessions(self))
+        self.stats = StatsServers(config.stats, get_snapshot, admin, service)
+        await self.stats.start()
 
     def _flush_logs(self) -> None:
         self.access_log.flush()

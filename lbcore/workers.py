@@ -2,13 +2,19 @@
 
 The master binds every frontend address once per worker with
 SO_REUSEPORT and keeps those listening sockets for the life of the
-process; each worker is started with its own set (pass_fds). Keeping them
-in the master, rather than letting workers bind, buys three things: a
+process; each worker is started with the whole group (pass_fds): it
+accepts from its own socket as its readiness comes, and every
+STEAL_INTERVAL it also takes whatever waits in its siblings' queues
+(lbcore.listeners.Acceptor). The kernel spreads connections evenly over
+the group, and nothing is stranded when a worker stops accepting: a
+SIGKILLed worker's queue (and a hung one's) is emptied by the others
+within that interval instead of waiting for the replacement, whose
+restart may back off for seconds. (What a SIGKILLed worker had already
+accepted dies with it; nothing that was waiting does.) Keeping the
+sockets in the master, rather than letting workers bind, also means a
 bind error is found before any worker starts (exit 1, as in one-process
-mode); a reload binds new addresses all-or-nothing in one place and hands
-them to the workers over the control channel; and when a worker dies its
-socket stays open in the master, so connections the kernel steers to it
-wait in its backlog for the replacement instead of being reset.
+mode), and a reload binds new addresses all-or-nothing in one place and
+hands them to the workers over the control channel.
 
 The master also owns everything that must exist once: the health checks
 (run on the master's own Runtime, built from the same config), the stats
@@ -63,6 +69,7 @@ log = logging.getLogger("lbcore")
 EXIT_BIND = 1
 EXIT_WORKER = 1
 
+COUNTER_POLL = 0.5  # seconds between two reads of the workers' counters
 SNAPSHOT_TIMEOUT = 1.0  # a worker that does not answer in time is left out of the stats
 MIN_UPTIME = 5.0  # a worker that dies younger than this counts as crashing
 BACKOFF_FIRST = 0.5  # first restart delay of a crashing worker, doubled each time
@@ -87,7 +94,7 @@ def _exit_description(code: int) -> str:
 # -- the master side ----------------------------------------------------------
 
 class Slot:
-    """One worker position: its listening sockets are the master's
+    """One worker position: its own listening sockets are the master's
     `listeners[address][index]`; its process changes on every restart."""
 
     def __init__(self, index: int) -> None:
@@ -123,10 +130,11 @@ class MasterAdmin:
     def __init__(self, master: "Master") -> None:
         from .stats.admin import AdminAction
         self.master = master
-        self.action = AdminAction(lambda: master.runtime)
+        self.action = master.admin_action()
 
-    async def apply(self, backend: str, server: str, state: Optional[str], weight: Any) -> dict:
-        row = self.action.apply(backend, server, state, weight)
+    async def apply(self, backend: str, server: str, state: Optional[str], weight: Any,
+                    source: str = "stats admin API") -> dict:
+        row = self.action.apply(backend, server, state, weight, source=source)
         merged = await self.master.snapshot()
         for candidate in merged["backends"].get(backend, {}).get("servers", []):
             if candidate.get("name") == server:
@@ -149,6 +157,11 @@ class Master:
         self.stopping = False
         self.exit_code = 0
         self._ids = itertools.count(1)
+        # Counters of workers that died (stats.snapshot.retired), and each
+        # slot's latest snapshot (the process it came from, the data), so a
+        # SIGKILLed worker's counts stay in the totals.
+        self.departed: Optional[dict] = None
+        self.last_replies: dict[int, tuple] = {}
         self._shutting_down = False
         # Called once every worker is ready (-sf, -Ws, -D).
         self.on_started: list = []
@@ -184,6 +197,7 @@ class Master:
         for slot in self.slots:
             self._spawn(slot)
         watcher = loop.create_task(self._watch())
+        poller = loop.create_task(self._poll_counters())
         log.info("lbcore master started (pid %d), %d workers: %s", os.getpid(), self.count, ", ".join(
             f"{name} on {', '.join(str(a) for a in fe.binds)} ({fe.mode})"
             for name, fe in config.frontends.items()))
@@ -191,6 +205,7 @@ class Master:
             return await self.done
         finally:
             watcher.cancel()
+            poller.cancel()
 
     def _bind(self, config: Config, keep: dict) -> dict[Address, list[socket.socket]]:
         """One SO_REUSEPORT listening socket per worker for every bind of
@@ -228,12 +243,36 @@ class Master:
             if self._server_changed not in backend.listeners:
                 backend.listeners.append(self._server_changed)
 
+    def admin_action(self):
+        """The admin actions on the master's runtime: state and weight changes
+        reach the workers through the runtime's listeners (_server_changed),
+        what lives only in the workers (sessions, counters) by a message."""
+        from .stats.admin import AdminAction
+        return AdminAction(lambda: self.runtime, get_health=lambda: self.health,
+                           kill_sessions=self._kill_sessions, clear_counters=self._clear_counters)
+
+    def _kill_sessions(self, server: Server) -> None:
+        self._broadcast({"t": "shutdown_sessions", "server": server_state(server)})
+
+    def _clear_counters(self, everything: bool) -> None:
+        if everything:
+            self.departed = None
+            self.last_replies.clear()
+        self._broadcast({"t": "clear_counters", "all": everything})
+
+    async def sessions(self) -> list:
+        replies = await asyncio.gather(*(self._ask(slot, "sessions") for slot in self.slots))
+        return [row for reply in replies if isinstance(reply, list) for row in reply if isinstance(row, dict)]
+
     async def _start_stats(self, config: Config) -> None:
         if config.stats is None:
             return
-        from .stats.endpoint import StatsEndpoint
-        stats = StatsEndpoint(config.stats, self.snapshot, MasterAdmin(self))
-        await stats.start(self.loop)
+        from .stats.runtime_api import Service
+        from .stats.serve import StatsServers
+        service = Service(lambda: self.runtime, self.snapshot, self.admin_action(),
+                          get_sessions=self.sessions, workers=self.count)
+        stats = StatsServers(config.stats, self.snapshot, MasterAdmin(self), service)
+        await stats.start()
         self.stats = stats
 
     # -- workers ---------------------------------------------------------------
@@ -243,13 +282,14 @@ class Master:
         if self.stopping:
             return
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        fds = {address: group[slot.index].fileno() for address, group in self.listeners.items()}
+        fds = {address: self._group_fds(group, slot) for address, group in self.listeners.items()}
+        inherited = [fd for group in fds.values() for fd in group]
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "lbcore.worker", "--channel", str(child.fileno())],
-                pass_fds=[child.fileno(), *fds.values()], stdin=subprocess.DEVNULL,
+                pass_fds=[child.fileno(), *inherited], stdin=subprocess.DEVNULL,
                 start_new_session=True, env=env)
         except OSError as exc:
             parent.close()
@@ -270,15 +310,26 @@ class Master:
             "state": state_rows(self.runtime),
         })
 
+    @staticmethod
+    def _group_fds(group: list[socket.socket], slot: Slot) -> list[int]:
+        """The group's descriptors as one worker gets them: its own
+        first, then its siblings' (whose queues it empties if they stall)."""
+        own = group[slot.index]
+        return [own.fileno()] + [sock.fileno() for sock in group if sock is not own]
+
     def _on_message(self, slot: Slot, message: dict) -> None:
         kind = message["t"]
-        if kind == "snapshot":
+        if kind in ("snapshot", "sessions"):
             future = slot.waiters.pop(message.get("id"), None)
             data = message.get("data")
-            if future is not None and not future.done():
+            if kind == "snapshot":
                 valid = isinstance(data, dict) and isinstance(data.get("frontends"), dict) \
                     and isinstance(data.get("backends"), dict)
-                future.set_result(data if valid else None)
+                data = data if valid else None
+                if data is not None:
+                    self.last_replies[slot.index] = (slot.proc, data)
+            if future is not None and not future.done():
+                future.set_result(data)
         elif kind == "observe":
             server = find_server(self.runtime, message.get("backend"), message.get("server"),
                                   message.get("address"))
@@ -325,6 +376,7 @@ class Master:
         if slot.proc is not proc:
             return  # already handled
         slot.proc = None
+        self._keep_counts(slot, proc)
         if slot.channel is not None:
             slot.channel.close()
             slot.channel = None
@@ -339,10 +391,29 @@ class Master:
             self.exit_code = EXIT_WORKER
             self.stop_now(announce=False)
             return
-        crashed = lived < MIN_UPTIME or not slot.ready
+        # A ready worker ended by SIGKILL was killed (an operator, a test,
+        # the OOM killer), it did not crash: it comes back at once, since
+        # backing off would only leave the other workers alone with its share.
+        killed = proc.returncode == -signal.SIGKILL and slot.ready
+        crashed = not slot.ready or (lived < MIN_UPTIME and not killed)
         delay = self._schedule_restart(slot, crashed)
         log.error("worker %d (pid %d) died (%s) after %.1fs; restarting it%s", slot.index, proc.pid, how,
                   lived, f" in {delay:.1f}s" if delay else "")
+
+    def _keep_counts(self, slot: Slot, proc: subprocess.Popen) -> None:
+        from .stats.snapshot import merge, retired
+        last = self.last_replies.pop(slot.index, None)
+        if last is None or last[0] is not proc:
+            return
+        gone = retired(last[1])
+        self.departed = gone if self.departed is None else retired(merge([self.departed, gone]))
+
+    async def _poll_counters(self) -> None:
+        """Ask every worker for its counters now and then, so that what a
+        worker counted before a SIGKILL is known to at most this long ago."""
+        while True:
+            await asyncio.sleep(COUNTER_POLL)
+            await asyncio.gather(*(self._ask(slot) for slot in self.slots))
 
     def _schedule_restart(self, slot: Slot, crashed: bool) -> float:
         slot.crashes = slot.crashes + 1 if crashed else 0
@@ -361,7 +432,7 @@ class Master:
 
     # -- stats -----------------------------------------------------------------
 
-    async def _ask(self, slot: Slot) -> Optional[dict]:
+    async def _ask(self, slot: Slot, kind: str = "snapshot") -> Any:
         channel = slot.channel
         if channel is None or not slot.ready:
             return None
@@ -369,7 +440,7 @@ class Master:
         future = self.loop.create_future()
         slot.waiters[request_id] = future
         try:
-            if not channel.send({"t": "snapshot", "id": request_id}):
+            if not channel.send({"t": kind, "id": request_id}):
                 return None
             return await asyncio.wait_for(future, SNAPSHOT_TIMEOUT)
         except asyncio.TimeoutError:
@@ -381,13 +452,14 @@ class Master:
 
     async def snapshot(self) -> dict:
         """Every worker's counters summed, with the master's states."""
-        from .stats.snapshot import merge, snapshot
+        from .stats.snapshot import merge, restrict, snapshot
 
         own = snapshot(self.runtime)
         slots = list(self.slots)
         replies = await asyncio.gather(*(self._ask(slot) for slot in slots))
         answered = [reply for reply in replies if reply is not None]
-        merged = dict(merge([own] + answered))
+        departed = [restrict(self.departed, own)] if self.departed is not None else []
+        merged = dict(merge([own] + answered + departed))
         process = dict(own["process"])
         process["master_pid"] = os.getpid()
         process["processes"] = len(answered)
@@ -472,11 +544,12 @@ class Master:
                  sum(len(b.servers) for b in self.runtime.backends.values()))
 
     def _send_reload(self, slot: Slot, packed: str, fresh: list[Address]) -> None:
-        fds = [self.listeners[address][slot.index].fileno() for address in fresh]
+        fds = [fd for address in fresh for fd in self._group_fds(self.listeners[address], slot)]
         batches = [fds[i:i + MAX_FDS] for i in range(0, len(fds), MAX_FDS)] or [[]]
         for batch in batches[:-1]:
             slot.channel.send({"t": "fds"}, batch)
-        slot.channel.send({"t": "reload", "config": packed, "addresses": pack(fresh)}, batches[-1])
+        slot.channel.send({"t": "reload", "config": packed, "addresses": pack(fresh), "group": self.count},
+                          batches[-1])
 
     # -- stop ------------------------------------------------------------------
 

@@ -38,6 +38,32 @@ def wait_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0, proc=No
     raise TimeoutError(f"nothing listening on {host}:{port}")
 
 
+def wait_unix(path: str, timeout: float = 10.0, proc=None) -> None:
+    """Until something accepts connections on the unix socket `path`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {path}")
+        try:
+            with socket.socket(socket.AF_UNIX) as s:
+                s.settimeout(0.5)
+                s.connect(path)
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise TimeoutError(f"nothing listening on {path}")
+
+
+def socat(target: str, text: str, timeout: float = 10.0) -> str:
+    """Send `text` with socat (a real client, as operators' scripts use it)
+    to `target` ("unix-connect:PATH" or "tcp:HOST:PORT"); the whole answer."""
+    result = subprocess.run(["socat", "-t", "5", "-", target], input=text.encode(),
+                            capture_output=True, timeout=timeout)
+    if result.returncode != 0:
+        raise RuntimeError(f"socat {target} failed: {result.stderr.decode(errors='replace')}")
+    return result.stdout.decode()
+
+
 class BackendProcess:
     """tests/backend.py in its own process (HTTP, or raw TCP echo)."""
 
@@ -121,7 +147,7 @@ class LbcoreProcess:
         for fe in self.config.get("frontends", {}).values():
             binds = fe["bind"] if isinstance(fe["bind"], list) else [fe["bind"]]
             ports += [int(b.rsplit(":", 1)[1]) for b in binds]
-        if self.config.get("stats"):
+        if self.config.get("stats") and self.config["stats"].get("bind"):
             ports.append(int(self.config["stats"]["bind"].rsplit(":", 1)[1]))
         return ports
 
