@@ -79,6 +79,7 @@ class HaproxyArgs:
     soft_stop: list[int] = dataclasses.field(default_factory=list)  # -sf
     hard_stop: list[int] = dataclasses.field(default_factory=list)  # -st
     localpeer: Optional[str] = None
+    ready_fd: Optional[int] = None  # internal: a -W master's worker reports "serving" here
 
 
 class UsageError(ValueError):
@@ -103,6 +104,11 @@ def parse_haproxy_args(argv: list[str]) -> HaproxyArgs:
             args.version = max(args.version, 1) if arg == "-v" else args.version
         elif arg == "-vv":
             args.version = 2
+        elif arg == "--ready-fd":
+            if value is None or not value.isdigit():
+                raise UsageError("--ready-fd needs a file descriptor")
+            args.ready_fd = int(value)
+            i += 1
         elif arg in ("-f", "-p", "-L"):
             if value is None:
                 raise UsageError(f"{arg} needs a value")
@@ -169,20 +175,53 @@ def haproxy_main(argv: list[str]) -> int:
             print("Configuration file is valid")
         return 0
     config = loaded.config
-    if args.pidfile:
-        config = dataclasses.replace(config, global_=dataclasses.replace(
-            config.global_, pidfile=os.path.abspath(args.pidfile)))
+    pidfile = os.path.abspath(args.pidfile) if args.pidfile else config.global_.pidfile
+    master_worker = (args.master_worker or loaded.master_worker) and args.ready_fd is None
+    # -W: the master writes the pidfile, its worker does not.
+    config = dataclasses.replace(config, global_=dataclasses.replace(
+        config.global_, pidfile=None if (master_worker or args.ready_fd is not None) else pidfile))
     # `daemon` (or -D) forks into the background unless -db or -Ws keep
     # the process in the foreground, as HAProxy.
-    daemon = (loaded.daemon or args.daemon) and not (args.foreground or args.systemd)
+    daemon = (loaded.daemon or args.daemon) and not (args.foreground or args.systemd) and args.ready_fd is None
     started: list[Callable[[], None]] = []
     if args.soft_stop or args.hard_stop:
         started.append(lambda: stop_previous(args.soft_stop, args.hard_stop))
     if args.systemd:
         started.append(notify_systemd)
+    if args.ready_fd is not None:
+        started.append(lambda: report_ready(args.ready_fd))
+    if master_worker:
+        from . import master_worker as mw
+        worker_argv = ["-db", "-q"] + [arg for path in args.files for arg in ("-f", path)]
+        if args.localpeer:
+            worker_argv += ["-L", args.localpeer]
+
+        def check() -> Optional[list[str]]:
+            try:
+                haproxy_cfg.load(args.files, localpeer=args.localpeer)
+            except ConfigError as exc:
+                return exc.problems
+            return None
+
+        def run_master_worker(started: list[Callable[[], None]]) -> int:
+            return mw.run(worker_argv, check, started, pidfile)
+        if daemon:
+            return run_daemon(run_master_worker, started)
+        return run_master_worker(started)
+    # HAProxy binds with SO_REUSEPORT: a new process (-sf) listens beside the old one.
+    from .stats.endpoint import StatsEndpoint
+    StatsEndpoint.reuse_port = True
     if daemon:
-        return run_daemon(config, started)
-    return run(config, started)
+        return run_daemon(lambda started: run(config, started, reuse_port=True), started)
+    return run(config, started, reuse_port=True)
+
+
+def report_ready(fd: int) -> None:
+    try:
+        os.write(fd, b"1")
+        os.close(fd)
+    except OSError:
+        pass
 
 
 def stop_previous(soft: list[int], hard: list[int]) -> None:
@@ -210,7 +249,7 @@ def notify_systemd() -> None:
             pass
 
 
-def run_daemon(config, started: list[Callable[[], None]]) -> int:
+def run_daemon(run_fn: Callable[[list], int], started: list[Callable[[], None]]) -> int:
     """Fork into the background; the parent exits 0 once the child is bound
     and serving, or 1 if it could not start (its error is on stderr)."""
     read_end, write_end = os.pipe()
@@ -231,7 +270,7 @@ def run_daemon(config, started: list[Callable[[], None]]) -> int:
             os.dup2(null, fd)
         os.close(null)
 
-    code = run(config, started + [detach])
+    code = run_fn(started + [detach])
     os._exit(code)
 
 
@@ -266,11 +305,11 @@ def convert_main(argv: list[str]) -> int:
 
 # -- running ------------------------------------------------------------------------------
 
-def run(config, started: Optional[list[Callable[[], None]]] = None) -> int:
+def run(config, started: Optional[list[Callable[[], None]]] = None, reuse_port: bool = False) -> int:
     if config.global_.workers > 1:
         from .workers import run_master
         return run_master(config, started=tuple(started or ()))
-    return run_single(config, started=started)
+    return run_single(config, reuse_port=reuse_port, started=started)
 
 
 def raise_fd_limit() -> None:

@@ -76,6 +76,11 @@ class GlobalSpec:
     pidfile: Optional[str] = None
     state_file: Optional[str] = None
     grace: float = 30.0  # SIGTERM: time given to in-flight work before exit
+    # Applied once every listener is bound and every certificate read, as
+    # HAProxy's user/group/chroot (server.py drop_privileges).
+    user: Optional[str] = None
+    group: Optional[str] = None
+    chroot: Optional[str] = None
 
 
 SOCKET_LEVELS = ("user", "operator", "admin")  # HAProxy's, lowest first
@@ -713,7 +718,7 @@ class _Reader:
 # -- sections -----------------------------------------------------------------
 
 _TOP_KEYS = ("global", "defaults", "stats", "frontends", "backends", "peers")
-_GLOBAL_KEYS = ("workers", "maxconn", "log", "pidfile", "state_file", "grace")
+_GLOBAL_KEYS = ("workers", "maxconn", "log", "pidfile", "state_file", "grace", "user", "group", "chroot")
 _LOG_KEYS = ("target", "format", "facility")
 _DEFAULTS_KEYS = ("timeouts", "retries", "redispatch")
 _TIMEOUT_KEYS = tuple(Timeouts.__dataclass_fields__)
@@ -775,14 +780,23 @@ class _Builder:
         r = self.r
         m = r.mapping(node, "global", _GLOBAL_KEYS)
         default = GlobalSpec()
-        return GlobalSpec(
+        spec = GlobalSpec(
             workers=r.get(m, "workers", self.workers, default.workers),
             maxconn=r.get(m, "maxconn", r.integer(1), default.maxconn),
             log=self.log(m.value("log") if m else None),
             pidfile=r.get(m, "pidfile", r.nullable(r.path_string)),
             state_file=r.get(m, "state_file", r.nullable(r.path_string)),
             grace=r.get(m, "grace", r.duration, default.grace),
+            user=r.get(m, "user", r.nullable(self.user_name)),
+            group=r.get(m, "group", r.nullable(self.group_name)),
+            chroot=r.get(m, "chroot", r.nullable(self.chroot_dir)),
         )
+        if spec.workers > 1:
+            for key in ("user", "group", "chroot"):
+                if getattr(spec, key) is not None:
+                    r.problem(m.path(key), m.value(key),
+                              "not supported yet with workers > 1 (run one worker, or drop it)")
+        return spec
 
     def workers(self, node: Node) -> int:
         if self.r.scalar(node) == "auto":
@@ -904,6 +918,22 @@ class _Builder:
         if not re.fullmatch(r"0?[0-7]{3}", text):
             raise _Invalid(f"expected an octal file mode like \"0600\", got {self.r.describe(node)}")
         return int(text, 8)
+
+    def user_name(self, node: Node) -> str:
+        import pwd
+        value = self.r.plain(node)
+        text = str(value) if isinstance(value, int) and not isinstance(value, bool) else self.r.string(node)
+        try:
+            pwd.getpwuid(int(text)) if text.isdigit() else pwd.getpwnam(text)
+        except (KeyError, OverflowError):
+            raise _Invalid(f"no such user {text!r}") from None
+        return text
+
+    def chroot_dir(self, node: Node) -> str:
+        path = self.r.path_string(node)
+        if not os.path.isdir(path):
+            raise _Invalid(f"chroot directory not found: {path}")
+        return path
 
     def group_name(self, node: Node) -> str:
         import grp

@@ -52,6 +52,46 @@ def check_certificates(config: Config) -> None:
             raise BindError(f"frontend {name}: cannot load TLS certificate {fe.tls.cert}: {exc}")
 
 
+# Modules imported lazily later (reload, stats, admin): imported before a
+# chroot hides the interpreter's library.
+_LATE_IMPORTS = ("lbcore.haproxy_cfg", "lbcore.stats.admin", "lbcore.stats.snapshot", "lbcore.stats.csvview",
+                 "lbcore.stats.jsonview", "lbcore.stats.htmlpage", "lbcore.stats.prometheus",
+                 "lbcore.state_file", "encodings.idna", "encodings.ascii", "encodings.latin_1")
+
+
+def drop_privileges(spec) -> None:
+    """chroot, then group, then user, as HAProxy: once bound and every
+    certificate and log target is open. Not reversible: a reload in a
+    chroot cannot read the config again (see docs/haproxy-compat.md)."""
+    if spec.chroot is None and spec.user is None and spec.group is None:
+        return
+    import grp
+    import importlib
+    import pwd
+
+    uid = gid = None
+    if spec.user is not None:
+        entry = pwd.getpwuid(int(spec.user)) if spec.user.isdigit() else pwd.getpwnam(spec.user)
+        uid, gid = entry.pw_uid, entry.pw_gid
+    if spec.group is not None:
+        gid = int(spec.group) if spec.group.isdigit() else grp.getgrnam(spec.group).gr_gid
+    if spec.chroot is not None:
+        for name in _LATE_IMPORTS:
+            try:
+                importlib.import_module(name)
+            except ImportError:
+                pass
+        os.chroot(spec.chroot)
+        os.chdir("/")
+    if gid is not None:
+        os.setgroups([gid])
+        os.setgid(gid)
+    if uid is not None:
+        os.setuid(uid)
+    log.info("privileges dropped:%s%s%s", f" chroot {spec.chroot}" if spec.chroot else "",
+             f" group {spec.group}" if spec.group else "", f" user {spec.user}" if spec.user else "")
+
+
 class LoadBalancer:
     """Everything one lbcore process runs."""
 
@@ -111,6 +151,7 @@ class LoadBalancer:
             f"{name} on {', '.join(str(a) for a in fe.binds)} ({fe.mode})"
             for name, fe in config.frontends.items()))
         log.info("build: %s", build())
+        drop_privileges(config.global_)
         for callback in self.on_started:
             callback()
         await self.stopped
@@ -227,6 +268,11 @@ class LoadBalancer:
         validated, so every process runs the same one."""
         path = self.config.path
         log.info("reloading %s", path)
+        if new is None and self.config.global_.chroot is not None:
+            log.error("reload refused: the process is chrooted to %s and cannot read its configuration "
+                      "again; reload through the master (-W, SIGUSR2) or start a new lbcore with -sf",
+                      self.config.global_.chroot)
+            return
         try:
             new = new or config_mod.reread(self.config)
         except ConfigError as exc:

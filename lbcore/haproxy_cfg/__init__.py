@@ -432,14 +432,12 @@ def build_tree(paths: list[str], env: Optional[Mapping[str, str]] = None,
         glob.log(logs)
     except ValueError as exc:
         p.error(glob.log_lines[0], str(exc))
-    if stats is not None or glob.socket is not None:
+    if glob.socket is not None:
         if stats is None:
-            p.errors.append(f"{glob.socket.origin}: stats socket: lbcore needs a stats listen "
-                            "(a 'listen' with 'stats enable') to serve its runtime API beside")
-        else:
-            if glob.socket is not None:
-                stats["socket"] = glob.socket
-            root["stats"] = stats
+            stats = Map(glob.socket.origin)  # the runtime API alone, no HTTP endpoint
+        stats["socket"] = glob.socket
+    if stats is not None:
+        root["stats"] = stats
     if reader.userlists:
         block = Map(root.origin)
         for name, (head, lines) in reader.userlists.items():

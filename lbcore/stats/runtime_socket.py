@@ -45,7 +45,10 @@ def _unix_socket(spec: SocketSpec) -> socket.socket:
         except OSError:
             os.unlink(path)  # a stale socket left by a process that is gone
         else:
-            raise OSError(errno.EADDRINUSE, f"stats.socket {path}: another process is serving it")
+            # A -W master's new worker takes the socket over from the old one
+            # (master_worker.TAKEOVER_ENV); anyone else must not.
+            if not os.environ.get("LBCORE_TAKEOVER"):
+                raise OSError(errno.EADDRINUSE, f"stats.socket {path}: another process is serving it")
         finally:
             probe.close()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -371,3 +371,77 @@ def _alive(pid: int) -> bool:
             return f.read().split()[2] != "Z"
     except OSError:
         return False
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chroot and user need root")
+def test_master_worker_chroots_drops_privileges_and_reloads_on_sigusr2(tmp_path):
+    """kolla's `-W -db -p PIDFILE`: the worker chroots and runs as `user`
+    once bound; SIGUSR2 to the master starts a new worker on the changed
+    file (it takes over the listeners and the stats socket) and the old one
+    finishes; SIGTERM stops everything."""
+    jail = tmp_path / "jail"
+    jail.mkdir()
+    port, stats_port = free_port(), free_port()
+    sock = tmp_path / "admin.sock"
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(f"""global
+    chroot {jail}
+    user nobody
+    group nogroup
+    log /dev/log local0
+    stats socket {sock} mode 600 level admin
+defaults
+    mode http
+    timeout client 5s
+listen stats
+    bind 127.0.0.1:{stats_port}
+    stats enable
+    stats uri /
+frontend status
+    bind 127.0.0.1:{port}
+    monitor-uri /up
+""")
+    pidfile = tmp_path / "haproxy.pid"
+    master = subprocess.Popen(lbcore_cmd("-W", "-db", "-p", str(pidfile), "-f", str(cfg)),
+                              env=lbcore_env(), cwd=str(tmp_path))
+    try:
+        wait_port(port, proc=master)
+        wait_until(pidfile.exists, what="pidfile")
+        assert int(pidfile.read_text()) == master.pid
+        [worker] = _children(master.pid)
+        with open(f"/proc/{worker}/status") as f:
+            uid_line = next(line for line in f if line.startswith("Uid:"))
+        assert uid_line.split()[1:] == ["65534"] * 4  # nobody, real and effective and saved
+        assert os.readlink(f"/proc/{worker}/root") == str(jail)
+
+        def status(path: str) -> int:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            try:
+                conn.request("GET", path)
+                return conn.getresponse().status
+            finally:
+                conn.close()
+        assert status("/up") == 200
+        cfg.write_text(cfg.read_text().replace("monitor-uri /up", "monitor-uri /again"))
+        master.send_signal(signal.SIGUSR2)
+        wait_until(lambda: _children(master.pid) not in ([], [worker]) and worker not in _children(master.pid),
+                   timeout=10, what="the old worker to finish")
+        assert all(status("/again") == 200 for _ in range(8))  # only the new worker answers
+        out = subprocess.run(["socat", "-", f"UNIX-CONNECT:{sock}"], input="show info\n", capture_output=True,
+                             text=True, timeout=5)
+        assert out.stdout.startswith("Name: "), out  # the runtime API answers from the new worker
+        # A broken file is refused by the master; the worker goes on.
+        cfg.write_text(cfg.read_text() + "    frobnicate\n")
+        [current] = _children(master.pid)
+        master.send_signal(signal.SIGUSR2)
+        time.sleep(0.5)
+        assert _children(master.pid) == [current] and status("/again") == 200
+    finally:
+        master.send_signal(signal.SIGTERM)
+        master.wait(10)
+    assert master.returncode == 0 and not pidfile.exists()
