@@ -186,8 +186,9 @@ def haproxy_main(argv: list[str]) -> int:
     started: list[Callable[[], None]] = []
     if args.soft_stop or args.hard_stop:
         started.append(lambda: stop_previous(args.soft_stop, args.hard_stop))
-    if args.systemd:
-        started.append(notify_systemd)
+    # -Ws: READY=1 (and RELOADING=1, STOPPING=1) go to $NOTIFY_SOCKET
+    # whenever systemd set it (lbcore.systemd); under -W the master sends
+    # them, its workers do not.
     if args.ready_fd is not None:
         started.append(lambda: report_ready(args.ready_fd))
     if master_worker:
@@ -204,6 +205,8 @@ def haproxy_main(argv: list[str]) -> int:
             return None
 
         def run_master_worker(started: list[Callable[[], None]]) -> int:
+            from . import systemd
+            started = started + [systemd.ready]
             return mw.run(worker_argv, check, started, pidfile)
         if daemon:
             return run_daemon(run_master_worker, started)
@@ -233,20 +236,6 @@ def stop_previous(soft: list[int], hard: list[int]) -> None:
                 os.kill(pid, sig)
             except OSError:
                 pass
-
-
-def notify_systemd() -> None:
-    """-Ws: tell systemd (Type=notify) the service is ready."""
-    path = os.environ.get("NOTIFY_SOCKET")
-    if not path:
-        return
-    import socket
-    address = "\0" + path[1:] if path.startswith("@") else path
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        try:
-            sock.sendto(b"READY=1\nMAINPID=%d\n" % os.getpid(), address)
-        except OSError:
-            pass
 
 
 def run_daemon(run_fn: Callable[[list], int], started: list[Callable[[], None]]) -> int:
@@ -306,6 +295,11 @@ def convert_main(argv: list[str]) -> int:
 # -- running ------------------------------------------------------------------------------
 
 def run(config, started: Optional[list[Callable[[], None]]] = None, reuse_port: bool = False) -> int:
+    from . import systemd
+    from .listeners import inherited
+
+    for sock in systemd.listen_fds():  # socket activation
+        inherited.add(sock)
     if config.global_.workers > 1:
         from .workers import run_master
         return run_master(config, started=tuple(started or ()))

@@ -20,6 +20,8 @@ from . import stick
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from . import rules
+
 __all__ = [
     "Address", "Timeouts", "LogSpec", "GlobalSpec", "SocketSpec", "StatsSpec", "TLSSpec",
     "FrontendSpec", "HealthSpec", "ServerSpec", "BackendSpec", "Config",
@@ -212,6 +214,12 @@ class FrontendSpec:
     monitor_uri: Optional[str] = None
     tls: Optional[TLSSpec] = None
     timeouts: Timeouts = field(default_factory=Timeouts)
+    # Rules (lbcore/rules), compiled at load. acls: ((name, (text, ...)), ...)
+    acls: tuple = ()
+    tcp_request: tuple = ()  # of rules.Rule
+    http_request: tuple = ()
+    http_response: tuple = ()
+    use_backend: tuple = ()  # of rules.UseBackend
     stick_table: Optional[StickTableSpec] = None
 
 
@@ -254,9 +262,11 @@ class BackendSpec:
     timeouts: Timeouts = field(default_factory=Timeouts)
     servers: tuple[ServerSpec, ...] = ()
     on_marked_down: Optional[str] = None  # None | "shutdown_sessions"
-    # With no primary usable, HAProxy sends everything to the first usable
-    # backup; all_backups (its `option allbackups`) balances over all of them.
-    all_backups: bool = False
+    all_backups: bool = False  # every usable backup serves, not only the first (option allbackups)
+    # Backend-section rules, run after the frontend's (lbcore/rules).
+    acls: tuple = ()
+    http_request: tuple = ()
+    http_response: tuple = ()
     stick_table: Optional[StickTableSpec] = None
     stick_on: tuple[StickOnSpec, ...] = ()
     cookie: Optional[CookieSpec] = None
@@ -269,6 +279,7 @@ class Config:
     stats: Optional[StatsSpec]
     frontends: Mapping[str, FrontendSpec]
     backends: Mapping[str, BackendSpec]
+    userlists: Mapping[str, Any] = field(default_factory=dict)  # name -> rules.auth.Userlist
     peers: Mapping[str, PeersSpec] = field(default_factory=dict)
     # haproxy.cfg files and directories (`lbcore -f`) this config was read
     # from; empty for an lb.yaml (`path`). A reload reads the same again.
@@ -717,7 +728,7 @@ class _Reader:
 
 # -- sections -----------------------------------------------------------------
 
-_TOP_KEYS = ("global", "defaults", "stats", "frontends", "backends", "peers")
+_TOP_KEYS = ("global", "defaults", "stats", "frontends", "backends", "peers", "userlists")
 _GLOBAL_KEYS = ("workers", "maxconn", "log", "pidfile", "state_file", "grace", "user", "group", "chroot")
 _LOG_KEYS = ("target", "format", "facility")
 _DEFAULTS_KEYS = ("timeouts", "retries", "redispatch")
@@ -726,11 +737,13 @@ _STATS_KEYS = ("bind", "auth", "admin", "refresh", "socket")
 _SOCKET_KEYS = ("path", "mode", "group", "level")
 _AUTH_KEYS = ("user", "password")
 _FRONTEND_KEYS = ("bind", "mode", "backend", "maxconn", "forwarded_for", "forwarded_proto",
-                  "monitor_uri", "tls", "timeouts", "stick_table")
+                  "monitor_uri", "tls", "timeouts", "stick_table", "acls", "tcp_request",
+                  "http_request", "http_response", "use_backend")
 _TLS_KEYS = ("cert", "key", "alpn", "min_version", "ciphers", "ciphersuites")
 TLS_MIN_VERSIONS = ("TLSv1.2", "TLSv1.3")
 _BACKEND_KEYS = ("mode", "balance", "maxconn", "health", "retries", "redispatch", "timeouts",
-                 "servers", "on_marked_down", "stick_table", "stick_on", "cookie", "all_backups")
+                 "servers", "on_marked_down", "stick_table", "stick_on", "cookie", "all_backups", "acls",
+                 "http_request", "http_response")
 _HEALTH_KEYS = ("type", "path", "method", "host", "expect_status", "interval", "timeout",
                 "rise", "fall", "port", "initial_state")
 _SERVER_KEYS = ("name", "address", "weight", "backup", "maxconn", "check", "send_proxy", "cookie")
@@ -756,6 +769,7 @@ class _Builder:
         self.r = reader
         # (address, keypath, node) of every listening address, for clashes.
         self.binds: list[tuple[Address, str, Node]] = []
+        self.rules = _RulesReader(reader)
         # (backend, keypath, node, StickOnSpec) checked once every table is known.
         self._stick_rules: list = []
         # keypath -> node of values checked against each other at the end.
@@ -768,10 +782,11 @@ class _Builder:
         defaults = self.defaults(top.value("defaults"))
         stats = self.stats(top.value("stats")) if "stats" in top else None
         peers = self.peers(top.value("peers"))
+        userlists = self.rules.userlists(top.value("userlists"))
         backends = self.backends(top.value("backends"), defaults)
         frontends = self.frontends(top.value("frontends"), defaults, backends, "frontends" in top)
         config = Config(path=r.path, global_=global_, stats=stats, frontends=frontends, backends=backends,
-                        peers=peers)
+                        peers=peers, userlists=userlists)
         self.check_stickiness(config)
         return config
 
@@ -1000,6 +1015,7 @@ class _Builder:
             monitor_uri=r.get(m, "monitor_uri", r.nullable(r.request_path)),
             tls=self.tls(m.value("tls"), m.path("tls")) if "tls" in m else None,
             timeouts=self.timeouts(m.value("timeouts"), m.path("timeouts"), defaults.timeouts),
+            **self.rules.section(m, name, mode, backends),
             stick_table=self.stick_table(name, m),
         )
 
@@ -1106,7 +1122,8 @@ class _Builder:
             timeouts=timeouts,
             servers=self.servers(m.value("servers"), m.path("servers"), maxconn),
             on_marked_down=r.get(m, "on_marked_down", r.nullable(r.choice(ON_MARKED_DOWN))),
-            all_backups=r.get(m, "all_backups", r.boolean, False),
+            all_backups=r.get(m, "all_backups", r.boolean, BackendSpec.all_backups),
+            **self.rules.section(m, name, r.get(m, "mode", r.choice(MODES), BackendSpec.mode)),
             stick_table=self.stick_table(name, m),
             stick_on=self.stick_on(name, m),
             cookie=self.cookie(m),
@@ -1428,11 +1445,10 @@ class _Builder:
                     r.problem(keypath, node, f"stick table '{rule.table}' is not defined"
                                              f"{_suggest(rule.table, tables)}")
         for name, backend in config.backends.items():
-            if backend.stick_on and backend.mode == "tcp":
-                for i, rule in enumerate(backend.stick_on):
-                    if rule.sample not in _L4_SAMPLES:
-                        r.problem(f"backends.{name}.stick_on", self._where.get(f"backends.{name}.stick_on"),
-                                  f"tcp mode can stick on src or dst only, not '{rule.sample}'")
+            for rule in backend.stick_on:
+                if rule.sample not in _L4_SAMPLES:
+                    r.problem(f"backends.{name}.stick_on", self._where.get(f"backends.{name}.stick_on"),
+                              f"lbcore sticks on src or dst, not '{rule.sample}'")
             if backend.cookie is not None and backend.mode != "http":
                 r.problem(f"backends.{name}.cookie", self._where.get(f"backends.{name}.cookie"),
                           "cookie persistence needs http mode")
@@ -1463,6 +1479,228 @@ def _split_store(text: str) -> list[str]:
     if current.strip():
         parts.append(current.strip())
     return parts
+
+
+class _RulesReader:
+    """acls, tcp_request, http_request, http_response, use_backend and
+    userlists: every expression compiled once here (lbcore/rules), every
+    error reported at its key path (`frontends.api.http_request[2].if`)."""
+
+    USER_KEYS = ("user", "password", "insecure_password")
+
+    def __init__(self, reader: _Reader):
+        self.r = reader
+        self.files: dict = {}  # map and pattern files, read once per load
+        self.lists: dict = {}
+
+    def plain_value(self, node: Node) -> Any:
+        try:
+            return self.r._constructor.construct_object(node, deep=True)
+        except yaml.YAMLError as exc:
+            raise _Invalid(f"unsupported YAML value ({getattr(exc, 'problem', None) or exc})", node) from None
+
+    # userlists
+    def userlists(self, node: Optional[Node]) -> dict:
+        r = self.r
+        out = {}
+        for name, (_, value) in r.named_mapping(node, "userlists").items():
+            keypath = _key("userlists", name)
+            if not isinstance(value, SequenceNode):
+                r.problem(keypath, value, f"expected a list of users, got {r.describe(value)}")
+                continue
+            users: dict = {}
+            for index, item in enumerate(value.value):
+                item_path = f"{keypath}[{index}]"
+                m = r.mapping(item, item_path, self.USER_KEYS, required=("user",))
+                if m is None:
+                    continue
+                user = r.get(m, "user", r.string, "")
+                if ":" in user:
+                    r.problem(m.path("user"), m.value("user"), "must not contain ':' (HTTP basic auth separator)")
+                secrets = [key for key in ("password", "insecure_password") if key in m]
+                if len(secrets) != 1:
+                    r.problem(item_path, item, "give exactly one of password (a crypt(3) hash) "
+                                               "or insecure_password")
+                    continue
+                secret = r.get(m, secrets[0], r.string, None)
+                if secret is None or not user:
+                    continue
+                if secrets[0] == "password":
+                    try:
+                        rules.auth.check_hash(secret)
+                    except rules.RuleError as exc:
+                        r.problem(m.path("password"), m.value("password"), str(exc))
+                        continue
+                if user.encode() in users:
+                    r.problem(m.path("user"), m.value("user"), f"duplicate user '{user}'")
+                users[user.encode()] = (secrets[0] == "password", secret.encode())
+            out[name] = rules.auth.Userlist(name, users)
+        self.lists = out
+        return out
+
+    # a frontend's or backend's rules
+    def section(self, m: Optional[_Mapping], name: str, mode: str,
+                backends: Optional[dict] = None) -> dict:
+        """The rule fields of a FrontendSpec (backends given) or BackendSpec."""
+        if m is None:
+            return {}
+        r = self.r
+        ctx = rules.context("http_request", r.base_dir, self.lists, self.files, name)
+        acls, broken = self.acls(m, ctx)
+        fields: dict = {"acls": tuple(acls.texts.items())}
+        names = ("tcp_request", "http_request", "http_response") if backends is not None \
+            else ("http_request", "http_response")
+        for list_name in names:
+            if list_name not in m:
+                continue
+            if mode != "http" and list_name != "tcp_request":
+                r.problem(m.path(list_name), m.key_node(list_name),
+                          f"{list_name} rules need mode http (this section is mode {mode})")
+                continue
+            list_ctx = rules.context(list_name, r.base_dir, self.lists, self.files, name)
+            fields[list_name] = self.rule_list(m.value(list_name), m.path(list_name), list_name,
+                                               acls, broken, list_ctx)
+        if backends is not None and "use_backend" in m:
+            phase = rules.REQ if mode == "http" else rules.L4
+            switch_ctx = rules.context("http_request", r.base_dir, self.lists, self.files, name, phase)
+            if mode != "http":
+                switch_ctx.where = "tcp mode use_backend"
+            fields["use_backend"] = self.use_backend(m.value("use_backend"), m.path("use_backend"),
+                                                     mode, backends, acls, broken, switch_ctx)
+        return fields
+
+    def acls(self, m: _Mapping, ctx: "rules.Context") -> tuple:
+        r = self.r
+        definitions: dict = {}
+        if "acls" in m:
+            for acl_name, (key_node, value) in r.named_mapping(m.value("acls"), m.path("acls")).items():
+                keypath = _key(m.path("acls"), acl_name)
+                if isinstance(value, SequenceNode):
+                    items = value.value
+                    if not items:
+                        r.problem(keypath, value, "at least one ACL expression is required")
+                        continue
+                else:
+                    items = [value]
+                texts = []
+                for item in items:
+                    text = r.parse(item, keypath, r.string)
+                    if text is not None:
+                        texts.append(text)
+                if len(texts) == len(items):
+                    definitions[acl_name] = texts
+        table = rules.AclTable({}, ctx)
+        broken = set()
+        for acl_name, texts in definitions.items():
+            candidate = rules.AclTable({acl_name: texts}, ctx)
+            try:
+                candidate.check(acl_name)
+            except rules.RuleError as exc:
+                r.problem(_key(m.path("acls"), acl_name), m.value("acls"), str(exc))
+                broken.add(acl_name)
+                continue
+            table.texts[acl_name] = candidate.texts[acl_name]
+        return table, broken
+
+    def condition(self, entries: dict, keypath: str, acls, broken: set, ctx) -> Any:
+        """The check of an item's `if` or `unless` (None when it has none)."""
+        r = self.r
+        keys = [key for key in ("if", "unless") if key in entries]
+        if not keys:
+            return None
+        if len(keys) > 1:
+            r.problem(keypath, entries["unless"][0], "give either 'if' or 'unless', not both")
+            return None
+        key = keys[0]
+        node = entries[key][1]
+        text = r.parse(node, _key(keypath, key), r.string)
+        if text is None:
+            return None
+        try:
+            return rules.compile_condition(text, acls, ctx, negate=(key == "unless"))
+        except rules.RuleError as exc:
+            if getattr(exc, "name", None) in broken:
+                return None  # its definition's problem is reported already
+            r.problem(_key(keypath, key), node, str(exc))
+            return None
+
+    def items(self, node: Node, keypath: str, example: str):
+        """(index path, entries) of each mapping in a rule list."""
+        r = self.r
+        if r.is_null(node):
+            return
+        if not isinstance(node, SequenceNode):
+            r.problem(keypath, node, f"expected a list of rules like {example}, got {r.describe(node)}")
+            return
+        for index, item in enumerate(node.value):
+            item_path = f"{keypath}[{index}]"
+            if not isinstance(item, MappingNode):
+                r.problem(item_path, item, f"expected a rule like {example}, got {r.describe(item)}")
+                continue
+            yield item_path, item, r._entries(item, item_path, set())
+
+    def rule_list(self, node: Node, keypath: str, list_name: str, acls, broken: set, ctx) -> tuple:
+        r = self.r
+        registry = rules.LISTS[list_name][0]
+        out = []
+        for item_path, item, entries in self.items(node, keypath, "{deny: 403, if: \"...\"}"):
+            actions = [key for key in entries if key not in ("if", "unless")]
+            if len(actions) != 1:
+                r.problem(item_path, item, f"expected exactly one action (one of {', '.join(registry)}), "
+                                           f"got {', '.join(actions) or 'none'}")
+                continue
+            action = actions[0]
+            key_node, value_node = entries[action]
+            if action not in registry:
+                r.problem(_key(item_path, action), key_node,
+                          f"unknown {list_name} action '{action}'{_suggest(action, registry)}"
+                          f" (expected one of {', '.join(registry)})")
+                continue
+            when = self.condition(entries, item_path, acls, broken, ctx)
+            try:
+                act = rules.compile_action(list_name, action, self.plain_value(value_node), ctx)
+            except (rules.RuleError, _Invalid) as exc:
+                r.problem(_key(item_path, action), value_node, getattr(exc, "message", None) or str(exc))
+                continue
+            out.append(rules.Rule(when, act, action))
+        return tuple(out)
+
+    def use_backend(self, node: Node, keypath: str, mode: str, backends: dict, acls, broken: set,
+                    ctx) -> tuple:
+        r = self.r
+        out = []
+        for item_path, item, entries in self.items(node, keypath, "{backend: NAME, if: \"...\"}"):
+            unknown = [key for key in entries if key not in ("backend", "if", "unless")]
+            for key in unknown:
+                r.problem(_key(item_path, key), entries[key][0],
+                          f"unknown key '{key}' (expected backend, if or unless)")
+            if "backend" not in entries:
+                r.problem(_key(item_path, "backend"), item, "required key is missing")
+                continue
+            name_node = entries["backend"][1]
+            name_path = _key(item_path, "backend")
+            name = r.parse(name_node, name_path, r.string)
+            when = self.condition(entries, item_path, acls, broken, ctx)
+            if name is None or unknown:
+                continue
+            if "%[" in name:
+                try:
+                    fmt = rules.compile_format(name, ctx)
+                except rules.RuleError as exc:
+                    r.problem(name_path, name_node, str(exc))
+                    continue
+                out.append(rules.UseBackend(when, None, fmt))
+                continue
+            target = backends.get(name)
+            if target is None:
+                r.problem(name_path, name_node, f"backend '{name}' is not defined{_suggest(name, backends)}")
+                continue
+            if target.mode != mode:
+                r.problem(name_path, name_node,
+                          f"frontend mode '{mode}' does not match backend '{name}' mode '{target.mode}'")
+                continue
+            out.append(rules.UseBackend(when, name, None))
+        return tuple(out)
 
 
 # -- entry points ---------------------------------------------------------------

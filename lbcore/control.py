@@ -15,7 +15,7 @@ Messages (`t` is the type):
                 first, once
       server    one server's [backend, name, address, health, admin, weight]
       state     every server's row (after a reload)
-      reload    config, addresses (of new binds), group (sockets per address; they ride
+      reload    config, addresses (of new binds), sizes (sockets per address; they ride
                 along, each address's own first)
       fds       more sockets for the next reload (beyond one sendmsg's limit)
       snapshot  id: answer with the worker's stats snapshot

@@ -10,6 +10,7 @@ accept on (uvloop keeps the fd of every transport it creates).
 from __future__ import annotations
 
 import errno
+import ipaddress
 import logging
 import socket
 from typing import Callable, Sequence
@@ -25,6 +26,42 @@ STEAL_INTERVAL = 0.05  # how often a worker empties its siblings' queues
 # accept() errors that concern one connection, not the listener.
 TRANSIENT = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.ENOBUFS, errno.ENOMEM}
 FD_EXHAUSTED = {errno.EMFILE, errno.ENFILE}
+
+
+def _address_key(host: str, port: int) -> tuple[str, int]:
+    if host in ("", "*"):
+        host = "0.0.0.0"
+    try:
+        return ipaddress.ip_address(host).compressed, port
+    except ValueError:
+        try:
+            return socket.gethostbyname(host), port
+        except OSError:
+            return host, port
+
+
+class InheritedSockets:
+    """Listening sockets this process was given instead of binding them: by
+    systemd (socket activation) or by the lbcore it replaces (-sf). A bind
+    takes the ones whose local address it names, so an address keeps its
+    accept queue, and the connections waiting in it, across a restart."""
+
+    def __init__(self) -> None:
+        self.groups: dict[tuple[str, int], list[socket.socket]] = {}
+
+    def add(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        name = sock.getsockname()
+        self.groups.setdefault(_address_key(name[0], name[1]), []).append(sock)
+
+    def take(self, address: Address) -> list[socket.socket]:
+        return self.groups.pop(_address_key(address.host, address.port), [])
+
+    def __bool__(self) -> bool:
+        return bool(self.groups)
+
+
+inherited = InheritedSockets()
 
 
 def bind_socket(address: Address, reuse_port: bool = False) -> socket.socket:

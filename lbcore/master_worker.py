@@ -36,6 +36,7 @@ class Worker:
     def __init__(self, argv: list[str], takeover: bool):
         read_end, write_end = os.pipe()
         env = dict(os.environ)
+        env.pop("NOTIFY_SOCKET", None)  # systemd hears the master only
         if takeover:
             env[TAKEOVER_ENV] = "1"
         else:

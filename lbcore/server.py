@@ -18,11 +18,11 @@ from typing import Callable, Optional
 
 from . import build
 from . import config as config_mod
-from . import state_file
+from . import state_file, systemd
 from .batch import WriteBatch
 from .config import Address, Config, ConfigError
 from .health import HealthChecker
-from .listeners import Acceptor, bind_socket
+from .listeners import Acceptor, bind_socket, inherited
 from .logs import AccessLog, setup_event_log
 from .model import Runtime
 from .proxy.context import ProxyContext
@@ -101,6 +101,7 @@ class LoadBalancer:
         self.runtime: Optional[Runtime] = None
         self.loop: Optional[asyncio.AbstractEventLoop] = None
         self.acceptors: dict[Address, Acceptor] = {}
+        self._inherited_siblings: dict[Address, list] = {}
         self.handlers: dict[str, object] = {}  # frontend name -> HttpProxy | TcpProxy
         self.health = None
         self.stats = None
@@ -152,6 +153,7 @@ class LoadBalancer:
             for name, fe in config.frontends.items()))
         log.info("build: %s", build())
         drop_privileges(config.global_)
+        systemd.ready()
         for callback in self.on_started:
             callback()
         await self.stopped
@@ -187,12 +189,16 @@ class LoadBalancer:
         return HealthChecker(lambda: self.runtime)
 
     def _listen(self, address: Address):
+        group = inherited.take(address)
+        if group:  # handed over by systemd or by the lbcore this one replaces
+            self._inherited_siblings[address] = group[1:]
+            return group[0]
         return bind_socket(address, self.reuse_port)
 
     def _siblings(self, address: Address) -> list:
         """The other sockets of this listener's SO_REUSEPORT group, whose
         queues are emptied too (a worker's; see lbcore.workers)."""
-        return []
+        return self._inherited_siblings.pop(address, [])
 
     def _make_handler(self, frontend):
         if frontend.mode == "http":
@@ -261,7 +267,14 @@ class LoadBalancer:
     # -- reload ----------------------------------------------------------------
 
     def reload(self) -> None:
-        self.loop.create_task(self._reload())
+        self.loop.create_task(self._reload_notified())
+
+    async def _reload_notified(self) -> None:
+        systemd.reloading()
+        try:
+            await self._reload()
+        finally:
+            systemd.ready()
 
     async def _reload(self, new: Optional[Config] = None) -> None:
         """Re-read the file; a worker is given `new`, the config its master
@@ -318,6 +331,7 @@ class LoadBalancer:
             return
         log.info("SIGTERM: no longer accepting; finishing in-flight work (grace %ss)",
                  self.config.global_.grace)
+        systemd.stopping()
         self.ctx.stopping = True
         for acceptor in self.acceptors.values():
             acceptor.close()
@@ -338,6 +352,7 @@ class LoadBalancer:
 
     def stop_now(self) -> None:
         log.info("SIGINT: stopping now")
+        systemd.stopping()
         self.ctx.stopping = True
         for acceptor in self.acceptors.values():
             acceptor.close()

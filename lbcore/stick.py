@@ -202,6 +202,7 @@ class StickTable:
         self.store.setdefault("server_id", None)
         self.length = length
         self.peers = peers
+        self.spec = None  # the StickTableSpec it was built from (reloads compare it)
         self.clock = clock
         self.entries: dict = {}
         # Periods read on the hot path, as attributes.

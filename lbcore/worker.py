@@ -183,9 +183,11 @@ class WorkerBalancer(LoadBalancer):
     def _start_reload(self, message: dict) -> None:
         config = unpack(message["config"])
         addresses = unpack(message["addresses"])
-        size = message.get("group", 1)
-        fds = [socket.socket(fileno=fd) for fd in self.channel.take_fds(len(addresses) * size)]
-        self._incoming = {address: fds[i * size:(i + 1) * size] for i, address in enumerate(addresses)}
+        sizes = message.get("sizes") or [1] * len(addresses)
+        fds = [socket.socket(fileno=fd) for fd in self.channel.take_fds(sum(sizes))]
+        self._incoming = {}
+        for address, size in zip(addresses, sizes):
+            self._incoming[address], fds = fds[:size], fds[size:]
         self._held = []
         self.loop.create_task(self._reload_then_release(config))
 

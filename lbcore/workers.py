@@ -55,11 +55,11 @@ import time
 from typing import Any, Optional
 
 from . import config as config_mod
-from . import state_file
+from . import state_file, systemd
 from .config import Address, Config, ConfigError
 from .control import MAX_FDS, Channel, find_server, pack, server_state, state_rows, worker_config
 from .health import HealthChecker
-from .listeners import bind_socket
+from .listeners import bind_socket, inherited
 from .logs import setup_event_log
 from .model import Runtime, Server
 from .server import BindError
@@ -220,6 +220,14 @@ class Master:
                     if address in keep:
                         listeners[address] = keep[address]
                         continue
+                    handed = inherited.take(address)
+                    if handed:
+                        # Handed over by systemd or the lbcore this one replaces:
+                        # kept whole (connections wait in each), shared round the
+                        # workers if there are fewer than workers.
+                        listeners[address] = [handed[i % len(handed)]
+                                              for i in range(max(self.count, len(handed)))]
+                        continue
                     group: list[socket.socket] = []
                     try:
                         target = address
@@ -283,13 +291,14 @@ class Master:
             return
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         fds = {address: self._group_fds(group, slot) for address, group in self.listeners.items()}
-        inherited = [fd for group in fds.values() for fd in group]
-        env = dict(os.environ)
+        passed = [fd for group in fds.values() for fd in group]
+        # The master alone speaks to systemd (NotifyAccess=main).
+        env = {name: value for name, value in os.environ.items() if name != "NOTIFY_SOCKET"}
         env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "lbcore.worker", "--channel", str(child.fileno())],
-                pass_fds=[child.fileno(), *inherited], stdin=subprocess.DEVNULL,
+                pass_fds=[child.fileno(), *passed], stdin=subprocess.DEVNULL,
                 start_new_session=True, env=env)
         except OSError as exc:
             parent.close()
@@ -315,7 +324,9 @@ class Master:
         """The group's descriptors as one worker gets them: its own
         first, then its siblings' (whose queues it empties if they stall)."""
         own = group[slot.index]
-        return [own.fileno()] + [sock.fileno() for sock in group if sock is not own]
+        fds = {own.fileno(): None}
+        fds.update((sock.fileno(), None) for sock in group)  # a handed-over group may repeat sockets
+        return list(fds)
 
     def _on_message(self, slot: Slot, message: dict) -> None:
         kind = message["t"]
@@ -340,6 +351,7 @@ class Master:
             log.info("worker %d started (pid %d)", slot.index, slot.pid)
             if not self.started and all(s.ready for s in self.slots):
                 self.started = True
+                systemd.ready()
                 for callback in self.on_started:
                     callback()
         else:
@@ -452,13 +464,19 @@ class Master:
 
     async def snapshot(self) -> dict:
         """Every worker's counters summed, with the master's states."""
-        from .stats.snapshot import merge, restrict, snapshot
+        from .stats.snapshot import merge, restrict, retired, snapshot
 
         own = snapshot(self.runtime)
         slots = list(self.slots)
         replies = await asyncio.gather(*(self._ask(slot) for slot in slots))
         answered = [reply for reply in replies if reply is not None]
         departed = [restrict(self.departed, own)] if self.departed is not None else []
+        for slot, reply in zip(slots, replies):
+            # Silent (dead but not reaped yet, or slow): its last counts
+            # stand in, so the totals do not dip until it is folded in.
+            last = self.last_replies.get(slot.index)
+            if reply is None and last is not None and last[0] is slot.proc:
+                departed.append(restrict(retired(last[1]), own))
         merged = dict(merge([own] + answered + departed))
         process = dict(own["process"])
         process["master_pid"] = os.getpid()
@@ -490,7 +508,14 @@ class Master:
 
     def reload(self) -> None:
         if not self.stopping:
-            self.loop.create_task(self._reload())
+            self.loop.create_task(self._reload_notified())
+
+    async def _reload_notified(self) -> None:
+        systemd.reloading()
+        try:
+            await self._reload()
+        finally:
+            systemd.ready()
 
     async def _reload(self) -> None:
         path = self.config.path
@@ -544,12 +569,13 @@ class Master:
                  sum(len(b.servers) for b in self.runtime.backends.values()))
 
     def _send_reload(self, slot: Slot, packed: str, fresh: list[Address]) -> None:
-        fds = [fd for address in fresh for fd in self._group_fds(self.listeners[address], slot)]
+        groups = [self._group_fds(self.listeners[address], slot) for address in fresh]
+        fds = [fd for group in groups for fd in group]
         batches = [fds[i:i + MAX_FDS] for i in range(0, len(fds), MAX_FDS)] or [[]]
         for batch in batches[:-1]:
             slot.channel.send({"t": "fds"}, batch)
-        slot.channel.send({"t": "reload", "config": packed, "addresses": pack(fresh), "group": self.count},
-                          batches[-1])
+        slot.channel.send({"t": "reload", "config": packed, "addresses": pack(fresh),
+                           "sizes": [len(group) for group in groups]}, batches[-1])
 
     # -- stop ------------------------------------------------------------------
 
@@ -573,6 +599,7 @@ class Master:
 
     def _begin_stop(self) -> None:
         self.stopping = True
+        systemd.stopping()
         # The master's copies keep the sockets listening: close them first so
         # that new connections are refused, not queued for nobody.
         self._close_listeners()

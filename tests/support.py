@@ -67,8 +67,10 @@ def socat(target: str, text: str, timeout: float = 10.0) -> str:
 class BackendProcess:
     """tests/backend.py in its own process (HTTP, or raw TCP echo)."""
 
-    def __init__(self, name: str, port: Optional[int] = None, tcp_echo: bool = False, env=None):
+    def __init__(self, name: str, port: Optional[int] = None, tcp_echo: bool = False, env=None,
+                 host: str = "127.0.0.1"):
         self.name = name
+        self.host = host
         self.port = port or free_port()
         self.tcp_echo = tcp_echo
         self.env = env
@@ -77,16 +79,17 @@ class BackendProcess:
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def start(self) -> "BackendProcess":
-        cmd = [sys.executable, str(BACKEND_SCRIPT), "--port", str(self.port), "--name", self.name,
+        cmd = [sys.executable, str(BACKEND_SCRIPT), "--host", self.host, "--port", str(self.port),
+               "--name", self.name,
                "--health-file", self.health_file]
         if self.tcp_echo:
             cmd.append("--tcp-echo")
         env = dict(os.environ, **(self.env or {}))
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, env=env)
-        wait_port(self.port, proc=self.proc)
+        wait_port(self.port, host=self.host, proc=self.proc)
         return self
 
     def set_health(self, status) -> None:

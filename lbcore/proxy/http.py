@@ -79,7 +79,7 @@ class Exchange:
         "body_sent", "server", "upstream", "attempts", "tried", "response_started",
         "status", "bytes_out", "rechunk", "close_after", "local", "tunnel_pending",
         "t_begin", "t_head", "t_assigned", "t_connect", "t_response",
-        "queued_at", "method_head", "terminated", "last_server", "held", "held_size",
+        "queued_at", "method_head", "terminated", "last_server", "stick_keys", "cookie_state", "held", "held_size",
     )
 
     def __init__(self, now: float, parts=None) -> None:
@@ -123,6 +123,8 @@ class Exchange:
         self.method_head = False
         self.terminated = "--"
         self.last_server: Optional[Server] = None  # for the log, after a failure
+        self.stick_keys = None  # the backend's stick rules' keys, stored once a server is given
+        self.cookie_state = None  # cookie persistence: (server the client named, had Authorization)
         self.held = None  # the response so far, while held until complete
         self.held_size = 0
 
@@ -691,7 +693,11 @@ class ClientConnection:
                 self._answer_local(ex)
             return
         backend = self.frontend.backend
-        server = backend.pick(self.client_ip, ex.tried)
+        server = None
+        if backend.persist is not None:
+            server = self._persistent_server(ex, backend.persist)
+        if server is None:
+            server = backend.pick(self.client_ip, ex.tried)
         if server is None:
             if backend.candidates and not ex.tried:
                 self._enqueue(ex)  # every usable server is at its maxconn
@@ -701,7 +707,28 @@ class ClientConnection:
             return
         self._assign(ex, server)
 
+    def _persistent_server(self, ex: Exchange, persistence) -> Optional[Server]:
+        """The server a persistence cookie or a stick rule names, if it may
+        serve (lbcore/persist.py); HAProxy's order: the cookie first."""
+        server = None
+        if persistence.cookie is not None:
+            server, ex.head = persistence.request_cookie(ex.head)
+            ex.cookie_state = (server, persistence.cookie.nocache and persistence.has_authorization(ex.head))
+        if persistence.rules:
+            ex.stick_keys = persistence.keys(self.client_ip.decode(), self._local_ip)
+            if server is None:
+                server = persistence.matched(ex.stick_keys)
+                if server is not None and ex.cookie_state is not None:
+                    ex.cookie_state = (server, ex.cookie_state[1])  # direct: no new cookie
+        return server
+
+    def _local_ip(self) -> str:
+        sockname = self.transport.get_extra_info("sockname") if self.transport is not None else None
+        return sockname[0] if sockname else ""
+
     def _assign(self, ex: Exchange, server: Server) -> None:
+        if ex.stick_keys is not None:
+            server.backend.persist.store(ex.stick_keys, server)
         ex.server = ex.last_server = server
         ex.t_assigned = self.clock()
         backend = server.backend
@@ -850,6 +877,8 @@ class ClientConnection:
         framing and Connection header for the client are decided here."""
         ex = self.active
         ex.status = status
+        if ex.cookie_state is not None:
+            head = self._response_cookie(ex, status, head)
         ex.t_response = self.clock()
         if status == 101:
             head_end = b"Connection: upgrade\r\n\r\n"
@@ -888,6 +917,8 @@ class ClientConnection:
         body and the end of the exchange in one step (the common case)."""
         ex = self.active
         ex.status = upstream.status
+        if ex.cookie_state is not None:
+            head = self._response_cookie(ex, ex.status, head)
         ex.response_started = True
         ex.t_response = self.clock()
         if not ex.complete or ex.upgrade is not None or self.closing:
@@ -905,6 +936,14 @@ class ClientConnection:
         upstream.release()
         ex.upstream = None
         self._finish(ex)
+
+    def _response_cookie(self, ex: Exchange, status: int, head: bytes) -> bytes:
+        named, auth = ex.cookie_state
+        server = ex.server
+        # Direct only if the server the client named is the one that answered
+        # (a redispatch after its failure gets the client a new cookie).
+        return server.backend.persist.response_cookie(
+            head, server, named is server and named is not None, ex.method, auth, status)
 
     def response_body(self, body) -> None:
         ex = self.active

@@ -63,12 +63,12 @@ def test_stick_on_rule_forms():
     backends:
       be:
         stick_table: {type: ip, size: 10}
-        stick_on: [dst, {on: "req.hdr(x-user)", table: fe, store: false}]
+        stick_on: [dst, {on: src, table: fe, store: false}]
         servers: [{name: s1, address: "127.0.0.1:9001"}]
     """)
     assert c.backends["be"].stick_on == (
         config.StickOnSpec("dst", "be"),
-        config.StickOnSpec("req.hdr(x-user)", "fe", match=True, store=False))
+        config.StickOnSpec("src", "fe", match=True, store=False))
     assert c.frontends["fe"].stick_table.length == 64
 
 
@@ -106,7 +106,7 @@ def test_errors_name_their_key_path_and_line():
         ":15: backends.be.stick_table.store[1]: http_err_rate needs a period",
         ":15: backends.be.stick_table.store[2]: unknown data type 'foo'",
         ":15: backends.be.stick_table.store[3]: data type 'conn_cur' stored twice",
-        ":16: backends.be.stick_on: tcp mode can stick on src or dst only, not 'req.hdr(x)'",
+        ":16: backends.be.stick_on: lbcore sticks on src or dst, not 'req.hdr(x)'",
         ":16: backends.be.stick_on[2]: stick table 'nope' is not defined",
         ":17: backends.be.cookie.name: invalid cookie value 'SER VERID'",
         ":17: backends.be.cookie: cookie persistence needs http mode",
