@@ -211,6 +211,8 @@ class FrontendSpec:
     maxconn: int = 10000
     forwarded_for: bool = True
     forwarded_proto: bool = True
+    # Client networks that get no X-Forwarded-For (HAProxy's `option forwardfor except NET`).
+    forwarded_for_except: tuple[str, ...] = ()
     monitor_uri: Optional[str] = None
     tls: Optional[TLSSpec] = None
     timeouts: Timeouts = field(default_factory=Timeouts)
@@ -736,7 +738,7 @@ _TIMEOUT_KEYS = tuple(Timeouts.__dataclass_fields__)
 _STATS_KEYS = ("bind", "auth", "admin", "refresh", "socket")
 _SOCKET_KEYS = ("path", "mode", "group", "level")
 _AUTH_KEYS = ("user", "password")
-_FRONTEND_KEYS = ("bind", "mode", "backend", "maxconn", "forwarded_for", "forwarded_proto",
+_FRONTEND_KEYS = ("bind", "mode", "backend", "maxconn", "forwarded_for", "forwarded_proto", "forwarded_for_except",
                   "monitor_uri", "tls", "timeouts", "stick_table", "acls", "tcp_request",
                   "http_request", "http_response", "use_backend")
 _TLS_KEYS = ("cert", "key", "alpn", "min_version", "ciphers", "ciphersuites")
@@ -934,6 +936,18 @@ class _Builder:
             raise _Invalid(f"expected an octal file mode like \"0600\", got {self.r.describe(node)}")
         return int(text, 8)
 
+    def networks(self, node: Node) -> tuple[str, ...]:
+        """One network or a list: "127.0.0.0/8", ["10.0.0.0/8", "::1"]."""
+        items = node.value if isinstance(node, SequenceNode) else [node]
+        out = []
+        for item in items:
+            text = self.r.string(item) if isinstance(item, ScalarNode) else None
+            try:
+                out.append(str(ipaddress.ip_network(text, strict=False)))
+            except (TypeError, ValueError):
+                raise _Invalid(f"expected a network like 127.0.0.0/8, got {self.r.describe(item)}", item) from None
+        return tuple(out)
+
     def user_name(self, node: Node) -> str:
         import pwd
         value = self.r.plain(node)
@@ -1012,6 +1026,7 @@ class _Builder:
             maxconn=r.get(m, "maxconn", r.integer(1), default.maxconn),
             forwarded_for=r.get(m, "forwarded_for", r.boolean, default.forwarded_for),
             forwarded_proto=r.get(m, "forwarded_proto", r.boolean, default.forwarded_proto),
+            forwarded_for_except=r.get(m, "forwarded_for_except", self.networks, ()),
             monitor_uri=r.get(m, "monitor_uri", r.nullable(r.request_path)),
             tls=self.tls(m.value("tls"), m.path("tls")) if "tls" in m else None,
             timeouts=self.timeouts(m.value("timeouts"), m.path("timeouts"), defaults.timeouts),

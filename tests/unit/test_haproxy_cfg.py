@@ -177,7 +177,39 @@ backend b
     server s 127.0.0.1:1
 """).config
     assert config.stats.auth == ("admin", "secret") and config.stats.admin and config.stats.refresh == 15
-    assert config.frontends["f"].forwarded_for
+    assert config.frontends["f"].forwarded_for and config.frontends["f"].forwarded_for_except == ()
+    fe = load(tmp_path, BASE + """
+frontend f
+    bind 127.0.0.1:9000
+    option forwardfor except 127.0.0.0/8
+    default_backend b
+backend b
+    server s 127.0.0.1:1
+""").config.frontends["f"]
+    assert fe.forwarded_for and fe.forwarded_for_except == ("127.0.0.0/8",)
+
+
+def test_rules_map_onto_lb_yaml_rules(tmp_path):
+    config = load(tmp_path, BASE + """
+userlist admins
+    user ops insecure-password pw
+frontend f
+    bind 127.0.0.1:9000
+    acl internal src 10.0.0.0/8
+    http-request deny if { path -i -m beg /server-status }
+    http-request set-header X-Forwarded-Proto https if { ssl_fc }
+    redirect scheme https code 301 if !{ ssl_fc } !internal
+    http-response deny if { status 500 }
+    use_backend b if internal
+    default_backend b
+backend b
+    acl auth_ok http_auth(admins)
+    http-request auth realm basicauth unless auth_ok
+    server s 127.0.0.1:1
+""").config
+    fe = config.frontends["f"]
+    assert fe.backend == "b" and len(fe.http_request) == 3 and len(fe.http_response) == 1
+    assert len(config.backends["b"].http_request) == 1
 
 
 def test_frontend_without_backend_answers_503(tmp_path):
