@@ -21,6 +21,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from . import rules
+from . import tracking  # noqa: F401  (registers track_sc* actions and sc_*/src_* fetches)
 
 __all__ = [
     "Address", "Timeouts", "LogSpec", "GlobalSpec", "SocketSpec", "StatsSpec", "TLSSpec",
@@ -121,23 +122,8 @@ class TLSSpec:
     ciphers: Optional[str] = None  # OpenSSL cipher list for TLS <= 1.2
     ciphersuites: Optional[str] = None  # TLS 1.3 suites
 
-    def server_context(self):
-        """The listening side's SSLContext (http and tcp frontends)."""
-        import ssl
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(self.cert, self.key)
-        if self.alpn:
-            context.set_alpn_protocols(list(self.alpn))
-        if self.min_version:
-            context.minimum_version = getattr(ssl.TLSVersion, self.min_version.replace("TLSv1.", "TLSv1_"))
-        if self.ciphers:
-            context.set_ciphers(self.ciphers)
-        if self.ciphersuites:
-            _set_ciphersuites(context, self.ciphersuites)
-        return context
 
-
-def _set_ciphersuites(context, suites: str) -> None:
+def set_ciphersuites(context, suites: str) -> None:
     """TLS 1.3 suites: Python's ssl has no setter; OpenSSL's is reached
     through the context's pointer (the same call HAProxy makes)."""
     import ctypes
@@ -1094,7 +1080,7 @@ class _Builder:
         import ssl
         value = self.r.string(node)
         try:
-            _set_ciphersuites(ssl.create_default_context(ssl.Purpose.CLIENT_AUTH), value)
+            set_ciphersuites(ssl.create_default_context(ssl.Purpose.CLIENT_AUTH), value)
         except (ValueError, OSError, AttributeError) as exc:
             raise _Invalid(str(exc)) from None
         return value
@@ -1451,6 +1437,15 @@ class _Builder:
                     where = f"{section_kind}.{name}.stick_table.peers"
                     r.problem(where, self._where.get(where),
                               f"peers section '{table.peers}' is not defined{_suggest(table.peers, config.peers)}")
+        seen_refs = set()
+        for table, where, section in self.rules.files.get(tracking.REFS_KEY, []):
+            if table in tables or (table, where, section) in seen_refs:
+                continue
+            seen_refs.add((table, where, section))
+            kind = "frontends" if section in config.frontends else "backends"
+            own = " (this section has no stick_table; add one or name a table)" if table == section else ""
+            r.problem(f"{kind}.{section}.{where}", None,
+                      f"stick table '{table}' is not defined{own}{_suggest(table, tables)}")
         for backend, keypath, node, rule in self._stick_rules:
             if rule.table not in tables:
                 if rule.table == backend:

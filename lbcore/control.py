@@ -22,6 +22,7 @@ Messages (`t` is the type):
       sessions  id: answer with the worker's sessions (runtime API `show sess`)
       shutdown_sessions  server row: close that server's sessions
       clear_counters     all: the runtime API's `clear counters [all]`
+      certificate        path, pem: a committed `set ssl cert` for new handshakes
     worker -> master
       ready     the worker accepts connections
       observe   backend, server, address, reason: a passive failure

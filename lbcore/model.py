@@ -14,7 +14,7 @@ import logging
 import time
 from typing import Callable, Iterable, Optional
 
-from . import balance, persist, stick
+from . import balance, persist, stick, tracking
 from .config import BackendSpec, FrontendSpec, ServerSpec
 
 log = logging.getLogger("lbcore")
@@ -410,6 +410,7 @@ class Runtime:
                 frontend = Frontend(spec, backends[spec.backend])
             frontends[name] = frontend
         tables = build_stick_tables(config, previous.stick_tables if previous else {})
+        tracking.install(tables)  # the tables track_sc rules and sc_* fetches name
         for name, backend in backends.items():
             spec = backend.spec
             if spec.cookie is not None or spec.stick_on:

@@ -40,6 +40,10 @@ class BindError(Exception):
     cannot be bound, a certificate that cannot be loaded."""
 
 
+def tls_specs(config: Config) -> list:
+    return [fe.tls for fe in config.frontends.values() if fe.tls is not None]
+
+
 def check_certificates(config: Config) -> None:
     """Load every frontend's certificate before anything binds, so a bad
     PEM file is a clear error (at start, or a refused reload)."""
@@ -246,6 +250,7 @@ class LoadBalancer:
     async def _start_stats(self, config: Config) -> None:
         if config.stats is None:
             return
+        from .certificates import CertificateStore
         from .sessions import kill_server_sessions, list_sessions
         from .stats.admin import AdminAction
         from .stats.runtime_api import Service
@@ -255,9 +260,20 @@ class LoadBalancer:
                             kill_sessions=lambda server: kill_server_sessions(self, server))
         get_snapshot = lambda: snapshot(self.runtime)  # noqa: E731
         service = Service(lambda: self.runtime, get_snapshot, admin,
-                          get_sessions=lambda: list_sessions(self))
+                          get_sessions=lambda: list_sessions(self),
+                          certificates=CertificateStore(lambda: tls_specs(self.config), self.install_certificate))
         self.stats = StatsServers(config.stats, get_snapshot, admin, service)
         await self.stats.start()
+
+    def install_certificate(self, path: str, pem: str) -> None:
+        """A committed `set ssl cert`: the frontends using `path` take a new
+        context for their next handshakes; open connections keep theirs."""
+        from .certificates import context_from_pem
+        for handler in self.handlers.values():
+            tls = handler.frontend.spec.tls
+            if tls is not None and tls.cert == path:
+                handler.ssl = context_from_pem(tls, pem)
+        log.warning("certificate %s replaced for new TLS handshakes", path)
 
     def _flush_logs(self) -> None:
         self.access_log.flush()
@@ -311,6 +327,8 @@ class LoadBalancer:
             setup_event_log(new.global_.log)
             self.access_log = self.ctx.access_log = AccessLog(new.global_.log)
         self.health.reload(self.runtime)
+        if self.stats is not None and self.stats.service.certificates is not None:
+            self.stats.service.certificates.reloaded()
         if new.stats != old.stats:
             if self.stats is not None:
                 self.stats.close()

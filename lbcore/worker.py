@@ -94,6 +94,7 @@ class WorkerBalancer(LoadBalancer):
             "sessions": self._send_sessions,
             "shutdown_sessions": self._shutdown_sessions,
             "clear_counters": self._clear_counters,
+            "certificate": self._certificate,
             "fds": lambda m: None,  # descriptors for the next reload ride on it
         }
 
@@ -179,6 +180,14 @@ class WorkerBalancer(LoadBalancer):
     def _clear_counters(self, message: dict) -> None:
         from .stats.admin import clear_counters
         clear_counters(self.runtime, bool(message.get("all")))
+
+    def _certificate(self, message: dict) -> None:
+        path, pem = message.get("path"), message.get("pem")
+        if isinstance(path, str) and isinstance(pem, str):
+            try:
+                self.install_certificate(path, pem)
+            except Exception as exc:  # the master validated it; this one must not die of it
+                log.error("worker: certificate %s not installed: %s", path, exc)
 
     def _start_reload(self, message: dict) -> None:
         config = unpack(message["config"])

@@ -161,6 +161,7 @@ class Master:
         # slot's latest snapshot (the process it came from, the data), so a
         # SIGKILLed worker's counts stay in the totals.
         self.departed: Optional[dict] = None
+        self.certificates = None  # lbcore.certificates.CertificateStore, with stats
         self.last_replies: dict[int, tuple] = {}
         self._shutting_down = False
         # Called once every worker is ready (-sf, -Ws, -D).
@@ -268,6 +269,17 @@ class Master:
             self.last_replies.clear()
         self._broadcast({"t": "clear_counters", "all": everything})
 
+    def _install_certificate(self, path: str, pem: str) -> None:
+        """Check the PEM here (a bad one fails the commit), then every worker
+        takes it; a worker started later gets it after its hello."""
+        from .certificates import context_from_pem
+        from .server import tls_specs
+        for tls in tls_specs(self.config):
+            if tls.cert == path:
+                context_from_pem(tls, pem)
+        self._broadcast({"t": "certificate", "path": path, "pem": pem})
+        log.warning("certificate %s replaced for new TLS handshakes in every worker", path)
+
     async def sessions(self) -> list:
         replies = await asyncio.gather(*(self._ask(slot, "sessions") for slot in self.slots))
         return [row for reply in replies if isinstance(reply, list) for row in reply if isinstance(row, dict)]
@@ -277,8 +289,12 @@ class Master:
             return
         from .stats.runtime_api import Service
         from .stats.serve import StatsServers
+        from .certificates import CertificateStore
+        from .server import tls_specs
+        if self.certificates is None:
+            self.certificates = CertificateStore(lambda: tls_specs(self.config), self._install_certificate)
         service = Service(lambda: self.runtime, self.snapshot, self.admin_action(),
-                          get_sessions=self.sessions, workers=self.count)
+                          get_sessions=self.sessions, workers=self.count, certificates=self.certificates)
         stats = StatsServers(config.stats, self.snapshot, MasterAdmin(self), service)
         await stats.start()
         self.stats = stats
@@ -318,6 +334,9 @@ class Master:
             "config": pack(worker_config(self.config)), "sockets": pack(fds),
             "state": state_rows(self.runtime),
         })
+        if self.certificates is not None:
+            for path, pem in self.certificates.committed.items():
+                channel.send({"t": "certificate", "path": path, "pem": pem})
 
     @staticmethod
     def _group_fds(group: list[socket.socket], slot: Slot) -> list[int]:
@@ -543,6 +562,8 @@ class Master:
         self.runtime = Runtime.build(new, previous=self.runtime)
         self._hook(self.runtime)
         self.health.reload(self.runtime)
+        if self.certificates is not None:
+            self.certificates.reloaded()  # the workers read the files again
         if new.global_.log != old.global_.log:
             setup_event_log(new.global_.log)
         packed = pack(worker_config(new))

@@ -24,6 +24,9 @@ MESSAGES = {
     502: (b"Bad Gateway", b"The server returned an invalid or incomplete response."),
     503: (b"Service Unavailable", b"No server is available to handle this request."),
     504: (b"Gateway Time-out", b"The server didn't respond in time."),
+    # Not one of HAProxy's pages (it serves other versions or answers 400):
+    # RFC 9110 15.6.6, for a well-formed version other than 1.0 and 1.1.
+    505: (b"HTTP Version Not Supported", b"The server does not support the HTTP version of the request."),
 }
 
 

@@ -25,11 +25,13 @@ import httptools
 
 from lbcore_ext import Relay, scan_request
 
+from ..certificates import tls_context
 from ..hop_by_hop import named_headers
 from ..model import Frontend, Server, status_class_index
 from ..upstream import REASONS, SEND_NOW, UpstreamConnection, UpstreamPool
 from .context import ProxyContext
 from . import errors, proxy_protocol
+from .h1_checks import CheckedRequestParser, partial_head_invalid
 
 log = logging.getLogger("lbcore")
 
@@ -184,10 +186,7 @@ class HttpProxy:
         self.settings_no_xff.forwarded_for = False
         self.xff_except = tuple(ipaddress.ip_network(net) for net in self.frontend.spec.forwarded_for_except)
         tls = self.frontend.spec.tls
-        self.ssl = None
-        if tls is not None:
-            context = tls.server_context()
-            self.ssl = context
+        self.ssl = tls_context(tls) if tls is not None else None
 
     def settings_for(self, peer) -> HttpSettings:
         """A connection's settings, chosen once: a client in
@@ -445,8 +444,8 @@ class ClientConnection:
         if end < 0:
             if len(data) > MAX_REQUEST_HEAD:
                 self._reject(431)
-            elif b"\n\n" in data:
-                self._feed(data)  # a bare-LF head: llhttp judges it now
+            elif partial_head_invalid(data):
+                self._feed(data)  # a bare CR or LF: refused now, not at the timeout
             else:
                 self.head_buf = data
             return b""
@@ -516,7 +515,7 @@ class ClientConnection:
         if parser is None:
             # Made on the first message the fast path cannot take, not per
             # connection: idle keep-alive connections stay small.
-            parser = self.parser = httptools.HttpRequestParser(self)
+            parser = self.parser = CheckedRequestParser(self, MAX_REQUEST_HEAD)
         try:
             parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -529,7 +528,7 @@ class ClientConnection:
                 self._reject(431)
             else:
                 log.debug("bad request from %s: %s", self.peer, exc)
-                self._reject(400)
+                self._reject(getattr(exc, "status", 400))
 
     def _reject(self, code: int) -> None:
         """A malformed request: answered, then the connection is closed."""

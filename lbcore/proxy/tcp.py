@@ -28,6 +28,7 @@ from typing import Optional
 import lbcore_ext
 from lbcore_ext import Relay
 
+from ..certificates import tls_context
 from .. import model
 from . import proxy_protocol
 from .context import ProxyContext
@@ -87,10 +88,7 @@ class TcpProxy:
     def reconfigure(self) -> None:
         """(Re)load the frontend's TLS settings; called again on reload."""
         tls = self.frontend.spec.tls
-        context = None
-        if tls is not None:
-            context = tls.server_context()
-        self.ssl = context
+        self.ssl = tls_context(tls) if tls is not None else None
 
     def accept(self, sock: socket.socket, peer) -> None:
         backend = self.frontend.backend  # read per connection: a reload swaps it

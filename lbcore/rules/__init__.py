@@ -51,6 +51,21 @@ def compile_action(list_name: str, action: str, value: Any, ctx: Context):
     return parse(value, ctx)
 
 
+def remember_sni(context) -> None:
+    """Make the server name a TLS client sends readable as ssl_fc_sni: kept
+    on the connection's SSLObject (rules.frontend reads it back), chained
+    with any SNI callback the context has (certificate selection)."""
+    previous = context.sni_callback
+
+    def callback(ssl_object, name, ssl_context):
+        try:
+            ssl_object.lbcore_sni = name
+        except AttributeError:
+            pass
+        return previous(ssl_object, name, ssl_context) if previous is not None else None
+    context.sni_callback = callback
+
+
 def context(list_name: str, base_dir: str, userlists: dict, files: dict, section: str,
             phase: Optional[int] = None) -> Context:
     return Context(phase=LISTS[list_name][1] if phase is None else phase, base_dir=base_dir,

@@ -109,9 +109,11 @@ def _header_renderer(fmt: Format):
     """fmt.render, made safe for a header line: samples that may carry
     CR or LF (a url_dec'ed path) cannot start a new line."""
     if fmt.constant is not None:
-        constant = fmt.constant
+        constant = _no_crlf(fmt.constant)
         return lambda msg: constant
     render = fmt.render
+    if fmt.clean:
+        return render
     return lambda msg: _no_crlf(render(msg))
 
 

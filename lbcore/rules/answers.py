@@ -15,20 +15,23 @@ REDIRECT_CODES = (301, 302, 303, 307, 308)
 
 class Answer:
     """A complete response lbcore writes itself. `kind` says which rule made
-    it (deny, return, redirect, auth), for counters and the log."""
+    it (deny, return, redirect, auth), for counters and the log. HAProxy
+    keeps the client connection after these (`close` is False); when the
+    client asked to close, `closing_head` says so."""
 
-    __slots__ = ("status", "kind", "head", "body")
+    __slots__ = ("status", "kind", "head", "body", "close", "closing_head")
 
     def __init__(self, status: int, kind: str, head: bytes, body: bytes) -> None:
         self.status = status
         self.kind = kind
-        self.head = head  # status line and headers, without the final CRLF
+        # the status line and headers, then the empty line
+        self.head = head + b"\r\n"
+        self.closing_head = head + b"connection: close\r\n\r\n"
         self.body = body
+        self.close = False
 
     def render(self, close: bool) -> bytes:
-        if close:
-            return self.head + b"connection: close\r\n\r\n" + self.body
-        return self.head + b"\r\n" + self.body
+        return (self.closing_head if close else self.head) + self.body
 
 
 def reason(status: int) -> bytes:

@@ -19,7 +19,7 @@ class Connection:
     rule may read them). `sni` is the TLS server name the client sent."""
 
     __slots__ = ("src", "src_port", "dst", "dst_port", "ssl", "sni", "_src_text", "_dst_text",
-                 "_src_ip", "_dst_ip")
+                 "_src_ip", "_dst_ip", "stick")
 
     def __init__(self, src: str = "", src_port: int = 0, dst: str = "", dst_port: int = 0,
                  ssl: bool = False, sni: Optional[str] = None) -> None:
@@ -33,6 +33,19 @@ class Connection:
         self._dst_text = None
         self._src_ip = None  # (version, int), parsed on first use for the connection's life
         self._dst_ip = None
+        self.stick = None  # stick counters tracked by tcp_request rules (lbcore/tracking.py)
+
+    @property
+    def conn(self) -> "Connection":
+        """tcp_request rules read the facts through `msg.conn`, as later
+        rules do through the request's."""
+        return self
+
+    @property
+    def conn(self) -> "Connection":
+        """tcp_request rules read the facts through `msg.conn`, as later
+        rules do through the request's."""
+        return self
 
     def src_bytes(self) -> bytes:
         if self._src_text is None:
@@ -223,7 +236,7 @@ class Request:
     `stick` is free for per-request state of stick-table tracking."""
 
     __slots__ = ("conn", "method", "target", "version", "headers", "_path", "_query",
-                 "changed", "stick")
+                 "changed", "stick", "backend")
 
     def __init__(self, conn: Connection, method: bytes, target: bytes, version: bytes,
                  header_block: bytes) -> None:
@@ -236,6 +249,7 @@ class Request:
         self._query = None
         self.changed = False  # set by any edit: the proxy re-renders the head
         self.stick = None
+        self.backend = None  # the backend use_backend chose (None: the default)
 
     def _split(self) -> None:
         target = self.target

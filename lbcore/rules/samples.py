@@ -372,6 +372,9 @@ class Format:
     constant: Optional[bytes]
     parts: tuple  # bytes, or Sample.one callables
     render: Callable = field(compare=False)  # msg -> bytes
+    # No CR or LF can come out: the text has none, and no sample is
+    # url-decoded (request targets and header values never hold them raw).
+    clean: bool = True
 
 
 def _renderer(constant: Optional[bytes], parts: tuple) -> Callable:
@@ -425,10 +428,11 @@ def compile_format(text: str, ctx: Context) -> Format:
         i += 1
     if literal:
         parts.append("".join(literal).encode())
+    clean = "url_dec" not in text and "\r" not in text and "\n" not in text
     if all(part.__class__ is bytes for part in parts):
         constant = b"".join(parts)
-        return Format(text, constant, (), _renderer(constant, ()))
-    return Format(text, None, tuple(parts), _renderer(None, tuple(parts)))
+        return Format(text, constant, (), _renderer(constant, ()), clean)
+    return Format(text, None, tuple(parts), _renderer(None, tuple(parts)), clean)
 
 
 def _closing_bracket(text: str, start: int) -> int:

@@ -152,10 +152,11 @@ def test_backend_section_rules():
      """, ["lb.yaml:14: frontends.api.http_request[0]: give either 'if' or 'unless', not both",
            "lb.yaml:15: frontends.api.http_request[1]: expected exactly one action (one of allow, deny, "
            "return, redirect, auth, set_header, add_header, del_header, replace_header, replace_value, "
-           "set_path, set_query, set_uri), got deny, set_header",
+           "set_path, set_query, set_uri, track_sc0, track_sc1, track_sc2), got deny, set_header",
            "lb.yaml:16: frontends.api.http_request[2].sethdr: unknown http_request action 'sethdr' "
            "(did you mean 'set_header'?) (expected one of allow, deny, return, redirect, auth, set_header, "
-           "add_header, del_header, replace_header, replace_value, set_path, set_query, set_uri)",
+           "add_header, del_header, replace_header, replace_value, set_path, set_query, set_uri, "
+           "track_sc0, track_sc1, track_sc2)",
            "lb.yaml:17: frontends.api.http_request[3]: expected a rule like {deny: 403, if: \"...\"}, "
            "got string 'deny'",
            "lb.yaml:18: frontends.api.http_request[4].if: http_auth: unknown userlist 'nobody' (admins)"]),
@@ -197,3 +198,19 @@ def test_userlist_errors():
         "lb.yaml:5: userlists.l[1]: give exactly one of password (a crypt(3) hash) or insecure_password",
         "lb.yaml:6: userlists.l[2].user: must not contain ':' (HTTP basic auth separator)",
     ]
+
+
+def test_every_key_is_in_the_configuration_reference():
+    """docs/configuration.md documents every key the loader reads: a new key
+    goes into the reference with its code."""
+    import pathlib
+    from lbcore import config as config_module
+    docs = (pathlib.Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    keys = set()
+    for name in dir(config_module):
+        if name.startswith("_") and name.endswith("_KEYS"):
+            keys.update(getattr(config_module, name))
+    keys.update(config_module._RulesReader.USER_KEYS)
+    import re
+    missing = sorted(key for key in keys if not re.search(rf"[`.{{ ]{re.escape(key)}\b", docs))
+    assert missing == []
