@@ -505,7 +505,7 @@ class _Reader:
         if origin is not None:
             # A value read from haproxy.cfg: name its file, line and keyword;
             # the lb.yaml key it maps to comes last, for `lbcore convert` users.
-            if message.startswith("unknown key"):
+            if message.startswith("unknown key") or message.endswith("got a mapping"):
                 message = "not supported yet by this lbcore"
             self._problems.append((0, f"{origin}: {origin.keyword}: {message} (lb.yaml {keypath})"))
             self.bad_paths.add(keypath)

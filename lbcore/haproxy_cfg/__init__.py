@@ -458,13 +458,21 @@ def load(paths: list[str], env: Optional[Mapping[str, str]] = None,
     """The Config for haproxy.cfg files; ConfigError lists every problem.
     `localpeer` is `-L`: this node's name in `peers` sections."""
     root, p, glob = build_tree(paths, env, localpeer)
-    if p.errors:
-        raise ConfigError(_ordered(p.errors))
     files = expand_paths(paths)
+    if not files:
+        raise ConfigError(p.errors)
+    # The loader runs even after the reader's own errors, so one check
+    # names every problem, as haproxy -c does.
     try:
         config = load_tree(to_node(root), files[0], sources=tuple(paths), base_dir=os.getcwd())
     except ConfigError as exc:
-        raise ConfigError(_ordered(exc.problems)) from None
+        problems = exc.problems
+        if p.errors:
+            # A frontend dropped for its own error is not missing too.
+            problems = [q for q in problems if "at least one frontend is required" not in q]
+        raise ConfigError(_ordered(p.errors + problems)) from None
+    if p.errors:
+        raise ConfigError(_ordered(p.errors))
     return Loaded(config, p.warnings, glob.daemon, glob.master_worker)
 
 

@@ -430,7 +430,7 @@ class Builder:
         if "verify" not in tls and ssl and "verify" in self.tls.server:
             tls["verify"] = Scalar(*self.tls.server["verify"])
         if ssl:
-            spec = Map(at)
+            spec = Map(origin(line, "server ssl"))
             spec.update(tls)
             server["tls"] = spec
         elif tls:
