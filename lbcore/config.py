@@ -1258,14 +1258,14 @@ class _Builder:
         )
 
     def table_size(self, node: Node) -> int:
-        # "100k" counts entries in thousands here, as HAProxy's size.
+        # "100k" = 102400 entries: HAProxy's sizes count in powers of 1024.
         value = self.r.plain(node)
         if isinstance(value, str):
             match = re.fullmatch(r"([0-9]+)\s*([kmgKMG])?", value.strip())
             if not match:
                 raise _Invalid(f"invalid size {value!r} (expected a number of entries, or with k, m or g, e.g. '100k')")
             unit = (match.group(2) or "").lower()
-            size = int(match.group(1)) * {"": 1, "k": 1000, "m": 1000 ** 2, "g": 1000 ** 3}[unit]
+            size = int(match.group(1)) * {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[unit]
         elif isinstance(value, int) and not isinstance(value, bool):
             size = value
         else:
@@ -1731,10 +1731,15 @@ def loads(text: str, path: str = "<string>") -> Config:
     """Validate lb.yaml text. `path` names it in errors and anchors relative
     file paths (TLS certs, log file, pidfile); "<string>" anchors them to the
     current directory."""
-    root = _compose(text, path)
+    try:
+        root = _compose(text, path)
+    except ConfigError:
+        _refuse_haproxy_syntax(text, path)
+        raise
     if root is None:
         raise ConfigError([f"{path}: the config is empty (it needs at least 'frontends')"])
     if not isinstance(root, MappingNode):
+        _refuse_haproxy_syntax(text, path)
         kind = "a list" if isinstance(root, SequenceNode) else "a single value"
         raise ConfigError([f"{path}:{_line(root)}: the top level must be a mapping of sections, got {kind}"])
     base_dir = os.getcwd() if path == "<string>" else os.path.dirname(os.path.abspath(path))
@@ -1743,6 +1748,27 @@ def loads(text: str, path: str = "<string>") -> Config:
     if reader.problems:
         raise ConfigError(reader.problems)
     return config
+
+
+# The section keywords a haproxy.cfg starts with.
+_HAPROXY_SECTIONS = ("global", "defaults", "frontend", "backend", "listen", "userlist", "peers",
+                     "resolvers", "cache", "program", "http-errors", "ring", "mailers")
+
+
+def _refuse_haproxy_syntax(text: str, path: str) -> None:
+    """A haproxy.cfg given where an lb.yaml is expected: say so, and name
+    the flag that reads it, rather than a YAML error about its first line."""
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        word = stripped.split()[0]
+        if word in _HAPROXY_SECTIONS and not stripped.startswith(f"{word}:"):
+            raise ConfigError([
+                f"{path}:{number}: this looks like HAProxy configuration syntax ('{stripped}'), "
+                f"not lb.yaml: run it with `lbcore -f {path}` (check it with `lbcore -f {path} -c`), "
+                f"or convert it with `lbcore convert -f {path} > lb.yaml`"])
+        return
 
 
 def load_tree(root: Node, path: str, sources: tuple[str, ...] = (), base_dir: Optional[str] = None) -> Config:

@@ -2,10 +2,10 @@
 
 The master keeps the privileges it was started with (root, no chroot) and
 serves nothing: it runs one lbcore process (the worker) on the same files,
-and on SIGUSR2 or SIGHUP checks the files, starts a new worker and, once
-that one serves, tells the old one to finish its work (SIGUSR1, the soft
-stop). Every worker binds its listeners with SO_REUSEPORT, so the new one
-listens before the old one lets go. This is what lets a worker chroot and
+and on SIGUSR2 or SIGHUP checks the files and starts a new worker with
+`-sf OLD`: it takes the old worker's listening sockets and runtime socket
+(lbcore.takeover, as HAProxy's `-x`), and once it serves tells the old one
+to finish its work (SIGUSR1, the soft stop). No connection is refused. This is what lets a worker chroot and
 drop to `user`/`group` and still be reloaded, as kolla-ansible does with
 `haproxy -W -db` and `kill -USR2`.
 
@@ -27,20 +27,13 @@ log = logging.getLogger("lbcore")
 
 SIGNALS = {signal.SIGHUP, signal.SIGUSR2, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGCHLD}
 READY_TIMEOUT = 60.0
-# A worker started for a reload may replace the runtime API socket its
-# predecessor still serves (runtime_socket reads it).
-TAKEOVER_ENV = "LBCORE_TAKEOVER"
 
 
 class Worker:
-    def __init__(self, argv: list[str], takeover: bool):
+    def __init__(self, argv: list[str]):
         read_end, write_end = os.pipe()
         env = dict(os.environ)
         env.pop("NOTIFY_SOCKET", None)  # systemd hears the master only
-        if takeover:
-            env[TAKEOVER_ENV] = "1"
-        else:
-            env.pop(TAKEOVER_ENV, None)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "lbcore.cli", *argv, "--ready-fd", str(write_end)],
             pass_fds=(write_end,), env=env,
@@ -71,11 +64,12 @@ class Worker:
 
 
 def run(worker_argv: list[str], check: Callable[[], Optional[list[str]]],
-        started: list[Callable[[], None]], pidfile: Optional[str]) -> int:
+        started: list[Callable[[], None]], pidfile: Optional[str], first_argv: tuple = ()) -> int:
     """Run workers on `worker_argv` until told to stop. `check()` validates
-    the files before a reload (problems, or None when they load)."""
+    the files before a reload (problems, or None when they load);
+    `first_argv` goes to the first worker only (the master's own -sf)."""
     signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
-    current = Worker(worker_argv, takeover=False)
+    current = Worker(worker_argv + list(first_argv))
     if not current.wait_ready():
         current.proc.wait()
         return current.proc.returncode or 1
@@ -104,14 +98,14 @@ def run(worker_argv: list[str], check: Callable[[], Optional[list[str]]],
                     for problem in problems:
                         print(f"lbcore master: reload refused: {problem}", file=sys.stderr)
                     continue
-                fresh = Worker(worker_argv, takeover=True)
+                # The new worker takes the sockets over and soft-stops the old one.
+                fresh = Worker(worker_argv + ["-sf", str(current.pid)])
                 if not fresh.wait_ready():
                     fresh.signal(signal.SIGKILL)
                     fresh.proc.wait()
                     print("lbcore master: reload refused: the new worker did not start; keeping the "
                           "running one", file=sys.stderr)
                     continue
-                current.signal(signal.SIGUSR1)
                 old.append(current)
                 current = fresh
             else:

@@ -18,7 +18,7 @@ from typing import Callable, Optional
 
 from . import build
 from . import config as config_mod
-from . import state_file, systemd
+from . import state_file, systemd, takeover
 from .batch import WriteBatch
 from .config import Address, Config, ConfigError
 from .health import HealthChecker
@@ -96,8 +96,22 @@ def drop_privileges(spec) -> None:
              f" group {spec.group}" if spec.group else "", f" user {spec.user}" if spec.user else "")
 
 
+def remove_pidfile(path: str) -> None:
+    """Remove the pidfile if it still names this process: after an -sf
+    upgrade it names the successor, which must keep it."""
+    try:
+        with open(path) as f:
+            if f.read().strip() != str(os.getpid()):
+                return
+        os.unlink(path)
+    except OSError:
+        pass
+
+
 class LoadBalancer:
     """Everything one lbcore process runs."""
+
+    serves_takeover = True  # hands its sockets to an `-sf` successor (not a worker: its master does)
 
     def __init__(self, config: Config, reuse_port: bool = False) -> None:
         self.config = config
@@ -110,6 +124,7 @@ class LoadBalancer:
         self.health = None
         self.stats = None
         self.stopped: Optional[asyncio.Future] = None
+        self.takeover: Optional[takeover.TakeoverServer] = None
         self.exit_code = 0
         # Called once every listener is bound and serving (-sf, -Ws, -D).
         self.on_started: list[Callable[[], None]] = []
@@ -131,6 +146,8 @@ class LoadBalancer:
         self.runtime = Runtime.build(config)
         if config.global_.state_file:
             state_file.load(self.runtime, config.global_.state_file)
+        takeover.restore(self.runtime)
+        takeover.follow(loop, lambda: self.runtime)
         # Bind everything before serving anything: a config that cannot bind
         # fails whole.
         sockets = self._bind_all(config, {})
@@ -144,6 +161,9 @@ class LoadBalancer:
         if config.global_.pidfile:
             with open(config.global_.pidfile, "w") as f:
                 f.write(f"{os.getpid()}\n")
+        if self.serves_takeover:
+            self.takeover = takeover.TakeoverServer(self._handover, self._takeover_state)
+            self.takeover.start(loop)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         # HAProxy's signals: SIGUSR2 reloads (master-worker), SIGUSR1 is the
         # soft stop that `-sf` sends to the previous process.
@@ -265,6 +285,15 @@ class LoadBalancer:
         self.stats = StatsServers(config.stats, get_snapshot, admin, service)
         await self.stats.start()
 
+    def _handover(self) -> list[tuple[str, str, list[int]]]:
+        given = [("bind", str(address), [acceptor.sock.fileno()] + [s.fileno() for s in acceptor.siblings])
+                 for address, acceptor in self.acceptors.items()]
+        return given + (self.stats.handover() if self.stats is not None else [])
+
+    async def _takeover_state(self) -> dict:
+        from .stats.snapshot import snapshot
+        return snapshot(self.runtime)
+
     def install_certificate(self, path: str, pem: str) -> None:
         """A committed `set ssl cert`: the frontends using `path` take a new
         context for their next handshakes; open connections keep theirs."""
@@ -351,6 +380,8 @@ class LoadBalancer:
                  self.config.global_.grace)
         systemd.stopping()
         self.ctx.stopping = True
+        if self.takeover is not None:
+            self.takeover.close()  # a draining process has nothing left to hand on
         for acceptor in self.acceptors.values():
             acceptor.close()
         self.acceptors = {}
@@ -389,11 +420,13 @@ class LoadBalancer:
             state_file.save(self.runtime, self.config.global_.state_file)
         self.sweeper.stop()
         self.access_log.close()
+        if self.takeover is not None:
+            self.takeover.close()
+            if self.takeover.successors:
+                from .stats.snapshot import snapshot
+                self.takeover.finish(snapshot(self.runtime))
         if self.config.global_.pidfile:
-            try:
-                os.unlink(self.config.global_.pidfile)
-            except OSError:
-                pass
+            remove_pidfile(self.config.global_.pidfile)
         log.info("lbcore stopped")
         if not self.stopped.done():
             self.stopped.set_result(None)

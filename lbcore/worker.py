@@ -72,6 +72,8 @@ class WorkerBalancer(LoadBalancer):
     """A LoadBalancer that takes its listening sockets, server states and
     reloads from its master, and answers its snapshot requests."""
 
+    serves_takeover = False  # the master hands the sockets on
+
     def __init__(self, config: Config, channel: Channel, groups: dict[Address, list[socket.socket]],
                  state: list, slot: int) -> None:
         super().__init__(config, reuse_port=True)

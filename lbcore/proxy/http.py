@@ -1277,7 +1277,9 @@ class ClientConnection:
 
     def _log(self, ex: Exchange) -> None:
         access = self.ctx.access_log
-        if not access.enabled:
+        # monitor_uri answers are not logged, as HAProxy: a load balancer
+        # above probing every second would drown the access log.
+        if not access.enabled or ex.local:
             return
         server = ex.server or ex.last_server
         backend = self.frontend.backend

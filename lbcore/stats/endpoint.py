@@ -38,6 +38,7 @@ from .csvview import render_csv
 from .htmlpage import render_html
 from .jsonview import render_json
 from .prometheus import CONTENT_TYPE as METRICS_CONTENT_TYPE, parse_scopes, render_metrics
+from ..listeners import inherited
 
 log = logging.getLogger("lbcore.stats")
 
@@ -86,7 +87,12 @@ class _BodyTooLarge(Exception):
     pass
 
 
-def _listening_socket(address: Address, reuse_port: bool = False) -> socket.socket:
+def _listening_socket(address: Address) -> socket.socket:
+    handed = inherited.take(address)  # from the lbcore this one replaces (-sf)
+    if handed:
+        for extra in handed[1:]:
+            extra.close()
+        return handed[0]
     host = address.host or "0.0.0.0"
     try:
         family, kind, proto, _, sockaddr = socket.getaddrinfo(
@@ -144,6 +150,11 @@ class StatsEndpoint:
     @property
     def port(self) -> int:
         return self._server.sockets[0].getsockname()[1]
+
+    def listening_fds(self) -> list[int]:
+        """For an -sf takeover (lbcore.takeover): the new process serves on
+        the same socket, so a scraper never sees the port refused."""
+        return [sock.fileno() for sock in self._server.sockets] if self._server is not None else []
 
     def close(self) -> None:
         """Stop listening and drop open connections (a stats client retries)."""

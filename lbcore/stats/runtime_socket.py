@@ -23,6 +23,7 @@ from typing import Optional
 from ..config import SocketSpec
 from .cli_parser import LineReader
 from .runtime_api import Service, Session, empty_line_answer, execute
+from .. import takeover
 
 log = logging.getLogger("lbcore.stats")
 
@@ -45,9 +46,10 @@ def _unix_socket(spec: SocketSpec) -> socket.socket:
         except OSError:
             os.unlink(path)  # a stale socket left by a process that is gone
         else:
-            # A -W master's new worker takes the socket over from the old one
-            # (master_worker.TAKEOVER_ENV); anyone else must not.
-            if not os.environ.get("LBCORE_TAKEOVER"):
+            # The lbcore this one replaces (-sf) serves it until it has
+            # drained: the new socket is renamed over it, and the old one
+            # leaves a path that is no longer its own alone (close()).
+            if not takeover.replacing:
                 raise OSError(errno.EADDRINUSE, f"stats.socket {path}: another process is serving it")
         finally:
             probe.close()

@@ -41,6 +41,12 @@ class StatsServers:
                     self.endpoint.close()
                 raise
 
+    def handover(self) -> list[tuple[str, str, list[int]]]:
+        """What an -sf takeover hands on besides the frontends' sockets."""
+        if self.endpoint is None:
+            return []
+        return [("stats", str(self.spec.bind), self.endpoint.listening_fds())]
+
     @property
     def port(self) -> int:
         return self.endpoint.port
