@@ -103,9 +103,6 @@ def _listening_socket(address: Address) -> socket.socket:
     try:
         # A restart must not wait out TIME_WAIT on the stats port.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            # A new process (`-sf`, a -W reload) binds beside the old one, as HAProxy.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(sockaddr)
         sock.listen(128)
         sock.setblocking(False)
@@ -116,10 +113,6 @@ def _listening_socket(address: Address) -> socket.socket:
 
 
 class StatsEndpoint:
-    # Set by HAProxy's command line (`lbcore -f`), whose processes share
-    # their ports with their successor as HAProxy's do (SO_REUSEPORT).
-    reuse_port = False
-
     def __init__(self, spec: StatsSpec, get_snapshot: SnapshotSource, admin: AdminHandler):
         self.spec = spec  # replaced on reload: auth, admin and refresh apply to the next request
         self.get_snapshot = get_snapshot
@@ -132,7 +125,7 @@ class StatsEndpoint:
     async def start(self, loop: Optional[asyncio.AbstractEventLoop] = None) -> None:
         """Bind `spec.bind` and serve on the running loop (`loop`, if given,
         must be it); raises OSError naming the address."""
-        sock = _listening_socket(self.spec.bind, self.reuse_port)
+        sock = _listening_socket(self.spec.bind)
         try:
             self._server = await asyncio.start_server(self._serve, sock=sock)
         except Exception:
