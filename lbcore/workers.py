@@ -132,6 +132,9 @@ class MasterAdmin:
         self.master = master
         self.action = master.admin_action()
 
+    def shutdown_sessions(self, backend: str, server: str) -> Any:
+        return self.action.shutdown_sessions(backend, server)
+
     async def apply(self, backend: str, server: str, state: Optional[str], weight: Any,
                     source: str = "stats admin API") -> dict:
         row = self.action.apply(backend, server, state, weight, source=source)
@@ -240,7 +243,7 @@ class Master:
                     try:
                         target = address
                         for _ in range(self.count):
-                            sock = bind_socket(target, reuse_port=True)
+                            sock = bind_socket(target, reuse_port=True, transparent=address in fe.transparent)
                             fresh.append(sock)
                             group.append(sock)
                             if not target.port:  # port 0: the group shares the port the kernel chose
