@@ -182,6 +182,9 @@ class FrontendSpec:
     http_response: tuple = ()
     use_backend: tuple = ()  # of rules.UseBackend
     stick_table: Optional[StickTableSpec] = None
+    # Binds that may name an address this host does not hold yet (a VIP on
+    # the peer node): IP_FREEBIND/IP_TRANSPARENT, HAProxy's `bind ... transparent`.
+    transparent: frozenset = frozenset()
 
 
 @dataclass(frozen=True)
@@ -697,6 +700,7 @@ _TIMEOUT_KEYS = tuple(Timeouts.__dataclass_fields__)
 _STATS_KEYS = ("bind", "auth", "admin", "refresh", "socket")
 _SOCKET_KEYS = ("path", "mode", "group", "level")
 _AUTH_KEYS = ("user", "password")
+_BIND_KEYS = ("address", "transparent", "tls")
 _FRONTEND_KEYS = ("bind", "mode", "backend", "maxconn", "forwarded_for", "forwarded_proto",
                   "monitor_uri", "tls", "timeouts", "stick_table", "acls", "tcp_request",
                   "http_request", "http_response", "use_backend")
@@ -939,9 +943,11 @@ class _Builder:
                 r.problem(m.path("mode") if "mode" in m else m.path("backend"), where,
                           f"frontend mode '{mode}' does not match backend '{backend}' mode '{target.mode}'")
         default = FrontendSpec
+        binds, transparent = self.frontend_binds(m)
         return FrontendSpec(
             name=name,
-            binds=self.frontend_binds(m),
+            binds=binds,
+            transparent=transparent,
             mode=mode,
             backend=backend,
             maxconn=r.get(m, "maxconn", r.integer(1), default.maxconn),
@@ -954,11 +960,13 @@ class _Builder:
             stick_table=self.stick_table(name, m),
         )
 
-    def frontend_binds(self, m: _Mapping) -> tuple[Address, ...]:
+    def frontend_binds(self, m: _Mapping) -> tuple[tuple[Address, ...], frozenset]:
+        """The addresses, and those of them bound `transparent`. An entry is
+        an address or a mapping {address, transparent}."""
         r = self.r
         node = m.value("bind")
         if node is None:
-            return ()
+            return (), frozenset()
         keypath = m.path("bind")
         if isinstance(node, SequenceNode):
             items = [(f"{keypath}[{i}]", item) for i, item in enumerate(node.value)]
@@ -966,13 +974,25 @@ class _Builder:
                 r.problem(keypath, node, "at least one address is required")
         else:
             items = [(keypath, node)]
-        binds = []
+        binds, transparent = [], set()
         for item_path, item in items:
-            address = r.parse(item, item_path, r.address)
+            if isinstance(item, MappingNode):
+                entry = r.mapping(item, item_path, _BIND_KEYS, required=("address",))
+                if entry is None:
+                    continue
+                if "tls" in entry:
+                    r.problem(entry.path("tls"), entry.value("tls"),
+                              "a TLS setting of its own per bind is not supported: set the frontend's tls")
+                address = r.get(entry, "address", r.address)
+                if address is not None and r.get(entry, "transparent", r.boolean, False):
+                    transparent.add(address)
+                item_path = entry.path("address")
+            else:
+                address = r.parse(item, item_path, r.address)
             if address is not None:
                 self.add_bind(address, item_path, item)
                 binds.append(address)
-        return tuple(binds)
+        return tuple(binds), frozenset(transparent)
 
     def add_bind(self, address: Address, keypath: str, node: Node) -> None:
         for other, other_path, other_node in self.binds:

@@ -240,7 +240,7 @@ class Master:
                     try:
                         target = address
                         for _ in range(self.count):
-                            sock = bind_socket(target, reuse_port=True)
+                            sock = bind_socket(target, reuse_port=True, transparent=address in fe.transparent)
                             fresh.append(sock)
                             group.append(sock)
                             if not target.port:  # port 0: the group shares the port the kernel chose

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Mapping, Optional, Union
 
-from .actions import REJECT, run
+from .engine import REJECT, run
 from .answers import Answer
 from .message import Connection, Request, Response
 from .switching import choose_backend
