@@ -112,6 +112,7 @@ class LoadBalancer:
     """Everything one lbcore process runs."""
 
     serves_takeover = True  # hands its sockets to an `-sf` successor (not a worker: its master does)
+    serves_peers = True  # runs the peers sections (stick-table sync); workers' tables are their own
 
     def __init__(self, config: Config, reuse_port: bool = False) -> None:
         self.config = config
@@ -123,6 +124,7 @@ class LoadBalancer:
         self.handlers: dict[str, object] = {}  # frontend name -> HttpProxy | TcpProxy
         self.health = None
         self.stats = None
+        self.peers: list = []  # lbcore.peers.Peers, one per peers section
         self.stopped: Optional[asyncio.Future] = None
         self.takeover: Optional[takeover.TakeoverServer] = None
         self.exit_code = 0
@@ -154,6 +156,7 @@ class LoadBalancer:
         self._install_handlers()
         self._install_acceptors(sockets)
         self.health.start(loop)
+        await self._start_peers(config)
         try:
             await self._start_stats(config)
         except OSError as exc:
@@ -267,6 +270,25 @@ class LoadBalancer:
         for acceptor in acceptors.values():
             acceptor.start()
 
+    async def _start_peers(self, config: Config) -> None:
+        """One lbcore.peers.Peers per peers section: it listens on this
+        node's address and keeps the tables that name it in step."""
+        self.peers = []
+        if not config.peers:
+            return
+        if not self.serves_peers:
+            log.warning("peers: stick-table sync needs global.workers: 1; these workers keep their own tables")
+            return
+        from .peers import Peers
+        for spec in config.peers.values():
+            peers = Peers(self.loop, spec, lambda: self.runtime)
+            try:
+                await peers.start()
+            except OSError as exc:
+                raise BindError(f"peers {spec.name}: cannot listen on {dict(spec.nodes)[spec.local]}: "
+                                f"{exc.strerror or exc}") from None
+            self.peers.append(peers)
+
     async def _start_stats(self, config: Config) -> None:
         if config.stats is None:
             return
@@ -356,6 +378,8 @@ class LoadBalancer:
             setup_event_log(new.global_.log)
             self.access_log = self.ctx.access_log = AccessLog(new.global_.log)
         self.health.reload(self.runtime)
+        for peers in self.peers:
+            peers.attach()  # the reloaded runtime's tables
         if self.stats is not None and self.stats.service.certificates is not None:
             self.stats.service.certificates.reloaded()
         if new.stats != old.stats:
@@ -414,6 +438,8 @@ class LoadBalancer:
         self.pool.close_all()
         if self.health is not None:
             self.health.stop()
+        for peers in getattr(self, "peers", ()):
+            peers.close()
         if self.stats is not None:
             self.stats.close()
         if self.config.global_.state_file:
