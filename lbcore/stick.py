@@ -49,8 +49,8 @@ DATA_TYPES = COUNTER_TYPES + RATE_TYPES
 _STORE_ITEM = re.compile(r"([a-z_]+)(?:\(([^()]*)\))?")
 
 
-def clock_ms() -> int:
-    return int(time.monotonic() * 1000)
+def clock_ms(_ns=time.monotonic_ns) -> int:
+    return _ns() // 1_000_000
 
 
 def parse_store(text: str, parse_duration: Callable[[object], float]) -> tuple[str, Optional[int]]:
