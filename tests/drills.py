@@ -89,6 +89,7 @@ class Result:
     errors: dict
     states: dict
     served_by: dict = None  # backend name -> answers (which node served)
+    failures: list = None  # (start, end) of each failed attempt, seconds after the action
 
     def line(self) -> str:
         return (f"{self.engine}: outage {self.outage_s:.2f} s, {self.failed} of {self.attempts} connections "
@@ -113,9 +114,10 @@ def measure(results: list, kill_at: float, engine: str, states: dict) -> Result:
     for _, _, ok, _, server in results:
         if ok:
             served_by[server] = served_by.get(server, 0) + 1
+    failures = [(round(start - kill_at, 3), round(end - kill_at, 3)) for start, end, ok, *_ in results if not ok]
     return Result(engine, len(results), sum(1 for r in results if not r[2]), slow, max(0.0, outage),
                   max((end - start for start, end, ok, *_ in results if ok), default=0.0), errors, states,
-                  served_by)
+                  served_by, failures)
 
 
 def lbcore_config(node_dir: str) -> tuple[list[str], str]:
