@@ -763,7 +763,7 @@ _STICK_ON_KEYS = ("on", "match", "store", "table")
 _COOKIE_KEYS = ("name", "mode", "indirect", "nocache", "preserve", "httponly", "secure", "domain")
 _PEERS_KEYS = ("local", "nodes")
 _PEER_NODE_KEYS = ("name", "address")
-COOKIE_MODES = ("insert", "rewrite", "prefix")
+COOKIE_MODES = ("insert", "rewrite", "prefix", "passive")
 
 
 @dataclass(frozen=True)
