@@ -751,7 +751,7 @@ _FRONTEND_KEYS = ("bind", "mode", "backend", "maxconn", "forwarded_for", "forwar
                   "monitor_uri", "tls", "timeouts", "stick_table", "acls", "tcp_request",
                   "http_request", "http_response", "use_backend")
 _TLS_KEYS = ("cert", "key", "alpn", "min_version", "ciphers", "ciphersuites")
-TLS_MIN_VERSIONS = ("TLSv1.2", "TLSv1.3")
+TLS_MIN_VERSIONS = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
 _BACKEND_KEYS = ("mode", "balance", "maxconn", "health", "retries", "redispatch", "timeouts",
                  "servers", "on_marked_down", "stick_table", "stick_on", "cookie", "all_backups", "acls",
                  "http_request", "http_response")
