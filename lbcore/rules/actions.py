@@ -134,7 +134,8 @@ def _replace(value, ctx, what: str, per_value: bool):
             def rewrite(text: bytes) -> Optional[bytes]:
                 parts = [part.strip(b" \t") for part in text.split(b",")]
                 out = [rewrite_one(part) or part for part in parts]
-                return b", ".join(out) if out != parts else None
+                # as HAProxy: the values joined again by bare commas
+                return b",".join(out) if out != parts else None
         else:
             rewrite = rewrite_one
         msg.headers.rewrite(lname, rewrite)
