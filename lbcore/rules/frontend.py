@@ -102,8 +102,7 @@ class FrontendRules:
                 if backend is not None and backend.mode != "http":
                     backend = None  # a dynamic name that names a tcp backend: the default
             request.backend = backend
-        target = backend if backend is not None else self.frontend.backend
-        backend_rules = target.spec.http_request
+        backend_rules = (backend if backend is not None else self.frontend.backend).spec.http_request
         if backend_rules:
             result = run(backend_rules, request)
             if result is not None and result.__class__ is Answer:

@@ -20,6 +20,7 @@ cdef class Headers:
 
     cpdef bytes _index(self)
     cpdef list values_at(self, bytes key)
+    cpdef list lower_values_at(self, bytes key)
     cpdef object last_at(self, bytes key)
     cpdef bint has_at(self, bytes key) except -1
     cpdef add(self, bytes name, bytes value)

@@ -134,6 +134,23 @@ class Headers:
                 return [value]
         return self.values(key[1:-1])
 
+    def lower_values_at(self, key: bytes) -> list:
+        """values_at(), lower-cased: read from the lower-cased index (for
+        -i matching), so no value is lower-cased again."""
+        lower = self._lower
+        if lower is None:
+            lower = self._lower = b"\n" + self.block.lower()
+        pos = lower.find(key)
+        if pos < 0:
+            return []
+        if lower.find(key, pos + 1) < 0:
+            start = pos + len(key)
+            end = lower.find(b"\n", start)
+            value = lower[start:end if end >= 0 else len(lower)].strip(b" \t\r\n")
+            if b"," not in value:
+                return [value]
+        return [value.lower() for value in self.values(key[1:-1])]
+
     def last_at(self, key: bytes) -> Optional[bytes]:
         """last() for key = b"\\n" + lname + b":"."""
         lower = self._lower
