@@ -398,14 +398,23 @@ class LoadBalancer:
     # -- stop ------------------------------------------------------------------
 
     def graceful_stop(self) -> None:
-        if self.ctx.stopping:
+        if self.ctx.stopping or self.ctx.withdrawn:
             return
-        log.info("SIGTERM: no longer accepting; finishing in-flight work (grace %ss)",
-                 self.config.global_.grace)
         systemd.stopping()
-        self.ctx.stopping = True
+        self.ctx.withdrawn = True  # monitor_uri answers 503 from now on
         if self.takeover is not None:
             self.takeover.close()  # a draining process has nothing left to hand on
+        delay = self.config.global_.stop_delay
+        if delay > 0:
+            log.info("SIGTERM: monitor_uri answers 503; still accepting for %ss (stop_delay) "
+                     "while health checks withdraw this node", delay)
+            self.loop.call_later(delay, self._drain)
+        else:
+            self._drain()
+
+    def _drain(self) -> None:
+        log.info("no longer accepting; finishing in-flight work (grace %ss)", self.config.global_.grace)
+        self.ctx.stopping = True
         for acceptor in self.acceptors.values():
             acceptor.close()
         self.acceptors = {}
