@@ -595,9 +595,17 @@ def http_rule(proxy: Proxy, line: Line, response: bool) -> Map:
                 ret["content_type"] = Scalar(rest.pop(0), where)
             elif key == "string" and rest:
                 ret["body"] = Scalar(rest.pop(0), where)
+            elif key == "hdr" and len(rest) >= 2:
+                headers = ret["headers"] if "headers" in ret else Map(where)
+                name, value = rest.pop(0), rest.pop(0)
+                headers[name] = Scalar(value, where)
+                ret["headers"] = headers
             else:
-                raise ValueError(f"'return' option '{key}' is not supported (status, content-type, string)")
+                raise ValueError(f"'return' option '{key}' is not supported (status, content-type, string, hdr)")
         rule["return"] = ret
+    elif action in ("set-path", "set-query", "set-uri") and not response:
+        need(1, "FORMAT")
+        rule[action.replace("-", "_")] = Scalar(args[0], where)
     elif action.startswith("track-sc") and not response and args:
         if len(args) == 1:
             rule[action.replace("-", "_")] = Scalar(args[0], where)
