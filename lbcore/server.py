@@ -350,14 +350,7 @@ class LoadBalancer:
     # -- reload ----------------------------------------------------------------
 
     def reload(self) -> None:
-        self.loop.create_task(self._reload_notified())
-
-    async def _reload_notified(self) -> None:
-        systemd.reloading()
-        try:
-            await self._reload()
-        finally:
-            systemd.ready()
+        self.loop.create_task(systemd.reload_notified(self._reload()))
 
     async def _reload(self, new: Optional[Config] = None) -> None:
         """Re-read the file; a worker is given `new`, the config its master
