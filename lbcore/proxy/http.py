@@ -27,6 +27,7 @@ from lbcore_ext import Relay, scan_request
 
 from ..certificates import tls_context
 from ..hop_by_hop import named_headers
+from ..listeners import FD_EXHAUSTED
 from ..model import Frontend, Server, status_class_index
 from ..upstream import REASONS, SEND_NOW, UpstreamConnection, UpstreamPool
 from .context import ProxyContext
@@ -781,7 +782,8 @@ class ClientConnection:
             reason = "L4TOUT" if isinstance(exc, asyncio.TimeoutError) else "L4CON"
             server.connection_errors += 1
             server.backend.connection_errors += 1
-            self.ctx.observe_failure(server, reason)
+            if getattr(exc, "errno", None) not in FD_EXHAUSTED:  # (our shortage, not the server's)
+                self.ctx.observe_failure(server, reason)
             if self.active is ex and not self.gone:
                 self._retry(ex, connect_failed=True)
             else:

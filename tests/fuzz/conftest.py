@@ -1,7 +1,8 @@
 """Hypothesis profiles for the fuzz targets.
 
 The default run (CI) tries a few hundred inputs per target in seconds, with
-no example database. The long run, for a machine left alone:
+no example database, derandomized: the same inputs every run, so CI is
+reproducible; the long run explores. The long run, for a machine left alone:
 
     LBCORE_FUZZ=long python -m pytest tests/fuzz -p no:cacheprovider --timeout 0 -x
 
@@ -23,7 +24,7 @@ QUIET = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_to
 
 settings.register_profile(
     "ci", max_examples=int(os.environ.get("LBCORE_FUZZ_EXAMPLES", "200")), deadline=None,
-    database=None, suppress_health_check=QUIET, derandomize=False)
+    database=None, suppress_health_check=QUIET, derandomize=True)
 settings.register_profile(
     "long", max_examples=int(os.environ.get("LBCORE_FUZZ_EXAMPLES", "20000")), deadline=None,
     database=DirectoryBasedExampleDatabase(str(Path(__file__).parent / ".hypothesis")),
