@@ -44,7 +44,7 @@ class OptionalBuildExt(build_ext):
 
 EXTENSIONS = ("relay", "heads")  # lbcore_ext/<name>.pyx
 CORE = ("lbcore/balance.py", "lbcore/batch.py", "lbcore/model.py", "lbcore/timers.py", "lbcore/upstream.py",
-        "lbcore/proxy/http.py")
+        "lbcore/proxy/stream.py", "lbcore/proxy/http.py")
 
 
 def _sources():
