@@ -14,15 +14,15 @@ import logging
 import os
 import signal
 import ssl
-from typing import Optional
+from typing import Callable, Optional
 
 from . import build
 from . import config as config_mod
-from . import state_file
+from . import state_file, systemd, takeover
 from .batch import WriteBatch
 from .config import Address, Config, ConfigError
 from .health import HealthChecker
-from .listeners import Acceptor, bind_socket
+from .listeners import Acceptor, bind_socket, inherited
 from .logs import AccessLog, setup_event_log
 from .model import Runtime
 from .proxy.context import ProxyContext
@@ -41,6 +41,10 @@ class BindError(Exception):
     cannot be bound, a certificate that cannot be loaded."""
 
 
+def tls_specs(config: Config) -> list:
+    return [fe.tls for fe in config.frontends.values() if fe.tls is not None]
+
+
 def check_certificates(config: Config) -> None:
     """Load every frontend's certificate before anything binds, so a bad
     PEM file is a clear error (at start, or a refused reload)."""
@@ -53,8 +57,22 @@ def check_certificates(config: Config) -> None:
             raise BindError(f"frontend {name}: cannot load TLS certificate {fe.tls.cert}: {exc}")
 
 
+def remove_pidfile(path: str) -> None:
+    """Remove the pidfile if it still names this process: after an -sf
+    upgrade it names the successor, which must keep it."""
+    try:
+        with open(path) as f:
+            if f.read().strip() != str(os.getpid()):
+                return
+        os.unlink(path)
+    except OSError:
+        pass
+
+
 class LoadBalancer:
     """Everything one lbcore process runs."""
+
+    serves_takeover = True  # hands its sockets to an `-sf` successor (not a worker: its master does)
 
     def __init__(self, config: Config, reuse_port: bool = False) -> None:
         self.config = config
@@ -62,11 +80,15 @@ class LoadBalancer:
         self.runtime: Optional[Runtime] = None
         self.loop: Optional[asyncio.AbstractEventLoop] = None
         self.acceptors: dict[Address, Acceptor] = {}
+        self._inherited_siblings: dict[Address, list] = {}
         self.handlers: dict[str, object] = {}  # frontend name -> HttpProxy | TcpProxy
         self.health = None
         self.stats = None
         self.stopped: Optional[asyncio.Future] = None
+        self.takeover: Optional[takeover.TakeoverServer] = None
         self.exit_code = 0
+        # Called once every listener is bound and serving (-sf, -Ws, -D).
+        self.on_started: list[Callable[[], None]] = []
 
     # -- start -----------------------------------------------------------------
 
@@ -85,17 +107,29 @@ class LoadBalancer:
         self.runtime = Runtime.build(config)
         if config.global_.state_file:
             state_file.load(self.runtime, config.global_.state_file)
+        takeover.restore(self.runtime)
+        takeover.follow(loop, lambda: self.runtime)
         # Bind everything before serving anything: a config that cannot bind
         # fails whole.
         sockets = self._bind_all(config, {})
         self._install_handlers()
         self._install_acceptors(sockets)
         self.health.start(loop)
-        await self._start_stats(config)
+        try:
+            await self._start_stats(config)
+        except OSError as exc:
+            raise BindError(f"cannot start stats: {exc.strerror or exc}") from None
         if config.global_.pidfile:
             with open(config.global_.pidfile, "w") as f:
                 f.write(f"{os.getpid()}\n")
+        if self.serves_takeover:
+            self.takeover = takeover.TakeoverServer(self._handover, self._takeover_state)
+            self.takeover.start(loop)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
+        # HAProxy's signals: SIGUSR2 reloads (master-worker), SIGUSR1 is the
+        # soft stop that `-sf` sends to the previous process.
+        loop.add_signal_handler(signal.SIGUSR2, self.reload)
+        loop.add_signal_handler(signal.SIGUSR1, self.graceful_stop)
         loop.add_signal_handler(signal.SIGTERM, self.graceful_stop)
         loop.add_signal_handler(signal.SIGINT, self.stop_now)
         self._flush_logs()
@@ -103,6 +137,9 @@ class LoadBalancer:
             f"{name} on {', '.join(str(a) for a in fe.binds)} ({fe.mode})"
             for name, fe in config.frontends.items()))
         log.info("build: %s", build())
+        systemd.ready()
+        for callback in self.on_started:
+            callback()
         await self.stopped
         return self.exit_code
 
@@ -119,7 +156,7 @@ class LoadBalancer:
                         sockets[address] = (name, keep[address])
                         continue
                     try:
-                        sock = self._listen(address)
+                        sock = self._listen(address, address in fe.transparent)
                     except OSError as exc:
                         raise BindError(f"cannot bind frontend {name} to {address}: {exc.strerror or exc}")
                     fresh.append(sock)
@@ -135,8 +172,17 @@ class LoadBalancer:
     def _make_health(self):
         return HealthChecker(lambda: self.runtime)
 
-    def _listen(self, address: Address):
-        return bind_socket(address, self.reuse_port)
+    def _listen(self, address: Address, transparent: bool = False):
+        group = inherited.take(address)
+        if group:  # handed over by systemd or by the lbcore this one replaces
+            self._inherited_siblings[address] = group[1:]
+            return group[0]
+        return bind_socket(address, self.reuse_port, transparent)
+
+    def _siblings(self, address: Address) -> list:
+        """The other sockets of this listener's SO_REUSEPORT group, whose
+        queues are emptied too (a worker's; see lbcore.workers)."""
+        return self._inherited_siblings.pop(address, [])
 
     def _make_handler(self, frontend):
         if frontend.mode == "http":
@@ -170,7 +216,7 @@ class LoadBalancer:
             frontend = handler.frontend
             acceptor = self.acceptors.get(address)
             if acceptor is None:
-                acceptor = Acceptor(self.loop, sock, None, None)
+                acceptor = Acceptor(self.loop, sock, None, None, self._siblings(address))
             acceptor.on_accept = handler.accept
             acceptor.may_accept = (lambda fe=frontend: self.ctx.may_accept(fe))
             acceptors[address] = acceptor
@@ -186,12 +232,39 @@ class LoadBalancer:
     async def _start_stats(self, config: Config) -> None:
         if config.stats is None:
             return
-        from .stats.endpoint import StatsEndpoint
+        from .certificates import CertificateStore
+        from .sessions import kill_server_sessions, list_sessions
         from .stats.admin import AdminAction
+        from .stats.runtime_api import Service
+        from .stats.serve import StatsServers
         from .stats.snapshot import snapshot
-        self.stats = StatsEndpoint(config.stats, lambda: snapshot(self.runtime),
-                                   AdminAction(lambda: self.runtime))
-        await self.stats.start(self.loop)
+        admin = AdminAction(lambda: self.runtime, get_health=lambda: self.health,
+                            kill_sessions=lambda server: kill_server_sessions(self, server))
+        get_snapshot = lambda: snapshot(self.runtime)  # noqa: E731
+        service = Service(lambda: self.runtime, get_snapshot, admin,
+                          get_sessions=lambda: list_sessions(self),
+                          certificates=CertificateStore(lambda: tls_specs(self.config), self.install_certificate))
+        self.stats = StatsServers(config.stats, get_snapshot, admin, service)
+        await self.stats.start()
+
+    def _handover(self) -> list[tuple[str, str, list[int]]]:
+        given = [("bind", str(address), [acceptor.sock.fileno()] + [s.fileno() for s in acceptor.siblings])
+                 for address, acceptor in self.acceptors.items()]
+        return given + (self.stats.handover() if self.stats is not None else [])
+
+    async def _takeover_state(self) -> dict:
+        from .stats.snapshot import snapshot
+        return snapshot(self.runtime)
+
+    def install_certificate(self, path: str, pem: str) -> None:
+        """A committed `set ssl cert`: the frontends using `path` take a new
+        context for their next handshakes; open connections keep theirs."""
+        from .certificates import context_from_pem
+        for handler in self.handlers.values():
+            tls = handler.frontend.spec.tls
+            if tls is not None and tls.cert == path:
+                handler.ssl = context_from_pem(tls, pem)
+        log.warning("certificate %s replaced for new TLS handshakes", path)
 
     def _flush_logs(self) -> None:
         self.access_log.flush()
@@ -201,7 +274,14 @@ class LoadBalancer:
     # -- reload ----------------------------------------------------------------
 
     def reload(self) -> None:
-        self.loop.create_task(self._reload())
+        self.loop.create_task(self._reload_notified())
+
+    async def _reload_notified(self) -> None:
+        systemd.reloading()
+        try:
+            await self._reload()
+        finally:
+            systemd.ready()
 
     async def _reload(self, new: Optional[Config] = None) -> None:
         """Re-read the file; a worker is given `new`, the config its master
@@ -209,7 +289,7 @@ class LoadBalancer:
         path = self.config.path
         log.info("reloading %s", path)
         try:
-            new = new or config_mod.load(path)
+            new = new or config_mod.reread(self.config)
         except ConfigError as exc:
             for problem in exc.problems:
                 log.error("reload refused: %s", problem)
@@ -233,6 +313,8 @@ class LoadBalancer:
             setup_event_log(new.global_.log)
             self.access_log = self.ctx.access_log = AccessLog(new.global_.log)
         self.health.reload(self.runtime)
+        if self.stats is not None and self.stats.service.certificates is not None:
+            self.stats.service.certificates.reloaded()
         if new.stats != old.stats:
             if self.stats is not None:
                 self.stats.close()
@@ -253,7 +335,10 @@ class LoadBalancer:
             return
         log.info("SIGTERM: no longer accepting; finishing in-flight work (grace %ss)",
                  self.config.global_.grace)
+        systemd.stopping()
         self.ctx.stopping = True
+        if self.takeover is not None:
+            self.takeover.close()  # a draining process has nothing left to hand on
         for acceptor in self.acceptors.values():
             acceptor.close()
         self.acceptors = {}
@@ -273,6 +358,7 @@ class LoadBalancer:
 
     def stop_now(self) -> None:
         log.info("SIGINT: stopping now")
+        systemd.stopping()
         self.ctx.stopping = True
         for acceptor in self.acceptors.values():
             acceptor.close()
@@ -291,11 +377,13 @@ class LoadBalancer:
             state_file.save(self.runtime, self.config.global_.state_file)
         self.sweeper.stop()
         self.access_log.close()
+        if self.takeover is not None:
+            self.takeover.close()
+            if self.takeover.successors:
+                from .stats.snapshot import snapshot
+                self.takeover.finish(snapshot(self.runtime))
         if self.config.global_.pidfile:
-            try:
-                os.unlink(self.config.global_.pidfile)
-            except OSError:
-                pass
+            remove_pidfile(self.config.global_.pidfile)
         log.info("lbcore stopped")
         if not self.stopped.done():
             self.stopped.set_result(None)

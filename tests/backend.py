@@ -337,7 +337,10 @@ def tcp_echo(host: str, port: int, name: str) -> None:
                 if not data:
                     break
                 conn.sendall(data)
-            conn.shutdown(socket.SHUT_WR)
+            try:
+                conn.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass  # the peer is gone already (a proxy shut the session)
 
     while True:
         conn, _ = lsock.accept()

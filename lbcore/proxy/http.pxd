@@ -33,6 +33,7 @@ cdef class Exchange(Stream):
     cdef public object request
     cdef public bytes tail
     cdef public object answer
+    cdef public object cookie_state
     cdef public list held
     cdef public long long held_size
 

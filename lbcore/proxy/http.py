@@ -24,12 +24,14 @@ import httptools
 
 from lbcore_ext import Relay, scan_request
 
+from ..certificates import tls_context
 from ..hop_by_hop import named_headers
 from ..model import Frontend, Server
 from ..upstream import REASONS, SEND_NOW, UpstreamConnection, UpstreamPool
 from .context import ProxyContext
 from .stream import NOSRV, Stream, client_key, end_tunnel
 from . import errors, proxy_protocol
+from .h1_checks import CheckedRequestParser, partial_head_invalid
 
 log = logging.getLogger("lbcore")
 
@@ -81,6 +83,7 @@ class Exchange(Stream):
         "headers_done", "complete", "unsent", "unsent_size", "replay", "replay_size",
         "body_sent", "upstream", "response_started", "rechunk", "close_after", "local",
         "tunnel_pending", "method_head", "held", "held_size", "request", "tail", "answer",
+        "cookie_state",
     )
 
     def __init__(self, client: "ClientConnection", now: float, parts=None) -> None:
@@ -117,6 +120,7 @@ class Exchange(Stream):
         self.request = None
         self.tail = b""
         self.answer = None
+        self.cookie_state = None  # cookie persistence: (server the client named, had Authorization)
         self.held = None  # the response so far, while held until complete
         self.held_size = 0
 
@@ -171,13 +175,7 @@ class HttpProxy:
     def reconfigure(self) -> None:
         self.settings.load(self.frontend)
         tls = self.frontend.spec.tls
-        self.ssl = None
-        if tls is not None:
-            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            context.load_cert_chain(tls.cert, tls.key)
-            if tls.alpn:
-                context.set_alpn_protocols(list(tls.alpn))
-            self.ssl = context
+        self.ssl = tls_context(tls) if tls is not None else None
 
     def accept(self, sock, peer) -> None:
         self.ctx.opened(self.frontend)
@@ -425,8 +423,8 @@ class ClientConnection:
         if end < 0:
             if len(data) > MAX_REQUEST_HEAD:
                 self._reject(431)
-            elif b"\n\n" in data:
-                self._feed(data)  # a bare-LF head: llhttp judges it now
+            elif partial_head_invalid(data):
+                self._feed(data)  # a bare CR or LF: refused now, not at the timeout
             else:
                 self.head_buf = data
             return b""
@@ -498,7 +496,7 @@ class ClientConnection:
         if parser is None:
             # Made on the first message the fast path cannot take, not per
             # connection: idle keep-alive connections stay small.
-            parser = self.parser = httptools.HttpRequestParser(self)
+            parser = self.parser = CheckedRequestParser(self, MAX_REQUEST_HEAD)
         try:
             parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -511,7 +509,7 @@ class ClientConnection:
                 self._reject(431)
             else:
                 log.debug("bad request from %s: %s", self.peer, exc)
-                self._reject(400)
+                self._reject(getattr(exc, "status", 400))
 
     def _reject(self, code: int) -> None:
         """A malformed request: answered, then the connection is closed."""
@@ -727,10 +725,32 @@ class ClientConnection:
         ex.choose_backend(rules.use_backend(request))
         return True
 
+    def persistent_server(self, ex: Exchange, persistence) -> Optional[Server]:
+        """StreamOwner: the server a persistence cookie or a stick rule
+        names, if it may serve (lbcore/persist.py); HAProxy's order: the
+        cookie first."""
+        server = None
+        if persistence.cookie is not None:
+            server, ex.head = persistence.request_cookie(ex.head)
+            ex.cookie_state = (server, persistence.cookie.nocache and persistence.has_authorization(ex.head))
+        if persistence.rules:
+            ex.stick_keys = persistence.keys(self.client_ip.decode(), self._local_ip)
+            if server is None:
+                server = persistence.matched(ex.stick_keys)
+                if server is not None and ex.cookie_state is not None:
+                    ex.cookie_state = (server, ex.cookie_state[1])  # direct: no new cookie
+        return server
+
+    def _local_ip(self) -> str:
+        sockname = self.transport.get_extra_info("sockname") if self.transport is not None else None
+        return sockname[0] if sockname else ""
+
     def connect_server(self, ex: Exchange, server: Server) -> None:
         """StreamOwner: a pooled connection to `server` if one is idle
         (only for the first attempt: a retry gets a fresh one), else a
         new one."""
+        if ex.stick_keys is not None:
+            server.backend.persist.store(ex.stick_keys, server)
         self.server_timeout = server.backend.spec.timeouts.server
         upstream = None
         if server.send_proxy is None and ex.attempts == 0:
@@ -830,6 +850,8 @@ class ClientConnection:
                     ex.close_after = True  # the rest of the request would be read as the next
                 return
         ex.status = status
+        if ex.cookie_state is not None:
+            head = self._response_cookie(ex, status, head)
         ex.t_response = self.clock()
         if status == 101:
             head_end = b"Connection: upgrade\r\n\r\n"
@@ -880,6 +902,8 @@ class ClientConnection:
                 self._finish(ex)
                 return
         ex.status = upstream.status
+        if ex.cookie_state is not None:
+            head = self._response_cookie(ex, ex.status, head)
         ex.response_started = True
         ex.t_response = self.clock()
         if not ex.complete or ex.upgrade is not None or self.closing:
@@ -897,6 +921,14 @@ class ClientConnection:
         upstream.release()
         ex.upstream = None
         self._finish(ex)
+
+    def _response_cookie(self, ex: Exchange, status: int, head: bytes) -> bytes:
+        named, auth = ex.cookie_state
+        server = ex.server
+        # Direct only if the server the client named is the one that answered
+        # (a redispatch after its failure gets the client a new cookie).
+        return server.backend.persist.response_cookie(
+            head, server, named is server and named is not None, ex.method, auth, status)
 
     def response_body(self, body) -> None:
         ex = self.active
@@ -1186,7 +1218,9 @@ class ClientConnection:
         """StreamOwner: the access line, naming the backend and server the
         request really went to."""
         access = self.ctx.access_log
-        if not access.enabled:
+        # monitor_uri answers are not logged, as HAProxy: a load balancer
+        # above probing every second would drown the access log.
+        if not access.enabled or (ex.local and ex.answer is None):
             return
         server = ex.last_server
         backend = ex.backend

@@ -17,6 +17,7 @@ cdef class Stream:
     cdef public long long bytes_in, bytes_out
     cdef public str terminated
     cdef public bint ended, http
+    cdef public object stick_keys
 
     cpdef begin(self, owner, Frontend frontend, bytes key, double now, bint http)
     cpdef choose_backend(self, Backend backend=*)

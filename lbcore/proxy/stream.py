@@ -5,8 +5,10 @@ This is the one place that decides, for both modes:
 
 - which backend serves the stream: `choose_backend()` (the frontend's
   `backend` today; `use_backend` rules plug in there),
-- which server: `pick()` (the backend's balancer, with the client's key
-  for hash-based balancing), taking a server slot (`assign`), or waiting
+- which server: `dispatch()`: the one persistence names (a cookie, a
+  stick table: lbcore/persist.py, read by the owner), else `pick()` (the
+  backend's balancer, with the client's key for hash-based balancing),
+  taking a server slot (`assign`), or waiting
   in the backend's queue when every server is at its `maxconn`
   (`enqueue`, and `wake_waiters` when a slot opens or a server returns),
 - what happens when the server fails before answering: `retry()` (the
@@ -56,6 +58,11 @@ monotonic = time.monotonic
 
 class StreamOwner(Protocol):
     """What a stream asks of the connection that owns it."""
+
+    def persistent_server(self, stream: "Stream", persistence) -> Optional[Server]:
+        """The server the backend's persistence (cookie, stick rules) names
+        for this stream, if it may serve; None lets the balancer choose.
+        Setting `stream.stick_keys` has the owner store the server given."""
 
     def connect_server(self, stream: "Stream", server: Server) -> None:
         """Open (or take from the pool) a connection to `server` and send
@@ -120,7 +127,7 @@ class Stream:
         "owner", "frontend", "backend", "server", "last_server", "key",
         "attempts", "retries", "tried", "queued_at",
         "t_begin", "t_head", "t_queue", "t_assigned", "t_connect", "t_response",
-        "status", "bytes_in", "bytes_out", "terminated", "ended", "http",
+        "status", "bytes_in", "bytes_out", "terminated", "ended", "http", "stick_keys",
     )
 
     def __init__(self, owner, frontend: Frontend, key: bytes, now: float, http: bool) -> None:
@@ -150,6 +157,7 @@ class Stream:
         self.bytes_out = 0
         self.terminated = "--"
         self.ended = False
+        self.stick_keys = None  # the backend's stick rules' keys, stored once a server is given
 
     # -- which backend, which server -------------------------------------------
 
@@ -173,6 +181,11 @@ class Stream:
     def dispatch(self) -> None:
         """Give the stream a server: assign one, queue for one, or fail."""
         backend = self.backend
+        if backend.persist is not None:
+            server = self.owner.persistent_server(self, backend.persist)
+            if server is not None:
+                self.assign(server)
+                return
         server = self.pick()
         if server is not None and (not backend.limited or server.has_room()):
             self.assign(server)

@@ -28,6 +28,7 @@ from typing import Optional
 import lbcore_ext
 from lbcore_ext import Relay
 
+from ..certificates import tls_context
 from .. import model
 from . import proxy_protocol
 from .context import ProxyContext
@@ -78,13 +79,7 @@ class TcpProxy:
     def reconfigure(self) -> None:
         """(Re)load the frontend's TLS settings; called again on reload."""
         tls = self.frontend.spec.tls
-        context = None
-        if tls is not None:
-            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            context.load_cert_chain(tls.cert, tls.key)
-            if tls.alpn:
-                context.set_alpn_protocols(list(tls.alpn))
-        self.ssl = context
+        self.ssl = tls_context(tls) if tls is not None else None
 
     def accept(self, sock: socket.socket, peer) -> None:
         backend = self.frontend.backend  # read per connection: a reload swaps it
@@ -250,6 +245,14 @@ class TcpSession(Stream):
 
     # -- StreamOwner ---------------------------------------------------------------
 
+    def persistent_server(self, stream: Stream, persistence) -> Optional[model.Server]:
+        """Stick rules (lbcore/persist.py): the server this client (src) or
+        this address (dst) was given, while it may serve."""
+        if not persistence.rules:
+            return None
+        self.stick_keys = persistence.keys(self.peer[0], self._local_ip)
+        return persistence.matched(self.stick_keys)
+
     def stream_queued(self, stream: Stream, timeout: float) -> None:
         self.timer = self.loop.call_later(timeout, self._on_queue_timeout)
 
@@ -365,9 +368,17 @@ class TcpSession(Stream):
 
     # -- relay ---------------------------------------------------------------
 
+    def _local_ip(self) -> str:
+        try:
+            return self.client.getsockname()[0]
+        except OSError:
+            return ""
+
     def _established(self) -> None:
         self.connected(time.monotonic() - self.t_attempt)
         server = self.server
+        if self.stick_keys is not None:
+            self.backend.persist.store(self.stick_keys, server)
         preamble = b""
         if server.spec.send_proxy:
             preamble = proxy_protocol.header(server.spec.send_proxy, self.peer, self.client.getsockname())

@@ -24,7 +24,6 @@ import binascii
 import hmac
 import http
 import inspect
-import json
 import logging
 import re
 import socket
@@ -34,11 +33,12 @@ from urllib.parse import unquote, urlsplit
 import h11
 
 from ..config import Address, StatsSpec
-from .admin import AdminError, AdminHandler, parse_body
+from .admin import AdminError, AdminHandler, log_change, log_refusal, parse_body
 from .csvview import render_csv
 from .htmlpage import render_html
 from .jsonview import render_json
 from .prometheus import CONTENT_TYPE as METRICS_CONTENT_TYPE, parse_scopes, render_metrics
+from ..listeners import inherited
 
 log = logging.getLogger("lbcore.stats")
 
@@ -88,6 +88,11 @@ class _BodyTooLarge(Exception):
 
 
 def _listening_socket(address: Address) -> socket.socket:
+    handed = inherited.take(address)  # from the lbcore this one replaces (-sf)
+    if handed:
+        for extra in handed[1:]:
+            extra.close()
+        return handed[0]
     host = address.host or "0.0.0.0"
     try:
         family, kind, proto, _, sockaddr = socket.getaddrinfo(
@@ -138,6 +143,11 @@ class StatsEndpoint:
     @property
     def port(self) -> int:
         return self._server.sockets[0].getsockname()[1]
+
+    def listening_fds(self) -> list[int]:
+        """For an -sf takeover (lbcore.takeover): the new process serves on
+        the same socket, so a scraper never sees the port refused."""
+        return [sock.fileno() for sock in self._server.sockets] if self._server is not None else []
 
     def close(self) -> None:
         """Stop listening and drop open connections (a stats client retries)."""
@@ -334,8 +344,7 @@ class StatsEndpoint:
             state, weight = parse_body(body)
             row = await _resolve(self.admin.apply(backend, server, state, weight))
         except AdminError as exc:
-            log.warning("stats admin: %s/%s refused (%d: %s), from %s", backend, server, exc.status, exc.message, who)
+            log_refusal(backend, server, exc.status, exc.message, who)
             return _json(exc.status, {"error": exc.message})
-        log.warning("stats admin: %s/%s %s from %s", backend, server,
-                    json.dumps({k: v for k, v in (("state", state), ("weight", weight)) if v is not None}), who)
+        log_change(backend, server, {k: v for k, v in (("state", state), ("weight", weight)) if v is not None}, who)
         return _json(200, row)

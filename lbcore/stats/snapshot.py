@@ -149,6 +149,8 @@ def snapshot(runtime: Runtime) -> dict[str, Any]:
         },
         "frontends": {name: frontend_row(f) for name, f in runtime.frontends.items()},
         "backends": {name: backend_row(b, now) for name, b in runtime.backends.items()},
+        "stick_tables": {name: {"type": t.type, "size": t.size, "used": t.used}
+                         for name, t in getattr(runtime, "stick_tables", {}).items()},
     }
 
 
@@ -203,4 +205,54 @@ def merge(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
     process = dict(first["process"])
     process["processes"] = sum(s["process"].get("processes", 1) for s in snapshots)
     process["pids"] = [s["process"].get("pid") for s in snapshots]
-    return {"process": process, "frontends": frontends, "backends": backends}
+    # Each worker keeps its own entries (peers keep them in step): the
+    # fullest worker's count is the table's use.
+    tables: dict[str, dict] = {}
+    for s in snapshots:
+        for name, row in s.get("stick_tables", {}).items():
+            if name not in tables or row["used"] > tables[name]["used"]:
+                tables[name] = dict(row)
+    return {"process": process, "frontends": frontends, "backends": backends, "stick_tables": tables}
+
+
+# -- counts of worker processes that died --------------------------------------
+
+# What a process holds only while it lives: gone with it, never carried over.
+GAUGES = ("current_sessions", "queue_current", "max_sessions", "queue_max")
+
+
+def _retire_row(row: dict[str, Any]) -> dict[str, Any]:
+    row = dict(row)
+    for key in GAUGES:
+        row[key] = 0
+    return row
+
+
+def retired(snap: dict[str, Any]) -> dict[str, Any]:
+    """A dead worker's last snapshot as counts to keep adding to the totals,
+    so that totals and Prometheus counters never go backwards when a worker
+    is killed and replaced by a fresh one counting from zero."""
+    backends = {}
+    for name, be in snap.get("backends", {}).items():
+        row = _retire_row(be)
+        row["servers"] = [_retire_row(s) for s in be.get("servers", [])]
+        backends[name] = row
+    return {
+        "process": dict(snap.get("process", {}), processes=0),
+        "frontends": {name: _retire_row(fe) for name, fe in snap.get("frontends", {}).items()},
+        "backends": backends,
+    }
+
+
+def restrict(snap: dict[str, Any], like: dict[str, Any]) -> dict[str, Any]:
+    """`snap` with only the frontends, backends and servers `like` has (a
+    departed worker's counts must not bring back what a reload removed)."""
+    backends = {}
+    for name, be in snap["backends"].items():
+        current = like["backends"].get(name)
+        if current is None:
+            continue
+        names = {s["name"] for s in current["servers"]}
+        backends[name] = dict(be, servers=[s for s in be["servers"] if s["name"] in names])
+    frontends = {name: fe for name, fe in snap["frontends"].items() if name in like["frontends"]}
+    return {"process": snap["process"], "frontends": frontends, "backends": backends}

@@ -1,5 +1,5 @@
-"""The http proxy core (balance, batch, model, timers, upstream and
-proxy.http, proxy.stream) is compiled by setup.py from its own .py sources;
+"""The http proxy core (balance, batch, model, timers, upstream,
+proxy.http, proxy.stream and what rules run per request) is compiled by setup.py from its own .py sources;
 LBCORE_NO_EXT=1 runs those sources."""
 
 import os
@@ -10,7 +10,8 @@ import lbcore_ext
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CORE = ["lbcore.balance", "lbcore.batch", "lbcore.model", "lbcore.proxy.http", "lbcore.proxy.stream",
-        "lbcore.timers", "lbcore.upstream"]
+        "lbcore.rules.checks", "lbcore.rules.engine", "lbcore.rules.message", "lbcore.timers",
+        "lbcore.upstream"]
 PROBE = ("import lbcore, lbcore.proxy.http as h, lbcore_ext; "
          "print(lbcore_ext.IMPLEMENTATION, h.__file__.rsplit('.', 1)[-1], *lbcore.compiled_modules())")
 
