@@ -79,6 +79,11 @@ class GlobalSpec:
     pidfile: Optional[str] = None
     state_file: Optional[str] = None
     grace: float = 30.0  # SIGTERM: time given to in-flight work before exit
+    # Applied once every listener is bound and every certificate read, as
+    # HAProxy's user/group/chroot (server.py drop_privileges).
+    user: Optional[str] = None
+    group: Optional[str] = None
+    chroot: Optional[str] = None
 
 
 SOCKET_LEVELS = ("user", "operator", "admin")  # HAProxy's, lowest first
@@ -113,6 +118,26 @@ class TLSSpec:
     cert: str
     key: Optional[str] = None
     alpn: tuple[str, ...] = ("http/1.1",)
+    min_version: Optional[str] = None  # TLSv1.2 | TLSv1.3 (HAProxy's ssl-min-ver)
+    ciphers: Optional[str] = None  # OpenSSL cipher list for TLS <= 1.2
+    ciphersuites: Optional[str] = None  # TLS 1.3 suites
+
+
+def set_ciphersuites(context, suites: str) -> None:
+    """TLS 1.3 suites: Python's ssl has no setter; OpenSSL's is reached
+    through the context's pointer (the same call HAProxy makes)."""
+    import ctypes
+    import ctypes.util
+    import _ssl  # noqa: F401  (loads the libssl Python links)
+    lib = ctypes.CDLL(_ssl.__file__)
+    setter = getattr(lib, "SSL_CTX_set_ciphersuites", None)
+    if setter is None:
+        raise ValueError("this OpenSSL cannot set TLS 1.3 ciphersuites")
+    # PySSLContext: PyObject_HEAD then the SSL_CTX pointer.
+    ctx_ptr = ctypes.c_void_p.from_address(id(context) + object.__basicsize__).value
+    setter.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    if setter(ctx_ptr, suites.encode()) != 1:
+        raise ValueError(f"invalid TLS 1.3 ciphersuites {suites!r}")
 
 
 @dataclass(frozen=True)
@@ -172,6 +197,8 @@ class FrontendSpec:
     maxconn: int = 10000
     forwarded_for: bool = True
     forwarded_proto: bool = True
+    # Client networks that get no X-Forwarded-For (HAProxy's `option forwardfor except NET`).
+    forwarded_for_except: tuple[str, ...] = ()
     monitor_uri: Optional[str] = None
     tls: Optional[TLSSpec] = None
     timeouts: Timeouts = field(default_factory=Timeouts)
@@ -481,7 +508,7 @@ class _Reader:
         if origin is not None:
             # A value read from haproxy.cfg: name its file, line and keyword;
             # the lb.yaml key it maps to comes last, for `lbcore convert` users.
-            if message.startswith("unknown key"):
+            if message.startswith("unknown key") or message.endswith("got a mapping"):
                 message = "not supported yet by this lbcore"
             self._problems.append((0, f"{origin}: {origin.keyword}: {message} (lb.yaml {keypath})"))
             self.bad_paths.add(keypath)
@@ -693,7 +720,7 @@ class _Reader:
 # -- sections -----------------------------------------------------------------
 
 _TOP_KEYS = ("global", "defaults", "stats", "frontends", "backends", "peers", "userlists")
-_GLOBAL_KEYS = ("workers", "maxconn", "log", "pidfile", "state_file", "grace")
+_GLOBAL_KEYS = ("workers", "maxconn", "log", "pidfile", "state_file", "grace", "user", "group", "chroot")
 _LOG_KEYS = ("target", "format", "facility")
 _DEFAULTS_KEYS = ("timeouts", "retries", "redispatch")
 _TIMEOUT_KEYS = tuple(Timeouts.__dataclass_fields__)
@@ -701,10 +728,11 @@ _STATS_KEYS = ("bind", "auth", "admin", "refresh", "socket")
 _SOCKET_KEYS = ("path", "mode", "group", "level")
 _AUTH_KEYS = ("user", "password")
 _BIND_KEYS = ("address", "transparent", "tls")
-_FRONTEND_KEYS = ("bind", "mode", "backend", "maxconn", "forwarded_for", "forwarded_proto",
+_FRONTEND_KEYS = ("bind", "mode", "backend", "maxconn", "forwarded_for", "forwarded_proto", "forwarded_for_except",
                   "monitor_uri", "tls", "timeouts", "stick_table", "acls", "tcp_request",
                   "http_request", "http_response", "use_backend")
-_TLS_KEYS = ("cert", "key", "alpn")
+_TLS_KEYS = ("cert", "key", "alpn", "min_version", "ciphers", "ciphersuites")
+TLS_MIN_VERSIONS = ("TLSv1.2", "TLSv1.3")
 _BACKEND_KEYS = ("mode", "balance", "maxconn", "health", "retries", "redispatch", "timeouts",
                  "servers", "on_marked_down", "stick_table", "stick_on", "cookie", "all_backups", "acls",
                  "http_request", "http_response")
@@ -759,14 +787,23 @@ class _Builder:
         r = self.r
         m = r.mapping(node, "global", _GLOBAL_KEYS)
         default = GlobalSpec()
-        return GlobalSpec(
+        spec = GlobalSpec(
             workers=r.get(m, "workers", self.workers, default.workers),
             maxconn=r.get(m, "maxconn", r.integer(1), default.maxconn),
             log=self.log(m.value("log") if m else None),
             pidfile=r.get(m, "pidfile", r.nullable(r.path_string)),
             state_file=r.get(m, "state_file", r.nullable(r.path_string)),
             grace=r.get(m, "grace", r.duration, default.grace),
+            user=r.get(m, "user", r.nullable(self.user_name)),
+            group=r.get(m, "group", r.nullable(self.group_name)),
+            chroot=r.get(m, "chroot", r.nullable(self.chroot_dir)),
         )
+        if spec.workers > 1:
+            for key in ("user", "group", "chroot"):
+                if getattr(spec, key) is not None:
+                    r.problem(m.path(key), m.value(key),
+                              "not supported yet with workers > 1 (run one worker, or drop it)")
+        return spec
 
     def workers(self, node: Node) -> int:
         if self.r.scalar(node) == "auto":
@@ -889,6 +926,34 @@ class _Builder:
             raise _Invalid(f"expected an octal file mode like \"0600\", got {self.r.describe(node)}")
         return int(text, 8)
 
+    def networks(self, node: Node) -> tuple[str, ...]:
+        """One network or a list: "127.0.0.0/8", ["10.0.0.0/8", "::1"]."""
+        items = node.value if isinstance(node, SequenceNode) else [node]
+        out = []
+        for item in items:
+            text = self.r.string(item) if isinstance(item, ScalarNode) else None
+            try:
+                out.append(str(ipaddress.ip_network(text, strict=False)))
+            except (TypeError, ValueError):
+                raise _Invalid(f"expected a network like 127.0.0.0/8, got {self.r.describe(item)}", item) from None
+        return tuple(out)
+
+    def user_name(self, node: Node) -> str:
+        import pwd
+        value = self.r.plain(node)
+        text = str(value) if isinstance(value, int) and not isinstance(value, bool) else self.r.string(node)
+        try:
+            pwd.getpwuid(int(text)) if text.isdigit() else pwd.getpwnam(text)
+        except (KeyError, OverflowError):
+            raise _Invalid(f"no such user {text!r}") from None
+        return text
+
+    def chroot_dir(self, node: Node) -> str:
+        path = self.r.path_string(node)
+        if not os.path.isdir(path):
+            raise _Invalid(f"chroot directory not found: {path}")
+        return path
+
     def group_name(self, node: Node) -> str:
         import grp
         value = self.r.plain(node)
@@ -953,6 +1018,7 @@ class _Builder:
             maxconn=r.get(m, "maxconn", r.integer(1), default.maxconn),
             forwarded_for=r.get(m, "forwarded_for", r.boolean, default.forwarded_for),
             forwarded_proto=r.get(m, "forwarded_proto", r.boolean, default.forwarded_proto),
+            forwarded_for_except=r.get(m, "forwarded_for_except", self.networks, ()),
             monitor_uri=r.get(m, "monitor_uri", r.nullable(r.request_path)),
             tls=self.tls(m.value("tls"), m.path("tls")) if "tls" in m else None,
             timeouts=self.timeouts(m.value("timeouts"), m.path("timeouts"), defaults.timeouts),
@@ -1016,7 +1082,28 @@ class _Builder:
             cert=r.get(m, "cert", r.existing_file, ""),
             key=r.get(m, "key", r.nullable(r.existing_file)),
             alpn=r.get(m, "alpn", self.alpn, TLSSpec.alpn),
+            min_version=r.get(m, "min_version", r.nullable(r.choice(TLS_MIN_VERSIONS))),
+            ciphers=r.get(m, "ciphers", r.nullable(self.ciphers)),
+            ciphersuites=r.get(m, "ciphersuites", r.nullable(self.ciphersuites)),
         )
+
+    def ciphers(self, node: Node) -> str:
+        import ssl
+        value = self.r.string(node)
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).set_ciphers(value)
+        except ssl.SSLError:
+            raise _Invalid(f"no cipher in {value!r} is known to OpenSSL") from None
+        return value
+
+    def ciphersuites(self, node: Node) -> str:
+        import ssl
+        value = self.r.string(node)
+        try:
+            set_ciphersuites(ssl.create_default_context(ssl.Purpose.CLIENT_AUTH), value)
+        except (ValueError, OSError, AttributeError) as exc:
+            raise _Invalid(str(exc)) from None
+        return value
 
     def alpn(self, node: Node) -> tuple[str, ...]:
         r = self.r

@@ -57,6 +57,46 @@ def check_certificates(config: Config) -> None:
             raise BindError(f"frontend {name}: cannot load TLS certificate {fe.tls.cert}: {exc}")
 
 
+# Modules imported lazily later (reload, stats, admin): imported before a
+# chroot hides the interpreter's library.
+_LATE_IMPORTS = ("lbcore.haproxy_cfg", "lbcore.stats.admin", "lbcore.stats.snapshot", "lbcore.stats.csvview",
+                 "lbcore.stats.jsonview", "lbcore.stats.htmlpage", "lbcore.stats.prometheus",
+                 "lbcore.state_file", "encodings.idna", "encodings.ascii", "encodings.latin_1")
+
+
+def drop_privileges(spec) -> None:
+    """chroot, then group, then user, as HAProxy: once bound and every
+    certificate and log target is open. Not reversible: a reload in a
+    chroot cannot read the config again (see docs/haproxy-compat.md)."""
+    if spec.chroot is None and spec.user is None and spec.group is None:
+        return
+    import grp
+    import importlib
+    import pwd
+
+    uid = gid = None
+    if spec.user is not None:
+        entry = pwd.getpwuid(int(spec.user)) if spec.user.isdigit() else pwd.getpwnam(spec.user)
+        uid, gid = entry.pw_uid, entry.pw_gid
+    if spec.group is not None:
+        gid = int(spec.group) if spec.group.isdigit() else grp.getgrnam(spec.group).gr_gid
+    if spec.chroot is not None:
+        for name in _LATE_IMPORTS:
+            try:
+                importlib.import_module(name)
+            except ImportError:
+                pass
+        os.chroot(spec.chroot)
+        os.chdir("/")
+    if gid is not None:
+        os.setgroups([gid])
+        os.setgid(gid)
+    if uid is not None:
+        os.setuid(uid)
+    log.info("privileges dropped:%s%s%s", f" chroot {spec.chroot}" if spec.chroot else "",
+             f" group {spec.group}" if spec.group else "", f" user {spec.user}" if spec.user else "")
+
+
 def remove_pidfile(path: str) -> None:
     """Remove the pidfile if it still names this process: after an -sf
     upgrade it names the successor, which must keep it."""
@@ -73,6 +113,7 @@ class LoadBalancer:
     """Everything one lbcore process runs."""
 
     serves_takeover = True  # hands its sockets to an `-sf` successor (not a worker: its master does)
+    serves_peers = True  # runs the peers sections (stick-table sync); workers' tables are their own
 
     def __init__(self, config: Config, reuse_port: bool = False) -> None:
         self.config = config
@@ -84,6 +125,7 @@ class LoadBalancer:
         self.handlers: dict[str, object] = {}  # frontend name -> HttpProxy | TcpProxy
         self.health = None
         self.stats = None
+        self.peers: list = []  # lbcore.peers.Peers, one per peers section
         self.stopped: Optional[asyncio.Future] = None
         self.takeover: Optional[takeover.TakeoverServer] = None
         self.exit_code = 0
@@ -115,6 +157,7 @@ class LoadBalancer:
         self._install_handlers()
         self._install_acceptors(sockets)
         self.health.start(loop)
+        await self._start_peers(config)
         try:
             await self._start_stats(config)
         except OSError as exc:
@@ -137,6 +180,7 @@ class LoadBalancer:
             f"{name} on {', '.join(str(a) for a in fe.binds)} ({fe.mode})"
             for name, fe in config.frontends.items()))
         log.info("build: %s", build())
+        drop_privileges(config.global_)
         systemd.ready()
         for callback in self.on_started:
             callback()
@@ -229,6 +273,25 @@ class LoadBalancer:
         for acceptor in acceptors.values():
             acceptor.start()
 
+    async def _start_peers(self, config: Config) -> None:
+        """One lbcore.peers.Peers per peers section: it listens on this
+        node's address and keeps the tables that name it in step."""
+        self.peers = []
+        if not config.peers:
+            return
+        if not self.serves_peers:
+            log.warning("peers: stick-table sync needs global.workers: 1; these workers keep their own tables")
+            return
+        from .peers import Peers
+        for spec in config.peers.values():
+            peers = Peers(self.loop, spec, lambda: self.runtime)
+            try:
+                await peers.start()
+            except OSError as exc:
+                raise BindError(f"peers {spec.name}: cannot listen on {dict(spec.nodes)[spec.local]}: "
+                                f"{exc.strerror or exc}") from None
+            self.peers.append(peers)
+
     async def _start_stats(self, config: Config) -> None:
         if config.stats is None:
             return
@@ -288,6 +351,11 @@ class LoadBalancer:
         validated, so every process runs the same one."""
         path = self.config.path
         log.info("reloading %s", path)
+        if new is None and self.config.global_.chroot is not None:
+            log.error("reload refused: the process is chrooted to %s and cannot read its configuration "
+                      "again; reload through the master (-W, SIGUSR2) or start a new lbcore with -sf",
+                      self.config.global_.chroot)
+            return
         try:
             new = new or config_mod.reread(self.config)
         except ConfigError as exc:
@@ -313,6 +381,8 @@ class LoadBalancer:
             setup_event_log(new.global_.log)
             self.access_log = self.ctx.access_log = AccessLog(new.global_.log)
         self.health.reload(self.runtime)
+        for peers in self.peers:
+            peers.attach()  # the reloaded runtime's tables
         if self.stats is not None and self.stats.service.certificates is not None:
             self.stats.service.certificates.reloaded()
         if new.stats != old.stats:
@@ -371,6 +441,8 @@ class LoadBalancer:
         self.pool.close_all()
         if self.health is not None:
             self.health.stop()
+        for peers in getattr(self, "peers", ()):
+            peers.close()
         if self.stats is not None:
             self.stats.close()
         if self.config.global_.state_file:

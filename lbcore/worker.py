@@ -73,6 +73,7 @@ class WorkerBalancer(LoadBalancer):
     reloads from its master, and answers its snapshot requests."""
 
     serves_takeover = False  # the master hands the sockets on
+    serves_peers = False
 
     def __init__(self, config: Config, channel: Channel, groups: dict[Address, list[socket.socket]],
                  state: list, slot: int) -> None:

@@ -132,6 +132,9 @@ class MasterAdmin:
         self.master = master
         self.action = master.admin_action()
 
+    def shutdown_sessions(self, backend: str, server: str) -> Any:
+        return self.action.shutdown_sessions(backend, server)
+
     async def apply(self, backend: str, server: str, state: Optional[str], weight: Any,
                     source: str = "stats admin API") -> dict:
         row = self.action.apply(backend, server, state, weight, source=source)

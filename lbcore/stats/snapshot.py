@@ -146,6 +146,7 @@ def snapshot(runtime: Runtime) -> dict[str, Any]:
             "processes": 1,
             "uptime_s": now - runtime.started,
             "start_time": time.time() - (now - runtime.started),
+            "maxconn": runtime.config.global_.maxconn,
         },
         "frontends": {name: frontend_row(f) for name, f in runtime.frontends.items()},
         "backends": {name: backend_row(b, now) for name, b in runtime.backends.items()},

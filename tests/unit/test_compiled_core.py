@@ -10,9 +10,9 @@ import lbcore_ext
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CORE = ["lbcore.balance", "lbcore.batch", "lbcore.model", "lbcore.proxy.http", "lbcore.proxy.stream",
-        "lbcore.rules.checks", "lbcore.rules.engine", "lbcore.rules.message", "lbcore.timers",
-        "lbcore.upstream"]
-PROBE = ("import lbcore, lbcore.proxy.http as h, lbcore_ext; "
+        "lbcore.rules.checks", "lbcore.rules.engine", "lbcore.rules.frontend", "lbcore.rules.message",
+        "lbcore.timers", "lbcore.upstream"]
+PROBE = ("import lbcore, lbcore.proxy.http as h, lbcore.rules.frontend, lbcore_ext; "
          "print(lbcore_ext.IMPLEMENTATION, h.__file__.rsplit('.', 1)[-1], *lbcore.compiled_modules())")
 
 
@@ -43,5 +43,6 @@ def test_default_runs_the_core_compiled_whenever_the_extension_was_built():
 def test_the_running_suite_uses_the_selected_build():
     import lbcore
     import lbcore.proxy.http  # noqa: F401
+    import lbcore.rules.frontend  # noqa: F401
     expected = CORE if lbcore_ext.IMPLEMENTATION == "cython" else []
     assert lbcore.compiled_modules() == expected
