@@ -358,15 +358,11 @@ class LoadBalancer:
     # -- reload ----------------------------------------------------------------
 
     def reload(self) -> None:
-        self.loop.create_task(self._reload_notified())
+        self.loop.create_task(self._reload_when_serving())
 
-    async def _reload_notified(self) -> None:
+    async def _reload_when_serving(self) -> None:
         await self.serving  # a reload asked for during start-up runs once it is done
-        systemd.reloading()
-        try:
-            await self._reload()
-        finally:
-            systemd.ready()
+        await systemd.reload_notified(self._reload())
 
     async def _reload(self, new: Optional[Config] = None) -> None:
         """Re-read the file; a worker is given `new`, the config its master
