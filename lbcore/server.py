@@ -109,6 +109,12 @@ def remove_pidfile(path: str) -> None:
         pass
 
 
+# Stick tables: expired entries are swept every PURGE_INTERVAL seconds, at
+# most PURGE_BUDGET looked at per table and sweep (a 1M table sheds 100k/s).
+PURGE_INTERVAL = 1.0
+PURGE_BUDGET = 100_000
+
+
 class LoadBalancer:
     """Everything one lbcore process runs."""
 
@@ -127,6 +133,7 @@ class LoadBalancer:
         self.stats = None
         self.peers: list = []  # lbcore.peers.Peers, one per peers section
         self.stopped: Optional[asyncio.Future] = None
+        self.serving: Optional[asyncio.Future] = None
         self.takeover: Optional[takeover.TakeoverServer] = None
         self.exit_code = 0
         # Called once every listener is bound and serving (-sf, -Ws, -D).
@@ -137,6 +144,7 @@ class LoadBalancer:
     async def run(self) -> int:
         self.loop = loop = asyncio.get_running_loop()
         self.stopped = loop.create_future()
+        self.serving = loop.create_future()
         config = self.config
         setup_event_log(config.global_.log)
         self.access_log = AccessLog(config.global_.log)
@@ -155,9 +163,13 @@ class LoadBalancer:
         # fails whole.
         sockets = self._bind_all(config, {})
         self._install_handlers()
+        # Signals are handled before the first accept: once a port answers, a
+        # SIGHUP must find its handler (its default action kills the process).
+        self._install_signals(loop)
         self._install_acceptors(sockets)
         self.health.start(loop)
         await self._start_peers(config)
+        self._purge_tables()
         try:
             await self._start_stats(config)
         except OSError as exc:
@@ -168,13 +180,6 @@ class LoadBalancer:
         if self.serves_takeover:
             self.takeover = takeover.TakeoverServer(self._handover, self._takeover_state)
             self.takeover.start(loop)
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
-        # HAProxy's signals: SIGUSR2 reloads (master-worker), SIGUSR1 is the
-        # soft stop that `-sf` sends to the previous process.
-        loop.add_signal_handler(signal.SIGUSR2, self.reload)
-        loop.add_signal_handler(signal.SIGUSR1, self.graceful_stop)
-        loop.add_signal_handler(signal.SIGTERM, self.graceful_stop)
-        loop.add_signal_handler(signal.SIGINT, self.stop_now)
         self._flush_logs()
         log.info("lbcore started (pid %d): %s", os.getpid(), ", ".join(
             f"{name} on {', '.join(str(a) for a in fe.binds)} ({fe.mode})"
@@ -182,6 +187,7 @@ class LoadBalancer:
         log.info("build: %s", build())
         drop_privileges(config.global_)
         systemd.ready()
+        self.serving.set_result(None)
         for callback in self.on_started:
             callback()
         await self.stopped
@@ -234,6 +240,15 @@ class LoadBalancer:
         from .proxy.tcp import TcpProxy
         return TcpProxy(frontend, self.ctx)
 
+    def _install_signals(self, loop) -> None:
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        # HAProxy's signals: SIGUSR2 reloads (master-worker), SIGUSR1 is the
+        # soft stop that `-sf` sends to the previous process.
+        loop.add_signal_handler(signal.SIGUSR2, self.reload)
+        loop.add_signal_handler(signal.SIGUSR1, self.graceful_stop)
+        loop.add_signal_handler(signal.SIGTERM, self.graceful_stop)
+        loop.add_signal_handler(signal.SIGINT, self.stop_now)
+
     def _install_handlers(self) -> None:
         handlers = {}
         for name, frontend in self.runtime.frontends.items():
@@ -272,6 +287,15 @@ class LoadBalancer:
         self.ctx.acceptors = list(acceptors.values())
         for acceptor in acceptors.values():
             acceptor.start()
+
+    def _purge_tables(self) -> None:
+        """Expired stick-table entries leave within a second (HAProxy's
+        expiry task): `used`, the metrics and `show table` count live ones.
+        Each sweep looks at a bounded number of entries per table."""
+        for table in self.runtime.stick_tables.values():
+            table.purge(budget=PURGE_BUDGET)
+        if not self.ctx.stopping:
+            self.loop.call_later(PURGE_INTERVAL, self._purge_tables)
 
     async def _start_peers(self, config: Config) -> None:
         """One lbcore.peers.Peers per peers section: it listens on this
@@ -337,14 +361,11 @@ class LoadBalancer:
     # -- reload ----------------------------------------------------------------
 
     def reload(self) -> None:
-        self.loop.create_task(self._reload_notified())
+        self.loop.create_task(self._reload_when_serving())
 
-    async def _reload_notified(self) -> None:
-        systemd.reloading()
-        try:
-            await self._reload()
-        finally:
-            systemd.ready()
+    async def _reload_when_serving(self) -> None:
+        await self.serving  # a reload asked for during start-up runs once it is done
+        await systemd.reload_notified(self._reload())
 
     async def _reload(self, new: Optional[Config] = None) -> None:
         """Re-read the file; a worker is given `new`, the config its master
@@ -401,14 +422,23 @@ class LoadBalancer:
     # -- stop ------------------------------------------------------------------
 
     def graceful_stop(self) -> None:
-        if self.ctx.stopping:
+        if self.ctx.stopping or self.ctx.withdrawn:
             return
-        log.info("SIGTERM: no longer accepting; finishing in-flight work (grace %ss)",
-                 self.config.global_.grace)
         systemd.stopping()
-        self.ctx.stopping = True
+        self.ctx.withdrawn = True  # monitor_uri answers 503 from now on
         if self.takeover is not None:
             self.takeover.close()  # a draining process has nothing left to hand on
+        delay = self.config.global_.stop_delay
+        if delay > 0:
+            log.info("SIGTERM: monitor_uri answers 503; still accepting for %ss (stop_delay) "
+                     "while health checks withdraw this node", delay)
+            self.loop.call_later(delay, self._drain)
+        else:
+            self._drain()
+
+    def _drain(self) -> None:
+        log.info("no longer accepting; finishing in-flight work (grace %ss)", self.config.global_.grace)
+        self.ctx.stopping = True
         for acceptor in self.acceptors.values():
             acceptor.close()
         self.acceptors = {}

@@ -28,6 +28,7 @@ cdef class UpstreamConnection:
     cdef public list out
     cdef public object sock
     cdef public bint acked
+    cdef public int interims
 
     cpdef _reset_response(self)
     cpdef data_received(self, bytes data)

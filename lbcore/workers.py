@@ -544,14 +544,7 @@ class Master:
 
     def reload(self) -> None:
         if not self.stopping:
-            self.loop.create_task(self._reload_notified())
-
-    async def _reload_notified(self) -> None:
-        systemd.reloading()
-        try:
-            await self._reload()
-        finally:
-            systemd.ready()
+            self.loop.create_task(systemd.reload_notified(self._reload()))
 
     async def _reload(self) -> None:
         path = self.config.path
@@ -624,7 +617,7 @@ class Master:
         log.info("SIGTERM: no longer accepting; workers finish in-flight work (grace %ss)", grace)
         self._begin_stop()
         self._signal_workers(signal.SIGTERM)
-        self.loop.create_task(self._wait_workers(grace + KILL_MARGIN))
+        self.loop.create_task(self._wait_workers(self.config.global_.stop_delay + grace + KILL_MARGIN))
 
     def stop_now(self, announce: bool = True) -> None:
         if self._shutting_down:

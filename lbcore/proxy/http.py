@@ -320,6 +320,9 @@ class ClientConnection:
             # The client half-closed after its request: answer it, then close.
             self.closing = True
             return True
+        # The transport closes now: answers this turn produced go out first
+        # (they wait for the end of the turn, lbcore/batch.py).
+        self.flush()
         return None
 
     def pause_writing(self) -> None:
@@ -1290,7 +1293,7 @@ class ClientConnection:
             self._send_answer(ex, ex.answer)
             self._finish(ex)
             return
-        code = 503 if (self.ctx.stopping or self.closing) else 200
+        code = 503 if (self.ctx.stopping or self.ctx.withdrawn or self.closing) else 200
         body = b"<html><body><h1>200 OK</h1>\nService ready.\n</body></html>\n" if code == 200 \
             else b"<html><body><h1>503 Service Unavailable</h1>\nStopping.\n</body></html>\n"
         keep = ex.keep_alive and code == 200
