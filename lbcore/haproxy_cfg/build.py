@@ -292,7 +292,7 @@ class Builder:
         for key in ("stick_table", "stick_on", "cookie"):
             if key in s:
                 value, at = s[key]
-                be[key] = value if isinstance(value, Map) else Scalar(value, at)
+                be[key] = value if isinstance(value, (Map, Seq)) else Scalar(value, at)
         if proxy.caps == BE:
             self.rules(proxy, be, where, frontend=False)
         else:

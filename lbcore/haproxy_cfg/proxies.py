@@ -396,13 +396,31 @@ class Proxy:
         self.set("stick_table", table, line)
 
     def stick(self, line: Line) -> None:
+        """stick on|match|store-request SAMPLE [table NAME]: one rule each,
+        in order (lb.yaml's stick_on list: match false / store false)."""
         words = line.words[1:]
-        if len(words) < 2 or words[0] != "on":
-            self.p.error(line, "only 'stick on SAMPLE' is supported", f"stick {words[0] if words else ''}".strip())
+        if len(words) < 2 or words[0] not in ("on", "match", "store-request"):
+            self.p.error(line, "expected 'stick on|match|store-request SAMPLE [table NAME]'",
+                         f"stick {words[0] if words else ''}".strip())
             return
-        if len(words) > 2:
-            raise ValueError("'stick on SAMPLE table|if|unless ...' is not supported; only 'stick on SAMPLE'")
-        self.set("stick_on", words[1], line, "stick on")
+        kind, sample, rest = words[0], words[1], words[2:]
+        where = origin(line)
+        rule = Map(where)
+        rule["on"] = Scalar(sample, where)
+        if len(rest) >= 2 and rest[0] == "table":
+            rule["table"] = Scalar(rest[1], where)
+            rest = rest[2:]
+        if rest:
+            raise ValueError(f"'stick {kind} SAMPLE {' '.join(rest)}' is not supported "
+                             "(no if/unless conditions on stick rules)")
+        if kind == "match":
+            rule["store"] = Scalar(False, where)
+        elif kind == "store-request":
+            rule["match"] = Scalar(False, where)
+        existing = self.settings.get("stick_on")
+        rules = existing[0] if existing is not None else Seq(where)
+        rules.append(rule)
+        self.set("stick_on", rules, line, f"stick {kind}")
 
     def cookie(self, line: Line) -> None:
         words = line.words[1:]

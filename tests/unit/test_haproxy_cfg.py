@@ -343,3 +343,27 @@ listen api
     assert converted.global_ == original.global_
     assert yaml.safe_load(text)["backends"]["api"]["balance"] == "leastconn"
     assert os.path.basename(path) == "haproxy.cfg"
+
+
+def test_stick_match_store_request_and_table_map_to_stick_on_rules(tmp_path):
+    from lbcore import haproxy_cfg
+    from lbcore.config import StickOnSpec
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text("""defaults
+    mode http
+frontend fe
+    bind 127.0.0.1:18999
+    default_backend be
+backend be
+    stick-table type ip size 1k expire 30m
+    stick match src
+    stick store-request src
+    stick on dst table be
+    server s1 127.0.0.1:9001
+""")
+    loaded = haproxy_cfg.load([str(cfg)])
+    config = getattr(loaded, "config", loaded)
+    assert config.backends["be"].stick_on == (
+        StickOnSpec("src", "be", match=True, store=False),
+        StickOnSpec("src", "be", match=False, store=True),
+        StickOnSpec("dst", "be"))
