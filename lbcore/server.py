@@ -108,6 +108,12 @@ def remove_pidfile(path: str) -> None:
         pass
 
 
+# Stick tables: expired entries are swept every PURGE_INTERVAL seconds, at
+# most PURGE_BUDGET looked at per table and sweep (a 1M table sheds 100k/s).
+PURGE_INTERVAL = 1.0
+PURGE_BUDGET = 100_000
+
+
 class LoadBalancer:
     """Everything one lbcore process runs."""
 
@@ -157,6 +163,7 @@ class LoadBalancer:
         self._install_acceptors(sockets)
         self.health.start(loop)
         await self._start_peers(config)
+        self._purge_tables()
         try:
             await self._start_stats(config)
         except OSError as exc:
@@ -270,6 +277,15 @@ class LoadBalancer:
         for acceptor in acceptors.values():
             acceptor.start()
 
+    def _purge_tables(self) -> None:
+        """Expired stick-table entries leave within a second (HAProxy's
+        expiry task): `used`, the metrics and `show table` count live ones.
+        Each sweep looks at a bounded number of entries per table."""
+        for table in self.runtime.stick_tables.values():
+            table.purge(budget=PURGE_BUDGET)
+        if not self.ctx.stopping:
+            self.loop.call_later(PURGE_INTERVAL, self._purge_tables)
+
     async def _start_peers(self, config: Config) -> None:
         """One lbcore.peers.Peers per peers section: it listens on this
         node's address and keeps the tables that name it in step."""
@@ -334,14 +350,7 @@ class LoadBalancer:
     # -- reload ----------------------------------------------------------------
 
     def reload(self) -> None:
-        self.loop.create_task(self._reload_notified())
-
-    async def _reload_notified(self) -> None:
-        systemd.reloading()
-        try:
-            await self._reload()
-        finally:
-            systemd.ready()
+        self.loop.create_task(systemd.reload_notified(self._reload()))
 
     async def _reload(self, new: Optional[Config] = None) -> None:
         """Re-read the file; a worker is given `new`, the config its master

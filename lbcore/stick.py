@@ -14,11 +14,13 @@ period still inside the sliding window ending at t.
 Expiry and eviction: an entry lives `expire` after it was last touched
 (created, stuck, tracked); when the table is full the least recently
 touched entry not in use goes to make room, as HAProxy's
-stktable_trash_oldest. Lookups are one dict access. The dict is kept in
-creation/requeue order and `touch` only moves a deadline, so the hot path
-never reorders the dict: when the oldest entry turns out to have been
-touched since it was queued, it is requeued at the back then ("second
-chance"), which keeps eviction and expiry amortised O(1).
+stktable_trash_oldest. Lookups are one dict access. A FIFO (a deque of
+the entries, in creation/requeue order) orders them for expiry and
+eviction, and `touch` only moves a deadline, so the hot path never
+reorders anything: when the oldest entry turns out to have been touched
+since it was queued, it is requeued at the back then ("second chance").
+An entry removed otherwise stays in the FIFO until it reaches the front,
+where it is dropped. Eviction and expiry are amortised O(1).
 
 Time is in integer milliseconds from `clock_ms()` (a monotonic clock), as
 HAProxy's ticks; every method that needs it takes `now` so tests drive it.
@@ -29,6 +31,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import time
+from collections import deque
 from typing import Callable, Iterator, Optional
 
 __all__ = [
@@ -207,6 +210,7 @@ class StickTable:
         self.sticky = False  # a stick rule stores servers here (dumps show server_id, server_key)
         self.clock = clock
         self.entries: dict = {}
+        self.order: deque = deque()  # the entries, oldest first (see the module's docstring)
         # Periods read on the hot path, as attributes.
         self.conn_rate_period = self.store.get("conn_rate") or 0
         self.http_req_rate_period = self.store.get("http_req_rate") or 0
@@ -266,6 +270,7 @@ class StickTable:
                 return None
         entry = self.entry_class(key, now + self.expire_ms)
         self.entries[key] = entry
+        self.order.append(entry)
         return entry
 
     def touch(self, entry: Entry, now: int) -> None:
@@ -281,6 +286,7 @@ class StickTable:
         removed = [k for k, e in self.entries.items() if e.refs == 0]
         for key in removed:
             del self.entries[key]
+        self.order = deque(e for e in self.order if self.entries.get(e.key) is e)
         return len(removed)
 
     def __iter__(self) -> Iterator[Entry]:
@@ -295,16 +301,19 @@ class StickTable:
             return 0
         if now is None:
             now = self.clock()
-        entries = self.entries
+        entries, order = self.entries, self.order
         dropped = 0
-        while entries and budget > 0:
+        while order and budget > 0:
             budget -= 1
-            key = next(iter(entries))
-            entry = entries[key]
+            entry = order[0]
+            if entries.get(entry.key) is not entry:
+                order.popleft()  # removed since it was queued
+                continue
             if entry.exp > now and entry.exp == entry.queued_exp:
                 break  # the front is the oldest deadline and still alive
-            del entries[key]
+            order.popleft()
             if entry.exp <= now and entry.refs == 0:
+                del entries[entry.key]
                 dropped += 1
             else:
                 self._requeue(entry)
@@ -312,18 +321,20 @@ class StickTable:
 
     def _evict_oldest(self, now: int) -> bool:
         """Removes the least recently touched entry not in use."""
-        entries = self.entries
-        for _ in range(len(entries)):
-            key = next(iter(entries))
-            entry = entries.pop(key)
+        entries, order = self.entries, self.order
+        for _ in range(len(order)):
+            entry = order.popleft()
+            if entries.get(entry.key) is not entry:
+                continue
             if entry.refs == 0 and entry.exp == entry.queued_exp:
+                del entries[entry.key]
                 return True
             self._requeue(entry)
         return False
 
     def _requeue(self, entry: Entry) -> None:
         entry.queued_exp = entry.exp
-        self.entries[entry.key] = entry
+        self.order.append(entry)
 
     # -- data ----------------------------------------------------------------
 

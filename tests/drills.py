@@ -27,8 +27,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-from tests.netns import Lan, skip_reason, wait_until
-from tests.support import BACKEND_SCRIPT, ROOT
+from tests.netns import Lan, skip_reason
+from tests.support import BACKEND_SCRIPT, ROOT, wait_until
 
 CONF = ROOT / "conf"
 VIP = "192.0.2.100"
@@ -45,7 +45,7 @@ import json, socket, sys, threading, time
 host, port, duration, interval = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
 results, lock = [], threading.Lock()
 def attempt():
-    start = time.monotonic(); ok = False; error = ""
+    start = time.monotonic(); ok = False; error = ""; server = ""
     try:
         with socket.create_connection((host, port), timeout=3) as s:
             s.settimeout(3)
@@ -58,10 +58,13 @@ def attempt():
                 data += chunk
             ok = data.startswith(b"HTTP/1.1 200")
             error = "" if ok else repr(data[:40])
+            head = data.split(b"\r\n\r\n", 1)[0].decode("latin-1").lower()
+            server = next((line.split(":", 1)[1].strip() for line in head.split("\r\n")
+                           if line.startswith("x-server:")), "")
     except OSError as exc:
         error = type(exc).__name__
     with lock:
-        results.append((start, time.monotonic(), ok, error))
+        results.append((start, time.monotonic(), ok, error, server))
 threads = []
 begin = time.monotonic()
 k = 0
@@ -85,49 +88,65 @@ class Result:
     slowest_s: float
     errors: dict
     states: dict
+    served_by: dict = None  # backend name -> answers (which node served)
+    failures: list = None  # (start, end) of each failed attempt, seconds after the action
 
     def line(self) -> str:
         return (f"{self.engine}: outage {self.outage_s:.2f} s, {self.failed} of {self.attempts} connections "
                 f"failed, {self.slow} slow (slowest {self.slowest_s:.2f} s), errors {self.errors}, "
-                f"states {self.states}")
+                f"states {self.states}, served by {self.served_by}")
 
 
 def measure(results: list, kill_at: float, engine: str, states: dict) -> Result:
-    bad = [start for start, end, ok, _ in results if start >= kill_at and (not ok or end - start >= SLOW)]
-    bad += [start for start, end, ok, _ in results if start < kill_at and not ok]
+    bad = [start for start, end, ok, *_ in results if start >= kill_at and (not ok or end - start >= SLOW)]
+    bad += [start for start, end, ok, *_ in results if start < kill_at and not ok]
     outage = 0.0
     if bad:
         last_bad = max(bad)
-        recovered = [end for start, end, ok, _ in results if start > last_bad and ok]
+        recovered = [end for start, end, ok, *_ in results if start > last_bad and ok]
         outage = (min(recovered) if recovered else results[-1][1]) - kill_at
     errors: dict = {}
-    for _, _, ok, error in results:
+    for _, _, ok, error, _ in results:
         if not ok:
             errors[error] = errors.get(error, 0) + 1
-    slow = sum(1 for start, end, ok, _ in results if ok and end - start >= SLOW)
+    slow = sum(1 for start, end, ok, *_ in results if ok and end - start >= SLOW)
+    served_by: dict = {}
+    for _, _, ok, _, server in results:
+        if ok:
+            served_by[server] = served_by.get(server, 0) + 1
+    failures = [(round(start - kill_at, 3), round(end - kill_at, 3)) for start, end, ok, *_ in results if not ok]
     return Result(engine, len(results), sum(1 for r in results if not r[2]), slow, max(0.0, outage),
-                  max((end - start for start, end, ok, _ in results if ok), default=0.0), errors, states)
+                  max((end - start for start, end, ok, *_ in results if ok), default=0.0), errors, states,
+                  served_by, failures)
 
 
-def lbcore_config(node_dir: str) -> tuple[list[str], str]:
+def node_yaml(node_dir: str, binds: str, more_global: str = "", health: str = "") -> str:
+    """lb.yaml of one drill node: `binds` (YAML flow list) in front of the
+    backend on the node's loopback, monitor_uri /healthz for the health
+    scripts; the path written."""
     path = os.path.join(node_dir, "lb.yaml")
     with open(path, "w") as f:
         f.write(f"""\
 global:
   pidfile: {node_dir}/lbcore.pid
   log: {{target: {node_dir}/access.log, format: none}}
-frontends:
+{more_global}frontends:
   api:
-    bind: [{{address: "{VIP}:80", transparent: true}}, "127.0.0.1:80"]
+    bind: {binds}
     mode: http
     monitor_uri: /healthz
     backend: api
 backends:
   api:
     mode: http
-    health: {{type: http, path: /healthcheck, interval: 1s}}
-    servers: [{{name: local, address: "127.0.0.1:8000"}}]
+{health}    servers: [{{name: local, address: "127.0.0.1:8000"}}]
 """)
+    return path
+
+
+def lbcore_config(node_dir: str) -> tuple[list[str], str]:
+    path = node_yaml(node_dir, f'[{{address: "{VIP}:80", transparent: true}}, "127.0.0.1:80"]',
+                     health="    health: {type: http, path: /healthcheck, interval: 1s}\n")
     return [sys.executable, "-m", "lbcore.cli", "-c", path], path
 
 
@@ -243,12 +262,104 @@ def keepalived_drill(engine: str = "lbcore", before: float = 1.0, after: float =
         return measure(json.loads(out), kill_at, engine, final)
 
 
+# -- ECMP ---------------------------------------------------------------------
+
+ECMP_VIP = "198.51.100.10"
+ECMP_NODES = {"lb1": "192.0.2.11/24", "lb2": "192.0.2.12/24", "lb3": "192.0.2.13/24"}
+ROUTER_LAN, ROUTER_CLIENT_SIDE, ECMP_CLIENT = "192.0.2.1/24", "10.0.1.1/24", "10.0.1.2/24"
+
+
+def ecmp_routes(lan: Lan) -> list[str]:
+    """The router's next hops for the VIP."""
+    text = lan.ip("router", "route", "show", ECMP_VIP)
+    return sorted(word for line in text.splitlines() for i, word in enumerate(line.split())
+                  if i > 0 and line.split()[i - 1] == "via")
+
+
+def ecmp_drill(action: str = "kill", before: float = 1.5, after: float = 4.0,
+               interval: float = 0.02, stop_delay: float = 1.0) -> Result:
+    """Three lbcore nodes announce the VIP over BGP (BIRD) to a router
+    that spreads flows over them (multipath, L4 hash); the client opens a
+    connection every `interval`. `action` on lb1: "kill" (SIGKILL: the
+    health script withdraws the route) or "drain" (SIGTERM with
+    stop_delay: withdrawn first, then drained; nothing may fail)."""
+    reason = skip_reason("bird", "birdc")
+    if reason:
+        raise RuntimeError(reason)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    with Lan("ecmp") as lan, tempfile.TemporaryDirectory(prefix="lbcore-ecmp-") as tmp:
+        lan.add_host("router", ROUTER_LAN)
+        lan.add_host("client")
+        lan.add_link("router", ROUTER_CLIENT_SIDE, "client", ECMP_CLIENT)
+        lan.ip("client", "route", "add", "default", "via", ROUTER_CLIENT_SIDE.split("/")[0])
+        lan.sysctl("router", "net.ipv4.ip_forward=1")
+        lan.sysctl("router", "net.ipv4.fib_multipath_hash_policy=1")
+        with open(CONF / "ecmp" / "bird-router.conf") as f:
+            router_conf = os.path.join(tmp, "bird-router.conf")
+            with open(router_conf, "w") as out:
+                out.write(f.read())
+        lan.popen("router", ["bird", "-f", "-c", router_conf, "-s", f"{tmp}/router.ctl", "-P", f"{tmp}/router.pid"],
+                  stdout=subprocess.DEVNULL, stderr=open(f"{tmp}/router.log", "ab"))
+        balancers = {}
+        for node, address in ECMP_NODES.items():
+            lan.add_host(node, address)
+            lan.ip(node, "addr", "add", f"{ECMP_VIP}/32", "dev", "lo")
+            lan.ip(node, "route", "add", "10.0.1.0/24", "via", ROUTER_LAN.split("/")[0])
+            node_dir = os.path.join(tmp, node)
+            os.mkdir(node_dir)
+            lan.popen(node, [sys.executable, str(BACKEND_SCRIPT), "--port", "8000", "--name", node],
+                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            lb_yaml = node_yaml(node_dir, f'["{ECMP_VIP}:80", "127.0.0.1:80"]',
+                                more_global=f"  stop_delay: {stop_delay}s\n  grace: 10s\n")
+            balancers[node] = lan.popen(node, [sys.executable, "-m", "lbcore.cli", "-c", lb_yaml],
+                                        stdout=open(f"{node_dir}/lbcore.log", "ab"), stderr=subprocess.STDOUT,
+                                        env=env, cwd=node_dir)
+            with open(CONF / "ecmp" / "bird-lb.conf") as f:
+                text = f.read().replace("router id 192.0.2.11;", f"router id {address.split('/')[0]};")
+            conf = os.path.join(node_dir, "bird.conf")
+            with open(conf, "w") as f:
+                f.write(text)
+            sock = f"{node_dir}/bird.ctl"
+            lan.popen(node, ["bird", "-f", "-c", conf, "-s", sock, "-P", f"{node_dir}/bird.pid"],
+                      stdout=subprocess.DEVNULL, stderr=open(f"{node_dir}/bird.log", "ab"))
+            lan.popen(node, [str(CONF / "ecmp" / "lbcore-bgp-health.sh"), sock, "127.0.0.1", "80", "/healthz"],
+                      stdout=subprocess.DEVNULL, stderr=open(f"{node_dir}/health.log", "ab"))
+        hops = sorted(address.split("/")[0] for address in ECMP_NODES.values())
+        wait_until(lambda: ecmp_routes(lan) == hops, 30, "a route to the VIP over all three nodes", 0.1)
+
+        loop = lan.popen("client", [sys.executable, "-c", CLIENT_LOOP, ECMP_VIP, "80", str(before + after),
+                                    str(interval)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(before)
+        acted_at = time.monotonic()
+        victim = balancers["lb1"]
+        if action == "kill":
+            victim.send_signal(signal.SIGKILL)
+            victim.wait()
+        else:
+            victim.send_signal(signal.SIGTERM)
+        withdrawn = wait_until(lambda: ecmp_routes(lan) == hops[1:] and time.monotonic(), after,
+                               "lb1's route withdrawn", 0.01)
+        out, err = loop.communicate(timeout=before + after + 30)
+        if loop.returncode != 0:
+            raise RuntimeError(f"client loop failed: {err.decode()[-500:]}")
+        exited = victim.wait(30)
+        result = measure(json.loads(out), acted_at, f"lbcore ECMP {action}",
+                         {"withdrawn after (s)": round(withdrawn - acted_at, 3), "lb1 exit": exited,
+                          "routes": ecmp_routes(lan)})
+        return result
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.drills")
-    parser.add_argument("drill", choices=["keepalived"])
+    parser.add_argument("drill", choices=["keepalived", "ecmp"])
     parser.add_argument("--engine", default="lbcore,haproxy")
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args(argv)
+    if args.drill == "ecmp":
+        for action in ("kill", "drain"):
+            for _ in range(args.runs):
+                print(ecmp_drill(action).line(), flush=True)
+        return 0
     for engine in args.engine.split(","):
         results = [keepalived_drill(engine) for _ in range(args.runs)]
         for result in results:

@@ -12,7 +12,6 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from typing import Optional
 
 
@@ -56,6 +55,23 @@ class Lan:
         self.hosts[name] = ns
         return ns
 
+    def add_link(self, a: str, a_address: str, b: str, b_address: str) -> None:
+        """A point-to-point link (veth pair) between hosts `a` and `b`,
+        each end named after the host at the other end."""
+        run("ip", "-n", self.hosts[a], "link", "add", f"to-{b}"[:15], "type", "veth",
+            "peer", "name", f"to-{a}"[:15], "netns", self.hosts[b])
+        for host, peer, address in ((a, b, a_address), (b, a, b_address)):
+            dev = f"to-{peer}"[:15]
+            run("ip", "-n", self.hosts[host], "addr", "add", address, "dev", dev)
+            run("ip", "-n", self.hosts[host], "link", "set", dev, "up")
+
+    def ip(self, host: str, *args: str) -> str:
+        return subprocess.run(["ip", "-n", self.hosts[host], *args], check=True, capture_output=True,
+                              text=True, timeout=20).stdout
+
+    def sysctl(self, host: str, setting: str) -> None:
+        run("ip", "netns", "exec", self.hosts[host], "sysctl", "-qw", setting)
+
     def popen(self, host: str, args: list[str], **kwargs) -> subprocess.Popen:
         """`args` run inside `host` (`ip netns exec` execs, so the pid is the program's)."""
         proc = subprocess.Popen(["ip", "netns", "exec", self.hosts[host], *args], **kwargs)
@@ -79,13 +95,3 @@ class Lan:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def wait_until(predicate, timeout: float, what: str, step: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")

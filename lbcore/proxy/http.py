@@ -318,6 +318,9 @@ class ClientConnection:
             # The client half-closed after its request: answer it, then close.
             self.closing = True
             return True
+        # The transport closes now: answers this turn produced go out first
+        # (they wait for the end of the turn, lbcore/batch.py).
+        self.flush()
         return None
 
     def pause_writing(self) -> None:

@@ -7,6 +7,7 @@ from lbcore.rules.message cimport Connection, Request, Response
 cdef class FrontendRules:
     cdef public object frontend, backends
     cdef public tuple tcp_rules, request_rules, response_rules, switching
+    cdef public dict backend_rules
 
     cpdef bint tcp_request(self, Connection facts) except -1
     cpdef Request request(self, Connection facts, bytes method, bytes target, bytes version, bytes block)

@@ -21,6 +21,13 @@ from .message import Connection, Request, Response
 from .switching import choose_backend
 
 
+def _plain(rules) -> tuple:
+    return tuple(tuple(rule) for rule in rules)
+
+
+_NONE = ((), ())
+
+
 def _tracking():
     # lbcore.tracking registers track_sc*/sc_* into the rules; imported
     # where it is used, as it imports the rules package itself.
@@ -29,16 +36,22 @@ def _tracking():
 
 
 class FrontendRules:
-    __slots__ = ("frontend", "backends", "tcp_rules", "request_rules", "response_rules", "switching")
+    __slots__ = ("frontend", "backends", "tcp_rules", "request_rules", "response_rules", "switching",
+                 "backend_rules")
 
     def __init__(self, frontend, backends: Mapping[str, object]) -> None:
         spec = frontend.spec
         self.frontend = frontend  # its `backend` is read per request: a reload swaps it
         self.backends = backends  # name -> model Backend, for use_backend
-        self.tcp_rules = spec.tcp_request
-        self.request_rules = spec.http_request
-        self.response_rules = spec.http_response
-        self.switching = spec.use_backend
+        # Plain tuples: the compiled rule loop reads them without lookups.
+        self.tcp_rules = _plain(spec.tcp_request)
+        self.request_rules = _plain(spec.http_request)
+        self.response_rules = _plain(spec.http_response)
+        self.switching = _plain(spec.use_backend)
+        # Each backend's own rules ((request, response) by backend object),
+        # taken once per load: a reload builds a new FrontendRules.
+        self.backend_rules = {id(b): (_plain(b.spec.http_request), _plain(b.spec.http_response))
+                              for b in backends.values()}
 
     @classmethod
     def build(cls, frontend, backends: Mapping[str, object]) -> Optional["FrontendRules"]:
@@ -103,7 +116,7 @@ class FrontendRules:
                     backend = None  # a dynamic name that names a tcp backend: the default
             request.backend = backend
         target = backend if backend is not None else self.frontend.backend
-        backend_rules = target.spec.http_request
+        backend_rules = self.backend_rules.get(id(target), _NONE)[0]
         if backend_rules:
             result = run(backend_rules, request)
             if result is not None and result.__class__ is Answer:
@@ -119,7 +132,7 @@ class FrontendRules:
         and the frontend's http_response rules; an Answer when one denied
         the response (the client gets that instead)."""
         backend = request.backend if request.backend is not None else self.frontend.backend
-        backend_rules = backend.spec.http_response
+        backend_rules = self.backend_rules.get(id(backend), _NONE)[1]
         frontend_rules = self.response_rules
         if not backend_rules and not frontend_rules:
             return head
