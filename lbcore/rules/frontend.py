@@ -57,10 +57,14 @@ class FrontendRules:
     def build(cls, frontend, backends: Mapping[str, object]) -> Optional["FrontendRules"]:
         """The frontend's rules, or None when no rule can touch its traffic."""
         spec = frontend.spec
-        own = spec.tcp_request or spec.http_request or spec.http_response or spec.use_backend
-        reachable = any(b.spec.http_request or b.spec.http_response for b in backends.values()
-                        if b.mode == spec.mode) if spec.mode == "http" else False
-        return cls(frontend, backends) if own or reachable else None
+        if spec.tcp_request or spec.http_request or spec.http_response or spec.use_backend:
+            return cls(frontend, backends)
+        # No rule of its own and no switching: only its default backend's
+        # rules can apply to its requests.
+        backend = frontend.backend
+        if spec.mode == "http" and (backend.spec.http_request or backend.spec.http_response):
+            return cls(frontend, backends)
+        return None
 
     # -- per connection ------------------------------------------------------
 
