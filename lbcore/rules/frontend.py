@@ -35,6 +35,20 @@ def _tracking():
     return tracking
 
 
+def request_done(request: Request, status: int, bytes_in: int = 0, bytes_out: int = 0) -> None:
+    """The request ended (its answer written): its stick counters count it,
+    an error for a 4xx (lbcore's denials included). A function: the proxy
+    calls it for a request whose frontend's rules a reload replaced."""
+    if request.stick is not None or request.conn.stick is not None:
+        _tracking().request_done(request, status, False, bytes_in, bytes_out)
+
+
+def connection_done(facts: Connection, bytes_in: int = 0, bytes_out: int = 0) -> None:
+    """The connection closed: the counters its tcp_request rules tracked end."""
+    if facts.stick is not None:
+        _tracking().connection_done(facts, bytes_in, bytes_out)
+
+
 class FrontendRules:
     __slots__ = ("frontend", "backends", "tcp_rules", "request_rules", "response_rules", "switching",
                  "backend_rules")
@@ -96,14 +110,10 @@ class FrontendRules:
         return Request(facts, method, target, version, block)
 
     def request_done(self, request: Request, status: int, bytes_in: int = 0, bytes_out: int = 0) -> None:
-        """The request ended (its answer written): its stick counters count
-        it, an error for a 4xx (lbcore's denials included)."""
-        if request.stick is not None or request.conn.stick is not None:
-            _tracking().request_done(request, status, False, bytes_in, bytes_out)
+        request_done(request, status, bytes_in, bytes_out)
 
     def connection_done(self, facts: Connection, bytes_in: int = 0, bytes_out: int = 0) -> None:
-        if facts.stick is not None:
-            _tracking().connection_done(facts, bytes_in, bytes_out)
+        connection_done(facts, bytes_in, bytes_out)
 
     def http_request(self, request: Request) -> Optional[Answer]:
         """None to go on (the request may have been edited; its backend
