@@ -132,6 +132,7 @@ class LoadBalancer:
         self.stats = None
         self.peers: list = []  # lbcore.peers.Peers, one per peers section
         self.stopped: Optional[asyncio.Future] = None
+        self.serving: Optional[asyncio.Future] = None
         self.takeover: Optional[takeover.TakeoverServer] = None
         self.exit_code = 0
         # Called once every listener is bound and serving (-sf, -Ws, -D).
@@ -142,6 +143,7 @@ class LoadBalancer:
     async def run(self) -> int:
         self.loop = loop = asyncio.get_running_loop()
         self.stopped = loop.create_future()
+        self.serving = loop.create_future()
         config = self.config
         setup_event_log(config.global_.log)
         self.access_log = AccessLog(config.global_.log)
@@ -160,6 +162,9 @@ class LoadBalancer:
         # fails whole.
         sockets = self._bind_all(config, {})
         self._install_handlers()
+        # Signals are handled before the first accept: once a port answers, a
+        # SIGHUP must find its handler (its default action kills the process).
+        self._install_signals(loop)
         self._install_acceptors(sockets)
         self.health.start(loop)
         await self._start_peers(config)
@@ -174,13 +179,6 @@ class LoadBalancer:
         if self.serves_takeover:
             self.takeover = takeover.TakeoverServer(self._handover, self._takeover_state)
             self.takeover.start(loop)
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
-        # HAProxy's signals: SIGUSR2 reloads (master-worker), SIGUSR1 is the
-        # soft stop that `-sf` sends to the previous process.
-        loop.add_signal_handler(signal.SIGUSR2, self.reload)
-        loop.add_signal_handler(signal.SIGUSR1, self.graceful_stop)
-        loop.add_signal_handler(signal.SIGTERM, self.graceful_stop)
-        loop.add_signal_handler(signal.SIGINT, self.stop_now)
         self._flush_logs()
         log.info("lbcore started (pid %d): %s", os.getpid(), ", ".join(
             f"{name} on {', '.join(str(a) for a in fe.binds)} ({fe.mode})"
@@ -188,6 +186,7 @@ class LoadBalancer:
         log.info("build: %s", build())
         drop_privileges(config.global_)
         systemd.ready()
+        self.serving.set_result(None)
         for callback in self.on_started:
             callback()
         await self.stopped
@@ -239,6 +238,15 @@ class LoadBalancer:
             return HttpProxy(frontend, self.ctx, self.pool, self.sweeper)
         from .proxy.tcp import TcpProxy
         return TcpProxy(frontend, self.ctx)
+
+    def _install_signals(self, loop) -> None:
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        # HAProxy's signals: SIGUSR2 reloads (master-worker), SIGUSR1 is the
+        # soft stop that `-sf` sends to the previous process.
+        loop.add_signal_handler(signal.SIGUSR2, self.reload)
+        loop.add_signal_handler(signal.SIGUSR1, self.graceful_stop)
+        loop.add_signal_handler(signal.SIGTERM, self.graceful_stop)
+        loop.add_signal_handler(signal.SIGINT, self.stop_now)
 
     def _install_handlers(self) -> None:
         handlers = {}
@@ -350,14 +358,11 @@ class LoadBalancer:
     # -- reload ----------------------------------------------------------------
 
     def reload(self) -> None:
-        self.loop.create_task(self._reload_notified())
+        self.loop.create_task(self._reload_when_serving())
 
-    async def _reload_notified(self) -> None:
-        systemd.reloading()
-        try:
-            await self._reload()
-        finally:
-            systemd.ready()
+    async def _reload_when_serving(self) -> None:
+        await self.serving  # a reload asked for during start-up runs once it is done
+        await systemd.reload_notified(self._reload())
 
     async def _reload(self, new: Optional[Config] = None) -> None:
         """Re-read the file; a worker is given `new`, the config its master

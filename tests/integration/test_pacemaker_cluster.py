@@ -23,8 +23,8 @@ import time
 import pytest
 import yaml
 
-from tests.netns import Lan, skip_reason, wait_until
-from tests.support import BACKEND_SCRIPT, ROOT, http_config
+from tests.netns import Lan, skip_reason
+from tests.support import BACKEND_SCRIPT, ROOT, http_config, wait_until
 
 AGENT_DIR = "/usr/lib/ocf/resource.d/lbcore"
 CIB_DIR = "/var/lib/pacemaker/cib"
