@@ -154,6 +154,9 @@ class Balancer:
             conn.request("GET", path, headers=headers or {})
             resp = conn.getresponse()
             return resp.status, dict(resp.getheaders()), resp.read()
+        except (OSError, http.client.HTTPException) as exc:
+            # Say which of the two failed, with the end of its log.
+            raise OSError(f"{self.name} {path}: {exc!r}\n{self.logs()[-1500:]}") from exc
         finally:
             conn.close()
 
