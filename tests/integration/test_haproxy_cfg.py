@@ -269,8 +269,6 @@ def test_kolla_shaped_config_behaves_as_haproxy(cluster):
         assert set(lb.served_by("KEYSTONE_PORT", 6)) == {"ctl2", "ctl3"}, lb.name
 
 
-@pytest.mark.xfail(reason="lb.yaml rules load (lbcore/rules) but the http path does not run them yet",
-                   strict=False)
 def test_kolla_rules_behave_as_haproxy(cluster):
     _, haproxy, lbcore, _, _ = cluster
     for lb in (haproxy, lbcore):
