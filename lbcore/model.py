@@ -15,6 +15,7 @@ import time
 from typing import Callable, Iterable, Optional
 
 from . import balance, persist, stick, tracking
+from .rules.frontend import FrontendRules
 from .config import BackendSpec, FrontendSpec, ServerSpec
 
 log = logging.getLogger("lbcore")
@@ -412,6 +413,10 @@ class Runtime:
             else:
                 frontend = Frontend(spec, backends[spec.backend])
             frontends[name] = frontend
+        for frontend in frontends.values():
+            # The frontend's rules (lbcore/rules), or None when no rule can
+            # touch its traffic: then its request path has no rule step.
+            frontend.rules = FrontendRules.build(frontend, backends)
         tables = build_stick_tables(config, previous.stick_tables if previous else {})
         tracking.install(tables)  # the tables track_sc rules and sc_* fetches name
         for name, backend in backends.items():

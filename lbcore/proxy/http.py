@@ -30,6 +30,8 @@ from ..hop_by_hop import named_headers
 from ..listeners import FD_EXHAUSTED
 from ..model import Frontend, Server
 from ..upstream import REASONS, SEND_NOW, UpstreamConnection, UpstreamPool
+from ..rules import remember_sni
+from ..rules.frontend import connection_done, request_done
 from .context import ProxyContext
 from .stream import NOSRV, Stream, client_key, end_tunnel
 from . import errors, proxy_protocol
@@ -184,6 +186,8 @@ class HttpProxy:
         self.xff_except = tuple(ipaddress.ip_network(net) for net in self.frontend.spec.forwarded_for_except)
         tls = self.frontend.spec.tls
         self.ssl = tls_context(tls) if tls is not None else None
+        if self.ssl is not None:
+            remember_sni(self.ssl)  # for ssl_fc_sni in rules
 
     def settings_for(self, peer) -> HttpSettings:
         """A connection's settings, chosen once: a client in
@@ -306,7 +310,11 @@ class ClientConnection:
                 ex.upstream = None
                 upstream.abort()
             self.active = None
+            if ex.request is not None:
+                request_done(ex.request, ex.status)  # its track_sc counters
             ex.finish()
+        if self.facts is not None:
+            connection_done(self.facts)  # the counters its tcp_request rules tracked
         tunnel = self.tunnel
         if tunnel is not None:
             self.tunnel = None
@@ -866,16 +874,17 @@ class ClientConnection:
         framing and Connection header for the client are decided here."""
         ex = self.active
         if ex.request is not None:
-            head = self.settings.rules.http_response(ex.request, head)
-            if head.__class__ is not bytes:
+            edited = self.settings.rules.http_response(ex.request, head)
+            if edited.__class__ is not bytes:
                 # Denied: the server's response is read to its end and
                 # dropped (see response_body), the rule's answer sent instead.
-                ex.answer = head
+                ex.answer = edited
                 ex.held = []
                 ex.t_response = self.clock()
                 if not ex.complete:
                     ex.close_after = True  # the rest of the request would be read as the next
                 return
+            head = edited
         ex.status = status
         if ex.cookie_state is not None:
             head = self._response_cookie(ex, status, head)
@@ -917,10 +926,10 @@ class ClientConnection:
         body and the end of the exchange in one step (the common case)."""
         ex = self.active
         if ex.request is not None:
-            head = self.settings.rules.http_response(ex.request, head)
-            if head.__class__ is not bytes:
+            edited = self.settings.rules.http_response(ex.request, head)
+            if edited.__class__ is not bytes:
                 ex.t_response = self.clock()
-                self._send_answer(ex, head)  # denied: the rule's answer instead
+                self._send_answer(ex, edited)  # denied: the rule's answer instead
                 if not ex.complete:
                     ex.close_after = True
                     upstream.keep_alive = False
@@ -928,6 +937,7 @@ class ClientConnection:
                 ex.upstream = None
                 self._finish(ex)
                 return
+            head = edited
         ex.status = upstream.status
         if ex.cookie_state is not None:
             head = self._response_cookie(ex, ex.status, head)
@@ -1217,6 +1227,8 @@ class ClientConnection:
     def _finish(self, ex: Exchange, aborted: bool = False, keep_server_session: bool = False) -> None:
         """The exchange is over (its stream counts and logs it), then the
         next request."""
+        if ex.request is not None:
+            request_done(ex.request, ex.status)  # its track_sc counters
         ex.finish(keep_server_session)
         if aborted or keep_server_session:
             self.active = None

@@ -31,6 +31,8 @@ from lbcore_ext import Relay
 from ..certificates import tls_context
 from .. import model
 from . import proxy_protocol
+from ..rules import remember_sni
+from ..rules.frontend import connection_done
 from .context import ProxyContext
 from .stream import NOSRV, Stream, client_key
 
@@ -80,6 +82,8 @@ class TcpProxy:
         """(Re)load the frontend's TLS settings; called again on reload."""
         tls = self.frontend.spec.tls
         self.ssl = tls_context(tls) if tls is not None else None
+        if self.ssl is not None:
+            remember_sni(self.ssl)  # for ssl_fc_sni in rules
 
     def accept(self, sock: socket.socket, peer) -> None:
         backend = self.frontend.backend  # read per connection: a reload swaps it
@@ -153,7 +157,7 @@ class TcpSession(Stream):
 
     __slots__ = (
         "proxy", "ctx", "loop", "client", "peer", "upstream", "relay",
-        "started", "t_attempt", "timer", "connecting", "tls_side",
+        "started", "t_attempt", "timer", "connecting", "tls_side", "facts",
     )
 
     def __init__(self, proxy: TcpProxy, client: socket.socket, peer) -> None:
@@ -170,6 +174,7 @@ class TcpSession(Stream):
         self.timer = None  # the queue or connect timeout
         self.connecting = False  # a writer is registered on upstream
         self.tls_side: Optional[_Side] = None  # the client's SSL transport, if TLS
+        self.facts = None  # the connection as rules see it (frontends with rules)
 
     # -- start -----------------------------------------------------------------
 
@@ -220,7 +225,8 @@ class TcpSession(Stream):
         rules = self.frontend.rules
         if rules is None:
             return None
-        return rules.connection(self.peer, self.client.getsockname(), ssl_object)
+        self.facts = rules.connection(self.peer, self.client.getsockname(), ssl_object)
+        return self.facts
 
     def _client_gone_early(self) -> None:
         """The TLS client left while its server was being chosen or
@@ -447,6 +453,9 @@ class TcpSession(Stream):
         self.proxy.sessions.discard(self)
         try:
             self.ctx.closed(self.frontend)
+            if self.facts is not None:
+                # the counters its tcp_request rules tracked, with its bytes
+                connection_done(self.facts, self.bytes_in, self.bytes_out)
         finally:
             self.finish()  # counters, timers, the server slot, the log line
 
