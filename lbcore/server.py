@@ -27,6 +27,7 @@ from .logs import AccessLog, setup_event_log
 from .model import Runtime
 from .proxy.context import ProxyContext
 from .proxy.http import HttpProxy
+from .proxy import stream
 from .timers import Sweeper
 from .upstream import UpstreamPool
 
@@ -132,6 +133,7 @@ class LoadBalancer:
         self.stats = None
         self.peers: list = []  # lbcore.peers.Peers, one per peers section
         self.stopped: Optional[asyncio.Future] = None
+        self.serving: Optional[asyncio.Future] = None
         self.takeover: Optional[takeover.TakeoverServer] = None
         self.exit_code = 0
         # Called once every listener is bound and serving (-sf, -Ws, -D).
@@ -142,6 +144,7 @@ class LoadBalancer:
     async def run(self) -> int:
         self.loop = loop = asyncio.get_running_loop()
         self.stopped = loop.create_future()
+        self.serving = loop.create_future()
         config = self.config
         setup_event_log(config.global_.log)
         self.access_log = AccessLog(config.global_.log)
@@ -160,6 +163,9 @@ class LoadBalancer:
         # fails whole.
         sockets = self._bind_all(config, {})
         self._install_handlers()
+        # Signals are handled before the first accept: once a port answers, a
+        # SIGHUP must find its handler (its default action kills the process).
+        self._install_signals(loop)
         self._install_acceptors(sockets)
         self.health.start(loop)
         await self._start_peers(config)
@@ -174,13 +180,6 @@ class LoadBalancer:
         if self.serves_takeover:
             self.takeover = takeover.TakeoverServer(self._handover, self._takeover_state)
             self.takeover.start(loop)
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
-        # HAProxy's signals: SIGUSR2 reloads (master-worker), SIGUSR1 is the
-        # soft stop that `-sf` sends to the previous process.
-        loop.add_signal_handler(signal.SIGUSR2, self.reload)
-        loop.add_signal_handler(signal.SIGUSR1, self.graceful_stop)
-        loop.add_signal_handler(signal.SIGTERM, self.graceful_stop)
-        loop.add_signal_handler(signal.SIGINT, self.stop_now)
         self._flush_logs()
         log.info("lbcore started (pid %d): %s", os.getpid(), ", ".join(
             f"{name} on {', '.join(str(a) for a in fe.binds)} ({fe.mode})"
@@ -188,6 +187,7 @@ class LoadBalancer:
         log.info("build: %s", build())
         drop_privileges(config.global_)
         systemd.ready()
+        self.serving.set_result(None)
         for callback in self.on_started:
             callback()
         await self.stopped
@@ -240,6 +240,15 @@ class LoadBalancer:
         from .proxy.tcp import TcpProxy
         return TcpProxy(frontend, self.ctx)
 
+    def _install_signals(self, loop) -> None:
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        # HAProxy's signals: SIGUSR2 reloads (master-worker), SIGUSR1 is the
+        # soft stop that `-sf` sends to the previous process.
+        loop.add_signal_handler(signal.SIGUSR2, self.reload)
+        loop.add_signal_handler(signal.SIGUSR1, self.graceful_stop)
+        loop.add_signal_handler(signal.SIGTERM, self.graceful_stop)
+        loop.add_signal_handler(signal.SIGINT, self.stop_now)
+
     def _install_handlers(self) -> None:
         handlers = {}
         for name, frontend in self.runtime.frontends.items():
@@ -256,6 +265,8 @@ class LoadBalancer:
         for backend in self.runtime.backends.values():
             if self.pool.server_changed not in backend.listeners:
                 backend.listeners.append(self.pool.server_changed)
+            if stream.server_changed not in backend.listeners:
+                backend.listeners.append(stream.server_changed)  # queued streams take a returning server
 
     def _install_acceptors(self, sockets: dict) -> None:
         acceptors = {}
@@ -350,7 +361,11 @@ class LoadBalancer:
     # -- reload ----------------------------------------------------------------
 
     def reload(self) -> None:
-        self.loop.create_task(systemd.reload_notified(self._reload()))
+        self.loop.create_task(self._reload_when_serving())
+
+    async def _reload_when_serving(self) -> None:
+        await self.serving  # a reload asked for during start-up runs once it is done
+        await systemd.reload_notified(self._reload())
 
     async def _reload(self, new: Optional[Config] = None) -> None:
         """Re-read the file; a worker is given `new`, the config its master
