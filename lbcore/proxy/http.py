@@ -27,6 +27,7 @@ from lbcore_ext import Relay, scan_request
 
 from ..certificates import tls_context
 from ..hop_by_hop import named_headers
+from ..listeners import FD_EXHAUSTED
 from ..model import Frontend, Server
 from ..upstream import REASONS, SEND_NOW, UpstreamConnection, UpstreamPool
 from ..rules import remember_sni
@@ -802,6 +803,8 @@ class ClientConnection:
             upstream = await self.pool.connect(server, timeout)
         except (OSError, asyncio.TimeoutError) as exc:
             reason = "L4TOUT" if isinstance(exc, asyncio.TimeoutError) else "L4CON"
+            if getattr(exc, "errno", None) in FD_EXHAUSTED:
+                observe = _not_observed  # lbcore's own shortage, not the server's failure
             if ex.ended or ex.server is not server:
                 # The stream went on without us (the client left): still a
                 # failed connect, for the server's counters and health.
@@ -1353,3 +1356,7 @@ def _own_socket(transport) -> Optional[socket.socket]:
         return None
     return sock
 
+
+def _not_observed(server, reason) -> None:
+    """A passive health hook that does nothing: for failures that are not
+    the server's."""
