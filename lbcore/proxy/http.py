@@ -486,13 +486,15 @@ class ClientConnection:
             # HTTP/1.0 stays 1.0 (it may lack Host), asking the server to
             # keep the connection for the pool.
             tail += b"Connection: keep-alive\r\n"
-            ex.head = b"".join((method, b" ", target, b" HTTP/1.0\r\n", lines, tail, b"\r\n"))
-        else:
-            ex.head = b"".join((method, b" ", target, b" HTTP/1.1\r\n", lines, tail, b"\r\n"))
         if settings.rules is not None:
+            # The head is rendered once the rules ran (_request_rules).
             ex.request = settings.rules.request(self.facts, method, target,
                                                 b"1.1" if minor else b"1.0", lines)
             ex.tail = tail
+        elif minor == 0:
+            ex.head = b"".join((method, b" ", target, b" HTTP/1.0\r\n", lines, tail, b"\r\n"))
+        else:
+            ex.head = b"".join((method, b" ", target, b" HTTP/1.1\r\n", lines, tail, b"\r\n"))
         rest = data[end + 4:]
         if length:
             self.body_left = length
@@ -752,9 +754,9 @@ class ClientConnection:
             if ex.complete:
                 self._answer_local(ex)
             return False
-        if request.changed:
-            ex.head = b"%s %s HTTP/%s\r\n%s%s\r\n" % (
-                request.method, request.target, request.version, request.headers.block, ex.tail)
+        if request.changed or not ex.head:
+            ex.head = b"".join((request.method, b" ", request.target, b" HTTP/", request.version, b"\r\n",
+                                request.headers.block, ex.tail, b"\r\n"))
         ex.choose_backend(rules.use_backend(request))
         return True
 
