@@ -27,6 +27,7 @@ from .logs import AccessLog, setup_event_log
 from .model import Runtime
 from .proxy.context import ProxyContext
 from .proxy.http import HttpProxy
+from .proxy import stream
 from .timers import Sweeper
 from .upstream import UpstreamPool
 
@@ -264,6 +265,8 @@ class LoadBalancer:
         for backend in self.runtime.backends.values():
             if self.pool.server_changed not in backend.listeners:
                 backend.listeners.append(self.pool.server_changed)
+            if stream.server_changed not in backend.listeners:
+                backend.listeners.append(stream.server_changed)  # queued streams take a returning server
 
     def _install_acceptors(self, sockets: dict) -> None:
         acceptors = {}

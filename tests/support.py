@@ -79,9 +79,10 @@ class BackendProcess:
     """tests/backend.py in its own process (HTTP, or raw TCP echo)."""
 
     def __init__(self, name: str, port: Optional[int] = None, tcp_echo: bool = False, env=None,
-                 host: str = "127.0.0.1"):
+                 host: str = "127.0.0.1", args=()):
         self.name = name
         self.host = host
+        self.args = list(args)  # more options of tests/backend.py, e.g. --two-writes
         self.port = port or free_port()
         self.tcp_echo = tcp_echo
         self.env = env
@@ -98,6 +99,7 @@ class BackendProcess:
                "--health-file", self.health_file]
         if self.tcp_echo:
             cmd.append("--tcp-echo")
+        cmd += self.args
         env = dict(os.environ, **(self.env or {}))
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, env=env)
         wait_port(self.port, host=self.host, proc=self.proc)

@@ -17,6 +17,7 @@ import socket
 from typing import Optional
 
 from ..config import HealthSpec
+from ..listeners import FD_EXHAUSTED
 from .state import ProbeResult
 
 USER_AGENT = "lbcore-health"
@@ -57,7 +58,9 @@ def parse_status_line(line: bytes) -> Optional[int]:
     return int(match.group(1)) if match else None
 
 
-def _connect_failure(exc: OSError, elapsed_ms: float) -> ProbeResult:
+def _connect_failure(exc: OSError, elapsed_ms: float) -> Optional[ProbeResult]:
+    if exc.errno in FD_EXHAUSTED:
+        return None  # lbcore is out of descriptors: nothing was learnt about the server
     if isinstance(exc, socket.gaierror):
         return ProbeResult(False, "SOCKERR", None, elapsed_ms, f"cannot resolve: {exc.strerror or exc}")
     if exc.errno in L4CON_ERRNOS or isinstance(exc, ConnectionError):
@@ -65,8 +68,9 @@ def _connect_failure(exc: OSError, elapsed_ms: float) -> ProbeResult:
     return ProbeResult(False, "SOCKERR", None, elapsed_ms, exc.strerror or str(exc) or type(exc).__name__)
 
 
-async def tcp_probe(host: str, port: int, timeout: float) -> ProbeResult:
-    """Connect, then close: L4OK, L4CON, L4TOUT or SOCKERR."""
+async def tcp_probe(host: str, port: int, timeout: float) -> Optional[ProbeResult]:
+    """Connect, then close: L4OK, L4CON, L4TOUT or SOCKERR; None if lbcore
+    had no descriptor to try with."""
     loop = asyncio.get_running_loop()
     start = loop.time()
     writer = None
@@ -84,7 +88,7 @@ async def tcp_probe(host: str, port: int, timeout: float) -> ProbeResult:
 
 
 async def http_probe(host: str, port: int, timeout: float, request: bytes,
-                     expect_status: frozenset[int]) -> ProbeResult:
+                     expect_status: frozenset[int]) -> Optional[ProbeResult]:
     """Send `request`, read the status line: L7OK / L7STS with the code,
     or L4CON, L4TOUT, L7TOUT, L7RSP, SOCKERR."""
     loop = asyncio.get_running_loop()
@@ -123,7 +127,8 @@ async def http_probe(host: str, port: int, timeout: float, request: bytes,
 
 
 async def probe_server(server, health: HealthSpec) -> Optional[ProbeResult]:
-    """Run the probe `health` asks for against `server`; None for type none."""
+    """Run the probe `health` asks for against `server`; None for type none,
+    or when lbcore is out of descriptors (the check is skipped, not failed)."""
     port = health.port or server.port
     if health.type == "tcp":
         return await tcp_probe(server.host, port, health.timeout)

@@ -4,6 +4,10 @@ cimport cython
 from lbcore.rules.message cimport Connection, Request, Response
 
 
+cpdef request_done(Request request, long status, long long bytes_in=*, long long bytes_out=*)
+cpdef connection_done(Connection facts, long long bytes_in=*, long long bytes_out=*)
+
+
 cdef class FrontendRules:
     cdef public object frontend, backends
     cdef public tuple tcp_rules, request_rules, response_rules, switching

@@ -35,6 +35,20 @@ def _tracking():
     return tracking
 
 
+def request_done(request: Request, status: int, bytes_in: int = 0, bytes_out: int = 0) -> None:
+    """The request ended (its answer written): its stick counters count it,
+    an error for a 4xx (lbcore's denials included). A function: the proxy
+    calls it for a request whose frontend's rules a reload replaced."""
+    if request.stick is not None or request.conn.stick is not None:
+        _tracking().request_done(request, status, False, bytes_in, bytes_out)
+
+
+def connection_done(facts: Connection, bytes_in: int = 0, bytes_out: int = 0) -> None:
+    """The connection closed: the counters its tcp_request rules tracked end."""
+    if facts.stick is not None:
+        _tracking().connection_done(facts, bytes_in, bytes_out)
+
+
 class FrontendRules:
     __slots__ = ("frontend", "backends", "tcp_rules", "request_rules", "response_rules", "switching",
                  "backend_rules")
@@ -57,10 +71,14 @@ class FrontendRules:
     def build(cls, frontend, backends: Mapping[str, object]) -> Optional["FrontendRules"]:
         """The frontend's rules, or None when no rule can touch its traffic."""
         spec = frontend.spec
-        own = spec.tcp_request or spec.http_request or spec.http_response or spec.use_backend
-        reachable = any(b.spec.http_request or b.spec.http_response for b in backends.values()
-                        if b.mode == spec.mode) if spec.mode == "http" else False
-        return cls(frontend, backends) if own or reachable else None
+        if spec.tcp_request or spec.http_request or spec.http_response or spec.use_backend:
+            return cls(frontend, backends)
+        # No rule of its own and no switching: only its default backend's
+        # rules can apply to its requests.
+        backend = frontend.backend
+        if spec.mode == "http" and (backend.spec.http_request or backend.spec.http_response):
+            return cls(frontend, backends)
+        return None
 
     # -- per connection ------------------------------------------------------
 
@@ -92,14 +110,10 @@ class FrontendRules:
         return Request(facts, method, target, version, block)
 
     def request_done(self, request: Request, status: int, bytes_in: int = 0, bytes_out: int = 0) -> None:
-        """The request ended (its answer written): its stick counters count
-        it, an error for a 4xx (lbcore's denials included)."""
-        if request.stick is not None or request.conn.stick is not None:
-            _tracking().request_done(request, status, False, bytes_in, bytes_out)
+        request_done(request, status, bytes_in, bytes_out)
 
     def connection_done(self, facts: Connection, bytes_in: int = 0, bytes_out: int = 0) -> None:
-        if facts.stick is not None:
-            _tracking().connection_done(facts, bytes_in, bytes_out)
+        connection_done(facts, bytes_in, bytes_out)
 
     def http_request(self, request: Request) -> Optional[Answer]:
         """None to go on (the request may have been edited; its backend
