@@ -50,6 +50,7 @@ class Counters:
         self.failed: Counter = Counter()
         self.reasons: Counter = Counter()
         self.examples: list[str] = []
+        self.started = time.monotonic()
 
     def success(self, kind: str) -> None:
         with self.lock:
@@ -60,7 +61,8 @@ class Counters:
             self.failed[kind] += 1
             self.reasons[f"{kind}: {reason}"] += 1
             if len(self.examples) < 50:
-                self.examples.append(f"{time.strftime('%H:%M:%S')} {kind}: {reason}")
+                self.examples.append(f"{time.strftime('%H:%M:%S')} (t={time.monotonic() - self.started:.1f}) "
+                                     f"{kind}: {reason}")
 
 
 def client_loop(port: int, kind: str, stop: threading.Event, counters: Counters) -> None:
@@ -171,6 +173,7 @@ def main(argv=None) -> int:
     threads = [threading.Thread(target=client_loop, args=(port, k, stop, counters), daemon=True)
                for k in kinds]
     events: Counter = Counter()
+    timeline: list = []  # (t, event, server): to tie failures to what caused them
     samples = []
     started = time.monotonic()
     next_at = {"kill": args.kill_every, "hang": args.hang_every, "reload": args.reload_every,
@@ -215,6 +218,7 @@ def main(argv=None) -> int:
                 backends[victim].kill()
                 restart_at[victim] = now + 2.0
                 events["server killed"] += 1
+                timeline.append((round(now, 1), "kill", victim))
                 next_at["kill"] += args.kill_every
                 busy.add(victim)
                 idle = [n for n in names if n not in busy] if len(busy) < len(names) - 1 else []
@@ -223,12 +227,14 @@ def main(argv=None) -> int:
                 backends[victim].proc.send_signal(signal.SIGSTOP)
                 cont_at[victim] = now + 3.0
                 events["server hung (SIGSTOP 3s)"] += 1
+                timeline.append((round(now, 1), "hang", victim))
                 next_at["hang"] += args.hang_every
                 busy.add(victim)
                 idle = [n for n in names if n not in busy] if len(busy) < len(names) - 1 else []
             if now >= next_at["reload"]:
                 lb.signal(signal.SIGHUP)
                 events["reload (SIGHUP)"] += 1
+                timeline.append((round(now, 1), "reload", ""))
                 next_at["reload"] += args.reload_every
             if now >= next_at["admin"] and idle:
                 server = rng.choice(idle)
@@ -236,6 +242,7 @@ def main(argv=None) -> int:
                 admin(stats, server, change)
                 ready_at[server] = now + 3.0
                 events["admin change"] += 1
+                timeline.append((round(now, 1), "admin " + json.dumps(change), server))
                 next_at["admin"] += args.admin_every
             if now >= next_at["sample"]:
                 rss, fds = sample(lb)
@@ -258,11 +265,12 @@ def main(argv=None) -> int:
         lb.stop()
         for b in backends.values():
             b.stop()
-    write_results(args, counters, events, samples, alive, lb)
+    write_results(args, counters, events, samples, alive, lb, timeline)
     return 0
 
 
-def write_results(args, counters: Counters, events: Counter, samples: list, alive: bool, lb) -> None:
+def write_results(args, counters: Counters, events: Counter, samples: list, alive: bool, lb,
+                  timeline: list) -> None:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out = Path(args.results)
     out.mkdir(parents=True, exist_ok=True)
@@ -280,7 +288,7 @@ def write_results(args, counters: Counters, events: Counter, samples: list, aliv
                     "post-keepalive": args.post_clients},
         "chaos": dict(events), "ok": dict(counters.ok), "failed": dict(counters.failed),
         "failure_reasons": dict(counters.reasons), "failure_examples": counters.examples,
-        "samples": samples,
+        "samples": samples, "timeline": timeline,
     }
     (out / f"soak-{stamp}.json").write_text(json.dumps(report, indent=1))
     lines = [
