@@ -769,12 +769,26 @@ class ClientConnection:
             server, ex.head = persistence.request_cookie(ex.head)
             ex.cookie_state = (server, persistence.cookie.nocache and persistence.has_authorization(ex.head))
         if persistence.rules:
-            ex.stick_keys = persistence.keys(self.client_ip.decode(), self._local_ip)
+            view = None
+            if persistence.samples:  # stick on req.hdr(x)...: the request as rules read it
+                view = ex.request if ex.request is not None else self._request_view(ex)
+            ex.stick_keys = persistence.keys(self.client_ip.decode(), self._local_ip, view)
             if server is None:
                 server = persistence.matched(ex.stick_keys)
                 if server is not None and ex.cookie_state is not None:
                     ex.cookie_state = (server, ex.cookie_state[1])  # direct: no new cookie
         return server
+
+    def _request_view(self, ex: Exchange):
+        """The request as rules read it, for a frontend without rules (a
+        stick rule on a header or a cookie needs it)."""
+        from ..rules import Connection, Request
+        head = ex.head
+        block = head[head.index(b"\r\n") + 2:-2]
+        peer = self.peer or ("", 0)
+        sockname = self.transport.get_extra_info("sockname") if self.transport is not None else None
+        conn = Connection(peer[0], peer[1], *(sockname[:2] if sockname else ("", 0)))
+        return Request(conn, ex.method, ex.url, ex.version.encode(), block)
 
     def _local_ip(self) -> str:
         sockname = self.transport.get_extra_info("sockname") if self.transport is not None else None
@@ -1298,6 +1312,8 @@ class ClientConnection:
         ex.response_started = True
         if self.active is ex:
             self.active = None
+        if ex.request is not None:
+            request_done(ex.request, code)  # its track_sc counters, as _finish does
         ex.finish()
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(body)

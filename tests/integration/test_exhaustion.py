@@ -14,8 +14,6 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 from tests.lenient_backend import LenientBackend
 from tests.support import ROOT, BackendProcess, LbcoreProcess, free_port, get_json, http_config, wait_port
 
