@@ -137,6 +137,19 @@ def admin(stats: int, server: str, change: dict) -> None:
         conn.close()
 
 
+def usable_servers(stats: int) -> int:
+    """Servers lbcore would send a new request to now (UP, not drained)."""
+    conn = http.client.HTTPConnection("127.0.0.1", stats, timeout=5)
+    try:
+        conn.request("GET", "/stats.json")
+        servers = json.loads(conn.getresponse().read())["backends"]["pool"]["servers"]
+        return sum(1 for s in servers if s["status"] == "UP")
+    except (OSError, http.client.HTTPException, ValueError, KeyError):
+        return 0
+    finally:
+        conn.close()
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=1800, help="seconds (default 1800)")
@@ -213,6 +226,9 @@ def main(argv=None) -> int:
             # measures lost requests, not a planned total outage.
             busy = set(restart_at) | set(settle_at) | set(cont_at) | set(ready_at)
             idle = [n for n in names if n not in busy] if len(busy) < len(names) - 1 else []
+            due = any(now >= next_at[k] for k in ("kill", "hang", "admin"))
+            if idle and due and usable_servers(stats) < 2:
+                idle = []  # lbcore does not see two usable servers yet (a restart still rising)
             if now >= next_at["kill"] and idle:
                 victim = rng.choice(idle)
                 backends[victim].kill()
@@ -220,8 +236,7 @@ def main(argv=None) -> int:
                 events["server killed"] += 1
                 timeline.append((round(now, 1), "kill", victim))
                 next_at["kill"] += args.kill_every
-                busy.add(victim)
-                idle = [n for n in names if n not in busy] if len(busy) < len(names) - 1 else []
+                idle = []  # one disturbance per turn: the next looks at the servers again
             if now >= next_at["hang"] and idle:
                 victim = rng.choice(idle)
                 backends[victim].proc.send_signal(signal.SIGSTOP)
@@ -229,8 +244,7 @@ def main(argv=None) -> int:
                 events["server hung (SIGSTOP 3s)"] += 1
                 timeline.append((round(now, 1), "hang", victim))
                 next_at["hang"] += args.hang_every
-                busy.add(victim)
-                idle = [n for n in names if n not in busy] if len(busy) < len(names) - 1 else []
+                idle = []  # one disturbance per turn: the next looks at the servers again
             if now >= next_at["reload"]:
                 lb.signal(signal.SIGHUP)
                 events["reload (SIGHUP)"] += 1
