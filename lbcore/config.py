@@ -18,6 +18,9 @@ from typing import Any, Callable, Iterable, Mapping, Optional
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from .balance import ALGORITHMS as BALANCE_NAMES
+from .balance import parse as balance_parse
+
 __all__ = [
     "Address", "Timeouts", "LogSpec", "GlobalSpec", "StatsSpec", "TLSSpec",
     "FrontendSpec", "HealthSpec", "ServerSpec", "BackendSpec", "Config",
@@ -131,7 +134,7 @@ class ServerSpec:
 class BackendSpec:
     name: str
     mode: str = "http"
-    balance: str = "roundrobin"  # roundrobin | leastconn | source | first
+    balance: str = "roundrobin"  # roundrobin | leastconn | first | source | uri | hdr(NAME) | url_param(NAME)
     maxconn: Optional[int] = None
     health: HealthSpec = field(default_factory=HealthSpec)
     retries: int = 3
@@ -139,6 +142,12 @@ class BackendSpec:
     timeouts: Timeouts = field(default_factory=Timeouts)
     servers: tuple[ServerSpec, ...] = ()
     on_marked_down: Optional[str] = None  # None | "shutdown_sessions"
+    hash: str = "map-based"  # map-based | consistent: how hash balancing maps keys
+
+    @property
+    def balance_key(self) -> tuple[str, Optional[str]]:
+        """(algorithm, argument) of `balance`: ("hdr", "X-Tenant")."""
+        return balance_parse(self.balance)
 
 
 @dataclass(frozen=True)
@@ -167,7 +176,8 @@ class ConfigError(Exception):
 # problem instead of stopping at the first.
 
 MODES = ("http", "tcp")
-BALANCES = ("roundrobin", "leastconn", "source", "first")
+HASH_TYPES = ("map-based", "consistent")
+REQUEST_HASHES = ("uri", "hdr", "url_param")  # balance algorithms that read the HTTP request
 HEALTH_TYPES = ("none", "tcp", "http")
 HEALTH_METHODS = ("GET", "HEAD", "OPTIONS")
 INITIAL_STATES = ("up", "down")
@@ -576,7 +586,7 @@ _FRONTEND_KEYS = ("bind", "mode", "backend", "maxconn", "forwarded_for", "forwar
                   "monitor_uri", "tls", "timeouts")
 _TLS_KEYS = ("cert", "key", "alpn")
 _BACKEND_KEYS = ("mode", "balance", "maxconn", "health", "retries", "redispatch", "timeouts",
-                 "servers", "on_marked_down")
+                 "servers", "on_marked_down", "hash")
 _HEALTH_KEYS = ("type", "path", "method", "host", "expect_status", "interval", "timeout",
                 "rise", "fall", "port", "initial_state")
 _SERVER_KEYS = ("name", "address", "weight", "backup", "maxconn", "check", "send_proxy")
@@ -817,10 +827,16 @@ class _Builder:
             return BackendSpec(name=name)
         timeouts = self.timeouts(m.value("timeouts"), m.path("timeouts"), defaults.timeouts)
         maxconn = r.get(m, "maxconn", r.nullable(r.integer(1)))
+        mode = r.get(m, "mode", r.choice(MODES), BackendSpec.mode)
+        algorithm = r.get(m, "balance", self.balance, BackendSpec.balance)
+        if mode == "tcp" and balance_parse(algorithm)[0] in REQUEST_HASHES:
+            r.problem(m.path("balance"), m.value("balance"),
+                      f"balance {algorithm} hashes a part of the HTTP request: it needs mode http")
         return BackendSpec(
             name=name,
-            mode=r.get(m, "mode", r.choice(MODES), BackendSpec.mode),
-            balance=r.get(m, "balance", r.choice(BALANCES), BackendSpec.balance),
+            mode=mode,
+            balance=algorithm,
+            hash=r.get(m, "hash", r.choice(HASH_TYPES), BackendSpec.hash),
             maxconn=maxconn,
             health=self.health(m.value("health"), m.path("health"), timeouts),
             retries=r.get(m, "retries", r.integer(0), defaults.retries),
@@ -829,6 +845,17 @@ class _Builder:
             servers=self.servers(m.value("servers"), m.path("servers"), maxconn),
             on_marked_down=r.get(m, "on_marked_down", r.nullable(r.choice(ON_MARKED_DOWN))),
         )
+
+    def balance(self, node: Node) -> str:
+        """`roundrobin`, `hdr(X-Tenant)`...: kept as written, checked here."""
+        value = self.r.scalar(node)
+        if not isinstance(value, str):
+            raise _Invalid(f"expected an algorithm name, not {self.r.describe(node)}")
+        try:
+            balance_parse(value)
+        except ValueError as exc:
+            raise _Invalid(f"{exc}{_suggest(value, BALANCE_NAMES)}") from None
+        return value.strip()
 
     def health(self, node: Optional[Node], keypath: str, timeouts: Timeouts) -> HealthSpec:
         r = self.r

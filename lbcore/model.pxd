@@ -28,6 +28,8 @@ cdef class Server(Counters):
     cdef public object consecutive_ok, consecutive_fail, observed_failures
 
     cpdef bint has_room(self)
+    cpdef session_start(self)
+    cpdef session_end(self)
 
 
 cdef class Backend(Counters):
@@ -35,6 +37,7 @@ cdef class Backend(Counters):
     cdef public list servers
     cdef public dict by_name
     cdef public Balancer balancer
+    cdef public object request_hash
     cdef public list candidates, listeners
     cdef public object last_change
     cdef public list waiters

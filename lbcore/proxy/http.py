@@ -24,6 +24,7 @@ import httptools
 
 from lbcore_ext import Relay, scan_request
 
+from ..balance import request_key
 from ..hop_by_hop import named_headers
 from ..model import Frontend, Server, status_class_index
 from ..upstream import REASONS, SEND_NOW, UpstreamConnection, UpstreamPool
@@ -686,7 +687,7 @@ class ClientConnection:
                 self._answer_local(ex)
             return
         backend = self.frontend.backend
-        server = backend.pick(self.client_ip, ex.tried)
+        server = backend.pick(self._balance_key(ex, backend), ex.tried)
         if server is None:
             if backend.candidates and not ex.tried:
                 self._enqueue(ex)  # every usable server is at its maxconn
@@ -696,18 +697,19 @@ class ClientConnection:
             return
         self._assign(ex, server)
 
+    def _balance_key(self, ex: Exchange, backend):
+        """What a hash balancer hashes for this request: the client address,
+        or the part of the request `balance` names."""
+        hashed = backend.request_hash
+        if hashed is None:
+            return self.client_ip
+        return request_key(hashed[0], hashed[1], ex.url, ex.head, self.client_ip)
+
     def _assign(self, ex: Exchange, server: Server) -> None:
         ex.server = ex.last_server = server
         ex.t_assigned = self.clock()
-        backend = server.backend
-        server.cur_sessions += 1
-        server.total_sessions += 1
-        if server.cur_sessions > server.max_sessions:
-            server.max_sessions = server.cur_sessions
-        backend.cur_sessions += 1
-        backend.total_sessions += 1
-        if backend.cur_sessions > backend.max_sessions:
-            backend.max_sessions = backend.cur_sessions
+        server.session_start()
+        server.backend.session_start()
         self.server_timeout = self.settings.server
         upstream = None
         if server.send_proxy is None and ex.attempts == 0:
@@ -796,7 +798,8 @@ class ClientConnection:
             # An untried server first; with every candidate tried, any usable
             # one again on a fresh connection: it answers, or its failure
             # takes it out and lets the next candidates (backups) in.
-            server = backend.pick(self.client_ip, ex.tried) or backend.pick(self.client_ip)
+            key = self._balance_key(ex, backend)
+            server = backend.pick(key, ex.tried) or backend.pick(key)
         else:
             server = failed if failed.usable and ex.attempts <= backend.spec.retries else None
         if server is None:
@@ -1134,8 +1137,8 @@ class ClientConnection:
             backend.time_total += t_total
             backend.timed_requests += 1
             if not keep_server_session:
-                server.cur_sessions -= 1
-                backend.cur_sessions -= 1
+                server.session_end()
+                backend.session_end()
                 if backend.waiters:
                     wake_waiters(backend)
         self._log(ex)
