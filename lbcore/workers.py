@@ -48,7 +48,6 @@ import sys
 import time
 from typing import Any, Optional
 
-from . import config as config_mod
 from . import state_file
 from .config import Address, Config, ConfigError
 from .control import MAX_FDS, Channel, find_server, pack, server_state, state_rows, worker_config
@@ -56,7 +55,7 @@ from .health import HealthChecker
 from .listeners import bind_socket
 from .logs import setup_event_log
 from .model import Runtime, Server
-from .server import BindError
+from .server import BindError, load_off_loop
 
 log = logging.getLogger("lbcore")
 
@@ -418,7 +417,7 @@ class Master:
         path = self.config.path
         log.info("reloading %s", path)
         try:
-            new = config_mod.load(path)
+            new = await load_off_loop(path)
         except ConfigError as exc:
             for problem in exc.problems:
                 log.error("reload refused: %s", problem)
