@@ -10,6 +10,10 @@ need=()
 command -v curl >/dev/null || need+=(curl)
 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 command -v chromium >/dev/null || need+=(chromium)
+# The runtime API's real clients: socat, hatop (driven under tmux).
+command -v socat >/dev/null || need+=(socat)
+command -v hatop >/dev/null || need+=(hatop)
+command -v tmux >/dev/null || need+=(tmux)
 if [ ${#need[@]} -gt 0 ] && command -v apt-get >/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"

@@ -95,7 +95,39 @@ def nginx_proxy(prefix: Path, port: int, backends: list[int], max_fds: int) -> s
 """
 
 
+# The "rules" case: 3 ACLs, 4 http_request rules and 2 use_backend entries,
+# the same on both sides. The bench's requests (/64, /1m) pass every rule
+# and fall through to the default backend, as most requests of an API VIP do.
+HAPROXY_RULES = """    acl is_api path_beg /api/
+    acl is_static path_end .css .js .png
+    acl bad_agent hdr(user-agent) -i -m sub sqlmap nikto
+    http-request deny if bad_agent
+    http-request deny deny_status 403 if { path_beg /admin } !{ src 127.0.0.0/8 }
+    http-request set-header X-Forwarded-Port %[dst_port]
+    http-request del-header X-Debug
+    use_backend static if is_static
+    use_backend api if is_api
+"""
+
+LBCORE_RULES = """    acls:
+      is_api: "path_beg /api/"
+      is_static: "path_end .css .js .png"
+      bad_agent: "hdr(user-agent) -i -m sub sqlmap nikto"
+    http_request:
+      - {deny: true, if: bad_agent}
+      - {deny: 403, if: "{ path_beg /admin } !{ src 127.0.0.0/8 }"}
+      - {set_header: [X-Forwarded-Port, "%[dst_port]"]}
+      - {del_header: X-Debug}
+    use_backend:
+      - {backend: static, if: is_static}
+      - {backend: api, if: is_api}
+"""
+
+
 def haproxy(mode: str, port: int, backends: list[int], maxconn: int) -> str:
+    """mode: http | tcp | rules (http with HAPROXY_RULES)."""
+    rules = mode == "rules"
+    mode = "http" if rules else mode
     servers = "".join(
         f"    server s{i} 127.0.0.1:{p}\n" for i, p in enumerate(backends, 1))
     http_only = (
@@ -117,11 +149,17 @@ defaults
 {http_only}
 frontend fe
     bind 127.0.0.1:{port}
-    default_backend pool
+{HAPROXY_RULES if rules else ""}    default_backend pool
 
 backend pool
     balance roundrobin
-{servers}"""
+{servers}""" + (f"""
+backend static
+    server s1 127.0.0.1:{backends[0]}
+
+backend api
+    server s2 127.0.0.1:{backends[-1]}
+""" if rules else "")
 
 
 def lbcore(mode: str, port: int, backends: list[int], maxconn: int, workers: int = 1) -> str:
@@ -129,7 +167,10 @@ def lbcore(mode: str, port: int, backends: list[int], maxconn: int, workers: int
 
     X-Forwarded-* are off because haproxy adds none without `option
     forwardfor`: both proxies then send the same bytes to the backends.
+    mode "rules" is http with LBCORE_RULES.
     """
+    rules = mode == "rules"
+    mode = "http" if rules else mode
     servers = "".join(
         f"      - {{name: s{i}, address: \"127.0.0.1:{p}\", check: false}}\n"
         for i, p in enumerate(backends, 1))
@@ -137,6 +178,16 @@ def lbcore(mode: str, port: int, backends: list[int], maxconn: int, workers: int
         "    forwarded_for: false\n"
         "    forwarded_proto: false\n"
     ) if mode == "http" else ""
+    if rules:
+        http_only += LBCORE_RULES
+    extra = f"""
+  static:
+    health: {{type: none}}
+    servers: [{{name: s1, address: "127.0.0.1:{backends[0]}", check: false}}]
+  api:
+    health: {{type: none}}
+    servers: [{{name: s2, address: "127.0.0.1:{backends[-1]}", check: false}}]
+""" if rules else ""
     return f"""global:
   workers: {workers}
   maxconn: {maxconn}
@@ -164,4 +215,4 @@ backends:
     balance: roundrobin
     health: {{type: none}}
     servers:
-{servers}"""
+{servers}{extra}"""

@@ -172,6 +172,9 @@ FLOORS = [
     ("tcp", "64", "rps", ">=", 0.9), ("tcp", "1m", "rps", ">=", 1.5),
 ]
 PER_ROW_FLOORS = [("p99", "<=", 1.5), ("cpu", "<=", 1.5)]
+# Issue 9: with rules (3 ACLs, 4 http_request rules, 2 use_backend) lbcore's
+# CPU per request stays within 1.1x haproxy's running the same rules.
+RULES_FLOORS = [("rules", "64", "cpu", "<=", 1.1)]
 IDLE_CONN_LIMIT = 4096
 
 
@@ -192,6 +195,10 @@ def floors(tables: dict[str, list[Row]], memory: list[MemoryResult]) -> list[str
     for mode, size, metric, op, limit in FLOORS:
         row = rows.get((f"lbcore-{mode}", size))
         check(f"lbcore-{mode} {SIZE_LABELS[size]} req/s", row and row.ratios.get(metric),
+              op, limit)
+    for mode, size, metric, op, limit in RULES_FLOORS:
+        row = rows.get((f"lbcore-{mode}", size))
+        check(f"lbcore-{mode} {SIZE_LABELS[size]} {metric} (issue 9)", row and row.ratios.get(metric),
               op, limit)
     for (name, size), row in rows.items():
         if not name.startswith("lbcore-") or not row.rounds:

@@ -35,6 +35,10 @@ ALL_TARGETS = (
     TargetSpec("nginx-http", "http", "nginx", True),
     TargetSpec("lbcore-http", "http", "lbcore", True),
     TargetSpec("lbcore-tcp", "tcp", "lbcore", True),
+    # http with rules (configs.HAPROXY_RULES / LBCORE_RULES), compared with
+    # haproxy running the same rules
+    TargetSpec("haproxy-rules", "rules", "haproxy", True),
+    TargetSpec("lbcore-rules", "rules", "lbcore", True),
 )
 
 

@@ -1,19 +1,43 @@
-"""`lbcore -c lb.yaml [--check] [--version]`."""
+"""`lbcore -c lb.yaml [--check] [--version]`, HAProxy's command line
+(`lbcore -f haproxy.cfg [-c] [-W|-Ws] [-db|-D] [-p PIDFILE] [-sf PID...]`)
+and `lbcore convert -f haproxy.cfg... > lb.yaml`.
+
+How `-c` is read: HAProxy's `-c` means "check only" and takes no value,
+lbcore's `-c FILE` names an lb.yaml. When the command line holds `-f`, it
+is HAProxy's command line and `-c` is the check; otherwise `-c FILE` is
+lbcore's (and `--check` its check).
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
+import signal
 import sys
+from typing import Callable, Optional
 
 from . import __version__, build
 
 EXIT_CONFIG = 2
 EXIT_BIND = 1
+# haproxy -c exits 1 on a bad file; scripts written for it test that.
+EXIT_HAPROXY_CONFIG = 1
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["convert"]:
+        return convert_main(argv[1:])
+    if "-f" in argv or any(arg in ("-v", "-vv") for arg in argv):
+        return haproxy_main(argv)
+    return lbcore_main(argv)
+
+
+def lbcore_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
-        prog="lbcore", description="TCP/HTTP load balancer with HAProxy's semantics.")
+        prog="lbcore", description="TCP/HTTP load balancer with HAProxy's semantics. "
+        "Also runs from haproxy.cfg with HAProxy's command line: lbcore -f haproxy.cfg [-c].")
     parser.add_argument("-c", "--config", metavar="FILE", help="configuration file (lb.yaml)")
     parser.add_argument("--check", action="store_true", help="validate the configuration and exit")
     parser.add_argument("--version", action="store_true",
@@ -23,7 +47,7 @@ def main(argv=None) -> int:
         print(f"lbcore {__version__}\n{build()}")
         return 0
     if not args.config:
-        parser.error("-c FILE is required")
+        parser.error("-c FILE is required (or -f haproxy.cfg)")
 
     import gc
 
@@ -44,11 +68,208 @@ def main(argv=None) -> int:
     if args.check:
         print(f"Configuration file {args.config} is valid")
         return 0
+    return run(config)
 
+
+# -- HAProxy's command line --------------------------------------------------------
+
+@dataclasses.dataclass
+class HaproxyArgs:
+    files: list[str] = dataclasses.field(default_factory=list)
+    check: bool = False
+    master_worker: bool = False
+    systemd: bool = False
+    foreground: bool = False  # -db
+    daemon: bool = False  # -D
+    pidfile: Optional[str] = None
+    quiet: bool = False
+    version: int = 0  # 1 for -v, 2 for -vv
+    soft_stop: list[int] = dataclasses.field(default_factory=list)  # -sf
+    hard_stop: list[int] = dataclasses.field(default_factory=list)  # -st
+    localpeer: Optional[str] = None
+
+
+class UsageError(ValueError):
+    pass
+
+
+FLAGS = {"-c": "check", "-W": "master_worker", "-Ws": "systemd", "-db": "foreground", "-D": "daemon",
+         "-q": "quiet"}
+
+
+def parse_haproxy_args(argv: list[str]) -> HaproxyArgs:
+    args = HaproxyArgs()
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        value = argv[i + 1] if i + 1 < len(argv) else None
+        if arg in FLAGS:
+            setattr(args, FLAGS[arg], True)
+            if arg == "-Ws":
+                args.master_worker = True
+        elif arg in ("-v", "-V"):
+            args.version = max(args.version, 1) if arg == "-v" else args.version
+        elif arg == "-vv":
+            args.version = 2
+        elif arg in ("-f", "-p", "-L"):
+            if value is None:
+                raise UsageError(f"{arg} needs a value")
+            if arg == "-f":
+                args.files.append(value)
+            elif arg == "-p":
+                args.pidfile = value
+            else:
+                args.localpeer = value
+            i += 1
+        elif arg in ("-sf", "-st"):
+            pids = []
+            while i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+                i += 1
+                if not argv[i].isdigit():
+                    raise UsageError(f"{arg}: '{argv[i]}' is not a process id")
+                pids.append(int(argv[i]))
+            (args.soft_stop if arg == "-sf" else args.hard_stop).extend(pids)
+        elif arg == "--":
+            args.files.extend(argv[i + 1:])
+            break
+        else:
+            raise UsageError(f"unsupported option '{arg}' (lbcore takes HAProxy's -f, -c, -W, -Ws, -db, -D, "
+                             "-p, -q, -v, -vv, -L, -sf, -st)")
+        i += 1
+    return args
+
+
+def haproxy_version_text(verbose: bool) -> str:
+    from .haproxy_cfg import SYNTAX_VERSION
+    text = (f"lbcore version {__version__} - reads HAProxy {SYNTAX_VERSION} configuration syntax\n")
+    if verbose:
+        text += build() + "\n"
+    return text
+
+
+def haproxy_main(argv: list[str]) -> int:
+    try:
+        args = parse_haproxy_args(argv)
+    except UsageError as exc:
+        print(f"lbcore: {exc}", file=sys.stderr)
+        return EXIT_HAPROXY_CONFIG
+    if args.version:
+        sys.stdout.write(haproxy_version_text(args.version > 1))
+        return 0
+    if not args.files:
+        print("lbcore: no configuration file (-f haproxy.cfg)", file=sys.stderr)
+        return EXIT_HAPROXY_CONFIG
+
+    from . import haproxy_cfg
+    from .config import ConfigError
+
+    try:
+        loaded = haproxy_cfg.load(args.files, localpeer=args.localpeer)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_HAPROXY_CONFIG
+    if not args.quiet:
+        for warning in loaded.warnings:
+            print(f"[WARNING] {warning}", file=sys.stderr)
+    if args.check:
+        if not args.quiet:
+            print("Configuration file is valid")
+        return 0
+    config = loaded.config
+    if args.pidfile:
+        config = dataclasses.replace(config, global_=dataclasses.replace(
+            config.global_, pidfile=os.path.abspath(args.pidfile)))
+    # `daemon` (or -D) forks into the background unless -db or -Ws keep
+    # the process in the foreground, as HAProxy.
+    daemon = (loaded.daemon or args.daemon) and not (args.foreground or args.systemd)
+    started: list[Callable[[], None]] = []
+    if args.soft_stop or args.hard_stop:
+        started.append(lambda: stop_previous(args.soft_stop, args.hard_stop))
+    # -Ws: READY=1 (and RELOADING=1, STOPPING=1) go to $NOTIFY_SOCKET
+    # whenever systemd set it (lbcore.systemd); nothing more to do here.
+    if daemon:
+        return run_daemon(config, started)
+    return run(config, started)
+
+
+def stop_previous(soft: list[int], hard: list[int]) -> None:
+    """Once this process serves, the old ones finish (-sf: SIGUSR1, HAProxy's
+    soft stop, which lbcore also takes as a graceful stop) or stop (-st)."""
+    for pids, sig in ((soft, signal.SIGUSR1), (hard, signal.SIGTERM)):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except OSError:
+                pass
+
+
+def run_daemon(config, started: list[Callable[[], None]]) -> int:
+    """Fork into the background; the parent exits 0 once the child is bound
+    and serving, or 1 if it could not start (its error is on stderr)."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as pipe:
+            ready = pipe.read(1)
+        return 0 if ready == b"1" else EXIT_BIND
+    os.close(read_end)
+    os.setsid()
+
+    def detach() -> None:
+        os.write(write_end, b"1")
+        os.close(write_end)
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.close(null)
+
+    code = run(config, started + [detach])
+    os._exit(code)
+
+
+# -- lbcore convert ---------------------------------------------------------------------
+
+def convert_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="lbcore convert",
+                                     description="Write the lb.yaml equivalent of haproxy.cfg files.")
+    parser.add_argument("-f", dest="files", action="append", required=True, metavar="PATH",
+                        help="haproxy.cfg file or directory of *.cfg (repeatable, in order)")
+    parser.add_argument("-o", dest="output", metavar="FILE", help="write here instead of stdout")
+    args = parser.parse_args(argv)
+
+    from . import haproxy_cfg
+    from .config import ConfigError
+
+    try:
+        text, warnings = haproxy_cfg.convert(args.files)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_CONFIG
+    for warning in warnings:
+        print(f"[WARNING] {warning}", file=sys.stderr)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+# -- running ------------------------------------------------------------------------------
+
+def run(config, started: Optional[list[Callable[[], None]]] = None) -> int:
+    from . import systemd
+    from .listeners import inherited
+
+    for sock in systemd.listen_fds():  # socket activation
+        inherited.add(sock)
     if config.global_.workers > 1:
         from .workers import run_master
-        return run_master(config)
-    return run_single(config)
+        return run_master(config, started=tuple(started or ()))
+    return run_single(config, started=started)
 
 
 def raise_fd_limit() -> None:
@@ -64,7 +285,7 @@ def raise_fd_limit() -> None:
             pass
 
 
-def run_single(config, reuse_port: bool = False) -> int:
+def run_single(config, reuse_port: bool = False, started: Optional[list[Callable[[], None]]] = None) -> int:
     import uvloop
 
     raise_fd_limit()
@@ -72,6 +293,7 @@ def run_single(config, reuse_port: bool = False) -> int:
     from .server import BindError, LoadBalancer
 
     balancer = LoadBalancer(config, reuse_port=reuse_port)
+    balancer.on_started.extend(started or ())
     try:
         return uvloop.run(balancer.run())
     except BindError as exc:

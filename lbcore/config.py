@@ -15,15 +15,20 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Mapping, Optional
 
+from . import stick
+
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from . import rules
+from . import tracking  # noqa: F401  (registers track_sc* actions and sc_*/src_* fetches)
 from .balance import ALGORITHMS as BALANCE_NAMES
 from .balance import parse as balance_parse
 
 __all__ = [
-    "Address", "Timeouts", "LogSpec", "GlobalSpec", "StatsSpec", "TLSSpec",
+    "Address", "Timeouts", "LogSpec", "GlobalSpec", "SocketSpec", "StatsSpec", "TLSSpec",
     "FrontendSpec", "HealthSpec", "ServerSpec", "BackendSpec", "Config",
+    "StickTableSpec", "StickOnSpec", "CookieSpec", "PeersSpec",
     "ConfigError", "load", "loads", "parse_duration", "parse_size",
     "parse_address",
 ]
@@ -63,6 +68,9 @@ class LogSpec:
     format: str = "http"  # http | json | none
     # Set when target is a syslog address ("127.0.0.1:514" or "udp://..."):
     syslog: Optional[Address] = None
+    # Set when target is "unix:/dev/log": syslog to a unix datagram socket.
+    syslog_socket: Optional[str] = None
+    facility: str = "local0"  # syslog facility, as HAProxy's `log ADDR FACILITY`
 
 
 @dataclass(frozen=True)
@@ -75,12 +83,31 @@ class GlobalSpec:
     grace: float = 30.0  # SIGTERM: time given to in-flight work before exit
 
 
+SOCKET_LEVELS = ("user", "operator", "admin")  # HAProxy's, lowest first
+
+
+@dataclass(frozen=True)
+class SocketSpec:
+    """stats.socket: HAProxy's runtime API on a unix socket (`path`) or on
+    TCP (`address`, from "ipv4@HOST:PORT"); exactly one of the two is set."""
+
+    path: Optional[str] = None
+    address: Optional[Address] = None
+    mode: int = 0o600
+    group: Optional[str] = None
+    level: str = "admin"
+
+    def __str__(self) -> str:
+        return self.path if self.path is not None else f"ipv4@{self.address}"
+
+
 @dataclass(frozen=True)
 class StatsSpec:
-    bind: Address
+    bind: Optional[Address]  # None: only the runtime API socket is served
     auth: Optional[tuple[str, str]] = None  # (user, password)
     admin: bool = True
     refresh: float = 5.0
+    socket: Optional[SocketSpec] = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +115,54 @@ class TLSSpec:
     cert: str
     key: Optional[str] = None
     alpn: tuple[str, ...] = ("http/1.1",)
+
+
+@dataclass(frozen=True)
+class StickTableSpec:
+    """A stick table (lbcore/stick.py), named after its section."""
+
+    name: str
+    type: str  # ip | ipv6 | integer | string
+    size: int
+    expire: Optional[float] = None  # seconds; None: entries never expire (only evicted)
+    length: int = 32  # string keys: longer keys are cut
+    peers: Optional[str] = None  # the peers section that synchronises it
+    # (data type, period in ms or None), e.g. (("conn_cur", None), ("http_req_rate", 10000))
+    store: tuple[tuple[str, Optional[int]], ...] = ()
+
+
+@dataclass(frozen=True)
+class StickOnSpec:
+    """Persistence by a sample: HAProxy's `stick on` (match and store),
+    `stick match` (match only) or `stick store-request` (store only)."""
+
+    sample: str  # src | dst | another fetch expression (req.hdr(x), ...)
+    table: str  # the stick table's name (the backend's own by default)
+    match: bool = True
+    store: bool = True
+
+
+@dataclass(frozen=True)
+class CookieSpec:
+    """Cookie persistence: HAProxy's `cookie NAME insert|rewrite|prefix ...`."""
+
+    name: str
+    mode: str = "insert"  # insert | rewrite | prefix
+    indirect: bool = False
+    nocache: bool = False
+    preserve: bool = False
+    httponly: bool = False
+    secure: bool = False
+    domain: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PeersSpec:
+    """A peers section: the LB nodes that share stick-table entries."""
+
+    name: str
+    local: str
+    nodes: tuple[tuple[str, "Address"], ...] = ()  # (name, address), the local node included
 
 
 @dataclass(frozen=True)
@@ -102,6 +177,13 @@ class FrontendSpec:
     monitor_uri: Optional[str] = None
     tls: Optional[TLSSpec] = None
     timeouts: Timeouts = field(default_factory=Timeouts)
+    # Rules (lbcore/rules), compiled at load. acls: ((name, (text, ...)), ...)
+    acls: tuple = ()
+    tcp_request: tuple = ()  # of rules.Rule
+    http_request: tuple = ()
+    http_response: tuple = ()
+    use_backend: tuple = ()  # of rules.UseBackend
+    stick_table: Optional[StickTableSpec] = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +210,7 @@ class ServerSpec:
     maxconn: Optional[int] = None  # already inherited from the backend's maxconn
     check: bool = True
     send_proxy: Optional[str] = None  # None | "v1" | "v2"
+    cookie: Optional[str] = None  # this server's value for the backend's cookie persistence
 
 
 @dataclass(frozen=True)
@@ -142,6 +225,14 @@ class BackendSpec:
     timeouts: Timeouts = field(default_factory=Timeouts)
     servers: tuple[ServerSpec, ...] = ()
     on_marked_down: Optional[str] = None  # None | "shutdown_sessions"
+    all_backups: bool = False  # every usable backup serves, not only the first (option allbackups)
+    # Backend-section rules, run after the frontend's (lbcore/rules).
+    acls: tuple = ()
+    http_request: tuple = ()
+    http_response: tuple = ()
+    stick_table: Optional[StickTableSpec] = None
+    stick_on: tuple[StickOnSpec, ...] = ()
+    cookie: Optional[CookieSpec] = None
     hash: str = "map-based"  # map-based | consistent: how hash balancing maps keys
 
     @property
@@ -157,6 +248,19 @@ class Config:
     stats: Optional[StatsSpec]
     frontends: Mapping[str, FrontendSpec]
     backends: Mapping[str, BackendSpec]
+    userlists: Mapping[str, Any] = field(default_factory=dict)  # name -> rules.auth.Userlist
+    peers: Mapping[str, PeersSpec] = field(default_factory=dict)
+    # haproxy.cfg files and directories (`lbcore -f`) this config was read
+    # from; empty for an lb.yaml (`path`). A reload reads the same again.
+    sources: tuple[str, ...] = ()
+
+    def stick_tables(self) -> dict[str, StickTableSpec]:
+        """Every stick table by name (frontends' and backends')."""
+        tables = {}
+        for section in (*self.frontends.values(), *self.backends.values()):
+            if section.stick_table is not None:
+                tables[section.stick_table.name] = section.stick_table
+        return tables
 
 
 class ConfigError(Exception):
@@ -184,6 +288,10 @@ INITIAL_STATES = ("up", "down")
 SEND_PROXY = ("v1", "v2")
 ON_MARKED_DOWN = ("shutdown_sessions",)
 LOG_FORMATS = ("http", "json", "none")
+# RFC 5424 facility codes, by HAProxy's names.
+SYSLOG_FACILITIES = ("kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron",
+                     "auth2", "ftp", "ntp", "audit", "alert", "cron2", "local0", "local1", "local2",
+                     "local3", "local4", "local5", "local6", "local7")
 MAX_WEIGHT = 256
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
@@ -196,6 +304,12 @@ _STATUS_CLASS = re.compile(r"([1-5])xx")
 # A log target that looks like host:port (and not like a path) is syslog.
 _SYSLOG_LIKE = re.compile(r"(\[[^\]/]*\]|[A-Za-z0-9.*_-]*):[0-9]+")
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_MAX_EXPIRE = 24 * 86400.0  # HAProxy's stick-table expire is at most 2^31 ms
+# A sample expression: a fetch name, optional (args), optional ,converters.
+_SAMPLE = re.compile(r"[a-z][a-z0-9_.]*(\([^()]*\))?(,[a-z][a-z0-9_]*(\([^()]*\))?)*")
+_L4_SAMPLES = ("src", "dst")
+# RFC 6265 cookie-value characters (no quotes, commas, semicolons, spaces).
+_COOKIE_VALUE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _WILDCARD_HOSTS = ("", "::")
 
 
@@ -369,6 +483,15 @@ class _Reader:
 
     # problems
     def problem(self, keypath: str, node: Optional[Node], message: str) -> None:
+        origin = getattr(node.start_mark, "origin", None) if node is not None else None
+        if origin is not None:
+            # A value read from haproxy.cfg: name its file, line and keyword;
+            # the lb.yaml key it maps to comes last, for `lbcore convert` users.
+            if message.startswith("unknown key"):
+                message = "not supported yet by this lbcore"
+            self._problems.append((0, f"{origin}: {origin.keyword}: {message} (lb.yaml {keypath})"))
+            self.bad_paths.add(keypath)
+            return
         line = _line(node)
         where = f"{self.path}:{line}" if line else self.path
         self._problems.append((line or 0, f"{where}: {keypath}: {message}" if keypath else f"{where}: {message}"))
@@ -575,21 +698,30 @@ class _Reader:
 
 # -- sections -----------------------------------------------------------------
 
-_TOP_KEYS = ("global", "defaults", "stats", "frontends", "backends")
+_TOP_KEYS = ("global", "defaults", "stats", "frontends", "backends", "peers", "userlists")
 _GLOBAL_KEYS = ("workers", "maxconn", "log", "pidfile", "state_file", "grace")
-_LOG_KEYS = ("target", "format")
+_LOG_KEYS = ("target", "format", "facility")
 _DEFAULTS_KEYS = ("timeouts", "retries", "redispatch")
 _TIMEOUT_KEYS = tuple(Timeouts.__dataclass_fields__)
-_STATS_KEYS = ("bind", "auth", "admin", "refresh")
+_STATS_KEYS = ("bind", "auth", "admin", "refresh", "socket")
+_SOCKET_KEYS = ("path", "mode", "group", "level")
 _AUTH_KEYS = ("user", "password")
 _FRONTEND_KEYS = ("bind", "mode", "backend", "maxconn", "forwarded_for", "forwarded_proto",
-                  "monitor_uri", "tls", "timeouts")
+                  "monitor_uri", "tls", "timeouts", "stick_table", "acls", "tcp_request",
+                  "http_request", "http_response", "use_backend")
 _TLS_KEYS = ("cert", "key", "alpn")
 _BACKEND_KEYS = ("mode", "balance", "maxconn", "health", "retries", "redispatch", "timeouts",
-                 "servers", "on_marked_down", "hash")
+                 "servers", "on_marked_down", "stick_table", "stick_on", "cookie", "all_backups", "acls",
+                 "http_request", "http_response", "hash")
 _HEALTH_KEYS = ("type", "path", "method", "host", "expect_status", "interval", "timeout",
                 "rise", "fall", "port", "initial_state")
-_SERVER_KEYS = ("name", "address", "weight", "backup", "maxconn", "check", "send_proxy")
+_SERVER_KEYS = ("name", "address", "weight", "backup", "maxconn", "check", "send_proxy", "cookie")
+_STICK_TABLE_KEYS = ("type", "size", "expire", "peers", "store", "len")
+_STICK_ON_KEYS = ("on", "match", "store", "table")
+_COOKIE_KEYS = ("name", "mode", "indirect", "nocache", "preserve", "httponly", "secure", "domain")
+_PEERS_KEYS = ("local", "nodes")
+_PEER_NODE_KEYS = ("name", "address")
+COOKIE_MODES = ("insert", "rewrite", "prefix")
 
 
 @dataclass(frozen=True)
@@ -606,6 +738,11 @@ class _Builder:
         self.r = reader
         # port -> (address, keypath, node) of every listening address on it, for clashes.
         self.binds: dict[int, list[tuple[Address, str, Node]]] = {}
+        self.rules = _RulesReader(reader)
+        # (backend, keypath, node, StickOnSpec) checked once every table is known.
+        self._stick_rules: list = []
+        # keypath -> node of values checked against each other at the end.
+        self._where: dict[str, Node] = {}
 
     def config(self, root: MappingNode) -> Config:
         r = self.r
@@ -613,9 +750,14 @@ class _Builder:
         global_ = self.global_(top.value("global"))
         defaults = self.defaults(top.value("defaults"))
         stats = self.stats(top.value("stats")) if "stats" in top else None
+        peers = self.peers(top.value("peers"))
+        userlists = self.rules.userlists(top.value("userlists"))
         backends = self.backends(top.value("backends"), defaults)
         frontends = self.frontends(top.value("frontends"), defaults, backends, "frontends" in top)
-        return Config(path=r.path, global_=global_, stats=stats, frontends=frontends, backends=backends)
+        config = Config(path=r.path, global_=global_, stats=stats, frontends=frontends, backends=backends,
+                        peers=peers, userlists=userlists)
+        self.check_stickiness(config)
+        return config
 
     # global
     def global_(self, node: Optional[Node]) -> GlobalSpec:
@@ -642,15 +784,24 @@ class _Builder:
     def log(self, node: Optional[Node]) -> LogSpec:
         r = self.r
         m = r.mapping(node, "global.log", _LOG_KEYS)
-        spec = LogSpec(format=r.get(m, "format", r.choice(LOG_FORMATS), LogSpec.format))
+        spec = LogSpec(format=r.get(m, "format", r.choice(LOG_FORMATS), LogSpec.format),
+                       facility=r.get(m, "facility", r.choice(SYSLOG_FACILITIES), LogSpec.facility))
         if m is not None and "target" in m:
             target, syslog = r.get(m, "target", self.log_target, (LogSpec.target, None))
             spec = replace(spec, target=target, syslog=syslog)
+            if target.startswith("unix:"):
+                spec = replace(spec, syslog_socket=target[len("unix:"):])
         return spec
 
     def log_target(self, node: Node) -> tuple[str, Optional[Address]]:
         value = self.r.string(node)
         if value in ("stdout", "stderr"):
+            return value, None
+        if value.startswith("unix:"):
+            # A unix datagram socket (/dev/log): it may appear later (a
+            # container's bind mount), so it is not required to exist yet.
+            if not value[len("unix:"):].startswith("/"):
+                raise _Invalid(f"invalid log target {value!r} (expected 'unix:/absolute/path')")
             return value, None
         if value.startswith("udp://"):
             return value, parse_address(value[len("udp://"):], server=True)
@@ -688,18 +839,72 @@ class _Builder:
         r = self.r
         if node is not None and r.is_null(node):
             return None
-        m = r.mapping(node, "stats", _STATS_KEYS, required=("bind",))
+        m = r.mapping(node, "stats", _STATS_KEYS)
         if m is None:
             return None
+        socket_spec = self.stats_socket(m.value("socket")) if "socket" in m else None
+        if "bind" not in m and socket_spec is None and "socket" not in r.bad_paths and "stats.socket" not in r.bad_paths:
+            r.problem("stats.bind", node, "required key is missing (or give stats.socket alone)")
         bind = r.get(m, "bind", r.address)
         if bind is not None:
             self.add_bind(bind, m.path("bind"), m.value("bind"))
         return StatsSpec(
-            bind=bind if bind is not None else Address("", 0),
+            bind=bind,
             auth=self.auth(m.value("auth")) if "auth" in m else None,
             admin=r.get(m, "admin", r.boolean, StatsSpec.admin),
             refresh=r.get(m, "refresh", r.duration, StatsSpec.refresh),
+            socket=socket_spec,
         )
+
+    def stats_socket(self, node: Node) -> Optional[SocketSpec]:
+        r = self.r
+        if r.is_null(node):
+            return None
+        m = r.mapping(node, "stats.socket", _SOCKET_KEYS, required=("path",))
+        if m is None:
+            return None
+        path = r.get(m, "path", r.string)
+        if path is None:
+            return None
+        spec = SocketSpec(
+            mode=r.get(m, "mode", self.file_mode, SocketSpec.mode),
+            group=r.get(m, "group", r.nullable(self.group_name), None),
+            level=r.get(m, "level", r.choice(SOCKET_LEVELS), SocketSpec.level),
+        )
+        if path.startswith("ipv4@"):
+            address = r.parse(m.value("path"), m.path("path"), lambda n: parse_address(path[len("ipv4@"):]))
+            if address is None:
+                return None
+            self.add_bind(address, m.path("path"), m.value("path"))
+            return replace(spec, address=address)
+        if path.startswith(("unix@", "/", ".")) or "@" not in path:
+            path = path[len("unix@"):] if path.startswith("unix@") else path
+            full = os.path.normpath(os.path.join(r.base_dir, os.path.expanduser(path)))
+            return replace(spec, path=full)
+        r.problem(m.path("path"), m.value("path"),
+                  f"unsupported socket address {path!r}: use a unix socket path or 'ipv4@HOST:PORT'")
+        return None
+
+    def file_mode(self, node: Node) -> int:
+        # The source text, not the YAML value: YAML 1.1 reads 0600 as octal
+        # and 600 as decimal, and an operator means "0600" by both.
+        self.r.plain(node)
+        text = str(node.value)
+        if not re.fullmatch(r"0?[0-7]{3}", text):
+            raise _Invalid(f"expected an octal file mode like \"0600\", got {self.r.describe(node)}")
+        return int(text, 8)
+
+    def group_name(self, node: Node) -> str:
+        import grp
+        value = self.r.plain(node)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        name = self.r.string(node)
+        try:
+            grp.getgrnam(name)
+        except KeyError:
+            raise _Invalid(f"no such group {name!r}") from None
+        return name
 
     def auth(self, node: Node) -> Optional[tuple[str, str]]:
         r = self.r
@@ -754,6 +959,8 @@ class _Builder:
             monitor_uri=r.get(m, "monitor_uri", r.nullable(r.request_path)),
             tls=self.tls(m.value("tls"), m.path("tls")) if "tls" in m else None,
             timeouts=self.timeouts(m.value("timeouts"), m.path("timeouts"), defaults.timeouts),
+            **self.rules.section(m, name, mode, backends),
+            stick_table=self.stick_table(name, m),
         )
 
     def frontend_binds(self, m: _Mapping) -> tuple[Address, ...]:
@@ -847,6 +1054,11 @@ class _Builder:
             timeouts=timeouts,
             servers=self.servers(m.value("servers"), m.path("servers"), maxconn),
             on_marked_down=r.get(m, "on_marked_down", r.nullable(r.choice(ON_MARKED_DOWN))),
+            all_backups=r.get(m, "all_backups", r.boolean, BackendSpec.all_backups),
+            **self.rules.section(m, name, mode),
+            stick_table=self.stick_table(name, m),
+            stick_on=self.stick_on(name, m),
+            cookie=self.cookie(m),
         )
 
     def balance(self, node: Node) -> str:
@@ -954,8 +1166,493 @@ class _Builder:
             maxconn=server_maxconn if server_maxconn is not None else maxconn,
             check=r.get(m, "check", r.boolean, d.check),
             send_proxy=r.get(m, "send_proxy", r.nullable(r.choice(SEND_PROXY))),
+            cookie=r.get(m, "cookie", r.nullable(self.cookie_value)),
         )
+        self._where[m.path("cookie")] = m.value("cookie")
         return spec, m.value("name")
+
+
+    # stick tables, persistence, peers
+    def stick_table(self, section: str, m: _Mapping) -> Optional[StickTableSpec]:
+        r = self.r
+        node = m.value("stick_table")
+        if node is None or r.is_null(node):
+            return None
+        t = r.mapping(node, m.path("stick_table"), _STICK_TABLE_KEYS, required=("type", "size"))
+        if t is None:
+            return None
+        self._where[t.path("peers")] = t.value("peers")
+        table_type = r.get(t, "type", r.choice(stick.TABLE_TYPES), "ip")
+        length = r.get(t, "len", r.integer(1, 1024), stick.STRING_KEY_LEN)
+        if "len" in t and table_type != "string":
+            r.problem(t.path("len"), t.value("len"), "only a string table takes a key length")
+        expire = r.get(t, "expire", r.nullable(r.duration))
+        if expire is not None and expire > _MAX_EXPIRE:
+            r.problem(t.path("expire"), t.value("expire"), "must be at most 24d (HAProxy's limit)")
+        return StickTableSpec(
+            name=section,
+            type=table_type,
+            size=r.get(t, "size", self.table_size, 1),
+            expire=expire,
+            length=length,
+            peers=r.get(t, "peers", r.nullable(r.string)),
+            store=self.table_store(t),
+        )
+
+    def table_size(self, node: Node) -> int:
+        # "100k" counts entries in thousands here, as HAProxy's size.
+        value = self.r.plain(node)
+        if isinstance(value, str):
+            match = re.fullmatch(r"([0-9]+)\s*([kmgKMG])?", value.strip())
+            if not match:
+                raise _Invalid(f"invalid size {value!r} (expected a number of entries, or with k, m or g, e.g. '100k')")
+            unit = (match.group(2) or "").lower()
+            size = int(match.group(1)) * {"": 1, "k": 1000, "m": 1000 ** 2, "g": 1000 ** 3}[unit]
+        elif isinstance(value, int) and not isinstance(value, bool):
+            size = value
+        else:
+            raise _Invalid(f"expected a number of entries like 1000 or '100k', got {self.r.describe(node)}")
+        if size < 1:
+            raise _Invalid(f"size must be at least 1, got {value!r}")
+        return size
+
+    def table_store(self, t: _Mapping) -> tuple[tuple[str, Optional[int]], ...]:
+        r = self.r
+        node = t.value("store")
+        if node is None or r.is_null(node):
+            return ()
+        keypath = t.path("store")
+        if isinstance(node, SequenceNode):
+            items = [(f"{keypath}[{i}]", item) for i, item in enumerate(node.value)]
+        else:
+            # HAProxy's comma-separated form: "conn_cur,http_req_rate(10s)"
+            text = r.parse(node, keypath, r.string, "")
+            items = [(keypath, part) for part in _split_store(text)] if text else []
+        store: dict[str, tuple[Optional[int], str]] = {}
+        for item_path, item in items:
+            text = item if isinstance(item, str) else r.parse(item, item_path, r.string, None)
+            if text is None:
+                continue
+            try:
+                name, period = stick.parse_store(text, parse_duration)
+            except ValueError as exc:
+                r.problem(item_path, item if isinstance(item, Node) else node, str(exc))
+                continue
+            if name in store:
+                r.problem(item_path, item if isinstance(item, Node) else node, f"data type '{name}' stored twice")
+                continue
+            store[name] = (period, item_path)
+        return tuple((name, period) for name, (period, _) in store.items())
+
+    def stick_on(self, backend: str, m: _Mapping) -> tuple[StickOnSpec, ...]:
+        r = self.r
+        node = m.value("stick_on")
+        if node is None or r.is_null(node):
+            return ()
+        keypath = m.path("stick_on")
+        self._where[keypath] = node
+        items = ([(f"{keypath}[{i}]", item) for i, item in enumerate(node.value)]
+                 if isinstance(node, SequenceNode) else [(keypath, node)])
+        rules = []
+        for item_path, item in items:
+            if isinstance(item, MappingNode):
+                s = r.mapping(item, item_path, _STICK_ON_KEYS, required=("on",))
+                sample = r.get(s, "on", self.sample_text, "")
+                rule = StickOnSpec(
+                    sample=sample,
+                    table=r.get(s, "table", r.string, backend),
+                    match=r.get(s, "match", r.boolean, True),
+                    store=r.get(s, "store", r.boolean, True),
+                )
+                if not rule.match and not rule.store:
+                    r.problem(item_path, item, "a rule that neither matches nor stores does nothing")
+            else:
+                sample = r.parse(item, item_path, self.sample_text, "")
+                rule = StickOnSpec(sample=sample, table=backend)
+            if sample:
+                rules.append((item_path, item, rule))
+        self._stick_rules.extend((backend, p, n, rule) for p, n, rule in rules)
+        return tuple(rule for _, _, rule in rules)
+
+    def sample_text(self, node: Node) -> str:
+        value = self.r.string(node).strip()
+        if not _SAMPLE.fullmatch(value):
+            raise _Invalid(f"invalid sample {value!r} (expected src, dst or a fetch like req.hdr(x-user))")
+        return value
+
+    def cookie_value(self, node: Node) -> str:
+        value = self.r.plain(node)
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str) or not value or not _COOKIE_VALUE.fullmatch(value):
+            raise _Invalid(f"invalid cookie value {value!r} (letters, digits and !#$%&'*+-.^_`|~ only)")
+        return value
+
+    def cookie(self, m: _Mapping) -> Optional[CookieSpec]:
+        r = self.r
+        node = m.value("cookie")
+        if node is None or r.is_null(node):
+            return None
+        keypath = m.path("cookie")
+        self._where[keypath] = node
+        if isinstance(node, ScalarNode):
+            # `cookie: SERVERID`: the name alone, inserted by lbcore.
+            name = r.parse(node, keypath, self.cookie_value, None)
+            return CookieSpec(name=name) if name else None
+        c = r.mapping(node, keypath, _COOKIE_KEYS, required=("name",))
+        if c is None:
+            return None
+        d = CookieSpec
+        domain = r.get(c, "domain", self.domains, ())
+        spec = CookieSpec(
+            name=r.get(c, "name", self.cookie_value, "SERVERID"),
+            mode=r.get(c, "mode", r.choice(COOKIE_MODES), d.mode),
+            indirect=r.get(c, "indirect", r.boolean, d.indirect),
+            nocache=r.get(c, "nocache", r.boolean, d.nocache),
+            preserve=r.get(c, "preserve", r.boolean, d.preserve),
+            httponly=r.get(c, "httponly", r.boolean, d.httponly),
+            secure=r.get(c, "secure", r.boolean, d.secure),
+            domain=domain,
+        )
+        if spec.preserve and spec.mode != "insert":
+            r.problem(c.path("preserve"), c.value("preserve"), "preserve applies to insert mode only")
+        return spec
+
+    def domains(self, node: Node) -> tuple[str, ...]:
+        items = node.value if isinstance(node, SequenceNode) else [node]
+        out = []
+        for item in items:
+            value = self.r.string(item) if isinstance(item, ScalarNode) else None
+            if value is None or not re.fullmatch(r"\.?[A-Za-z0-9.-]+", value):
+                raise _Invalid("expected a domain like .example.com, or a list of them", item)
+            out.append(value)
+        return tuple(out)
+
+    def peers(self, node: Optional[Node]) -> dict[str, PeersSpec]:
+        r = self.r
+        entries = r.named_mapping(node, "peers")
+        sections = {}
+        for name, (_, value) in entries.items():
+            keypath = _key("peers", name)
+            p = r.mapping(value, keypath, _PEERS_KEYS, required=("local", "nodes"))
+            if p is None:
+                continue
+            local = r.get(p, "local", r.string, "")
+            nodes = []
+            seen: set[str] = set()
+            nodes_node = p.value("nodes")
+            if nodes_node is not None and not isinstance(nodes_node, SequenceNode):
+                r.problem(p.path("nodes"), nodes_node, f"expected a list of nodes, got {r.describe(nodes_node)}")
+            elif nodes_node is not None:
+                for i, item in enumerate(nodes_node.value):
+                    item_path = f"{p.path('nodes')}[{i}]"
+                    n = r.mapping(item, item_path, _PEER_NODE_KEYS, required=("name", "address"))
+                    if n is None:
+                        continue
+                    node_name = r.get(n, "name", r.string, "")
+                    address = r.get(n, "address", r.server_address)
+                    if node_name in seen:
+                        r.problem(_key(item_path, "name"), n.value("name"), f"duplicate peer name '{node_name}'")
+                        continue
+                    if node_name and address is not None:
+                        seen.add(node_name)
+                        nodes.append((node_name, address))
+            if local and p.path("local") not in r.bad_paths and p.path("nodes") not in r.bad_paths \
+                    and local not in seen:
+                r.problem(p.path("local"), p.value("local"),
+                          f"'{local}' is not one of the nodes{_suggest(local, seen)}")
+            for node_name, address in nodes:
+                if node_name == local:
+                    self.add_bind(address, p.path("nodes"), nodes_node)
+            sections[name] = PeersSpec(name=name, local=local, nodes=tuple(nodes))
+        return sections
+
+    def check_stickiness(self, config: Config) -> None:
+        """Cross-references: a stick rule's table exists; a table's peers
+        section exists; tcp mode sticks on L4 samples; cookie values are unique."""
+        r = self.r
+        tables = config.stick_tables()
+        for section_kind, sections in (("frontends", config.frontends), ("backends", config.backends)):
+            for name, spec in sections.items():
+                table = spec.stick_table
+                if table is not None and table.peers and table.peers not in config.peers:
+                    where = f"{section_kind}.{name}.stick_table.peers"
+                    r.problem(where, self._where.get(where),
+                              f"peers section '{table.peers}' is not defined{_suggest(table.peers, config.peers)}")
+        seen_refs = set()
+        for table, where, section in self.rules.files.get(tracking.REFS_KEY, []):
+            if table in tables or (table, where, section) in seen_refs:
+                continue
+            seen_refs.add((table, where, section))
+            kind = "frontends" if section in config.frontends else "backends"
+            own = " (this section has no stick_table; add one or name a table)" if table == section else ""
+            r.problem(f"{kind}.{section}.{where}", None,
+                      f"stick table '{table}' is not defined{own}{_suggest(table, tables)}")
+        for backend, keypath, node, rule in self._stick_rules:
+            if rule.table not in tables:
+                if rule.table == backend:
+                    r.problem(keypath, node, f"backend '{backend}' has no stick_table to stick on "
+                                             "(add stick_table, or name a table with {on: ..., table: NAME})")
+                else:
+                    r.problem(keypath, node, f"stick table '{rule.table}' is not defined"
+                                             f"{_suggest(rule.table, tables)}")
+        for name, backend in config.backends.items():
+            for rule in backend.stick_on:
+                if rule.sample not in _L4_SAMPLES:
+                    r.problem(f"backends.{name}.stick_on", self._where.get(f"backends.{name}.stick_on"),
+                              f"lbcore sticks on src or dst, not '{rule.sample}'")
+            if backend.cookie is not None and backend.mode != "http":
+                r.problem(f"backends.{name}.cookie", self._where.get(f"backends.{name}.cookie"),
+                          "cookie persistence needs http mode")
+            values: dict[str, str] = {}
+            for i, server in enumerate(backend.servers):
+                if server.cookie is None:
+                    continue
+                if server.cookie in values:
+                    where = f"backends.{name}.servers[{i}].cookie"
+                    r.problem(where, self._where.get(where),
+                              f"cookie value '{server.cookie}' is also server '{values[server.cookie]}'s")
+                values[server.cookie] = server.name
+
+
+def _split_store(text: str) -> list[str]:
+    """Splits "a,b(10s),c" at the commas outside parentheses."""
+    parts, depth, current = [], 0, ""
+    for char in text:
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        if char == "," and depth == 0:
+            parts.append(current.strip())
+            current = ""
+        else:
+            current += char
+    if current.strip():
+        parts.append(current.strip())
+    return parts
+
+
+class _RulesReader:
+    """acls, tcp_request, http_request, http_response, use_backend and
+    userlists: every expression compiled once here (lbcore/rules), every
+    error reported at its key path (`frontends.api.http_request[2].if`)."""
+
+    USER_KEYS = ("user", "password", "insecure_password")
+
+    def __init__(self, reader: _Reader):
+        self.r = reader
+        self.files: dict = {}  # map and pattern files, read once per load
+        self.lists: dict = {}
+
+    def plain_value(self, node: Node) -> Any:
+        try:
+            return self.r._constructor.construct_object(node, deep=True)
+        except yaml.YAMLError as exc:
+            raise _Invalid(f"unsupported YAML value ({getattr(exc, 'problem', None) or exc})", node) from None
+
+    # userlists
+    def userlists(self, node: Optional[Node]) -> dict:
+        r = self.r
+        out = {}
+        for name, (_, value) in r.named_mapping(node, "userlists").items():
+            keypath = _key("userlists", name)
+            if not isinstance(value, SequenceNode):
+                r.problem(keypath, value, f"expected a list of users, got {r.describe(value)}")
+                continue
+            users: dict = {}
+            for index, item in enumerate(value.value):
+                item_path = f"{keypath}[{index}]"
+                m = r.mapping(item, item_path, self.USER_KEYS, required=("user",))
+                if m is None:
+                    continue
+                user = r.get(m, "user", r.string, "")
+                if ":" in user:
+                    r.problem(m.path("user"), m.value("user"), "must not contain ':' (HTTP basic auth separator)")
+                secrets = [key for key in ("password", "insecure_password") if key in m]
+                if len(secrets) != 1:
+                    r.problem(item_path, item, "give exactly one of password (a crypt(3) hash) "
+                                               "or insecure_password")
+                    continue
+                secret = r.get(m, secrets[0], r.string, None)
+                if secret is None or not user:
+                    continue
+                if secrets[0] == "password":
+                    try:
+                        rules.auth.check_hash(secret)
+                    except rules.RuleError as exc:
+                        r.problem(m.path("password"), m.value("password"), str(exc))
+                        continue
+                if user.encode() in users:
+                    r.problem(m.path("user"), m.value("user"), f"duplicate user '{user}'")
+                users[user.encode()] = (secrets[0] == "password", secret.encode())
+            out[name] = rules.auth.Userlist(name, users)
+        self.lists = out
+        return out
+
+    # a frontend's or backend's rules
+    def section(self, m: Optional[_Mapping], name: str, mode: str,
+                backends: Optional[dict] = None) -> dict:
+        """The rule fields of a FrontendSpec (backends given) or BackendSpec."""
+        if m is None:
+            return {}
+        r = self.r
+        ctx = rules.context("http_request", r.base_dir, self.lists, self.files, name)
+        acls, broken = self.acls(m, ctx)
+        fields: dict = {"acls": tuple(acls.texts.items())}
+        names = ("tcp_request", "http_request", "http_response") if backends is not None \
+            else ("http_request", "http_response")
+        for list_name in names:
+            if list_name not in m:
+                continue
+            if mode != "http" and list_name != "tcp_request":
+                r.problem(m.path(list_name), m.key_node(list_name),
+                          f"{list_name} rules need mode http (this section is mode {mode})")
+                continue
+            list_ctx = rules.context(list_name, r.base_dir, self.lists, self.files, name)
+            fields[list_name] = self.rule_list(m.value(list_name), m.path(list_name), list_name,
+                                               acls, broken, list_ctx)
+        if backends is not None and "use_backend" in m:
+            phase = rules.REQ if mode == "http" else rules.L4
+            switch_ctx = rules.context("http_request", r.base_dir, self.lists, self.files, name, phase)
+            if mode != "http":
+                switch_ctx.where = "tcp mode use_backend"
+            fields["use_backend"] = self.use_backend(m.value("use_backend"), m.path("use_backend"),
+                                                     mode, backends, acls, broken, switch_ctx)
+        return fields
+
+    def acls(self, m: _Mapping, ctx: "rules.Context") -> tuple:
+        r = self.r
+        definitions: dict = {}
+        if "acls" in m:
+            for acl_name, (key_node, value) in r.named_mapping(m.value("acls"), m.path("acls")).items():
+                keypath = _key(m.path("acls"), acl_name)
+                if isinstance(value, SequenceNode):
+                    items = value.value
+                    if not items:
+                        r.problem(keypath, value, "at least one ACL expression is required")
+                        continue
+                else:
+                    items = [value]
+                texts = []
+                for item in items:
+                    text = r.parse(item, keypath, r.string)
+                    if text is not None:
+                        texts.append(text)
+                if len(texts) == len(items):
+                    definitions[acl_name] = texts
+        table = rules.AclTable({}, ctx)
+        broken = set()
+        for acl_name, texts in definitions.items():
+            candidate = rules.AclTable({acl_name: texts}, ctx)
+            try:
+                candidate.check(acl_name)
+            except rules.RuleError as exc:
+                r.problem(_key(m.path("acls"), acl_name), m.value("acls"), str(exc))
+                broken.add(acl_name)
+                continue
+            table.texts[acl_name] = candidate.texts[acl_name]
+        return table, broken
+
+    def condition(self, entries: dict, keypath: str, acls, broken: set, ctx) -> Any:
+        """The check of an item's `if` or `unless` (None when it has none)."""
+        r = self.r
+        keys = [key for key in ("if", "unless") if key in entries]
+        if not keys:
+            return None
+        if len(keys) > 1:
+            r.problem(keypath, entries["unless"][0], "give either 'if' or 'unless', not both")
+            return None
+        key = keys[0]
+        node = entries[key][1]
+        text = r.parse(node, _key(keypath, key), r.string)
+        if text is None:
+            return None
+        try:
+            return rules.compile_condition(text, acls, ctx, negate=(key == "unless"))
+        except rules.RuleError as exc:
+            if getattr(exc, "name", None) in broken:
+                return None  # its definition's problem is reported already
+            r.problem(_key(keypath, key), node, str(exc))
+            return None
+
+    def items(self, node: Node, keypath: str, example: str):
+        """(index path, entries) of each mapping in a rule list."""
+        r = self.r
+        if r.is_null(node):
+            return
+        if not isinstance(node, SequenceNode):
+            r.problem(keypath, node, f"expected a list of rules like {example}, got {r.describe(node)}")
+            return
+        for index, item in enumerate(node.value):
+            item_path = f"{keypath}[{index}]"
+            if not isinstance(item, MappingNode):
+                r.problem(item_path, item, f"expected a rule like {example}, got {r.describe(item)}")
+                continue
+            yield item_path, item, r._entries(item, item_path, set())
+
+    def rule_list(self, node: Node, keypath: str, list_name: str, acls, broken: set, ctx) -> tuple:
+        r = self.r
+        registry = rules.LISTS[list_name][0]
+        out = []
+        for item_path, item, entries in self.items(node, keypath, "{deny: 403, if: \"...\"}"):
+            actions = [key for key in entries if key not in ("if", "unless")]
+            if len(actions) != 1:
+                r.problem(item_path, item, f"expected exactly one action (one of {', '.join(registry)}), "
+                                           f"got {', '.join(actions) or 'none'}")
+                continue
+            action = actions[0]
+            key_node, value_node = entries[action]
+            if action not in registry:
+                r.problem(_key(item_path, action), key_node,
+                          f"unknown {list_name} action '{action}'{_suggest(action, registry)}"
+                          f" (expected one of {', '.join(registry)})")
+                continue
+            when = self.condition(entries, item_path, acls, broken, ctx)
+            try:
+                act = rules.compile_action(list_name, action, self.plain_value(value_node), ctx)
+            except (rules.RuleError, _Invalid) as exc:
+                r.problem(_key(item_path, action), value_node, getattr(exc, "message", None) or str(exc))
+                continue
+            out.append(rules.Rule(when, act, action))
+        return tuple(out)
+
+    def use_backend(self, node: Node, keypath: str, mode: str, backends: dict, acls, broken: set,
+                    ctx) -> tuple:
+        r = self.r
+        out = []
+        for item_path, item, entries in self.items(node, keypath, "{backend: NAME, if: \"...\"}"):
+            unknown = [key for key in entries if key not in ("backend", "if", "unless")]
+            for key in unknown:
+                r.problem(_key(item_path, key), entries[key][0],
+                          f"unknown key '{key}' (expected backend, if or unless)")
+            if "backend" not in entries:
+                r.problem(_key(item_path, "backend"), item, "required key is missing")
+                continue
+            name_node = entries["backend"][1]
+            name_path = _key(item_path, "backend")
+            name = r.parse(name_node, name_path, r.string)
+            when = self.condition(entries, item_path, acls, broken, ctx)
+            if name is None or unknown:
+                continue
+            if "%[" in name:
+                try:
+                    fmt = rules.compile_format(name, ctx)
+                except rules.RuleError as exc:
+                    r.problem(name_path, name_node, str(exc))
+                    continue
+                out.append(rules.UseBackend(when, None, fmt))
+                continue
+            target = backends.get(name)
+            if target is None:
+                r.problem(name_path, name_node, f"backend '{name}' is not defined{_suggest(name, backends)}")
+                continue
+            if target.mode != mode:
+                r.problem(name_path, name_node,
+                          f"frontend mode '{mode}' does not match backend '{name}' mode '{target.mode}'")
+                continue
+            out.append(rules.UseBackend(when, name, None))
+        return tuple(out)
 
 
 # -- entry points ---------------------------------------------------------------
@@ -988,6 +1685,24 @@ def loads(text: str, path: str = "<string>") -> Config:
     if reader.problems:
         raise ConfigError(reader.problems)
     return config
+
+
+def load_tree(root: Node, path: str, sources: tuple[str, ...] = (), base_dir: Optional[str] = None) -> Config:
+    """Validate an lb.yaml node graph built by another reader (haproxy_cfg),
+    whose marks name where each value came from."""
+    reader = _Reader(path, base_dir or os.getcwd())
+    config = _Builder(reader).config(root)
+    if reader.problems:
+        raise ConfigError(reader.problems)
+    return replace(config, sources=tuple(sources))
+
+
+def reread(config: Config) -> Config:
+    """The config read again from where `config` came from (SIGHUP)."""
+    if config.sources:
+        from . import haproxy_cfg
+        return haproxy_cfg.load(list(config.sources)).config
+    return load(config.path)
 
 
 # libyaml's composer, where PyYAML was built with it: ~10x faster than the

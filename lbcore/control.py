@@ -11,16 +11,23 @@ descriptors: a plain recv would silently drop (close) any that arrive.
 Messages (`t` is the type):
 
     master -> worker
-      hello     slot, config, sockets {address: inherited fd}, state: first, once
+      hello     slot, config, sockets {address: [inherited fds: own, siblings']}, state:
+                first, once
       server    one server's [backend, name, address, health, admin, weight]
       state     every server's row (after a reload)
-      reload    config, addresses (of new binds; their sockets ride along)
+      reload    config, addresses (of new binds), sizes (sockets per address; they ride
+                along, each address's own first)
       fds       more sockets for the next reload (beyond one sendmsg's limit)
       snapshot  id: answer with the worker's stats snapshot
+      sessions  id: answer with the worker's sessions (runtime API `show sess`)
+      shutdown_sessions  server row: close that server's sessions
+      clear_counters     all: the runtime API's `clear counters [all]`
+      certificate        path, pem: a committed `set ssl cert` for new handshakes
     worker -> master
       ready     the worker accepts connections
       observe   backend, server, address, reason: a passive failure
       snapshot  id, data
+      sessions  id, data
 
 Configs and addresses travel pickled (frozen dataclasses, exactly as the
 master validated them); the socketpair only joins a master to the child it

@@ -10,9 +10,10 @@ accept on (uvloop keeps the fd of every transport it creates).
 from __future__ import annotations
 
 import errno
+import ipaddress
 import logging
 import socket
-from typing import Callable
+from typing import Callable, Sequence
 
 from .config import Address
 
@@ -20,10 +21,47 @@ log = logging.getLogger("lbcore")
 
 BACKLOG = 4096
 ACCEPT_BATCH = 64  # connections accepted per readiness event
+STEAL_INTERVAL = 0.05  # how often a worker empties its siblings' queues
 
 # accept() errors that concern one connection, not the listener.
 TRANSIENT = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.ENOBUFS, errno.ENOMEM}
 FD_EXHAUSTED = {errno.EMFILE, errno.ENFILE}
+
+
+def _address_key(host: str, port: int) -> tuple[str, int]:
+    if host in ("", "*"):
+        host = "0.0.0.0"
+    try:
+        return ipaddress.ip_address(host).compressed, port
+    except ValueError:
+        try:
+            return socket.gethostbyname(host), port
+        except OSError:
+            return host, port
+
+
+class InheritedSockets:
+    """Listening sockets this process was given instead of binding them: by
+    systemd (socket activation) or by the lbcore it replaces (-sf). A bind
+    takes the ones whose local address it names, so an address keeps its
+    accept queue, and the connections waiting in it, across a restart."""
+
+    def __init__(self) -> None:
+        self.groups: dict[tuple[str, int], list[socket.socket]] = {}
+
+    def add(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        name = sock.getsockname()
+        self.groups.setdefault(_address_key(name[0], name[1]), []).append(sock)
+
+    def take(self, address: Address) -> list[socket.socket]:
+        return self.groups.pop(_address_key(address.host, address.port), [])
+
+    def __bool__(self) -> bool:
+        return bool(self.groups)
+
+
+inherited = InheritedSockets()
 
 
 def bind_socket(address: Address, reuse_port: bool = False) -> socket.socket:
@@ -49,35 +87,65 @@ def bind_socket(address: Address, reuse_port: bool = False) -> socket.socket:
 
 class Acceptor:
     """Accepts on one listening socket and hands each connection, as a
-    non-blocking raw socket, to `on_accept(sock, peer)`."""
+    non-blocking raw socket, to `on_accept(sock, peer)`.
 
-    def __init__(self, loop, sock: socket.socket, on_accept: Callable, may_accept: Callable[[], bool]):
+    `siblings` are the other sockets of a worker's SO_REUSEPORT group
+    (lbcore.workers): every STEAL_INTERVAL they are emptied too, so a
+    connection the kernel put in the queue of a sibling that died or hangs
+    is served here instead of waiting for it. A healthy sibling's queue is
+    empty, and looking costs one accept() that says EAGAIN."""
+
+    def __init__(self, loop, sock: socket.socket, on_accept: Callable, may_accept: Callable[[], bool],
+                 siblings: Sequence[socket.socket] = ()) -> None:
         self.loop = loop
         self.sock = sock
+        self.siblings = list(siblings)
         self.on_accept = on_accept
         self.may_accept = may_accept
         self.reading = False
         self.address = sock.getsockname()
+        self._steal_timer = None
 
     def start(self) -> None:
         if not self.reading and self.sock.fileno() >= 0:
             self.loop.add_reader(self.sock.fileno(), self._ready)
             self.reading = True
+            if self.siblings and self._steal_timer is None:
+                self._steal_timer = self.loop.call_later(STEAL_INTERVAL, self._steal)
 
     def pause(self) -> None:
         if self.reading:
             self.loop.remove_reader(self.sock.fileno())
             self.reading = False
+        if self._steal_timer is not None:
+            self._steal_timer.cancel()
+            self._steal_timer = None
 
     def _ready(self) -> None:
+        self._accept(self.sock)
+
+    def _steal(self) -> None:
+        self._steal_timer = None
+        more = False
+        for sock in self.siblings:
+            if not self.reading:
+                return  # paused (maxconn, no descriptors): start() resumes stealing
+            more = self._accept(sock) or more
+        if self.reading:
+            # A full batch means a backlog: come back at once, not next tick.
+            self._steal_timer = (self.loop.call_soon(self._steal) if more
+                                 else self.loop.call_later(STEAL_INTERVAL, self._steal))
+
+    def _accept(self, listener: socket.socket) -> bool:
+        """Up to ACCEPT_BATCH connections from `listener`; True if there may be more."""
         for _ in range(ACCEPT_BATCH):
             if not self.may_accept():
                 self.pause()  # resumed by the context when a connection ends
-                return
+                return False
             try:
-                conn, peer = self.sock.accept()
+                conn, peer = listener.accept()
             except BlockingIOError:
-                return
+                return False
             except OSError as exc:
                 if exc.errno in TRANSIENT:
                     continue
@@ -87,9 +155,9 @@ class Acceptor:
                     log.error("accept on %s: %s; pausing accepts for 100ms", self.address, exc)
                     self.pause()
                     self.loop.call_later(0.1, self.start)
-                    return
+                    return False
                 log.error("accept on %s failed: %s", self.address, exc)
-                return
+                return False
             conn.setblocking(False)
             try:
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -100,7 +168,11 @@ class Acceptor:
             except Exception:
                 log.exception("connection handler failed")
                 conn.close()
+        return True
 
     def close(self) -> None:
         self.pause()
         self.sock.close()
+        for sock in self.siblings:
+            sock.close()
+        self.siblings = []

@@ -18,7 +18,7 @@ import sys
 import time
 from typing import Optional
 
-from .config import LogSpec
+from .config import SYSLOG_FACILITIES, LogSpec
 
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
@@ -49,11 +49,18 @@ class _Sink:
         self.udp: Optional[socket.socket] = None
         self.stream = None
         self.owned = False
+        # <facility * 8 + severity info (6)>, RFC 3164
+        self.priority = SYSLOG_FACILITIES.index(spec.facility) * 8 + 6
         if spec.syslog is not None:
             family = socket.AF_INET6 if ":" in spec.syslog.host else socket.AF_INET
             self.udp = socket.socket(family, socket.SOCK_DGRAM)
             self.udp.setblocking(False)
             self.udp_addr = (spec.syslog.host or "127.0.0.1", spec.syslog.port)
+        elif spec.syslog_socket is not None:
+            # /dev/log: opened once, before any chroot, as HAProxy does.
+            self.udp = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self.udp.setblocking(False)
+            self.udp_addr = spec.syslog_socket
         elif spec.target == "stdout":
             self.stream = sys.stdout
         elif spec.target == "stderr":
@@ -64,8 +71,7 @@ class _Sink:
 
     def write_lines(self, lines: list[str]) -> None:
         if self.udp is not None:
-            # RFC 3164: <facility local0 (16) * 8 + severity info (6)>
-            tag = f"<134>{time.strftime('%b %d %H:%M:%S')} lbcore[{os.getpid()}]: "
+            tag = f"<{self.priority}>{time.strftime('%b %d %H:%M:%S')} lbcore[{os.getpid()}]: "
             for line in lines:
                 try:
                     self.udp.sendto((tag + line).encode()[:8192], self.udp_addr)
@@ -154,12 +160,17 @@ def setup_event_log(spec: LogSpec) -> None:
     """State changes and reloads: always logged (even with format none)."""
     logger = logging.getLogger("lbcore")
     logger.handlers.clear()
-    if spec.target in ("stdout", "stderr") or spec.syslog is not None:
+    if spec.target in ("stdout", "stderr") or spec.syslog is not None or spec.syslog_socket is not None:
         handler: logging.Handler = logging.StreamHandler(
             sys.stdout if spec.target == "stdout" else sys.stderr)
-        if spec.syslog is not None:
-            handler = logging.handlers.SysLogHandler(
-                address=(spec.syslog.host or "127.0.0.1", spec.syslog.port))
+        if spec.syslog is not None or spec.syslog_socket is not None:
+            address = spec.syslog_socket or (spec.syslog.host or "127.0.0.1", spec.syslog.port)
+            try:
+                handler = logging.handlers.SysLogHandler(
+                    address=address, facility=SYSLOG_FACILITIES.index(spec.facility))
+            except OSError:
+                # No /dev/log (yet): lines are dropped, as HAProxy's, not fatal.
+                handler = logging.NullHandler()
     else:
         handler = logging.FileHandler(spec.target)
     handler.setFormatter(logging.Formatter(

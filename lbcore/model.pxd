@@ -26,6 +26,7 @@ cdef class Server(Counters):
     cdef public object check_status, check_code, check_duration_ms, check_age
     cdef public object check_failures, last_check_at
     cdef public object consecutive_ok, consecutive_fail, observed_failures
+    cdef public int puid
 
     cpdef bint has_room(self)
     cpdef session_start(self)
@@ -35,7 +36,8 @@ cdef class Server(Counters):
 cdef class Backend(Counters):
     cdef public object spec, name, mode
     cdef public list servers
-    cdef public dict by_name
+    cdef public dict by_name, by_id
+    cdef public object persist
     cdef public Balancer balancer
     cdef public object request_hash
     cdef public list candidates, listeners

@@ -14,7 +14,7 @@ import logging
 import time
 from typing import Callable, Iterable, Optional
 
-from . import balance
+from . import balance, persist, stick, tracking
 from .config import BackendSpec, FrontendSpec, ServerSpec
 
 log = logging.getLogger("lbcore")
@@ -103,7 +103,7 @@ class Server(Counters):
         "check_status", "check_code", "check_duration_ms", "check_age",
         "check_failures", "last_check_at",
         "consecutive_ok", "consecutive_fail",
-        "observed_failures",
+        "observed_failures", "puid",
     )
 
     def __init__(self, spec: ServerSpec, backend: "Backend") -> None:
@@ -140,6 +140,8 @@ class Server(Counters):
         self.consecutive_fail = 0
         # Layer-4 failures seen by the proxies (HAProxy's hanafail column).
         self.observed_failures = 0
+        # HAProxy's server id (declaration order from 1): what stick tables store.
+        self.puid = 0
         self._refresh_usable()
 
     # -- state ---------------------------------------------------------------
@@ -252,7 +254,7 @@ class Backend(Counters):
     """A pool of servers and the balancer that chooses among them."""
 
     __slots__ = (
-        "spec", "name", "mode", "servers", "by_name", "balancer", "request_hash",
+        "spec", "name", "mode", "servers", "by_name", "by_id", "balancer", "request_hash", "persist",
         "candidates", "listeners", "last_change", "waiters", "limited",
         # Whole-backend availability history, for stats (HAProxy's backend chkdown/downtime).
         "down_transitions", "downtime", "down_since",
@@ -271,6 +273,10 @@ class Backend(Counters):
         self.waiters: list = []
         self.servers = [Server(s, self) for s in spec.servers]
         self.by_name = {s.name: s for s in self.servers}
+        self.by_id: dict[int, Server] = {}
+        self._number_servers()
+        # Cookie and stick rules (lbcore.persist.Persistence), set by Runtime.build.
+        self.persist = None
         self.candidates: list[Server] = []
         self.down_transitions = 0
         self.downtime = 0.0
@@ -284,10 +290,18 @@ class Backend(Counters):
         if primaries:
             self.candidates = primaries
         else:
-            self.candidates = [s for s in self.servers if s.usable and s.backup]
+            backups = [s for s in self.servers if s.usable and s.backup]
+            # As HAProxy: only the first usable backup serves, unless
+            # all_backups (option allbackups) shares the load among them.
+            self.candidates = backups if self.spec.all_backups else backups[:1]
         self.balancer.update(self.candidates)
         # Whether any server has a maxconn (then full ones are skipped).
         self.limited = any(s.maxconn for s in self.servers)
+
+    def _number_servers(self) -> None:
+        for puid, server in enumerate(self.servers, 1):
+            server.puid = puid
+        self.by_id = {s.puid: s for s in self.servers}
 
     def count_usable(self, backup: bool) -> int:
         return sum(1 for s in self.servers if s.usable and s.backup == backup)
@@ -351,6 +365,7 @@ class Backend(Counters):
             servers.append(server)
         self.servers = servers
         self.by_name = {s.name: s for s in servers}
+        self._number_servers()
         had = bool(self.candidates)
         self._recompute()
         if had != bool(self.candidates):
@@ -379,10 +394,12 @@ class Frontend(Counters):
 class Runtime:
     """Everything built from one Config: what the proxies and stats read."""
 
-    def __init__(self, config, frontends: dict[str, Frontend], backends: dict[str, Backend]):
+    def __init__(self, config, frontends: dict[str, Frontend], backends: dict[str, Backend],
+                 stick_tables: Optional[dict] = None):
         self.config = config
         self.frontends = frontends
         self.backends = backends
+        self.stick_tables: dict[str, stick.StickTable] = stick_tables or {}
         self.started = time.monotonic()
 
     @classmethod
@@ -408,7 +425,16 @@ class Runtime:
             else:
                 frontend = Frontend(spec, backends[spec.backend])
             frontends[name] = frontend
-        runtime = cls(config, frontends, backends)
+        tables = build_stick_tables(config, previous.stick_tables if previous else {})
+        tracking.install(tables)  # the tables track_sc rules and sc_* fetches name
+        for name, backend in backends.items():
+            spec = backend.spec
+            if spec.cookie is not None or spec.stick_on:
+                rules = [(rule, tables[rule.table]) for rule in spec.stick_on]
+                backend.persist = persist.Persistence(backend, spec.cookie, rules)
+            else:
+                backend.persist = None
+        runtime = cls(config, frontends, backends, tables)
         if previous is not None:
             runtime.started = previous.started
         return runtime
@@ -416,3 +442,27 @@ class Runtime:
     def servers(self) -> Iterable[Server]:
         for backend in self.backends.values():
             yield from backend.servers
+
+
+def build_stick_tables(config, previous: dict) -> dict:
+    """The config's stick tables. A table whose definition did not change
+    across a reload is the same object, entries and all (HAProxy needs a
+    local peer for that; keeping them here costs nothing)."""
+    tables = {}
+    for name, spec in config.stick_tables().items():
+        old = previous.get(name)
+        if old is not None and old.spec == spec:
+            tables[name] = old
+            continue
+        table = stick.StickTable(
+            name, spec.type, spec.size,
+            expire_ms=int(spec.expire * 1000) if spec.expire else None,
+            store=dict(spec.store), length=spec.length, peers=spec.peers)
+        table.spec = spec
+        if old is not None and old.type == spec.type and old.length == spec.length:
+            # Same keys, new data or limits: keep who is stuck where.
+            for entry in old:
+                if entry.server_id is not None and table.get(entry.key) is not None:
+                    table.entries[entry.key].server_id = entry.server_id
+        tables[name] = table
+    return tables

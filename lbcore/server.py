@@ -16,15 +16,15 @@ import os
 import signal
 import ssl
 import sys
-from typing import Optional
+from typing import Callable, Optional
 
 from . import build
 from . import config as config_mod
-from . import state_file
+from . import state_file, systemd
 from .batch import WriteBatch
 from .config import Address, Config, ConfigError
 from .health import HealthChecker
-from .listeners import Acceptor, bind_socket
+from .listeners import Acceptor, bind_socket, inherited
 from .logs import AccessLog, setup_event_log
 from .model import Runtime
 from .proxy.context import ProxyContext
@@ -37,8 +37,8 @@ log = logging.getLogger("lbcore")
 LOG_FLUSH_INTERVAL = 0.2
 
 
-async def load_off_loop(path: str) -> Config:
-    """Read and validate the config at `path` on a thread, so that the
+async def load_off_loop(config: Config) -> Config:
+    """Read and validate `config`'s files again on a thread, so that the
     connections the event loop serves meanwhile do not wait for it (a large
     file takes a good part of a second). ConfigError as config.load().
 
@@ -48,7 +48,7 @@ async def load_off_loop(path: str) -> Config:
     by reference counting, and a collection started by its allocations would
     walk the whole heap with the GIL held."""
     gc.collect(0)  # today's young garbage goes now, not frozen with the new config
-    return await asyncio.get_running_loop().run_in_executor(None, _load_politely, path)
+    return await asyncio.get_running_loop().run_in_executor(None, _load_politely, config)
 
 
 _LOADER_SWITCH_INTERVAL = 0.0005  # seconds; CPython's default is 0.005
@@ -64,13 +64,13 @@ def settle_heap() -> None:
     gc.freeze()
 
 
-def _load_politely(path: str) -> Config:
+def _load_politely(config: Config) -> Config:
     interval = sys.getswitchinterval()
     collecting = gc.isenabled()
     sys.setswitchinterval(_LOADER_SWITCH_INTERVAL)
     gc.disable()
     try:
-        return config_mod.load(path)
+        return config_mod.reread(config)
     finally:
         # The new specs would otherwise sit in the youngest generation, and
         # the first collection after this would walk them all.
@@ -83,6 +83,10 @@ def _load_politely(path: str) -> Config:
 class BindError(Exception):
     """A config that loads but cannot be put in place: an address that
     cannot be bound, a certificate that cannot be loaded."""
+
+
+def tls_specs(config: Config) -> list:
+    return [fe.tls for fe in config.frontends.values() if fe.tls is not None]
 
 
 def check_certificates(config: Config) -> None:
@@ -106,6 +110,7 @@ class LoadBalancer:
         self.runtime: Optional[Runtime] = None
         self.loop: Optional[asyncio.AbstractEventLoop] = None
         self.acceptors: dict[Address, Acceptor] = {}
+        self._inherited_siblings: dict[Address, list] = {}
         self.handlers: dict[str, object] = {}  # frontend name -> HttpProxy | TcpProxy
         self.health = None
         self.stats = None
@@ -113,6 +118,8 @@ class LoadBalancer:
         self.exit_code = 0
         self._reloading = False
         self._reload_again = False
+        # Called once every listener is bound and serving (-sf, -Ws, -D).
+        self.on_started: list[Callable[[], None]] = []
 
     # -- start -----------------------------------------------------------------
 
@@ -140,9 +147,16 @@ class LoadBalancer:
         # Before anything can be seen listening from outside (the stats
         # port last): a SIGHUP sent then must reload, not end the process.
         loop.add_signal_handler(signal.SIGHUP, self.reload)
+        # HAProxy's signals: SIGUSR2 reloads (master-worker), SIGUSR1 is the
+        # soft stop that `-sf` sends to the previous process.
+        loop.add_signal_handler(signal.SIGUSR2, self.reload)
+        loop.add_signal_handler(signal.SIGUSR1, self.graceful_stop)
         loop.add_signal_handler(signal.SIGTERM, self.graceful_stop)
         loop.add_signal_handler(signal.SIGINT, self.stop_now)
-        await self._start_stats(config)
+        try:
+            await self._start_stats(config)
+        except OSError as exc:
+            raise BindError(f"cannot start stats: {exc.strerror or exc}") from None
         settle_heap()
         if config.global_.pidfile:
             with open(config.global_.pidfile, "w") as f:
@@ -152,6 +166,9 @@ class LoadBalancer:
             f"{name} on {', '.join(str(a) for a in fe.binds)} ({fe.mode})"
             for name, fe in config.frontends.items()))
         log.info("build: %s", build())
+        systemd.ready()
+        for callback in self.on_started:
+            callback()
         await self.stopped
         return self.exit_code
 
@@ -185,7 +202,16 @@ class LoadBalancer:
         return HealthChecker(lambda: self.runtime)
 
     def _listen(self, address: Address):
+        group = inherited.take(address)
+        if group:  # handed over by systemd or by the lbcore this one replaces
+            self._inherited_siblings[address] = group[1:]
+            return group[0]
         return bind_socket(address, self.reuse_port)
+
+    def _siblings(self, address: Address) -> list:
+        """The other sockets of this listener's SO_REUSEPORT group, whose
+        queues are emptied too (a worker's; see lbcore.workers)."""
+        return self._inherited_siblings.pop(address, [])
 
     def _make_handler(self, frontend):
         if frontend.mode == "http":
@@ -217,7 +243,7 @@ class LoadBalancer:
             frontend = handler.frontend
             acceptor = self.acceptors.get(address)
             if acceptor is None:
-                acceptor = Acceptor(self.loop, sock, None, None)
+                acceptor = Acceptor(self.loop, sock, None, None, self._siblings(address))
             acceptor.on_accept = handler.accept
             acceptor.may_accept = (lambda fe=frontend: self.ctx.may_accept(fe))
             acceptors[address] = acceptor
@@ -233,12 +259,30 @@ class LoadBalancer:
     async def _start_stats(self, config: Config) -> None:
         if config.stats is None:
             return
-        from .stats.endpoint import StatsEndpoint
+        from .certificates import CertificateStore
+        from .sessions import kill_server_sessions, list_sessions
         from .stats.admin import AdminAction
+        from .stats.runtime_api import Service
+        from .stats.serve import StatsServers
         from .stats.snapshot import snapshot
-        self.stats = StatsEndpoint(config.stats, lambda: snapshot(self.runtime),
-                                   AdminAction(lambda: self.runtime))
-        await self.stats.start(self.loop)
+        admin = AdminAction(lambda: self.runtime, get_health=lambda: self.health,
+                            kill_sessions=lambda server: kill_server_sessions(self, server))
+        get_snapshot = lambda: snapshot(self.runtime)  # noqa: E731
+        service = Service(lambda: self.runtime, get_snapshot, admin,
+                          get_sessions=lambda: list_sessions(self),
+                          certificates=CertificateStore(lambda: tls_specs(self.config), self.install_certificate))
+        self.stats = StatsServers(config.stats, get_snapshot, admin, service)
+        await self.stats.start()
+
+    def install_certificate(self, path: str, pem: str) -> None:
+        """A committed `set ssl cert`: the frontends using `path` take a new
+        context for their next handshakes; open connections keep theirs."""
+        from .certificates import context_from_pem
+        for handler in self.handlers.values():
+            tls = handler.frontend.spec.tls
+            if tls is not None and tls.cert == path:
+                handler.ssl = context_from_pem(tls, pem)
+        log.warning("certificate %s replaced for new TLS handshakes", path)
 
     def _flush_logs(self) -> None:
         self.access_log.flush()
@@ -255,6 +299,7 @@ class LoadBalancer:
 
     async def _reload_from_file(self) -> None:
         self._reloading = True
+        systemd.reloading()
         try:
             while True:
                 self._reload_again = False
@@ -263,6 +308,7 @@ class LoadBalancer:
                     break
         finally:
             self._reloading = False
+            systemd.ready()
 
     async def _reload(self, new: Optional[Config] = None) -> None:
         """Re-read the file; a worker is given `new`, the config its master
@@ -270,7 +316,7 @@ class LoadBalancer:
         path = self.config.path
         log.info("reloading %s", path)
         try:
-            new = new or await load_off_loop(path)
+            new = new or await load_off_loop(self.config)
         except ConfigError as exc:
             for problem in exc.problems:
                 log.error("reload refused: %s", problem)
@@ -294,6 +340,8 @@ class LoadBalancer:
             setup_event_log(new.global_.log)
             self.access_log = self.ctx.access_log = AccessLog(new.global_.log)
         self.health.reload(self.runtime)
+        if self.stats is not None and self.stats.service.certificates is not None:
+            self.stats.service.certificates.reloaded()
         if new.stats != old.stats:
             if self.stats is not None:
                 self.stats.close()
@@ -315,6 +363,7 @@ class LoadBalancer:
             return
         log.info("SIGTERM: no longer accepting; finishing in-flight work (grace %ss)",
                  self.config.global_.grace)
+        systemd.stopping()
         self.ctx.stopping = True
         for acceptor in self.acceptors.values():
             acceptor.close()
@@ -335,6 +384,7 @@ class LoadBalancer:
 
     def stop_now(self) -> None:
         log.info("SIGINT: stopping now")
+        systemd.stopping()
         self.ctx.stopping = True
         for acceptor in self.acceptors.values():
             acceptor.close()

@@ -72,13 +72,14 @@ class WorkerBalancer(LoadBalancer):
     """A LoadBalancer that takes its listening sockets, server states and
     reloads from its master, and answers its snapshot requests."""
 
-    def __init__(self, config: Config, channel: Channel, sockets: dict[Address, socket.socket],
+    def __init__(self, config: Config, channel: Channel, groups: dict[Address, list[socket.socket]],
                  state: list, slot: int) -> None:
         super().__init__(config, reuse_port=True)
         self.channel = channel
         self.slot = slot
-        # Sockets the next _bind_all takes instead of binding: the master's.
-        self._incoming = sockets
+        # Sockets the next _bind_all takes instead of binding: the master's,
+        # each address's group with this worker's own socket first.
+        self._incoming = groups
         self._initial_state = state
         # Messages that arrive while a reload is being applied wait for it,
         # so the state sent after a reload lands on the reloaded runtime.
@@ -90,6 +91,10 @@ class WorkerBalancer(LoadBalancer):
             "state": lambda m: self._apply(m.get("servers") or []),
             "reload": self._start_reload,
             "snapshot": self._send_snapshot,
+            "sessions": self._send_sessions,
+            "shutdown_sessions": self._shutdown_sessions,
+            "clear_counters": self._clear_counters,
+            "certificate": self._certificate,
             "fds": lambda m: None,  # descriptors for the next reload ride on it
         }
 
@@ -99,10 +104,14 @@ class WorkerBalancer(LoadBalancer):
         return WorkerHealth(self)
 
     def _listen(self, address: Address) -> socket.socket:
-        sock = self._incoming.pop(address, None)
-        if sock is None:
+        group = self._incoming.get(address)
+        if not group:
             raise OSError(f"the master sent no listening socket for {address}")
-        return sock
+        return group[0]
+
+    def _siblings(self, address: Address) -> list[socket.socket]:
+        group = self._incoming.pop(address, None)
+        return group[1:] if group else []
 
     def reload(self) -> None:
         log.warning("worker: SIGHUP ignored; reloads go through the master (pid %d)", os.getppid())
@@ -156,11 +165,38 @@ class WorkerBalancer(LoadBalancer):
         from .stats.snapshot import snapshot
         self.channel.send({"t": "snapshot", "id": message.get("id"), "data": snapshot(self.runtime)})
 
+    def _send_sessions(self, message: dict) -> None:
+        from .sessions import list_sessions
+        self.channel.send({"t": "sessions", "id": message.get("id"), "data": list_sessions(self)})
+
+    def _shutdown_sessions(self, message: dict) -> None:
+        from .sessions import kill_server_sessions
+        row = message.get("server")
+        if isinstance(row, list) and len(row) == 6:
+            server = find_server(self.runtime, row[0], row[1], row[2])
+            if server is not None:
+                kill_server_sessions(self, server)
+
+    def _clear_counters(self, message: dict) -> None:
+        from .stats.admin import clear_counters
+        clear_counters(self.runtime, bool(message.get("all")))
+
+    def _certificate(self, message: dict) -> None:
+        path, pem = message.get("path"), message.get("pem")
+        if isinstance(path, str) and isinstance(pem, str):
+            try:
+                self.install_certificate(path, pem)
+            except Exception as exc:  # the master validated it; this one must not die of it
+                log.error("worker: certificate %s not installed: %s", path, exc)
+
     def _start_reload(self, message: dict) -> None:
         config = unpack(message["config"])
         addresses = unpack(message["addresses"])
-        fds = self.channel.take_fds(len(addresses))
-        self._incoming = {address: socket.socket(fileno=fd) for address, fd in zip(addresses, fds)}
+        sizes = message.get("sizes") or [1] * len(addresses)
+        fds = [socket.socket(fileno=fd) for fd in self.channel.take_fds(sum(sizes))]
+        self._incoming = {}
+        for address, size in zip(addresses, sizes):
+            self._incoming[address], fds = fds[:size], fds[size:]
         self._held = []
         self.loop.create_task(self._reload_then_release(config))
 
@@ -170,8 +206,9 @@ class WorkerBalancer(LoadBalancer):
         except Exception:
             log.exception("worker: reload failed")
         finally:
-            for sock in self._incoming.values():  # refused reload: not ours to keep
-                sock.close()
+            for group in self._incoming.values():  # refused reload: not ours to keep
+                for sock in group:
+                    sock.close()
             self._incoming = {}
             held, self._held = self._held or [], None
             for message in held:
@@ -189,7 +226,8 @@ def worker_main(argv: Optional[list[str]] = None) -> int:
         if hello["t"] != "hello":
             raise ValueError(f"expected a hello, got {hello['t']!r}")
         config = unpack(hello["config"])
-        sockets = {address: socket.socket(fileno=fd) for address, fd in unpack(hello["sockets"]).items()}
+        groups = {address: [socket.socket(fileno=fd) for fd in fds]
+                  for address, fds in unpack(hello["sockets"]).items()}
         state, slot = hello["state"], hello["slot"]
     except Exception as exc:
         print(f"lbcore worker: no valid start message from the master: {exc}", file=sys.stderr)
@@ -197,7 +235,7 @@ def worker_main(argv: Optional[list[str]] = None) -> int:
 
     import uvloop
 
-    worker = WorkerBalancer(config, channel, sockets, state, slot)
+    worker = WorkerBalancer(config, channel, groups, state, slot)
     try:
         return uvloop.run(worker.run())
     except BindError as exc:

@@ -2,13 +2,19 @@
 
 The master binds every frontend address once per worker with
 SO_REUSEPORT and keeps those listening sockets for the life of the
-process; each worker is started with its own set (pass_fds). Keeping them
-in the master, rather than letting workers bind, buys three things: a
+process; each worker is started with the whole group (pass_fds): it
+accepts from its own socket as its readiness comes, and every
+STEAL_INTERVAL it also takes whatever waits in its siblings' queues
+(lbcore.listeners.Acceptor). The kernel spreads connections evenly over
+the group, and nothing is stranded when a worker stops accepting: a
+SIGKILLed worker's queue (and a hung one's) is emptied by the others
+within that interval instead of waiting for the replacement, whose
+restart may back off for seconds. (What a SIGKILLed worker had already
+accepted dies with it; nothing that was waiting does.) Keeping the
+sockets in the master, rather than letting workers bind, also means a
 bind error is found before any worker starts (exit 1, as in one-process
-mode); a reload binds new addresses all-or-nothing in one place and hands
-them to the workers over the control channel; and when a worker dies its
-socket stays open in the master, so connections the kernel steers to it
-wait in its backlog for the replacement instead of being reset.
+mode), and a reload binds new addresses all-or-nothing in one place and
+hands them to the workers over the control channel.
 
 The master also owns everything that must exist once: the health checks
 (run on the master's own Runtime, built from the same config), the stats
@@ -48,11 +54,11 @@ import sys
 import time
 from typing import Any, Optional
 
-from . import state_file
+from . import state_file, systemd
 from .config import Address, Config, ConfigError
 from .control import MAX_FDS, Channel, find_server, pack, server_state, state_rows, worker_config
 from .health import HealthChecker
-from .listeners import bind_socket
+from .listeners import bind_socket, inherited
 from .logs import setup_event_log
 from .model import Runtime, Server
 from .server import BindError, load_off_loop
@@ -62,6 +68,7 @@ log = logging.getLogger("lbcore")
 EXIT_BIND = 1
 EXIT_WORKER = 1
 
+COUNTER_POLL = 0.5  # seconds between two reads of the workers' counters
 SNAPSHOT_TIMEOUT = 1.0  # a worker that does not answer in time is left out of the stats
 MIN_UPTIME = 5.0  # a worker that dies younger than this counts as crashing
 BACKOFF_FIRST = 0.5  # first restart delay of a crashing worker, doubled each time
@@ -86,7 +93,7 @@ def _exit_description(code: int) -> str:
 # -- the master side ----------------------------------------------------------
 
 class Slot:
-    """One worker position: its listening sockets are the master's
+    """One worker position: its own listening sockets are the master's
     `listeners[address][index]`; its process changes on every restart."""
 
     def __init__(self, index: int) -> None:
@@ -122,10 +129,11 @@ class MasterAdmin:
     def __init__(self, master: "Master") -> None:
         from .stats.admin import AdminAction
         self.master = master
-        self.action = AdminAction(lambda: master.runtime)
+        self.action = master.admin_action()
 
-    async def apply(self, backend: str, server: str, state: Optional[str], weight: Any) -> dict:
-        row = self.action.apply(backend, server, state, weight)
+    async def apply(self, backend: str, server: str, state: Optional[str], weight: Any,
+                    source: str = "stats admin API") -> dict:
+        row = self.action.apply(backend, server, state, weight, source=source)
         merged = await self.master.snapshot()
         for candidate in merged["backends"].get(backend, {}).get("servers", []):
             if candidate.get("name") == server:
@@ -148,7 +156,15 @@ class Master:
         self.stopping = False
         self.exit_code = 0
         self._ids = itertools.count(1)
+        # Counters of workers that died (stats.snapshot.retired), and each
+        # slot's latest snapshot (the process it came from, the data), so a
+        # SIGKILLed worker's counts stay in the totals.
+        self.departed: Optional[dict] = None
+        self.certificates = None  # lbcore.certificates.CertificateStore, with stats
+        self.last_replies: dict[int, tuple] = {}
         self._shutting_down = False
+        # Called once every worker is ready (-sf, -Ws, -D).
+        self.on_started: list = []
 
     # -- start -----------------------------------------------------------------
 
@@ -174,11 +190,14 @@ class Master:
             with open(config.global_.pidfile, "w") as f:
                 f.write(f"{os.getpid()}\n")
         loop.add_signal_handler(signal.SIGHUP, self.reload)
+        loop.add_signal_handler(signal.SIGUSR2, self.reload)  # HAProxy's master reload
+        loop.add_signal_handler(signal.SIGUSR1, self.graceful_stop)  # HAProxy's soft stop (-sf)
         loop.add_signal_handler(signal.SIGTERM, self.graceful_stop)
         loop.add_signal_handler(signal.SIGINT, self.stop_now)
         for slot in self.slots:
             self._spawn(slot)
         watcher = loop.create_task(self._watch())
+        poller = loop.create_task(self._poll_counters())
         log.info("lbcore master started (pid %d), %d workers: %s", os.getpid(), self.count, ", ".join(
             f"{name} on {', '.join(str(a) for a in fe.binds)} ({fe.mode})"
             for name, fe in config.frontends.items()))
@@ -186,6 +205,7 @@ class Master:
             return await self.done
         finally:
             watcher.cancel()
+            poller.cancel()
 
     def _bind(self, config: Config, keep: dict) -> dict[Address, list[socket.socket]]:
         """One SO_REUSEPORT listening socket per worker for every bind of
@@ -199,6 +219,14 @@ class Master:
                         continue
                     if address in keep:
                         listeners[address] = keep[address]
+                        continue
+                    handed = inherited.take(address)
+                    if handed:
+                        # Handed over by systemd or the lbcore this one replaces:
+                        # kept whole (connections wait in each), shared round the
+                        # workers if there are fewer than workers.
+                        listeners[address] = [handed[i % len(handed)]
+                                              for i in range(max(self.count, len(handed)))]
                         continue
                     group: list[socket.socket] = []
                     try:
@@ -223,12 +251,51 @@ class Master:
             if self._server_changed not in backend.listeners:
                 backend.listeners.append(self._server_changed)
 
+    def admin_action(self):
+        """The admin actions on the master's runtime: state and weight changes
+        reach the workers through the runtime's listeners (_server_changed),
+        what lives only in the workers (sessions, counters) by a message."""
+        from .stats.admin import AdminAction
+        return AdminAction(lambda: self.runtime, get_health=lambda: self.health,
+                           kill_sessions=self._kill_sessions, clear_counters=self._clear_counters)
+
+    def _kill_sessions(self, server: Server) -> None:
+        self._broadcast({"t": "shutdown_sessions", "server": server_state(server)})
+
+    def _clear_counters(self, everything: bool) -> None:
+        if everything:
+            self.departed = None
+            self.last_replies.clear()
+        self._broadcast({"t": "clear_counters", "all": everything})
+
+    def _install_certificate(self, path: str, pem: str) -> None:
+        """Check the PEM here (a bad one fails the commit), then every worker
+        takes it; a worker started later gets it after its hello."""
+        from .certificates import context_from_pem
+        from .server import tls_specs
+        for tls in tls_specs(self.config):
+            if tls.cert == path:
+                context_from_pem(tls, pem)
+        self._broadcast({"t": "certificate", "path": path, "pem": pem})
+        log.warning("certificate %s replaced for new TLS handshakes in every worker", path)
+
+    async def sessions(self) -> list:
+        replies = await asyncio.gather(*(self._ask(slot, "sessions") for slot in self.slots))
+        return [row for reply in replies if isinstance(reply, list) for row in reply if isinstance(row, dict)]
+
     async def _start_stats(self, config: Config) -> None:
         if config.stats is None:
             return
-        from .stats.endpoint import StatsEndpoint
-        stats = StatsEndpoint(config.stats, self.snapshot, MasterAdmin(self))
-        await stats.start(self.loop)
+        from .stats.runtime_api import Service
+        from .stats.serve import StatsServers
+        from .certificates import CertificateStore
+        from .server import tls_specs
+        if self.certificates is None:
+            self.certificates = CertificateStore(lambda: tls_specs(self.config), self._install_certificate)
+        service = Service(lambda: self.runtime, self.snapshot, self.admin_action(),
+                          get_sessions=self.sessions, workers=self.count, certificates=self.certificates)
+        stats = StatsServers(config.stats, self.snapshot, MasterAdmin(self), service)
+        await stats.start()
         self.stats = stats
 
     # -- workers ---------------------------------------------------------------
@@ -238,13 +305,15 @@ class Master:
         if self.stopping:
             return
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        fds = {address: group[slot.index].fileno() for address, group in self.listeners.items()}
-        env = dict(os.environ)
+        fds = {address: self._group_fds(group, slot) for address, group in self.listeners.items()}
+        passed = [fd for group in fds.values() for fd in group]
+        # The master alone speaks to systemd (NotifyAccess=main).
+        env = {name: value for name, value in os.environ.items() if name != "NOTIFY_SOCKET"}
         env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "lbcore.worker", "--channel", str(child.fileno())],
-                pass_fds=[child.fileno(), *fds.values()], stdin=subprocess.DEVNULL,
+                pass_fds=[child.fileno(), *passed], stdin=subprocess.DEVNULL,
                 start_new_session=True, env=env)
         except OSError as exc:
             parent.close()
@@ -264,16 +333,32 @@ class Master:
             "config": pack(worker_config(self.config)), "sockets": pack(fds),
             "state": state_rows(self.runtime),
         })
+        if self.certificates is not None:
+            for path, pem in self.certificates.committed.items():
+                channel.send({"t": "certificate", "path": path, "pem": pem})
+
+    @staticmethod
+    def _group_fds(group: list[socket.socket], slot: Slot) -> list[int]:
+        """The group's descriptors as one worker gets them: its own
+        first, then its siblings' (whose queues it empties if they stall)."""
+        own = group[slot.index]
+        fds = {own.fileno(): None}
+        fds.update((sock.fileno(), None) for sock in group)  # a handed-over group may repeat sockets
+        return list(fds)
 
     def _on_message(self, slot: Slot, message: dict) -> None:
         kind = message["t"]
-        if kind == "snapshot":
+        if kind in ("snapshot", "sessions"):
             future = slot.waiters.pop(message.get("id"), None)
             data = message.get("data")
-            if future is not None and not future.done():
+            if kind == "snapshot":
                 valid = isinstance(data, dict) and isinstance(data.get("frontends"), dict) \
                     and isinstance(data.get("backends"), dict)
-                future.set_result(data if valid else None)
+                data = data if valid else None
+                if data is not None:
+                    self.last_replies[slot.index] = (slot.proc, data)
+            if future is not None and not future.done():
+                future.set_result(data)
         elif kind == "observe":
             server = find_server(self.runtime, message.get("backend"), message.get("server"),
                                   message.get("address"))
@@ -284,6 +369,9 @@ class Master:
             log.info("worker %d started (pid %d)", slot.index, slot.pid)
             if not self.started and all(s.ready for s in self.slots):
                 self.started = True
+                systemd.ready()
+                for callback in self.on_started:
+                    callback()
         else:
             log.error("master: unknown control message %r from worker %d", kind, slot.index)
 
@@ -318,6 +406,7 @@ class Master:
         if slot.proc is not proc:
             return  # already handled
         slot.proc = None
+        self._keep_counts(slot, proc)
         if slot.channel is not None:
             slot.channel.close()
             slot.channel = None
@@ -332,10 +421,29 @@ class Master:
             self.exit_code = EXIT_WORKER
             self.stop_now(announce=False)
             return
-        crashed = lived < MIN_UPTIME or not slot.ready
+        # A ready worker ended by SIGKILL was killed (an operator, a test,
+        # the OOM killer), it did not crash: it comes back at once, since
+        # backing off would only leave the other workers alone with its share.
+        killed = proc.returncode == -signal.SIGKILL and slot.ready
+        crashed = not slot.ready or (lived < MIN_UPTIME and not killed)
         delay = self._schedule_restart(slot, crashed)
         log.error("worker %d (pid %d) died (%s) after %.1fs; restarting it%s", slot.index, proc.pid, how,
                   lived, f" in {delay:.1f}s" if delay else "")
+
+    def _keep_counts(self, slot: Slot, proc: subprocess.Popen) -> None:
+        from .stats.snapshot import merge, retired
+        last = self.last_replies.pop(slot.index, None)
+        if last is None or last[0] is not proc:
+            return
+        gone = retired(last[1])
+        self.departed = gone if self.departed is None else retired(merge([self.departed, gone]))
+
+    async def _poll_counters(self) -> None:
+        """Ask every worker for its counters now and then, so that what a
+        worker counted before a SIGKILL is known to at most this long ago."""
+        while True:
+            await asyncio.sleep(COUNTER_POLL)
+            await asyncio.gather(*(self._ask(slot) for slot in self.slots))
 
     def _schedule_restart(self, slot: Slot, crashed: bool) -> float:
         slot.crashes = slot.crashes + 1 if crashed else 0
@@ -354,7 +462,7 @@ class Master:
 
     # -- stats -----------------------------------------------------------------
 
-    async def _ask(self, slot: Slot) -> Optional[dict]:
+    async def _ask(self, slot: Slot, kind: str = "snapshot") -> Any:
         channel = slot.channel
         if channel is None or not slot.ready:
             return None
@@ -362,7 +470,7 @@ class Master:
         future = self.loop.create_future()
         slot.waiters[request_id] = future
         try:
-            if not channel.send({"t": "snapshot", "id": request_id}):
+            if not channel.send({"t": kind, "id": request_id}):
                 return None
             return await asyncio.wait_for(future, SNAPSHOT_TIMEOUT)
         except asyncio.TimeoutError:
@@ -374,13 +482,20 @@ class Master:
 
     async def snapshot(self) -> dict:
         """Every worker's counters summed, with the master's states."""
-        from .stats.snapshot import merge, snapshot
+        from .stats.snapshot import merge, restrict, retired, snapshot
 
         own = snapshot(self.runtime)
         slots = list(self.slots)
         replies = await asyncio.gather(*(self._ask(slot) for slot in slots))
         answered = [reply for reply in replies if reply is not None]
-        merged = dict(merge([own] + answered))
+        departed = [restrict(self.departed, own)] if self.departed is not None else []
+        for slot, reply in zip(slots, replies):
+            # Silent (dead but not reaped yet, or slow): its last counts
+            # stand in, so the totals do not dip until it is folded in.
+            last = self.last_replies.get(slot.index)
+            if reply is None and last is not None and last[0] is slot.proc:
+                departed.append(restrict(retired(last[1]), own))
+        merged = dict(merge([own] + answered + departed))
         process = dict(own["process"])
         process["master_pid"] = os.getpid()
         process["processes"] = len(answered)
@@ -411,13 +526,20 @@ class Master:
 
     def reload(self) -> None:
         if not self.stopping:
-            self.loop.create_task(self._reload())
+            self.loop.create_task(self._reload_notified())
+
+    async def _reload_notified(self) -> None:
+        systemd.reloading()
+        try:
+            await self._reload()
+        finally:
+            systemd.ready()
 
     async def _reload(self) -> None:
         path = self.config.path
         log.info("reloading %s", path)
         try:
-            new = await load_off_loop(path)
+            new = await load_off_loop(self.config)
         except ConfigError as exc:
             for problem in exc.problems:
                 log.error("reload refused: %s", problem)
@@ -439,6 +561,8 @@ class Master:
         self.runtime = Runtime.build(new, previous=self.runtime)
         self._hook(self.runtime)
         self.health.reload(self.runtime)
+        if self.certificates is not None:
+            self.certificates.reloaded()  # the workers read the files again
         if new.global_.log != old.global_.log:
             setup_event_log(new.global_.log)
         packed = pack(worker_config(new))
@@ -465,11 +589,13 @@ class Master:
                  sum(len(b.servers) for b in self.runtime.backends.values()))
 
     def _send_reload(self, slot: Slot, packed: str, fresh: list[Address]) -> None:
-        fds = [self.listeners[address][slot.index].fileno() for address in fresh]
+        groups = [self._group_fds(self.listeners[address], slot) for address in fresh]
+        fds = [fd for group in groups for fd in group]
         batches = [fds[i:i + MAX_FDS] for i in range(0, len(fds), MAX_FDS)] or [[]]
         for batch in batches[:-1]:
             slot.channel.send({"t": "fds"}, batch)
-        slot.channel.send({"t": "reload", "config": packed, "addresses": pack(fresh)}, batches[-1])
+        slot.channel.send({"t": "reload", "config": packed, "addresses": pack(fresh),
+                           "sizes": [len(group) for group in groups]}, batches[-1])
 
     # -- stop ------------------------------------------------------------------
 
@@ -493,6 +619,7 @@ class Master:
 
     def _begin_stop(self) -> None:
         self.stopping = True
+        systemd.stopping()
         # The master's copies keep the sockets listening: close them first so
         # that new connections are refused, not queued for nobody.
         self._close_listeners()
@@ -558,10 +685,11 @@ class Master:
             self.done.set_result(self.exit_code)
 
 
-def run_master(config: Config) -> int:
+def run_master(config: Config, started: tuple = ()) -> int:
     import uvloop
 
     master = Master(config)
+    master.on_started.extend(started)
     try:
         return uvloop.run(master.run())
     except BindError as exc:

@@ -131,6 +131,36 @@ cdef long long _digits(const unsigned char* p, Py_ssize_t n):
     return v
 
 
+cdef bint _plain_host(const unsigned char* p, Py_ssize_t n):
+    """`name[:port]` with a name of letters, digits, dots and dashes and a
+    port up to 65535 (heads_py._PLAIN_HOST)."""
+    cdef Py_ssize_t i = 0, digits
+    cdef long port = 0
+    cdef unsigned char c
+    while i < n:
+        c = p[i]
+        if not ((48 <= c <= 57) or (65 <= c <= 90) or (97 <= c <= 122) or c == 45 or c == 46):
+            break
+        i += 1
+    if i == 0:
+        return False
+    if i == n:
+        return True
+    if p[i] != 58:
+        return False
+    i += 1
+    digits = n - i
+    if digits < 1 or digits > 5:
+        return False
+    while i < n:
+        c = p[i]
+        if not (48 <= c <= 57):
+            return False
+        port = port * 10 + (c - 48)
+        i += 1
+    return port <= 65535
+
+
 cdef Py_ssize_t _line_end(const unsigned char* p, Py_ssize_t pos, Py_ssize_t limit):
     """Offset of the CR of the CRLF ending the line at pos, or -1."""
     cdef const unsigned char* cr = <const unsigned char*>memchr(p + pos, 13, limit - pos)
@@ -191,11 +221,11 @@ def scan_request(bytes buf, Py_ssize_t end, bint drop_xfp, bint own_xff):
         return None
     i += 1
     tstart = i
-    while i < limit and 0x21 <= p[i] <= 0x7e:
+    while i < limit and 0x21 <= p[i] <= 0x7e and p[i] != 35:  # no fragment
         i += 1
     tstop = i
-    if tstop == tstart or i + 10 > limit or p[i] != 32:
-        return None
+    if tstop == tstart or p[tstart] != 47 or i + 10 > limit or p[i] != 32:
+        return None  # (only origin-form targets: the others go the strict way)
     if not (p[i + 1] == b'H' and p[i + 2] == b'T' and p[i + 3] == b'T' and p[i + 4] == b'P'
             and p[i + 5] == b'/' and p[i + 6] == b'1' and p[i + 7] == b'.'
             and (p[i + 8] == b'0' or p[i + 8] == b'1') and p[i + 9] == 13 and p[i + 10] == 10):
@@ -213,6 +243,8 @@ def scan_request(bytes buf, Py_ssize_t end, bint drop_xfp, bint own_xff):
             pass
         elif kind == K_HOST:
             hosts += 1
+            if not _plain_host(p + vs, vn - vs):
+                return None
         elif kind == K_LENGTH:
             v = _digits(p + vs, vn - vs)
             if seen_length or v < 0:

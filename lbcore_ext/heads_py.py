@@ -6,8 +6,9 @@ proxy needs plus the head rewritten for the other side. Anything unusual
 (chunked or upgrade framing, obs-fold, odd characters, duplicate
 Content-Length, Expect, headers named in Connection, HTTP/1.0 responses…)
 returns None: the caller then lets httptools (llhttp) parse the message
-strictly. So the fast path only ever accepts a subset of what llhttp
-accepts, and never decides an error itself.
+strictly, behind the strict checks of lbcore/proxy/h1_checks.py. So the
+fast path only ever accepts a subset of what that path accepts, and never
+decides an error itself (tests/unit/test_heads.py and tests/fuzz check it).
 
 heads.pyx is the compiled twin of this module: same functions, same
 results (tests/unit/test_heads.py checks them against each other).
@@ -20,8 +21,13 @@ import re
 IMPLEMENTATION = "python"
 
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-_REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([\x21-\x7e]+) HTTP/1\.([01])\r\n")
+# An origin-form target without a fragment; other forms go to the strict path.
+_REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") (/[\x21\x22\x24-\x7e]*) HTTP/1\.([01])\r\n")
 _STATUS_LINE = re.compile(rb"HTTP/1\.1 ([2-5][0-9][0-9]) ([\t\x20-\x7e\x80-\xff]*)\r\n")
+# A Host the fast path takes: a name or IPv4 address and a port up to 65535;
+# anything else (IPv6 literals, empty, odd characters) is judged by the
+# strict path (lbcore/proxy/h1_checks.py), which refuses what is invalid.
+_PLAIN_HOST = re.compile(rb"[A-Za-z0-9.\-]+(?::([0-9]{1,5}))?")
 _HEADER = re.compile(rb"(" + _TOKEN + rb"):[ \t]*([\t\x20-\x7e\x80-\xff]*?)[ \t]*\r\n")
 
 # Methods llhttp knows: another token is refused by the slow path, so the
@@ -108,6 +114,9 @@ def scan_request(buf: bytes, end: int, drop_xfp: bool, own_xff: bool):
             length = int(value)
         elif name == b"host":
             hosts += 1
+            plain = _PLAIN_HOST.fullmatch(value)
+            if plain is None or (plain.group(1) and int(plain.group(1)) > 65535):
+                return None
         elif name == b"x-forwarded-for":
             if own_xff:
                 return None

@@ -19,6 +19,10 @@ Paths:
   /early/N           answers status N at once without reading the body, then closes
   /bighead/N         200 with an N-byte X-Big response header
   /lateclose         200 that promises keep-alive, then closes at once (stale pooled connection)
+  /diehead/NAME/N    the server named NAME sends a 200 head announcing N bytes and a few of
+                     them, then SIGKILLs its whole process (a crash mid-response); any
+                     other server answers like /size/N
+  /diechunk/NAME/N   the same with a chunked response
   /closebody, /http10, /dupcl, /clte, /notmod, /hints, /overlong, /badchunk   raw answers (see RAW_ANSWERS), then close
   anything else      like /echo
 """
@@ -29,6 +33,7 @@ import argparse
 import hashlib
 import json
 import os
+import signal
 import socket
 import sys
 import time
@@ -98,6 +103,17 @@ class Handler(BaseHTTPRequestHandler):
         self._headers_buffer.append(b"\r\n" + body)
         self.flush_headers()
 
+    def _send_chunked(self, data: bytes) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("X-Server", self.server.name)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for i in range(0, len(data), 16384):
+            piece = data[i:i + 16384]
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+        self.wfile.write(b"0\r\n\r\n")
+
     def _echo(self):
         self._big_digest = None
         body = self._read_body()
@@ -139,16 +155,7 @@ class Handler(BaseHTTPRequestHandler):
         elif parts[0] == "chunked" and len(parts) > 1:
             self._read_body()
             n = int(parts[1])
-            self.send_response(200)
-            self.send_header("Content-Type", "application/octet-stream")
-            self.send_header("X-Server", self.server.name)
-            self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
-            data = pattern_bytes(n)
-            for i in range(0, n, 16384):
-                piece = data[i:i + 16384]
-                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
-            self.wfile.write(b"0\r\n\r\n")
+            self._send_chunked(pattern_bytes(n))
         elif parts[0] == "status" and len(parts) > 1:
             self._read_body()
             self._send(int(parts[1]), b"" if int(parts[1]) in (204, 304) else b"status\n", "text/plain")
@@ -192,6 +199,30 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(pattern_bytes(n // 2))
             self.wfile.flush()
             self.close_connection = True
+        elif parts[0] in ("diehead", "diechunk") and len(parts) > 2:
+            self._read_body()
+            n = int(parts[2])
+            chunked = parts[0] == "diechunk"
+            if parts[1] != self.server.name:
+                if chunked:
+                    self._send_chunked(pattern_bytes(n))
+                else:
+                    self._send(200, pattern_bytes(n), "application/octet-stream")
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("X-Server", self.server.name)
+            if chunked:
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                self.wfile.write(b"10\r\n" + pattern_bytes(16) + b"\r\n")
+            else:
+                self.send_header("Content-Length", str(n))
+                self.end_headers()
+                self.wfile.write(pattern_bytes(min(16, n // 2)))
+            self.wfile.flush()
+            time.sleep(0.05)  # let the head reach the proxy first
+            os.kill(os.getpid(), signal.SIGKILL)
         elif parts[0] == "lateclose":
             self._read_body()
             self._send(200, b"late\n", "text/plain")
@@ -290,7 +321,10 @@ def tcp_echo(host: str, port: int, name: str) -> None:
                 if not data:
                     break
                 conn.sendall(data)
-            conn.shutdown(socket.SHUT_WR)
+            try:
+                conn.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass  # the peer is gone already (a proxy shut the session)
 
     while True:
         conn, _ = lsock.accept()

@@ -38,11 +38,39 @@ def wait_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0, proc=No
     raise TimeoutError(f"nothing listening on {host}:{port}")
 
 
+def wait_unix(path: str, timeout: float = 10.0, proc=None) -> None:
+    """Until something accepts connections on the unix socket `path`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {path}")
+        try:
+            with socket.socket(socket.AF_UNIX) as s:
+                s.settimeout(0.5)
+                s.connect(path)
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise TimeoutError(f"nothing listening on {path}")
+
+
+def socat(target: str, text: str, timeout: float = 10.0) -> str:
+    """Send `text` with socat (a real client, as operators' scripts use it)
+    to `target` ("unix-connect:PATH" or "tcp:HOST:PORT"); the whole answer."""
+    result = subprocess.run(["socat", "-t", "5", "-", target], input=text.encode(),
+                            capture_output=True, timeout=timeout)
+    if result.returncode != 0:
+        raise RuntimeError(f"socat {target} failed: {result.stderr.decode(errors='replace')}")
+    return result.stdout.decode()
+
+
 class BackendProcess:
     """tests/backend.py in its own process (HTTP, or raw TCP echo)."""
 
-    def __init__(self, name: str, port: Optional[int] = None, tcp_echo: bool = False, env=None):
+    def __init__(self, name: str, port: Optional[int] = None, tcp_echo: bool = False, env=None,
+                 host: str = "127.0.0.1"):
         self.name = name
+        self.host = host
         self.port = port or free_port()
         self.tcp_echo = tcp_echo
         self.env = env
@@ -51,16 +79,17 @@ class BackendProcess:
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def start(self) -> "BackendProcess":
-        cmd = [sys.executable, str(BACKEND_SCRIPT), "--port", str(self.port), "--name", self.name,
+        cmd = [sys.executable, str(BACKEND_SCRIPT), "--host", self.host, "--port", str(self.port),
+               "--name", self.name,
                "--health-file", self.health_file]
         if self.tcp_echo:
             cmd.append("--tcp-echo")
         env = dict(os.environ, **(self.env or {}))
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, env=env)
-        wait_port(self.port, proc=self.proc)
+        wait_port(self.port, host=self.host, proc=self.proc)
         return self
 
     def set_health(self, status) -> None:
@@ -121,7 +150,7 @@ class LbcoreProcess:
         for fe in self.config.get("frontends", {}).values():
             binds = fe["bind"] if isinstance(fe["bind"], list) else [fe["bind"]]
             ports += [int(b.rsplit(":", 1)[1]) for b in binds]
-        if self.config.get("stats"):
+        if self.config.get("stats") and self.config["stats"].get("bind"):
             ports.append(int(self.config["stats"]["bind"].rsplit(":", 1)[1]))
         return ports
 

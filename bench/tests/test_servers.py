@@ -13,7 +13,7 @@ needs_servers = pytest.mark.skipif(
 
 
 @needs_servers
-@pytest.mark.parametrize("mode", ["http", "tcp"])
+@pytest.mark.parametrize("mode", ["http", "tcp", "rules"])
 def test_haproxy_config_is_valid(tmp_path, mode):
     cfg = tmp_path / "h.cfg"
     cfg.write_text(configs.haproxy(mode, 8080, [9001, 9002], 5000))
@@ -42,6 +42,9 @@ def test_lbcore_config_loads():
         assert loaded.global_.workers == 1
         assert loaded.frontends["bench"].mode == mode
         assert [s.address.port for s in loaded.backends["pool"].servers] == [9001, 9002]
+    # the rules case: 3 ACLs, 4 http_request rules, 2 use_backend entries
+    rules = config.loads(configs.lbcore("rules", 8080, [9001, 9002], 5000)).frontends["bench"]
+    assert (rules.mode, len(rules.acls), len(rules.http_request), len(rules.use_backend)) == ("http", 3, 4, 2)
 
 
 @needs_servers

@@ -39,6 +39,9 @@ class HealthChecker:
         # Kept apart from the tasks: a task restarted for a changed spec keeps
         # its server's streaks.
         self._machines: dict[Server, RiseFall] = {}
+        # Servers whose probes an operator stopped (runtime API `disable
+        # health`): not probed, and UP unless an admin state says otherwise.
+        self.paused: set[Server] = set()
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -63,6 +66,7 @@ class HealthChecker:
         for server in list(self._machines):
             if server not in wanted:
                 del self._machines[server]
+        self.paused &= set(wanted)
         for server, health in wanted.items():
             if server not in self._tasks:
                 self._specs[server] = health
@@ -85,6 +89,20 @@ class HealthChecker:
             return done
         return asyncio.gather(*tasks, return_exceptions=True)
 
+    def set_enabled(self, server: Server, enabled: bool) -> None:
+        """HAProxy's `enable|disable health`: a server whose checks are
+        disabled is considered UP; enabling them lets the next probe decide."""
+        if not server.checked:
+            return
+        if enabled:
+            if server in self.paused:
+                self.paused.discard(server)
+                self._machine(server, server.backend.spec.health).unsettle()
+            return
+        self.paused.add(server)
+        server.check_status = ""
+        server.set_health(True, "health checks disabled by an operator")
+
     @property
     def probed_servers(self) -> list[Server]:
         """The servers that have a probe task right now."""
@@ -99,7 +117,7 @@ class HealthChecker:
         taken out (nothing would bring it back); its failure is only counted.
         A server this takes DOWN shows check status HANA, as in HAProxy."""
         server.observed_failures += 1
-        if not server.checked or server.admin == MAINT:
+        if not server.checked or server.admin == MAINT or server in self.paused:
             return
         machine = self._machine(server, server.backend.spec.health)
         machine.force_down()
@@ -128,7 +146,7 @@ class HealthChecker:
         in_maint = False
         await asyncio.sleep(self._rng.uniform(0.0, health.interval))
         while True:
-            if server.admin == MAINT:
+            if server.admin == MAINT or server in self.paused:
                 in_maint = True  # HAProxy counts no checks in maintenance
             else:
                 if in_maint:

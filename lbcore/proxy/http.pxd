@@ -37,6 +37,9 @@ cdef class Exchange:
     cdef public bint method_head
     cdef public str terminated
     cdef public Server last_server
+    cdef public object stick_keys, cookie_state
+    cdef public list held
+    cdef public long long held_size
 
 
 @cython.final

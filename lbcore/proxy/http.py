@@ -25,17 +25,25 @@ import httptools
 from lbcore_ext import Relay, scan_request
 
 from ..balance import request_key
+from ..certificates import tls_context
 from ..hop_by_hop import named_headers
 from ..model import Frontend, Server, status_class_index
 from ..upstream import REASONS, SEND_NOW, UpstreamConnection, UpstreamPool
 from .context import ProxyContext
 from . import errors, proxy_protocol
+from .h1_checks import CheckedRequestParser, partial_head_invalid
 
 log = logging.getLogger("lbcore")
 
 MAX_REQUEST_HEAD = 16384  # like HAProxy's tune.bufsize: larger heads get 431
 MAX_BUFFERED_BODY = 256 * 1024  # body bytes held while no server connection is ready
 MAX_REPLAY = 64 * 1024  # request bodies up to this size can be replayed on a retry
+# Responses to replayable requests up to this size (head and body) are held
+# until complete: a server that dies mid-response is then replayed on
+# another, unseen by the client. Larger ones stream. 64 KiB holds the
+# typical API answer (OpenStack's JSON) and costs nothing on the fast path,
+# where a whole small response arrives in one read anyway.
+MAX_HELD_RESPONSE = 64 * 1024
 IDLE_CLOSE_DELAY = 0.5  # stopping: idle keep-alive connections close after this
 IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"))
 
@@ -74,7 +82,7 @@ class Exchange:
         "body_sent", "server", "upstream", "attempts", "tried", "response_started",
         "status", "bytes_out", "rechunk", "close_after", "local", "tunnel_pending",
         "t_begin", "t_head", "t_assigned", "t_connect", "t_response",
-        "queued_at", "method_head", "terminated", "last_server",
+        "queued_at", "method_head", "terminated", "last_server", "stick_keys", "cookie_state", "held", "held_size",
     )
 
     def __init__(self, now: float, parts=None) -> None:
@@ -118,6 +126,10 @@ class Exchange:
         self.method_head = False
         self.terminated = "--"
         self.last_server: Optional[Server] = None  # for the log, after a failure
+        self.stick_keys = None  # the backend's stick rules' keys, stored once a server is given
+        self.cookie_state = None  # cookie persistence: (server the client named, had Authorization)
+        self.held = None  # the response so far, while held until complete
+        self.held_size = 0
 
     def request_line(self) -> str:
         return "%s %s HTTP/%s" % (self.method.decode("latin-1"),
@@ -168,13 +180,7 @@ class HttpProxy:
     def reconfigure(self) -> None:
         self.settings.load(self.frontend)
         tls = self.frontend.spec.tls
-        self.ssl = None
-        if tls is not None:
-            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            context.load_cert_chain(tls.cert, tls.key)
-            if tls.alpn:
-                context.set_alpn_protocols(list(tls.alpn))
-            self.ssl = context
+        self.ssl = tls_context(tls) if tls is not None else None
 
     def accept(self, sock, peer) -> None:
         self.ctx.opened(self.frontend)
@@ -418,8 +424,8 @@ class ClientConnection:
         if end < 0:
             if len(data) > MAX_REQUEST_HEAD:
                 self._reject(431)
-            elif b"\n\n" in data:
-                self._feed(data)  # a bare-LF head: llhttp judges it now
+            elif partial_head_invalid(data):
+                self._feed(data)  # a bare CR or LF: refused now, not at the timeout
             else:
                 self.head_buf = data
             return b""
@@ -489,7 +495,7 @@ class ClientConnection:
         if parser is None:
             # Made on the first message the fast path cannot take, not per
             # connection: idle keep-alive connections stay small.
-            parser = self.parser = httptools.HttpRequestParser(self)
+            parser = self.parser = CheckedRequestParser(self, MAX_REQUEST_HEAD)
         try:
             parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -502,7 +508,7 @@ class ClientConnection:
                 self._reject(431)
             else:
                 log.debug("bad request from %s: %s", self.peer, exc)
-                self._reject(400)
+                self._reject(getattr(exc, "status", 400))
 
     def _reject(self, code: int) -> None:
         """A malformed request: answered, then the connection is closed."""
@@ -687,7 +693,11 @@ class ClientConnection:
                 self._answer_local(ex)
             return
         backend = self.frontend.backend
-        server = backend.pick(self._balance_key(ex, backend), ex.tried)
+        server = None
+        if backend.persist is not None:
+            server = self._persistent_server(ex, backend.persist)
+        if server is None:
+            server = backend.pick(self._balance_key(ex, backend), ex.tried)
         if server is None:
             if backend.candidates and not ex.tried:
                 self._enqueue(ex)  # every usable server is at its maxconn
@@ -705,7 +715,28 @@ class ClientConnection:
             return self.client_ip
         return request_key(hashed[0], hashed[1], ex.url, ex.head, self.client_ip)
 
+    def _persistent_server(self, ex: Exchange, persistence) -> Optional[Server]:
+        """The server a persistence cookie or a stick rule names, if it may
+        serve (lbcore/persist.py); HAProxy's order: the cookie first."""
+        server = None
+        if persistence.cookie is not None:
+            server, ex.head = persistence.request_cookie(ex.head)
+            ex.cookie_state = (server, persistence.cookie.nocache and persistence.has_authorization(ex.head))
+        if persistence.rules:
+            ex.stick_keys = persistence.keys(self.client_ip.decode(), self._local_ip)
+            if server is None:
+                server = persistence.matched(ex.stick_keys)
+                if server is not None and ex.cookie_state is not None:
+                    ex.cookie_state = (server, ex.cookie_state[1])  # direct: no new cookie
+        return server
+
+    def _local_ip(self) -> str:
+        sockname = self.transport.get_extra_info("sockname") if self.transport is not None else None
+        return sockname[0] if sockname else ""
+
     def _assign(self, ex: Exchange, server: Server) -> None:
+        if ex.stick_keys is not None:
+            server.backend.persist.store(ex.stick_keys, server)
         ex.server = ex.last_server = server
         ex.t_assigned = self.clock()
         server.session_start()
@@ -848,7 +879,8 @@ class ClientConnection:
         framing and Connection header for the client are decided here."""
         ex = self.active
         ex.status = status
-        ex.response_started = True
+        if ex.cookie_state is not None:
+            head = self._response_cookie(ex, status, head)
         ex.t_response = self.clock()
         if status == 101:
             head_end = b"Connection: upgrade\r\n\r\n"
@@ -871,6 +903,15 @@ class ClientConnection:
                 head_end += b"\r\n"
         head += head_end
         ex.bytes_out += len(head)
+        if status != 101 and not upstream.no_body and ex.complete and ex.replay is not None \
+                and ex.method in IDEMPOTENT and (upstream.resp_chunked or
+                                                 0 <= upstream.resp_length <= MAX_HELD_RESPONSE):
+            # Small enough to hold until complete, and safe to replay if the
+            # server dies before the end (see upstream_lost).
+            ex.held = [head]
+            ex.held_size = len(head)
+            return
+        ex.response_started = True
         self._send(head)
 
     def whole_response(self, upstream: UpstreamConnection, head: bytes, body: bytes) -> None:
@@ -878,6 +919,8 @@ class ClientConnection:
         body and the end of the exchange in one step (the common case)."""
         ex = self.active
         ex.status = upstream.status
+        if ex.cookie_state is not None:
+            head = self._response_cookie(ex, ex.status, head)
         ex.response_started = True
         ex.t_response = self.clock()
         if not ex.complete or ex.upgrade is not None or self.closing:
@@ -896,10 +939,30 @@ class ClientConnection:
         ex.upstream = None
         self._finish(ex)
 
+    def _response_cookie(self, ex: Exchange, status: int, head: bytes) -> bytes:
+        named, auth = ex.cookie_state
+        server = ex.server
+        # Direct only if the server the client named is the one that answered
+        # (a redispatch after its failure gets the client a new cookie).
+        return server.backend.persist.response_cookie(
+            head, server, named is server and named is not None, ex.method, auth, status)
+
     def response_body(self, body) -> None:
         ex = self.active
         n = len(body)
         ex.bytes_out += n
+        held = ex.held
+        if held is not None:
+            if ex.rechunk:
+                held.append(b"%x\r\n" % n)
+                held.append(body)
+                held.append(b"\r\n")
+            else:
+                held.append(body)
+            ex.held_size += n
+            if ex.held_size > MAX_HELD_RESPONSE:
+                self._release_held(ex)  # too large after all (chunked): stream on
+            return
         if ex.rechunk:
             self._send(b"%x\r\n" % n)
             self.out += (body, b"\r\n")
@@ -932,8 +995,28 @@ class ClientConnection:
                 else:
                     self.transport.writelines(out)  # one writev, no copy
 
+    def _release_held(self, ex: Exchange) -> None:
+        """The held response goes to the client: from now on it streams."""
+        held = ex.held
+        ex.held = None
+        ex.response_started = True
+        for data in held:
+            self._send(data)
+
+    def _drop_held(self, ex: Exchange) -> None:
+        """A held response will never complete: forget it, as if the
+        server had not answered, so the request can be replayed."""
+        ex.held = None
+        ex.held_size = 0
+        ex.status = 0
+        ex.bytes_out = 0
+        ex.rechunk = False
+        ex.t_response = 0.0
+
     def response_complete(self, upstream: UpstreamConnection) -> None:
         ex = self.active
+        if ex.held is not None:
+            self._release_held(ex)
         if ex.rechunk:
             self._send(b"0\r\n\r\n")
         if not ex.complete:
@@ -955,6 +1038,15 @@ class ClientConnection:
             ex.upstream = None
             self._finish(ex, aborted=True)
             self._cut()
+            return
+        if ex.held is not None:
+            # The server died mid-response, none of which reached the
+            # client: replay elsewhere. It answered, so this was no stale
+            # pooled connection.
+            self._drop_held(ex)
+            server.server_aborts += 1
+            server.backend.server_aborts += 1
+            self._retry(ex, connect_failed=False)
             return
         if not upstream.reused:
             # A fresh connection failed before answering: the server is sick.

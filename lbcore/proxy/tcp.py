@@ -28,6 +28,7 @@ from typing import Optional
 import lbcore_ext
 from lbcore_ext import Relay
 
+from ..certificates import tls_context
 from .. import model
 from . import proxy_protocol
 from .context import ProxyContext
@@ -87,13 +88,7 @@ class TcpProxy:
     def reconfigure(self) -> None:
         """(Re)load the frontend's TLS settings; called again on reload."""
         tls = self.frontend.spec.tls
-        context = None
-        if tls is not None:
-            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            context.load_cert_chain(tls.cert, tls.key)
-            if tls.alpn:
-                context.set_alpn_protocols(list(tls.alpn))
-        self.ssl = context
+        self.ssl = tls_context(tls) if tls is not None else None
 
     def accept(self, sock: socket.socket, peer) -> None:
         backend = self.frontend.backend  # read per connection: a reload swaps it
@@ -170,7 +165,7 @@ class TcpSession:
         "proxy", "ctx", "loop", "frontend", "backend", "client", "peer",
         "client_key", "server", "upstream", "relay", "tried", "retries",
         "started", "t0", "t_queue", "t_attempt", "t_connect", "timer",
-        "queued", "connecting", "server_counted", "finished", "tls_side",
+        "queued", "connecting", "server_counted", "finished", "tls_side", "stick_keys",
     )
 
     def __init__(self, proxy: TcpProxy, backend: model.Backend, client: socket.socket, peer) -> None:
@@ -198,6 +193,7 @@ class TcpSession:
         self.server_counted = False  # server.session_start() not yet matched
         self.finished = False
         self.tls_side: Optional[_Side] = None  # the client's SSL transport, if TLS
+        self.stick_keys = None  # the backend's stick rules' keys, stored once connected
 
     # -- connect -------------------------------------------------------------
 
@@ -248,7 +244,15 @@ class TcpSession:
     def _dispatch(self) -> None:
         try:
             backend = self.backend
-            server = backend.pick(client_key=self.client_key)
+            server = None
+            persistence = backend.persist
+            if persistence is not None and persistence.rules:
+                # Stick rules (lbcore/persist.py): the server this client
+                # (src) or this address (dst) was given, while it may serve.
+                self.stick_keys = persistence.keys(self.peer[0], self._local_ip)
+                server = persistence.matched(self.stick_keys)
+            if server is None:
+                server = backend.pick(client_key=self.client_key)
             if server is None:
                 if backend.candidates and backend.spec.timeouts.queue > 0:
                     self._enqueue()  # every usable server is at its maxconn
@@ -451,10 +455,18 @@ class TcpSession:
 
     # -- relay ---------------------------------------------------------------
 
+    def _local_ip(self) -> str:
+        try:
+            return self.client.getsockname()[0]
+        except OSError:
+            return ""
+
     def _established(self) -> None:
         now = time.monotonic()
         self.t_connect = now - self.t_attempt
         server = self.server
+        if self.stick_keys is not None:
+            self.backend.persist.store(self.stick_keys, server)
         preamble = b""
         if server.spec.send_proxy:
             preamble = proxy_protocol.header(server.spec.send_proxy, self.peer, self.client.getsockname())

@@ -1,11 +1,15 @@
-"""The admin API's action: change a server's admin state and/or weight.
+"""The admin actions, shared by the HTTP admin API and the runtime API.
 
 `POST /admin/backends/{backend}/servers/{server}` with
 `{"state": "ready"|"drain"|"maint"}` and/or `{"weight": 0..256}`. The
 endpoint parses the body and calls `apply()`; a multi-process master gives
 the endpoint another object with the same `apply()` that fans the change
 out to its workers. Changes go through Server.set_admin/set_weight, which
-log them and tell the pools.
+log them and tell the pools. The runtime API (runtime_api.py) calls the
+same `apply()` and the actions only it has (health checks on/off, shutdown
+sessions, clear counters), which reach the proxies through the hooks the
+process gives AdminAction; every change is logged by `log_change()`, one
+line format for both APIs.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import json
 import logging
 from typing import Any, Callable, Optional, Protocol
 
-from ..model import DRAIN, MAINT, READY, Runtime
+from ..model import DRAIN, MAINT, READY, Counters, Runtime, Server
 from .snapshot import server_row
 
 log = logging.getLogger("lbcore.stats")
@@ -31,6 +35,25 @@ class AdminError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+class NoSuchBackend(AdminError):
+    def __init__(self, backend: str):
+        super().__init__(404, f"no backend named {backend!r}")
+
+
+class NoSuchServer(AdminError):
+    def __init__(self, backend: str, server: str):
+        super().__init__(404, f"backend {backend!r} has no server named {server!r}")
+
+
+def log_change(backend: str, server: str, change: dict, who: Any) -> None:
+    """The one log line of an admin change, whichever API made it."""
+    log.warning("stats admin: %s/%s %s from %s", backend, server, json.dumps(change), who)
+
+
+def log_refusal(backend: str, server: str, status: int, message: str, who: Any) -> None:
+    log.warning("stats admin: %s/%s refused (%d: %s), from %s", backend, server, status, message, who)
 
 
 class AdminHandler(Protocol):
@@ -69,22 +92,70 @@ def validate(state: Any, weight: Any) -> tuple[Optional[str], Optional[int]]:
 
 class AdminAction:
     """Applies admin changes to whatever Runtime `get_runtime` returns now
-    (so a reload that swaps the runtime needs nothing re-wired)."""
+    (so a reload that swaps the runtime needs nothing re-wired).
 
-    def __init__(self, get_runtime: Callable[[], Runtime]):
+    Hooks for what lives outside the runtime: `get_health()` the
+    HealthChecker (probes on/off), `kill_sessions(server)` closes a
+    server's established sessions in every process that has some,
+    `clear_counters(all)` resets counters in every process."""
+
+    def __init__(self, get_runtime: Callable[[], Runtime],
+                 get_health: Optional[Callable[[], Any]] = None,
+                 kill_sessions: Optional[Callable[[Server], Any]] = None,
+                 clear_counters: Optional[Callable[[bool], Any]] = None):
         self.get_runtime = get_runtime
+        self.get_health = get_health
+        self.kill_sessions = kill_sessions
+        self.clear = clear_counters
 
-    def apply(self, backend: str, server: str, state: Optional[str], weight: Any) -> dict:
-        runtime = self.get_runtime()
-        pool = runtime.backends.get(backend)
+    def find(self, backend: str, server: str) -> Server:
+        pool = self.get_runtime().backends.get(backend)
         if pool is None:
-            raise AdminError(404, f"no backend named {backend!r}")
+            raise NoSuchBackend(backend)
         target = pool.by_name.get(server)
         if target is None:
-            raise AdminError(404, f"backend {backend!r} has no server named {server!r}")
+            raise NoSuchServer(backend, server)
+        return target
+
+    def apply(self, backend: str, server: str, state: Optional[str], weight: Any,
+              source: str = "stats admin API") -> dict:
+        target = self.find(backend, server)
         admin, new_weight = validate(state, weight)
         if admin is not None:
-            target.set_admin(admin, source="stats admin API")
+            target.set_admin(admin, source=source)
         if new_weight is not None:
-            target.set_weight(new_weight, source="stats admin API")
+            target.set_weight(new_weight, source=source)
         return server_row(target)
+
+    def set_health_checks(self, backend: str, server: str, enabled: bool) -> None:
+        target = self.find(backend, server)
+        health = self.get_health() if self.get_health is not None else None
+        if health is not None:
+            health.set_enabled(target, enabled)
+
+    def shutdown_sessions(self, backend: str, server: str) -> Any:
+        target = self.find(backend, server)
+        if self.kill_sessions is not None:
+            return self.kill_sessions(target)
+        return None
+
+    def clear_counters(self, everything: bool) -> Any:
+        clear_counters(self.get_runtime(), everything)
+        if self.clear is not None:
+            return self.clear(everything)
+        return None
+
+
+def clear_counters(runtime: Runtime, everything: bool) -> None:
+    """HAProxy's `clear counters`: the maximums restart from the current
+    values; `clear counters all` zeroes every counter."""
+    objects = [*runtime.frontends.values(), *runtime.backends.values(), *runtime.servers()]
+    for obj in objects:
+        if everything:
+            cur, queued = obj.cur_sessions, obj.queue_cur
+            Counters.__init__(obj)
+            obj.cur_sessions, obj.queue_cur = cur, queued
+            obj.max_sessions, obj.queue_max = cur, queued
+        else:
+            obj.max_sessions = obj.cur_sessions
+            obj.queue_max = obj.queue_cur

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 COLUMNS = (
     "pxname", "svname", "qcur", "qmax", "scur", "smax", "slim", "stot",
@@ -194,11 +194,14 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def render_csv(snapshot: dict[str, Any]) -> bytes:
+def render_csv(snapshot: dict[str, Any], keep: Optional[Callable[[dict[str, Any]], bool]] = None) -> bytes:
+    """The CSV; `keep` selects rows (the runtime API's `show stat IID TYPE SID`)."""
     out = io.StringIO()
     out.write("# " + ",".join(COLUMNS) + ",\n")
     writer = csv.writer(out, lineterminator="\n")
     for fields in rows(snapshot):
+        if keep is not None and not keep(fields):
+            continue
         # The trailing "" gives HAProxy's trailing comma.
         writer.writerow([_cell(fields.get(col)) for col in COLUMNS] + [""])
     return out.getvalue().encode("utf-8")

@@ -24,7 +24,6 @@ import binascii
 import hmac
 import http
 import inspect
-import json
 import logging
 import re
 import socket
@@ -34,7 +33,7 @@ from urllib.parse import unquote, urlsplit
 import h11
 
 from ..config import Address, StatsSpec
-from .admin import AdminError, AdminHandler, parse_body
+from .admin import AdminError, AdminHandler, log_change, log_refusal, parse_body
 from .csvview import render_csv
 from .htmlpage import render_html
 from .jsonview import render_json
@@ -334,8 +333,7 @@ class StatsEndpoint:
             state, weight = parse_body(body)
             row = await _resolve(self.admin.apply(backend, server, state, weight))
         except AdminError as exc:
-            log.warning("stats admin: %s/%s refused (%d: %s), from %s", backend, server, exc.status, exc.message, who)
+            log_refusal(backend, server, exc.status, exc.message, who)
             return _json(exc.status, {"error": exc.message})
-        log.warning("stats admin: %s/%s %s from %s", backend, server,
-                    json.dumps({k: v for k, v in (("state", state), ("weight", weight)) if v is not None}), who)
+        log_change(backend, server, {k: v for k, v in (("state", state), ("weight", weight)) if v is not None}, who)
         return _json(200, row)

@@ -204,3 +204,46 @@ def merge(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
     process["processes"] = sum(s["process"].get("processes", 1) for s in snapshots)
     process["pids"] = [s["process"].get("pid") for s in snapshots]
     return {"process": process, "frontends": frontends, "backends": backends}
+
+
+# -- counts of worker processes that died --------------------------------------
+
+# What a process holds only while it lives: gone with it, never carried over.
+GAUGES = ("current_sessions", "queue_current", "max_sessions", "queue_max")
+
+
+def _retire_row(row: dict[str, Any]) -> dict[str, Any]:
+    row = dict(row)
+    for key in GAUGES:
+        row[key] = 0
+    return row
+
+
+def retired(snap: dict[str, Any]) -> dict[str, Any]:
+    """A dead worker's last snapshot as counts to keep adding to the totals,
+    so that totals and Prometheus counters never go backwards when a worker
+    is killed and replaced by a fresh one counting from zero."""
+    backends = {}
+    for name, be in snap.get("backends", {}).items():
+        row = _retire_row(be)
+        row["servers"] = [_retire_row(s) for s in be.get("servers", [])]
+        backends[name] = row
+    return {
+        "process": dict(snap.get("process", {}), processes=0),
+        "frontends": {name: _retire_row(fe) for name, fe in snap.get("frontends", {}).items()},
+        "backends": backends,
+    }
+
+
+def restrict(snap: dict[str, Any], like: dict[str, Any]) -> dict[str, Any]:
+    """`snap` with only the frontends, backends and servers `like` has (a
+    departed worker's counts must not bring back what a reload removed)."""
+    backends = {}
+    for name, be in snap["backends"].items():
+        current = like["backends"].get(name)
+        if current is None:
+            continue
+        names = {s["name"] for s in current["servers"]}
+        backends[name] = dict(be, servers=[s for s in be["servers"] if s["name"] in names])
+    frontends = {name: fe for name, fe in snap["frontends"].items() if name in like["frontends"]}
+    return {"process": snap["process"], "frontends": frontends, "backends": backends}

@@ -9,94 +9,17 @@ as a second, smuggled request."""
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 
 import pytest
 
 from tests.haproxy import HaproxyProcess, http_cfg, need_haproxy
+from tests.lenient_backend import LenientBackend
 from tests.support import free_port, http_config
 
 from .rawhttp import RawClient, start_watched
 
 SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: evil\r\n\r\n"
-
-
-class LenientBackend:
-    """Records every request it reads; frames bodies only by the headers it
-    got. `response` is what it answers to each request."""
-
-    def __init__(self, response: bytes = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"):
-        self.response = response
-        self.requests: list[tuple[bytes, dict, bytes]] = []
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn):
-        buf = b""
-        conn.settimeout(10)
-
-        def fill():
-            nonlocal buf
-            data = conn.recv(65536)
-            if not data:
-                raise EOFError
-            buf += data
-
-        try:
-            while True:
-                while b"\r\n\r\n" not in buf:
-                    fill()
-                head, buf = buf.split(b"\r\n\r\n", 1)
-                line, *fields = head.split(b"\r\n")
-                headers = {}
-                for f in fields:
-                    k, _, v = f.partition(b":")
-                    headers[k.strip().lower()] = v.strip()
-                body = b""
-                if headers.get(b"transfer-encoding", b"").lower() == b"chunked":
-                    while True:
-                        while b"\r\n" not in buf:
-                            fill()
-                        size_line, buf = buf.split(b"\r\n", 1)
-                        size = int(size_line.split(b";")[0], 16)
-                        while len(buf) < size + 2:
-                            fill()
-                        body += buf[:size]
-                        buf = buf[size + 2:]
-                        if size == 0:
-                            break
-                elif b"content-length" in headers:
-                    n = int(headers[b"content-length"])
-                    while len(buf) < n:
-                        fill()
-                    body, buf = buf[:n], buf[n:]
-                self.requests.append((line, headers, body))
-                conn.sendall(self.response)
-        except (EOFError, OSError, ValueError):
-            pass
-        finally:
-            conn.close()
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def close(self):
-        self.sock.close()
 
 
 @pytest.fixture(scope="module")

@@ -359,3 +359,48 @@ def test_tcp_mode_is_served_by_every_worker(start_backend, start_lbcore):
     page.request("GET", "/")
     html = page.getresponse().read().decode()
     assert all(str(pid) in html for pid in after)
+
+
+def test_a_stopped_or_killed_worker_strands_no_waiting_connection(farm):
+    """A worker that stops accepting (hung: SIGSTOP; dead: SIGKILL, until
+    the master replaces it) leaves nothing waiting for it: the other worker
+    empties its SO_REUSEPORT queue too. Before, about half of these
+    connections sat in the stopped worker's own queue and timed out. Each
+    signal is sent between two requests of the loop, so the victim holds no
+    connection of its own: what a SIGKILLed worker had already accepted
+    dies with it, and is not what this test is about."""
+    lb, backends, port, stats_port = farm()
+    failures: list[str] = []
+    served = 0
+
+    def loop(count):
+        nonlocal served
+        for _ in range(count):
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=3)
+                conn.request("GET", "/echo")
+                resp = conn.getresponse()
+                resp.read()
+                conn.close()
+                if resp.status != 200:
+                    failures.append(f"status {resp.status}")
+                else:
+                    served += 1
+            except (OSError, http.client.HTTPException) as exc:
+                failures.append(f"{type(exc).__name__}: {exc}")
+
+    for round_ in range(3):
+        victim = running_pids(stats_port)[round_ % 2]
+        os.kill(victim, signal.SIGSTOP)
+        loop(30)  # the stopped worker's share would wait for it
+        os.kill(victim, signal.SIGKILL)
+        loop(30)  # dead, and being replaced
+        assert not failures, failures
+        wait_for(lambda: len(running_pids(stats_port)) == 2 and victim not in running_pids(stats_port),
+                 "the master to replace the killed worker")
+        loop(10)
+    assert not failures, failures
+    assert served == 3 * 70
+    assert lb.logs().count("died (killed by SIGKILL)") == 3
+    # Killed, not crashed: brought back at once, no back-off.
+    assert "restarting it in" not in lb.logs()

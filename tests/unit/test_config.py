@@ -776,7 +776,7 @@ def test_reference_config_sets_every_key():
     known = set(
         config_module._TOP_KEYS + config_module._GLOBAL_KEYS + config_module._LOG_KEYS
         + config_module._DEFAULTS_KEYS + config_module._TIMEOUT_KEYS + config_module._STATS_KEYS
-        + config_module._AUTH_KEYS + config_module._FRONTEND_KEYS + config_module._TLS_KEYS
+        + config_module._SOCKET_KEYS + config_module._AUTH_KEYS + config_module._FRONTEND_KEYS + config_module._TLS_KEYS
         + config_module._BACKEND_KEYS + config_module._HEALTH_KEYS + config_module._SERVER_KEYS)
     missing = sorted(key for key in known if f"{key}:" not in text)
     assert missing == []

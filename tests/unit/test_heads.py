@@ -4,7 +4,9 @@ accept only heads that llhttp accepts too."""
 import httptools
 import pytest
 
+from lbcore.proxy.h1_checks import check_head
 from lbcore_ext import heads_py
+from tests.corpus.hostile_requests import CASES
 
 try:
     from lbcore_ext import heads as heads_c
@@ -46,6 +48,9 @@ REQUESTS = [
     b"GET / HTTP/1.1\nHost: a\n\n",
 ]
 
+# The heads of the hostile request corpus (each up to its blank line).
+CORPUS_HEADS = [c.raw[:c.raw.find(b"\r\n\r\n") + 4] for c in CASES if b"\r\n\r\n" in c.raw]
+
 RESPONSES = [
     b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
     b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok",
@@ -72,7 +77,7 @@ def _end(data):
 
 
 @pytest.mark.skipif(heads_c is None, reason="Cython extension not built")
-@pytest.mark.parametrize("data", REQUESTS)
+@pytest.mark.parametrize("data", REQUESTS + CORPUS_HEADS)
 @pytest.mark.parametrize("drop_xfp,own_xff", [(True, True), (False, False)])
 def test_request_parity(data, drop_xfp, own_xff):
     assert heads_c.scan_request(data, _end(data), drop_xfp, own_xff) == \
@@ -106,6 +111,39 @@ def _llhttp_accepts(data, response=False):
 def test_request_fast_path_is_a_subset_of_llhttp(impl, data):
     if impl.scan_request(data, _end(data), True, True) is not None:
         assert _llhttp_accepts(data)
+
+
+@pytest.mark.parametrize("impl", IMPLS, ids=lambda m: m.IMPLEMENTATION)
+@pytest.mark.parametrize("data", REQUESTS + CORPUS_HEADS)
+def test_request_fast_path_is_a_subset_of_the_strict_checks(impl, data):
+    """What the fast path takes, lbcore/proxy/h1_checks.py would have
+    passed too: the fast path never accepts a request the strict path
+    refuses."""
+    if impl.scan_request(data, _end(data), True, True) is not None:
+        assert check_head(data[:_end(data) + 4])[0] == 0
+
+
+@pytest.mark.parametrize("impl", IMPLS, ids=lambda m: m.IMPLEMENTATION)
+@pytest.mark.parametrize("data", [
+    b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET /a#b HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a:65536\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a:\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: u@a\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a,b\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: \r\n\r\n",
+])
+def test_other_targets_and_hosts_take_the_strict_path(impl, data):
+    assert impl.scan_request(data, _end(data), True, True) is None
+
+
+@pytest.mark.parametrize("impl", IMPLS, ids=lambda m: m.IMPLEMENTATION)
+@pytest.mark.parametrize("host", [b"a", b"api.example.com:5000", b"10.0.0.1:65535", b"x-y.z:1"])
+def test_plain_hosts_stay_on_the_fast_path(impl, host):
+    data = b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n"
+    assert impl.scan_request(data, _end(data), True, True) is not None
 
 
 @pytest.mark.parametrize("impl", IMPLS, ids=lambda m: m.IMPLEMENTATION)

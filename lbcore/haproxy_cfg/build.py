@@ -1,0 +1,598 @@
+"""Proxies read from haproxy.cfg -> the lb.yaml tree (frontends, backends,
+stats, userlists, peers), with HAProxy 2.6's defaults where lb.yaml's differ."""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+from . import values
+from .lexer import Line
+from .proxies import BE, FE, Problems, Proxy, origin, parse_server_params
+from .tree import Map, Origin, Scalar, Seq
+
+# Servers' check settings that lb.yaml holds once per backend.
+PER_BACKEND = {"inter": "interval", "rise": "rise", "fall": "fall", "port": "port"}
+CHECK_DEFAULTS = {"inter": "2000", "rise": "2", "fall": "3"}
+STATS_URIS = ("/", "/stats", "/haproxy?stats")
+
+
+class Paths:
+    """ca-base / crt-base: relative certificate paths resolve against them,
+    else against the directory HAProxy runs in (lbcore: the first file's)."""
+
+    def __init__(self, base_dir: str):
+        self.base_dir = base_dir
+        self.ca_base: Optional[str] = None
+        self.crt_base: Optional[str] = None
+
+    def ca(self, path: str) -> str:
+        return self._resolve(path, self.ca_base)
+
+    def crt(self, path: str) -> str:
+        return self._resolve(path, self.crt_base)
+
+    def _resolve(self, path: str, base: Optional[str]) -> str:
+        if os.path.isabs(path):
+            return path
+        return os.path.join(base or self.base_dir, path)
+
+
+class TlsDefaults:
+    """ssl-default-bind-* / ssl-default-server-* from the global section."""
+
+    def __init__(self) -> None:
+        self.bind: dict[str, tuple[object, Origin]] = {}
+        self.server: dict[str, tuple[object, Origin]] = {}
+
+
+def tls_options(words: tuple[str, ...], line: Line, p: Problems, keyword: str) -> dict[str, object]:
+    """ssl-min-ver / no-tlsv1x / no-tls-tickets / prefer-client-ciphers."""
+    out: dict[str, object] = {}
+    i = 0
+    versions = ("SSLv3", "TLSv1.0", "TLSv1.1", "TLSv1.2", "TLSv1.3")
+    disabled = []
+    while i < len(words):
+        word = words[i]
+        if word == "ssl-min-ver" and i + 1 < len(words):
+            if words[i + 1] not in versions[1:]:
+                raise ValueError(f"unknown TLS version '{words[i + 1]}'")
+            out["min_version"] = words[i + 1]
+            i += 2
+            continue
+        if word == "ssl-max-ver":
+            raise ValueError("'ssl-max-ver' is not supported (lbcore offers up to TLS 1.3)")
+        if word in ("no-sslv3", "no-tlsv10", "no-tlsv11", "no-tlsv12"):
+            disabled.append(word)
+        elif word in ("no-tls-tickets", "prefer-client-ciphers", "strict-sni"):
+            p.warn(line, f"accepted: '{word}' is not applied by lbcore", keyword)
+        elif word in ("force-tlsv12", "force-tlsv13"):
+            out["min_version"] = "TLSv1.2" if word == "force-tlsv12" else "TLSv1.3"
+        else:
+            raise ValueError(f"TLS option '{word}' is not supported")
+        i += 1
+    # no-tlsv10 no-tlsv11 = at least TLSv1.2; lbcore never offers SSLv3.
+    floor = {"no-tlsv10": "TLSv1.1", "no-tlsv11": "TLSv1.2", "no-tlsv12": "TLSv1.3"}
+    for word in ("no-tlsv10", "no-tlsv11", "no-tlsv12"):
+        if word in disabled and "min_version" not in out:
+            pass
+    chain = [w for w in ("no-tlsv10", "no-tlsv11", "no-tlsv12") if w in disabled]
+    if chain and "min_version" not in out:
+        # Only a prefix of old versions can be cut (TLS has no holes).
+        if chain != ["no-tlsv10", "no-tlsv11", "no-tlsv12"][:len(chain)]:
+            raise ValueError(f"disabling {' '.join(chain)} leaves a hole in the TLS versions; "
+                             "use ssl-min-ver")
+        out["min_version"] = floor[chain[-1]]
+    return out
+
+
+class Builder:
+    def __init__(self, problems: Problems, paths: Paths, tls: TlsDefaults):
+        self.p = problems
+        self.paths = paths
+        self.tls = tls
+
+    # -- frontends --------------------------------------------------------------
+
+    def frontend(self, proxy: Proxy, backends: dict[str, Proxy]) -> Optional[Map]:
+        where = origin(proxy.line, f"{proxy.kind} {proxy.name}")
+        fe = Map(where, comment=f"{proxy.line.where} {proxy.kind} {proxy.name}")
+        s = proxy.settings
+        binds = self.binds(proxy, where)
+        if binds is None:
+            return None
+        fe["bind"] = binds[0]
+        if binds[1] is not None:
+            fe["tls"] = binds[1]
+        fe["mode"] = self.mode(proxy, where)
+        if "default_backend" in s:
+            name, at = s["default_backend"]
+            fe["backend"] = Scalar(name, at)
+        elif proxy.caps & BE:
+            fe["backend"] = Scalar(proxy.name, where)
+        if "maxconn" in s:
+            fe["maxconn"] = Scalar(*s["maxconn"])
+        # X-Forwarded-For: `option forwardfor` on the frontend or on its
+        # default backend, as HAProxy adds it when either side asks.
+        forward = proxy.options.get("forwardfor")
+        target = backends.get(s["default_backend"][0]) if "default_backend" in s else None
+        if (not forward or forward[0] is False) and target is not None:
+            forward = target.options.get("forwardfor")
+        if forward and forward[0] is not False:
+            fe["forwarded_for"] = Scalar(True, forward[1])
+            if forward[0].get("except"):
+                fe["forwarded_for_except"] = Scalar(forward[0]["except"], forward[1])
+        else:
+            fe["forwarded_for"] = Scalar(False, where)
+        # HAProxy never adds X-Forwarded-Proto by itself: configs set it by rule.
+        fe["forwarded_proto"] = Scalar(False, where)
+        if "monitor_uri" in s:
+            fe["monitor_uri"] = Scalar(*s["monitor_uri"])
+        timeouts = self.timeouts(proxy, where, frontend=True)
+        if timeouts:
+            fe["timeouts"] = timeouts
+        self.rules(proxy, fe, where, frontend=True)
+        if proxy.caps == FE and "stick_table" in s:
+            fe["stick_table"] = s["stick_table"][0]
+        return fe
+
+    def mode(self, proxy: Proxy, where: Origin) -> Scalar:
+        if "mode" in proxy.settings:
+            return Scalar(*proxy.settings["mode"])
+        return Scalar("tcp", where)  # HAProxy's default mode
+
+    def binds(self, proxy: Proxy, where: Origin) -> Optional[tuple[Seq, Optional[Map]]]:
+        seq = Seq(where)
+        tls_of_binds = []
+        entries = []
+        for line in proxy.binds:
+            words = line.words[1:]
+            try:
+                addresses = values.bind_addresses(words[0])
+            except ValueError as exc:
+                self.p.error(line, str(exc))
+                continue
+            tls, transparent = self.bind_params(line, words[1:])
+            for address in addresses:
+                entries.append((address, tls, transparent, line))
+                tls_of_binds.append(tls)
+        if not proxy.binds:
+            self.p.error(proxy.line, f"{proxy.kind} '{proxy.name}' has no 'bind' line", proxy.kind)
+            return None
+        plain = [to_plain_tls(t) for t in tls_of_binds]
+        shared = all(t == plain[0] for t in plain) if plain else True
+        frontend_tls = tls_of_binds[0] if shared and tls_of_binds else None
+        for address, tls, transparent, line in entries:
+            at = origin(line)
+            if shared and not transparent:
+                seq.append(Scalar(address, at))
+                continue
+            item = Map(at)
+            item["address"] = Scalar(address, at)
+            if tls is not None and not shared:
+                item["tls"] = tls
+            if transparent:
+                item["transparent"] = Scalar(True, at)
+            seq.append(item)
+        return seq, frontend_tls
+
+    def bind_params(self, line: Line, words: tuple[str, ...]) -> tuple[Optional[Map], bool]:
+        at = origin(line)
+        ssl = False
+        certs: list[str] = []
+        tls: dict[str, object] = {}
+        transparent = False
+        i = 0
+        while i < len(words):
+            word = words[i]
+            value = words[i + 1] if i + 1 < len(words) else None
+            keyword = f"bind {word}"
+            if word == "ssl":
+                ssl = True
+            elif word == "transparent":
+                transparent = True
+            elif word == "crt" and value is not None:
+                certs.append(self.paths.crt(value))
+                i += 1
+            elif word == "alpn" and value is not None:
+                protocols = value.split(",")
+                if "h2" in protocols:
+                    self.p.warn(line, "h2 is not offered: lbcore speaks HTTP/1.1 only for now", "bind alpn")
+                    protocols = [p for p in protocols if p != "h2"]
+                if not protocols:
+                    self.p.error(line, "no protocol left to offer once h2 is removed", keyword)
+                tls["alpn"] = protocols
+                i += 1
+            elif word in ("ciphers", "ciphersuites") and value is not None:
+                tls[word] = value
+                i += 1
+            elif word in ("ssl-min-ver", "no-sslv3", "no-tlsv10", "no-tlsv11", "no-tlsv12", "no-tls-tickets",
+                          "prefer-client-ciphers", "strict-sni", "force-tlsv12", "force-tlsv13"):
+                take = 2 if word == "ssl-min-ver" else 1
+                try:
+                    tls.update(tls_options(words[i:i + take], line, self.p, keyword))
+                except ValueError as exc:
+                    self.p.error(line, str(exc), keyword)
+                i += take - 1
+            elif word == "verify" and value == "none":
+                i += 1
+            elif word == "name" and value is not None:
+                i += 1
+            else:
+                self.p.error(line, "not supported by lbcore", keyword)
+                if value is not None and not value.startswith("-") and word in (
+                        "interface", "ca-file", "crl-file", "verify", "crt-list", "maxconn", "process",
+                        "thread", "mss", "level", "mode", "user", "group", "npn", "ecdhe", "tcp-ut",
+                        "id", "nice", "backlog"):
+                    i += 1
+            i += 1
+        if certs and not ssl:
+            self.p.error(line, "'crt' without 'ssl'", "bind crt")
+        if not ssl:
+            return None, transparent
+        if not certs:
+            self.p.error(line, "'ssl' needs a certificate ('crt PATH')", "bind ssl")
+            return None, transparent
+        if len(certs) > 1:
+            self.p.error(line, "more than one 'crt' per bind: put the PEMs in one directory and name it",
+                         "bind crt")
+        spec = Map(at)
+        spec["cert"] = Scalar(certs[0], at)
+        defaults = self.tls.bind
+        for key in ("alpn", "min_version", "ciphers", "ciphersuites"):
+            if key in tls:
+                value = tls[key]
+            elif key in defaults:
+                value, at_default = defaults[key]
+                spec[key] = _scalar_or_seq(value, at_default)
+                continue
+            else:
+                continue
+            spec[key] = _scalar_or_seq(value, at)
+        return spec, transparent
+
+    # -- backends ---------------------------------------------------------------
+
+    def backend(self, proxy: Proxy) -> Map:
+        where = origin(proxy.line, f"{proxy.kind} {proxy.name}")
+        be = Map(where, comment=f"{proxy.line.where} {proxy.kind} {proxy.name}")
+        s = proxy.settings
+        be["mode"] = self.mode(proxy, where)
+        if "balance" in s:
+            be["balance"] = Scalar(*s["balance"])
+        else:
+            be["balance"] = Scalar("roundrobin", where)
+        if "hash" in s:
+            be["hash"] = Scalar(*s["hash"])
+        be["retries"] = Scalar(*s["retries"]) if "retries" in s else Scalar(3, where)
+        redispatch = proxy.options.get("redispatch")
+        # HAProxy does not redispatch unless told to; lb.yaml's default is true.
+        be["redispatch"] = Scalar(bool(redispatch and redispatch[0]), redispatch[1] if redispatch else where)
+        timeouts = self.timeouts(proxy, where, frontend=False)
+        if timeouts:
+            be["timeouts"] = timeouts
+        servers, health, per_backend = self.servers(proxy, where)
+        be["health"] = health
+        if per_backend.get("on-marked-down"):
+            be["on_marked_down"] = per_backend["on-marked-down"]
+        if proxy.options.get("allbackups", (False,))[0]:
+            be["all_backups"] = Scalar(True, proxy.options["allbackups"][1])
+        for key in ("stick_table", "stick_on", "cookie"):
+            if key in s:
+                value, at = s[key]
+                be[key] = value if isinstance(value, Map) else Scalar(value, at)
+        if proxy.caps == BE:
+            self.rules(proxy, be, where, frontend=False)
+        else:
+            self.rules(proxy, be, where, frontend=False, only_backend=True)
+        be["servers"] = servers
+        return be
+
+    def timeouts(self, proxy: Proxy, where: Origin, frontend: bool) -> Optional[Map]:
+        """HAProxy's fallbacks made explicit: http-request -> client,
+        http-keep-alive -> http-request, queue -> connect, tunnel -> the
+        longer of client and server."""
+        t = dict(proxy.timeouts)
+        if "http_request" not in t and "client" in t:
+            t["http_request"] = t["client"]
+        if "http_keep_alive" not in t and "http_request" in t:
+            t["http_keep_alive"] = t["http_request"]
+        if "queue" not in t and "connect" in t:
+            t["queue"] = t["connect"]
+        if "tunnel" not in t and ("client" in t or "server" in t):
+            sides = [t[k] for k in ("client", "server") if k in t]
+            t["tunnel"] = max(sides, key=lambda item: values.seconds(item[0]))
+        if not t:
+            return None
+        out = Map(where)
+        for key in ("connect", "client", "server", "http_request", "http_keep_alive", "tunnel", "queue", "check"):
+            if key in t:
+                out[key] = Scalar(*t[key])
+        return out
+
+    def rules(self, proxy: Proxy, block: Map, where: Origin, frontend: bool, only_backend: bool = False) -> None:
+        """acls and rules go to the frontend side of a listen section, except
+        those that act on the backend (none yet: HAProxy runs a listen's
+        rules once, as its frontend's)."""
+        if only_backend:
+            return
+        if proxy.acls:
+            acls = Map(where)
+            for name, (text, at) in proxy.acls.items():
+                acls[name] = Scalar(text, at)
+            block["acls"] = acls
+        for key, rules in (("tcp_request", proxy.tcp_request), ("http_request", proxy.http_request),
+                           ("http_response", proxy.http_response), ("use_backend", proxy.use_backend)):
+            rules = [rule for rule in rules if rule is not None]
+            if not rules:
+                continue
+            if key == "use_backend" and not frontend:
+                continue
+            seq = Seq(rules[0].origin)
+            seq.extend(rules)
+            block[key] = seq
+
+    def servers(self, proxy: Proxy, where: Origin) -> tuple[Seq, Map, dict[str, Scalar]]:
+        seq = Seq(where)
+        checked: list[tuple[dict, Line]] = []
+        per_backend: dict[str, Scalar] = {}
+        for line in proxy.servers:
+            params = proxy.default_server + parse_server_params(line, line.words[3:], self.p)
+            server, settings = self.server(line, params)
+            if server is None:
+                continue
+            seq.append(server)
+            if settings.pop("check", False):
+                checked.append((settings, line))
+            elif "on-marked-down" in settings:
+                checked.append(({"on-marked-down": settings["on-marked-down"]}, line))
+        health = self.health(proxy, where, checked, per_backend)
+        return seq, health, per_backend
+
+    def server(self, line: Line, params: list) -> tuple[Optional[Map], dict]:
+        at = origin(line)
+        name = line.words[1]
+        try:
+            address = values.server_address(line.words[2])
+        except ValueError as exc:
+            self.p.error(line, str(exc))
+            return None, {}
+        server = Map(at)
+        server["name"] = Scalar(name, at)
+        server["address"] = Scalar(address, at)
+        settings: dict = {}
+        tls: dict[str, Scalar] = {}
+        ssl = False
+        check = False
+        for word, args, where_line in params:
+            kat = origin(where_line, f"{where_line.keyword} {word}")
+            value = args[0] if args else None
+            try:
+                if word == "check":
+                    check = True
+                elif word == "no-check":
+                    check = False
+                elif word in ("backup", "no-backup"):
+                    server["backup"] = Scalar(word == "backup", kat)
+                elif word == "weight":
+                    server["weight"] = Scalar(values.integer(value, 0, 256), kat)
+                elif word == "maxconn":
+                    number = values.integer(value)
+                    if number:
+                        server["maxconn"] = Scalar(number, kat)
+                elif word == "send-proxy":
+                    server["send_proxy"] = Scalar("v1", kat)
+                elif word == "send-proxy-v2":
+                    server["send_proxy"] = Scalar("v2", kat)
+                elif word in ("no-send-proxy", "no-send-proxy-v2"):
+                    server.pop("send_proxy", None)
+                elif word == "cookie":
+                    server["cookie"] = Scalar(value, kat)
+                elif word in ("inter", "fastinter", "downinter"):
+                    settings[word] = (values.duration(value), kat)
+                elif word in ("rise", "fall"):
+                    settings[word] = (values.integer(value, 1), kat)
+                elif word == "port":
+                    settings[word] = (values.integer(value, 1, 65535), kat)
+                elif word == "on-marked-down":
+                    if value != "shutdown-sessions":
+                        raise ValueError(f"'on-marked-down {value}' is not supported (only shutdown-sessions)")
+                    settings[word] = ("shutdown_sessions", kat)
+                elif word == "ssl":
+                    ssl = True
+                elif word == "no-ssl":
+                    ssl = False
+                elif word == "verify":
+                    if value not in ("none", "required"):
+                        raise ValueError(f"'verify {value}': expected none or required")
+                    tls["verify"] = Scalar(value, kat)
+                elif word == "ca-file":
+                    tls["ca"] = Scalar(self.paths.ca(value), kat)
+                elif word in ("sni", "alpn"):
+                    if word == "sni" and not value.startswith("str("):
+                        raise ValueError(f"'sni {value}': only a constant str(NAME) is supported")
+                    if word == "sni":
+                        value = value[4:-1]
+                    tls[word] = Scalar(value.split(",") if word == "alpn" else value, kat)
+                elif word in ("disabled", "enabled"):
+                    if word == "disabled":
+                        raise ValueError("'disabled' servers are not supported yet (start it in maintenance "
+                                         "through the stats admin API instead)")
+                else:
+                    raise ValueError("not supported by lbcore")
+            except ValueError as exc:
+                self.p.error(where_line, str(exc), f"{where_line.keyword} {word}")
+        if "verify" not in tls and ssl and "verify" in self.tls.server:
+            tls["verify"] = Scalar(*self.tls.server["verify"])
+        if ssl:
+            spec = Map(at)
+            spec.update(tls)
+            server["tls"] = spec
+        elif tls:
+            self.p.error(line, "TLS parameters (verify, ca-file, sni, alpn) without 'ssl'", "server")
+        if not check:
+            server["check"] = Scalar(False, at)
+        settings["check"] = check
+        return server, settings
+
+    def health(self, proxy: Proxy, where: Origin, checked: list, per_backend: dict) -> Map:
+        health = Map(where)
+        has_check = any(settings.get("check", True) and "inter" in settings or True
+                        for settings, _ in checked if settings is not None)
+        active = [(s, line) for s, line in checked if s.get("on-marked-down") is None or len(s) > 1]
+        if not checked:
+            health["type"] = Scalar("none", where)
+            return health
+        # The settings lb.yaml keeps per backend must agree between servers.
+        for key in list(PER_BACKEND) + ["fastinter", "downinter", "on-marked-down"]:
+            seen = [(s[key], line) for s, line in checked if key in s]
+            distinct = {value for (value, _), _ in seen}
+            if len(distinct) > 1:
+                first, other = seen[0], next(item for item in seen if item[0][0] != seen[0][0][0])
+                self.p.error(other[1], f"servers of '{proxy.name}' disagree ({first[1].where} says "
+                             f"{first[0][0]}, this line {other[0][0]}): lbcore sets it once per backend",
+                             f"server {key}")
+                continue
+            if len(seen) not in (0, len(checked)) and key in ("port", "on-marked-down"):
+                missing = next(line for s, line in checked if key not in s)
+                self.p.error(missing, f"other servers of '{proxy.name}' set '{key}' "
+                             f"({seen[0][1].where}): lbcore sets it once per backend", "server")
+            if seen:
+                per_backend[key] = Scalar(*seen[0][0])
+        del has_check, active
+        inter = per_backend.get("inter")
+        for key in ("fastinter", "downinter"):
+            other = per_backend.pop(key, None)
+            interval = inter.value if inter else values.duration(CHECK_DEFAULTS["inter"])
+            if other is not None and values.seconds(other.value) != values.seconds(interval):
+                self.p.errors.append(f"{other.origin}: {other.origin.keyword}: a check interval other than "
+                                     "'inter' is not supported by lbcore")
+        httpchk = proxy.options.get("httpchk")
+        if httpchk and httpchk[0]:
+            self.http_health(proxy, health, httpchk)
+        else:
+            health["type"] = Scalar("tcp", where)
+            if "tcp_check_port" in proxy.settings and "port" not in per_backend:
+                per_backend["port"] = Scalar(*proxy.settings["tcp_check_port"])
+        for key, lb_key in PER_BACKEND.items():
+            if key in per_backend:
+                health[lb_key] = per_backend[key]
+            elif key in CHECK_DEFAULTS:
+                value = CHECK_DEFAULTS[key]
+                health[lb_key] = Scalar(values.duration(value) if key == "inter" else int(value), where)
+        if "check" not in proxy.timeouts:
+            # Without `timeout check`, HAProxy gives a probe `inter` to finish.
+            health["timeout"] = Scalar(health["interval"].value, health["interval"].origin)
+        # Every server starts UP in HAProxy until its first check says otherwise.
+        health["initial_state"] = Scalar("up", where)
+        return health
+
+    def http_health(self, proxy: Proxy, health: Map, httpchk: tuple) -> None:
+        (method, uri, version), at = httpchk
+        health["type"] = Scalar("http", at)
+        headers: dict[str, str] = {}
+        if "\r\n" in version:
+            # Old style: "HTTP/1.1\r\nHost:\ example" smuggles headers in.
+            version, *extra = version.split("\r\n")
+            for header in extra:
+                name, _, value = header.partition(":")
+                if name:
+                    headers[name.strip()] = value.strip()
+        expect: object = ["2xx", "3xx"]  # bare httpchk passes on 2xx and 3xx
+        expect_at = at
+        for line in proxy.http_check:
+            words = line.words[1:]
+            lat = origin(line, f"http-check {words[0]}")
+            if words[0] == "send":
+                rest = list(words[1:])
+                while rest:
+                    key = rest.pop(0)
+                    if key in ("meth", "uri", "ver") and rest:
+                        value = rest.pop(0)
+                        method, uri, version = (value if key == "meth" else method,
+                                                value if key == "uri" else uri,
+                                                value if key == "ver" else version)
+                        at = lat
+                    elif key == "hdr" and len(rest) >= 2:
+                        name = rest.pop(0)
+                        headers[name] = rest.pop(0)
+                    else:
+                        self.p.error(line, f"'{key}' is not supported (meth, uri, ver, hdr)", "http-check send")
+                        break
+            else:
+                try:
+                    expect = values.status_codes(words[2])
+                except ValueError as exc:
+                    self.p.error(line, str(exc), "http-check expect")
+                expect_at = lat
+        health["method"] = Scalar(method, at)
+        health["path"] = Scalar(uri, at)
+        host = next((v for k, v in headers.items() if k.lower() == "host"), None)
+        if host is not None:
+            health["host"] = Scalar(host, at)
+        others = {k: v for k, v in headers.items() if k.lower() != "host"}
+        if others:
+            mapping = Map(at)
+            for name, value in others.items():
+                mapping[name] = Scalar(value, at)
+            health["headers"] = mapping
+        if isinstance(expect, list) and len(expect) == 1:
+            expect = expect[0]
+        health["expect_status"] = _scalar_or_seq(expect, expect_at)
+
+    # -- stats --------------------------------------------------------------------
+
+    def stats(self, proxy: Proxy) -> Optional[Map]:
+        where = origin(proxy.line, f"{proxy.kind} {proxy.name}")
+        stats = Map(where, comment=f"{proxy.line.where} {proxy.kind} {proxy.name}")
+        if len(proxy.binds) != 1 or len(values.bind_addresses(proxy.binds[0].words[1])) != 1:
+            self.p.error(proxy.line, "lbcore's stats endpoint listens on exactly one address", proxy.kind)
+            return None
+        bind = proxy.binds[0]
+        if len(bind.words) > 2:
+            self.p.error(bind, f"'{' '.join(bind.words[2:])}' on the stats listener is not supported", "bind")
+        stats["bind"] = Scalar(values.bind_addresses(bind.words[1])[0], origin(bind))
+        st = proxy.stats
+        if "uri" in st:
+            uri, line = st["uri"]
+            if uri not in STATS_URIS:
+                self.p.error(line, f"lbcore serves its stats page at one of {', '.join(STATS_URIS)} "
+                             f"(with ';csv' for the CSV), not '{uri}'", "stats uri")
+        auths = st.get("auths", ([], None))[0]
+        if len(auths) > 1:
+            self.p.error(auths[1][2], "lbcore's stats endpoint has one user", "stats auth")
+        if auths:
+            user, password, line = auths[0]
+            auth = Map(origin(line, "stats auth"))
+            auth["user"] = Scalar(user, origin(line, "stats auth"))
+            auth["password"] = Scalar(password, origin(line, "stats auth"))
+            stats["auth"] = auth
+        admin = st.get("admin")
+        stats["admin"] = Scalar(bool(admin), origin(admin[1], "stats admin") if admin else where)
+        if "refresh" in st:
+            stats["refresh"] = Scalar(st["refresh"][0], origin(st["refresh"][1], "stats refresh"))
+        for key in ("servers", "default_backend"):
+            pass
+        if proxy.servers:
+            self.p.error(proxy.servers[0], "a stats listen with servers is not supported "
+                         "(lbcore's stats endpoint serves only the stats)", "server")
+        for rules, name in ((proxy.http_request, "http-request"), (proxy.use_backend, "use_backend")):
+            if [r for r in rules if r is not None]:
+                self.p.errors.append(f"{rules[0].origin}: {rules[0].origin.keyword}: rules in a stats "
+                                     "listen are not supported (lbcore's stats endpoint serves only the stats)")
+        return stats
+
+
+def to_plain_tls(tls: Optional[Map]) -> object:
+    if tls is None:
+        return None
+    return {k: (v.value if isinstance(v, Scalar) else [i.value for i in v]) for k, v in tls.items()}
+
+
+def _scalar_or_seq(value: object, at: Origin):
+    if isinstance(value, (list, tuple)):
+        seq = Seq(at)
+        for item in value:
+            seq.append(Scalar(item, at))
+        return seq
+    return Scalar(value, at)

@@ -1,0 +1,144 @@
+"""haproxy.cfg lines -> words, with HAProxy 2.6's lexical rules.
+
+- Indentation means nothing: a section starts at its keyword, wherever it
+  is written, and lasts until the next section keyword.
+- Words are split on spaces and tabs; `#` outside quotes starts a comment.
+- Double quotes group words and keep escapes and `${VAR}` expansion working
+  inside; single quotes group words and take everything literally.
+- A backslash escapes the next character (`\\ `, `\\#`, `\\"`, `\\'`,
+  `\\\\`), and `\\t`, `\\r`, `\\n`, `\\xHH` give the control characters.
+- `${NAME}` (and `${NAME-default}`) is replaced by the environment
+  variable, outside single quotes; an unset variable gives an empty string,
+  as HAProxy. A quoted empty string ("" or '') is an (empty) word.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Iterator, Mapping, Optional
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SIMPLE_ESCAPES = {" ": " ", "\\": "\\", "#": "#", "'": "'", '"': '"', "$": "$",
+                   "t": "\t", "r": "\r", "n": "\n"}
+
+
+class LexError(ValueError):
+    """A line that cannot be split into words; the caller adds file:line."""
+
+
+@dataclass(frozen=True)
+class Line:
+    """One logical line: its words (the keyword first) and where it was."""
+
+    file: str
+    number: int
+    words: tuple[str, ...]
+
+    @property
+    def keyword(self) -> str:
+        return self.words[0]
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.number}"
+
+
+def split_words(text: str, env: Optional[Mapping[str, str]] = None) -> list[str]:
+    """The words of one line, comments removed; LexError if it is broken."""
+    env = os.environ if env is None else env
+    words: list[str] = []
+    word: list[str] = []
+    in_word = False  # a quoted "" makes an empty word, so track it apart
+    quote = ""
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if quote == "'":
+            if c == "'":
+                quote = ""
+            else:
+                word.append(c)
+            i += 1
+            continue
+        if c == "\\":
+            if i + 1 >= n:
+                raise LexError("a backslash ends the line (HAProxy has no line continuation)")
+            nxt = text[i + 1]
+            if nxt == "x":
+                hexa = text[i + 2:i + 4]
+                if len(hexa) != 2 or not all(h in "0123456789abcdefABCDEF" for h in hexa):
+                    raise LexError(f"invalid escape '\\x{hexa}' (expected \\xHH)")
+                word.append(chr(int(hexa, 16)))
+                i += 4
+            elif nxt in _SIMPLE_ESCAPES:
+                word.append(_SIMPLE_ESCAPES[nxt])
+                i += 2
+            else:
+                # HAProxy keeps an unknown escape as written (regexes rely on it).
+                word.append(c + nxt)
+                i += 2
+            in_word = True
+            continue
+        if c == "$" and text.startswith("${", i):
+            end = text.find("}", i + 2)
+            if end < 0:
+                raise LexError("'${' without a closing '}'")
+            body = text[i + 2:end]
+            name, dash, default = body.partition("-")
+            if not _ENV_NAME.fullmatch(name):
+                raise LexError(f"invalid environment variable name in '${{{body}}}'")
+            value = env.get(name)
+            word.append(value if value is not None else (default if dash else ""))
+            in_word = True
+            i = end + 1
+            continue
+        if quote == '"':
+            if c == '"':
+                quote = ""
+            else:
+                word.append(c)
+            i += 1
+            continue
+        if c in "\"'":
+            quote = c
+            in_word = True
+            i += 1
+            continue
+        if c == "#":
+            break
+        if c in " \t\r\n":
+            if in_word:
+                words.append("".join(word))
+                word, in_word = [], False
+            i += 1
+            continue
+        word.append(c)
+        in_word = True
+        i += 1
+    if quote:
+        raise LexError(f"unmatched {'single' if quote == chr(39) else 'double'} quote")
+    if in_word:
+        words.append("".join(word))
+    return words
+
+
+def read_lines(path: str, text: str, env: Optional[Mapping[str, str]] = None) -> Iterator[Line]:
+    """Every non-empty line of a file; LexError carries the line number."""
+    for number, raw in enumerate(text.splitlines(), 1):
+        try:
+            words = split_words(raw, env)
+        except LexError as exc:
+            raise LexError(f"{path}:{number}: {exc}") from None
+        if words:
+            yield Line(path, number, tuple(words))
+
+
+def quote_word(word: str) -> str:
+    """A word written back so that split_words gives it again (conditions
+    and rule arguments are passed on as HAProxy text)."""
+    if word and not any(c in word for c in " \t\"'#\\$"):
+        return word
+    escaped = word.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
+    return f'"{escaped}"'

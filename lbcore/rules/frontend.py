@@ -1,0 +1,122 @@
+"""A frontend's rules as the proxy calls them (proxy/stream.py's `Rules`).
+
+Built once per (re)load for each frontend that has rules, or whose
+requests may reach a backend that has some; frontends without any get
+None and the proxy's request path does not change for them. The proxy
+calls, per connection: `connection()` then `tcp_request()` (and in tcp
+mode `tcp_backend()`); per request:
+`request()` to make the view rules read and edit, `http_request()` (the
+frontend's rules, use_backend, then the chosen backend's rules),
+`use_backend()` for the backend it chose; per server response:
+`http_response()` (the backend's rules, then the frontend's, as HAProxy).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Optional, Union
+
+from .actions import REJECT, run
+from .answers import Answer
+from .message import Connection, Request, Response
+from .switching import choose_backend
+
+
+class FrontendRules:
+    __slots__ = ("frontend", "backends", "tcp_rules", "request_rules", "response_rules", "switching")
+
+    def __init__(self, frontend, backends: Mapping[str, object]) -> None:
+        spec = frontend.spec
+        self.frontend = frontend  # its `backend` is read per request: a reload swaps it
+        self.backends = backends  # name -> model Backend, for use_backend
+        self.tcp_rules = spec.tcp_request
+        self.request_rules = spec.http_request
+        self.response_rules = spec.http_response
+        self.switching = spec.use_backend
+
+    @classmethod
+    def build(cls, frontend, backends: Mapping[str, object]) -> Optional["FrontendRules"]:
+        """The frontend's rules, or None when no rule can touch its traffic."""
+        spec = frontend.spec
+        own = spec.tcp_request or spec.http_request or spec.http_response or spec.use_backend
+        reachable = any(b.spec.http_request or b.spec.http_response for b in backends.values()
+                        if b.mode == spec.mode) if spec.mode == "http" else False
+        return cls(frontend, backends) if own or reachable else None
+
+    # -- per connection ------------------------------------------------------
+
+    @staticmethod
+    def connection(peer, sockname, ssl_object) -> Connection:
+        src, src_port = (peer[0], peer[1]) if peer else ("", 0)
+        dst, dst_port = (sockname[0], sockname[1]) if isinstance(sockname, tuple) else ("", 0)
+        sni = getattr(ssl_object, "lbcore_sni", None) if ssl_object is not None else None
+        return Connection(src, src_port, dst, dst_port, ssl_object is not None, sni)
+
+    def tcp_request(self, facts: Connection) -> bool:
+        """False: reject the connection."""
+        rules = self.tcp_rules
+        return not rules or run(rules, facts) != REJECT
+
+    def tcp_backend(self, facts: Connection):
+        """tcp mode's use_backend, once per connection (None: the default)."""
+        if not self.switching:
+            return None
+        name = choose_backend(self.switching, facts)
+        backend = self.backends.get(name) if name is not None else None
+        return backend if backend is not None and backend.mode == "tcp" else None
+
+    # -- per request -----------------------------------------------------------
+
+    @staticmethod
+    def request(facts: Connection, method: bytes, target: bytes, version: bytes, block: bytes) -> Request:
+        return Request(facts, method, target, version, block)
+
+    def http_request(self, request: Request) -> Optional[Answer]:
+        """None to go on (the request may have been edited; its backend
+        chosen), or the answer the client gets."""
+        result = run(self.request_rules, request)
+        if result is not None and result.__class__ is Answer:
+            return result
+        backend = None
+        if self.switching:
+            name = choose_backend(self.switching, request)
+            if name is not None:
+                backend = self.backends.get(name)
+                if backend is not None and backend.mode != "http":
+                    backend = None  # a dynamic name that names a tcp backend: the default
+            request.backend = backend
+        target = backend if backend is not None else self.frontend.backend
+        backend_rules = target.spec.http_request
+        if backend_rules:
+            result = run(backend_rules, request)
+            if result is not None and result.__class__ is Answer:
+                return result
+        return None
+
+    @staticmethod
+    def use_backend(request: Request):
+        """The backend http_request chose for `request` (None: the default)."""
+        return request.backend
+
+    def http_response(self, request: Request, head: bytes) -> Union[bytes, Answer]:
+        """The response head (status line and headers) after the backend's
+        and the frontend's http_response rules; an Answer when one denied
+        the response (the client gets that instead)."""
+        backend = request.backend if request.backend is not None else self.frontend.backend
+        backend_rules = backend.spec.http_response
+        frontend_rules = self.response_rules
+        if not backend_rules and not frontend_rules:
+            return head
+        line_end = head.find(b"\r\n") + 2
+        try:
+            status = int(head[9:12])
+        except ValueError:
+            status = 0
+        response = Response(request, request.conn, status, head[line_end:])
+        for rules in (backend_rules, frontend_rules):
+            if rules:
+                result = run(rules, response)
+                if result is not None and result.__class__ is Answer:
+                    return result
+        if response.changed:
+            return head[:line_end] + response.headers.block
+        return head

@@ -1,0 +1,74 @@
+"""A process's established sessions, as the runtime API sees them:
+`show sess` lists them, `shutdown sessions server B/S` closes a server's.
+
+Read from the proxies' own bookkeeping (tcp sessions, http client
+connections, the server connections the sweeper watches): nothing is
+counted on the hot path for this.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from .model import Server
+from .upstream import UpstreamConnection
+
+
+def _src(peer: Any) -> str:
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        host, port = peer[0], peer[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(peer)
+
+
+def _upstreams(balancer) -> list:
+    return [c for c in list(balancer.sweeper.watched) if type(c) is UpstreamConnection]
+
+
+def list_sessions(balancer) -> list[dict]:
+    """Every client session of `balancer` (a LoadBalancer) right now."""
+    now = time.monotonic()
+    serving = {id(c.client): c.server for c in _upstreams(balancer) if c.client is not None}
+    rows = []
+    for handler in list(balancer.handlers.values()):
+        frontend = handler.frontend
+        for session in list(getattr(handler, "sessions", ())):  # tcp mode
+            server = getattr(session, "server", None)
+            rows.append({
+                "id": f"0x{id(session):x}", "proto": "tcpv4", "src": _src(session.peer),
+                "frontend": frontend.name, "backend": session.backend.name,
+                "server": server.name if server is not None else None,
+                "age_s": max(0.0, now - session.t0), "pid": os.getpid(),
+            })
+        for client in list(getattr(handler, "clients", ())):  # http mode
+            server = serving.get(id(client))
+            rows.append({
+                "id": f"0x{id(client):x}", "proto": "tcpv4", "src": _src(client.peer),
+                "frontend": frontend.name, "backend": frontend.backend.name,
+                "server": server.name if server is not None else None, "age_s": 0.0, "pid": os.getpid(),
+            })
+    return rows
+
+
+def kill_server_sessions(balancer, server: Server) -> int:
+    """Close every session established with `server`, as HAProxy's
+    `shutdown sessions server`: tcp tunnels are killed, http exchanges in
+    flight lose their server connection (the client sees it closed), idle
+    pooled connections are dropped. Returns how many were closed."""
+    from .proxy.tcp import KILLED
+
+    killed = 0
+    for handler in list(balancer.handlers.values()):
+        for session in list(getattr(handler, "sessions", ())):
+            if getattr(session, "server", None) is server:
+                session.kill(KILLED)
+                killed += 1
+    for conn in _upstreams(balancer):
+        if conn.server is server and not conn.closed:
+            if conn.transport is not None:
+                conn.transport.abort()
+            killed += 1
+    balancer.pool.close_idle(server)
+    return killed

@@ -1,0 +1,52 @@
+"""What a process serves for `stats:`: the HTTP endpoint on `stats.bind`
+and the runtime API on `stats.socket`, started and stopped together. One
+process and a multi-process master build it the same way, each with its
+own snapshot source and admin actions."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Optional
+
+from ..config import StatsSpec
+from .admin import AdminHandler
+from .endpoint import StatsEndpoint
+from .runtime_api import Service
+from .runtime_socket import RuntimeSocket
+
+log = logging.getLogger("lbcore.stats")
+
+
+class StatsServers:
+    def __init__(self, spec: StatsSpec, get_snapshot: Callable[[], Any], http_admin: AdminHandler,
+                 service: Service) -> None:
+        self.spec = spec
+        self.service = service
+        self.endpoint: Optional[StatsEndpoint] = None
+        self.socket: Optional[RuntimeSocket] = None
+        if spec.bind is not None:
+            self.endpoint = StatsEndpoint(spec, get_snapshot, http_admin)
+        if spec.socket is not None:
+            self.socket = RuntimeSocket(spec.socket, service)
+
+    async def start(self) -> None:
+        """Bind both or neither: OSError names the address that failed."""
+        if self.endpoint is not None:
+            await self.endpoint.start()
+        if self.socket is not None:
+            try:
+                await self.socket.start()
+            except OSError:
+                if self.endpoint is not None:
+                    self.endpoint.close()
+                raise
+
+    @property
+    def port(self) -> int:
+        return self.endpoint.port
+
+    def close(self) -> None:
+        if self.endpoint is not None:
+            self.endpoint.close()
+        if self.socket is not None:
+            self.socket.close()

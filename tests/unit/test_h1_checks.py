@@ -1,0 +1,101 @@
+"""The strict request checks (lbcore/proxy/h1_checks.py), on their own."""
+
+import pytest
+
+from lbcore.proxy.h1_checks import (
+    BODY_CHUNKED, BODY_LENGTH, BODY_NONE, BODY_TUNNEL, CheckedRequestParser, Refused,
+    RequestChecker, check_chunk_line, check_head, host_valid,
+)
+from tests.corpus.hostile_requests import CASES
+
+GET = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+
+
+@pytest.mark.parametrize("value,ok", [
+    (b"a", True), (b"a.example", True), (b"a:80", True), (b"a:", True), (b"10.0.0.1:8080", True),
+    (b"[::1]", True), (b"[::1]:443", True), (b"", True), (b"xn--caf-dma.example", True),
+    (b"u@a", False), (b"a/b", False), (b"a?b", False), (b"a#b", False), (b"a,b", False),
+    (b"a b", False), (b"a:http", False), (b"a:65536", False), (b"a:1:2", False), (b"a:+1", False),
+    (b"[::1", False), (b"[::1]x", False), (b"[zz]", False), (b"caf\xc3\xa9", False), (b"a\\b", False),
+])
+def test_host_values(value, ok):
+    assert host_valid(value) is ok
+
+
+@pytest.mark.parametrize("head,body,length", [
+    (GET, BODY_NONE, 0),
+    (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 7\r\n\r\n", BODY_LENGTH, 7),
+    (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", BODY_CHUNKED, 0),
+    (b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+     BODY_TUNNEL, 0),
+    (b"GET / HTTP/1.0\r\n\r\n", BODY_NONE, 0),
+])
+def test_heads_that_pass_and_their_framing(head, body, length):
+    assert check_head(head) == (0, "", body, length)
+
+
+@pytest.mark.parametrize("line,status,size", [
+    (b"5", 0, 5), (b"00a", 0, 10), (b"5;a=b", 0, 5), (b'5;a="x;y"', 0, 5), (b"0", 0, 0),
+    (b"fffffffffffff", 0, 0xfffffffffffff), (b"10000000000000", 400, 0),
+    (b"", 400, 0), (b"x", 400, 0), (b"5;", 400, 0), (b"5;=b", 400, 0), (b"5 ", 400, 0),
+    (b'5;a="b', 400, 0), (b"5;a=b c", 400, 0), (b"-1", 400, 0),
+])
+def test_chunk_lines(line, status, size):
+    got = check_chunk_line(line)
+    assert got[0] == status and (status or got[2] == size)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_byte_by_byte_is_the_same_as_all_at_once(case):
+    """Splitting the stream anywhere never changes the verdict."""
+    whole = RequestChecker(16384).feed(case.raw)[0]
+    checker = RequestChecker(16384)
+    split = 0
+    for i in range(len(case.raw)):
+        split = checker.feed(case.raw[i:i + 1])[0]
+        if split:
+            break
+    assert split == whole
+
+
+def test_the_requests_before_a_bad_one_are_still_parsed():
+    bad = b"GET /a\x00 HTTP/1.1\r\nHost: a\r\n\r\n"
+    status, good = RequestChecker(16384).feed(GET + GET + bad)
+    assert (status, good) == (400, 2 * len(GET))
+
+
+def test_a_body_error_refuses_the_message_it_is_in():
+    head = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+    checker = RequestChecker(16384)
+    assert checker.feed(GET + head + b"5\r\nhel") == (0, 0)
+    assert checker.feed(b"loXX") == (400, 0)
+
+
+def test_bodies_and_upgrades_are_not_read_as_heads():
+    body = b"GET /not-a-request HTTP/1.1\r\n\r\n"
+    post = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    assert RequestChecker(16384).feed(post + GET) == (0, 0)
+    upgrade = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: ws\r\n\r\n\x00\x01binary"
+    assert RequestChecker(16384).feed(upgrade) == (0, 0)
+
+
+def test_heads_over_the_limit_get_431():
+    big = b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"x" * 200
+    assert RequestChecker(100).feed(big)[0] == 431
+
+
+class _Recorder:
+    def __init__(self):
+        self.urls = []
+
+    def on_url(self, url):
+        self.urls.append(url)
+
+
+def test_checked_parser_parses_what_came_before_a_refusal():
+    rec = _Recorder()
+    parser = CheckedRequestParser(rec, 16384)
+    with pytest.raises(Refused) as exc:
+        parser.feed_data(GET + b"GET  /double-space HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert exc.value.status == 400
+    assert rec.urls == [b"/"]

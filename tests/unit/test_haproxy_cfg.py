@@ -1,0 +1,299 @@
+"""haproxy.cfg reader: HAProxy's lexical rules, sections and defaults,
+the keywords' 2.6 meaning as lb.yaml specs, file:line errors."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import yaml
+
+from lbcore import haproxy_cfg
+from lbcore.config import ConfigError, loads
+from lbcore.haproxy_cfg.lexer import LexError, split_words
+
+
+def write(tmp_path, text: str, name: str = "haproxy.cfg") -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def load(tmp_path, text: str, **kw):
+    return haproxy_cfg.load([write(tmp_path, text)], **kw)
+
+
+def errors(tmp_path, text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, text)
+    return info.value.problems
+
+
+BASE = """\
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+"""
+
+
+# -- lexer ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("line, words", [
+    ("  bind   127.0.0.1:80\tssl", ["bind", "127.0.0.1:80", "ssl"]),
+    ("stats realm Haproxy\\ Stats", ["stats", "realm", "Haproxy Stats"]),
+    ('stats realm "Haproxy Stats"  # comment', ["stats", "realm", "Haproxy Stats"]),
+    ("acl a path_reg '^/x#y$'", ["acl", "a", "path_reg", "^/x#y$"]),
+    ("http-request set-header X '${NOPE}'", ["http-request", "set-header", "X", "${NOPE}"]),
+    ('bind "${ADDR}:${PORT}"', ["bind", "10.0.0.1:80"]),
+    ("bind ${ADDR}:${MISSING-8080}", ["bind", "10.0.0.1:8080"]),
+    ("server s ${MISSING}x", ["server", "s", "x"]),
+    ('x "" y', ["x", "", "y"]),
+    (r"x a\#b \x41", ["x", "a#b", "A"]),
+    (r"acl dot path_reg ^/a\.b", ["acl", "dot", "path_reg", r"^/a\.b"]),
+    ("# only a comment", []),
+])
+def test_split_words(line, words):
+    assert split_words(line, {"ADDR": "10.0.0.1", "PORT": "80"}) == words
+
+
+@pytest.mark.parametrize("line", ['x "open', "x 'open", "x ${OPEN", "x \\", r"x \xZZ"])
+def test_split_words_refuses_broken_lines(line):
+    with pytest.raises(LexError):
+        split_words(line, {})
+
+
+# -- sections and defaults ---------------------------------------------------------------
+
+def test_listen_becomes_frontend_and_backend_with_haproxy_defaults(tmp_path):
+    config = load(tmp_path, BASE + """
+listen keystone
+bind 127.0.0.1:5000
+    server ctl1 127.0.0.1:15000 check
+""").config
+    fe, be = config.frontends["keystone"], config.backends["keystone"]
+    assert fe.backend == "keystone" and fe.mode == be.mode == "http"
+    assert str(fe.binds[0]) == "127.0.0.1:5000"
+    # HAProxy adds no X-Forwarded-* unless told, and does not redispatch.
+    assert not fe.forwarded_for and not fe.forwarded_proto
+    assert be.redispatch is False and be.retries == 3
+    assert fe.timeouts.client == 30 and fe.timeouts.http_request == 30  # falls back to client
+    assert be.health.type == "tcp" and be.health.interval == 2 and (be.health.rise, be.health.fall) == (2, 3)
+
+
+def test_a_proxy_takes_the_last_defaults_above_it_or_a_named_one(tmp_path):
+    config = load(tmp_path, """
+defaults base
+    mode tcp
+    timeout client 10s
+defaults
+    mode http
+    retries 5
+backend web
+    server s 127.0.0.1:1
+backend db from base
+    server s 127.0.0.1:2
+frontend f
+    bind 127.0.0.1:9000
+    default_backend web
+""").config
+    assert config.backends["web"].mode == "http" and config.backends["web"].retries == 5
+    assert config.backends["db"].mode == "tcp" and config.backends["db"].retries == 3
+
+
+def test_files_and_directories_load_in_order(tmp_path):
+    main = write(tmp_path, BASE)
+    services = tmp_path / "services.d"
+    services.mkdir()
+    (services / "20-b.cfg").write_text("backend b\n    server s 127.0.0.1:2\n")
+    (services / "10-a.cfg").write_text("frontend a\n    bind 127.0.0.1:9001\n    default_backend b\n")
+    (services / "ignored.txt").write_text("not a cfg\n")
+    config = haproxy_cfg.load([main, str(services)]).config
+    assert config.frontends["a"].backend == "b"
+    assert config.sources == (main, str(services))
+
+
+# -- keywords ------------------------------------------------------------------------
+
+def test_bare_httpchk_is_options_slash_passing_2xx_and_3xx(tmp_path):
+    health = load(tmp_path, BASE + """
+backend b
+    option httpchk
+    server s 127.0.0.1:1 check inter 500 rise 1 fall 4 port 9200
+frontend f
+    bind 127.0.0.1:9000
+    default_backend b
+""").config.backends["b"].health
+    assert (health.type, health.method, health.path) == ("http", "OPTIONS", "/")
+    assert health.expect_status == frozenset(range(200, 400))
+    assert (health.interval, health.rise, health.fall, health.port) == (0.5, 1, 4, 9200)
+
+
+def test_http_check_send_and_expect(tmp_path):
+    health = load(tmp_path, BASE + """
+backend b
+    option httpchk
+    http-check send meth GET uri /healthcheck hdr Host api.local
+    http-check expect status 200-299
+    timeout check 3s
+    server s 127.0.0.1:1 check
+frontend f
+    bind 127.0.0.1:9000
+    default_backend b
+""").config.backends["b"].health
+    assert (health.method, health.path, health.host) == ("GET", "/healthcheck", "api.local")
+    assert health.expect_status == frozenset(range(200, 300)) and health.timeout == 3
+
+
+def test_forwardfor_except_and_stats_listen(tmp_path):
+    config = load(tmp_path, BASE + """
+listen stats
+    bind 127.0.0.1:1984
+    stats enable
+    stats uri /
+    stats refresh 15s
+    stats auth admin:secret
+    stats admin if TRUE
+frontend f
+    bind 127.0.0.1:9000
+    option forwardfor
+    default_backend b
+backend b
+    server s 127.0.0.1:1
+""").config
+    assert config.stats.auth == ("admin", "secret") and config.stats.admin and config.stats.refresh == 15
+    assert config.frontends["f"].forwarded_for
+
+
+def test_frontend_without_backend_answers_503(tmp_path):
+    config = load(tmp_path, BASE + """
+frontend status
+    bind 127.0.0.1:61313
+    monitor-uri /
+""").config
+    fe = config.frontends["status"]
+    assert fe.monitor_uri == "/" and config.backends[fe.backend].servers == ()
+
+
+def test_global_keywords(tmp_path):
+    loaded = load(tmp_path, """
+global
+    log /dev/log local1 info
+    maxconn 4000
+    nbthread 4
+    cpu-map auto:1/all 0-63
+    tune.maxrewrite 1024
+    hard-stop-after 30s
+    pidfile /run/haproxy.pid
+    daemon
+""" + BASE + """
+frontend f
+    bind 127.0.0.1:9000
+    option httplog
+    log global
+    default_backend b
+backend b
+    server s 127.0.0.1:1
+""")
+    g = loaded.config.global_
+    assert (g.workers, g.maxconn, g.grace, g.pidfile) == (4, 4000, 30, "/run/haproxy.pid")
+    assert g.log.syslog_socket == "/dev/log" and g.log.facility == "local1" and g.log.format == "http"
+    assert loaded.daemon
+    # one warning each for nbthread, cpu-map and tune.*
+    assert [w.split(": ")[1] for w in loaded.warnings] == ["nbthread", "cpu-map", "tune.maxrewrite"]
+
+
+def test_galera_backups_and_shutdown_sessions(tmp_path):
+    be = load(tmp_path, BASE + """
+listen mariadb
+    mode tcp
+    bind 127.0.0.1:3306
+    option httpchk
+    server c1 127.0.0.1:13306 check port 9200 inter 2s on-marked-down shutdown-sessions
+    server c2 127.0.0.2:13306 backup check port 9200 inter 2s on-marked-down shutdown-sessions
+    server c3 127.0.0.3:13306 backup send-proxy-v2 check port 9200 inter 2s on-marked-down shutdown-sessions
+""").config.backends["mariadb"]
+    assert [s.backup for s in be.servers] == [False, True, True]
+    assert be.servers[2].send_proxy == "v2" and be.on_marked_down == "shutdown_sessions"
+    assert be.health.port == 9200 and be.health.method == "OPTIONS"
+
+
+# -- errors: file:line and keyword ----------------------------------------------------------
+
+def test_errors_name_file_line_and_keyword(tmp_path):
+    problems = errors(tmp_path, BASE + """
+frontend f
+    bind 127.0.0.1:9000
+    option bogus
+    frobnicate yes
+    timeout client-fin 5s
+""")
+    path = str(tmp_path / "haproxy.cfg")
+    assert f"{path}:9: option bogus: not supported by lbcore" in problems
+    assert f"{path}:10: frobnicate: unknown keyword in 'frontend' section" in problems
+    assert any(p.startswith(f"{path}:11: timeout client-fin:") for p in problems)
+    problems = errors(tmp_path, BASE + """
+frontend f
+    bind 127.0.0.1:9000
+    default_backend missing
+""")
+    assert problems[0].startswith(f"{path}:9: default_backend: backend 'missing' is not defined"), problems
+
+
+def test_loader_errors_point_at_the_haproxy_line(tmp_path):
+    problems = errors(tmp_path, BASE + """
+frontend f
+    bind 127.0.0.1:9000
+    default_backend b
+backend b
+    option httpchk POST /x
+    server s 127.0.0.1:1 check maxconn 0
+""")
+    path = str(tmp_path / "haproxy.cfg")
+    assert any(p.startswith(f"{path}:11: option httpchk: invalid value 'POST'") for p in problems), problems
+    problems = errors(tmp_path, BASE + "backend b\n    server s 127.0.0.1:1 check weight 300\n")
+    assert problems == [f"{path}:7: server weight: 300 is out of range (0..256)"]
+
+
+def test_servers_must_agree_on_what_lbcore_sets_per_backend(tmp_path):
+    problems = errors(tmp_path, BASE + """
+frontend f
+    bind 127.0.0.1:9000
+    default_backend b
+backend b
+    server s1 127.0.0.1:1 check inter 2000
+    server s2 127.0.0.1:2 check inter 1000
+""")
+    assert any(":12: server inter: servers of 'b' disagree" in p for p in problems), problems
+
+
+def test_keyword_outside_section_and_bad_quote(tmp_path):
+    assert errors(tmp_path, "maxconn 10\n")[0].endswith(":1: maxconn: a keyword outside any section")
+    assert errors(tmp_path, 'global\n  log "/dev/log local0\n')[0].endswith(":2: unmatched double quote")
+
+
+# -- convert ---------------------------------------------------------------------------
+
+def test_convert_gives_an_lb_yaml_with_the_same_specs(tmp_path):
+    path = write(tmp_path, """
+global
+    log 127.0.0.1:514 local0
+""" + BASE + """
+listen api
+    bind 127.0.0.1:9000
+    option httpchk GET /healthcheck
+    option forwardfor
+    balance leastconn
+    server a 127.0.0.1:1 check inter 2000 rise 2 fall 5
+    server b 127.0.0.1:2 check inter 2000 rise 2 fall 5 backup
+""")
+    text, _ = haproxy_cfg.convert([path])
+    assert f"# {path}:10 listen api" in text
+    converted = loads(text, str(tmp_path / "lb.yaml"))
+    original = haproxy_cfg.load([path]).config
+    assert converted.frontends == original.frontends
+    assert converted.backends == original.backends
+    assert converted.global_ == original.global_
+    assert yaml.safe_load(text)["backends"]["api"]["balance"] == "leastconn"
+    assert os.path.basename(path) == "haproxy.cfg"
