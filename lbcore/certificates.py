@@ -20,7 +20,7 @@ import ssl
 import tempfile
 from typing import Callable, Iterable, Optional
 
-from .config import TLSSpec
+from .config import TLSSpec, set_ciphersuites
 
 PEM_KEY_MARKERS = ("PRIVATE KEY-----",)
 
@@ -32,6 +32,12 @@ def tls_context(tls: TLSSpec, cert: Optional[str] = None, key: Optional[str] = N
     context.load_cert_chain(cert or tls.cert, key if cert else tls.key)
     if tls.alpn:
         context.set_alpn_protocols(list(tls.alpn))
+    if tls.min_version:
+        context.minimum_version = getattr(ssl.TLSVersion, tls.min_version.replace("TLSv1.", "TLSv1_"))
+    if tls.ciphers:
+        context.set_ciphers(tls.ciphers)
+    if tls.ciphersuites:
+        set_ciphersuites(context, tls.ciphersuites)
     return context
 
 

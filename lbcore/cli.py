@@ -42,6 +42,11 @@ def lbcore_main(argv: list[str]) -> int:
     parser.add_argument("--check", action="store_true", help="validate the configuration and exit")
     parser.add_argument("--version", action="store_true",
                         help="print the version and what runs compiled, and exit")
+    parser.add_argument("-sf", dest="soft_stop", metavar="PID", type=int, nargs="+", default=[],
+                        help="replace the running lbcore PID: take its listening sockets and state, "
+                             "then let it finish its work and exit")
+    parser.add_argument("-st", dest="hard_stop", metavar="PID", type=int, nargs="+", default=[],
+                        help="as -sf, but the old process stops at once")
     args = parser.parse_args(argv)
     if args.version:
         print(f"lbcore {__version__}\n{build()}")
@@ -66,9 +71,22 @@ def lbcore_main(argv: list[str]) -> int:
     finally:
         gc.enable()
     if args.check:
+        from .preflight import unresolvable_servers
+        problems = unresolvable_servers(config)
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        if problems:
+            return EXIT_CONFIG
         print(f"Configuration file {args.config} is valid")
         return 0
-    return run(config)
+    return run(config, *replacing(args.soft_stop, args.hard_stop))
+
+
+def replacing(soft: list[int], hard: list[int]) -> tuple[list[Callable[[], None]], list[int]]:
+    """-sf/-st: take the sockets of those processes at start (lbcore.takeover),
+    stop them once this one serves."""
+    started = [lambda: stop_previous(soft, hard)] if soft or hard else []
+    return started, soft + hard
 
 
 # -- HAProxy's command line --------------------------------------------------------
@@ -87,6 +105,7 @@ class HaproxyArgs:
     soft_stop: list[int] = dataclasses.field(default_factory=list)  # -sf
     hard_stop: list[int] = dataclasses.field(default_factory=list)  # -st
     localpeer: Optional[str] = None
+    ready_fd: Optional[int] = None  # internal: a -W master's worker reports "serving" here
 
 
 class UsageError(ValueError):
@@ -111,6 +130,11 @@ def parse_haproxy_args(argv: list[str]) -> HaproxyArgs:
             args.version = max(args.version, 1) if arg == "-v" else args.version
         elif arg == "-vv":
             args.version = 2
+        elif arg == "--ready-fd":
+            if value is None or not value.isdigit():
+                raise UsageError("--ready-fd needs a file descriptor")
+            args.ready_fd = int(value)
+            i += 1
         elif arg in ("-f", "-p", "-L"):
             if value is None:
                 raise UsageError(f"{arg} needs a value")
@@ -177,20 +201,59 @@ def haproxy_main(argv: list[str]) -> int:
             print("Configuration file is valid")
         return 0
     config = loaded.config
-    if args.pidfile:
-        config = dataclasses.replace(config, global_=dataclasses.replace(
-            config.global_, pidfile=os.path.abspath(args.pidfile)))
+    pidfile = os.path.abspath(args.pidfile) if args.pidfile else config.global_.pidfile
+    master_worker = (args.master_worker or loaded.master_worker) and args.ready_fd is None
+    # -W: the master writes the pidfile, its worker does not.
+    config = dataclasses.replace(config, global_=dataclasses.replace(
+        config.global_, pidfile=None if (master_worker or args.ready_fd is not None) else pidfile))
     # `daemon` (or -D) forks into the background unless -db or -Ws keep
     # the process in the foreground, as HAProxy.
-    daemon = (loaded.daemon or args.daemon) and not (args.foreground or args.systemd)
-    started: list[Callable[[], None]] = []
-    if args.soft_stop or args.hard_stop:
-        started.append(lambda: stop_previous(args.soft_stop, args.hard_stop))
+    daemon = (loaded.daemon or args.daemon) and not (args.foreground or args.systemd) and args.ready_fd is None
     # -Ws: READY=1 (and RELOADING=1, STOPPING=1) go to $NOTIFY_SOCKET
-    # whenever systemd set it (lbcore.systemd); nothing more to do here.
+    # whenever systemd set it (lbcore.systemd); under -W the master sends
+    # them, its workers do not.
+    if master_worker:
+        return run_master_worker(args, pidfile, daemon)
+    started, takeover_from = replacing(args.soft_stop, args.hard_stop)
+    if args.ready_fd is not None:
+        started.append(lambda: report_ready(args.ready_fd))
     if daemon:
-        return run_daemon(config, started)
-    return run(config, started)
+        return run_daemon(lambda started: run(config, started, takeover_from), started)
+    return run(config, started, takeover_from)
+
+
+def run_master_worker(args: HaproxyArgs, pidfile: Optional[str], daemon: bool) -> int:
+    """-W: a master that runs `lbcore -db -f ...` workers (master_worker.py)."""
+    from . import haproxy_cfg, master_worker, systemd
+    from .config import ConfigError
+
+    worker_argv = ["-db", "-q"] + [arg for path in args.files for arg in ("-f", path)]
+    if args.localpeer:
+        worker_argv += ["-L", args.localpeer]
+    # The first worker takes over from, and stops, the master's -sf/-st.
+    first = ([arg for pid in args.soft_stop for arg in ("-sf", str(pid))]
+             + [arg for pid in args.hard_stop for arg in ("-st", str(pid))])
+
+    def check() -> Optional[list[str]]:
+        try:
+            haproxy_cfg.load(args.files, localpeer=args.localpeer)
+        except ConfigError as exc:
+            return exc.problems
+        return None
+
+    def run_master(started: list[Callable[[], None]]) -> int:
+        return master_worker.run(worker_argv, check, started, pidfile, first_argv=tuple(first))
+    if daemon:
+        return run_daemon(run_master, [systemd.ready])
+    return run_master([systemd.ready])
+
+
+def report_ready(fd: int) -> None:
+    try:
+        os.write(fd, b"1")
+        os.close(fd)
+    except OSError:
+        pass
 
 
 def stop_previous(soft: list[int], hard: list[int]) -> None:
@@ -204,7 +267,7 @@ def stop_previous(soft: list[int], hard: list[int]) -> None:
                 pass
 
 
-def run_daemon(config, started: list[Callable[[], None]]) -> int:
+def run_daemon(run_fn: Callable[[list], int], started: list[Callable[[], None]]) -> int:
     """Fork into the background; the parent exits 0 once the child is bound
     and serving, or 1 if it could not start (its error is on stderr)."""
     read_end, write_end = os.pipe()
@@ -225,7 +288,7 @@ def run_daemon(config, started: list[Callable[[], None]]) -> int:
             os.dup2(null, fd)
         os.close(null)
 
-    code = run(config, started + [detach])
+    code = run_fn(started + [detach])
     os._exit(code)
 
 
@@ -260,12 +323,13 @@ def convert_main(argv: list[str]) -> int:
 
 # -- running ------------------------------------------------------------------------------
 
-def run(config, started: Optional[list[Callable[[], None]]] = None) -> int:
-    from . import systemd
+def run(config, started: Optional[list[Callable[[], None]]] = None, takeover_from: list[int] = ()) -> int:
+    from . import systemd, takeover
     from .listeners import inherited
 
     for sock in systemd.listen_fds():  # socket activation
         inherited.add(sock)
+    takeover.take_over(list(takeover_from))  # -sf/-st: the old process's sockets
     if config.global_.workers > 1:
         from .workers import run_master
         return run_master(config, started=tuple(started or ()))

@@ -81,6 +81,11 @@ class GlobalSpec:
     pidfile: Optional[str] = None
     state_file: Optional[str] = None
     grace: float = 30.0  # SIGTERM: time given to in-flight work before exit
+    # Applied once every listener is bound and every certificate read, as
+    # HAProxy's user/group/chroot (server.py drop_privileges).
+    user: Optional[str] = None
+    group: Optional[str] = None
+    chroot: Optional[str] = None
 
 
 SOCKET_LEVELS = ("user", "operator", "admin")  # HAProxy's, lowest first
@@ -115,6 +120,26 @@ class TLSSpec:
     cert: str
     key: Optional[str] = None
     alpn: tuple[str, ...] = ("http/1.1",)
+    min_version: Optional[str] = None  # TLSv1.2 | TLSv1.3 (HAProxy's ssl-min-ver)
+    ciphers: Optional[str] = None  # OpenSSL cipher list for TLS <= 1.2
+    ciphersuites: Optional[str] = None  # TLS 1.3 suites
+
+
+def set_ciphersuites(context, suites: str) -> None:
+    """TLS 1.3 suites: Python's ssl has no setter; OpenSSL's is reached
+    through the context's pointer (the same call HAProxy makes)."""
+    import ctypes
+    import ctypes.util
+    import _ssl  # noqa: F401  (loads the libssl Python links)
+    lib = ctypes.CDLL(_ssl.__file__)
+    setter = getattr(lib, "SSL_CTX_set_ciphersuites", None)
+    if setter is None:
+        raise ValueError("this OpenSSL cannot set TLS 1.3 ciphersuites")
+    # PySSLContext: PyObject_HEAD then the SSL_CTX pointer.
+    ctx_ptr = ctypes.c_void_p.from_address(id(context) + object.__basicsize__).value
+    setter.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    if setter(ctx_ptr, suites.encode()) != 1:
+        raise ValueError(f"invalid TLS 1.3 ciphersuites {suites!r}")
 
 
 @dataclass(frozen=True)
@@ -174,6 +199,8 @@ class FrontendSpec:
     maxconn: int = 10000
     forwarded_for: bool = True
     forwarded_proto: bool = True
+    # Client networks that get no X-Forwarded-For (HAProxy's `option forwardfor except NET`).
+    forwarded_for_except: tuple[str, ...] = ()
     monitor_uri: Optional[str] = None
     tls: Optional[TLSSpec] = None
     timeouts: Timeouts = field(default_factory=Timeouts)
@@ -184,6 +211,9 @@ class FrontendSpec:
     http_response: tuple = ()
     use_backend: tuple = ()  # of rules.UseBackend
     stick_table: Optional[StickTableSpec] = None
+    # Binds that may name an address this host does not hold yet (a VIP on
+    # the peer node): IP_FREEBIND/IP_TRANSPARENT, HAProxy's `bind ... transparent`.
+    transparent: frozenset = frozenset()
 
 
 @dataclass(frozen=True)
@@ -487,7 +517,7 @@ class _Reader:
         if origin is not None:
             # A value read from haproxy.cfg: name its file, line and keyword;
             # the lb.yaml key it maps to comes last, for `lbcore convert` users.
-            if message.startswith("unknown key"):
+            if message.startswith("unknown key") or message.endswith("got a mapping"):
                 message = "not supported yet by this lbcore"
             self._problems.append((0, f"{origin}: {origin.keyword}: {message} (lb.yaml {keypath})"))
             self.bad_paths.add(keypath)
@@ -699,17 +729,19 @@ class _Reader:
 # -- sections -----------------------------------------------------------------
 
 _TOP_KEYS = ("global", "defaults", "stats", "frontends", "backends", "peers", "userlists")
-_GLOBAL_KEYS = ("workers", "maxconn", "log", "pidfile", "state_file", "grace")
+_GLOBAL_KEYS = ("workers", "maxconn", "log", "pidfile", "state_file", "grace", "user", "group", "chroot")
 _LOG_KEYS = ("target", "format", "facility")
 _DEFAULTS_KEYS = ("timeouts", "retries", "redispatch")
 _TIMEOUT_KEYS = tuple(Timeouts.__dataclass_fields__)
 _STATS_KEYS = ("bind", "auth", "admin", "refresh", "socket")
 _SOCKET_KEYS = ("path", "mode", "group", "level")
 _AUTH_KEYS = ("user", "password")
-_FRONTEND_KEYS = ("bind", "mode", "backend", "maxconn", "forwarded_for", "forwarded_proto",
+_BIND_KEYS = ("address", "transparent", "tls")
+_FRONTEND_KEYS = ("bind", "mode", "backend", "maxconn", "forwarded_for", "forwarded_proto", "forwarded_for_except",
                   "monitor_uri", "tls", "timeouts", "stick_table", "acls", "tcp_request",
                   "http_request", "http_response", "use_backend")
-_TLS_KEYS = ("cert", "key", "alpn")
+_TLS_KEYS = ("cert", "key", "alpn", "min_version", "ciphers", "ciphersuites")
+TLS_MIN_VERSIONS = ("TLSv1.2", "TLSv1.3")
 _BACKEND_KEYS = ("mode", "balance", "maxconn", "health", "retries", "redispatch", "timeouts",
                  "servers", "on_marked_down", "stick_table", "stick_on", "cookie", "all_backups", "acls",
                  "http_request", "http_response", "hash")
@@ -764,14 +796,23 @@ class _Builder:
         r = self.r
         m = r.mapping(node, "global", _GLOBAL_KEYS)
         default = GlobalSpec()
-        return GlobalSpec(
+        spec = GlobalSpec(
             workers=r.get(m, "workers", self.workers, default.workers),
             maxconn=r.get(m, "maxconn", r.integer(1), default.maxconn),
             log=self.log(m.value("log") if m else None),
             pidfile=r.get(m, "pidfile", r.nullable(r.path_string)),
             state_file=r.get(m, "state_file", r.nullable(r.path_string)),
             grace=r.get(m, "grace", r.duration, default.grace),
+            user=r.get(m, "user", r.nullable(self.user_name)),
+            group=r.get(m, "group", r.nullable(self.group_name)),
+            chroot=r.get(m, "chroot", r.nullable(self.chroot_dir)),
         )
+        if spec.workers > 1:
+            for key in ("user", "group", "chroot"):
+                if getattr(spec, key) is not None:
+                    r.problem(m.path(key), m.value(key),
+                              "not supported yet with workers > 1 (run one worker, or drop it)")
+        return spec
 
     def workers(self, node: Node) -> int:
         if self.r.scalar(node) == "auto":
@@ -894,6 +935,34 @@ class _Builder:
             raise _Invalid(f"expected an octal file mode like \"0600\", got {self.r.describe(node)}")
         return int(text, 8)
 
+    def networks(self, node: Node) -> tuple[str, ...]:
+        """One network or a list: "127.0.0.0/8", ["10.0.0.0/8", "::1"]."""
+        items = node.value if isinstance(node, SequenceNode) else [node]
+        out = []
+        for item in items:
+            text = self.r.string(item) if isinstance(item, ScalarNode) else None
+            try:
+                out.append(str(ipaddress.ip_network(text, strict=False)))
+            except (TypeError, ValueError):
+                raise _Invalid(f"expected a network like 127.0.0.0/8, got {self.r.describe(item)}", item) from None
+        return tuple(out)
+
+    def user_name(self, node: Node) -> str:
+        import pwd
+        value = self.r.plain(node)
+        text = str(value) if isinstance(value, int) and not isinstance(value, bool) else self.r.string(node)
+        try:
+            pwd.getpwuid(int(text)) if text.isdigit() else pwd.getpwnam(text)
+        except (KeyError, OverflowError):
+            raise _Invalid(f"no such user {text!r}") from None
+        return text
+
+    def chroot_dir(self, node: Node) -> str:
+        path = self.r.path_string(node)
+        if not os.path.isdir(path):
+            raise _Invalid(f"chroot directory not found: {path}")
+        return path
+
     def group_name(self, node: Node) -> str:
         import grp
         value = self.r.plain(node)
@@ -948,14 +1017,17 @@ class _Builder:
                 r.problem(m.path("mode") if "mode" in m else m.path("backend"), where,
                           f"frontend mode '{mode}' does not match backend '{backend}' mode '{target.mode}'")
         default = FrontendSpec
+        binds, transparent = self.frontend_binds(m)
         return FrontendSpec(
             name=name,
-            binds=self.frontend_binds(m),
+            binds=binds,
+            transparent=transparent,
             mode=mode,
             backend=backend,
             maxconn=r.get(m, "maxconn", r.integer(1), default.maxconn),
             forwarded_for=r.get(m, "forwarded_for", r.boolean, default.forwarded_for),
             forwarded_proto=r.get(m, "forwarded_proto", r.boolean, default.forwarded_proto),
+            forwarded_for_except=r.get(m, "forwarded_for_except", self.networks, ()),
             monitor_uri=r.get(m, "monitor_uri", r.nullable(r.request_path)),
             tls=self.tls(m.value("tls"), m.path("tls")) if "tls" in m else None,
             timeouts=self.timeouts(m.value("timeouts"), m.path("timeouts"), defaults.timeouts),
@@ -963,11 +1035,13 @@ class _Builder:
             stick_table=self.stick_table(name, m),
         )
 
-    def frontend_binds(self, m: _Mapping) -> tuple[Address, ...]:
+    def frontend_binds(self, m: _Mapping) -> tuple[tuple[Address, ...], frozenset]:
+        """The addresses, and those of them bound `transparent`. An entry is
+        an address or a mapping {address, transparent}."""
         r = self.r
         node = m.value("bind")
         if node is None:
-            return ()
+            return (), frozenset()
         keypath = m.path("bind")
         if isinstance(node, SequenceNode):
             items = [(f"{keypath}[{i}]", item) for i, item in enumerate(node.value)]
@@ -975,13 +1049,25 @@ class _Builder:
                 r.problem(keypath, node, "at least one address is required")
         else:
             items = [(keypath, node)]
-        binds = []
+        binds, transparent = [], set()
         for item_path, item in items:
-            address = r.parse(item, item_path, r.address)
+            if isinstance(item, MappingNode):
+                entry = r.mapping(item, item_path, _BIND_KEYS, required=("address",))
+                if entry is None:
+                    continue
+                if "tls" in entry:
+                    r.problem(entry.path("tls"), entry.value("tls"),
+                              "a TLS setting of its own per bind is not supported: set the frontend's tls")
+                address = r.get(entry, "address", r.address)
+                if address is not None and r.get(entry, "transparent", r.boolean, False):
+                    transparent.add(address)
+                item_path = entry.path("address")
+            else:
+                address = r.parse(item, item_path, r.address)
             if address is not None:
                 self.add_bind(address, item_path, item)
                 binds.append(address)
-        return tuple(binds)
+        return tuple(binds), frozenset(transparent)
 
     def add_bind(self, address: Address, keypath: str, node: Node) -> None:
         # Only binds on the same port can clash: look at those alone, so a
@@ -1008,7 +1094,28 @@ class _Builder:
             cert=r.get(m, "cert", r.existing_file, ""),
             key=r.get(m, "key", r.nullable(r.existing_file)),
             alpn=r.get(m, "alpn", self.alpn, TLSSpec.alpn),
+            min_version=r.get(m, "min_version", r.nullable(r.choice(TLS_MIN_VERSIONS))),
+            ciphers=r.get(m, "ciphers", r.nullable(self.ciphers)),
+            ciphersuites=r.get(m, "ciphersuites", r.nullable(self.ciphersuites)),
         )
+
+    def ciphers(self, node: Node) -> str:
+        import ssl
+        value = self.r.string(node)
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).set_ciphers(value)
+        except ssl.SSLError:
+            raise _Invalid(f"no cipher in {value!r} is known to OpenSSL") from None
+        return value
+
+    def ciphersuites(self, node: Node) -> str:
+        import ssl
+        value = self.r.string(node)
+        try:
+            set_ciphersuites(ssl.create_default_context(ssl.Purpose.CLIENT_AUTH), value)
+        except (ValueError, OSError, AttributeError) as exc:
+            raise _Invalid(str(exc)) from None
+        return value
 
     def alpn(self, node: Node) -> tuple[str, ...]:
         r = self.r
@@ -1200,14 +1307,14 @@ class _Builder:
         )
 
     def table_size(self, node: Node) -> int:
-        # "100k" counts entries in thousands here, as HAProxy's size.
+        # "100k" = 102400 entries: HAProxy's sizes count in powers of 1024.
         value = self.r.plain(node)
         if isinstance(value, str):
             match = re.fullmatch(r"([0-9]+)\s*([kmgKMG])?", value.strip())
             if not match:
                 raise _Invalid(f"invalid size {value!r} (expected a number of entries, or with k, m or g, e.g. '100k')")
             unit = (match.group(2) or "").lower()
-            size = int(match.group(1)) * {"": 1, "k": 1000, "m": 1000 ** 2, "g": 1000 ** 3}[unit]
+            size = int(match.group(1)) * {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[unit]
         elif isinstance(value, int) and not isinstance(value, bool):
             size = value
         else:
@@ -1673,10 +1780,15 @@ def loads(text: str, path: str = "<string>") -> Config:
     """Validate lb.yaml text. `path` names it in errors and anchors relative
     file paths (TLS certs, log file, pidfile); "<string>" anchors them to the
     current directory."""
-    root = _compose(text, path)
+    try:
+        root = _compose(text, path)
+    except ConfigError:
+        _refuse_haproxy_syntax(text, path)
+        raise
     if root is None:
         raise ConfigError([f"{path}: the config is empty (it needs at least 'frontends')"])
     if not isinstance(root, MappingNode):
+        _refuse_haproxy_syntax(text, path)
         kind = "a list" if isinstance(root, SequenceNode) else "a single value"
         raise ConfigError([f"{path}:{_line(root)}: the top level must be a mapping of sections, got {kind}"])
     base_dir = os.getcwd() if path == "<string>" else os.path.dirname(os.path.abspath(path))
@@ -1685,6 +1797,27 @@ def loads(text: str, path: str = "<string>") -> Config:
     if reader.problems:
         raise ConfigError(reader.problems)
     return config
+
+
+# The section keywords a haproxy.cfg starts with.
+_HAPROXY_SECTIONS = ("global", "defaults", "frontend", "backend", "listen", "userlist", "peers",
+                     "resolvers", "cache", "program", "http-errors", "ring", "mailers")
+
+
+def _refuse_haproxy_syntax(text: str, path: str) -> None:
+    """A haproxy.cfg given where an lb.yaml is expected: say so, and name
+    the flag that reads it, rather than a YAML error about its first line."""
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        word = stripped.split()[0]
+        if word in _HAPROXY_SECTIONS and not stripped.startswith(f"{word}:"):
+            raise ConfigError([
+                f"{path}:{number}: this looks like HAProxy configuration syntax ('{stripped}'), "
+                f"not lb.yaml: run it with `lbcore -f {path}` (check it with `lbcore -f {path} -c`), "
+                f"or convert it with `lbcore convert -f {path} > lb.yaml`"])
+        return
 
 
 def load_tree(root: Node, path: str, sources: tuple[str, ...] = (), base_dir: Optional[str] = None) -> Config:

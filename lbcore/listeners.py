@@ -64,7 +64,26 @@ class InheritedSockets:
 inherited = InheritedSockets()
 
 
-def bind_socket(address: Address, reuse_port: bool = False) -> socket.socket:
+# <linux/in.h>, <linux/in6.h>: not all are in Python's socket module.
+IP_FREEBIND, IP_TRANSPARENT, IPV6_TRANSPARENT, IPV6_FREEBIND = 15, 19, 75, 78
+
+
+def _allow_foreign_address(sock: socket.socket, family: int) -> None:
+    """Let `sock` bind an address this host does not hold (yet): the VIP
+    of an active/passive pair, held by the peer until a failover. FREEBIND
+    needs no privilege; TRANSPARENT (HAProxy's `bind ... transparent`)
+    needs CAP_NET_ADMIN and is only added when allowed."""
+    level = socket.IPPROTO_IPV6 if family == socket.AF_INET6 else socket.IPPROTO_IP
+    freebind, transparent = (IPV6_FREEBIND, IPV6_TRANSPARENT) if family == socket.AF_INET6 \
+        else (IP_FREEBIND, IP_TRANSPARENT)
+    sock.setsockopt(level, freebind, 1)
+    try:
+        sock.setsockopt(level, transparent, 1)
+    except PermissionError:
+        pass
+
+
+def bind_socket(address: Address, reuse_port: bool = False, transparent: bool = False) -> socket.socket:
     host = address.host
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     if host == "":
@@ -76,6 +95,8 @@ def bind_socket(address: Address, reuse_port: bool = False) -> socket.socket:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if transparent:
+            _allow_foreign_address(sock, family)
         sock.bind((host, address.port))
         sock.listen(BACKLOG)
         sock.setblocking(False)

@@ -156,6 +156,14 @@ class AccessLog:
             self.sink.close()
 
 
+class _SysLogHandler(logging.handlers.SysLogHandler):
+    """Syslog is best effort, as HAProxy's: a daemon that is away (or a
+    /dev/log that a chroot hides) loses lines, not the process's stderr."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
+
+
 def setup_event_log(spec: LogSpec) -> None:
     """State changes and reloads: always logged (even with format none)."""
     logger = logging.getLogger("lbcore")
@@ -166,7 +174,7 @@ def setup_event_log(spec: LogSpec) -> None:
         if spec.syslog is not None or spec.syslog_socket is not None:
             address = spec.syslog_socket or (spec.syslog.host or "127.0.0.1", spec.syslog.port)
             try:
-                handler = logging.handlers.SysLogHandler(
+                handler = _SysLogHandler(
                     address=address, facility=SYSLOG_FACILITIES.index(spec.facility))
             except OSError:
                 # No /dev/log (yet): lines are dropped, as HAProxy's, not fatal.

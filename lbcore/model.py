@@ -431,6 +431,8 @@ class Runtime:
             spec = backend.spec
             if spec.cookie is not None or spec.stick_on:
                 rules = [(rule, tables[rule.table]) for rule in spec.stick_on]
+                for _, table in rules:
+                    table.sticky = True
                 backend.persist = persist.Persistence(backend, spec.cookie, rules)
             else:
                 backend.persist = None

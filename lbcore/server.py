@@ -20,7 +20,7 @@ from typing import Callable, Optional
 
 from . import build
 from . import config as config_mod
-from . import state_file, systemd
+from . import state_file, systemd, takeover
 from .batch import WriteBatch
 from .config import Address, Config, ConfigError
 from .health import HealthChecker
@@ -101,8 +101,63 @@ def check_certificates(config: Config) -> None:
             raise BindError(f"frontend {name}: cannot load TLS certificate {fe.tls.cert}: {exc}")
 
 
+# Modules imported lazily later (reload, stats, admin): imported before a
+# chroot hides the interpreter's library.
+_LATE_IMPORTS = ("lbcore.haproxy_cfg", "lbcore.stats.admin", "lbcore.stats.snapshot", "lbcore.stats.csvview",
+                 "lbcore.stats.jsonview", "lbcore.stats.htmlpage", "lbcore.stats.prometheus",
+                 "lbcore.state_file", "encodings.idna", "encodings.ascii", "encodings.latin_1")
+
+
+def drop_privileges(spec) -> None:
+    """chroot, then group, then user, as HAProxy: once bound and every
+    certificate and log target is open. Not reversible: a reload in a
+    chroot cannot read the config again (see docs/haproxy-compat.md)."""
+    if spec.chroot is None and spec.user is None and spec.group is None:
+        return
+    import grp
+    import importlib
+    import pwd
+
+    uid = gid = None
+    if spec.user is not None:
+        entry = pwd.getpwuid(int(spec.user)) if spec.user.isdigit() else pwd.getpwnam(spec.user)
+        uid, gid = entry.pw_uid, entry.pw_gid
+    if spec.group is not None:
+        gid = int(spec.group) if spec.group.isdigit() else grp.getgrnam(spec.group).gr_gid
+    if spec.chroot is not None:
+        for name in _LATE_IMPORTS:
+            try:
+                importlib.import_module(name)
+            except ImportError:
+                pass
+        os.chroot(spec.chroot)
+        os.chdir("/")
+    if gid is not None:
+        os.setgroups([gid])
+        os.setgid(gid)
+    if uid is not None:
+        os.setuid(uid)
+    log.info("privileges dropped:%s%s%s", f" chroot {spec.chroot}" if spec.chroot else "",
+             f" group {spec.group}" if spec.group else "", f" user {spec.user}" if spec.user else "")
+
+
+def remove_pidfile(path: str) -> None:
+    """Remove the pidfile if it still names this process: after an -sf
+    upgrade it names the successor, which must keep it."""
+    try:
+        with open(path) as f:
+            if f.read().strip() != str(os.getpid()):
+                return
+        os.unlink(path)
+    except OSError:
+        pass
+
+
 class LoadBalancer:
     """Everything one lbcore process runs."""
+
+    serves_takeover = True  # hands its sockets to an `-sf` successor (not a worker: its master does)
+    serves_peers = True  # runs the peers sections (stick-table sync); workers' tables are their own
 
     def __init__(self, config: Config, reuse_port: bool = False) -> None:
         self.config = config
@@ -114,7 +169,9 @@ class LoadBalancer:
         self.handlers: dict[str, object] = {}  # frontend name -> HttpProxy | TcpProxy
         self.health = None
         self.stats = None
+        self.peers: list = []  # lbcore.peers.Peers, one per peers section
         self.stopped: Optional[asyncio.Future] = None
+        self.takeover: Optional[takeover.TakeoverServer] = None
         self.exit_code = 0
         self._reloading = False
         self._reload_again = False
@@ -138,6 +195,8 @@ class LoadBalancer:
         self.runtime = Runtime.build(config)
         if config.global_.state_file:
             state_file.load(self.runtime, config.global_.state_file)
+        takeover.restore(self.runtime)
+        takeover.follow(loop, lambda: self.runtime)
         # Bind everything before serving anything: a config that cannot bind
         # fails whole.
         sockets = self._bind_all(config, {})
@@ -153,6 +212,7 @@ class LoadBalancer:
         loop.add_signal_handler(signal.SIGUSR1, self.graceful_stop)
         loop.add_signal_handler(signal.SIGTERM, self.graceful_stop)
         loop.add_signal_handler(signal.SIGINT, self.stop_now)
+        await self._start_peers(config)
         try:
             await self._start_stats(config)
         except OSError as exc:
@@ -161,11 +221,15 @@ class LoadBalancer:
         if config.global_.pidfile:
             with open(config.global_.pidfile, "w") as f:
                 f.write(f"{os.getpid()}\n")
+        if self.serves_takeover:
+            self.takeover = takeover.TakeoverServer(self._handover, self._takeover_state)
+            self.takeover.start(loop)
         self._flush_logs()
         log.info("lbcore started (pid %d): %s", os.getpid(), ", ".join(
             f"{name} on {', '.join(str(a) for a in fe.binds)} ({fe.mode})"
             for name, fe in config.frontends.items()))
         log.info("build: %s", build())
+        drop_privileges(config.global_)
         systemd.ready()
         for callback in self.on_started:
             callback()
@@ -185,7 +249,7 @@ class LoadBalancer:
                         sockets[address] = (name, keep[address])
                         continue
                     try:
-                        sock = self._listen(address)
+                        sock = self._listen(address, address in fe.transparent)
                     except OSError as exc:
                         raise BindError(f"cannot bind frontend {name} to {address}: {exc.strerror or exc}")
                     fresh.append(sock)
@@ -201,12 +265,12 @@ class LoadBalancer:
     def _make_health(self):
         return HealthChecker(lambda: self.runtime)
 
-    def _listen(self, address: Address):
+    def _listen(self, address: Address, transparent: bool = False):
         group = inherited.take(address)
         if group:  # handed over by systemd or by the lbcore this one replaces
             self._inherited_siblings[address] = group[1:]
             return group[0]
-        return bind_socket(address, self.reuse_port)
+        return bind_socket(address, self.reuse_port, transparent)
 
     def _siblings(self, address: Address) -> list:
         """The other sockets of this listener's SO_REUSEPORT group, whose
@@ -256,6 +320,25 @@ class LoadBalancer:
         for acceptor in acceptors.values():
             acceptor.start()
 
+    async def _start_peers(self, config: Config) -> None:
+        """One lbcore.peers.Peers per peers section: it listens on this
+        node's address and keeps the tables that name it in step."""
+        self.peers = []
+        if not config.peers:
+            return
+        if not self.serves_peers:
+            log.warning("peers: stick-table sync needs global.workers: 1; these workers keep their own tables")
+            return
+        from .peers import Peers
+        for spec in config.peers.values():
+            peers = Peers(self.loop, spec, lambda: self.runtime)
+            try:
+                await peers.start()
+            except OSError as exc:
+                raise BindError(f"peers {spec.name}: cannot listen on {dict(spec.nodes)[spec.local]}: "
+                                f"{exc.strerror or exc}") from None
+            self.peers.append(peers)
+
     async def _start_stats(self, config: Config) -> None:
         if config.stats is None:
             return
@@ -273,6 +356,15 @@ class LoadBalancer:
                           certificates=CertificateStore(lambda: tls_specs(self.config), self.install_certificate))
         self.stats = StatsServers(config.stats, get_snapshot, admin, service)
         await self.stats.start()
+
+    def _handover(self) -> list[tuple[str, str, list[int]]]:
+        given = [("bind", str(address), [acceptor.sock.fileno()] + [s.fileno() for s in acceptor.siblings])
+                 for address, acceptor in self.acceptors.items()]
+        return given + (self.stats.handover() if self.stats is not None else [])
+
+    async def _takeover_state(self) -> dict:
+        from .stats.snapshot import snapshot
+        return snapshot(self.runtime)
 
     def install_certificate(self, path: str, pem: str) -> None:
         """A committed `set ssl cert`: the frontends using `path` take a new
@@ -315,6 +407,11 @@ class LoadBalancer:
         validated, so every process runs the same one."""
         path = self.config.path
         log.info("reloading %s", path)
+        if new is None and self.config.global_.chroot is not None:
+            log.error("reload refused: the process is chrooted to %s and cannot read its configuration "
+                      "again; reload through the master (-W, SIGUSR2) or start a new lbcore with -sf",
+                      self.config.global_.chroot)
+            return
         try:
             new = new or await load_off_loop(self.config)
         except ConfigError as exc:
@@ -340,6 +437,8 @@ class LoadBalancer:
             setup_event_log(new.global_.log)
             self.access_log = self.ctx.access_log = AccessLog(new.global_.log)
         self.health.reload(self.runtime)
+        for peers in self.peers:
+            peers.attach()  # the reloaded runtime's tables
         if self.stats is not None and self.stats.service.certificates is not None:
             self.stats.service.certificates.reloaded()
         if new.stats != old.stats:
@@ -365,6 +464,8 @@ class LoadBalancer:
                  self.config.global_.grace)
         systemd.stopping()
         self.ctx.stopping = True
+        if self.takeover is not None:
+            self.takeover.close()  # a draining process has nothing left to hand on
         for acceptor in self.acceptors.values():
             acceptor.close()
         self.acceptors = {}
@@ -397,17 +498,21 @@ class LoadBalancer:
         self.pool.close_all()
         if self.health is not None:
             self.health.stop()
+        for peers in getattr(self, "peers", ()):
+            peers.close()
         if self.stats is not None:
             self.stats.close()
         if self.config.global_.state_file:
             state_file.save(self.runtime, self.config.global_.state_file)
         self.sweeper.stop()
         self.access_log.close()
+        if self.takeover is not None:
+            self.takeover.close()
+            if self.takeover.successors:
+                from .stats.snapshot import snapshot
+                self.takeover.finish(snapshot(self.runtime))
         if self.config.global_.pidfile:
-            try:
-                os.unlink(self.config.global_.pidfile)
-            except OSError:
-                pass
+            remove_pidfile(self.config.global_.pidfile)
         log.info("lbcore stopped")
         if not self.stopped.done():
             self.stopped.set_result(None)

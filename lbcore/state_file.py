@@ -34,6 +34,18 @@ def save(runtime: Runtime, path: str) -> None:
         log.error("cannot write state file %s: %s", path, exc)
 
 
+def restore_server(server, entry: dict, source: str) -> None:
+    """Take a saved health, admin state and weight (a state file entry, or
+    a stats snapshot row handed over by the process this one replaces)."""
+    if entry.get("admin") in (READY, DRAIN, MAINT):
+        server.set_admin(entry["admin"], source=source)
+    weight = entry.get("weight")
+    if isinstance(weight, int) and not isinstance(weight, bool) and 0 <= weight <= 256:
+        server.set_weight(weight, source=source)
+    if server.checked and entry.get("health") in ("UP", "DOWN"):
+        server.set_health(entry["health"] == "UP", source)
+
+
 def load(runtime: Runtime, path: str) -> None:
     try:
         with open(path) as f:
@@ -50,12 +62,6 @@ def load(runtime: Runtime, path: str) -> None:
             entry = saved.get(server.name)
             if not isinstance(entry, dict) or entry.get("address") != str(server.address):
                 continue
-            if entry.get("admin") in (READY, DRAIN, MAINT):
-                server.set_admin(entry["admin"], source="state file")
-            weight = entry.get("weight")
-            if isinstance(weight, int) and 0 <= weight <= 256:
-                server.set_weight(weight, source="state file")
-            if server.checked and entry.get("health") in ("UP", "DOWN"):
-                server.set_health(entry["health"] == "UP", "state file")
+            restore_server(server, entry, "state file")
             restored += 1
     log.info("restored %d server states from %s", restored, path)

@@ -203,6 +203,7 @@ class StickTable:
         self.length = length
         self.peers = peers
         self.spec = None  # the StickTableSpec it was built from (reloads compare it)
+        self.sticky = False  # a stick rule stores servers here (dumps show server_id, server_key)
         self.clock = clock
         self.entries: dict = {}
         # Periods read on the hot path, as attributes.

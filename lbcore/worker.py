@@ -72,6 +72,9 @@ class WorkerBalancer(LoadBalancer):
     """A LoadBalancer that takes its listening sockets, server states and
     reloads from its master, and answers its snapshot requests."""
 
+    serves_takeover = False  # the master hands the sockets on
+    serves_peers = False
+
     def __init__(self, config: Config, channel: Channel, groups: dict[Address, list[socket.socket]],
                  state: list, slot: int) -> None:
         super().__init__(config, reuse_port=True)
@@ -103,7 +106,7 @@ class WorkerBalancer(LoadBalancer):
     def _make_health(self) -> WorkerHealth:
         return WorkerHealth(self)
 
-    def _listen(self, address: Address) -> socket.socket:
+    def _listen(self, address: Address, transparent: bool = False) -> socket.socket:
         group = self._incoming.get(address)
         if not group:
             raise OSError(f"the master sent no listening socket for {address}")

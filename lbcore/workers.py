@@ -54,14 +54,14 @@ import sys
 import time
 from typing import Any, Optional
 
-from . import state_file, systemd
+from . import state_file, systemd, takeover
 from .config import Address, Config, ConfigError
 from .control import MAX_FDS, Channel, find_server, pack, server_state, state_rows, worker_config
 from .health import HealthChecker
 from .listeners import bind_socket, inherited
 from .logs import setup_event_log
 from .model import Runtime, Server
-from .server import BindError, load_off_loop
+from .server import BindError, load_off_loop, remove_pidfile
 
 log = logging.getLogger("lbcore")
 
@@ -131,6 +131,9 @@ class MasterAdmin:
         self.master = master
         self.action = master.admin_action()
 
+    def shutdown_sessions(self, backend: str, server: str) -> Any:
+        return self.action.shutdown_sessions(backend, server)
+
     async def apply(self, backend: str, server: str, state: Optional[str], weight: Any,
                     source: str = "stats admin API") -> dict:
         row = self.action.apply(backend, server, state, weight, source=source)
@@ -150,6 +153,7 @@ class Master:
         self.runtime: Optional[Runtime] = None
         self.health: Optional[HealthChecker] = None
         self.stats = None
+        self.takeover: Optional[takeover.TakeoverServer] = None
         self.loop: Optional[asyncio.AbstractEventLoop] = None
         self.done: Optional[asyncio.Future] = None
         self.started = False  # every worker has been ready once
@@ -177,6 +181,10 @@ class Master:
         self.runtime = Runtime.build(config)
         if config.global_.state_file:
             state_file.load(self.runtime, config.global_.state_file)
+        # Counters taken over go on the master's own objects: every stats
+        # view sums them with the workers'.
+        takeover.restore(self.runtime)
+        takeover.follow(loop, lambda: self.runtime)
         self._hook(self.runtime)
         self.health = HealthChecker(lambda: self.runtime)
         self.health.start(loop)
@@ -189,6 +197,8 @@ class Master:
         if config.global_.pidfile:
             with open(config.global_.pidfile, "w") as f:
                 f.write(f"{os.getpid()}\n")
+        self.takeover = takeover.TakeoverServer(self._handover, self.snapshot)
+        self.takeover.start(loop)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         loop.add_signal_handler(signal.SIGUSR2, self.reload)  # HAProxy's master reload
         loop.add_signal_handler(signal.SIGUSR1, self.graceful_stop)  # HAProxy's soft stop (-sf)
@@ -232,7 +242,7 @@ class Master:
                     try:
                         target = address
                         for _ in range(self.count):
-                            sock = bind_socket(target, reuse_port=True)
+                            sock = bind_socket(target, reuse_port=True, transparent=address in fe.transparent)
                             fresh.append(sock)
                             group.append(sock)
                             if not target.port:  # port 0: the group shares the port the kernel chose
@@ -245,6 +255,13 @@ class Master:
                 sock.close()
             raise
         return listeners
+
+    def _handover(self) -> list[tuple[str, str, list[int]]]:
+        """The whole group of every bind: a successor with any number of
+        workers empties every queue (lbcore.listeners.Acceptor)."""
+        given = [("bind", str(address), list({sock.fileno(): None for sock in group}))
+                 for address, group in self.listeners.items()]
+        return given + (self.stats.handover() if self.stats is not None else [])
 
     def _hook(self, runtime: Runtime) -> None:
         for backend in runtime.backends.values():
@@ -620,6 +637,8 @@ class Master:
     def _begin_stop(self) -> None:
         self.stopping = True
         systemd.stopping()
+        if self.takeover is not None:
+            self.takeover.close()
         # The master's copies keep the sockets listening: close them first so
         # that new connections are refused, not queued for nobody.
         self._close_listeners()
@@ -675,11 +694,12 @@ class Master:
             self.stats.close()
         if self.config.global_.state_file:
             state_file.save(self.runtime, self.config.global_.state_file)
+        if self.takeover is not None:
+            self.takeover.close()
+            if self.takeover.successors:
+                self.takeover.finish(await self.snapshot())
         if self.config.global_.pidfile:
-            try:
-                os.unlink(self.config.global_.pidfile)
-            except OSError:
-                pass
+            remove_pidfile(self.config.global_.pidfile)
         log.info("lbcore stopped")
         if not self.done.done():
             self.done.set_result(self.exit_code)

@@ -23,7 +23,7 @@ from typing import Iterable, Mapping, Optional
 from ..config import Config, ConfigError, load_tree
 from . import values
 from .build import Builder, Paths, TlsDefaults, tls_options
-from .lexer import LexError, Line, read_lines
+from .lexer import LexError, Line, expand_env, read_lines
 from .proxies import BE, FE, Problems, Proxy, origin
 from .tree import Map, Origin, Scalar, Seq, dump, to_node
 
@@ -163,8 +163,9 @@ class _Reader:
 class _Global:
     """The global section -> lb.yaml's `global` (and stats.socket)."""
 
-    def __init__(self, lines: list[Line], p: Problems, paths: Paths, tls: TlsDefaults):
+    def __init__(self, lines: list[Line], p: Problems, paths: Paths, tls: TlsDefaults, env=None):
         self.p = p
+        self.env = env
         self.block = Map(Origin(lines[0].file, lines[0].number, "global") if lines else Origin("", 0, "global"))
         self.daemon = False
         self.master_worker = False
@@ -300,7 +301,7 @@ class _Global:
         if target in ("stdout", "stderr"):
             log["target"] = Scalar(target, at)
         else:
-            log["target"] = Scalar(values.syslog_address(target), at)
+            log["target"] = Scalar(values.syslog_address(expand_env(target, self.env)), at)
         while words and words[0] in ("len", "format", "sample"):
             key = words.pop(0)
             if not words:
@@ -341,7 +342,7 @@ def _userlist(name: str, head: Line, lines: list[Line], p: Problems) -> Seq:
     return seq
 
 
-def _peers(name: str, head: Line, lines: list[Line], p: Problems, localpeer: Optional[str]) -> Map:
+def _peers(name: str, head: Line, lines: list[Line], p: Problems, localpeer: Optional[str], env=None) -> Map:
     block = Map(origin(head), comment=f"{head.where} peers {name}")
     nodes = Seq(origin(head))
     local = localpeer or socket.gethostname()
@@ -354,7 +355,7 @@ def _peers(name: str, head: Line, lines: list[Line], p: Problems, localpeer: Opt
             if len(words) == 2:
                 continue  # `server NAME` without address: this node, named by `bind`
             try:
-                address = values.server_address(words[2])
+                address = values.server_address(expand_env(words[2], env))
             except ValueError as exc:
                 p.error(line, str(exc))
                 continue
@@ -384,8 +385,8 @@ def build_tree(paths: list[str], env: Optional[Mapping[str, str]] = None,
     first = files[0] if files else "haproxy.cfg"
     base = Paths(os.getcwd())  # HAProxy resolves relative paths from where it runs
     tls = TlsDefaults()
-    glob = _Global(reader.global_lines, p, base, tls)
-    builder = Builder(p, base, tls)
+    glob = _Global(reader.global_lines, p, base, tls, env)
+    builder = Builder(p, base, tls, env)
     root = Map(Origin(first, 1, "haproxy.cfg"))
     root["global"] = glob.block
     backends = {proxy.name: proxy for proxy in reader.proxies if proxy.caps & BE}
@@ -431,14 +432,12 @@ def build_tree(paths: list[str], env: Optional[Mapping[str, str]] = None,
         glob.log(logs)
     except ValueError as exc:
         p.error(glob.log_lines[0], str(exc))
-    if stats is not None or glob.socket is not None:
+    if glob.socket is not None:
         if stats is None:
-            p.errors.append(f"{glob.socket.origin}: stats socket: lbcore needs a stats listen "
-                            "(a 'listen' with 'stats enable') to serve its runtime API beside")
-        else:
-            if glob.socket is not None:
-                stats["socket"] = glob.socket
-            root["stats"] = stats
+            stats = Map(glob.socket.origin)  # the runtime API alone, no HTTP endpoint
+        stats["socket"] = glob.socket
+    if stats is not None:
+        root["stats"] = stats
     if reader.userlists:
         block = Map(root.origin)
         for name, (head, lines) in reader.userlists.items():
@@ -447,7 +446,7 @@ def build_tree(paths: list[str], env: Optional[Mapping[str, str]] = None,
     if reader.peers:
         block = Map(root.origin)
         for name, (head, lines) in reader.peers.items():
-            block[name] = _peers(name, head, lines, p, localpeer or glob.localpeer)
+            block[name] = _peers(name, head, lines, p, localpeer or glob.localpeer, env)
         root["peers"] = block
     root["frontends"] = frontends
     root["backends"] = back
@@ -459,13 +458,21 @@ def load(paths: list[str], env: Optional[Mapping[str, str]] = None,
     """The Config for haproxy.cfg files; ConfigError lists every problem.
     `localpeer` is `-L`: this node's name in `peers` sections."""
     root, p, glob = build_tree(paths, env, localpeer)
-    if p.errors:
-        raise ConfigError(_ordered(p.errors))
     files = expand_paths(paths)
+    if not files:
+        raise ConfigError(p.errors)
+    # The loader runs even after the reader's own errors, so one check
+    # names every problem, as haproxy -c does.
     try:
         config = load_tree(to_node(root), files[0], sources=tuple(paths), base_dir=os.getcwd())
     except ConfigError as exc:
-        raise ConfigError(_ordered(exc.problems)) from None
+        problems = exc.problems
+        if p.errors:
+            # A frontend dropped for its own error is not missing too.
+            problems = [q for q in problems if "at least one frontend is required" not in q]
+        raise ConfigError(_ordered(p.errors + problems)) from None
+    if p.errors:
+        raise ConfigError(_ordered(p.errors))
     return Loaded(config, p.warnings, glob.daemon, glob.master_worker)
 
 

@@ -7,7 +7,7 @@ import os
 from typing import Optional
 
 from . import values
-from .lexer import Line
+from .lexer import Line, expand_env
 from .proxies import BE, FE, Problems, Proxy, origin, parse_server_params
 from .tree import Map, Origin, Scalar, Seq
 
@@ -87,10 +87,15 @@ def tls_options(words: tuple[str, ...], line: Line, p: Problems, keyword: str) -
 
 
 class Builder:
-    def __init__(self, problems: Problems, paths: Paths, tls: TlsDefaults):
+    def __init__(self, problems: Problems, paths: Paths, tls: TlsDefaults, env=None):
         self.p = problems
         self.paths = paths
         self.tls = tls
+        self.env = env
+
+    def address(self, word: str) -> str:
+        """Addresses expand ${NAME} even unquoted, as HAProxy's do."""
+        return expand_env(word, self.env)
 
     # -- frontends --------------------------------------------------------------
 
@@ -148,7 +153,7 @@ class Builder:
         for line in proxy.binds:
             words = line.words[1:]
             try:
-                addresses = values.bind_addresses(words[0])
+                addresses = values.bind_addresses(self.address(words[0]))
             except ValueError as exc:
                 self.p.error(line, str(exc))
                 continue
@@ -353,7 +358,7 @@ class Builder:
         at = origin(line)
         name = line.words[1]
         try:
-            address = values.server_address(line.words[2])
+            address = values.server_address(self.address(line.words[2]))
         except ValueError as exc:
             self.p.error(line, str(exc))
             return None, {}
@@ -425,7 +430,7 @@ class Builder:
         if "verify" not in tls and ssl and "verify" in self.tls.server:
             tls["verify"] = Scalar(*self.tls.server["verify"])
         if ssl:
-            spec = Map(at)
+            spec = Map(origin(line, "server ssl"))
             spec.update(tls)
             server["tls"] = spec
         elif tls:
@@ -545,13 +550,13 @@ class Builder:
     def stats(self, proxy: Proxy) -> Optional[Map]:
         where = origin(proxy.line, f"{proxy.kind} {proxy.name}")
         stats = Map(where, comment=f"{proxy.line.where} {proxy.kind} {proxy.name}")
-        if len(proxy.binds) != 1 or len(values.bind_addresses(proxy.binds[0].words[1])) != 1:
+        if len(proxy.binds) != 1 or len(values.bind_addresses(self.address(proxy.binds[0].words[1]))) != 1:
             self.p.error(proxy.line, "lbcore's stats endpoint listens on exactly one address", proxy.kind)
             return None
         bind = proxy.binds[0]
         if len(bind.words) > 2:
             self.p.error(bind, f"'{' '.join(bind.words[2:])}' on the stats listener is not supported", "bind")
-        stats["bind"] = Scalar(values.bind_addresses(bind.words[1])[0], origin(bind))
+        stats["bind"] = Scalar(values.bind_addresses(self.address(bind.words[1]))[0], origin(bind))
         st = proxy.stats
         if "uri" in st:
             uri, line = st["uri"]

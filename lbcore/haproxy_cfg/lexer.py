@@ -8,8 +8,10 @@
 - A backslash escapes the next character (`\\ `, `\\#`, `\\"`, `\\'`,
   `\\\\`), and `\\t`, `\\r`, `\\n`, `\\xHH` give the control characters.
 - `${NAME}` (and `${NAME-default}`) is replaced by the environment
-  variable, outside single quotes; an unset variable gives an empty string,
-  as HAProxy. A quoted empty string ("" or '') is an (empty) word.
+  variable inside double quotes only, as HAProxy 2.6 (an unset variable
+  gives an empty string). Addresses (bind, server, log) expand it unquoted
+  too, as HAProxy's address parser does: see expand_env().
+  A quoted empty string ("" or '') is an (empty) word.
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ def split_words(text: str, env: Optional[Mapping[str, str]] = None) -> list[str]
                 i += 2
             in_word = True
             continue
-        if c == "$" and text.startswith("${", i):
+        if c == "$" and quote == '"' and text.startswith("${", i):
             end = text.find("}", i + 2)
             if end < 0:
                 raise LexError("'${' without a closing '}'")
@@ -122,6 +124,13 @@ def split_words(text: str, env: Optional[Mapping[str, str]] = None) -> list[str]
     if in_word:
         words.append("".join(word))
     return words
+
+
+def expand_env(word: str, env: Optional[Mapping[str, str]] = None) -> str:
+    """`${NAME}` in an address written without quotes."""
+    if "${" not in word:
+        return word
+    return split_words('"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"', env)[0]
 
 
 def read_lines(path: str, text: str, env: Optional[Mapping[str, str]] = None) -> Iterator[Line]:

@@ -556,7 +556,7 @@ def http_rule(proxy: Proxy, line: Line, response: bool) -> Map:
             seq.append(Scalar(arg, where))
         rule[action.replace("-", "_")] = seq
     elif action == "deny":
-        status = 403
+        status = 502 if response else 403  # HAProxy's defaults
         rest = list(args)
         if rest[:1] == ["deny_status"] and len(rest) >= 2:
             status = values.integer(rest[1], 200, 599)

@@ -12,6 +12,7 @@ reached the client is retried on another server when that is safe.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import socket
@@ -172,6 +173,9 @@ class HttpProxy:
         self.clients: set[ClientConnection] = set()
         self.ssl: Optional[ssl.SSLContext] = None
         self.settings = HttpSettings(frontend)
+        # For clients in `forwarded_for_except`: the same, without X-Forwarded-For.
+        self.settings_no_xff = HttpSettings(frontend)
+        self.xff_except: tuple = ()
         # Precise time for the log's timers (deadlines use the sweep's), one
         # bound method shared by the connections.
         self.clock = self.loop.time
@@ -179,8 +183,25 @@ class HttpProxy:
 
     def reconfigure(self) -> None:
         self.settings.load(self.frontend)
+        self.settings_no_xff.load(self.frontend)
+        self.settings_no_xff.forwarded_for = False
+        self.xff_except = tuple(ipaddress.ip_network(net) for net in self.frontend.spec.forwarded_for_except)
         tls = self.frontend.spec.tls
         self.ssl = tls_context(tls) if tls is not None else None
+
+    def settings_for(self, peer) -> HttpSettings:
+        """A connection's settings, chosen once: a client in
+        forwarded_for_except gets no X-Forwarded-For."""
+        if self.xff_except and peer:
+            try:
+                ip = ipaddress.ip_address(peer[0])
+            except ValueError:
+                return self.settings
+            if ip.version == 6 and ip.ipv4_mapped is not None:
+                ip = ip.ipv4_mapped
+            if any(ip in net for net in self.xff_except):
+                return self.settings_no_xff
+        return self.settings
 
     def accept(self, sock, peer) -> None:
         self.ctx.opened(self.frontend)
@@ -239,7 +260,7 @@ class ClientConnection:
         self.head_buf = b""  # the start of a head not complete yet (fast path)
         self.body_left = 0  # Content-Length bytes still to come (fast path)
         self.receiving: Optional[Exchange] = None  # whose body they are
-        self.settings = proxy.settings
+        self.settings = proxy.settings_for(peer)
 
     # -- connection life -----------------------------------------------------
 
@@ -1259,7 +1280,9 @@ class ClientConnection:
 
     def _log(self, ex: Exchange) -> None:
         access = self.ctx.access_log
-        if not access.enabled:
+        # monitor_uri answers are not logged, as HAProxy: a load balancer
+        # above probing every second would drown the access log.
+        if not access.enabled or ex.local:
             return
         server = ex.server or ex.last_server
         backend = self.frontend.backend

@@ -4,7 +4,9 @@
 - samples.py: fetches and converters (registries others extend), `%[...]`
 - matching.py: ACL pattern matching; maps.py: map and pattern files
 - conditions.py: ACLs and `if`/`unless` conditions
-- actions.py: tcp_request, http_request, http_response actions; `run`
+- checks.py: conditions once compiled; engine.py: the rule loop (`run`),
+  the per-request actions, `choose_backend` (both compiled in the fast build)
+- actions.py: tcp_request, http_request, http_response actions
 - answers.py: deny/return/redirect/auth responses as HAProxy writes them
 - switching.py: use_backend; auth.py: userlists and `http_auth`
 
@@ -20,6 +22,7 @@ from . import auth, maps  # noqa: F401  (register http_auth and the map converte
 from .actions import (HTTP_REQUEST_ACTIONS, HTTP_RESPONSE_ACTIONS, REJECT, STOP,
                       TCP_REQUEST_ACTIONS, Rule, run)
 from .answers import Answer
+from .engine import Action, CallAction
 from .conditions import AclTable, compile_condition
 from .errors import RuleError
 from .message import Connection, Headers, Request, Response
@@ -48,7 +51,8 @@ def compile_action(list_name: str, action: str, value: Any, ctx: Context):
     parse = registry.get(action)
     if parse is None:
         raise RuleError(f"unknown {list_name} action {action!r} (expected one of {', '.join(registry)})")
-    return parse(value, ctx)
+    act = parse(value, ctx)
+    return act if isinstance(act, Action) else CallAction(act)
 
 
 def remember_sni(context) -> None:

@@ -1,10 +1,8 @@
 """Rule actions and rule lists: tcp_request, http_request, http_response,
 use_backend, with HAProxy 2.6's order and semantics.
 
-A rule is a condition (or None) and an action. `run(rules, msg)` applies
-the rules in order: an action returns None to go on, `STOP` to end the
-list (accept, allow), or an `Answer` that ends it and is what the client
-gets (deny, return, redirect, auth). `TCP_REQUEST_ACTIONS`,
+A rule is a condition (or None) and an action; `engine.run(rules, msg)`
+applies the rules in order (see engine.py for what an action returns). `TCP_REQUEST_ACTIONS`,
 `HTTP_REQUEST_ACTIONS` and `HTTP_RESPONSE_ACTIONS` map an action's key in
 lb.yaml to its parser; other modules add theirs (track_sc0, ...).
 """
@@ -16,35 +14,27 @@ from typing import Any, Callable, NamedTuple, Optional
 
 from . import answers
 from .answers import DENY_CODES, REDIRECT_CODES, Answer
+from .engine import REJECT, STOP, Action, CallAction, Constant, DelHeader, SetHeader, run  # noqa: F401
 from .errors import RuleError
 from .matching import compile_regex
 from .samples import Context, Format, compile_format
 
-STOP = "stop"  # an action's result: end this rule list, no answer
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 class Rule(NamedTuple):
-    """One rule: `when` (a check, or None for always) and `act`. A tuple:
-    `run` unpacks it without attribute lookups."""
+    """One rule: `when` (a checks.Check, or None for always) and `act` (an
+    engine.Action). A tuple: engine.run reads it by index."""
 
-    when: Optional[Callable]
-    act: Callable
+    when: Optional[Any]
+    act: Any
     name: str
 
     def __repr__(self) -> str:
         return f"Rule({self.name})"
 
 
-def run(rules: tuple, msg) -> Any:
-    """Apply `rules` to `msg`: None when all ran, STOP or an Answer."""
-    for when, act, _ in rules:
-        if when is None or when(msg):
-            result = act(msg)
-            if result is not None:
-                return result
-    return None
 
 
 # -- value helpers ---------------------------------------------------------------
@@ -92,17 +82,7 @@ def _truth(value: Any, what: str) -> None:
 def set_header(value, ctx):
     name, fmt = _pair(value, "set_header")
     name = _header_name(name)
-    lname = name.lower()
-    key = b"\n" + lname + b":"
-    render = _header_renderer(compile_format(_text(fmt, "set_header"), ctx))
-
-    def act(msg):
-        headers = msg.headers
-        if headers.has_at(key):
-            headers.delete(lname)
-        headers.add(name, render(msg))
-        msg.changed = True
-    return act
+    return SetHeader(name, _header_renderer(compile_format(_text(fmt, "set_header"), ctx)), True)
 
 
 def _header_renderer(fmt: Format):
@@ -120,26 +100,13 @@ def _header_renderer(fmt: Format):
 def add_header(value, ctx):
     name, fmt = _pair(value, "add_header")
     name = _header_name(name)
-    render = _header_renderer(compile_format(_text(fmt, "add_header"), ctx))
-
-    def act(msg):
-        msg.headers.add(name, render(msg))
-        msg.changed = True
-    return act
+    return SetHeader(name, _header_renderer(compile_format(_text(fmt, "add_header"), ctx)), False)
 
 
 def del_header(value, ctx):
     if isinstance(value, (list, tuple)) and len(value) == 1:
         value = value[0]
-    lname = _header_name(value).lower()
-    key = b"\n" + lname + b":"
-
-    def act(msg):
-        headers = msg.headers
-        if headers.has_at(key):
-            headers.delete(lname)
-            msg.changed = True
-    return act
+    return DelHeader(_header_name(value).lower())
 
 
 def _replace(value, ctx, what: str, per_value: bool):
@@ -221,7 +188,7 @@ def set_uri(value, ctx):
 
 def allow(value, ctx):
     _truth(value, "allow")
-    return lambda msg: STOP
+    return Constant(STOP)
 
 
 def deny_request(value, ctx):
@@ -243,7 +210,7 @@ def _deny(value, ctx, default: int, what: str):
     else:
         raise RuleError(f"{what} takes true, a status code or {{status, content_type, body}}, got {value!r}")
     if isinstance(answer, Answer):
-        return lambda msg: answer
+        return Constant(answer)
     return answer
 
 
@@ -257,7 +224,7 @@ def return_(value, ctx):
     if not isinstance(value, dict):
         raise RuleError(f"return takes {{status, content_type, body, headers}}, got {value!r}")
     answer = _custom_answer(value, ctx, "return", 200, None)
-    return (lambda msg: answer) if isinstance(answer, Answer) else answer
+    return Constant(answer) if isinstance(answer, Answer) else answer
 
 
 def _custom_answer(value: dict, ctx: Context, kind: str, default: int, allowed):
@@ -382,22 +349,19 @@ def auth(value, ctx):
     if '"' in realm or "\\" in realm or any(ord(c) < 32 for c in realm):
         raise RuleError(f"invalid realm {realm!r}")
     answer = answers.error_page(401, "auth", b'www-authenticate: Basic realm="%s"\r\n' % realm.encode())
-    return lambda msg: answer
+    return Constant(answer)
 
 
 # -- tcp_request ---------------------------------------------------------------------
 
 def accept(value, ctx):
     _truth(value, "accept")
-    return lambda msg: STOP
-
-
-REJECT = "reject"
+    return Constant(STOP)
 
 
 def reject(value, ctx):
     _truth(value, "reject")
-    return lambda msg: REJECT
+    return Constant(REJECT)
 
 
 # -- registries: lb.yaml key -> parser(value, ctx) -> act(msg) ------------------------

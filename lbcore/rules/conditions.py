@@ -12,15 +12,16 @@ facts) returning a bool.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Mapping, Optional, Union
+from typing import Iterable, Mapping, Optional, Union
 
+from .checks import Check  # noqa: F401
+from .checks import BEG, END, OTHER, STR, SUB, AllOf, AnyOf, AttrCheck, CallCheck, HeaderCheck, IpCheck, Not, PathCheck
 from .errors import RuleError
 from .maps import pattern_file
 from .matching import compile_matcher
 from .samples import L4, REQ, RES, Context, compile_sample
 from .syntax import split_call, split_words
 
-Check = Callable[[object], bool]
 
 
 class UnknownAcl(RuleError):
@@ -121,11 +122,11 @@ def compile_acl(words: list, ctx: Context) -> Check:
                 if match(value):
                     return True
             return False
-        return test
+        return CallCheck(test)
 
     def test_one(msg):
         return match(one(msg))
-    return test_one
+    return CallCheck(test_one)
 
 
 # -- fused checks -----------------------------------------------------------------
@@ -142,30 +143,28 @@ def _fused(expr: str, method: str, patterns: list, icase: bool, match) -> Option
     if rest:
         return None  # converters: the generic path
     if name in ("src", "dst") and method == "ip" and not args:
-        return _fused_ip(name, match)
-    test = _bytes_test(method, patterns, icase)
-    if test is None:
+        nets = match.networks
+        return IpCheck(name == "src", nets[4], nets[6])
+    if method not in ("str", "beg", "end", "sub", "reg"):
         return None
+    encoded = tuple(p.encode().lower() if icase else p.encode() for p in patterns)
+    kind = {"beg": BEG, "end": END, "str": STR, "sub": SUB}.get(method, OTHER)
+    test = _bytes_test(method, encoded, icase, patterns)
     if name == "path" and not args:
-        return _fused_path(method, patterns, icase, test)
+        if icase or kind == SUB:
+            return PathCheck(OTHER, encoded, test)
+        return PathCheck(kind, encoded, test)
     if name in ("url", "method") and not args:
-        attr = "target" if name == "url" else "method"
-        return lambda msg: test(getattr(msg, attr))
+        return AttrCheck(name == "url", test)
     if name in ("hdr", "req.hdr") and len(args) == 1 and args[0]:
         key = b"\n" + args[0].lower().encode() + b":"
-
-        def header_test(msg):
-            for value in msg.headers.values_at(key):
-                if test(value):
-                    return True
-            return False
-        return header_test
+        # the values are lower-cased by the check itself with -i
+        return HeaderCheck(key, icase, kind, encoded, _bytes_test(method, encoded, False, patterns))
     return None
 
 
-def _bytes_test(method: str, patterns: list, icase: bool):
+def _bytes_test(method: str, encoded: tuple, icase: bool, patterns: list):
     """A match of a bytes value (never None) for string methods."""
-    encoded = tuple(p.encode().lower() if icase else p.encode() for p in patterns)
     if method == "str":
         table = frozenset(encoded)
         return (lambda v: v.lower() in table) if icase else (lambda v: v in table)
@@ -182,57 +181,7 @@ def _bytes_test(method: str, patterns: list, icase: bool):
                     return True
             return False
         return sub
-    if method == "reg":
-        match = compile_matcher("reg", patterns, icase)
-        return match
-    return None
-
-
-def _fused_path(method: str, patterns: list, icase: bool, test) -> Check:
-    encoded = tuple(p.encode().lower() if icase else p.encode() for p in patterns)
-    if method == "beg" and not icase:
-        def path_beg(msg):
-            path = msg._path
-            if path is None:
-                path = msg.path()
-            return path.startswith(encoded)
-        return path_beg
-    if method == "end" and not icase:
-        def path_end(msg):
-            path = msg._path
-            if path is None:
-                path = msg.path()
-            return path.endswith(encoded)
-        return path_end
-    if method == "str" and not icase:
-        table = frozenset(encoded)
-
-        def path_is(msg):
-            path = msg._path
-            if path is None:
-                path = msg.path()
-            return path in table
-        return path_is
-
-    def path_test(msg):
-        path = msg._path
-        if path is None:
-            path = msg.path()
-        return test(path)
-    return path_test
-
-
-def _fused_ip(name: str, match) -> Check:
-    nets = match.networks  # {4: ((net, mask), ...), 6: (...)}
-
-    def ip_test(msg):
-        conn = msg.conn
-        version, number = conn.src_ip() if name == "src" else conn.dst_ip()
-        for net, mask in nets.get(version, ()):
-            if number & mask == net:
-                return True
-        return False
-    return ip_test
+    return compile_matcher("reg", patterns, icase)
 
 
 class AclTable:
@@ -268,22 +217,13 @@ class AclTable:
                 checks = [self._compile(split_words(text), ctx.phase, ctx.where) for text in texts]
             except RuleError as exc:
                 raise RuleError(f"ACL '{name}': {exc}") from None
-            found = self._compiled[key] = checks[0] if len(checks) == 1 else _any_of(tuple(checks))
+            found = self._compiled[key] = checks[0] if len(checks) == 1 else AnyOf(checks)
         return found
 
     def _compile(self, words: list, phase: int, where: str) -> Check:
         ctx = Context(phase=phase, base_dir=self.ctx.base_dir, userlists=self.ctx.userlists,
                       files=self.ctx.files, where=where, section=self.ctx.section)
         return compile_acl(words, ctx)
-
-
-def _any_of(checks: tuple) -> Check:
-    def any_of(msg):
-        for check in checks:
-            if check(msg):
-                return True
-        return False
-    return any_of
 
 
 def compile_condition(text: str, acls: Optional[AclTable], ctx: Context, negate: bool = False) -> Check:
@@ -333,44 +273,17 @@ def compile_condition(text: str, acls: Optional[AclTable], ctx: Context, negate:
     if not groups[-1]:
         raise RuleError("'or' without a condition after it")
     check = _combine(groups)
-    return _not(check) if negate else check
-
-
-def _not(check: Check) -> Check:
-    return lambda msg: not check(msg)
+    return Not(check) if negate else check
 
 
 def _combine(groups: list) -> Check:
     if len(groups) == 1:
         return _all_of(groups[0])
-    alternatives = tuple(_all_of(group) for group in groups)
-
-    def any_group(msg):
-        for alternative in alternatives:
-            if alternative(msg):
-                return True
-        return False
-    return any_group
+    return AnyOf(_all_of(group) for group in groups)
 
 
 def _all_of(terms: list) -> Check:
     if len(terms) == 1:
         negated, check = terms[0]
-        return _not(check) if negated else check
-    if len(terms) == 2:
-        (neg_a, a), (neg_b, b) = terms
-        if not neg_a and not neg_b:
-            return lambda msg: a(msg) and b(msg)
-        if neg_a and not neg_b:
-            return lambda msg: not a(msg) and b(msg)
-        if not neg_a and neg_b:
-            return lambda msg: a(msg) and not b(msg)
-        return lambda msg: not a(msg) and not b(msg)
-    parts = tuple(terms)
-
-    def all_of(msg):
-        for negated, check in parts:
-            if check(msg) == negated:
-                return False
-        return True
-    return all_of
+        return Not(check) if negated else check
+    return AllOf(terms)

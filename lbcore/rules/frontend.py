@@ -15,10 +15,17 @@ from __future__ import annotations
 
 from typing import Mapping, Optional, Union
 
-from .actions import REJECT, run
+from .engine import REJECT, run
 from .answers import Answer
 from .message import Connection, Request, Response
 from .switching import choose_backend
+
+
+def _tracking():
+    # lbcore.tracking registers track_sc*/sc_* into the rules; imported
+    # where it is used, as it imports the rules package itself.
+    from .. import tracking
+    return tracking
 
 
 class FrontendRules:
@@ -66,9 +73,20 @@ class FrontendRules:
 
     # -- per request -----------------------------------------------------------
 
-    @staticmethod
-    def request(facts: Connection, method: bytes, target: bytes, version: bytes, block: bytes) -> Request:
+    def request(self, facts: Connection, method: bytes, target: bytes, version: bytes, block: bytes) -> Request:
+        if facts.stick is not None:
+            _tracking().request_started(facts)  # counted by the connection's track_sc
         return Request(facts, method, target, version, block)
+
+    def request_done(self, request: Request, status: int, bytes_in: int = 0, bytes_out: int = 0) -> None:
+        """The request ended (its answer written): its stick counters count
+        it, an error for a 4xx (lbcore's denials included)."""
+        if request.stick is not None or request.conn.stick is not None:
+            _tracking().request_done(request, status, False, bytes_in, bytes_out)
+
+    def connection_done(self, facts: Connection, bytes_in: int = 0, bytes_out: int = 0) -> None:
+        if facts.stick is not None:
+            _tracking().connection_done(facts, bytes_in, bytes_out)
 
     def http_request(self, request: Request) -> Optional[Answer]:
         """None to go on (the request may have been edited; its backend
@@ -92,8 +110,7 @@ class FrontendRules:
                 return result
         return None
 
-    @staticmethod
-    def use_backend(request: Request):
+    def use_backend(self, request: Request):
         """The backend http_request chose for `request` (None: the default)."""
         return request.backend
 
@@ -107,16 +124,16 @@ class FrontendRules:
         if not backend_rules and not frontend_rules:
             return head
         line_end = head.find(b"\r\n") + 2
-        try:
-            status = int(head[9:12])
-        except ValueError:
-            status = 0
+        status = int(head[9:12]) if head[9:12].isdigit() else 0
         response = Response(request, request.conn, status, head[line_end:])
-        for rules in (backend_rules, frontend_rules):
-            if rules:
-                result = run(rules, response)
-                if result is not None and result.__class__ is Answer:
-                    return result
+        if backend_rules:
+            result = run(backend_rules, response)
+            if result is not None and result.__class__ is Answer:
+                return result
+        if frontend_rules:
+            result = run(frontend_rules, response)
+            if result is not None and result.__class__ is Answer:
+                return result
         if response.changed:
             return head[:line_end] + response.headers.block
         return head

@@ -111,7 +111,8 @@ def _sub(entries):
 
 
 def _dom(entries):
-    pairs = tuple((key, value) for _, key, value in entries)
+    strip = bytes(_DOM_DELIMS)
+    pairs = tuple((key.strip(strip), value) for _, key, value in entries)
 
     def lookup(text):
         size = len(text)

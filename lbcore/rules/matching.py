@@ -128,7 +128,9 @@ def _sub_matcher(patterns, icase):
 
 def _delimited_matcher(delims):
     def build(patterns, icase):
-        needles = tuple(patterns)
+        # As HAProxy: delimiters at the ends of a pattern are ignored.
+        strip = bytes(delims)
+        needles = tuple(p.strip(strip) for p in patterns)
 
         def match(v):
             if v is None:

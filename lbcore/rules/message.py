@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Optional
 
+from .matching import parse_ip
+
 OWS = b" \t"
 
 
@@ -19,7 +21,7 @@ class Connection:
     rule may read them). `sni` is the TLS server name the client sent."""
 
     __slots__ = ("src", "src_port", "dst", "dst_port", "ssl", "sni", "_src_text", "_dst_text",
-                 "_src_ip", "_dst_ip", "stick")
+                 "_src_ip", "_dst_ip", "_dst_port_text", "stick")
 
     def __init__(self, src: str = "", src_port: int = 0, dst: str = "", dst_port: int = 0,
                  ssl: bool = False, sni: Optional[str] = None) -> None:
@@ -33,13 +35,8 @@ class Connection:
         self._dst_text = None
         self._src_ip = None  # (version, int), parsed on first use for the connection's life
         self._dst_ip = None
+        self._dst_port_text = None
         self.stick = None  # stick counters tracked by tcp_request rules (lbcore/tracking.py)
-
-    @property
-    def conn(self) -> "Connection":
-        """tcp_request rules read the facts through `msg.conn`, as later
-        rules do through the request's."""
-        return self
 
     @property
     def conn(self) -> "Connection":
@@ -57,15 +54,18 @@ class Connection:
             self._dst_text = self.dst.encode()
         return self._dst_text
 
+    def dst_port_bytes(self) -> bytes:
+        if self._dst_port_text is None:
+            self._dst_port_text = str(self.dst_port).encode()
+        return self._dst_port_text
+
     def src_ip(self):
         if self._src_ip is None:
-            from .matching import parse_ip
             self._src_ip = parse_ip(self.src) or (0, 0)
         return self._src_ip
 
     def dst_ip(self):
         if self._dst_ip is None:
-            from .matching import parse_ip
             self._dst_ip = parse_ip(self.dst) or (0, 0)
         return self._dst_ip
 

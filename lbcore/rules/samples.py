@@ -421,7 +421,8 @@ def compile_format(text: str, ctx: Context) -> Format:
             if literal:
                 parts.append("".join(literal).encode())
                 literal = []
-            parts.append(compile_sample(text[i + 2:end], ctx).one)
+            expr = text[i + 2:end].strip()
+            parts.append(_TEXT_OF.get(expr) or compile_sample(expr, ctx).one)
             i = end + 1
             continue
         literal.append(c)
@@ -433,6 +434,15 @@ def compile_format(text: str, ctx: Context) -> Format:
         constant = b"".join(parts)
         return Format(text, constant, (), _renderer(constant, ()), clean)
     return Format(text, None, tuple(parts), _renderer(None, tuple(parts)), clean)
+
+
+# Connection facts copied into headers on every request: their text is
+# made once per connection (Connection caches it).
+_TEXT_OF = {
+    "src": lambda m: m.conn.src_bytes(),
+    "dst": lambda m: m.conn.dst_bytes(),
+    "dst_port": lambda m: m.conn.dst_port_bytes(),
+}
 
 
 def _closing_bracket(text: str, start: int) -> int:

@@ -59,6 +59,8 @@ def log_refusal(backend: str, server: str, status: int, message: str, who: Any) 
 class AdminHandler(Protocol):
     def apply(self, backend: str, server: str, state: Optional[str], weight: Any) -> dict: ...
 
+    def shutdown_sessions(self, backend: str, server: str) -> Any: ...
+
 
 def parse_body(body: bytes) -> tuple[Optional[str], Any]:
     """(state, weight) from a request body; values are checked by validate()."""

@@ -93,8 +93,20 @@ def frontend_fields(name: str, fe: dict[str, Any], iid: int) -> dict[str, Any]:
         "dcon": 0, "dses": 0,
     }
     fields.update(dict.fromkeys(_ABSENT_FEATURES, 0))
+    _rates(fe, fields, last=False)
     _http(fe, fields)
     return fields
+
+
+def _rates(row: dict[str, Any], fields: dict[str, Any], last: bool = True) -> None:
+    """Session rate and last-session age, when the endpoint measured them
+    (stats.rates); left empty otherwise rather than made up."""
+    if "session_rate" in row:
+        fields["rate"] = row["session_rate"]
+        fields["rate_max"] = row["session_rate_max"]
+        if last and "last_session_s" in row:
+            age = row["last_session_s"]
+            fields["lastsess"] = -1 if age is None else int(age)
 
 
 def _timers(row: dict[str, Any], fields: dict[str, Any]) -> None:
@@ -124,6 +136,7 @@ def server_fields(name: str, be: dict[str, Any], srv: dict[str, Any], iid: int, 
         "wrew": 0,
     }
     _timers(srv, fields)
+    _rates(srv, fields)
     if srv.get("checked"):
         status = srv.get("check_status") or "INI"
         rise, fall = srv.get("check_rise") or 1, srv.get("check_fall") or 1
@@ -168,6 +181,7 @@ def backend_fields(name: str, be: dict[str, Any], iid: int) -> dict[str, Any]:
     }
     fields.update(dict.fromkeys(_ABSENT_FEATURES, 0))
     _timers(be, fields)
+    _rates(be, fields)
     _http(be, fields)
     return fields
 

@@ -28,7 +28,7 @@ import logging
 import re
 import socket
 from typing import Any, Callable, Optional, Union
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import h11
 
@@ -38,6 +38,8 @@ from .csvview import render_csv
 from .htmlpage import render_html
 from .jsonview import render_json
 from .prometheus import CONTENT_TYPE as METRICS_CONTENT_TYPE, parse_scopes, render_metrics
+from ..listeners import inherited
+from .rates import RateMeter
 
 log = logging.getLogger("lbcore.stats")
 
@@ -82,11 +84,35 @@ def _head_too_large(buffered: bytes) -> bool:
     return b"\r\n\r\n" not in head and b"\n\n" not in head
 
 
+# The page's admin form actions -> the admin state they set (None: not a state).
+PAGE_ACTIONS = {"ready": "ready", "drain": "drain", "maint": "maint", "weight": None, "shutdown": None}
+
+
+def _redirect(status: str) -> Response:
+    return 303, [("Location", f"/;st={status}"), ("Content-Type", "text/plain; charset=utf-8")], b""
+
+
+def _same_origin(request: h11.Request) -> bool:
+    """True unless the browser says the form came from another site."""
+    headers = {k: v.decode("latin-1") for k, v in request.headers}
+    host = headers.get(b"host", "")
+    for name in (b"origin", b"referer"):
+        value = headers.get(name)
+        if value and value != "null":
+            return urlsplit(value).netloc == host
+    return True
+
+
 class _BodyTooLarge(Exception):
     pass
 
 
 def _listening_socket(address: Address) -> socket.socket:
+    handed = inherited.take(address)  # from the lbcore this one replaces (-sf)
+    if handed:
+        for extra in handed[1:]:
+            extra.close()
+        return handed[0]
     host = address.host or "0.0.0.0"
     try:
         family, kind, proto, _, sockaddr = socket.getaddrinfo(
@@ -111,6 +137,7 @@ class StatsEndpoint:
         self.spec = spec  # replaced on reload: auth, admin and refresh apply to the next request
         self.get_snapshot = get_snapshot
         self.admin = admin
+        self.rates = RateMeter()
         self._server: Optional[asyncio.base_events.Server] = None
         self._writers: set[asyncio.StreamWriter] = set()
 
@@ -137,6 +164,11 @@ class StatsEndpoint:
     @property
     def port(self) -> int:
         return self._server.sockets[0].getsockname()[1]
+
+    def listening_fds(self) -> list[int]:
+        """For an -sf takeover (lbcore.takeover): the new process serves on
+        the same socket, so a scraper never sees the port refused."""
+        return [sock.fileno() for sock in self._server.sockets] if self._server is not None else []
 
     def close(self) -> None:
         """Stop listening and drop open connections (a stats client retries)."""
@@ -291,8 +323,12 @@ class StatsEndpoint:
         view = self._view(path, query)
         if view is None:
             return _text(404, f"no such page: {path}")
+        if view == "html" and method == "POST":
+            return await self._page_action(request, body, peer)
         if method not in READ_METHODS:
             return _text(405, f"{method} not allowed here; use GET", [("Allow", ", ".join(READ_METHODS))])
+        if view == "html":
+            return await self._page(path, query)
         return await self._render(view, query)
 
     @staticmethod
@@ -306,7 +342,7 @@ class StatsEndpoint:
         base, _, options = path.partition(";")
         if base in CSV_ALIAS_BASES and ("csv" in options.split(";") or "csv" in query.split(";")):
             return "csv"
-        if path == "/":
+        if base == "/":  # HAProxy's page switches: /;up;norefresh, /;st=DONE
             return "html"
         return None
 
@@ -316,14 +352,65 @@ class StatsEndpoint:
                 scopes = parse_scopes(query)
             except ValueError as exc:
                 return _text(400, str(exc))
-        snapshot = await _resolve(self.get_snapshot())
-        if view == "html":
-            return 200, [("Content-Type", "text/html; charset=utf-8")], render_html(snapshot, self.spec.refresh)
+        snapshot = await self._snapshot()
         if view == "json":
             return 200, [("Content-Type", "application/json")], render_json(snapshot)
         if view == "csv":
             return 200, [("Content-Type", "text/plain; charset=utf-8")], render_csv(snapshot)
         return 200, [("Content-Type", METRICS_CONTENT_TYPE)], render_metrics(snapshot, scopes)
+
+    async def _snapshot(self) -> dict:
+        return self.rates.annotate(await _resolve(self.get_snapshot()))
+
+    async def _page(self, path: str, query: str) -> Response:
+        options = [o for o in path.split(";")[1:] + query.split(";") if o]
+        status = next((o[3:] for o in options if o.startswith("st=")), None)
+        page = render_html(await self._snapshot(), self.spec.refresh, admin=self.spec.admin,
+                           options=options, status=status)
+        return 200, [("Content-Type", "text/html; charset=utf-8")], page
+
+    async def _page_action(self, request: h11.Request, body: bytes, peer: Any) -> Response:
+        """The page's admin form (HAProxy's): `b=BACKEND&action=...&s=SRV...`,
+        answered with a redirect to the page with the outcome (`;st=`)."""
+        who = peer[0] if isinstance(peer, tuple) else peer
+        if not self.spec.admin:
+            return _redirect("DENY")
+        if not _same_origin(request):
+            # A form posted from another site with the browser's saved
+            # credentials must not drain servers.
+            log.warning("stats admin: page action from another origin refused, from %s", who)
+            return _text(403, "cross-site admin action refused")
+        form = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+        backend = (form.get("b") or [""])[0]
+        action = (form.get("action") or [""])[0]
+        servers = form.get("s") or []
+        if action not in PAGE_ACTIONS or not backend:
+            return _redirect("ERRP")
+        if not servers:
+            return _redirect("NONE")
+        state, weight = PAGE_ACTIONS[action], None
+        if action == "weight":
+            text = (form.get("weight") or [""])[0].strip()
+            if not text.isdigit():
+                return _redirect("ERRP")
+            weight = int(text)
+        done = 0
+        for server in servers:
+            try:
+                if action == "shutdown":
+                    await _resolve(self.admin.shutdown_sessions(backend, server))
+                    change: dict = {"sessions": "shut down"}
+                else:
+                    await _resolve(self.admin.apply(backend, server, state, weight))
+                    change = {k: v for k, v in (("state", state), ("weight", weight)) if v is not None}
+            except AdminError as exc:
+                log_refusal(backend, server, exc.status, exc.message, f"{who} (stats page)")
+                if exc.status == 400:
+                    return _redirect("ERRP")
+                continue
+            log_change(backend, server, change, f"{who} (stats page)")
+            done += 1
+        return _redirect("DONE" if done == len(servers) else "PART" if done else "ERRP")
 
     async def _admin(self, backend: str, server: str, body: bytes, peer: Any) -> Response:
         who = peer[0] if isinstance(peer, tuple) else peer

@@ -22,7 +22,7 @@ from ..model import STATUS_CLASSES
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-SCOPES = ("global", "frontend", "backend", "server")
+SCOPES = ("global", "frontend", "backend", "server", "sticktable")
 
 FRONTEND_STATES = ("DOWN", "UP")
 BACKEND_STATES = ("DOWN", "UP")
@@ -257,11 +257,25 @@ def _server_families(snapshot: dict) -> Iterator[Metric]:
     ), objects, labels)
 
 
+def _sticktable_families(snapshot: dict) -> Iterator[Metric]:
+    tables = snapshot.get("stick_tables", {})
+    size = GaugeMetricFamily("haproxy_sticktable_size", "Stick table size.", labels=["name", "type"])
+    used = GaugeMetricFamily("haproxy_sticktable_used", "Number of entries used in this stick table.",
+                             labels=["name", "type"])
+    for name, row in tables.items():
+        size.add_metric([name, row["type"]], float(row["size"]))
+        used.add_metric([name, row["type"]], float(row["used"]))
+    if tables:
+        yield size
+        yield used
+
+
 _SCOPE_FAMILIES = {
     "global": _global_families,
     "frontend": _frontend_families,
     "backend": _backend_families,
     "server": _server_families,
+    "sticktable": _sticktable_families,
 }
 
 

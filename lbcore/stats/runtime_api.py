@@ -641,3 +641,7 @@ def _abort_ssl_cert(call: Call) -> str:
     if not call.args:
         raise CommandError("'abort ssl cert' expects a filename")
     return _store(call).abort(call.args[0])
+
+
+# Commands of other features, registered on import.
+from . import table_commands  # noqa: E402,F401

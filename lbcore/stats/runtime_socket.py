@@ -21,8 +21,10 @@ import stat
 from typing import Optional
 
 from ..config import SocketSpec
+from ..listeners import inherited
 from .cli_parser import LineReader
 from .runtime_api import Service, Session, empty_line_answer, execute
+from .. import takeover
 
 log = logging.getLogger("lbcore.stats")
 
@@ -36,18 +38,11 @@ def _unix_socket(spec: SocketSpec) -> socket.socket:
         mode = os.lstat(path).st_mode
     except FileNotFoundError:
         mode = None
-    if mode is not None:
-        if not stat.S_ISSOCK(mode):
-            raise OSError(errno.EEXIST, f"stats.socket {path}: exists and is not a socket")
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(path)
-        except OSError:
-            os.unlink(path)  # a stale socket left by a process that is gone
-        else:
-            raise OSError(errno.EADDRINUSE, f"stats.socket {path}: another process is serving it")
-        finally:
-            probe.close()
+    if mode is not None and not stat.S_ISSOCK(mode):
+        raise OSError(errno.EEXIST, f"stats.socket {path}: exists and is not a socket")
+    # An existing socket is replaced by the rename below, as HAProxy does: a
+    # process taking over from another (-sf) serves the path at once, the
+    # old one keeps answering the connections it already has.
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         # Bind under a temporary name and rename, so the socket never
@@ -67,6 +62,10 @@ def _unix_socket(spec: SocketSpec) -> socket.socket:
         sock.setblocking(False)
     except (OSError, KeyError) as exc:
         sock.close()
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
         detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise OSError(getattr(exc, "errno", None) or errno.EINVAL, f"stats.socket {path}: {detail}") from None
     return sock
@@ -74,6 +73,11 @@ def _unix_socket(spec: SocketSpec) -> socket.socket:
 
 def _tcp_socket(spec: SocketSpec) -> socket.socket:
     address = spec.address
+    handed = inherited.take(address)  # from the lbcore this one replaces (-sf)
+    if handed:
+        for extra in handed[1:]:
+            extra.close()
+        return handed[0]
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -105,6 +109,9 @@ class RuntimeSocket:
             sock = _tcp_socket(self.spec)
             self._server = await asyncio.start_server(self._serve, sock=sock)
         log.info("runtime API listening on %s (level %s)", self.address, self.spec.level)
+
+    def listening_fds(self) -> list[int]:
+        return [sock.fileno() for sock in self._server.sockets] if self._server is not None else []
 
     @property
     def address(self) -> str:

@@ -41,6 +41,17 @@ class StatsServers:
                     self.endpoint.close()
                 raise
 
+    def handover(self) -> list[tuple[str, str, list[int]]]:
+        """What an -sf takeover hands on besides the frontends' sockets."""
+        given = []
+        if self.endpoint is not None:
+            given.append(("stats", str(self.spec.bind), self.endpoint.listening_fds()))
+        if self.socket is not None and self.socket.spec.address is not None:
+            # A TCP runtime socket is handed on like the stats port; a unix
+            # one is replaced by the new process's rename.
+            given.append(("stats", str(self.socket.spec), self.socket.listening_fds()))
+        return given
+
     @property
     def port(self) -> int:
         return self.endpoint.port

@@ -146,9 +146,12 @@ def snapshot(runtime: Runtime) -> dict[str, Any]:
             "processes": 1,
             "uptime_s": now - runtime.started,
             "start_time": time.time() - (now - runtime.started),
+            "maxconn": runtime.config.global_.maxconn,
         },
         "frontends": {name: frontend_row(f) for name, f in runtime.frontends.items()},
         "backends": {name: backend_row(b, now) for name, b in runtime.backends.items()},
+        "stick_tables": {name: {"type": t.type, "size": t.size, "used": t.used}
+                         for name, t in getattr(runtime, "stick_tables", {}).items()},
     }
 
 
@@ -203,7 +206,14 @@ def merge(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
     process = dict(first["process"])
     process["processes"] = sum(s["process"].get("processes", 1) for s in snapshots)
     process["pids"] = [s["process"].get("pid") for s in snapshots]
-    return {"process": process, "frontends": frontends, "backends": backends}
+    # Each worker keeps its own entries (peers keep them in step): the
+    # fullest worker's count is the table's use.
+    tables: dict[str, dict] = {}
+    for s in snapshots:
+        for name, row in s.get("stick_tables", {}).items():
+            if name not in tables or row["used"] > tables[name]["used"]:
+                tables[name] = dict(row)
+    return {"process": process, "frontends": frontends, "backends": backends, "stick_tables": tables}
 
 
 # -- counts of worker processes that died --------------------------------------

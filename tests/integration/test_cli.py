@@ -283,3 +283,22 @@ def test_signals_stop_cleanly_with_status_0(sig):
 def test_console_script_is_declared():
     text = (ROOT / "pyproject.toml").read_text()
     assert re.search(r'^\[project\.scripts\]\s*\nlbcore\s*=\s*"lbcore\.cli:main"', text, re.M), text
+
+
+def test_check_refuses_a_server_host_that_does_not_resolve():
+    """haproxy -c refuses it; lbcore used to accept it and only mark the server DOWN at run time."""
+    config = valid_config(free_port()) + '      - {name: ghost, address: "nosuchhost.invalid:80"}\n'
+    out = run_cli("-c", write(config), "--check")
+    assert out.returncode == 2
+    assert "servers[1].address: cannot resolve host 'nosuchhost.invalid' of server ghost" in out.stderr
+
+
+def test_a_haproxy_cfg_given_to_c_is_named_as_such():
+    path = os.path.join(tempfile.mkdtemp(), "haproxy.cfg")
+    with open(path, "w") as f:
+        f.write("# kolla\nglobal\n    maxconn 100\n    stats socket ipv4@127.0.0.1:9999 level admin\n"
+                "defaults\n    mode http\nfrontend fe\n    bind :80\n")
+    out = run_cli("-c", path, "--check")
+    assert out.returncode == 2
+    assert f"{path}:2: this looks like HAProxy configuration syntax" in out.stderr
+    assert f"lbcore -f {path}" in out.stderr

@@ -71,3 +71,19 @@ def test_monitor_uri_says_503_while_stopping(start_lbcore):
         c.send(b"\r\n")
         resp = c.read_response()
     assert resp.status == 503
+
+
+def test_monitor_uri_requests_are_not_logged(backends3, start_lbcore):
+    """HAProxy does not log monitor requests: a probe every second from the
+    layer above would bury the traffic in the access log."""
+    lb, port = start(start_lbcore, [b.address for b in backends3])
+    with RawClient(port) as c:
+        for path in ("/healthz", "/healthz?probe=1", "/app"):
+            c.request("GET", path)
+            assert c.read_response().status == 200
+    deadline = time.monotonic() + 5
+    while "GET /app" not in lb.logs() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    logs = lb.logs()
+    assert "GET /app HTTP/1.1" in logs
+    assert "/healthz" not in logs and "<NOSRV>" not in logs

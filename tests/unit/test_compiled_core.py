@@ -1,5 +1,5 @@
-"""The http proxy core (balance, batch, model, timers, upstream and
-proxy.http) is compiled by setup.py from its own .py sources;
+"""The http proxy core (balance, batch, model, timers, upstream,
+proxy.http and what rules run per request) is compiled by setup.py from its own .py sources;
 LBCORE_NO_EXT=1 runs those sources."""
 
 import os
@@ -9,8 +9,9 @@ import sys
 import lbcore_ext
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CORE = ["lbcore.balance", "lbcore.batch", "lbcore.model", "lbcore.proxy.http", "lbcore.timers", "lbcore.upstream"]
-PROBE = ("import lbcore, lbcore.proxy.http as h, lbcore_ext; "
+CORE = ["lbcore.balance", "lbcore.batch", "lbcore.model", "lbcore.proxy.http", "lbcore.rules.checks",
+        "lbcore.rules.engine", "lbcore.rules.frontend", "lbcore.rules.message", "lbcore.timers", "lbcore.upstream"]
+PROBE = ("import lbcore, lbcore.proxy.http as h, lbcore.rules.frontend, lbcore_ext; "
          "print(lbcore_ext.IMPLEMENTATION, h.__file__.rsplit('.', 1)[-1], *lbcore.compiled_modules())")
 
 
@@ -41,5 +42,6 @@ def test_default_runs_the_core_compiled_whenever_the_extension_was_built():
 def test_the_running_suite_uses_the_selected_build():
     import lbcore
     import lbcore.proxy.http  # noqa: F401
+    import lbcore.rules.frontend  # noqa: F401
     expected = CORE if lbcore_ext.IMPLEMENTATION == "cython" else []
     assert lbcore.compiled_modules() == expected

@@ -392,7 +392,10 @@ class TestTLS:
         ("{}", "frontends.web.tls.cert: required key is missing"),
         ("{cert: /etc/hostname, alpn: []}", "frontends.web.tls.alpn: at least one protocol"),
         ("{cert: /etc/hostname, alpn: [[h2]]}", "frontends.web.tls.alpn: expected protocol names"),
-        ("{cert: /etc/hostname, ciphers: x}", "frontends.web.tls.ciphers: unknown key 'ciphers'"),
+        ("{cert: /etc/hostname, ciphers: x}", "frontends.web.tls.ciphers: no cipher in 'x' is known to OpenSSL"),
+        ("{cert: /etc/hostname, ciphersuites: x}", "frontends.web.tls.ciphersuites: invalid TLS 1.3 ciphersuites 'x'"),
+        ("{cert: /etc/hostname, min_version: TLSv1.1}", "frontends.web.tls.min_version: invalid value 'TLSv1.1'"),
+        ("{cert: /etc/hostname, sni: x}", "frontends.web.tls.sni: unknown key 'sni'"),
         ("yes", "frontends.web.tls: expected a mapping, got boolean true"),
     ])
     def test_bad_tls(self, tls, fragment):

@@ -47,8 +47,10 @@ defaults
     ("acl a path_reg '^/x#y$'", ["acl", "a", "path_reg", "^/x#y$"]),
     ("http-request set-header X '${NOPE}'", ["http-request", "set-header", "X", "${NOPE}"]),
     ('bind "${ADDR}:${PORT}"', ["bind", "10.0.0.1:80"]),
-    ("bind ${ADDR}:${MISSING-8080}", ["bind", "10.0.0.1:8080"]),
-    ("server s ${MISSING}x", ["server", "s", "x"]),
+    ('bind "${ADDR}:${MISSING-8080}"', ["bind", "10.0.0.1:8080"]),
+    ('server s "${MISSING}x"', ["server", "s", "x"]),
+    # unquoted, HAProxy 2.6 leaves it (its address parser expands it later)
+    ("crt ${ADDR}", ["crt", "${ADDR}"]),
     ('x "" y', ["x", "", "y"]),
     (r"x a\#b \x41", ["x", "a#b", "A"]),
     (r"acl dot path_reg ^/a\.b", ["acl", "dot", "path_reg", r"^/a\.b"]),
@@ -58,7 +60,7 @@ def test_split_words(line, words):
     assert split_words(line, {"ADDR": "10.0.0.1", "PORT": "80"}) == words
 
 
-@pytest.mark.parametrize("line", ['x "open', "x 'open", "x ${OPEN", "x \\", r"x \xZZ"])
+@pytest.mark.parametrize("line", ['x "open', "x 'open", 'x "${OPEN"', "x \\", r"x \xZZ"])
 def test_split_words_refuses_broken_lines(line):
     with pytest.raises(LexError):
         split_words(line, {})
@@ -100,6 +102,18 @@ frontend f
 """).config
     assert config.backends["web"].mode == "http" and config.backends["web"].retries == 5
     assert config.backends["db"].mode == "tcp" and config.backends["db"].retries == 3
+
+
+def test_addresses_expand_environment_variables_unquoted(tmp_path):
+    config = load(tmp_path, BASE + """
+frontend f
+    bind ${VIP}:${PORT}
+    default_backend b
+backend b
+    server s ${SERVER}
+""", env={"VIP": "127.0.0.5", "PORT": "8080", "SERVER": "127.0.0.6:80"}).config
+    assert str(config.frontends["f"].binds[0]) == "127.0.0.5:8080"
+    assert str(config.backends["b"].servers[0].address) == "127.0.0.6:80"
 
 
 def test_files_and_directories_load_in_order(tmp_path):
@@ -163,7 +177,39 @@ backend b
     server s 127.0.0.1:1
 """).config
     assert config.stats.auth == ("admin", "secret") and config.stats.admin and config.stats.refresh == 15
-    assert config.frontends["f"].forwarded_for
+    assert config.frontends["f"].forwarded_for and config.frontends["f"].forwarded_for_except == ()
+    fe = load(tmp_path, BASE + """
+frontend f
+    bind 127.0.0.1:9000
+    option forwardfor except 127.0.0.0/8
+    default_backend b
+backend b
+    server s 127.0.0.1:1
+""").config.frontends["f"]
+    assert fe.forwarded_for and fe.forwarded_for_except == ("127.0.0.0/8",)
+
+
+def test_rules_map_onto_lb_yaml_rules(tmp_path):
+    config = load(tmp_path, BASE + """
+userlist admins
+    user ops insecure-password pw
+frontend f
+    bind 127.0.0.1:9000
+    acl internal src 10.0.0.0/8
+    http-request deny if { path -i -m beg /server-status }
+    http-request set-header X-Forwarded-Proto https if { ssl_fc }
+    redirect scheme https code 301 if !{ ssl_fc } !internal
+    http-response deny if { status 500 }
+    use_backend b if internal
+    default_backend b
+backend b
+    acl auth_ok http_auth(admins)
+    http-request auth realm basicauth unless auth_ok
+    server s 127.0.0.1:1
+""").config
+    fe = config.frontends["f"]
+    assert fe.backend == "b" and len(fe.http_request) == 3 and len(fe.http_response) == 1
+    assert len(config.backends["b"].http_request) == 1
 
 
 def test_frontend_without_backend_answers_503(tmp_path):

@@ -41,6 +41,32 @@ def test_backups_serve_only_while_no_primary_is_up():
     assert names(pool) == {"a"}
 
 
+def test_only_the_first_usable_backup_serves_unless_all_backups():
+    backups = """      - {name: a, address: "127.0.0.1:1"}
+      - {name: k1, address: "127.0.0.1:2", backup: true}
+      - {name: k2, address: "127.0.0.1:3", backup: true}
+"""
+    pool = runtime(backups, health="tcp").backends["pool"]
+    pool.by_name["a"].set_health(False, "L4CON")
+    assert names(pool) == {"k1"}  # HAProxy: the first usable backup takes everything
+    pool.by_name["k1"].set_health(False, "L4CON")
+    assert names(pool) == {"k2"}
+    rt = Runtime.build(loads(f"""
+frontends:
+  web: {{bind: "127.0.0.1:8080", mode: http, backend: pool}}
+backends:
+  pool:
+    mode: http
+    health: {{type: tcp}}
+    all_backups: true
+    servers:
+{backups}
+"""))
+    pool = rt.backends["pool"]
+    pool.by_name["a"].set_health(False, "L4CON")
+    assert names(pool) == {"k1", "k2"}
+
+
 def test_weight_zero_drain_and_maint_take_nothing_new():
     rt = runtime(SERVERS)
     pool = rt.backends["pool"]

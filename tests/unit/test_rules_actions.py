@@ -251,3 +251,21 @@ def test_userlists_with_crypt_hashes_and_plain_passwords():
         b"content-type: text/html\r\nwww-authenticate: Basic realm=\"Ops\"\r\n\r\n"
         b"<html><body><h1>401 Unauthorized</h1>\nYou need a valid user and password to access this content.\n"
         b"</body></html>\n")
+
+
+def test_no_action_value_crashes_the_parser():
+    """Any YAML value under any action key: a RuleError or a working action."""
+    import itertools
+    values = [None, True, False, 0, 403, 418, -1, "", "x", "%[", "%[path]", "scheme", "location /x code",
+              [], ["X"], ["X", 1], ["X A", "v"], ["X", "(", "y"], ["X", "a", "b", "c"], {}, {"status": "x"},
+              {"status": 200, "body": 5}, {"realm": 1}, {"scheme": "https", "code": 301}, 1.5]
+    msg = request(b"/a?b=1")
+    for list_name in ("http_request", "http_response", "tcp_request"):
+        for action, value in itertools.product(list(rules.LISTS[list_name][0]), values):
+            try:
+                act = compile_action(list_name, action, value, ctx(list_name))
+            except RuleError as exc:
+                assert str(exc)
+                continue
+            target = msg if list_name != "http_response" else Response(msg, msg.conn, 200, b"X: 1\r\n")
+            act(target)

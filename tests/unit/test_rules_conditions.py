@@ -206,3 +206,24 @@ def test_tcp_request_sees_only_connection_fetches():
         compile_condition("api", AclTable({"api": "path_beg /a"}, c), c)
     l4 = compile_condition("{ src 10.0.0.0/8 }", AclTable({}, c), c)
     assert l4(rules.message.Request(Connection("10.0.0.9"), b"", b"", b"", b""))
+
+
+def test_no_expression_crashes_the_parser():
+    """Every bad expression is a RuleError with a message, never another
+    exception (a config typo must not take lbcore down with a traceback)."""
+    import random
+    words = ["{", "}", "!", "or", "||", "path", "path_beg", "hdr(host)", "hdr(", "hdr()", "-i", "-m", "beg",
+             "reg", "int", "ip", "found", "-f", "--", "/a", "(", ")", "[", "'", '"', "\\", "gt", "10", "x:y",
+             "10.0.0.0/33", "map_str(", "path,lower", "path,map_dom()", ",", "%[", "src", "url_param(a,b,c)",
+             "status", "TRUE", "api", "!api", "!{", "{path", "-m", "dom", "len", "eq", ":", "::1", "a{2}"]
+    rng = random.Random(9)
+    c = ctx()
+    table = AclTable({"api": "path_beg /api"}, c)
+    for _ in range(3000):
+        text = " ".join(rng.choice(words) for _ in range(rng.randint(0, 7)))
+        try:
+            check_ = compile_condition(text, table, c)
+        except RuleError as exc:
+            assert str(exc)
+            continue
+        check_(request(b"/api?x=1", b"Host: a\r\nX: 1, 2\r\n"))

@@ -123,3 +123,38 @@ def test_server_class_for_backup_states():
     assert server_class({"status": "UP", "backup": True, "checked": True}) == "backup_up"
     assert server_class({"status": "DOWN", "backup": True, "checked": True}) == "backup_down"
     assert server_class({"status": "NOLB", "backup": False}) == "active_nolb"
+
+
+def test_admin_controls_only_with_admin():
+    runtime = make_runtime()
+    plain = render_html(snapshot(runtime)).decode()
+    assert "<form" not in plain and 'type="checkbox"' not in plain
+    page = render_html(snapshot(runtime), admin=True)
+    text = page.decode()
+    assert text.count('<form class="admin"') == 2
+    for action in ("ready", "drain", "maint", "weight", "shutdown"):
+        assert f'<option value="{action}">' in text
+    assert 'name="s" value="ks1" form="admin-keystone"' in text
+    assert parse(page).rows["ks1"][1][0] == "ks1"  # the checkbox sits in the name cell
+
+
+def test_hide_down_and_norefresh_switches():
+    runtime = make_runtime()
+    runtime.backends["galera"].by_name["db1"].set_health(False)
+    runtime.backends["keystone"].by_name["ks3"].set_admin(MAINT)
+    page = render_html(snapshot(runtime), refresh=5, options=["up", "norefresh"])
+    parsed = parse(page)
+    assert "db1" not in parsed.rows and "ks3" not in parsed.rows and "ks1" in parsed.rows
+    assert parsed.meta_refresh is None
+    text = page.decode()
+    assert 'href="/;norefresh">Show all servers' in text and 'href="/;up">Enable refresh' in text
+    assert 'href="/;up;norefresh">Refresh now' in text
+
+
+def test_process_block_and_new_columns():
+    runtime = make_runtime()
+    add_traffic(runtime)
+    text = render_html(snapshot(runtime), status="DONE").decode()
+    assert 'id="process"' in text and "Action processed successfully." in text
+    for column in ("Session rate", "LbTot", "Last", "Denied", "Warnings", "retr", "redis", "Downtime"):
+        assert f">{column}<" in text

@@ -188,7 +188,7 @@ def test_scope_filter_like_haproxy():
     snap = snapshot(make_runtime())
     only_servers = families(render_metrics(snap, parse_scopes("scope=server")).decode())
     assert only_servers and all(n.startswith(("haproxy_server_", "lbcore_server_")) for n in only_servers)
-    assert parse_scopes("") == ("global", "frontend", "backend", "server")
+    assert parse_scopes("") == ("global", "frontend", "backend", "server", "sticktable")
     assert parse_scopes("scope=frontend&scope=backend") == ("frontend", "backend")
     assert parse_scopes("scope=*&scope=") == ()
     assert render_metrics(snap, ()) == b""

@@ -45,13 +45,13 @@ def test_everything_parses_into_specs():
     c = load(GOOD)
     be = c.backends["be"]
     assert be.stick_table == config.StickTableSpec(
-        name="be", type="ip", size=1_000_000, expire=1800.0, peers="lbnodes",
+        name="be", type="ip", size=1 << 20, expire=1800.0, peers="lbnodes",
         store=(("conn_cur", None), ("http_req_rate", 60_000)))
     assert be.stick_on == (config.StickOnSpec(sample="src", table="be"),)
     assert be.cookie.name == "SERVERID" and be.cookie.indirect and be.cookie.nocache
     assert [s.cookie for s in be.servers] == ["one", None]
     fe = c.frontends["fe"].stick_table
-    assert (fe.name, fe.type, fe.size, fe.expire) == ("fe", "ipv6", 100_000, None)
+    assert (fe.name, fe.type, fe.size, fe.expire) == ("fe", "ipv6", 102_400, None)
     assert set(c.stick_tables()) == {"fe", "be"}
     assert c.peers["lbnodes"].local == "lb1"
     assert [n for n, _ in c.peers["lbnodes"].nodes] == ["lb1", "lb2"]

@@ -1,0 +1,40 @@
+# Cython declarations for engine.py, compiled from the same source by
+# setup.py: the rule loop and the header actions as C calls.
+cimport cython
+from lbcore.rules.checks cimport Check
+from lbcore.rules.message cimport Headers
+
+
+cdef class Action:
+    cpdef object apply(self, object msg)
+
+
+cdef class CallAction(Action):
+    cdef public object fn
+
+
+cdef class Constant(Action):
+    cdef public object result
+
+
+cdef class SetHeader(Action):
+    cdef public bytes name, key
+    cdef public object render
+    cdef public bint replace
+
+    @cython.locals(headers=Headers)
+    cpdef object apply(self, object msg)
+
+
+cdef class DelHeader(Action):
+    cdef public bytes key
+
+    @cython.locals(headers=Headers)
+    cpdef object apply(self, object msg)
+
+
+@cython.locals(when=Check, action=Action)
+cpdef object run(tuple rules, object msg)
+
+@cython.locals(when=Check)
+cpdef object choose_backend(tuple rules, object msg)

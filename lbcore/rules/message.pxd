@@ -1,0 +1,47 @@
+# Cython declarations for message.py, compiled from the same source by
+# setup.py: what rules read per request becomes C fields and C calls.
+
+cdef class Connection:
+    cdef public object src, dst, sni
+    cdef public long src_port, dst_port
+    cdef public bint ssl
+    cdef public object _src_text, _dst_text, _src_ip, _dst_ip, _dst_port_text, stick
+
+    cpdef bytes src_bytes(self)
+    cpdef bytes dst_bytes(self)
+    cpdef bytes dst_port_bytes(self)
+    cpdef tuple src_ip(self)
+    cpdef tuple dst_ip(self)
+
+
+cdef class Headers:
+    cdef public bytes block
+    cdef public object _lower
+
+    cpdef bytes _index(self)
+    cpdef list values_at(self, bytes key)
+    cpdef object last_at(self, bytes key)
+    cpdef bint has_at(self, bytes key) except -1
+    cpdef add(self, bytes name, bytes value)
+    cpdef delete(self, bytes lname)
+
+
+cdef class Request:
+    cdef public Connection conn
+    cdef public bytes method, target, version
+    cdef public Headers headers
+    cdef public object _path, _query
+    cdef public bint changed
+    cdef public object stick, backend
+
+    cpdef _split(self)
+    cpdef bytes path(self)
+    cpdef object query(self)
+
+
+cdef class Response:
+    cdef public Request request
+    cdef public Connection conn
+    cdef public long status
+    cdef public Headers headers
+    cdef public bint changed
