@@ -264,6 +264,10 @@ class BackendSpec:
     stick_on: tuple[StickOnSpec, ...] = ()
     cookie: Optional[CookieSpec] = None
     hash: str = "map-based"  # map-based | consistent: how hash balancing maps keys
+    # Idle server connections kept per server (None: lbcore's cap of 256;
+    # 0: none kept), and how often the unneeded ones are halved (seconds).
+    pool_max_conn: Optional[int] = None
+    pool_purge_delay: float = 5.0
 
     @property
     def balance_key(self) -> tuple[str, Optional[str]]:
@@ -744,7 +748,7 @@ _TLS_KEYS = ("cert", "key", "alpn", "min_version", "ciphers", "ciphersuites")
 TLS_MIN_VERSIONS = ("TLSv1.2", "TLSv1.3")
 _BACKEND_KEYS = ("mode", "balance", "maxconn", "health", "retries", "redispatch", "timeouts",
                  "servers", "on_marked_down", "stick_table", "stick_on", "cookie", "all_backups", "acls",
-                 "http_request", "http_response", "hash")
+                 "http_request", "http_response", "hash", "pool_max_conn", "pool_purge_delay")
 _HEALTH_KEYS = ("type", "path", "method", "host", "expect_status", "interval", "timeout",
                 "rise", "fall", "port", "initial_state")
 _SERVER_KEYS = ("name", "address", "weight", "backup", "maxconn", "check", "send_proxy", "cookie")
@@ -1154,6 +1158,8 @@ class _Builder:
             mode=mode,
             balance=algorithm,
             hash=r.get(m, "hash", r.choice(HASH_TYPES), BackendSpec.hash),
+            pool_max_conn=r.get(m, "pool_max_conn", r.nullable(r.integer(0))),
+            pool_purge_delay=r.get(m, "pool_purge_delay", r.duration, BackendSpec.pool_purge_delay),
             maxconn=maxconn,
             health=self.health(m.value("health"), m.path("health"), timeouts),
             retries=r.get(m, "retries", r.integer(0), defaults.retries),
