@@ -7,6 +7,7 @@ cdef bint _acceptable(object server, object exclude, bint limited)
 cdef class Balancer:
     cdef public object name
     cdef public list servers
+    cdef list _given
 
     cpdef pick(self, key=*, exclude=*, bint limited=*)
     cpdef load_changed(self, server)

@@ -131,11 +131,12 @@ def _first_acceptable(servers, start, exclude, limited):
 class Balancer:
     """What every algorithm provides."""
 
-    __slots__ = ("name", "servers")
+    __slots__ = ("name", "servers", "_given")
 
     def __init__(self, name: str = "") -> None:
         self.name = name
         self.servers = []
+        self._given = None
 
     def update(self, servers: Sequence) -> None:
         self.servers = list(servers)
@@ -145,6 +146,20 @@ class Balancer:
 
     def load_changed(self, server) -> None:
         pass
+
+    def pick_from(self, candidates: list, client_key=b""):
+        """The first interface, kept for callers that pass the candidates
+        with every pick (`pick(candidates, client_key)` lands here): the
+        structure is rebuilt when they differ from the last ones, and loads
+        are read again. O(n): not for the request path."""
+        given = [(id(s), s.weight) for s in candidates]
+        if given != self._given:
+            self._given = given
+            self.update(candidates)
+        else:
+            for server in self.servers:
+                self.load_changed(server)
+        return self.pick(client_key or None)
 
 
 class RoundRobin(Balancer):
@@ -195,6 +210,8 @@ class RoundRobin(Balancer):
         return servers[i]
 
     def pick(self, key=None, exclude=None, limited=False):
+        if type(key) is list:
+            return self.pick_from(key, exclude)
         servers = self.servers
         if not servers:
             return None
@@ -288,6 +305,8 @@ class LeastConn(Balancer):
             self._requeue(i)
 
     def pick(self, key=None, exclude=None, limited=False):
+        if type(key) is list:
+            return self.pick_from(key, exclude)
         heap = self._heap
         if not heap:
             return None
@@ -317,6 +336,8 @@ class First(Balancer):
         super().__init__(name)
 
     def pick(self, key=None, exclude=None, limited=False):
+        if type(key) is list:
+            return self.pick_from(key, exclude)
         servers = self.servers
         if not servers:
             return None
@@ -390,6 +411,8 @@ class Hash(Balancer):
                 del points[ident]
 
     def pick(self, key=None, exclude=None, limited=False):
+        if type(key) is list:
+            return self.pick_from(key, exclude)
         servers = self.servers
         if not servers:
             return None

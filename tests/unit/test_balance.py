@@ -216,3 +216,20 @@ def test_parse_and_unknown_algorithm():
             balance.parse(bad)
     with pytest.raises(KeyError):
         balance.make("random")
+
+
+def test_the_first_interface_still_picks_among_given_candidates():
+    """pick(candidates, client_key), the interface before update(): the
+    same distributions, loads read again at each call."""
+    rr = balance.make("roundrobin")
+    a, b, c = S("a", 2), S("b", 1), S("c", 1)
+    assert Counter(rr.pick([a, b, c]).name for _ in range(40)) == {"a": 20, "b": 10, "c": 10}
+    assert Counter(rr.pick([a, c]).name for _ in range(30)) == {"a": 20, "c": 10}
+    lc = balance.make("leastconn")
+    servers = [S("x"), S("y"), S("z", cur=5)]
+    for _ in range(10):
+        lc.pick(servers).cur_sessions += 1
+    assert [s.cur_sessions for s in servers] == [5, 5, 5]
+    src = balance.make("source")
+    assert len({src.pick([a, b, c], b"10.0.0.1").name for _ in range(5)}) == 1
+    assert balance.make("first").pick([b, c]).name == "b"
