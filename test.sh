@@ -10,6 +10,13 @@ need=()
 command -v curl >/dev/null || need+=(curl)
 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 command -v chromium >/dev/null || need+=(chromium)
+# HA drills: keepalived in network namespaces (iproute2), the OCF agent
+# under ocf-tester (resource-agents), BIRD for the ECMP drill (bird2),
+# systemd-socket-activate (systemd).
+command -v ip >/dev/null || need+=(iproute2)
+command -v keepalived >/dev/null || [ -x /usr/sbin/keepalived ] || need+=(keepalived)
+command -v ocf-tester >/dev/null || [ -x /usr/sbin/ocf-tester ] || need+=(resource-agents)
+command -v bird >/dev/null || [ -x /usr/sbin/bird ] || need+=(bird2)
 # The runtime API's real clients: socat, hatop (driven under tmux).
 command -v socat >/dev/null || need+=(socat)
 command -v hatop >/dev/null || need+=(hatop)

@@ -124,10 +124,21 @@ LBCORE_RULES = """    acls:
 """
 
 
+# The "stick" case: `stick on src` over a 1M-entry table, every request
+# looked up and stored (issue 12: CPU per request near plain roundrobin's).
+HAPROXY_STICK = """    stick-table type ip size 1m expire 30m
+    stick on src
+"""
+LBCORE_STICK = """    stick_table: {type: ip, size: 1m, expire: 30m}
+    stick_on: src
+"""
+
+
 def haproxy(mode: str, port: int, backends: list[int], maxconn: int) -> str:
-    """mode: http | tcp | rules (http with HAPROXY_RULES)."""
+    """mode: http | tcp | rules (http with HAPROXY_RULES) | stick (http with HAPROXY_STICK)."""
     rules = mode == "rules"
-    mode = "http" if rules else mode
+    stick = mode == "stick"
+    mode = "http" if rules or stick else mode
     servers = "".join(
         f"    server s{i} 127.0.0.1:{p}\n" for i, p in enumerate(backends, 1))
     http_only = (
@@ -153,7 +164,7 @@ frontend fe
 
 backend pool
     balance roundrobin
-{servers}""" + (f"""
+{HAPROXY_STICK if stick else ""}{servers}""" + (f"""
 backend static
     server s1 127.0.0.1:{backends[0]}
 
@@ -167,10 +178,11 @@ def lbcore(mode: str, port: int, backends: list[int], maxconn: int, workers: int
 
     X-Forwarded-* are off because haproxy adds none without `option
     forwardfor`: both proxies then send the same bytes to the backends.
-    mode "rules" is http with LBCORE_RULES.
+    mode "rules" is http with LBCORE_RULES, "stick" http with LBCORE_STICK.
     """
     rules = mode == "rules"
-    mode = "http" if rules else mode
+    stick = mode == "stick"
+    mode = "http" if rules or stick else mode
     servers = "".join(
         f"      - {{name: s{i}, address: \"127.0.0.1:{p}\", check: false}}\n"
         for i, p in enumerate(backends, 1))
@@ -214,5 +226,5 @@ backends:
     mode: {mode}
     balance: roundrobin
     health: {{type: none}}
-    servers:
+{LBCORE_STICK if stick else ""}    servers:
 {servers}{extra}"""

@@ -209,6 +209,13 @@ def floors(tables: dict[str, list[Row]], memory: list[MemoryResult]) -> list[str
         if row.rounds:
             lines.append(f"- {name} {SIZE_LABELS[size]} errors: {errors} "
                          f"— {'met' if errors == 0 else 'NOT met'}")
+    # Issue 12: `stick on src` costs lbcore at most 1.1x the CPU per request
+    # of plain roundrobin (both lbcore, same run).
+    stick, plain = rows.get(("lbcore-stick", "64")), rows.get(("lbcore-http", "64"))
+    stick_cpu = stick and stick.values.get("cpu")
+    plain_cpu = plain and plain.values.get("cpu")
+    check("lbcore-stick 64 B CPU us/req vs lbcore-http (issue 12)",
+          stick_cpu / plain_cpu if stick_cpu and plain_cpu else None, "<=", 1.1)
     lb_mem = next((m for m in memory if m.target == "lbcore-http"), None)
     check("lbcore-http idle keep-alive connection", lb_mem and lb_mem.bytes_per_conn,
           "<=", IDLE_CONN_LIMIT, "B")

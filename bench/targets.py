@@ -39,6 +39,9 @@ ALL_TARGETS = (
     # haproxy running the same rules
     TargetSpec("haproxy-rules", "rules", "haproxy", True),
     TargetSpec("lbcore-rules", "rules", "lbcore", True),
+    # http with `stick on src` (configs.HAPROXY_STICK / LBCORE_STICK)
+    TargetSpec("haproxy-stick", "stick", "haproxy", True),
+    TargetSpec("lbcore-stick", "stick", "lbcore", True),
 )
 
 

@@ -33,7 +33,7 @@ def tls_context(tls: TLSSpec, cert: Optional[str] = None, key: Optional[str] = N
     if tls.alpn:
         context.set_alpn_protocols(list(tls.alpn))
     if tls.min_version:
-        context.minimum_version = getattr(ssl.TLSVersion, tls.min_version.replace("TLSv1.", "TLSv1_"))
+        context.minimum_version = getattr(ssl.TLSVersion, tls.min_version.replace(".", "_"))
     if tls.ciphers:
         context.set_ciphers(tls.ciphers)
     if tls.ciphersuites:

@@ -81,6 +81,10 @@ class GlobalSpec:
     pidfile: Optional[str] = None
     state_file: Optional[str] = None
     grace: float = 30.0  # SIGTERM: time given to in-flight work before exit
+    # SIGTERM: keep accepting this long, monitor_uri answering 503, so that a
+    # health check (keepalived, a BGP announcer) withdraws the node before
+    # it stops accepting. HAProxy's global `grace`.
+    stop_delay: float = 0.0
     # Applied once every listener is bound and every certificate read, as
     # HAProxy's user/group/chroot (server.py drop_privileges).
     user: Optional[str] = None
@@ -365,6 +369,17 @@ def parse_duration(value: Any) -> float:
     if not math.isfinite(seconds) or seconds <= 0:
         raise ValueError(f"duration must be greater than 0, got {value!r}")
     return seconds
+
+
+def parse_delay(value: Any) -> float:
+    """A duration that may also be 0 (no delay)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0:
+        return 0.0
+    if isinstance(value, str):
+        match = _DURATION.fullmatch(value.strip())
+        if match and float(match.group(1)) == 0:
+            return 0.0
+    return parse_duration(value)
 
 
 def parse_size(value: Any) -> int:
@@ -701,6 +716,9 @@ class _Reader:
     def duration(self, node: Node) -> float:
         return parse_duration(self.plain(node))
 
+    def delay(self, node: Node) -> float:
+        return parse_delay(self.plain(node))
+
     def address(self, node: Node) -> Address:
         return parse_address(self.plain(node))
 
@@ -733,7 +751,8 @@ class _Reader:
 # -- sections -----------------------------------------------------------------
 
 _TOP_KEYS = ("global", "defaults", "stats", "frontends", "backends", "peers", "userlists")
-_GLOBAL_KEYS = ("workers", "maxconn", "log", "pidfile", "state_file", "grace", "user", "group", "chroot")
+_GLOBAL_KEYS = ("workers", "maxconn", "log", "pidfile", "state_file", "grace", "stop_delay", "user", "group",
+                "chroot")
 _LOG_KEYS = ("target", "format", "facility")
 _DEFAULTS_KEYS = ("timeouts", "retries", "redispatch")
 _TIMEOUT_KEYS = tuple(Timeouts.__dataclass_fields__)
@@ -745,7 +764,7 @@ _FRONTEND_KEYS = ("bind", "mode", "backend", "maxconn", "forwarded_for", "forwar
                   "monitor_uri", "tls", "timeouts", "stick_table", "acls", "tcp_request",
                   "http_request", "http_response", "use_backend")
 _TLS_KEYS = ("cert", "key", "alpn", "min_version", "ciphers", "ciphersuites")
-TLS_MIN_VERSIONS = ("TLSv1.2", "TLSv1.3")
+TLS_MIN_VERSIONS = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
 _BACKEND_KEYS = ("mode", "balance", "maxconn", "health", "retries", "redispatch", "timeouts",
                  "servers", "on_marked_down", "stick_table", "stick_on", "cookie", "all_backups", "acls",
                  "http_request", "http_response", "hash", "pool_max_conn", "pool_purge_delay")
@@ -757,7 +776,7 @@ _STICK_ON_KEYS = ("on", "match", "store", "table")
 _COOKIE_KEYS = ("name", "mode", "indirect", "nocache", "preserve", "httponly", "secure", "domain")
 _PEERS_KEYS = ("local", "nodes")
 _PEER_NODE_KEYS = ("name", "address")
-COOKIE_MODES = ("insert", "rewrite", "prefix")
+COOKIE_MODES = ("insert", "rewrite", "prefix", "passive")
 
 
 @dataclass(frozen=True)
@@ -807,6 +826,7 @@ class _Builder:
             pidfile=r.get(m, "pidfile", r.nullable(r.path_string)),
             state_file=r.get(m, "state_file", r.nullable(r.path_string)),
             grace=r.get(m, "grace", r.duration, default.grace),
+            stop_delay=r.get(m, "stop_delay", r.delay, default.stop_delay),
             user=r.get(m, "user", r.nullable(self.user_name)),
             group=r.get(m, "group", r.nullable(self.group_name)),
             chroot=r.get(m, "chroot", r.nullable(self.chroot_dir)),

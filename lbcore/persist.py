@@ -19,7 +19,8 @@ from typing import Callable, Optional
 from .config import CookieSpec, StickOnSpec
 from .stick import StickTable
 
-COOKIE_DELIM = b"~"  # prefix mode: "SERVER~application value"
+COOKIE_DELIM = b"~"
+KEY_CACHE_SIZE = 4096  # client addresses whose stick keys are kept  # prefix mode: "SERVER~application value"
 # A cookie naming no server in insert mode: the client's copy is removed.
 _EXPIRED = b"=; Expires=Thu, 01-Jan-1970 00:00:01 GMT; path=/"
 _COOKIE_HEADER = re.compile(rb"\r\ncookie:[ \t]*([^\r\n]*)", re.I)
@@ -51,7 +52,8 @@ def l4_key(table: StickTable, address: str):
 class Persistence:
     """A backend's cookie and stick rules, with the tables they use."""
 
-    __slots__ = ("backend", "cookie", "rules", "by_cookie", "cookie_name", "l4_only")
+    __slots__ = ("backend", "cookie", "rules", "by_cookie", "cookie_name", "src_only", "fast",
+                 "key_cache", "clock")
 
     def __init__(self, backend, cookie: Optional[CookieSpec],
                  rules: list[tuple[StickOnSpec, StickTable]]) -> None:
@@ -59,7 +61,13 @@ class Persistence:
         self.cookie = cookie
         self.cookie_name = cookie.name.encode() if cookie else b""
         self.rules = tuple(rules)
-        self.l4_only = all(rule.sample in ("src", "dst") for rule, _ in rules)
+        # What each request reads, flattened: (match, store, table, its entries).
+        self.fast = tuple((rule.match, rule.store, table, table.entries) for rule, table in rules)
+        # Keys that depend on the client address alone are computed once per
+        # address (a keep-alive client sends many requests).
+        self.src_only = bool(rules) and all(rule.sample == "src" for rule, _ in rules)
+        self.key_cache: dict = {}
+        self.clock = rules[0][1].clock if rules else None
         self.refresh()
 
     def refresh(self) -> None:
@@ -70,6 +78,16 @@ class Persistence:
 
     def keys(self, src: str, dst: Callable[[], str], fetch=None) -> list:
         """Each rule's key for this client, None where the sample is absent."""
+        if self.src_only:
+            keys = self.key_cache.get(src)
+            if keys is None:
+                if len(self.key_cache) >= KEY_CACHE_SIZE:
+                    self.key_cache.clear()
+                keys = self.key_cache[src] = self._keys(src, dst, fetch)
+            return keys
+        return self._keys(src, dst, fetch)
+
+    def _keys(self, src: str, dst: Callable[[], str], fetch) -> list:
         keys = []
         for rule, table in self.rules:
             sample = rule.sample
@@ -83,26 +101,44 @@ class Persistence:
         return keys
 
     def matched(self, keys: list, exclude=None):
-        """The server a stick rule names for these keys, if it may serve."""
+        """The server a stick rule names for these keys, if it may serve.
+        (StickTable.lookup and serves_persistent, inlined: once per request.)"""
         by_id = self.backend.by_id
-        for (rule, table), key in zip(self.rules, keys):
-            if key is None or not rule.match:
+        now = self.clock()
+        i = 0
+        for match, _, table, entries in self.fast:
+            key = keys[i]
+            i += 1
+            if key is None or not match:
                 continue
-            entry = table.lookup(key)
-            if entry is None or entry.server_id is None:
+            entry = entries.get(key)
+            if entry is None:
+                continue
+            if table.expire_ms and entry.exp <= now and entry.refs == 0:
+                del entries[key]
                 continue
             server = by_id.get(entry.server_id)
-            if server is not None and serves_persistent(server) and not (exclude and server in exclude):
-                table.touch(entry, table.clock())
+            if (server is not None and server.health == "UP" and server.admin != "MAINT"
+                    and (not server.maxconn or server.cur_sessions < server.maxconn)
+                    and not (exclude and server in exclude)):
+                entry.exp = now + table.expire_ms
                 return server
         return None
 
     def store(self, keys: list, server) -> None:
         """Stick these keys to `server` (HAProxy stores the server a stream
-        was given, overwriting what the entry said)."""
-        for (rule, table), key in zip(self.rules, keys):
-            if key is not None and rule.store:
-                table.stick(key, server.puid)
+        was given, overwriting what the entry said). An entry that already
+        names it was touched by `matched`: nothing to do."""
+        puid = server.puid
+        i = 0
+        for _, store, table, entries in self.fast:
+            key = keys[i]
+            i += 1
+            if key is None or not store:
+                continue
+            entry = entries.get(key)
+            if entry is None or entry.server_id != puid:
+                table.stick(key, puid)
 
     # -- cookies ---------------------------------------------------------------
 

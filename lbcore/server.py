@@ -153,6 +153,12 @@ def remove_pidfile(path: str) -> None:
         pass
 
 
+# Stick tables: expired entries are swept every PURGE_INTERVAL seconds, at
+# most PURGE_BUDGET looked at per table and sweep (a 1M table sheds 100k/s).
+PURGE_INTERVAL = 1.0
+PURGE_BUDGET = 100_000
+
+
 class LoadBalancer:
     """Everything one lbcore process runs."""
 
@@ -213,6 +219,7 @@ class LoadBalancer:
         loop.add_signal_handler(signal.SIGTERM, self.graceful_stop)
         loop.add_signal_handler(signal.SIGINT, self.stop_now)
         await self._start_peers(config)
+        self._purge_tables()
         try:
             await self._start_stats(config)
         except OSError as exc:
@@ -319,6 +326,15 @@ class LoadBalancer:
         self.ctx.acceptors = list(acceptors.values())
         for acceptor in acceptors.values():
             acceptor.start()
+
+    def _purge_tables(self) -> None:
+        """Expired stick-table entries leave within a second (HAProxy's
+        expiry task): `used`, the metrics and `show table` count live ones.
+        Each sweep looks at a bounded number of entries per table."""
+        for table in self.runtime.stick_tables.values():
+            table.purge(budget=PURGE_BUDGET)
+        if not self.ctx.stopping:
+            self.loop.call_later(PURGE_INTERVAL, self._purge_tables)
 
     async def _start_peers(self, config: Config) -> None:
         """One lbcore.peers.Peers per peers section: it listens on this
@@ -458,14 +474,23 @@ class LoadBalancer:
     # -- stop ------------------------------------------------------------------
 
     def graceful_stop(self) -> None:
-        if self.ctx.stopping:
+        if self.ctx.stopping or self.ctx.withdrawn:
             return
-        log.info("SIGTERM: no longer accepting; finishing in-flight work (grace %ss)",
-                 self.config.global_.grace)
         systemd.stopping()
-        self.ctx.stopping = True
+        self.ctx.withdrawn = True  # monitor_uri answers 503 from now on
         if self.takeover is not None:
             self.takeover.close()  # a draining process has nothing left to hand on
+        delay = self.config.global_.stop_delay
+        if delay > 0:
+            log.info("SIGTERM: monitor_uri answers 503; still accepting for %ss (stop_delay) "
+                     "while health checks withdraw this node", delay)
+            self.loop.call_later(delay, self._drain)
+        else:
+            self._drain()
+
+    def _drain(self) -> None:
+        log.info("no longer accepting; finishing in-flight work (grace %ss)", self.config.global_.grace)
+        self.ctx.stopping = True
         for acceptor in self.acceptors.values():
             acceptor.close()
         self.acceptors = {}

@@ -14,11 +14,13 @@ period still inside the sliding window ending at t.
 Expiry and eviction: an entry lives `expire` after it was last touched
 (created, stuck, tracked); when the table is full the least recently
 touched entry not in use goes to make room, as HAProxy's
-stktable_trash_oldest. Lookups are one dict access. The dict is kept in
-creation/requeue order and `touch` only moves a deadline, so the hot path
-never reorders the dict: when the oldest entry turns out to have been
-touched since it was queued, it is requeued at the back then ("second
-chance"), which keeps eviction and expiry amortised O(1).
+stktable_trash_oldest. Lookups are one dict access. A FIFO (a deque of
+the entries, in creation/requeue order) orders them for expiry and
+eviction, and `touch` only moves a deadline, so the hot path never
+reorders anything: when the oldest entry turns out to have been touched
+since it was queued, it is requeued at the back then ("second chance").
+An entry removed otherwise stays in the FIFO until it reaches the front,
+where it is dropped. Eviction and expiry are amortised O(1).
 
 Time is in integer milliseconds from `clock_ms()` (a monotonic clock), as
 HAProxy's ticks; every method that needs it takes `now` so tests drive it.
@@ -29,6 +31,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import time
+from collections import deque
 from typing import Callable, Iterator, Optional
 
 __all__ = [
@@ -49,8 +52,8 @@ DATA_TYPES = COUNTER_TYPES + RATE_TYPES
 _STORE_ITEM = re.compile(r"([a-z_]+)(?:\(([^()]*)\))?")
 
 
-def clock_ms() -> int:
-    return int(time.monotonic() * 1000)
+def clock_ms(_ns=time.monotonic_ns) -> int:
+    return _ns() // 1_000_000
 
 
 def parse_store(text: str, parse_duration: Callable[[object], float]) -> tuple[str, Optional[int]]:
@@ -153,35 +156,36 @@ class FreqCtr:
 
 
 class Entry:
-    """One key's data. Counters absent from the table's `store` stay None
-    (HAProxy's sc_* fetches then find nothing)."""
+    """One key's data. Each table makes a subclass with a slot for each
+    datum it stores and none for the others (`entry_class`), so an entry
+    costs only what its table keeps; reading an absent datum through
+    `StickTable.read` gives None (HAProxy's sc_* fetches then find nothing)."""
 
-    __slots__ = (
-        "key", "exp", "queued_exp", "refs",
-        "server_id", "conn_cur", "conn_cnt", "http_req_cnt", "http_err_cnt",
-        "bytes_in_cnt", "bytes_out_cnt",
-        "conn_rate", "http_req_rate", "http_err_rate", "bytes_in_rate", "bytes_out_rate",
-    )
+    __slots__ = ("key", "exp", "queued_exp", "refs", "server_id")
 
-    def __init__(self, key, table: "StickTable", exp: int) -> None:
+    def __init__(self, key, exp: int) -> None:
         self.key = key
         self.exp = exp  # last touch + the table's expire (the last touch if it has none)
         self.queued_exp = exp  # exp when queued at the back of the table's order
         self.refs = 0  # streams tracking this entry: never evicted while > 0
         self.server_id = None
-        store = table.store
-        zero = 0
-        self.conn_cur = zero if "conn_cur" in store else None
-        self.conn_cnt = zero if "conn_cnt" in store else None
-        self.http_req_cnt = zero if "http_req_cnt" in store else None
-        self.http_err_cnt = zero if "http_err_cnt" in store else None
-        self.bytes_in_cnt = zero if "bytes_in_cnt" in store else None
-        self.bytes_out_cnt = zero if "bytes_out_cnt" in store else None
-        self.conn_rate = FreqCtr() if "conn_rate" in store else None
-        self.http_req_rate = FreqCtr() if "http_req_rate" in store else None
-        self.http_err_rate = FreqCtr() if "http_err_rate" in store else None
-        self.bytes_in_rate = FreqCtr() if "bytes_in_rate" in store else None
-        self.bytes_out_rate = FreqCtr() if "bytes_out_rate" in store else None
+
+
+def entry_class(store) -> type:
+    """An Entry subclass for a table storing `store` (data type names):
+    counters start at 0, rates as empty FreqCtrs."""
+    counters = tuple(name for name in COUNTER_TYPES if name in store and name != "server_id")
+    rates = tuple(name for name in RATE_TYPES if name in store)
+
+    def __init__(self, key, exp: int) -> None:
+        Entry.__init__(self, key, exp)
+        for name in counters:
+            setattr(self, name, 0)
+        for name in rates:
+            setattr(self, name, FreqCtr())
+
+    namespace = {"__slots__": counters + rates, "__init__": __init__}
+    return type("Entry", (Entry,), namespace)
 
 
 class StickTable:
@@ -206,6 +210,7 @@ class StickTable:
         self.sticky = False  # a stick rule stores servers here (dumps show server_id, server_key)
         self.clock = clock
         self.entries: dict = {}
+        self.order: deque = deque()  # the entries, oldest first (see the module's docstring)
         # Periods read on the hot path, as attributes.
         self.conn_rate_period = self.store.get("conn_rate") or 0
         self.http_req_rate_period = self.store.get("http_req_rate") or 0
@@ -214,6 +219,15 @@ class StickTable:
         self.bytes_out_rate_period = self.store.get("bytes_out_rate") or 0
         # Called with each entry whose data changed locally (peers push it).
         self.on_update: Optional[Callable[[Entry], None]] = None
+        self.entry_class = entry_class(self.store)
+        # Which counters the entries have, read per event.
+        store = self.store
+        self.has_conn_cur = "conn_cur" in store
+        self.has_conn_cnt = "conn_cnt" in store
+        self.has_http_req_cnt = "http_req_cnt" in store
+        self.has_http_err_cnt = "http_err_cnt" in store
+        self.has_bytes_in_cnt = "bytes_in_cnt" in store
+        self.has_bytes_out_cnt = "bytes_out_cnt" in store
 
     # -- lookups -------------------------------------------------------------
 
@@ -254,8 +268,9 @@ class StickTable:
             self.purge(now)
             if len(self.entries) >= self.size and not self._evict_oldest(now):
                 return None
-        entry = Entry(key, self, now + self.expire_ms)
+        entry = self.entry_class(key, now + self.expire_ms)
         self.entries[key] = entry
+        self.order.append(entry)
         return entry
 
     def touch(self, entry: Entry, now: int) -> None:
@@ -271,6 +286,7 @@ class StickTable:
         removed = [k for k, e in self.entries.items() if e.refs == 0]
         for key in removed:
             del self.entries[key]
+        self.order = deque(e for e in self.order if self.entries.get(e.key) is e)
         return len(removed)
 
     def __iter__(self) -> Iterator[Entry]:
@@ -285,16 +301,19 @@ class StickTable:
             return 0
         if now is None:
             now = self.clock()
-        entries = self.entries
+        entries, order = self.entries, self.order
         dropped = 0
-        while entries and budget > 0:
+        while order and budget > 0:
             budget -= 1
-            key = next(iter(entries))
-            entry = entries[key]
+            entry = order[0]
+            if entries.get(entry.key) is not entry:
+                order.popleft()  # removed since it was queued
+                continue
             if entry.exp > now and entry.exp == entry.queued_exp:
                 break  # the front is the oldest deadline and still alive
-            del entries[key]
+            order.popleft()
             if entry.exp <= now and entry.refs == 0:
+                del entries[entry.key]
                 dropped += 1
             else:
                 self._requeue(entry)
@@ -302,18 +321,20 @@ class StickTable:
 
     def _evict_oldest(self, now: int) -> bool:
         """Removes the least recently touched entry not in use."""
-        entries = self.entries
-        for _ in range(len(entries)):
-            key = next(iter(entries))
-            entry = entries.pop(key)
+        entries, order = self.entries, self.order
+        for _ in range(len(order)):
+            entry = order.popleft()
+            if entries.get(entry.key) is not entry:
+                continue
             if entry.refs == 0 and entry.exp == entry.queued_exp:
+                del entries[entry.key]
                 return True
             self._requeue(entry)
         return False
 
     def _requeue(self, entry: Entry) -> None:
         entry.queued_exp = entry.exp
-        self.entries[entry.key] = entry
+        self.order.append(entry)
 
     # -- data ----------------------------------------------------------------
 
@@ -328,48 +349,48 @@ class StickTable:
 
     def conn_start(self, entry: Entry, now: int) -> None:
         """A tracked connection begins (track-sc at connection level)."""
-        if entry.conn_cnt is not None:
+        if self.has_conn_cnt:
             entry.conn_cnt += 1
-        if entry.conn_rate is not None:
+        if self.conn_rate_period:
             entry.conn_rate.add(now, self.conn_rate_period)
-        if entry.conn_cur is not None:
+        if self.has_conn_cur:
             entry.conn_cur += 1
         if self.on_update is not None:
             self.on_update(entry)
 
     def conn_end(self, entry: Entry, now: int) -> None:
-        if entry.conn_cur is not None and entry.conn_cur > 0:
+        if self.has_conn_cur and entry.conn_cur > 0:
             entry.conn_cur -= 1
         self.touch(entry, now)
         if self.on_update is not None:
             self.on_update(entry)
 
     def http_request(self, entry: Entry, now: int) -> None:
-        if entry.http_req_cnt is not None:
+        if self.has_http_req_cnt:
             entry.http_req_cnt += 1
-        if entry.http_req_rate is not None:
+        if self.http_req_rate_period:
             entry.http_req_rate.add(now, self.http_req_rate_period)
         if self.on_update is not None:
             self.on_update(entry)
 
     def http_error(self, entry: Entry, now: int) -> None:
-        if entry.http_err_cnt is not None:
+        if self.has_http_err_cnt:
             entry.http_err_cnt += 1
-        if entry.http_err_rate is not None:
+        if self.http_err_rate_period:
             entry.http_err_rate.add(now, self.http_err_rate_period)
         if self.on_update is not None:
             self.on_update(entry)
 
     def bytes(self, entry: Entry, now: int, bytes_in: int, bytes_out: int) -> None:
         if bytes_in:
-            if entry.bytes_in_cnt is not None:
+            if self.has_bytes_in_cnt:
                 entry.bytes_in_cnt += bytes_in
-            if entry.bytes_in_rate is not None:
+            if self.bytes_in_rate_period:
                 entry.bytes_in_rate.add(now, self.bytes_in_rate_period, bytes_in)
         if bytes_out:
-            if entry.bytes_out_cnt is not None:
+            if self.has_bytes_out_cnt:
                 entry.bytes_out_cnt += bytes_out
-            if entry.bytes_out_rate is not None:
+            if self.bytes_out_rate_period:
                 entry.bytes_out_rate.add(now, self.bytes_out_rate_period, bytes_out)
 
     def read(self, entry: Entry, name: str, now: Optional[int] = None) -> Optional[int]:

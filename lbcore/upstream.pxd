@@ -26,6 +26,7 @@ cdef class UpstreamConnection:
     cdef public object conn_named
     cdef public bytes te_value
     cdef public list out
+    cdef public int interims
 
     cpdef _reset_response(self)
     cpdef data_received(self, bytes data)

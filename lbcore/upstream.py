@@ -19,6 +19,7 @@ import httptools
 from lbcore_ext import scan_response
 
 from .hop_by_hop import named_headers
+from .proxy.h1_checks import response_head_error
 from .model import DOWN, Server
 
 log = logging.getLogger("lbcore")
@@ -55,7 +56,7 @@ class UpstreamConnection:
         "deadline", "reused", "closed", "status", "reason", "head_parts",
         "head_size", "resp_chunked", "resp_length", "no_body", "keep_alive",
         "body_started", "private", "tunnel", "paused", "head_buf", "body_left", "slow",
-        "conn_named", "te_value", "out",
+        "conn_named", "te_value", "out", "interims",
     )
 
     def __init__(self, pool: "UpstreamPool", server: Server) -> None:
@@ -88,6 +89,7 @@ class UpstreamConnection:
         self.body_left = 0
         self.slow = False
         self.conn_named = None
+        self.interims = 0  # 1xx responses relayed so far
         self.te_value = b"chunked"  # the server's codings, re-framed as chunked
 
     # -- asyncio.Protocol ------------------------------------------------
@@ -213,6 +215,8 @@ class UpstreamConnection:
         self.head_parts = []
         self.no_body = True
         self.parser.feed_data(blob[:end + 4])
+        if len(blob) > end + 4 and self.status >= 200:
+            self.keep_alive = False  # a body after the head of an answer to HEAD: not reused
         if self.status and self.status < 200:
             # An interim response: the final one may follow in the rest.
             rest = blob[end + 4:]
@@ -256,13 +260,23 @@ class UpstreamConnection:
 
     # -- httptools callbacks ----------------------------------------------
 
+    def on_message_begin(self) -> None:
+        if self.client is None:
+            # More bytes after the end of the response: not HTTP as we expect
+            # it, and never taken for the answer to another request.
+            raise httptools.HttpParserError("data after the end of the response")
+
     def on_status(self, reason: bytes) -> None:
         self.reason += reason
+        if len(self.reason) > MAX_RESPONSE_HEAD:
+            raise httptools.HttpParserError("response head too large")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.body_started:
             return  # trailers: dropped
         self.head_size += len(name) + len(value)
+        if self.head_size > MAX_RESPONSE_HEAD:
+            raise httptools.HttpParserError("response head too large")
         lname = name.lower()
         if lname in HOP_BY_HOP:
             if lname == b"transfer-encoding":
@@ -281,15 +295,19 @@ class UpstreamConnection:
             return
         if lname == b"content-length":
             self.resp_length = int(value)
+            if self.parser.get_status_code() == 204:
+                return  # RFC 9110 8.6: never in a 204; a client could frame by it
         self.head_parts.append(name + b": " + value + b"\r\n")
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
         self.status = status
-        if self.head_size > MAX_RESPONSE_HEAD:
-            raise httptools.HttpParserError("response head too large")
+        why = response_head_error(self.parser.get_http_version(), status, self.interims)
+        if why:
+            raise httptools.HttpParserError(why)
         if status < 200 and status != 101:
             # Interim (100 Continue, 103): relayed, then the final response.
+            self.interims += 1
             self.client.send_interim(status, self.reason, self.head_parts)
             self.head_parts = []
             self.reason = b""
@@ -363,6 +381,11 @@ class UpstreamConnection:
             self.transport.resume_reading()
         if self.closed or not self.keep_alive or self.private or self.tunnel:
             self.close()
+            return
+        if self.slow:
+            # httptools may hold more of this read after the response's end:
+            # it is judged (and the connection closed) before anyone reuses it.
+            self.pool.loop.call_soon(self.pool.put, self)
             return
         self.pool.put(self)
 
@@ -448,6 +471,8 @@ class UpstreamPool:
             self.peak[server] = busy
 
     def put(self, conn: UpstreamConnection) -> None:
+        if conn.closed:
+            return  # since its release was deferred (UpstreamConnection.release)
         server = conn.server
         if not server.usable:
             conn.close()

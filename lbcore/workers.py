@@ -623,7 +623,7 @@ class Master:
         log.info("SIGTERM: no longer accepting; workers finish in-flight work (grace %ss)", grace)
         self._begin_stop()
         self._signal_workers(signal.SIGTERM)
-        self.loop.create_task(self._wait_workers(grace + KILL_MARGIN))
+        self.loop.create_task(self._wait_workers(self.config.global_.stop_delay + grace + KILL_MARGIN))
 
     def stop_now(self, announce: bool = True) -> None:
         if self._shutting_down:

@@ -330,4 +330,6 @@ def scan_response(bytes buf, Py_ssize_t end):
         runs.append(buf[run_start:pos])
     if length < 0 and status != 204 and status != 304:
         return None
+    if length >= 0 and status == 204:
+        return None
     return status, length, keep, runs[0] if len(runs) == 1 else b"".join(runs)

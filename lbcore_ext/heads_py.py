@@ -135,7 +135,8 @@ def scan_response(buf: bytes, end: int):
     Returns (status, content_length, keep_alive, head) or None, where head
     is the status line and kept header lines (no blank line: the caller
     adds its own Connection header and the blank line). A response with
-    neither Content-Length nor a bodiless status is left to the slow path.
+    neither Content-Length nor a bodiless status, or a 204 with one, is
+    left to the slow path.
     """
     m = _STATUS_LINE.match(buf, 0, end + 2)
     if m is None:
@@ -165,4 +166,6 @@ def scan_response(buf: bytes, end: int):
         runs.append(buf[start:stop])
     if length < 0 and status not in (204, 304):
         return None
+    if length >= 0 and status == 204:
+        return None  # the slow path drops the Content-Length a 204 must not have
     return status, length, keep, b"".join(runs)

@@ -88,7 +88,7 @@ def test_memory_ratio():
 
 def test_select_targets():
     assert [t.name for t in select_targets("haproxy,lbcore-http")] == [
-        "haproxy-http", "haproxy-tcp", "lbcore-http", "haproxy-rules"]
+        "haproxy-http", "haproxy-tcp", "lbcore-http", "haproxy-rules", "haproxy-stick"]
     assert [t.name for t in select_targets("haproxy-rules,lbcore-rules")] == [
         "haproxy-rules", "lbcore-rules"]
     assert len(select_targets(None)) == len(ALL_TARGETS)

@@ -413,19 +413,19 @@ def build_tree(paths: list[str], env: Optional[Mapping[str, str]] = None,
             p.error(proxy.prometheus, "the prometheus exporter is served by lbcore's stats endpoint "
                     "(/metrics), not inside a proxy with servers", "http-request use-service")
         if proxy.caps & FE:
-            fe = builder.frontend(proxy, backends)
-            if fe is not None:
+            for name, fe in builder.frontends(proxy, backends):
                 if "backend" not in fe:
                     # A frontend with no backend (monitor-uri, redirects only)
                     # answers what its rules do not with 503, as HAProxy.
-                    name = f"{proxy.name}.none"
-                    empty = Map(fe.origin)
-                    empty["mode"] = fe["mode"]
-                    empty["health"] = Map(fe.origin)
-                    empty["health"]["type"] = Scalar("none", fe.origin)
-                    back[name] = empty
-                    fe["backend"] = Scalar(name, fe.origin)
-                frontends[proxy.name] = fe
+                    none = f"{proxy.name}.none"
+                    if none not in back:
+                        empty = Map(fe.origin)
+                        empty["mode"] = fe["mode"]
+                        empty["health"] = Map(fe.origin)
+                        empty["health"]["type"] = Scalar("none", fe.origin)
+                        back[none] = empty
+                    fe["backend"] = Scalar(none, fe.origin)
+                frontends[name] = fe
         if proxy.caps & BE:
             back[proxy.name] = builder.backend(proxy)
     try:

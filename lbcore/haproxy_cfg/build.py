@@ -57,7 +57,7 @@ def tls_options(words: tuple[str, ...], line: Line, p: Problems, keyword: str) -
         if word == "ssl-min-ver" and i + 1 < len(words):
             if words[i + 1] not in versions[1:]:
                 raise ValueError(f"unknown TLS version '{words[i + 1]}'")
-            out["min_version"] = words[i + 1]
+            out["min_version"] = "TLSv1" if words[i + 1] == "TLSv1.0" else words[i + 1]
             i += 2
             continue
         if word == "ssl-max-ver":
@@ -73,9 +73,6 @@ def tls_options(words: tuple[str, ...], line: Line, p: Problems, keyword: str) -
         i += 1
     # no-tlsv10 no-tlsv11 = at least TLSv1.2; lbcore never offers SSLv3.
     floor = {"no-tlsv10": "TLSv1.1", "no-tlsv11": "TLSv1.2", "no-tlsv12": "TLSv1.3"}
-    for word in ("no-tlsv10", "no-tlsv11", "no-tlsv12"):
-        if word in disabled and "min_version" not in out:
-            pass
     chain = [w for w in ("no-tlsv10", "no-tlsv11", "no-tlsv12") if w in disabled]
     if chain and "min_version" not in out:
         # Only a prefix of old versions can be cut (TLS has no holes).
@@ -99,16 +96,29 @@ class Builder:
 
     # -- frontends --------------------------------------------------------------
 
-    def frontend(self, proxy: Proxy, backends: dict[str, Proxy]) -> Optional[Map]:
+    def frontends(self, proxy: Proxy, backends: dict[str, Proxy]) -> list[tuple[str, Map]]:
+        """The frontend blocks of a frontend or listen section: one per TLS
+        setting of its binds, as lbcore sets TLS per frontend. A listen with
+        a plain internal bind and a TLS public one (TripleO's endpoints)
+        gives NAME and NAME.ssl, with the same rules and backend."""
+        groups = self.bind_groups(proxy)
+        if groups is None:
+            return []
+        out = []
+        for index, (binds, tls) in enumerate(groups):
+            name = proxy.name
+            if index:
+                name = f"{proxy.name}.ssl" if index == 1 else f"{proxy.name}.ssl{index}"
+            out.append((name, self.frontend(proxy, backends, binds, tls)))
+        return out
+
+    def frontend(self, proxy: Proxy, backends: dict[str, Proxy], binds: Seq, tls: Optional[Map]) -> Map:
         where = origin(proxy.line, f"{proxy.kind} {proxy.name}")
         fe = Map(where, comment=f"{proxy.line.where} {proxy.kind} {proxy.name}")
         s = proxy.settings
-        binds = self.binds(proxy, where)
-        if binds is None:
-            return None
-        fe["bind"] = binds[0]
-        if binds[1] is not None:
-            fe["tls"] = binds[1]
+        fe["bind"] = binds
+        if tls is not None:
+            fe["tls"] = tls
         fe["mode"] = self.mode(proxy, where)
         if "default_backend" in s:
             name, at = s["default_backend"]
@@ -146,10 +156,12 @@ class Builder:
             return Scalar(*proxy.settings["mode"])
         return Scalar("tcp", where)  # HAProxy's default mode
 
-    def binds(self, proxy: Proxy, where: Origin) -> Optional[tuple[Seq, Optional[Map]]]:
-        seq = Seq(where)
-        tls_of_binds = []
-        entries = []
+    def bind_groups(self, proxy: Proxy) -> Optional[list[tuple[Seq, Optional[Map]]]]:
+        """The binds grouped by their TLS setting, in the order first seen."""
+        if not proxy.binds:
+            self.p.error(proxy.line, f"{proxy.kind} '{proxy.name}' has no 'bind' line", proxy.kind)
+            return None
+        groups: list[tuple[object, Seq, Optional[Map]]] = []
         for line in proxy.binds:
             words = line.words[1:]
             try:
@@ -158,28 +170,23 @@ class Builder:
                 self.p.error(line, str(exc))
                 continue
             tls, transparent = self.bind_params(line, words[1:])
-            for address in addresses:
-                entries.append((address, tls, transparent, line))
-                tls_of_binds.append(tls)
-        if not proxy.binds:
-            self.p.error(proxy.line, f"{proxy.kind} '{proxy.name}' has no 'bind' line", proxy.kind)
-            return None
-        plain = [to_plain_tls(t) for t in tls_of_binds]
-        shared = all(t == plain[0] for t in plain) if plain else True
-        frontend_tls = tls_of_binds[0] if shared and tls_of_binds else None
-        for address, tls, transparent, line in entries:
+            key = to_plain_tls(tls)
+            group = next((g for g in groups if g[0] == key), None)
+            if group is None:
+                group = (key, Seq(origin(line)), tls)
+                groups.append(group)
             at = origin(line)
-            if shared and not transparent:
-                seq.append(Scalar(address, at))
-                continue
-            item = Map(at)
-            item["address"] = Scalar(address, at)
-            if tls is not None and not shared:
-                item["tls"] = tls
-            if transparent:
-                item["transparent"] = Scalar(True, at)
-            seq.append(item)
-        return seq, frontend_tls
+            for address in addresses:
+                if transparent:
+                    item = Map(at)
+                    item["address"] = Scalar(address, at)
+                    item["transparent"] = Scalar(True, at)
+                    group[1].append(item)
+                else:
+                    group[1].append(Scalar(address, at))
+        if not groups:
+            return None
+        return [(seq, tls) for _, seq, tls in groups]
 
     def bind_params(self, line: Line, words: tuple[str, ...]) -> tuple[Optional[Map], bool]:
         at = origin(line)
@@ -340,6 +347,7 @@ class Builder:
     def servers(self, proxy: Proxy, where: Origin) -> tuple[Seq, Map, dict[str, Scalar]]:
         seq = Seq(where)
         checked: list[tuple[dict, Line]] = []
+        marked: list[tuple[Optional[tuple], Line]] = []
         per_backend: dict[str, Scalar] = {}
         for line in proxy.servers:
             params = proxy.default_server + parse_server_params(line, line.words[3:], self.p)
@@ -347,10 +355,18 @@ class Builder:
             if server is None:
                 continue
             seq.append(server)
+            marked.append((settings.pop("on-marked-down", None), line))
             if settings.pop("check", False):
                 checked.append((settings, line))
-            elif "on-marked-down" in settings:
-                checked.append(({"on-marked-down": settings["on-marked-down"]}, line))
+        # on-marked-down is per server in HAProxy, per backend in lbcore.
+        values_seen = {value[0] if value else None for value, _ in marked}
+        if len(values_seen) > 1:
+            with_it = next(line for value, line in marked if value)
+            without = next(line for value, line in marked if not value)
+            self.p.error(without, f"other servers of '{proxy.name}' set 'on-marked-down' ({with_it.where}): "
+                         "lbcore sets it once per backend", "server")
+        elif marked and marked[0][0]:
+            per_backend["on-marked-down"] = Scalar(*marked[0][0])
         health = self.health(proxy, where, checked, per_backend)
         return seq, health, per_backend
 
@@ -442,14 +458,11 @@ class Builder:
 
     def health(self, proxy: Proxy, where: Origin, checked: list, per_backend: dict) -> Map:
         health = Map(where)
-        has_check = any(settings.get("check", True) and "inter" in settings or True
-                        for settings, _ in checked if settings is not None)
-        active = [(s, line) for s, line in checked if s.get("on-marked-down") is None or len(s) > 1]
         if not checked:
             health["type"] = Scalar("none", where)
             return health
         # The settings lb.yaml keeps per backend must agree between servers.
-        for key in list(PER_BACKEND) + ["fastinter", "downinter", "on-marked-down"]:
+        for key in list(PER_BACKEND) + ["fastinter", "downinter"]:
             seen = [(s[key], line) for s, line in checked if key in s]
             distinct = {value for (value, _), _ in seen}
             if len(distinct) > 1:
@@ -458,13 +471,12 @@ class Builder:
                              f"{first[0][0]}, this line {other[0][0]}): lbcore sets it once per backend",
                              f"server {key}")
                 continue
-            if len(seen) not in (0, len(checked)) and key in ("port", "on-marked-down"):
+            if len(seen) not in (0, len(checked)) and key == "port":
                 missing = next(line for s, line in checked if key not in s)
                 self.p.error(missing, f"other servers of '{proxy.name}' set '{key}' "
                              f"({seen[0][1].where}): lbcore sets it once per backend", "server")
             if seen:
                 per_backend[key] = Scalar(*seen[0][0])
-        del has_check, active
         inter = per_backend.get("inter")
         for key in ("fastinter", "downinter"):
             other = per_backend.pop(key, None)
@@ -554,8 +566,13 @@ class Builder:
             self.p.error(proxy.line, "lbcore's stats endpoint listens on exactly one address", proxy.kind)
             return None
         bind = proxy.binds[0]
-        if len(bind.words) > 2:
-            self.p.error(bind, f"'{' '.join(bind.words[2:])}' on the stats listener is not supported", "bind")
+        params = list(bind.words[2:])
+        if "transparent" in params:
+            params.remove("transparent")
+            self.p.warn(bind, "the stats endpoint binds without IP_TRANSPARENT: its address must be "
+                              "this host's (as it is for TripleO's per-node stats listen)", "bind transparent")
+        if params:
+            self.p.error(bind, f"'{' '.join(params)}' on the stats listener is not supported", "bind")
         stats["bind"] = Scalar(values.bind_addresses(self.address(bind.words[1]))[0], origin(bind))
         st = proxy.stats
         if "uri" in st:
@@ -576,8 +593,6 @@ class Builder:
         stats["admin"] = Scalar(bool(admin), origin(admin[1], "stats admin") if admin else where)
         if "refresh" in st:
             stats["refresh"] = Scalar(st["refresh"][0], origin(st["refresh"][1], "stats refresh"))
-        for key in ("servers", "default_backend"):
-            pass
         if proxy.servers:
             self.p.error(proxy.servers[0], "a stats listen with servers is not supported "
                          "(lbcore's stats endpoint serves only the stats)", "server")

@@ -411,6 +411,9 @@ class Proxy:
         spec = Map(origin(line))
         spec["name"] = Scalar(words[0], origin(line))
         rest = list(words[1:])
+        # No mode word: HAProxy's passive cookie (the application sets it,
+        # HAProxy only reads it); lb.yaml's default mode is insert.
+        spec["mode"] = Scalar("passive", origin(line))
         while rest:
             word = rest.pop(0)
             if word in ("insert", "rewrite", "prefix"):

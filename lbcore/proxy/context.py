@@ -28,6 +28,9 @@ class ProxyContext:
         self.maxconn = maxconn
         self.connections = 0  # client connections open in this process
         self.stopping = False
+        # SIGTERM with global.stop_delay: monitor_uri fails so health checks
+        # withdraw this node, while connections are still accepted.
+        self.withdrawn = False
         self.acceptors: list = []  # every Acceptor, to resume paused ones
 
     def may_accept(self, frontend: Frontend) -> bool:

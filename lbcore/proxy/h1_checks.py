@@ -256,7 +256,7 @@ class RequestChecker:
     """Follows a stream of requests through their framing and checks each
     head, chunk line and trailer section (see the module docstring)."""
 
-    __slots__ = ("state", "buf", "left", "max_head", "why")
+    __slots__ = ("state", "buf", "left", "max_head", "why", "messages")
 
     def __init__(self, max_head: int) -> None:
         self.state = _HEAD
@@ -264,6 +264,7 @@ class RequestChecker:
         self.left = 0
         self.max_head = max_head
         self.why = ""
+        self.messages = 0  # messages read to their end (an upgrade's ends with its head)
 
     def feed(self, data: bytes):
         """Returns (status, good): status 0 while all is well; else the
@@ -301,14 +302,20 @@ class RequestChecker:
                     self.state, self.left = _BODY, length
                 elif body == BODY_CHUNKED:
                     self.state = _CHUNK_LINE_S
-                elif body == BODY_TUNNEL:
-                    self.state = _TUNNEL
+                else:
+                    self.messages += 1
+                    if body == BODY_TUNNEL:
+                        self.state = _TUNNEL
             elif state == _BODY or state == _CHUNK_DATA:
                 take = min(self.left, n - pos)
                 pos += take
                 self.left -= take
                 if not self.left:
-                    self.state = _HEAD if state == _BODY else _CHUNK_CRLF
+                    if state == _BODY:
+                        self.state = _HEAD
+                        self.messages += 1
+                    else:
+                        self.state = _CHUNK_CRLF
             elif state == _CHUNK_CRLF:
                 if n - pos < 2:
                     if buf[pos:] != b"\r":
@@ -339,6 +346,7 @@ class RequestChecker:
                 if buf.startswith(b"\r\n", pos):
                     pos += 2
                     self.state = _HEAD
+                    self.messages += 1
                     continue
                 end = buf.find(b"\r\n\r\n", pos)
                 if end < 0:
@@ -351,6 +359,7 @@ class RequestChecker:
                     return self._fail(status, why, boundary)
                 pos = end + 4
                 self.state = _HEAD
+                self.messages += 1
         return 0, 0
 
     def _keep_partial(self, rest: bytes) -> int:
@@ -400,3 +409,23 @@ class CheckedRequestParser:
 
     def should_upgrade(self) -> bool:
         return self.parser.should_upgrade()
+
+
+# -- responses ------------------------------------------------------------------
+
+# Interim (1xx) responses relayed before a final one: a server sends one or
+# two (100 Continue, 103 Early Hints); a flood of them is a broken or
+# hostile server keeping a client busy.
+MAX_INTERIM_RESPONSES = 16
+
+
+def response_head_error(version: str, status: int, interims: int) -> str:
+    """Why a server's response head cannot be relayed ('' if it can):
+    llhttp takes any three digits and HTTP/2.0 in a status line."""
+    if version != "1.1" and version != "1.0":
+        return "response version is not HTTP/1.0 or HTTP/1.1"
+    if status > 599:
+        return "status code out of 100-599"  # RFC 9110 15: invalid
+    if status < 200 and interims >= MAX_INTERIM_RESPONSES:
+        return "too many interim responses"
+    return ""

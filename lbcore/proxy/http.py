@@ -1328,7 +1328,7 @@ class ClientConnection:
 
     def _answer_local(self, ex: Exchange) -> None:
         """monitor_uri: lbcore answers for itself; 503 once stopping."""
-        code = 503 if (self.ctx.stopping or self.closing) else 200
+        code = 503 if (self.ctx.stopping or self.ctx.withdrawn or self.closing) else 200
         body = b"<html><body><h1>200 OK</h1>\nService ready.\n</body></html>\n" if code == 200 \
             else b"<html><body><h1>503 Service Unavailable</h1>\nStopping.\n</body></html>\n"
         keep = ex.keep_alive and code == 200

@@ -110,9 +110,11 @@ class Service:
     get_sessions: Optional[Callable[[], Any]] = None  # list of session dicts, or an awaitable
     workers: int = 1
     started: float = field(default_factory=time.time)
+    rates: Any = None  # stats.rates.RateMeter shared with the HTTP endpoint
 
     async def snapshot(self) -> dict:
-        return await _resolve(self.get_snapshot())
+        snap = await _resolve(self.get_snapshot())
+        return self.rates.annotate(snap) if self.rates is not None else snap
 
 
 @dataclass

@@ -11,6 +11,7 @@ from typing import Any, Callable, Optional
 from ..config import StatsSpec
 from .admin import AdminHandler
 from .endpoint import StatsEndpoint
+from .rates import RateMeter
 from .runtime_api import Service
 from .runtime_socket import RuntimeSocket
 
@@ -24,8 +25,12 @@ class StatsServers:
         self.service = service
         self.endpoint: Optional[StatsEndpoint] = None
         self.socket: Optional[RuntimeSocket] = None
+        # One meter for both, so that `show stat` and /stats.csv agree on rates.
+        self.rates = RateMeter()
+        service.rates = self.rates
         if spec.bind is not None:
             self.endpoint = StatsEndpoint(spec, get_snapshot, http_admin)
+            self.endpoint.rates = self.rates
         if spec.socket is not None:
             self.socket = RuntimeSocket(spec.socket, service)
 

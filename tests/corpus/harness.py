@@ -93,7 +93,8 @@ def send_case(port: int, raw: bytes, requests: int = 1, limit: float = 4.0) -> O
             if left <= 0:
                 break
             statuses = parse_statuses(data)
-            if len(statuses) >= requests and all(x < 400 for x in statuses):
+            finals = [x for x in statuses if x >= 200]
+            if len(finals) >= requests and all(x < 400 for x in finals):
                 break
             sock.settimeout(left)
             try:

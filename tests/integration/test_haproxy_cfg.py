@@ -128,14 +128,15 @@ def lbcore_env(extra=None) -> dict:
 class Balancer:
     """One of the two, on its own VIP, running the shared file."""
 
-    def __init__(self, name: str, cmd: list[str], env: dict, workdir: str):
+    def __init__(self, name: str, cmd: list[str], env: dict, workdir: str,
+                 wait=("STATS_PORT", "MONITOR_PORT", "KEYSTONE_PORT", "TLS_PORT", "DB_PORT", "OSA_PORT")):
         self.name = name
         self.env = env
         self.log_path = os.path.join(workdir, f"{name}.log")
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=workdir)
         self.vip = env["VIP"]
-        for key in ("STATS_PORT", "MONITOR_PORT", "KEYSTONE_PORT", "TLS_PORT", "DB_PORT", "OSA_PORT"):
+        for key in wait:
             wait_port(int(env[key]), host=self.vip, proc=self.proc)
 
     def port(self, key: str) -> int:
@@ -481,3 +482,108 @@ frontend status
         master.send_signal(signal.SIGTERM)
         master.wait(10)
     assert master.returncode == 0 and not pidfile.exists()
+
+
+TRIPLEO = """\
+# puppet-tripleo shape: one listen per endpoint, internal and public binds
+# (the public one with TLS) both transparent, Galera all-backup with a
+# stick table, the stats listen serving the Prometheus exporter too.
+global
+  daemon
+  group haproxy
+  log /dev/log local0
+  maxconn 4096
+  pidfile "${DIR}/haproxy.pid"
+  ssl-default-bind-ciphers ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384
+  ssl-default-bind-options no-sslv3 no-tlsv10
+  stats socket "${DIR}/stats" mode 600 level user
+  stats timeout 2m
+  user haproxy
+
+defaults
+  log  global
+  maxconn  2048
+  mode  tcp
+  retries  3
+  timeout  http-request 10s
+  timeout  queue 2m
+  timeout  connect 10s
+  timeout  client 2m
+  timeout  server 2m
+  timeout  check 10s
+
+listen haproxy.stats
+  bind ${VIP}:${STATS_PORT} transparent
+  mode http
+  http-request use-service prometheus-exporter if { path /metrics }
+  stats enable
+  stats uri /
+  stats auth admin:pass
+
+listen keystone_public
+  bind ${VIP}:${KEYSTONE_PORT} transparent
+  bind ${VIP}:${TLS_PORT} transparent ssl crt "${PEM}"
+  mode http
+  option httpchk
+  option httplog
+  option forwardfor
+  server ctl0.internalapi.local ${CTL1} check fall 5 inter 2000 on-marked-down shutdown-sessions rise 2
+  server ctl1.internalapi.local ${CTL2} check fall 5 inter 2000 on-marked-down shutdown-sessions rise 2
+  server ctl2.internalapi.local ${CTL3} check fall 5 inter 2000 on-marked-down shutdown-sessions rise 2
+
+listen mysql
+  bind ${VIP}:${DB_PORT} transparent
+  option tcpka
+  option httpchk
+  stick on dst
+  stick-table type ip size 1000
+  timeout client 90m
+  timeout server 90m
+  server ctl0.internalapi.local ${CTL1} backup check inter 200 rise 1 fall 1 on-marked-down shutdown-sessions
+  server ctl1.internalapi.local ${CTL2} backup check inter 200 rise 1 fall 1 on-marked-down shutdown-sessions
+  server ctl2.internalapi.local ${CTL3} backup check inter 200 rise 1 fall 1 on-marked-down shutdown-sessions
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="user/group need root")
+def test_tripleo_shaped_config_behaves_as_haproxy(start_backend, pem, tmp_path):
+    need_haproxy()
+    servers = [start_backend(f"ctl{i}") for i in (1, 2, 3)]
+    path = tmp_path / "haproxy.cfg"
+    path.write_text(TRIPLEO)
+    running = []
+    try:
+        for name, vip, cmd in (("haproxy", "127.21.0.1", [HAPROXY, "-db", "-f", str(path)]),
+                               ("lbcore", "127.21.0.2", lbcore_cmd("-db", "-f", str(path)))):
+            workdir = tmp_path / name
+            workdir.mkdir()
+            os.chmod(workdir, 0o755)
+            env = {"VIP": vip, "PEM": pem, "DIR": str(workdir), "OSA_PORT": str(free_port())}
+            env.update({f"CTL{i}": s.address for i, s in enumerate(servers, 1)})
+            env.update({key: str(free_port()) for key in PORTS})
+            running.append(Balancer(name, cmd, lbcore_env(env), str(workdir),
+                                    wait=("STATS_PORT", "KEYSTONE_PORT", "TLS_PORT", "DB_PORT")))
+        token = base64.b64encode(b"admin:pass").decode()
+        for lb in running:
+            # Internal (plain) and public (TLS) binds of one listen, one pool.
+            assert sorted(lb.served_by("KEYSTONE_PORT", 3)) == ["ctl1", "ctl2", "ctl3"], lb.name
+            assert sorted(lb.served_by("TLS_PORT", 3, tls=True)) == ["ctl1", "ctl2", "ctl3"], lb.name
+            # The stats listen: CSV with auth, and the exporter at /metrics.
+            status, _, body = lb.get("STATS_PORT", "/;csv", {"Authorization": f"Basic {token}"})
+            assert status == 200 and b"keystone_public" in body, lb.name
+            status, _, body = lb.get("STATS_PORT", "/metrics", {"Authorization": f"Basic {token}"})
+            assert status == 200 and b"haproxy_backend_active_servers" in body, lb.name
+            # Every Galera server is a backup: the first usable one takes all.
+            assert set(lb.served_by("DB_PORT", 4)) == {"ctl1"}, lb.name
+        servers[0].kill()
+        for lb in running:
+            wait_until(lambda: set(_try(lb, "DB_PORT", 3)) == {"ctl2"}, what=f"{lb.name}: galera on ctl2")
+        # lbcore dropped to the haproxy user once bound, as haproxy did.
+        lbcore = running[1]
+        with open(f"/proc/{lbcore.proc.pid}/status") as f:
+            uid = next(line for line in f if line.startswith("Uid:")).split()[1]
+        import pwd
+        assert int(uid) == pwd.getpwnam("haproxy").pw_uid
+    finally:
+        for lb in running:
+            lb.stop()

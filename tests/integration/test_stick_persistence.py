@@ -362,3 +362,19 @@ def test_cookie_insert_preserve_leaves_the_servers_own_cookie(pool3):
         assert result["lbcore"] == (["SRV=mine"], [f"SRV={pool[0].name}; path=/; HttpOnly; Secure"])
     finally:
         both.stop()
+
+
+def test_passive_cookie_is_only_read_as_haproxy(pool3):
+    pool = pool3[:2]
+    both = cookie_pair({"name": "APP", "mode": "passive"}, "cookie APP", pool)
+    try:
+        result = {}
+        for impl, port in both.ports.items():
+            target = pool[1].name
+            served = {http_get(port, headers=[("Cookie", f"APP={target}")]).header("X-Server") for _ in range(4)}
+            own = http_get(port, f"/headers?Set-Cookie=APP%3D{target}")
+            plain = http_get(port)
+            result[impl] = (served, own.all("Set-Cookie"), plain.all("Set-Cookie"))
+        assert result["lbcore"] == result["haproxy"] == ({pool[1].name}, [f"APP={pool[1].name}"], []), result
+    finally:
+        both.stop()

@@ -394,7 +394,7 @@ class TestTLS:
         ("{cert: /etc/hostname, alpn: [[h2]]}", "frontends.web.tls.alpn: expected protocol names"),
         ("{cert: /etc/hostname, ciphers: x}", "frontends.web.tls.ciphers: no cipher in 'x' is known to OpenSSL"),
         ("{cert: /etc/hostname, ciphersuites: x}", "frontends.web.tls.ciphersuites: invalid TLS 1.3 ciphersuites 'x'"),
-        ("{cert: /etc/hostname, min_version: TLSv1.1}", "frontends.web.tls.min_version: invalid value 'TLSv1.1'"),
+        ("{cert: /etc/hostname, min_version: TLSv1.0}", "frontends.web.tls.min_version: invalid value 'TLSv1.0'"),
         ("{cert: /etc/hostname, sni: x}", "frontends.web.tls.sni: unknown key 'sni'"),
         ("yes", "frontends.web.tls: expected a mapping, got boolean true"),
     ])

@@ -4,7 +4,7 @@ import pytest
 
 from lbcore.proxy.h1_checks import (
     BODY_CHUNKED, BODY_LENGTH, BODY_NONE, BODY_TUNNEL, CheckedRequestParser, Refused,
-    RequestChecker, check_chunk_line, check_head, host_valid,
+    RequestChecker, check_chunk_line, check_head, host_valid, response_head_error,
 )
 from tests.corpus.hostile_requests import CASES
 
@@ -99,3 +99,12 @@ def test_checked_parser_parses_what_came_before_a_refusal():
         parser.feed_data(GET + b"GET  /double-space HTTP/1.1\r\nHost: a\r\n\r\n")
     assert exc.value.status == 400
     assert rec.urls == [b"/"]
+
+
+@pytest.mark.parametrize("version,status,interims,bad", [
+    ("1.1", 200, 0, False), ("1.0", 404, 0, False), ("1.1", 100, 15, False),
+    ("1.1", 100, 16, True), ("1.1", 999, 0, True), ("1.1", 600, 0, True),
+    ("2.0", 200, 0, True), ("0.9", 200, 0, True),
+])
+def test_response_heads(version, status, interims, bad):
+    assert bool(response_head_error(version, status, interims)) is bad

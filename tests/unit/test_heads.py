@@ -69,6 +69,9 @@ RESPONSES = [
     b"HTTP/1.1 200 OK\r\nX: a\x00b\r\nContent-Length: 2\r\n\r\nok",
     b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: foo\r\n\r\nok",
     b"GARBAGE\r\n\r\n",
+    b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n",
+    b"HTTP/1.1 999 Weird\r\nContent-Length: 2\r\n\r\nok",
+    b"HTTP/2.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
 ]
 
 
@@ -182,3 +185,10 @@ def test_response_rewrite(impl):
 ])
 def test_unusual_requests_take_the_slow_path(impl, data):
     assert impl.scan_request(data, _end(data), True, True) is None
+
+
+@pytest.mark.parametrize("impl", IMPLS, ids=lambda m: m.IMPLEMENTATION)
+def test_a_204_with_a_length_takes_the_slow_path(impl):
+    """The slow path drops the Content-Length a 204 must not carry."""
+    data = b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n"
+    assert impl.scan_response(data, _end(data)) is None

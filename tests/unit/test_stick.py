@@ -173,6 +173,19 @@ def test_eviction_stays_cheap_at_scale():
     assert e.key in t.entries
 
 
+def test_eviction_of_a_full_large_table_stays_linear():
+    # Every insert into a full table evicts: 300k of them into a 100k table
+    # must not rescan what was evicted before (seconds, not hours).
+    import time
+    t = table(size=100_000, expire_ms=10_000_000)
+    started = time.monotonic()
+    for i in range(300_000):
+        t.get(i, now=i)
+    assert len(t) == 100_000 and t.lookup(299_999, now=300_000) is not None
+    assert t.lookup(0, now=300_000) is None
+    assert time.monotonic() - started < 10
+
+
 def test_set_and_clear():
     t = table(store={"http_req_rate": 10_000, "conn_cnt": None})
     e = t.get("10.0.0.1", now=0)
