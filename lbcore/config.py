@@ -233,6 +233,7 @@ class HealthSpec:
     fall: int = 3
     port: Optional[int] = None
     initial_state: str = "up"  # up | down
+    headers: tuple[tuple[str, str], ...] = ()  # more request headers for http probes
 
 
 @dataclass(frozen=True)
@@ -333,6 +334,7 @@ SYSLOG_FACILITIES = ("kern", "user", "mail", "daemon", "auth", "syslog", "lpr", 
 MAX_WEIGHT = 256
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP header name
 _DURATION = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(ms|s|m|h|d)?")
 _DURATION_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _SIZE = re.compile(r"([0-9]+)\s*([kmgKMG])?")
@@ -769,7 +771,7 @@ _BACKEND_KEYS = ("mode", "balance", "maxconn", "health", "retries", "redispatch"
                  "servers", "on_marked_down", "stick_table", "stick_on", "cookie", "all_backups", "acls",
                  "http_request", "http_response", "hash", "pool_max_conn", "pool_purge_delay")
 _HEALTH_KEYS = ("type", "path", "method", "host", "expect_status", "interval", "timeout",
-                "rise", "fall", "port", "initial_state")
+                "rise", "fall", "port", "initial_state", "headers")
 _SERVER_KEYS = ("name", "address", "weight", "backup", "maxconn", "check", "send_proxy", "cookie")
 _STICK_TABLE_KEYS = ("type", "size", "expire", "peers", "store", "len")
 _STICK_ON_KEYS = ("on", "match", "store", "table")
@@ -1223,7 +1225,30 @@ class _Builder:
             fall=r.get(m, "fall", r.integer(1), d.fall),
             port=r.get(m, "port", r.nullable(r.integer(1, 65535))),
             initial_state=r.get(m, "initial_state", r.choice(INITIAL_STATES), d.initial_state),
+            headers=r.get(m, "headers", self.probe_headers, ()),
         )
+
+    def probe_headers(self, node: Node) -> tuple[tuple[str, str], ...]:
+        """health.headers: {Name: value}; no Host (health.host) and nothing
+        that would break the request line apart."""
+        r = self.r
+        if r.is_null(node):
+            return ()
+        if not isinstance(node, MappingNode):
+            raise _Invalid(f"expected a mapping of header names to values, got {r.describe(node)}")
+        out = []
+        for key_node, value_node in node.value:
+            name = str(key_node.value)
+            value = r.plain(value_node)
+            value = "" if value is None else str(value)
+            if not _TOKEN.fullmatch(name):
+                raise _Invalid(f"invalid header name {name!r}", key_node)
+            if name.lower() in ("host", "connection", "content-length", "transfer-encoding"):
+                raise _Invalid(f"header {name!r} is set by lbcore (use health.host for Host)", key_node)
+            if any(c in value for c in "\r\n\0"):
+                raise _Invalid(f"header {name!r}: the value holds a line break", value_node)
+            out.append((name, value))
+        return tuple(out)
 
     def expect_status(self, m: Optional[_Mapping], default: frozenset[int]) -> frozenset[int]:
         r = self.r

@@ -14,6 +14,7 @@ cdef class Counters:
 
     cpdef session_start(self)
     cpdef session_end(self)
+    cpdef add_timers(self, double tq, double tc, double tr, double tt)
 
 
 cdef class Server(Counters):
@@ -46,10 +47,11 @@ cdef class Backend(Counters):
     cdef public bint limited
     cdef public object down_transitions, downtime, down_since
 
-    cpdef pick(self, bytes client_key=*, exclude=*)
+    cpdef pick(self, bytes client_key=*, exclude=*, bint full_ok=*)
 
 
 cdef class Frontend(Counters):
     cdef public object spec, name, mode
     cdef public Backend backend
     cdef public bint stopping
+    cdef public object rules

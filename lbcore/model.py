@@ -15,6 +15,7 @@ import time
 from typing import Callable, Iterable, Optional
 
 from . import balance, persist, stick, tracking
+from .rules.frontend import FrontendRules
 from .config import BackendSpec, FrontendSpec, ServerSpec
 
 log = logging.getLogger("lbcore")
@@ -336,14 +337,16 @@ class Backend(Counters):
             return self.downtime
         return self.downtime + time.monotonic() - self.down_since
 
-    def pick(self, client_key: bytes = b"", exclude=None) -> Optional[Server]:
+    def pick(self, client_key: bytes = b"", exclude=None, full_ok: bool = False) -> Optional[Server]:
         """A server for new work, or None if every usable one is full/absent.
-        `exclude`: a server or a collection of servers already tried."""
+        `exclude`: a server or a collection of servers already tried.
+        `full_ok`: full servers (maxconn) are candidates too (the caller
+        waits for the one picked: hash balancing keeps a key's server)."""
         if not exclude:
             exclude = None
         elif isinstance(exclude, Server):
             exclude = (exclude,)
-        return self.balancer.pick(client_key, exclude, self.limited)
+        return self.balancer.pick(client_key, exclude, self.limited and not full_ok)
 
     def reconfigure(self, spec: BackendSpec) -> None:
         """A reload: take the new spec. Servers that survive (same name and
@@ -375,7 +378,7 @@ class Backend(Counters):
 class Frontend(Counters):
     """A listening proxy: its spec, its backend, its counters."""
 
-    __slots__ = ("spec", "name", "mode", "backend", "stopping")
+    __slots__ = ("spec", "name", "mode", "backend", "stopping", "rules")
 
     def __init__(self, spec: FrontendSpec, backend: Backend) -> None:
         super().__init__()
@@ -384,6 +387,7 @@ class Frontend(Counters):
         self.mode = spec.mode
         self.backend = backend
         self.stopping = False
+        self.rules = None  # its acls and rules, compiled (proxy/stream.py's Rules); None: none
 
     def reconfigure(self, spec: FrontendSpec, backend: Backend) -> None:
         self.spec = spec
@@ -425,6 +429,10 @@ class Runtime:
             else:
                 frontend = Frontend(spec, backends[spec.backend])
             frontends[name] = frontend
+        for frontend in frontends.values():
+            # The frontend's rules (lbcore/rules), or None when no rule can
+            # touch its traffic: then its request path has no rule step.
+            frontend.rules = FrontendRules.build(frontend, backends)
         tables = build_stick_tables(config, previous.stick_tables if previous else {})
         tracking.install(tables)  # the tables track_sc rules and sc_* fetches name
         for name, backend in backends.items():

@@ -29,6 +29,7 @@ from .logs import AccessLog, setup_event_log
 from .model import Runtime
 from .proxy.context import ProxyContext
 from .proxy.http import HttpProxy
+from .proxy import stream
 from .timers import Sweeper
 from .upstream import UpstreamPool
 
@@ -177,6 +178,7 @@ class LoadBalancer:
         self.stats = None
         self.peers: list = []  # lbcore.peers.Peers, one per peers section
         self.stopped: Optional[asyncio.Future] = None
+        self.serving: Optional[asyncio.Future] = None
         self.takeover: Optional[takeover.TakeoverServer] = None
         self.exit_code = 0
         self._reloading = False
@@ -189,6 +191,7 @@ class LoadBalancer:
     async def run(self) -> int:
         self.loop = loop = asyncio.get_running_loop()
         self.stopped = loop.create_future()
+        self.serving = loop.create_future()
         config = self.config
         setup_event_log(config.global_.log)
         self.access_log = AccessLog(config.global_.log)
@@ -207,17 +210,11 @@ class LoadBalancer:
         # fails whole.
         sockets = self._bind_all(config, {})
         self._install_handlers()
+        # Signals are handled before the first accept: once a port answers, a
+        # SIGHUP must find its handler (its default action kills the process).
+        self._install_signals(loop)
         self._install_acceptors(sockets)
         self.health.start(loop)
-        # Before anything can be seen listening from outside (the stats
-        # port last): a SIGHUP sent then must reload, not end the process.
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
-        # HAProxy's signals: SIGUSR2 reloads (master-worker), SIGUSR1 is the
-        # soft stop that `-sf` sends to the previous process.
-        loop.add_signal_handler(signal.SIGUSR2, self.reload)
-        loop.add_signal_handler(signal.SIGUSR1, self.graceful_stop)
-        loop.add_signal_handler(signal.SIGTERM, self.graceful_stop)
-        loop.add_signal_handler(signal.SIGINT, self.stop_now)
         await self._start_peers(config)
         self._purge_tables()
         try:
@@ -238,6 +235,7 @@ class LoadBalancer:
         log.info("build: %s", build())
         drop_privileges(config.global_)
         systemd.ready()
+        self.serving.set_result(None)
         for callback in self.on_started:
             callback()
         await self.stopped
@@ -290,6 +288,15 @@ class LoadBalancer:
         from .proxy.tcp import TcpProxy
         return TcpProxy(frontend, self.ctx)
 
+    def _install_signals(self, loop) -> None:
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        # HAProxy's signals: SIGUSR2 reloads (master-worker), SIGUSR1 is the
+        # soft stop that `-sf` sends to the previous process.
+        loop.add_signal_handler(signal.SIGUSR2, self.reload)
+        loop.add_signal_handler(signal.SIGUSR1, self.graceful_stop)
+        loop.add_signal_handler(signal.SIGTERM, self.graceful_stop)
+        loop.add_signal_handler(signal.SIGINT, self.stop_now)
+
     def _install_handlers(self) -> None:
         handlers = {}
         for name, frontend in self.runtime.frontends.items():
@@ -306,6 +313,8 @@ class LoadBalancer:
         for backend in self.runtime.backends.values():
             if self.pool.server_changed not in backend.listeners:
                 backend.listeners.append(self.pool.server_changed)
+            if stream.server_changed not in backend.listeners:
+                backend.listeners.append(stream.server_changed)  # queued streams take a returning server
 
     def _install_acceptors(self, sockets: dict) -> None:
         acceptors = {}
@@ -403,20 +412,19 @@ class LoadBalancer:
         if self._reloading:
             self._reload_again = True  # once the running one is done, from the file as it is then
             return
-        self.loop.create_task(self._reload_from_file())
-
-    async def _reload_from_file(self) -> None:
         self._reloading = True
-        systemd.reloading()
+        self.loop.create_task(self._reload_when_serving())
+
+    async def _reload_when_serving(self) -> None:
         try:
+            await self.serving  # a reload asked for during start-up runs once it is done
             while True:
                 self._reload_again = False
-                await self._reload()
+                await systemd.reload_notified(self._reload())
                 if not self._reload_again:
                     break
         finally:
             self._reloading = False
-            systemd.ready()
 
     async def _reload(self, new: Optional[Config] = None) -> None:
         """Re-read the file; a worker is given `new`, the config its master

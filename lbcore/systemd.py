@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import time
+from typing import Awaitable
 
 log = logging.getLogger("lbcore")
 
@@ -44,6 +45,15 @@ def ready(status: str = "") -> bool:
 def reloading() -> bool:
     # systemd (Type=notify-reload) wants the monotonic clock with RELOADING=1.
     return notify("RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
+
+
+async def reload_notified(reload: Awaitable[None]) -> None:
+    """RELOADING=1 while `reload` runs, READY=1 once it is over (applied or refused)."""
+    reloading()
+    try:
+        await reload
+    finally:
+        ready()
 
 
 def stopping() -> bool:

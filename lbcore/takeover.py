@@ -226,8 +226,9 @@ def take_over(pids: list[int]) -> None:
             for sock in sockets:
                 inherited.add(sock)
         carried = state
-        previous.update(conn=conn, state=state)
-        log.info("took %d listening sockets from pid %d", sum(len(s) for _, _, s in given), pid)
+        # Logged by restore(): the event log is not set up yet.
+        previous.update(conn=conn, state=state, summary=f"{sum(len(s) for _, _, s in given)} listening "
+                                                       f"sockets from pid {pid}")
         return
 
 
@@ -296,15 +297,17 @@ def restore(runtime: Runtime) -> None:
     counters of the process replaced, as they were at the handover."""
     global carried
     state, carried = carried, None
-    if state:
+    if state is not None:
         matched = _apply(runtime, state, {}, states=True)
-        log.info("took over %d server states and the counters of the previous process", matched)
+        log.info("took over %s, %d server states and the counters of that process",
+                 previous.get("summary", "?"), matched)
 
 
 def follow(loop: asyncio.AbstractEventLoop, get_runtime: Callable[[], Runtime]) -> None:
     """Wait (off the hot path) for the replaced process's final counters,
     sent as it exits, and add what it counted while draining."""
     conn, base = previous.pop("conn", None), previous.pop("state", None) or {}
+    previous.pop("summary", None)
     if conn is None:
         return
     conn.setblocking(False)

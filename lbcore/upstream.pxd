@@ -26,12 +26,15 @@ cdef class UpstreamConnection:
     cdef public object conn_named
     cdef public bytes te_value
     cdef public list out
+    cdef public object sock
+    cdef public bint acked
     cdef public int interims
 
     cpdef _reset_response(self)
     cpdef data_received(self, bytes data)
     cpdef _fast_head(self, client, bytes data)
     cpdef _fast_body(self, client, bytes data)
+    cpdef _ack_now(self)
     cpdef attach(self, client, exchange, bytes data)
     cpdef send(self, bytes data)
     cpdef flush(self)

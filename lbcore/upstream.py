@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from typing import Optional
 
 import httptools
@@ -29,6 +30,7 @@ IDLE_TIMEOUT = 30.0  # an idle pooled connection is closed after this
 PURGE_TICK = 1.0  # seconds between looks at which servers are due a purge
 MAX_RESPONSE_HEAD = 65536
 SEND_NOW = 32768  # writes this large skip the batch (lbcore/batch.py): nothing to gain
+QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 
 # Response headers the proxy owns: hop-by-hop ones and the framing.
 HOP_BY_HOP = frozenset((
@@ -56,7 +58,7 @@ class UpstreamConnection:
         "deadline", "reused", "closed", "status", "reason", "head_parts",
         "head_size", "resp_chunked", "resp_length", "no_body", "keep_alive",
         "body_started", "private", "tunnel", "paused", "head_buf", "body_left", "slow",
-        "conn_named", "te_value", "out", "interims",
+        "conn_named", "te_value", "out", "sock", "acked", "interims",
     )
 
     def __init__(self, pool: "UpstreamPool", server: Server) -> None:
@@ -73,6 +75,7 @@ class UpstreamConnection:
         self.tunnel = False
         self.paused = False
         self.out = None  # request bytes for the server, sent at the end of the loop's turn
+        self.sock = None  # the transport's socket, for TCP_QUICKACK
         self._reset_response()
 
     def _reset_response(self) -> None:
@@ -91,12 +94,15 @@ class UpstreamConnection:
         self.conn_named = None
         self.interims = 0  # 1xx responses relayed so far
         self.te_value = b"chunked"  # the server's codings, re-framed as chunked
+        self.acked = False  # TCP_QUICKACK was set for this response
 
     # -- asyncio.Protocol ------------------------------------------------
 
     def connection_made(self, transport) -> None:
         self.transport = transport
         self.parser = httptools.HttpResponseParser(self)
+        if QUICKACK is not None:
+            self.sock = transport.get_extra_info("socket")
 
     def data_received(self, data: bytes) -> None:
         if self.tunnel:
@@ -125,12 +131,32 @@ class UpstreamConnection:
                         client.whole_response(self, head, data[end + 4:] if not no_body else b"")
                         return
         self.deadline = self.pool.sweeper.now + client.server_timeout
+        if not self.acked:
+            self._ack_now()
         if self.body_left:
             self._fast_body(client, data)
         elif self.slow or self.body_started:
             self._slow(client, data)
         else:
             self._fast_head(client, data)
+
+    def _ack_now(self) -> None:
+        """A response that takes more than one read: ACK what came at once,
+        and keep ACKing while it comes. A server that writes its head and
+        body apart with Nagle on (Python's http.server, many WSGI servers)
+        holds the body until its head is ACKed; having just sent it a
+        request, this connection's kernel is in its interactive mode and
+        would delay that ACK up to 40 ms. TCP_QUICKACK leaves that mode
+        (and sends the pending ACK); once per response is enough, as we
+        send the server nothing more until it ends. Whole responses in one
+        read, the common case, never get here."""
+        self.acked = True
+        sock = self.sock
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, QUICKACK, 1)
+            except OSError:
+                self.sock = None  # not TCP after all (or gone): never again
 
     def _fast_head(self, client, data: bytes) -> None:
         """A plain response head (Content-Length framed) is rewritten with

@@ -543,14 +543,7 @@ class Master:
 
     def reload(self) -> None:
         if not self.stopping:
-            self.loop.create_task(self._reload_notified())
-
-    async def _reload_notified(self) -> None:
-        systemd.reloading()
-        try:
-            await self._reload()
-        finally:
-            systemd.ready()
+            self.loop.create_task(systemd.reload_notified(self._reload()))
 
     async def _reload(self) -> None:
         path = self.config.path

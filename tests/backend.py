@@ -97,6 +97,12 @@ class Handler(BaseHTTPRequestHandler):
             self.end_headers()
             return
         self.send_header("Content-Length", str(len(body)))
+        if self.server.two_writes:
+            # As Python's http.server, many WSGI servers and the demo's
+            # backends do: the head, then the body, with Nagle on.
+            self.end_headers()
+            self.wfile.write(body)
+            return
         # Head and body in one send(), as nginx does for small answers: a
         # SIGKILL between two writes would truncate a response, a failure no
         # load balancer can hide, and failover drills would count it.
@@ -253,6 +259,12 @@ class Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_OPTIONS = do_PATCH = _route
 
 
+class NagleHandler(Handler):
+    """--two-writes: Nagle's algorithm stays on (http.server's default)."""
+
+    disable_nagle_algorithm = False
+
+
 # Answers written as raw bytes, each followed by closing the connection.
 RAW_ANSWERS = {
     "close": b"",
@@ -279,10 +291,12 @@ class Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 1024
 
-    def __init__(self, addr, name, health_file):
+    def __init__(self, addr, name, health_file, two_writes=False):
         self.name = name
         self.health_file = health_file
-        super().__init__(addr, Handler)
+        self.two_writes = two_writes
+        handler = NagleHandler if two_writes else Handler
+        super().__init__(addr, handler)
 
 
 def main() -> None:
@@ -292,11 +306,13 @@ def main() -> None:
     parser.add_argument("--name", default="backend")
     parser.add_argument("--health-file", default=None)
     parser.add_argument("--tcp-echo", action="store_true", help="raw TCP echo with half-close")
+    parser.add_argument("--two-writes", action="store_true",
+                        help="answer in two writes (head, body) with Nagle on, as http.server does")
     args = parser.parse_args()
     if args.tcp_echo:
         tcp_echo(args.host, args.port, args.name)
         return
-    server = Server((args.host, args.port), args.name, args.health_file)
+    server = Server((args.host, args.port), args.name, args.health_file, args.two_writes)
     print("ready", flush=True)
     server.serve_forever()
 

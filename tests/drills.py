@@ -27,8 +27,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-from tests.netns import Lan, skip_reason, wait_until
-from tests.support import BACKEND_SCRIPT, ROOT
+from tests.netns import Lan, skip_reason
+from tests.support import BACKEND_SCRIPT, ROOT, wait_until
 
 CONF = ROOT / "conf"
 VIP = "192.0.2.100"
@@ -120,25 +120,33 @@ def measure(results: list, kill_at: float, engine: str, states: dict) -> Result:
                   served_by, failures)
 
 
-def lbcore_config(node_dir: str) -> tuple[list[str], str]:
+def node_yaml(node_dir: str, binds: str, more_global: str = "", health: str = "") -> str:
+    """lb.yaml of one drill node: `binds` (YAML flow list) in front of the
+    backend on the node's loopback, monitor_uri /healthz for the health
+    scripts; the path written."""
     path = os.path.join(node_dir, "lb.yaml")
     with open(path, "w") as f:
         f.write(f"""\
 global:
   pidfile: {node_dir}/lbcore.pid
   log: {{target: {node_dir}/access.log, format: none}}
-frontends:
+{more_global}frontends:
   api:
-    bind: [{{address: "{VIP}:80", transparent: true}}, "127.0.0.1:80"]
+    bind: {binds}
     mode: http
     monitor_uri: /healthz
     backend: api
 backends:
   api:
     mode: http
-    health: {{type: http, path: /healthcheck, interval: 1s}}
-    servers: [{{name: local, address: "127.0.0.1:8000"}}]
+{health}    servers: [{{name: local, address: "127.0.0.1:8000"}}]
 """)
+    return path
+
+
+def lbcore_config(node_dir: str) -> tuple[list[str], str]:
+    path = node_yaml(node_dir, f'[{{address: "{VIP}:80", transparent: true}}, "127.0.0.1:80"]',
+                     health="    health: {type: http, path: /healthcheck, interval: 1s}\n")
     return [sys.executable, "-m", "lbcore.cli", "-c", path], path
 
 
@@ -301,24 +309,8 @@ def ecmp_drill(action: str = "kill", before: float = 1.5, after: float = 4.0,
             os.mkdir(node_dir)
             lan.popen(node, [sys.executable, str(BACKEND_SCRIPT), "--port", "8000", "--name", node],
                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            lb_yaml = os.path.join(node_dir, "lb.yaml")
-            with open(lb_yaml, "w") as f:
-                f.write(f"""\
-global:
-  stop_delay: {stop_delay}s
-  grace: 10s
-  log: {{target: {node_dir}/access.log, format: none}}
-frontends:
-  api:
-    bind: ["{ECMP_VIP}:80", "127.0.0.1:80"]
-    mode: http
-    monitor_uri: /healthz
-    backend: api
-backends:
-  api:
-    mode: http
-    servers: [{{name: local, address: "127.0.0.1:8000", check: false}}]
-""")
+            lb_yaml = node_yaml(node_dir, f'["{ECMP_VIP}:80", "127.0.0.1:80"]',
+                                more_global=f"  stop_delay: {stop_delay}s\n  grace: 10s\n")
             balancers[node] = lan.popen(node, [sys.executable, "-m", "lbcore.cli", "-c", lb_yaml],
                                         stdout=open(f"{node_dir}/lbcore.log", "ab"), stderr=subprocess.STDOUT,
                                         env=env, cwd=node_dir)

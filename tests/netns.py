@@ -12,7 +12,6 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from typing import Optional
 
 
@@ -96,13 +95,3 @@ class Lan:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def wait_until(predicate, timeout: float, what: str, step: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")

@@ -25,6 +25,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until(predicate, timeout: float, what: str, step: float = 0.05):
+    """`predicate()`'s first true value, polled every `step` for `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
 def wait_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0, proc=None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -68,9 +79,10 @@ class BackendProcess:
     """tests/backend.py in its own process (HTTP, or raw TCP echo)."""
 
     def __init__(self, name: str, port: Optional[int] = None, tcp_echo: bool = False, env=None,
-                 host: str = "127.0.0.1"):
+                 host: str = "127.0.0.1", args=()):
         self.name = name
         self.host = host
+        self.args = list(args)  # more options of tests/backend.py, e.g. --two-writes
         self.port = port or free_port()
         self.tcp_echo = tcp_echo
         self.env = env
@@ -87,6 +99,7 @@ class BackendProcess:
                "--health-file", self.health_file]
         if self.tcp_echo:
             cmd.append("--tcp-echo")
+        cmd += self.args
         env = dict(os.environ, **(self.env or {}))
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, env=env)
         wait_port(self.port, host=self.host, proc=self.proc)

@@ -473,7 +473,7 @@ def load(paths: list[str], env: Optional[Mapping[str, str]] = None,
         raise ConfigError(_ordered(p.errors + problems)) from None
     if p.errors:
         raise ConfigError(_ordered(p.errors))
-    return Loaded(config, p.warnings, glob.daemon, glob.master_worker)
+    return Loaded(config, _ordered(p.warnings), glob.daemon, glob.master_worker)
 
 
 def convert(paths: list[str], env: Optional[Mapping[str, str]] = None) -> tuple[str, list[str]]:

@@ -289,10 +289,17 @@ class Builder:
             be["on_marked_down"] = per_backend["on-marked-down"]
         if proxy.options.get("allbackups", (False,))[0]:
             be["all_backups"] = Scalar(True, proxy.options["allbackups"][1])
-        for key in ("stick_table", "stick_on", "cookie"):
+        for key in ("stick_table", "cookie"):
             if key in s:
                 value, at = s[key]
                 be[key] = value if isinstance(value, Map) else Scalar(value, at)
+        rules = proxy.stick_rules
+        if len(rules) == 1 and list(rules[0]) == ["on"]:
+            be["stick_on"] = rules[0]["on"]  # the plain `stick on SAMPLE`
+        elif rules:
+            seq = Seq(rules[0].origin)
+            seq.extend(rules)
+            be["stick_on"] = seq
         if proxy.caps == BE:
             self.rules(proxy, be, where, frontend=False)
         else:

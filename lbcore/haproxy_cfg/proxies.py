@@ -71,6 +71,7 @@ class Proxy:
         self.http_request: list[Map] = []
         self.http_response: list[Map] = []
         self.use_backend: list[Map] = []
+        self.stick_rules: list[Map] = []
         self.stats: dict[str, tuple[object, Line]] = {}
         self.prometheus: Optional[Line] = None
 
@@ -85,7 +86,7 @@ class Proxy:
         child.default_server = list(self.default_server)
         child.binds, child.servers = [], []
         child.acls, child.tcp_request, child.http_request = {}, [], []
-        child.http_response, child.use_backend = [], []
+        child.http_response, child.use_backend, child.stick_rules = [], [], []
         child.stats = dict(self.stats)
         child.prometheus = None
         return child
@@ -396,13 +397,25 @@ class Proxy:
         self.set("stick_table", table, line)
 
     def stick(self, line: Line) -> None:
+        """stick on | match | store-request SAMPLE [table NAME]."""
         words = line.words[1:]
-        if len(words) < 2 or words[0] != "on":
-            self.p.error(line, "only 'stick on SAMPLE' is supported", f"stick {words[0] if words else ''}".strip())
+        kinds = {"on": {}, "match": {"store": False}, "store-request": {"match": False}}
+        keyword = f"stick {words[0]}" if words else "stick"
+        if not words or words[0] not in kinds:
+            self.p.error(line, "not supported by lbcore (stick on, stick match, stick store-request)", keyword)
             return
-        if len(words) > 2:
-            raise ValueError("'stick on SAMPLE table|if|unless ...' is not supported; only 'stick on SAMPLE'")
-        self.set("stick_on", words[1], line, "stick on")
+        if len(words) not in (2, 4) or (len(words) == 4 and words[2] != "table"):
+            self.p.error(line, f"expected '{keyword} SAMPLE [table NAME]' (conditions are not supported)",
+                         keyword)
+            return
+        at = origin(line, keyword)
+        rule = Map(at)
+        rule["on"] = Scalar(words[1], at)
+        for flag, value in kinds[words[0]].items():
+            rule[flag] = Scalar(value, at)
+        if len(words) == 4:
+            rule["table"] = Scalar(words[3], at)
+        self.stick_rules.append(rule)
 
     def cookie(self, line: Line) -> None:
         words = line.words[1:]
@@ -582,9 +595,17 @@ def http_rule(proxy: Proxy, line: Line, response: bool) -> Map:
                 ret["content_type"] = Scalar(rest.pop(0), where)
             elif key == "string" and rest:
                 ret["body"] = Scalar(rest.pop(0), where)
+            elif key == "hdr" and len(rest) >= 2:
+                headers = ret["headers"] if "headers" in ret else Map(where)
+                name, value = rest.pop(0), rest.pop(0)
+                headers[name] = Scalar(value, where)
+                ret["headers"] = headers
             else:
-                raise ValueError(f"'return' option '{key}' is not supported (status, content-type, string)")
+                raise ValueError(f"'return' option '{key}' is not supported (status, content-type, string, hdr)")
         rule["return"] = ret
+    elif action in ("set-path", "set-query", "set-uri") and not response:
+        need(1, "FORMAT")
+        rule[action.replace("-", "_")] = Scalar(args[0], where)
     elif action.startswith("track-sc") and not response and args:
         if len(args) == 1:
             rule[action.replace("-", "_")] = Scalar(args[0], where)

@@ -36,17 +36,26 @@ L4CON_ERRNOS = {
 }
 
 
-def build_request(method: str, path: str, host: str) -> bytes:
+def build_request(method: str, path: str, host: str, headers: tuple = ()) -> bytes:
     """The probe request. Values reach here from the config; a control
-    character in them would let a config smuggle a second request."""
+    character in them would let a config smuggle a second request.
+    `headers` ((name, value), ...) are sent too; a User-Agent among them
+    replaces lbcore's (HAProxy's `http-check send hdr`)."""
     for name, value in (("method", method), ("path", path), ("host", host)):
         if not value or any(c <= " " or c == "\x7f" for c in value):
             raise ValueError(f"health.{name} {value!r} is empty or holds a space or control character")
+    extra = ""
+    for name, value in headers:
+        if not name or any(c <= " " or c in ":\x7f" for c in name) or any(c in "\r\n\0" for c in value):
+            raise ValueError(f"health.headers {name!r}: invalid header")
+        extra += f"{name}: {value}\r\n"
+    names = {name.lower() for name, _ in headers}
+    agent = "" if "user-agent" in names else f"User-Agent: {USER_AGENT}\r\n"
     return (f"{method} {path} HTTP/1.1\r\n"
             f"Host: {host}\r\n"
             f"Connection: close\r\n"
-            f"User-Agent: {USER_AGENT}\r\n"
-            f"Accept: */*\r\n\r\n").encode("latin-1")
+            f"{agent}"
+            f"Accept: */*\r\n{extra}\r\n").encode("latin-1")
 
 
 def parse_status_line(line: bytes) -> Optional[int]:
@@ -224,7 +233,8 @@ def probe_request(server, health: HealthSpec) -> Optional[bytes]:
     """What the probe of `health` sends to `server`: None for tcp; ValueError
     for a request the config cannot make safe."""
     if health.type == "http":
-        return build_request(health.method, health.path, health.host or str(server.address))
+        return build_request(health.method, health.path, health.host or str(server.address),
+                             health.headers)
     return None
 
 

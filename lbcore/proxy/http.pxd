@@ -5,10 +5,11 @@ cimport cython
 from lbcore.model cimport Server, Frontend
 from lbcore.timers cimport Sweeper
 from lbcore.upstream cimport UpstreamConnection, UpstreamPool
+from lbcore.proxy.stream cimport Stream
 
 
 @cython.final
-cdef class Exchange:
+cdef class Exchange(Stream):
     cdef public bytes url
     cdef public object parts
     cdef public bytes head
@@ -24,29 +25,25 @@ cdef class Exchange:
     cdef public object replay
     cdef public long long replay_size
     cdef public bint body_sent
-    cdef public Server server
     cdef public UpstreamConnection upstream
-    cdef public int attempts
-    cdef public object tried
     cdef public bint response_started
-    cdef public int status
-    cdef public long long bytes_out
     cdef public bint rechunk, close_after, local
     cdef public object tunnel_pending
-    cdef public double t_begin, t_head, t_assigned, t_connect, t_response, queued_at
     cdef public bint method_head
-    cdef public str terminated
-    cdef public Server last_server
-    cdef public object stick_keys, cookie_state
+    cdef public object request
+    cdef public bytes tail
+    cdef public object answer
+    cdef public object cookie_state
     cdef public list held
     cdef public long long held_size
 
 
 @cython.final
 cdef class HttpSettings:
-    cdef public double http_request, client, keep_alive, server
+    cdef public double http_request, client, keep_alive
     cdef public bint forwarded_for, forwarded_proto
     cdef public bytes monitor_uri
+    cdef public object rules
 
 
 @cython.final
@@ -75,6 +72,8 @@ cdef class ClientConnection:
     cdef public Exchange receiving
     cdef public HttpSettings settings
     cdef public object relay
+    cdef public bytes key
+    cdef public object facts
 
     cpdef _pause(self, int reason)
     cpdef _resume(self, int reason)
@@ -86,9 +85,8 @@ cdef class ClientConnection:
     cpdef _request_complete(self, Exchange ex)
     cpdef _send_body(self, Exchange ex, bytes data)
     cpdef _dispatch(self, Exchange ex)
-    cpdef _assign(self, Exchange ex, Server server)
+    cpdef connect_server(self, Exchange ex, Server server)
     cpdef _attach(self, Exchange ex, UpstreamConnection upstream)
-    cpdef _end_server_session(self, Exchange ex)
     cpdef response_head(self, UpstreamConnection upstream, int status, bytes head)
     cpdef whole_response(self, UpstreamConnection upstream, bytes head, bytes body)
     cpdef response_body(self, body)
@@ -96,4 +94,4 @@ cdef class ClientConnection:
     cpdef flush(self)
     cpdef response_complete(self, UpstreamConnection upstream)
     cpdef _finish(self, Exchange ex, bint aborted=*, bint keep_server_session=*)
-    cpdef _log(self, Exchange ex)
+    cpdef write_log(self, Exchange ex)

@@ -28,9 +28,12 @@ from lbcore_ext import Relay, scan_request
 from ..balance import request_key
 from ..certificates import tls_context
 from ..hop_by_hop import named_headers
-from ..model import Frontend, Server, status_class_index
+from ..model import Frontend, Server
 from ..upstream import REASONS, SEND_NOW, UpstreamConnection, UpstreamPool
+from ..rules import remember_sni
+from ..rules.frontend import connection_done, request_done
 from .context import ProxyContext
+from .stream import NOSRV, Stream, client_key, end_tunnel
 from . import errors, proxy_protocol
 from .h1_checks import CheckedRequestParser, partial_head_invalid
 
@@ -73,20 +76,22 @@ class HeadTooLarge(Exception):
     pass
 
 
-class Exchange:
-    """One request/response pair as it goes through the proxy."""
+class Exchange(Stream):
+    """One request/response pair as it goes through the proxy: a stream
+    (proxy/stream.py: backend, server, queue, retries, counters, log) with
+    the HTTP message state added."""
 
     __slots__ = (
         "url", "parts", "head", "head_size", "method", "version", "keep_alive",
         "host_count", "xff", "conn_tokens", "upgrade", "chunked", "has_te",
         "headers_done", "complete", "unsent", "unsent_size", "replay", "replay_size",
-        "body_sent", "server", "upstream", "attempts", "tried", "response_started",
-        "status", "bytes_out", "rechunk", "close_after", "local", "tunnel_pending",
-        "t_begin", "t_head", "t_assigned", "t_connect", "t_response",
-        "queued_at", "method_head", "terminated", "last_server", "stick_keys", "cookie_state", "held", "held_size",
+        "body_sent", "upstream", "response_started", "rechunk", "close_after", "local",
+        "tunnel_pending", "method_head", "held", "held_size", "request", "tail", "answer",
+        "cookie_state",
     )
 
-    def __init__(self, now: float, parts=None) -> None:
+    def __init__(self, client: "ClientConnection", now: float, parts=None) -> None:
+        self.begin(client, client.frontend, client.key, now, True)
         self.url = b""
         self.parts = parts  # header lines, while httptools parses the head
         self.head = b""
@@ -107,27 +112,18 @@ class Exchange:
         self.replay = ()  # body bytes kept for a retry; None once too large to keep
         self.replay_size = 0
         self.body_sent = False
-        self.server: Optional[Server] = None
         self.upstream: Optional[UpstreamConnection] = None
-        self.attempts = 0
-        self.tried = None
         self.response_started = False
-        self.status = 0
-        self.bytes_out = 0
         self.rechunk = False
         self.close_after = False
         self.local = False
         self.tunnel_pending = None
-        self.t_begin = now
-        self.t_head = now
-        self.t_assigned = 0.0
-        self.t_connect = 0.0
-        self.t_response = 0.0
-        self.queued_at = 0.0
         self.method_head = False
-        self.terminated = "--"
-        self.last_server: Optional[Server] = None  # for the log, after a failure
-        self.stick_keys = None  # the backend's stick rules' keys, stored once a server is given
+        # With rules only: the head as rules read and edit it, what follows
+        # its header block when it leaves (X-Forwarded-*), a local answer.
+        self.request = None
+        self.tail = b""
+        self.answer = None
         self.cookie_state = None  # cookie persistence: (server the client named, had Authorization)
         self.held = None  # the response so far, while held until complete
         self.held_size = 0
@@ -143,8 +139,8 @@ class HttpSettings:
     frontend, shared by its connections and updated in place on a reload,
     so a connection always sees the current values."""
 
-    __slots__ = ("http_request", "client", "keep_alive", "server",
-                 "forwarded_for", "forwarded_proto", "monitor_uri")
+    __slots__ = ("http_request", "client", "keep_alive",
+                 "forwarded_for", "forwarded_proto", "monitor_uri", "rules")
 
     def __init__(self, frontend: Frontend) -> None:
         self.load(frontend)
@@ -155,10 +151,12 @@ class HttpSettings:
         self.http_request = timeouts.http_request
         self.client = timeouts.client
         self.keep_alive = timeouts.http_keep_alive
-        self.server = frontend.backend.spec.timeouts.server
         self.forwarded_for = spec.forwarded_for
         self.forwarded_proto = spec.forwarded_proto
         self.monitor_uri = spec.monitor_uri.encode() if spec.monitor_uri is not None else None
+        # The frontend's rules (proxy/stream.py's Rules), None without any:
+        # then no request view is built and the fast path stays as it is.
+        self.rules = frontend.rules
 
 
 class HttpProxy:
@@ -176,9 +174,9 @@ class HttpProxy:
         # For clients in `forwarded_for_except`: the same, without X-Forwarded-For.
         self.settings_no_xff = HttpSettings(frontend)
         self.xff_except: tuple = ()
-        # Precise time for the log's timers (deadlines use the sweep's), one
-        # bound method shared by the connections.
-        self.clock = self.loop.time
+        # Precise time for the stream's timers (deadlines use the sweep's),
+        # the clock proxy/stream.py reads too.
+        self.clock = time.monotonic
         self.reconfigure()
 
     def reconfigure(self) -> None:
@@ -188,6 +186,8 @@ class HttpProxy:
         self.xff_except = tuple(ipaddress.ip_network(net) for net in self.frontend.spec.forwarded_for_except)
         tls = self.frontend.spec.tls
         self.ssl = tls_context(tls) if tls is not None else None
+        if self.ssl is not None:
+            remember_sni(self.ssl)  # for ssl_fc_sni in rules
 
     def settings_for(self, peer) -> HttpSettings:
         """A connection's settings, chosen once: a client in
@@ -228,7 +228,8 @@ class ClientConnection:
         "proxy", "frontend", "ctx", "sweeper", "pool", "peer", "client_ip", "transport",
         "parser", "current", "active", "queue", "deadline", "pause_mask", "closing",
         "made", "gone", "tunnel", "proto", "server_timeout", "pending_error", "out",
-        "clock", "head_buf", "body_left", "receiving", "settings", "refused", "relay",
+        "clock", "head_buf", "body_left", "receiving", "settings", "refused", "relay", "key",
+        "facts",
     )
 
     def __init__(self, proxy: HttpProxy, peer) -> None:
@@ -239,6 +240,7 @@ class ClientConnection:
         self.pool = proxy.pool
         self.peer = peer
         self.client_ip = peer[0].encode() if peer else b"unknown"
+        self.key = client_key(peer)  # for hash balancing, as in tcp mode
         self.transport = None
         self.parser = None
         self.current: Optional[Exchange] = None
@@ -261,6 +263,7 @@ class ClientConnection:
         self.body_left = 0  # Content-Length bytes still to come (fast path)
         self.receiving: Optional[Exchange] = None  # whose body they are
         self.settings = proxy.settings_for(peer)
+        self.facts = None  # the connection as rules see it (frontends with rules)
 
     # -- connection life -----------------------------------------------------
 
@@ -278,6 +281,14 @@ class ClientConnection:
         self.proxy.clients.add(self)
         self.sweeper.watched.add(self)
         self.deadline = self.sweeper.now + self.settings.http_request
+        rules = self.settings.rules
+        if rules is not None:
+            # tcp_request rules: once per connection, before any byte is read.
+            self.facts = rules.connection(self.peer, transport.get_extra_info("sockname"),
+                                          transport.get_extra_info("ssl_object"))
+            if not rules.tcp_request(self.facts):
+                self.refused = True
+                transport.abort()
 
     def connection_lost(self, exc) -> None:
         if self.gone or self.relay is not None:
@@ -293,23 +304,22 @@ class ClientConnection:
             self.frontend.client_aborts += 1
             if ex.server is not None:
                 ex.server.client_aborts += 1
-            if ex.queued_at:
-                self._unqueue(ex)
             upstream = ex.upstream
             if upstream is not None:
                 # The server connection is mid-exchange: its state is unknown.
+                ex.upstream = None
                 upstream.abort()
-                self._end_server_session(ex)
-            self._log(ex)
             self.active = None
+            if ex.request is not None:
+                request_done(ex.request, ex.status)  # its track_sc counters
+            ex.finish()
+        if self.facts is not None:
+            connection_done(self.facts)  # the counters its tcp_request rules tracked
         tunnel = self.tunnel
         if tunnel is not None:
             self.tunnel = None
             tunnel.abort()
-            tunnel.server.session_end()
-            tunnel.server.backend.session_end()
-            if tunnel.server.backend.waiters:
-                wake_waiters(tunnel.server.backend)
+            end_tunnel(tunnel.server)
 
     def eof_received(self):
         if self.tunnel is not None:
@@ -319,6 +329,9 @@ class ClientConnection:
             # The client half-closed after its request: answer it, then close.
             self.closing = True
             return True
+        # The transport closes now: answers this turn produced go out first
+        # (they wait for the end of the turn, lbcore/batch.py).
+        self.flush()
         return None
 
     def pause_writing(self) -> None:
@@ -395,14 +408,12 @@ class ClientConnection:
         if self.tunnel is not None:
             self.abort()
         elif ex is not None and ex.queued_at:
-            self._unqueue(ex)
-            ex.terminated = "sQ"
-            self._error(ex, 503)
+            ex.queue_expired()
         elif ex is not None and ex.response_started:
             ex.terminated = "cD"
             self.abort()
         elif ex is not None or self.current is not None or self.head_buf:
-            target = ex or self.current or self.receiving or Exchange(self.clock())
+            target = ex or self.current or self.receiving or Exchange(self, self.clock())
             target.terminated = "cR"
             self.frontend.request_errors += 1
             self._error(target, 408)
@@ -458,9 +469,7 @@ class ClientConnection:
             self._feed(data)
             return b""
         method, target, minor, keep, length, lines = scanned
-        now = self.clock()
-        ex = Exchange(now)
-        ex.t_head = now
+        ex = Exchange(self, self.clock())
         ex.method = method
         ex.url = target
         ex.version = "1.1" if minor else "1.0"
@@ -476,10 +485,14 @@ class ClientConnection:
         if minor == 0:
             # HTTP/1.0 stays 1.0 (it may lack Host), asking the server to
             # keep the connection for the pool.
-            ex.head = b"".join((method, b" ", target, b" HTTP/1.0\r\n", lines, tail,
-                                b"Connection: keep-alive\r\n\r\n"))
+            tail += b"Connection: keep-alive\r\n"
+            ex.head = b"".join((method, b" ", target, b" HTTP/1.0\r\n", lines, tail, b"\r\n"))
         else:
             ex.head = b"".join((method, b" ", target, b" HTTP/1.1\r\n", lines, tail, b"\r\n"))
+        if settings.rules is not None:
+            ex.request = settings.rules.request(self.facts, method, target,
+                                                b"1.1" if minor else b"1.0", lines)
+            ex.tail = tail
         rest = data[end + 4:]
         if length:
             self.body_left = length
@@ -537,7 +550,7 @@ class ClientConnection:
         self.parser = None
         self.refused = True
         self._pause(P_QUEUE)
-        target = self.current or Exchange(self.clock())
+        target = self.current or Exchange(self, self.clock())
         target.terminated = "PR"
         self.current = None
         if self.active is not None and self.active is not target:
@@ -550,7 +563,7 @@ class ClientConnection:
     # -- httptools callbacks -------------------------------------------------
 
     def on_message_begin(self) -> None:
-        self.current = Exchange(self.clock(), [])
+        self.current = Exchange(self, self.clock(), [])
         if self.active is None:
             self.deadline = self.sweeper.now + self.settings.http_request
 
@@ -631,8 +644,13 @@ class ClientConnection:
             ex.upgrade = None
             if ex.version == "1.0":
                 tail.append(b"Connection: keep-alive\r\n")
-        ex.head = first + b"".join(parts) + b"".join(tail) + b"\r\n"
+        block = b"".join(parts)
+        tail = b"".join(tail)
+        ex.head = first + block + tail + b"\r\n"
         ex.parts = None
+        if settings.rules is not None:
+            ex.request = settings.rules.request(self.facts, method, ex.url, ex.version.encode(), block)
+            ex.tail = tail
         self._request_ready(ex)
 
     def _request_ready(self, ex: Exchange) -> None:
@@ -693,7 +711,9 @@ class ClientConnection:
         upstream = ex.upstream
         if upstream is not None and ex.t_connect:
             ex.body_sent = True
-            upstream.server.bytes_in += len(data)
+            n = len(data)
+            upstream.server.bytes_in += n
+            ex.backend.bytes_in += n
             # The server cannot answer before it has the body: not idle.
             upstream.deadline = self.sweeper.now + self.server_timeout
             upstream.send(data)
@@ -706,39 +726,47 @@ class ClientConnection:
         if ex.unsent_size > MAX_BUFFERED_BODY:
             self._pause(P_BUFFER)
 
-    # -- routing -------------------------------------------------------------
+    # -- routing: the stream (proxy/stream.py) decides, we connect -------------
 
     def _dispatch(self, ex: Exchange) -> None:
         if ex.local:
             if ex.complete:
                 self._answer_local(ex)
             return
-        backend = self.frontend.backend
-        server = None
-        if backend.persist is not None:
-            server = self._persistent_server(ex, backend.persist)
-        if server is None:
-            server = backend.pick(self._balance_key(ex, backend), ex.tried)
-        if server is None:
-            if backend.candidates and not ex.tried:
-                self._enqueue(ex)  # every usable server is at its maxconn
-                return
-            ex.terminated = "SC"
-            self._error(ex, 503)
-            return
-        self._assign(ex, server)
+        if ex.request is None:
+            ex.choose_backend()
+        elif not self._request_rules(ex):
+            return  # answered by a rule
+        ex.dispatch()
 
-    def _balance_key(self, ex: Exchange, backend):
-        """What a hash balancer hashes for this request: the client address,
-        or the part of the request `balance` names."""
-        hashed = backend.request_hash
-        if hashed is None:
-            return self.client_ip
-        return request_key(hashed[0], hashed[1], ex.url, ex.head, self.client_ip)
+    def _request_rules(self, ex: Exchange) -> bool:
+        """The http_request rules, then use_backend, on the request view
+        (frontends with rules only). False when a rule answered (deny,
+        return, redirect): the answer goes out once the request is in."""
+        rules = self.settings.rules
+        request = ex.request
+        answer = rules.http_request(request)
+        if answer is not None:
+            ex.answer = answer
+            ex.local = True
+            if ex.complete:
+                self._answer_local(ex)
+            return False
+        if request.changed:
+            ex.head = b"%s %s HTTP/%s\r\n%s%s\r\n" % (
+                request.method, request.target, request.version, request.headers.block, ex.tail)
+        ex.choose_backend(rules.use_backend(request))
+        return True
 
-    def _persistent_server(self, ex: Exchange, persistence) -> Optional[Server]:
-        """The server a persistence cookie or a stick rule names, if it may
-        serve (lbcore/persist.py); HAProxy's order: the cookie first."""
+    def request_hash_key(self, ex: Exchange, hashed: tuple):
+        """StreamOwner: under `balance uri|hdr(NAME)|url_param(NAME)` the
+        part of the request it names; None when absent (then round robin)."""
+        return request_key(hashed[0], hashed[1], ex.url, ex.head, ex.key)
+
+    def persistent_server(self, ex: Exchange, persistence) -> Optional[Server]:
+        """StreamOwner: the server a persistence cookie or a stick rule
+        names, if it may serve (lbcore/persist.py); HAProxy's order: the
+        cookie first."""
         server = None
         if persistence.cookie is not None:
             server, ex.head = persistence.request_cookie(ex.head)
@@ -755,14 +783,13 @@ class ClientConnection:
         sockname = self.transport.get_extra_info("sockname") if self.transport is not None else None
         return sockname[0] if sockname else ""
 
-    def _assign(self, ex: Exchange, server: Server) -> None:
+    def connect_server(self, ex: Exchange, server: Server) -> None:
+        """StreamOwner: a pooled connection to `server` if one is idle
+        (only for the first attempt: a retry gets a fresh one), else a
+        new one."""
         if ex.stick_keys is not None:
             server.backend.persist.store(ex.stick_keys, server)
-        ex.server = ex.last_server = server
-        ex.t_assigned = self.clock()
-        server.session_start()
-        server.backend.session_start()
-        self.server_timeout = self.settings.server
+        self.server_timeout = server.backend.spec.timeouts.server
         upstream = None
         if server.send_proxy is None and ex.attempts == 0:
             upstream = self.pool.take(server)
@@ -773,34 +800,31 @@ class ClientConnection:
 
     async def _connect(self, ex: Exchange, server: Server) -> None:
         timeout = server.backend.spec.timeouts.connect
-        started = self.proxy.loop.time()
+        started = self.clock()
+        observe = self.ctx.observe_failure
         try:
             upstream = await self.pool.connect(server, timeout)
         except (OSError, asyncio.TimeoutError) as exc:
             reason = "L4TOUT" if isinstance(exc, asyncio.TimeoutError) else "L4CON"
-            server.connection_errors += 1
-            server.backend.connection_errors += 1
-            self.ctx.observe_failure(server, reason)
-            if self.active is ex and not self.gone:
-                self._retry(ex, connect_failed=True)
+            if ex.ended or ex.server is not server:
+                # The stream went on without us (the client left): still a
+                # failed connect, for the server's counters and health.
+                server.connection_errors += 1
+                observe(server, reason)
             else:
-                self._end_server_session(ex)
+                ex.connect_failed(reason, observe)
             return
-        if self.active is not ex or self.gone:
-            self._end_server_session(ex)
+        if ex.ended or ex.server is not server:
             upstream.release()
             return
         if upstream.closed:
             # Reset between the connect and now: a failed connect.
-            server.connection_errors += 1
-            server.backend.connection_errors += 1
-            self.ctx.observe_failure(server, "SOCKERR")
-            self._retry(ex, connect_failed=True)
+            ex.connect_failed("SOCKERR", observe)
             return
         if server.spec.send_proxy is not None:
             upstream.private = True
             upstream.send(self._proxy_header(server.spec.send_proxy))
-        ex.t_connect = self.proxy.loop.time() - started or 1e-6
+        ex.connected(self.clock() - started)
         self._attach(ex, upstream)
 
     def _attach(self, ex: Exchange, upstream: UpstreamConnection) -> None:
@@ -817,77 +841,30 @@ class ClientConnection:
                 self._resume(P_BUFFER)
         else:
             data = ex.head
-        upstream.server.bytes_in += len(data)
+        n = len(data)
+        upstream.server.bytes_in += n
+        ex.backend.bytes_in += n
         upstream.attach(self, ex, data)
 
     def _retry(self, ex: Exchange, connect_failed: bool, reused: bool = False) -> None:
-        """The server failed before any response byte reached the client."""
-        failed = ex.server
-        self._end_server_session(ex)
+        """The server failed before any response byte reached the client:
+        the stream retries if what was sent may be sent again. A pooled
+        connection that dies before any answer was most likely closed by
+        its server before our request reached it (the keep-alive race):
+        any request is replayed then, as browsers do."""
         ex.upstream = None
-        ex.t_connect = 0.0
-        backend = self.frontend.backend
-        # A pooled connection that dies before any answer was most likely
-        # closed by its server before our request reached it (the keep-alive
-        # race): any request is replayed then, as browsers do.
-        retriable = (not ex.body_sent) or (ex.replay is not None and (
+        replayable = (not ex.body_sent) or (ex.replay is not None and (
             ex.method in IDEMPOTENT or connect_failed or reused))
-        ex.attempts += 1
-        if not retriable or ex.attempts > backend.spec.retries + len(backend.servers):
-            ex.terminated = "SC" if connect_failed else "SH"
-            self._error(ex, 503 if connect_failed else 502)
-            return
-        backend.retries += 1
-        failed.retries += 1
-        if reused and failed.usable:
-            # A pooled connection the server had closed: not the server's
-            # fault. The same server again, on a fresh connection.
-            server = failed
-        elif backend.spec.redispatch:
-            if ex.tried is None:
-                ex.tried = set()
-            ex.tried.add(failed)
-            # An untried server first; with every candidate tried, any usable
-            # one again on a fresh connection: it answers, or its failure
-            # takes it out and lets the next candidates (backups) in.
-            key = self._balance_key(ex, backend)
-            server = backend.pick(key, ex.tried) or backend.pick(key)
-        else:
-            server = failed if failed.usable and ex.attempts <= backend.spec.retries else None
-        if server is None:
-            ex.terminated = "SC" if connect_failed else "SH"
-            self._error(ex, 503 if connect_failed else 502)
-            return
-        if server is not failed:
-            backend.redispatches += 1
-        self._assign(ex, server)
+        ex.retry(connect_failed=connect_failed, stale=reused, replayable=replayable)
 
-    def _enqueue(self, ex: Exchange) -> None:
-        backend = self.frontend.backend
-        ex.queued_at = self.sweeper.now
-        backend.waiters.append((self, ex))
-        backend.queue_cur += 1
-        if backend.queue_cur > backend.queue_max:
-            backend.queue_max = backend.queue_cur
-        self.deadline = self.sweeper.now + backend.spec.timeouts.queue
+    def stream_queued(self, ex: Exchange, timeout: float) -> None:
+        """StreamOwner: every server is full; the client's deadline is the
+        queue timeout meanwhile (expire() then fails the stream)."""
+        self.deadline = self.sweeper.now + timeout
 
-    def _unqueue(self, ex: Exchange) -> None:
-        backend = self.frontend.backend
-        for i, (client, waiting) in enumerate(backend.waiters):
-            if waiting is ex:
-                del backend.waiters[i]
-                backend.queue_cur -= 1
-                break
-        ex.queued_at = 0.0
-
-    def _end_server_session(self, ex: Exchange) -> None:
-        server = ex.server
-        if server is not None:
-            server.session_end()
-            server.backend.session_end()
-            ex.server = None if not ex.response_started else server
-            if server.backend.waiters:
-                wake_waiters(server.backend)
+    def stream_failed(self, ex: Exchange, status: int) -> None:
+        """StreamOwner: no server will answer; neither will we, but with an error."""
+        self._error(ex, status)
 
     # -- the response (called by UpstreamConnection) ---------------------------
 
@@ -899,6 +876,18 @@ class ClientConnection:
         """`head`: status line and the server's end-to-end headers; the
         framing and Connection header for the client are decided here."""
         ex = self.active
+        if ex.request is not None:
+            edited = self.settings.rules.http_response(ex.request, head)
+            if edited.__class__ is not bytes:
+                # Denied: the server's response is read to its end and
+                # dropped (see response_body), the rule's answer sent instead.
+                ex.answer = edited
+                ex.held = []
+                ex.t_response = self.clock()
+                if not ex.complete:
+                    ex.close_after = True  # the rest of the request would be read as the next
+                return
+            head = edited
         ex.status = status
         if ex.cookie_state is not None:
             head = self._response_cookie(ex, status, head)
@@ -939,6 +928,19 @@ class ClientConnection:
         """A complete Content-Length response from one server read: head,
         body and the end of the exchange in one step (the common case)."""
         ex = self.active
+        if ex.request is not None:
+            edited = self.settings.rules.http_response(ex.request, head)
+            if edited.__class__ is not bytes:
+                ex.t_response = self.clock()
+                self._send_answer(ex, edited)  # denied: the rule's answer instead
+                if not ex.complete:
+                    ex.close_after = True
+                    upstream.keep_alive = False
+                upstream.release()
+                ex.upstream = None
+                self._finish(ex)
+                return
+            head = edited
         ex.status = upstream.status
         if ex.cookie_state is not None:
             head = self._response_cookie(ex, ex.status, head)
@@ -974,6 +976,8 @@ class ClientConnection:
         ex.bytes_out += n
         held = ex.held
         if held is not None:
+            if ex.answer is not None:
+                return  # a denied response: dropped
             if ex.rechunk:
                 held.append(b"%x\r\n" % n)
                 held.append(body)
@@ -1037,7 +1041,11 @@ class ClientConnection:
     def response_complete(self, upstream: UpstreamConnection) -> None:
         ex = self.active
         if ex.held is not None:
-            self._release_held(ex)
+            if ex.answer is not None:
+                ex.held = None
+                self._send_answer(ex, ex.answer)
+            else:
+                self._release_held(ex)
         if ex.rechunk:
             self._send(b"0\r\n\r\n")
         if not ex.complete:
@@ -1059,6 +1067,13 @@ class ClientConnection:
             ex.upstream = None
             self._finish(ex, aborted=True)
             self._cut()
+            return
+        if ex.held is not None and ex.answer is not None:
+            # A denied response whose server died: the rule's answer stands.
+            ex.held = None
+            ex.upstream = None
+            self._send_answer(ex, ex.answer)
+            self._finish(ex)
             return
         if ex.held is not None:
             # The server died mid-response, none of which reached the
@@ -1100,7 +1115,6 @@ class ClientConnection:
             self._cut()
         else:
             ex.terminated = "PH"
-            self._end_server_session(ex)
             self._error(ex, 502)
 
     def upstream_timeout(self, upstream: UpstreamConnection) -> None:
@@ -1115,7 +1129,6 @@ class ClientConnection:
             self._cut()
         else:
             ex.terminated = "sH"
-            self._end_server_session(ex)
             self._error(ex, 504)
 
     # -- tunnels (Upgrade: websocket) ------------------------------------------
@@ -1191,14 +1204,12 @@ class ClientConnection:
         self.gone = True
         self.proxy.clients.discard(self)
         self.ctx.closed(self.frontend)
-        server = relay.counters[2]
-        server.session_end()
-        server.backend.session_end()
-        if server.backend.waiters:
-            wake_waiters(server.backend)
+        end_tunnel(relay.counters[2])
 
     def tunnel_timeout(self) -> float:
-        return self.frontend.backend.spec.timeouts.tunnel
+        tunnel = self.tunnel
+        backend = tunnel.server.backend if tunnel is not None else self.frontend.backend
+        return backend.spec.timeouts.tunnel
 
     def tunnel_from_server(self, data: bytes) -> None:
         self.frontend.bytes_out += len(data)
@@ -1210,51 +1221,18 @@ class ClientConnection:
             self.transport.write_eof()
 
     def tunnel_closed(self, upstream: UpstreamConnection) -> None:
-        server = upstream.server
-        server.session_end()
-        server.backend.session_end()
         self.tunnel = None
         self.close()
-        if server.backend.waiters:
-            wake_waiters(server.backend)
+        end_tunnel(upstream.server)
 
     # -- endings ---------------------------------------------------------------
 
     def _finish(self, ex: Exchange, aborted: bool = False, keep_server_session: bool = False) -> None:
-        """Counters and log for a finished exchange, then the next request."""
-        # Counters are bumped inline: this runs once per request.
-        frontend = self.frontend
-        frontend.bytes_out += ex.bytes_out
-        status = ex.status
-        idx = status // 100 - 1 if 100 <= status < 600 else 5
-        if status:
-            frontend.http_responses[idx] += 1
-        server = ex.server
-        if server is not None:
-            backend = server.backend
-            if status:
-                server.http_responses[idx] += 1
-                backend.http_responses[idx] += 1
-            server.http_requests += 1
-            backend.http_requests += 1
-            backend.bytes_out += ex.bytes_out
-            t_total = self.clock() - ex.t_head
-            t_resp = (ex.t_response - ex.t_assigned) if ex.t_response else 0.0
-            t_connect = ex.t_connect
-            server.time_connect += t_connect
-            server.time_response += t_resp
-            server.time_total += t_total
-            server.timed_requests += 1
-            backend.time_connect += t_connect
-            backend.time_response += t_resp
-            backend.time_total += t_total
-            backend.timed_requests += 1
-            if not keep_server_session:
-                server.session_end()
-                backend.session_end()
-                if backend.waiters:
-                    wake_waiters(backend)
-        self._log(ex)
+        """The exchange is over (its stream counts and logs it), then the
+        next request."""
+        if ex.request is not None:
+            request_done(ex.request, ex.status)  # its track_sc counters
+        ex.finish(keep_server_session)
         if aborted or keep_server_session:
             self.active = None
             return
@@ -1263,7 +1241,7 @@ class ClientConnection:
             self.close()
             return
         if self.pending_error:
-            self._error(Exchange(self.clock()), self.pending_error)
+            self._error(Exchange(self, self.clock()), self.pending_error)
             return
         queue = self.queue
         if queue:
@@ -1278,29 +1256,32 @@ class ClientConnection:
         else:
             self.deadline = self.sweeper.now + self.settings.http_request
 
-    def _log(self, ex: Exchange) -> None:
+    def write_log(self, ex: Exchange) -> None:
+        """StreamOwner: the access line, naming the backend and server the
+        request really went to."""
         access = self.ctx.access_log
         # monitor_uri answers are not logged, as HAProxy: a load balancer
         # above probing every second would drown the access log.
-        if not access.enabled or ex.local:
+        if not access.enabled or (ex.local and ex.answer is None):
             return
-        server = ex.server or ex.last_server
-        backend = self.frontend.backend
+        server = ex.last_server
+        backend = ex.backend
         now = self.clock()
         t_connect = ex.t_connect if ex.t_connect > 1e-5 else (0.0 if ex.t_connect else None)
         access.http(
-            self.peer, self.frontend.name, backend.name,
-            server.name if server is not None else "<NOSRV>",
-            ex.t_head - ex.t_begin, (ex.t_assigned - ex.t_head) if ex.t_assigned else None,
+            self.peer, self.frontend.name, backend.name if backend is not None else self.frontend.backend.name,
+            server.name if server is not None else NOSRV,
+            ex.t_head - ex.t_begin, ex.t_queue if ex.t_assigned else None,
             t_connect,
             (ex.t_response - ex.t_assigned - (t_connect or 0.0)) if ex.t_response and ex.t_assigned else None,
             now - ex.t_begin, ex.status, ex.bytes_out, ex.terminated,
             ex.request_line() if ex.method else "<BADREQ>", ex.attempts,
             # the wall clock when the head was in (not read per request: only logs need it)
             (time.time() - (now - ex.t_head)) if ex.method else None,
-            (self.ctx.connections, self.frontend.cur_sessions, backend.cur_sessions,
+            (self.ctx.connections, self.frontend.cur_sessions,
+             backend.cur_sessions if backend is not None else 0,
              server.cur_sessions if server is not None else 0),
-            (0, backend.queue_cur))
+            (0, backend.queue_cur if backend is not None else 0))
 
     def _error(self, ex: Exchange, code: int) -> None:
         """Answer with one of HAProxy's canned errors and close."""
@@ -1308,26 +1289,28 @@ class ClientConnection:
             # The request already went to a server: its answer has no taker.
             ex.upstream.abort()
             ex.upstream = None
-        if ex.queued_at:
-            self._unqueue(ex)
-        if ex.server is not None and not ex.response_started:
-            self._end_server_session(ex)
-            ex.server = None
+        # Our answer, not the server's: the slot goes back before the
+        # stream is counted.
+        ex.release_server()
         self.flush()
         ex.status = code
         body = errors.page(code)
         ex.bytes_out = len(body)
         ex.response_started = True
-        self.active = None
-        self.frontend.http_responses[status_class_index(code)] += 1
-        self.frontend.bytes_out += len(body)
-        self._log(ex)
+        if self.active is ex:
+            self.active = None
+        ex.finish()
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(body)
             self.transport.close()
 
     def _answer_local(self, ex: Exchange) -> None:
-        """monitor_uri: lbcore answers for itself; 503 once stopping."""
+        """A rule's answer, or monitor_uri: lbcore answers for itself
+        (503 once stopping)."""
+        if ex.answer is not None:
+            self._send_answer(ex, ex.answer)
+            self._finish(ex)
+            return
         code = 503 if (self.ctx.stopping or self.ctx.withdrawn or self.closing) else 200
         body = b"<html><body><h1>200 OK</h1>\nService ready.\n</body></html>\n" if code == 200 \
             else b"<html><body><h1>503 Service Unavailable</h1>\nStopping.\n</body></html>\n"
@@ -1340,6 +1323,15 @@ class ClientConnection:
         ex.bytes_out = len(head) + len(body)
         ex.keep_alive = keep
         self._finish(ex)
+
+    def _send_answer(self, ex: Exchange, answer) -> None:
+        """A rule's answer (proxy/stream.py's Rules) goes out for `ex`."""
+        ex.keep_alive = ex.keep_alive and not answer.close and not self.closing
+        head = answer.head if ex.keep_alive else answer.closing_head
+        self._send(head if ex.method_head else head + answer.body)
+        ex.status = answer.status
+        ex.bytes_out = len(head) + (0 if ex.method_head else len(answer.body))
+        ex.response_started = True
 
     def _proxy_header(self, version: str) -> bytes:
         return proxy_protocol.header(version, self.peer, self.transport.get_extra_info("sockname"))
@@ -1365,17 +1357,3 @@ def _own_socket(transport) -> Optional[socket.socket]:
         return None
     return sock
 
-
-def wake_waiters(backend) -> None:
-    """A server slot was freed: hand it to the oldest queued request."""
-    while backend.waiters:
-        server = backend.pick(b"")
-        if server is None:
-            return
-        client, ex = backend.waiters.pop(0)
-        backend.queue_cur -= 1
-        ex.queued_at = 0.0
-        if client.gone or client.active is not ex:
-            continue
-        ex.t_assigned = client.clock()
-        client._assign(ex, server)

@@ -31,27 +31,20 @@ from lbcore_ext import Relay
 from ..certificates import tls_context
 from .. import model
 from . import proxy_protocol
+from ..rules import remember_sni
+from ..rules.frontend import connection_done
 from .context import ProxyContext
+from .stream import NOSRV, Stream, client_key
 
 log = logging.getLogger("lbcore")
 
 # HAProxy's termination codes: cause (C client, S server, s server timeout,
 # K killed by an admin/stop, D server marked DOWN, R local resource), then
-# the state it happened in (Q queued, C connecting, D data).
-NO_SERVER = "SC"
-QUEUE_TIMEOUT = "sQ"
-CONNECT_FAILED = "SC"
-CONNECT_TIMEOUT = "sC"
+# the state it happened in (Q queued, C connecting, D data). The stream
+# sets those of the queue and of connect failures.
 LOCAL_FAILURE = "RC"
 KILLED = "K"
 SERVER_DOWN = "D"
-
-NOSRV = "<NOSRV>"
-
-# HAProxy's turn-around before retrying the same server after a fast
-# failure: reconnecting at once to a port that just refused would fail the
-# same way.
-MAX_TURNAROUND = 1.0
 
 _CONNECT_PENDING = {errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK, errno.EINTR}
 _DNS_TTL = 30.0
@@ -89,18 +82,20 @@ class TcpProxy:
         """(Re)load the frontend's TLS settings; called again on reload."""
         tls = self.frontend.spec.tls
         self.ssl = tls_context(tls) if tls is not None else None
+        if self.ssl is not None:
+            remember_sni(self.ssl)  # for ssl_fc_sni in rules
 
     def accept(self, sock: socket.socket, peer) -> None:
         backend = self.frontend.backend  # read per connection: a reload swaps it
         if not any(b is backend for b in self._watched):
             backend.listeners.append(self._server_changed)
             self._watched.append(backend)
-        session = TcpSession(self, backend, sock, peer)
+        session = TcpSession(self, sock, peer)
         self.sessions.add(session)
         if self.ssl is not None:
             session.start_tls(self.ssl)
         else:
-            session.start()
+            session.start(backend)
 
     def close_all(self) -> None:
         """Hard-close every session (HAProxy's `K` termination)."""
@@ -120,9 +115,6 @@ class TcpProxy:
         self._watched.clear()
 
     def _server_changed(self, server: model.Server) -> None:
-        backend = server.backend
-        if backend.waiters and server.usable:
-            wake_waiters(backend)  # a server came back or got room
         # on_marked_down: shutdown_sessions -- a server that health checks
         # marked DOWN takes its established sessions with it, so clients
         # (Galera's, typically) reconnect to a live node instead of hanging.
@@ -158,54 +150,46 @@ class TcpProxy:
         return family, sockaddr
 
 
-class TcpSession:
-    """One client connection and, once connected, its relay."""
+class TcpSession(Stream):
+    """One client connection: its stream (proxy/stream.py: server choice,
+    queue, retries, counters, log) and, once connected, its relay. The
+    session is its own StreamOwner: it connects and relays."""
 
     __slots__ = (
-        "proxy", "ctx", "loop", "frontend", "backend", "client", "peer",
-        "client_key", "server", "upstream", "relay", "tried", "retries",
-        "started", "t0", "t_queue", "t_attempt", "t_connect", "timer",
-        "queued", "connecting", "server_counted", "finished", "tls_side", "stick_keys",
+        "proxy", "ctx", "loop", "client", "peer", "upstream", "relay",
+        "started", "t_attempt", "timer", "connecting", "tls_side", "facts",
     )
 
-    def __init__(self, proxy: TcpProxy, backend: model.Backend, client: socket.socket, peer) -> None:
+    def __init__(self, proxy: TcpProxy, client: socket.socket, peer) -> None:
+        Stream.__init__(self, self, proxy.frontend, client_key(peer), time.monotonic(), False)
         self.proxy = proxy
         self.ctx = proxy.ctx
         self.loop = proxy.loop
-        self.frontend = proxy.frontend
-        self.backend = backend
         self.client = client
         self.peer = peer
-        self.client_key = _client_key(peer)
-        self.server: Optional[model.Server] = None
         self.upstream: Optional[socket.socket] = None  # the server socket while connecting
         self.relay = None
-        self.tried: list[model.Server] = []
-        self.retries = 0
         self.started = time.time()
-        self.t0 = time.monotonic()
-        self.t_queue = 0.0
-        self.t_attempt = self.t0
-        self.t_connect: Optional[float] = None
-        self.timer = None
-        self.queued = False  # waiting in backend.waiters for a server slot
+        self.t_attempt = self.t_begin
+        self.timer = None  # the queue or connect timeout
         self.connecting = False  # a writer is registered on upstream
-        self.server_counted = False  # server.session_start() not yet matched
-        self.finished = False
         self.tls_side: Optional[_Side] = None  # the client's SSL transport, if TLS
-        self.stick_keys = None  # the backend's stick rules' keys, stored once connected
+        self.facts = None  # the connection as rules see it (frontends with rules)
 
-    # -- connect -------------------------------------------------------------
+    # -- start -----------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, backend: model.Backend) -> None:
         self.ctx.opened(self.frontend)
-        self.backend.session_start()
+        facts = self._facts(None)
+        if facts is not None and not self.frontend.rules.tcp_request(facts):
+            self._finish("PR")
+            return
+        self.choose_backend(backend if facts is None else self.frontend.rules.tcp_backend(facts) or backend)
         self._dispatch()
 
     def start_tls(self, context: ssl.SSLContext) -> None:
         """Handshake first; the server is chosen once the client is in."""
         self.ctx.opened(self.frontend)
-        self.backend.session_start()
         side = self.tls_side = _Side(upstream=False)
         side.on_made = self._handshake_done
         side.on_lost = self._client_gone_early
@@ -221,11 +205,28 @@ class TcpSession:
 
     def _handshake_done(self) -> None:
         # The client waits (not read) until its server is connected.
-        self.tls_side.transport.pause_reading()
-        if self.finished:
-            self.tls_side.transport.abort()
+        transport = self.tls_side.transport
+        transport.pause_reading()
+        if self.ended:
+            transport.abort()
             return
+        facts = self._facts(transport.get_extra_info("ssl_object"))
+        if facts is None:
+            self.choose_backend()  # the frontend's, read now: a reload may have swapped it
+        elif not self.frontend.rules.tcp_request(facts):
+            self._finish("PR")
+            return
+        else:
+            self.choose_backend(self.frontend.rules.tcp_backend(facts))
         self._dispatch()
+
+    def _facts(self, ssl_object):
+        """The connection as the frontend's rules see it; None without rules."""
+        rules = self.frontend.rules
+        if rules is None:
+            return None
+        self.facts = rules.connection(self.peer, self.client.getsockname(), ssl_object)
+        return self.facts
 
     def _client_gone_early(self) -> None:
         """The TLS client left while its server was being chosen or
@@ -237,87 +238,46 @@ class TcpSession:
         """Done-callback of the accept: a failed or timed-out handshake never
         reached connection_made (HAProxy logs these as CR)."""
         if task.cancelled() or task.exception() is not None:
-            if self.tls_side.transport is None and not self.finished:
+            if self.tls_side.transport is None and not self.ended:
                 self.frontend.request_errors += 1
                 self._finish("CR")
 
     def _dispatch(self) -> None:
         try:
-            backend = self.backend
-            server = None
-            persistence = backend.persist
-            if persistence is not None and persistence.rules:
-                # Stick rules (lbcore/persist.py): the server this client
-                # (src) or this address (dst) was given, while it may serve.
-                self.stick_keys = persistence.keys(self.peer[0], self._local_ip)
-                server = persistence.matched(self.stick_keys)
-            if server is None:
-                server = backend.pick(client_key=self.client_key)
-            if server is None:
-                if backend.candidates and backend.spec.timeouts.queue > 0:
-                    self._enqueue()  # every usable server is at its maxconn
-                    return
-                # HAProxy counts a connection that found no server as a
-                # backend connection error.
-                backend.connection_errors += 1
-                self._finish(NO_SERVER)
-                return
-            self._connect(server)
+            self.dispatch()
         except Exception:
             log.exception("tcp session start failed")
             self._finish("IC")
 
-    # -- queue (per-server maxconn) -------------------------------------------
+    # -- StreamOwner ---------------------------------------------------------------
 
-    def _enqueue(self) -> None:
-        backend = self.backend
-        backend.waiters.append(self)
-        self.queued = True
-        backend.queue_cur += 1
-        if backend.queue_cur > backend.queue_max:
-            backend.queue_max = backend.queue_cur
-        self.timer = self.loop.call_later(backend.spec.timeouts.queue, self._on_queue_timeout)
+    def persistent_server(self, stream: Stream, persistence) -> Optional[model.Server]:
+        """Stick rules (lbcore/persist.py): the server this client (src) or
+        this address (dst) was given, while it may serve."""
+        if not persistence.rules:
+            return None
+        self.stick_keys = persistence.keys(self.peer[0], self._local_ip)
+        return persistence.matched(self.stick_keys)
 
-    def _unqueue(self) -> None:
-        if self.queued:
-            self.queued = False
-            self.t_queue = time.monotonic() - self.t0
-            try:
-                self.backend.waiters.remove(self)
-            except ValueError:
-                pass  # already taken off by wake_waiters
-            self.backend.queue_cur -= 1
-
-    def dequeued(self, server: model.Server) -> None:
-        """A slot opened on `server` (called by wake_waiters)."""
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        self._unqueue()
-        try:
-            self._connect(server)
-        except Exception:
-            log.exception("tcp connect after queue failed")
-            self.kill("I")
+    def stream_queued(self, stream: Stream, timeout: float) -> None:
+        self.timer = self.loop.call_later(timeout, self._on_queue_timeout)
 
     def _on_queue_timeout(self) -> None:
         self.timer = None
-        self._unqueue()
-        self.backend.connection_errors += 1
         try:
-            self._finish(QUEUE_TIMEOUT)
+            self.queue_expired()
         except Exception:
             log.exception("tcp queue timeout handler failed")
 
-    # -- connect -------------------------------------------------------------
+    def stream_failed(self, stream: Stream, status: int) -> None:
+        self._finish(self.terminated)
 
-    def _connect(self, server: model.Server) -> None:
-        self.timer = None
-        if self.finished:
+    def connect_server(self, stream: Stream, server: model.Server) -> None:
+        if self.timer is not None:  # the queue timeout, when woken from the queue
+            self.timer.cancel()
+            self.timer = None
+        if self.ended:
             return
-        self.server = server
-        server.session_start()
-        self.server_counted = True
         self.t_attempt = time.monotonic()
         target = self.proxy.sockaddr(server)
         if target is None:
@@ -325,15 +285,35 @@ class TcpSession:
             return
         self._connect_to(*target)
 
+    def write_log(self, stream: Stream) -> None:
+        access_log = self.ctx.access_log
+        if not access_log.enabled:
+            return
+        relay = self.relay
+        server = self.last_server
+        try:
+            backend = self.backend or self.frontend.backend
+            access_log.tcp(
+                self.peer, self.frontend.name, backend.name,
+                server.name if server is not None else NOSRV,
+                self.t_queue, self.t_connect or None, time.monotonic() - self.t_begin,
+                relay.bytes_out if relay is not None else 0,
+                relay.bytes_in if relay is not None else 0,
+                self.terminated, retries=self.attempts, started=self.started)
+        except Exception:
+            log.exception("tcp access log failed")
+
+    # -- connect -------------------------------------------------------------
+
     async def _resolve_then_connect(self, server: model.Server) -> None:
         try:
             target = await self.proxy.resolve(server)
         except (OSError, IndexError) as exc:
             log.warning("tcp %s: cannot resolve %s: %s", self.frontend.name, server.host, exc)
-            if not self.finished:
+            if not self.ended:
                 self._connect_failed(timed_out=False)
             return
-        if not self.finished:
+        if not self.ended:
             self._connect_to(*target)
 
     def _connect_to(self, family: int, sockaddr) -> None:
@@ -341,7 +321,7 @@ class TcpSession:
             sock = socket.socket(family, socket.SOCK_STREAM)
         except OSError as exc:  # out of fds: our problem, not the server's
             log.error("tcp %s: cannot create a socket: %s", self.frontend.name, exc)
-            self._end_server_session()
+            self.release_server()
             self._finish(LOCAL_FAILURE)
             return
         self.upstream = sock
@@ -386,72 +366,11 @@ class TcpSession:
             log.exception("tcp connect timeout handler failed")
             self.kill("I")
 
-    def _end_server_session(self) -> None:
-        if self.server_counted:
-            self.server_counted = False
-            self.server.session_end()
-            if self.backend.waiters:
-                wake_waiters(self.backend)
-
     def _connect_failed(self, timed_out: bool) -> None:
-        server = self.server
         if self.upstream is not None:
             self.upstream.close()
             self.upstream = None
-        self._end_server_session()
-        server.connection_errors += 1
-        try:
-            self.ctx.observe_failure(server, "L4TOUT" if timed_out else "L4CON")
-        except Exception:
-            log.exception("passive health hook failed")
-        if server not in self.tried:
-            self.tried.append(server)
-        backend = self.backend
-        if self.retries >= backend.spec.retries:
-            backend.connection_errors += 1
-            self._finish(CONNECT_TIMEOUT if timed_out else CONNECT_FAILED)
-            return
-        self.retries += 1
-        backend.retries += 1
-        server.retries += 1
-        target = self._retry_target(server)
-        if target is None:
-            backend.connection_errors += 1
-            self._finish(CONNECT_TIMEOUT if timed_out else CONNECT_FAILED)
-            return
-        if target is not server:
-            backend.redispatches += 1
-            server.redispatches += 1
-            self._connect(target)
-        elif timed_out:
-            self._connect(server)  # the timeout was the wait already
-        else:
-            delay = min(MAX_TURNAROUND, backend.spec.timeouts.connect)
-            self.timer = self.loop.call_later(delay, self._retry, server)
-
-    def _retry(self, server: model.Server) -> None:
-        try:
-            self._connect(server)
-        except Exception:
-            log.exception("tcp connect retry failed")
-            self.kill("I")
-
-    def _retry_target(self, failed: model.Server) -> Optional[model.Server]:
-        """Where the next attempt goes. As in HAProxy, with redispatch a
-        retry moves to another server, except under `balance source`, where
-        only the last retry moves: the hash pins a client to its server."""
-        backend = self.backend
-        spec = backend.spec
-        last = self.retries >= spec.retries
-        if spec.redispatch and (spec.balance != "source" or last):
-            key = self.client_key
-            other = backend.pick(client_key=key, exclude=self.tried)
-            if other is None or other in self.tried:
-                # Everyone failed once: go around again, avoiding the last.
-                other = backend.pick(client_key=key, exclude=failed)
-            if other is not None:
-                return other
-        return failed if failed.usable or not spec.redispatch else None
+        self.connect_failed("L4TOUT" if timed_out else "L4CON", self.ctx.observe_failure)
 
     # -- relay ---------------------------------------------------------------
 
@@ -462,8 +381,7 @@ class TcpSession:
             return ""
 
     def _established(self) -> None:
-        now = time.monotonic()
-        self.t_connect = now - self.t_attempt
+        self.connected(time.monotonic() - self.t_attempt)
         server = self.server
         if self.stick_keys is not None:
             self.backend.persist.store(self.stick_keys, server)
@@ -490,7 +408,7 @@ class TcpSession:
             upstream.close()
             self.kill("I")
             return
-        if self.finished:  # killed meanwhile
+        if self.ended:  # killed meanwhile
             server_side.transport.abort()
             return
         relay = TransportRelay(self.loop, self.tls_side, server_side, self._relay_closed,
@@ -504,7 +422,7 @@ class TcpSession:
 
     def kill(self, cause: str) -> None:
         """Close now; `cause` is the first letter of the termination code."""
-        if self.finished:
+        if self.ended:
             return
         if self.relay is not None:
             self.relay.close(cause + "D")  # calls _finish through _relay_closed
@@ -512,13 +430,12 @@ class TcpSession:
         self._finish(cause + ("Q" if self.server is None else "C"))
 
     def _finish(self, termination: str) -> None:
-        if self.finished:
+        if self.ended:
             return
-        self.finished = True
+        self.terminated = termination
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        self._unqueue()
         if self.connecting:
             self.connecting = False
             try:
@@ -533,29 +450,14 @@ class TcpSession:
             if tls_side is not None and tls_side.transport is not None:
                 tls_side.transport.abort()  # it owns the socket now
             self.client.close()  # the relay closes it otherwise
-        self._end_server_session()
-        self.backend.session_end()
         self.proxy.sessions.discard(self)
         try:
             self.ctx.closed(self.frontend)
+            if self.facts is not None:
+                # the counters its tcp_request rules tracked, with its bytes
+                connection_done(self.facts, self.bytes_in, self.bytes_out)
         finally:
-            self._log(termination)
-
-    def _log(self, termination: str) -> None:
-        access_log = self.ctx.access_log
-        if not access_log.enabled:
-            return
-        relay = self.relay
-        try:
-            access_log.tcp(
-                self.peer, self.frontend.name, self.backend.name,
-                self.server.name if self.server is not None else NOSRV,
-                self.t_queue, self.t_connect, time.monotonic() - self.t0,
-                relay.bytes_out if relay is not None else 0,
-                relay.bytes_in if relay is not None else 0,
-                termination, retries=self.retries, started=self.started)
-        except Exception:
-            log.exception("tcp access log failed")
+            self.finish()  # counters, timers, the server slot, the log line
 
 
 # -- TLS clients -----------------------------------------------------------------
@@ -712,37 +614,3 @@ class TransportRelay:
             self.on_close(self)
         except Exception:
             log.exception("tcp relay close callback failed")
-
-
-# -- helpers -----------------------------------------------------------------
-
-_waking: set[int] = set()
-
-
-def wake_waiters(backend: model.Backend) -> None:
-    """Server slots opened: hand them to the oldest queued connections.
-    (A backend's waiters are all tcp sessions: its mode is tcp.)"""
-    if id(backend) in _waking:
-        return  # a connect that failed at once, inside the loop below: it goes on
-    _waking.add(id(backend))
-    try:
-        waiters = backend.waiters
-        while waiters:
-            session = waiters[0]
-            server = backend.pick(client_key=session.client_key)
-            if server is None:
-                return
-            waiters.pop(0)
-            session.dequeued(server)
-    finally:
-        _waking.discard(id(backend))
-
-def _client_key(peer) -> bytes:
-    """The client address as bytes, for `balance source`."""
-    host = peer[0]
-    try:
-        if ":" in host:
-            return socket.inet_pton(socket.AF_INET6, host.split("%")[0])
-        return socket.inet_pton(socket.AF_INET, host)
-    except (OSError, TypeError):
-        return str(host).encode()

@@ -14,7 +14,8 @@ from typing import Any, Callable, NamedTuple, Optional
 
 from . import answers
 from .answers import DENY_CODES, REDIRECT_CODES, Answer
-from .engine import REJECT, STOP, Action, CallAction, Constant, DelHeader, SetHeader, run  # noqa: F401
+from .engine import (REJECT, STOP, Action, CallAction, CallRenderer, ConnectionText, Constant,  # noqa: F401
+                     ConstantText, DelHeader, Renderer, SetHeader, run)
 from .errors import RuleError
 from .matching import compile_regex
 from .samples import Context, Format, compile_format
@@ -85,16 +86,17 @@ def set_header(value, ctx):
     return SetHeader(name, _header_renderer(compile_format(_text(fmt, "set_header"), ctx)), True)
 
 
-def _header_renderer(fmt: Format):
-    """fmt.render, made safe for a header line: samples that may carry
-    CR or LF (a url_dec'ed path) cannot start a new line."""
+def _header_renderer(fmt: Format) -> Renderer:
+    """fmt's value for a header line: samples that may carry CR or LF (a
+    url_dec'ed path) cannot start a new line."""
     if fmt.constant is not None:
-        constant = _no_crlf(fmt.constant)
-        return lambda msg: constant
+        return ConstantText(_no_crlf(fmt.constant))
+    if fmt.only in ("src", "dst", "dst_port"):
+        return ConnectionText(fmt.only)
     render = fmt.render
     if fmt.clean:
-        return render
-    return lambda msg: _no_crlf(render(msg))
+        return CallRenderer(render)
+    return CallRenderer(lambda msg: _no_crlf(render(msg)))
 
 
 def add_header(value, ctx):
@@ -134,7 +136,8 @@ def _replace(value, ctx, what: str, per_value: bool):
             def rewrite(text: bytes) -> Optional[bytes]:
                 parts = [part.strip(b" \t") for part in text.split(b",")]
                 out = [rewrite_one(part) or part for part in parts]
-                return b", ".join(out) if out != parts else None
+                # as HAProxy: the values joined again by bare commas
+                return b",".join(out) if out != parts else None
         else:
             rewrite = rewrite_one
         msg.headers.rewrite(lname, rewrite)

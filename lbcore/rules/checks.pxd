@@ -38,7 +38,7 @@ cdef class HeaderCheck(Check):
     cdef public frozenset table
     cdef public object fn
 
-    @cython.locals(headers=Headers, values=list, value=bytes, needle=bytes, kind=int, icase=bint)
+    @cython.locals(headers=Headers, values=list, value=bytes, needle=bytes, kind=int)
     cpdef bint test(self, object msg) except -1
 
 

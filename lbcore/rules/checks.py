@@ -94,14 +94,11 @@ class HeaderCheck(Check):
 
     def test(self, msg) -> bool:
         headers = msg.headers
-        values = headers.values_at(self.key)
+        values = headers.lower_values_at(self.key) if self.icase else headers.values_at(self.key)
         if not values:
             return False
         kind = self.kind
-        icase = self.icase
         for value in values:
-            if icase:
-                value = value.lower()
             if kind == BEG:
                 if value.startswith(self.patterns):
                     return True

@@ -2,7 +2,7 @@
 # setup.py: the rule loop and the header actions as C calls.
 cimport cython
 from lbcore.rules.checks cimport Check
-from lbcore.rules.message cimport Headers
+from lbcore.rules.message cimport Connection, Headers
 
 
 cdef class Action:
@@ -17,9 +17,28 @@ cdef class Constant(Action):
     cdef public object result
 
 
+cdef class Renderer:
+    cpdef bytes text(self, object msg)
+
+
+cdef class ConstantText(Renderer):
+    cdef public bytes value
+
+
+cdef class ConnectionText(Renderer):
+    cdef public int fact
+
+    @cython.locals(conn=Connection)
+    cpdef bytes text(self, object msg)
+
+
+cdef class CallRenderer(Renderer):
+    cdef public object fn
+
+
 cdef class SetHeader(Action):
     cdef public bytes name, key
-    cdef public object render
+    cdef public Renderer render
     cdef public bint replace
 
     @cython.locals(headers=Headers)

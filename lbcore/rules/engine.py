@@ -49,9 +49,55 @@ class Constant(Action):
         return self.result
 
 
+class Renderer:
+    """What a header value becomes for a message: `text(msg)` -> bytes."""
+
+    __slots__ = ()
+
+    def text(self, msg) -> bytes:
+        raise NotImplementedError
+
+
+class ConstantText(Renderer):
+    __slots__ = ("value",)
+
+    def __init__(self, value: bytes) -> None:
+        self.value = value
+
+    def text(self, msg) -> bytes:
+        return self.value
+
+
+class ConnectionText(Renderer):
+    """%[src], %[dst] or %[dst_port] alone: text the connection keeps."""
+
+    __slots__ = ("fact",)
+
+    def __init__(self, fact: str) -> None:
+        self.fact = {"src": 0, "dst": 1, "dst_port": 2}[fact]
+
+    def text(self, msg) -> bytes:
+        conn = msg.conn
+        if self.fact == 0:
+            return conn.src_bytes()
+        if self.fact == 1:
+            return conn.dst_bytes()
+        return conn.dst_port_bytes()
+
+
+class CallRenderer(Renderer):
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable) -> None:
+        self.fn = fn
+
+    def text(self, msg) -> bytes:
+        return self.fn(msg)
+
+
 class SetHeader(Action):
     """set_header (`replace`: every line of the name goes first) and
-    add_header; `render(msg)` gives the value."""
+    add_header; `render.text(msg)` gives the value."""
 
     __slots__ = ("name", "key", "render", "replace")
 
@@ -65,8 +111,7 @@ class SetHeader(Action):
         headers = msg.headers
         if self.replace and headers.has_at(self.key):
             headers.delete(self.key[1:-1])
-        headers.add(self.name, self.render(msg))
-        msg.changed = True
+        headers.add(self.name, self.render.text(msg))
         return None
 
 
@@ -80,7 +125,6 @@ class DelHeader(Action):
         headers = msg.headers
         if headers.has_at(self.key):
             headers.delete(self.key[1:-1])
-            msg.changed = True
         return None
 
 

@@ -4,9 +4,14 @@ cimport cython
 from lbcore.rules.message cimport Connection, Request, Response
 
 
+cpdef request_done(Request request, long status, long long bytes_in=*, long long bytes_out=*)
+cpdef connection_done(Connection facts, long long bytes_in=*, long long bytes_out=*)
+
+
 cdef class FrontendRules:
     cdef public object frontend, backends
     cdef public tuple tcp_rules, request_rules, response_rules, switching
+    cdef public dict backend_rules
 
     cpdef bint tcp_request(self, Connection facts) except -1
     cpdef Request request(self, Connection facts, bytes method, bytes target, bytes version, bytes block)

@@ -21,6 +21,13 @@ from .message import Connection, Request, Response
 from .switching import choose_backend
 
 
+def _plain(rules) -> tuple:
+    return tuple(tuple(rule) for rule in rules)
+
+
+_NONE = ((), ())
+
+
 def _tracking():
     # lbcore.tracking registers track_sc*/sc_* into the rules; imported
     # where it is used, as it imports the rules package itself.
@@ -28,26 +35,50 @@ def _tracking():
     return tracking
 
 
+def request_done(request: Request, status: int, bytes_in: int = 0, bytes_out: int = 0) -> None:
+    """The request ended (its answer written): its stick counters count it,
+    an error for a 4xx (lbcore's denials included). A function: the proxy
+    calls it for a request whose frontend's rules a reload replaced."""
+    if request.stick is not None or request.conn.stick is not None:
+        _tracking().request_done(request, status, False, bytes_in, bytes_out)
+
+
+def connection_done(facts: Connection, bytes_in: int = 0, bytes_out: int = 0) -> None:
+    """The connection closed: the counters its tcp_request rules tracked end."""
+    if facts.stick is not None:
+        _tracking().connection_done(facts, bytes_in, bytes_out)
+
+
 class FrontendRules:
-    __slots__ = ("frontend", "backends", "tcp_rules", "request_rules", "response_rules", "switching")
+    __slots__ = ("frontend", "backends", "tcp_rules", "request_rules", "response_rules", "switching",
+                 "backend_rules")
 
     def __init__(self, frontend, backends: Mapping[str, object]) -> None:
         spec = frontend.spec
         self.frontend = frontend  # its `backend` is read per request: a reload swaps it
         self.backends = backends  # name -> model Backend, for use_backend
-        self.tcp_rules = spec.tcp_request
-        self.request_rules = spec.http_request
-        self.response_rules = spec.http_response
-        self.switching = spec.use_backend
+        # Plain tuples: the compiled rule loop reads them without lookups.
+        self.tcp_rules = _plain(spec.tcp_request)
+        self.request_rules = _plain(spec.http_request)
+        self.response_rules = _plain(spec.http_response)
+        self.switching = _plain(spec.use_backend)
+        # Each backend's own rules ((request, response) by backend object),
+        # taken once per load: a reload builds a new FrontendRules.
+        self.backend_rules = {id(b): (_plain(b.spec.http_request), _plain(b.spec.http_response))
+                              for b in backends.values()}
 
     @classmethod
     def build(cls, frontend, backends: Mapping[str, object]) -> Optional["FrontendRules"]:
         """The frontend's rules, or None when no rule can touch its traffic."""
         spec = frontend.spec
-        own = spec.tcp_request or spec.http_request or spec.http_response or spec.use_backend
-        reachable = any(b.spec.http_request or b.spec.http_response for b in backends.values()
-                        if b.mode == spec.mode) if spec.mode == "http" else False
-        return cls(frontend, backends) if own or reachable else None
+        if spec.tcp_request or spec.http_request or spec.http_response or spec.use_backend:
+            return cls(frontend, backends)
+        # No rule of its own and no switching: only its default backend's
+        # rules can apply to its requests.
+        backend = frontend.backend
+        if spec.mode == "http" and (backend.spec.http_request or backend.spec.http_response):
+            return cls(frontend, backends)
+        return None
 
     # -- per connection ------------------------------------------------------
 
@@ -79,14 +110,10 @@ class FrontendRules:
         return Request(facts, method, target, version, block)
 
     def request_done(self, request: Request, status: int, bytes_in: int = 0, bytes_out: int = 0) -> None:
-        """The request ended (its answer written): its stick counters count
-        it, an error for a 4xx (lbcore's denials included)."""
-        if request.stick is not None or request.conn.stick is not None:
-            _tracking().request_done(request, status, False, bytes_in, bytes_out)
+        request_done(request, status, bytes_in, bytes_out)
 
     def connection_done(self, facts: Connection, bytes_in: int = 0, bytes_out: int = 0) -> None:
-        if facts.stick is not None:
-            _tracking().connection_done(facts, bytes_in, bytes_out)
+        connection_done(facts, bytes_in, bytes_out)
 
     def http_request(self, request: Request) -> Optional[Answer]:
         """None to go on (the request may have been edited; its backend
@@ -103,7 +130,7 @@ class FrontendRules:
                     backend = None  # a dynamic name that names a tcp backend: the default
             request.backend = backend
         target = backend if backend is not None else self.frontend.backend
-        backend_rules = target.spec.http_request
+        backend_rules = self.backend_rules.get(id(target), _NONE)[0]
         if backend_rules:
             result = run(backend_rules, request)
             if result is not None and result.__class__ is Answer:
@@ -119,7 +146,7 @@ class FrontendRules:
         and the frontend's http_response rules; an Answer when one denied
         the response (the client gets that instead)."""
         backend = request.backend if request.backend is not None else self.frontend.backend
-        backend_rules = backend.spec.http_response
+        backend_rules = self.backend_rules.get(id(backend), _NONE)[1]
         frontend_rules = self.response_rules
         if not backend_rules and not frontend_rules:
             return head

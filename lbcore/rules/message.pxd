@@ -17,9 +17,11 @@ cdef class Connection:
 cdef class Headers:
     cdef public bytes block
     cdef public object _lower
+    cdef public bint edited
 
     cpdef bytes _index(self)
     cpdef list values_at(self, bytes key)
+    cpdef list lower_values_at(self, bytes key)
     cpdef object last_at(self, bytes key)
     cpdef bint has_at(self, bytes key) except -1
     cpdef add(self, bytes name, bytes value)
@@ -31,7 +33,7 @@ cdef class Request:
     cdef public bytes method, target, version
     cdef public Headers headers
     cdef public object _path, _query
-    cdef public bint changed
+    cdef public bint _edited
     cdef public object stick, backend
 
     cpdef _split(self)
@@ -44,4 +46,4 @@ cdef class Response:
     cdef public Connection conn
     cdef public long status
     cdef public Headers headers
-    cdef public bint changed
+    cdef public bint _edited

@@ -73,11 +73,12 @@ class Connection:
 class Headers:
     """A header block as raw lines, searched case-insensitively in place."""
 
-    __slots__ = ("block", "_lower")
+    __slots__ = ("block", "_lower", "edited")
 
     def __init__(self, block: bytes = b"") -> None:
         self.block = block
         self._lower = None  # b"\n" + block.lower(), made on the first lookup
+        self.edited = False  # the block changed (the proxy re-renders the head)
 
     def _index(self) -> bytes:
         lower = self._lower
@@ -134,6 +135,23 @@ class Headers:
                 return [value]
         return self.values(key[1:-1])
 
+    def lower_values_at(self, key: bytes) -> list:
+        """values_at(), lower-cased: read from the lower-cased index (for
+        -i matching), so no value is lower-cased again."""
+        lower = self._lower
+        if lower is None:
+            lower = self._lower = b"\n" + self.block.lower()
+        pos = lower.find(key)
+        if pos < 0:
+            return []
+        if lower.find(key, pos + 1) < 0:
+            start = pos + len(key)
+            end = lower.find(b"\n", start)
+            value = lower[start:end if end >= 0 else len(lower)].strip(b" \t\r\n")
+            if b"," not in value:
+                return [value]
+        return [value.lower() for value in self.values(key[1:-1])]
+
     def last_at(self, key: bytes) -> Optional[bytes]:
         """last() for key = b"\\n" + lname + b":"."""
         lower = self._lower
@@ -174,6 +192,7 @@ class Headers:
     def _set_block(self, block: bytes) -> None:
         self.block = block
         self._lower = None
+        self.edited = True
 
     def delete(self, lname: bytes) -> None:
         spans = self._spans(lname)
@@ -191,6 +210,7 @@ class Headers:
     def add(self, name: bytes, value: bytes) -> None:
         line = name + b": " + value + b"\r\n"
         self.block += line
+        self.edited = True
         if self._lower is not None:
             self._lower += line.lower()  # the index follows, no rebuild
 
@@ -236,7 +256,7 @@ class Request:
     `stick` is free for per-request state of stick-table tracking."""
 
     __slots__ = ("conn", "method", "target", "version", "headers", "_path", "_query",
-                 "changed", "stick", "backend")
+                 "_edited", "stick", "backend")
 
     def __init__(self, conn: Connection, method: bytes, target: bytes, version: bytes,
                  header_block: bytes) -> None:
@@ -247,7 +267,7 @@ class Request:
         self.headers = Headers(header_block)
         self._path = None
         self._query = None
-        self.changed = False  # set by any edit: the proxy re-renders the head
+        self._edited = False  # the target changed
         self.stick = None
         self.backend = None  # the backend use_backend chose (None: the default)
 
@@ -281,18 +301,27 @@ class Request:
         query = self.query()
         self.target = path + b"?" + query if query is not None else path
         self._path = path
-        self.changed = True
+        self._edited = True
 
     def set_query(self, query: Optional[bytes]) -> None:
         path = self.path()
         self.target = path + b"?" + query if query else path
         self._query = query if query else None
-        self.changed = True
+        self._edited = True
 
     def set_target(self, target: bytes) -> None:
         self.target = target
         self._path = None
-        self.changed = True
+        self._edited = True
+
+    @property
+    def changed(self) -> bool:
+        """Any edit (target or headers): the proxy re-renders the head."""
+        return self._edited or self.headers.edited
+
+    @changed.setter
+    def changed(self, value: bool) -> None:
+        self._edited = value
 
     def head_lines(self) -> bytes:
         return self.headers.block
@@ -302,7 +331,7 @@ class Response:
     """A server's response head as http_response rules see and change it;
     `request` is the request it answers (its connection facts stay readable)."""
 
-    __slots__ = ("request", "conn", "status", "headers", "changed")
+    __slots__ = ("request", "conn", "status", "headers", "_edited")
 
     def __init__(self, request: Optional[Request], conn: Connection, status: int,
                  header_block: bytes) -> None:
@@ -310,4 +339,12 @@ class Response:
         self.conn = conn
         self.status = status
         self.headers = Headers(header_block)
-        self.changed = False
+        self._edited = False
+
+    @property
+    def changed(self) -> bool:
+        return self._edited or self.headers.edited
+
+    @changed.setter
+    def changed(self, value: bool) -> None:
+        self._edited = value

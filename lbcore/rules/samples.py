@@ -375,6 +375,7 @@ class Format:
     # No CR or LF can come out: the text has none, and no sample is
     # url-decoded (request targets and header values never hold them raw).
     clean: bool = True
+    only: Optional[str] = None  # the expression, when the text is exactly one %[...]
 
 
 def _renderer(constant: Optional[bytes], parts: tuple) -> Callable:
@@ -433,7 +434,9 @@ def compile_format(text: str, ctx: Context) -> Format:
     if all(part.__class__ is bytes for part in parts):
         constant = b"".join(parts)
         return Format(text, constant, (), _renderer(constant, ()), clean)
-    return Format(text, None, tuple(parts), _renderer(None, tuple(parts)), clean)
+    stripped = text.strip()
+    only = stripped[2:-1].strip() if len(parts) == 1 and stripped.startswith("%[") else None
+    return Format(text, None, tuple(parts), _renderer(None, tuple(parts)), clean, only)
 
 
 # Connection facts copied into headers on every request: their text is

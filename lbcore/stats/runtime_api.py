@@ -305,6 +305,8 @@ def info_fields(snapshot: dict, service: Service) -> list[tuple[str, Any]]:
     cum_req = sum(f.get("http_requests", 0) for f in frontends)
     bytes_out = sum(f.get("bytes_out", 0) for f in frontends)
     workers = process.get("workers")
+    rate = sum(f.get("session_rate", 0) for f in frontends)  # stats.rates, when measured
+    rate_max = sum(f.get("session_rate_max", 0) for f in frontends)
     zero = 0
     return [
         ("Name", "HAProxy"), ("Version", HAPROXY_VERSION), ("Release_date", HAPROXY_RELEASE_DATE),
@@ -317,8 +319,8 @@ def info_fields(snapshot: dict, service: Service) -> list[tuple[str, Any]]:
         ("CurrConns", curr), ("CumConns", cum_conns), ("CumReq", cum_req),
         ("MaxSslConns", zero), ("CurrSslConns", zero), ("CumSslConns", zero),
         ("Maxpipes", zero), ("PipesUsed", zero), ("PipesFree", zero),
-        ("ConnRate", zero), ("ConnRateLimit", zero), ("MaxConnRate", zero),
-        ("SessRate", zero), ("SessRateLimit", zero), ("MaxSessRate", zero),
+        ("ConnRate", rate), ("ConnRateLimit", zero), ("MaxConnRate", rate_max),
+        ("SessRate", rate), ("SessRateLimit", zero), ("MaxSessRate", rate_max),
         ("SslRate", zero), ("SslRateLimit", zero), ("MaxSslRate", zero),
         ("SslFrontendKeyRate", zero), ("SslFrontendMaxKeyRate", zero), ("SslFrontendSessionReuse_pct", zero),
         ("SslBackendKeyRate", zero), ("SslBackendMaxKeyRate", zero),

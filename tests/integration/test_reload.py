@@ -55,6 +55,19 @@ def test_seven_reloads_under_load_lose_nothing(start_backend, start_lbcore):
     assert all(after[n] > before[n] for n in ("s2", "s4"))
 
 
+def test_a_sighup_as_soon_as_the_port_answers_is_a_reload(start_backend, start_lbcore):
+    """Service managers signal as soon as the port answers: the handler must
+    already be there (SIGHUP's default action kills the process)."""
+    backends = {"s1": start_backend("s1")}
+    for _ in range(3):
+        port, stats_port = free_port(), free_port()
+        lb = start_lbcore(_config(port, stats_port, backends, ["s1"]), wait_ports=[port])
+        lb.reload()
+        assert _wait_for(lambda: "reloaded" in lb.logs() or lb.proc.poll() is not None, timeout=10)
+        assert lb.proc.poll() is None, lb.logs()
+        assert "reloaded" in lb.logs()
+
+
 def test_surviving_server_keeps_counters(start_backend, start_lbcore):
     backends = {n: start_backend(n) for n in ("s1", "s2")}
     port, stats_port = free_port(), free_port()

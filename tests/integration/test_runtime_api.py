@@ -143,6 +143,19 @@ def test_errors_as_haproxy_words_them(lb):
     assert cli(lb, "help").startswith("The following commands are valid at this level:\n")
 
 
+def test_show_sess_and_shutdown_sessions(lb):
+    keep = http.client.HTTPConnection("127.0.0.1", lb.port, timeout=5)
+    keep.request("GET", "/echo")
+    keep.getresponse().read()
+    try:
+        sessions = [line for line in cli(lb, "show sess").splitlines() if line]
+        assert len(sessions) == 1 and "proto=tcpv4" in sessions[0] and "fe=web" in sessions[0]
+    finally:
+        keep.close()
+    assert cli(lb, "shutdown sessions server pool/s1") == "\n"
+    assert cli(lb, "shutdown sessions server pool/nosuch") == "No such server.\n\n"
+
+
 def test_prompt_mode_keeps_the_connection(lb):
     with socket.socket(socket.AF_UNIX) as s:
         s.settimeout(5)
@@ -244,6 +257,15 @@ def test_workers_share_one_socket(backends):
         frontend = next(r for r in rows if r[1] == "FRONTEND")
         assert int(frontend[7]) >= 48  # stot: every worker's sessions summed
         assert "Nbthread: 2" in cli(sock, "show info")
+        # show sess lists every worker's sessions: a kept-alive client shows up.
+        keep = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        keep.request("GET", "/echo")
+        keep.getresponse().read()
+        try:
+            sessions = [line for line in cli(sock, "show sess").splitlines() if line]
+            assert len(sessions) == 1 and "fe=web be=pool" in sessions[0], sessions
+        finally:
+            keep.close()
     finally:
         proc.stop()
 
@@ -317,3 +339,31 @@ def test_same_answers_as_haproxy(backends):
         haproxy.stop()
         lbcore.stop()
         user_lb.stop()
+
+
+def test_shutdown_sessions_closes_a_tcp_tunnel(tmp_path):
+    echo = BackendProcess("e1", tcp_echo=True).start()
+    port = free_port()
+    sock = str(tmp_path / "admin.sock")
+    config = {
+        "global": {"log": {"target": "stdout"}},
+        "stats": {"socket": {"path": sock}},
+        "frontends": {"db": {"bind": f"127.0.0.1:{port}", "mode": "tcp", "backend": "pool"}},
+        "backends": {"pool": {"mode": "tcp", "servers": [{"name": "e1", "address": echo.address}]}},
+    }
+    lb = LbcoreProcess(config).start()
+    try:
+        wait_unix(sock, proc=lb.proc)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+            conn.sendall(b"ping\n")
+            assert conn.recv(100) == b"ping\n"
+            assert "be=pool srv=e1" in cli(sock, "show sess")
+            assert cli(sock, "shutdown sessions server pool/e1") == "\n"
+            try:
+                assert conn.recv(100) == b""
+            except ConnectionResetError:
+                pass
+        assert cli(sock, "show sess") == "\n"
+    finally:
+        lb.stop()
+        echo.stop()

@@ -378,3 +378,59 @@ def test_passive_cookie_is_only_read_as_haproxy(pool3):
         assert result["lbcore"] == result["haproxy"] == ({pool[1].name}, [f"APP={pool[1].name}"], []), result
     finally:
         both.stop()
+
+
+def test_galera_writer_killed_clients_move_together():
+    """The writer node dies (database and clustercheck): once it is out,
+    every client of both proxies reconnects to one same new writer. lbcore
+    moves them at once (the refused connect takes the server out and the
+    retry is stuck elsewhere); haproxy once its checks mark it DOWN."""
+    port, health_port = free_port(), free_port()
+    nodes = [GaleraNode(f"db{i}", f"127.0.0.{20 + i}", port, health_port).start() for i in (1, 2, 3)]
+    lb_port, ha_port = free_port(), free_port()
+    config = {
+        "frontends": {"galera": {"bind": f"127.0.0.1:{lb_port}", "mode": "tcp", "backend": "be"}},
+        "backends": {"be": {
+            "mode": "tcp", "retries": 3, "redispatch": True,
+            "health": dict(HEALTH, port=health_port),
+            "on_marked_down": "shutdown_sessions",
+            "stick_table": {"type": "ip", "size": 1000},
+            "stick_on": "dst",
+            "servers": [{"name": n.db.name, "address": n.db.address, "backup": True} for n in nodes],
+        }},
+    }
+    servers = "\n".join(
+        f"    server {n.db.name} {n.db.address} backup {HAPROXY_HEALTH} port {health_port} "
+        "on-marked-down shutdown-sessions" for n in nodes)
+    both = Both(config, lambda p: haproxy_cfg(p, "tcp", f"""    option httpchk GET /healthcheck
+    stick-table type ip size 1000
+    stick on dst
+{servers}"""), lb_port, ha_port)
+    try:
+        time.sleep(3 * INTER_MS / 1000)
+        held = {impl: [DbClient(p) for _ in range(3)] for impl, p in both.ports.items()}
+        before = {impl: {c.server for c in clients} for impl, clients in held.items()}
+        nodes[0].stop()
+        # The held sessions of the dead writer end on both proxies.
+        for impl, clients in held.items():
+            assert wait_until(lambda: not any(c.alive() for c in clients)), impl
+            for c in clients:
+                c.close()
+        lbcore_at_once = DbClient(both.ports["lbcore"]).server
+
+        def greeted(p):
+            c = DbClient(p)
+            c.close()
+            return c.server
+
+        after = {}
+        for impl, p in both.ports.items():
+            assert wait_until(lambda: greeted(p), timeout=MOVE_WITHIN + 3), impl
+            after[impl] = {greeted(p) for _ in range(4)}
+        assert before == {"lbcore": {"db1"}, "haproxy": {"db1"}}, before
+        assert after == {"lbcore": {"db2"}, "haproxy": {"db2"}}, after
+        assert lbcore_at_once == "db2"
+    finally:
+        both.stop()
+        for n in nodes:
+            n.stop()

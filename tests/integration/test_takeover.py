@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tests.support import ROOT, Load, LbcoreProcess, free_port, get_json, http_config, wait_port
+from tests.support import ROOT, Load, LbcoreProcess, free_port, get_json, http_config, wait_port, wait_until
 
 
 class ConnectionLoop:
@@ -70,16 +70,6 @@ def admin(stats_port: int, server: str, body: dict) -> int:
     return status
 
 
-def wait_for(predicate, what, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def frontend_requests(stats_port: int) -> int:
     return get_json(stats_port)["frontends"]["web"]["http_requests"]
 
@@ -98,18 +88,18 @@ def test_sf_takes_over_under_load_and_loses_nothing(start_backend, workers):
     new = None
     try:
         lb.start()
-        wait_for(lambda: all(s["status"] == "UP" for s in get_json(stats_port)["backends"]["pool"]["servers"]),
-                 "every server UP")
+        wait_until(lambda: all(s["status"] == "UP" for s in get_json(stats_port)["backends"]["pool"]["servers"]),
+                 20, "every server UP")
         assert admin(stats_port, "s3", {"state": "maint"}) == 200
         assert admin(stats_port, "s2", {"weight": 7}) == 200
         with Load(port, clients=3) as load, ConnectionLoop(port) as loop:
-            wait_for(lambda: load.ok > 50 and loop.ok > 20, "traffic through the old process")
+            wait_until(lambda: load.ok > 50 and loop.ok > 20, 20, "traffic through the old process")
             before = frontend_requests(stats_port)
             new = successor(lb, lb.proc.pid)
             # The old one drains (SIGUSR1 from the new one, once it serves) and exits 0.
             assert lb.proc.wait(30) == 0
             served_by_old = load.ok + loop.ok
-            wait_for(lambda: load.ok + loop.ok > served_by_old + 100, "traffic through the new process")
+            wait_until(lambda: load.ok + loop.ok > served_by_old + 100, 20, "traffic through the new process")
         assert not load.failures, load.failures[:5]
         assert not loop.failures, loop.failures[:5]
         assert new.poll() is None
@@ -123,8 +113,8 @@ def test_sf_takes_over_under_load_and_loses_nothing(start_backend, workers):
         # Counters carry over: the new process counts on from the old one's.
         assert snap["frontends"]["web"]["http_requests"] >= before
         # ... and what the old one served while draining is added when it exits.
-        wait_for(lambda: "added the counters" in open(os.path.join(lb.dir, "successor.log")).read(),
-                 "the final counters of the old process")
+        wait_until(lambda: "added the counters" in open(os.path.join(lb.dir, "successor.log")).read(),
+                 20, "the final counters of the old process")
         snap = get_json(stats_port)
         served = load.ok + loop.ok
         if workers == 1:

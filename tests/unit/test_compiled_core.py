@@ -1,5 +1,5 @@
 """The http proxy core (balance, batch, model, timers, upstream,
-proxy.http and what rules run per request) is compiled by setup.py from its own .py sources;
+proxy.http, proxy.stream and what rules run per request) is compiled by setup.py from its own .py sources;
 LBCORE_NO_EXT=1 runs those sources."""
 
 import os
@@ -9,8 +9,9 @@ import sys
 import lbcore_ext
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CORE = ["lbcore.balance", "lbcore.batch", "lbcore.model", "lbcore.proxy.http", "lbcore.rules.checks",
-        "lbcore.rules.engine", "lbcore.rules.frontend", "lbcore.rules.message", "lbcore.timers", "lbcore.upstream"]
+CORE = ["lbcore.balance", "lbcore.batch", "lbcore.model", "lbcore.proxy.http", "lbcore.proxy.stream",
+        "lbcore.rules.checks", "lbcore.rules.engine", "lbcore.rules.frontend", "lbcore.rules.message",
+        "lbcore.timers", "lbcore.upstream"]
 PROBE = ("import lbcore, lbcore.proxy.http as h, lbcore.rules.frontend, lbcore_ext; "
          "print(lbcore_ext.IMPLEMENTATION, h.__file__.rsplit('.', 1)[-1], *lbcore.compiled_modules())")
 

@@ -343,3 +343,35 @@ listen api
     assert converted.global_ == original.global_
     assert yaml.safe_load(text)["backends"]["api"]["balance"] == "leastconn"
     assert os.path.basename(path) == "haproxy.cfg"
+
+
+def test_openstack_ansible_galera_and_healthcheck_headers(tmp_path):
+    config = load(tmp_path, BASE + """
+backend keystone-back
+    mode http
+    option httpchk
+    http-check send hdr User-Agent "osa-haproxy-healthcheck" meth GET uri /
+    http-check expect status 300
+    server infra1 127.3.1.1:5000 check port 5000 inter 12000 rise 3 fall 3
+backend galera-back
+    mode tcp
+    stick store-request src
+    stick-table type ip size 256k expire 30m
+    option httpchk HEAD / HTTP/1.0\\r\\nUser-agent:\\ osa-haproxy-healthcheck
+    server infra1 127.3.1.1:3306 check port 9200 inter 12000 rise 1 fall 1
+    server infra2 127.3.1.2:3306 check port 9200 inter 12000 rise 1 fall 1 backup
+frontend f
+    bind 127.0.0.1:9000
+    default_backend keystone-back
+frontend g
+    mode tcp
+    bind 127.0.0.1:9001
+    default_backend galera-back
+""").config
+    ks, galera = config.backends["keystone-back"].health, config.backends["galera-back"]
+    assert (ks.method, ks.path, ks.headers, ks.expect_status) == (
+        "GET", "/", (("User-Agent", "osa-haproxy-healthcheck"),), frozenset({300}))
+    assert (galera.health.method, galera.health.port) == ("HEAD", 9200)
+    assert galera.health.headers == (("User-agent", "osa-haproxy-healthcheck"),)
+    [rule] = galera.stick_on
+    assert (rule.sample, rule.match, rule.store) == ("src", False, True)

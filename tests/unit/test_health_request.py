@@ -44,3 +44,12 @@ def test_request_rejects_values_that_would_break_the_request_line(method, path, 
 ])
 def test_status_line(line, code):
     assert parse_status_line(line) == code
+
+
+def test_more_headers_and_a_user_agent_of_the_config():
+    raw = build_request("GET", "/", "h", (("User-Agent", "osa-check"), ("X-Probe", "1")))
+    head = raw.decode().split("\r\n")
+    assert "User-Agent: osa-check" in head and "X-Probe: 1" in head
+    assert not any(line.startswith("User-Agent: lbcore") for line in head)
+    with pytest.raises(ValueError):
+        build_request("GET", "/", "h", (("X", "a\r\nEvil: 1"),))

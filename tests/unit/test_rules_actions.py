@@ -101,7 +101,7 @@ def test_header_edits():
          rule("replace_header", ["User-Agent", "curl/(.*)", "c-\\1"]),
          rule("replace_value", ["X-T", "^old$", "new"])), msg)
     assert msg.changed
-    assert msg.headers.block == (b"User-Agent: c-7.1\r\nX-T: a, new, b\r\nX-A: new\r\nX-Port: 8080\r\n"
+    assert msg.headers.block == (b"User-Agent: c-7.1\r\nX-T: a,new,b\r\nX-A: new\r\nX-Port: 8080\r\n"
                                  b"X-Miss: ab\r\n")
 
 

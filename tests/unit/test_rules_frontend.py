@@ -127,3 +127,23 @@ def test_sni_is_remembered_for_ssl_fc_sni():
     assert holder.lbcore_sni == "api.example.com" and seen == ["api.example.com"]
     facts = FrontendRules.connection(("1.1.1.1", 1), ("127.0.0.1", 443), holder)
     assert facts.ssl and facts.sni == b"api.example.com"
+
+
+def test_a_frontend_gets_rules_only_when_some_can_touch_its_traffic():
+    config = loads(textwrap.dedent("""
+        frontends:
+          plain: {bind: 127.0.0.1:8080, backend: a}
+          to_ruled: {bind: 127.0.0.1:8081, backend: b}
+        backends:
+          a: {servers: [{name: s1, address: 10.0.0.1:80}]}
+          b:
+            http_request: [{set_header: [X-B, b]}]
+            servers: [{name: s1, address: 10.0.0.2:80}]
+        """))
+    backends = {name: SimpleNamespace(spec=spec, mode=spec.mode) for name, spec in config.backends.items()}
+    frontends = {name: SimpleNamespace(spec=spec, backend=backends[spec.backend])
+                 for name, spec in config.frontends.items()}
+    assert FrontendRules.build(frontends["plain"], backends) is None
+    rules = FrontendRules.build(frontends["to_ruled"], backends)
+    request = rules.request(rules.connection(("1.1.1.1", 1), ("127.0.0.1", 8081), None), b"GET", b"/", b"1.1", b"")
+    assert rules.http_request(request) is None and request.headers.block == b"X-B: b\r\n"
