@@ -29,6 +29,11 @@ def tls_context(tls: TLSSpec, cert: Optional[str] = None, key: Optional[str] = N
     """The server-side context of a frontend, from its files or from others
     (`cert`, `key`) holding a replacement."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    # Python's defaults already, stated so they never depend on them: TLS 1.2
+    # and newer, no compression (CRIME), no renegotiation (a client could
+    # make us do a handshake's work again and again), as HAProxy.
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
     context.load_cert_chain(cert or tls.cert, key if cert else tls.key)
     if tls.alpn:
         context.set_alpn_protocols(list(tls.alpn))

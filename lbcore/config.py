@@ -1556,9 +1556,18 @@ class _Builder:
                                              f"{_suggest(rule.table, tables)}")
         for name, backend in config.backends.items():
             for rule in backend.stick_on:
-                if rule.sample not in _L4_SAMPLES:
-                    r.problem(f"backends.{name}.stick_on", self._where.get(f"backends.{name}.stick_on"),
-                              f"lbcore sticks on src or dst, not '{rule.sample}'")
+                if rule.sample in _L4_SAMPLES:
+                    continue
+                where = f"backends.{name}.stick_on"
+                if backend.mode == "tcp":
+                    r.problem(where, self._where.get(where),
+                              f"tcp mode sticks on src or dst, not '{rule.sample}'")
+                    continue
+                try:
+                    ctx = rules.context("http_request", r.base_dir, {}, self.rules.files, name)
+                    rules.compile_sample(rule.sample, ctx)
+                except rules.RuleError as exc:
+                    r.problem(where, self._where.get(where), f"{rule.sample}: {exc}")
             if backend.cookie is not None and backend.mode != "http":
                 r.problem(f"backends.{name}.cookie", self._where.get(f"backends.{name}.cookie"),
                           "cookie persistence needs http mode")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import logging
+import resource
 import socket
 from typing import Callable, Sequence
 
@@ -22,6 +23,8 @@ log = logging.getLogger("lbcore")
 BACKLOG = 4096
 ACCEPT_BATCH = 64  # connections accepted per readiness event
 STEAL_INTERVAL = 0.05  # how often a worker empties its siblings' queues
+FD_RETRY = 0.1  # out of descriptors: try accepting again after this (or when a connection ends)
+FD_QUIET = 1.0  # a shortage is over once accepts went this long without one
 
 # accept() errors that concern one connection, not the listener.
 TRANSIENT = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.ENOBUFS, errno.ENOMEM}
@@ -126,6 +129,9 @@ class Acceptor:
         self.reading = False
         self.address = sock.getsockname()
         self._steal_timer = None
+        self._fd_timer = None
+        self.starved_since = 0.0  # when the current shortage of descriptors began (0: none)
+        self.starved_last = 0.0  # when accept() last failed for want of one
 
     def start(self) -> None:
         if not self.reading and self.sock.fileno() >= 0:
@@ -171,14 +177,14 @@ class Acceptor:
                 if exc.errno in TRANSIENT:
                     continue
                 if exc.errno in FD_EXHAUSTED:
-                    # Out of file descriptors: stop accepting for a moment
-                    # instead of spinning on a readable listener.
-                    log.error("accept on %s: %s; pausing accepts for 100ms", self.address, exc)
-                    self.pause()
-                    self.loop.call_later(0.1, self.start)
+                    self._out_of_descriptors(exc)
                     return False
                 log.error("accept on %s failed: %s", self.address, exc)
                 return False
+            if self.starved_since and self.loop.time() - self.starved_last >= FD_QUIET:
+                log.warning("accept on %s: descriptors free again after %.1fs; accepting",
+                            self.address, self.starved_last - self.starved_since)
+                self.starved_since = 0.0
             conn.setblocking(False)
             try:
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -191,7 +197,32 @@ class Acceptor:
                 conn.close()
         return True
 
+    def _out_of_descriptors(self, exc: OSError) -> None:
+        """No descriptor for a new connection: stop accepting rather than
+        spin on a listener that stays readable. Connections wait in the
+        backlog; accepting resumes when a connection ends (ProxyContext)
+        or after FD_RETRY, whichever comes first. Logged once per shortage:
+        while a freed descriptor is taken at once by the next waiting
+        connection, it is the same shortage."""
+        self.starved_last = self.loop.time()
+        if not self.starved_since:
+            self.starved_since = self.starved_last
+            limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            log.error("accept on %s: %s (descriptor limit %d): accepting paused until descriptors "
+                      "are free; new connections wait in the backlog", self.address,
+                      exc.strerror or exc, limit)
+        self.pause()
+        if self._fd_timer is None:
+            self._fd_timer = self.loop.call_later(FD_RETRY, self._retry_after_shortage)
+
+    def _retry_after_shortage(self) -> None:
+        self._fd_timer = None
+        self.start()
+
     def close(self) -> None:
+        if self._fd_timer is not None:
+            self._fd_timer.cancel()
+            self._fd_timer = None
         self.pause()
         self.sock.close()
         for sock in self.siblings:

@@ -16,9 +16,11 @@ from __future__ import annotations
 import re
 from typing import Callable, Optional
 
+from . import rules as rules_engine
 from .config import CookieSpec, StickOnSpec
 from .stick import StickTable
 
+L4_SAMPLES = ("src", "dst")
 COOKIE_DELIM = b"~"
 KEY_CACHE_SIZE = 4096  # client addresses whose stick keys are kept  # prefix mode: "SERVER~application value"
 # A cookie naming no server in insert mode: the client's copy is removed.
@@ -53,7 +55,7 @@ class Persistence:
     """A backend's cookie and stick rules, with the tables they use."""
 
     __slots__ = ("backend", "cookie", "rules", "by_cookie", "cookie_name", "src_only", "fast",
-                 "key_cache", "clock")
+                 "key_cache", "clock", "samples")
 
     def __init__(self, backend, cookie: Optional[CookieSpec],
                  rules: list[tuple[StickOnSpec, StickTable]]) -> None:
@@ -68,6 +70,11 @@ class Persistence:
         self.src_only = bool(rules) and all(rule.sample == "src" for rule, _ in rules)
         self.key_cache: dict = {}
         self.clock = rules[0][1].clock if rules else None
+        # Samples other than src/dst (http: req.hdr(x), req.cook(x), ...),
+        # compiled once with the rules engine, read on the request's view.
+        ctx = rules_engine.context("http_request", ".", {}, {}, backend.name)
+        self.samples = {rule.sample: rules_engine.compile_sample(rule.sample, ctx).one
+                        for rule, _ in rules if rule.sample not in L4_SAMPLES}
         self.refresh()
 
     def refresh(self) -> None:
@@ -76,18 +83,20 @@ class Persistence:
 
     # -- stick rules -----------------------------------------------------------
 
-    def keys(self, src: str, dst: Callable[[], str], fetch=None) -> list:
-        """Each rule's key for this client, None where the sample is absent."""
+    def keys(self, src: str, dst: Callable[[], str], view=None) -> list:
+        """Each rule's key for this client, None where the sample is absent.
+        `view`: the request as rules read it (lbcore.rules.Request), for
+        samples other than src and dst."""
         if self.src_only:
             keys = self.key_cache.get(src)
             if keys is None:
                 if len(self.key_cache) >= KEY_CACHE_SIZE:
                     self.key_cache.clear()
-                keys = self.key_cache[src] = self._keys(src, dst, fetch)
+                keys = self.key_cache[src] = self._keys(src, dst, view)
             return keys
-        return self._keys(src, dst, fetch)
+        return self._keys(src, dst, view)
 
-    def _keys(self, src: str, dst: Callable[[], str], fetch) -> list:
+    def _keys(self, src: str, dst: Callable[[], str], view) -> list:
         keys = []
         for rule, table in self.rules:
             sample = rule.sample
@@ -96,7 +105,7 @@ class Persistence:
             elif sample == "dst":
                 keys.append(l4_key(table, dst()))
             else:
-                value = fetch(sample) if fetch is not None else None
+                value = self.samples[sample](view) if view is not None else None
                 keys.append(table.key(value) if value is not None else None)
         return keys
 

@@ -24,6 +24,15 @@ def skip_reason(*tools: str) -> Optional[str]:
     return None
 
 
+def drill_skip_reason(*tools: str) -> Optional[str]:
+    """skip_reason() for a drill run as a test. test.sh runs the suite
+    twice; a drill tests a deployment, not the build, and costs tens of
+    seconds: it runs in the compiled pass only."""
+    if os.environ.get("LBCORE_NO_EXT") == "1":
+        return "HA drills run in the compiled pass of the suite only"
+    return skip_reason(*tools)
+
+
 def run(*args: str) -> None:
     subprocess.run(args, check=True, capture_output=True, timeout=20)
 

@@ -603,9 +603,10 @@ class Builder:
         if proxy.servers:
             self.p.error(proxy.servers[0], "a stats listen with servers is not supported "
                          "(lbcore's stats endpoint serves only the stats)", "server")
-        for rules, name in ((proxy.http_request, "http-request"), (proxy.use_backend, "use_backend")):
-            if [r for r in rules if r is not None]:
-                self.p.errors.append(f"{rules[0].origin}: {rules[0].origin.keyword}: rules in a stats "
+        for rules in (proxy.http_request, proxy.use_backend):
+            rule = next((r for r in rules if r is not None), None)
+            if rule is not None:
+                self.p.errors.append(f"{rule.origin}: {rule.origin.keyword}: rules in a stats "
                                      "listen are not supported (lbcore's stats endpoint serves only the stats)")
         return stats
 

@@ -21,6 +21,7 @@ import struct
 from typing import Callable, Optional
 
 from ..config import HealthSpec
+from ..listeners import FD_EXHAUSTED
 from .state import ProbeResult
 
 USER_AGENT = "lbcore-health"
@@ -64,7 +65,9 @@ def parse_status_line(line: bytes) -> Optional[int]:
     return int(match.group(1)) if match else None
 
 
-def _connect_failure(exc: OSError, elapsed_ms: float) -> ProbeResult:
+def _connect_failure(exc: OSError, elapsed_ms: float) -> Optional[ProbeResult]:
+    if exc.errno in FD_EXHAUSTED:
+        return None  # lbcore is out of descriptors: nothing was learnt about the server
     if isinstance(exc, socket.gaierror):
         return ProbeResult(False, "SOCKERR", None, elapsed_ms, f"cannot resolve: {exc.strerror or exc}")
     if exc.errno in L4CON_ERRNOS or isinstance(exc, ConnectionError):
@@ -208,7 +211,8 @@ class Probe:
         self._finish(ProbeResult(False, "SOCKERR", None, self._ms(),
                                  exc.strerror or str(exc) or type(exc).__name__))
 
-    def _finish(self, result: ProbeResult) -> None:
+    def _finish(self, result: Optional[ProbeResult]) -> None:
+        # None: lbcore had no descriptor to probe with (nothing learnt).
         if self.finished:
             return
         self.finished = True
@@ -279,14 +283,15 @@ async def tcp_probe(host: str, port: int, timeout: float) -> ProbeResult:
 
 
 async def http_probe(host: str, port: int, timeout: float, request: bytes,
-                     expect_status: frozenset[int]) -> ProbeResult:
+                     expect_status: frozenset[int]) -> Optional[ProbeResult]:
     """Send `request`, read the status line: L7OK / L7STS with the code,
     or L4CON, L4TOUT, L7TOUT, L7RSP, SOCKERR."""
     return await _run_probe(host, port, timeout, request, expect_status)
 
 
 async def probe_server(server, health: HealthSpec) -> Optional[ProbeResult]:
-    """Run the probe `health` asks for against `server`; None for type none."""
+    """Run the probe `health` asks for against `server`; None for type none,
+    or when lbcore is out of descriptors (the check is skipped, not failed)."""
     if health.type not in ("tcp", "http"):
         return None
     try:

@@ -28,6 +28,7 @@ from lbcore_ext import Relay, scan_request
 from ..balance import request_key
 from ..certificates import tls_context
 from ..hop_by_hop import named_headers
+from ..listeners import FD_EXHAUSTED
 from ..model import Frontend, Server
 from ..upstream import REASONS, SEND_NOW, UpstreamConnection, UpstreamPool
 from ..rules import remember_sni
@@ -486,13 +487,15 @@ class ClientConnection:
             # HTTP/1.0 stays 1.0 (it may lack Host), asking the server to
             # keep the connection for the pool.
             tail += b"Connection: keep-alive\r\n"
-            ex.head = b"".join((method, b" ", target, b" HTTP/1.0\r\n", lines, tail, b"\r\n"))
-        else:
-            ex.head = b"".join((method, b" ", target, b" HTTP/1.1\r\n", lines, tail, b"\r\n"))
         if settings.rules is not None:
+            # The head is rendered once the rules ran (_request_rules).
             ex.request = settings.rules.request(self.facts, method, target,
                                                 b"1.1" if minor else b"1.0", lines)
             ex.tail = tail
+        elif minor == 0:
+            ex.head = b"".join((method, b" ", target, b" HTTP/1.0\r\n", lines, tail, b"\r\n"))
+        else:
+            ex.head = b"".join((method, b" ", target, b" HTTP/1.1\r\n", lines, tail, b"\r\n"))
         rest = data[end + 4:]
         if length:
             self.body_left = length
@@ -752,9 +755,9 @@ class ClientConnection:
             if ex.complete:
                 self._answer_local(ex)
             return False
-        if request.changed:
-            ex.head = b"%s %s HTTP/%s\r\n%s%s\r\n" % (
-                request.method, request.target, request.version, request.headers.block, ex.tail)
+        if request.changed or not ex.head:
+            ex.head = b"".join((request.method, b" ", request.target, b" HTTP/", request.version, b"\r\n",
+                                request.headers.block, ex.tail, b"\r\n"))
         ex.choose_backend(rules.use_backend(request))
         return True
 
@@ -772,12 +775,26 @@ class ClientConnection:
             server, ex.head = persistence.request_cookie(ex.head)
             ex.cookie_state = (server, persistence.cookie.nocache and persistence.has_authorization(ex.head))
         if persistence.rules:
-            ex.stick_keys = persistence.keys(self.client_ip.decode(), self._local_ip)
+            view = None
+            if persistence.samples:  # stick on req.hdr(x)...: the request as rules read it
+                view = ex.request if ex.request is not None else self._request_view(ex)
+            ex.stick_keys = persistence.keys(self.client_ip.decode(), self._local_ip, view)
             if server is None:
                 server = persistence.matched(ex.stick_keys)
                 if server is not None and ex.cookie_state is not None:
                     ex.cookie_state = (server, ex.cookie_state[1])  # direct: no new cookie
         return server
+
+    def _request_view(self, ex: Exchange):
+        """The request as rules read it, for a frontend without rules (a
+        stick rule on a header or a cookie needs it)."""
+        from ..rules import Connection, Request
+        head = ex.head
+        block = head[head.index(b"\r\n") + 2:-2]
+        peer = self.peer or ("", 0)
+        sockname = self.transport.get_extra_info("sockname") if self.transport is not None else None
+        conn = Connection(peer[0], peer[1], *(sockname[:2] if sockname else ("", 0)))
+        return Request(conn, ex.method, ex.url, ex.version.encode(), block)
 
     def _local_ip(self) -> str:
         sockname = self.transport.get_extra_info("sockname") if self.transport is not None else None
@@ -806,6 +823,8 @@ class ClientConnection:
             upstream = await self.pool.connect(server, timeout)
         except (OSError, asyncio.TimeoutError) as exc:
             reason = "L4TOUT" if isinstance(exc, asyncio.TimeoutError) else "L4CON"
+            if getattr(exc, "errno", None) in FD_EXHAUSTED:
+                observe = _not_observed  # lbcore's own shortage, not the server's failure
             if ex.ended or ex.server is not server:
                 # The stream went on without us (the client left): still a
                 # failed connect, for the server's counters and health.
@@ -1357,3 +1376,7 @@ def _own_socket(transport) -> Optional[socket.socket]:
         return None
     return sock
 
+
+def _not_observed(server, reason) -> None:
+    """A passive health hook that does nothing: for failures that are not
+    the server's."""

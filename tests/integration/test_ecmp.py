@@ -8,9 +8,9 @@ fails nothing."""
 import pytest
 
 from tests.drills import ecmp_drill
-from tests.netns import skip_reason
+from tests.netns import drill_skip_reason
 
-reason = skip_reason("bird", "birdc")
+reason = drill_skip_reason("bird", "birdc")
 pytestmark = pytest.mark.skipif(reason is not None, reason=reason or "")
 
 

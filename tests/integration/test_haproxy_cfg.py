@@ -154,6 +154,9 @@ class Balancer:
             conn.request("GET", path, headers=headers or {})
             resp = conn.getresponse()
             return resp.status, dict(resp.getheaders()), resp.read()
+        except (OSError, http.client.HTTPException) as exc:
+            # Say which of the two failed, with the end of its log.
+            raise OSError(f"{self.name} {path}: {exc!r}\n{self.logs()[-1500:]}") from exc
         finally:
             conn.close()
 
@@ -266,8 +269,6 @@ def test_kolla_shaped_config_behaves_as_haproxy(cluster):
         assert set(lb.served_by("KEYSTONE_PORT", 6)) == {"ctl2", "ctl3"}, lb.name
 
 
-@pytest.mark.xfail(reason="lb.yaml rules load (lbcore/rules) but the http path does not run them yet",
-                   strict=False)
 def test_kolla_rules_behave_as_haproxy(cluster):
     _, haproxy, lbcore, _, _ = cluster
     for lb in (haproxy, lbcore):
@@ -584,6 +585,69 @@ def test_tripleo_shaped_config_behaves_as_haproxy(start_backend, pem, tmp_path):
             uid = next(line for line in f if line.startswith("Uid:")).split()[1]
         import pwd
         assert int(uid) == pwd.getpwnam("haproxy").pw_uid
+    finally:
+        for lb in running:
+            lb.stop()
+
+
+PERSISTENCE = """\
+# openstack-ansible's rate limit (a stick table, track-sc0, deny 429) and
+# cookie persistence (horizon without memcached), in the backends.
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+
+frontend horizon-front-1
+    bind ${VIP}:${WEB_PORT}
+    default_backend horizon-back
+
+backend horizon-back
+    balance roundrobin
+    cookie SERVERID insert indirect nocache
+    server ctl1 ${CTL1} cookie ctl1
+    server ctl2 ${CTL2} cookie ctl2
+
+frontend keystone-front-1
+    bind ${VIP}:${API_PORT}
+    default_backend keystone-back
+
+backend keystone-back
+    balance leastconn
+    stick-table type ip size 256k expire 30s store http_req_rate(10s)
+    http-request track-sc0 src
+    http-request deny deny_status 429 if { sc_http_req_rate(0) gt 5 }
+    server ctl1 ${CTL1}
+    server ctl2 ${CTL2}
+"""
+
+
+def test_rate_limit_and_cookie_persistence_behave_as_haproxy(start_backend, tmp_path):
+    need_haproxy()
+    servers = [start_backend(f"ctl{i}") for i in (1, 2)]
+    path = tmp_path / "haproxy.cfg"
+    path.write_text(PERSISTENCE)
+    running = []
+    try:
+        for name, vip, cmd in (("haproxy", "127.22.0.1", [HAPROXY, "-db", "-f", str(path)]),
+                               ("lbcore", "127.22.0.2", lbcore_cmd("-db", "-f", str(path)))):
+            env = {"VIP": vip, "CTL1": servers[0].address, "CTL2": servers[1].address,
+                   "WEB_PORT": str(free_port()), "API_PORT": str(free_port())}
+            running.append(Balancer(name, cmd, lbcore_env(env), str(tmp_path), wait=("WEB_PORT", "API_PORT")))
+        for lb in running:
+            # The first answer sets SERVERID; sent back, it pins the server.
+            status, head, body = lb.get("WEB_PORT", "/echo")
+            cookie = head.get("Set-Cookie") or head.get("set-cookie")
+            assert status == 200 and cookie and cookie.startswith("SERVERID="), (lb.name, head)
+            pinned = json.loads(body)["server"]
+            assert cookie.split(";")[0] == f"SERVERID={pinned}", (lb.name, cookie)
+            for _ in range(4):
+                status, _, body = lb.get("WEB_PORT", "/echo", {"Cookie": f"SERVERID={pinned}"})
+                assert json.loads(body)["server"] == pinned, lb.name
+            # The 6th request within 10 s of one client is the first over the limit.
+            statuses = [lb.get("API_PORT", "/echo")[0] for _ in range(8)]
+            assert statuses == [200] * 5 + [429] * 3, (lb.name, statuses)
     finally:
         for lb in running:
             lb.stop()

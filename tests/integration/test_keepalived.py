@@ -7,9 +7,9 @@ by anything in lbcore; docs/ha.md has the figures beside haproxy's."""
 import pytest
 
 from tests.drills import keepalived_drill
-from tests.netns import skip_reason
+from tests.netns import drill_skip_reason
 
-reason = skip_reason("keepalived")
+reason = drill_skip_reason("keepalived")
 pytestmark = pytest.mark.skipif(reason is not None, reason=reason or "")
 
 

@@ -434,3 +434,33 @@ def test_galera_writer_killed_clients_move_together():
         both.stop()
         for n in nodes:
             n.stop()
+
+
+def test_stick_on_a_request_header_as_haproxy(pool3):
+    lb_port, ha_port = free_port(), free_port()
+    config = {
+        "frontends": {"fe": {"bind": f"127.0.0.1:{lb_port}", "backend": "be"}},
+        "backends": {"be": {
+            "balance": "roundrobin",
+            "stick_table": {"type": "string", "len": 32, "size": 100},
+            "stick_on": "req.hdr(x-user),lower",
+            "servers": [{"name": b.name, "address": b.address} for b in pool3],
+        }},
+    }
+    servers = "\n".join(f"    server {b.name} {b.address}" for b in pool3)
+    both = Both(config, lambda port: haproxy_cfg(port, "http", f"""    balance roundrobin
+    stick-table type string len 32 size 100
+    stick on req.hdr(x-user),lower
+{servers}"""), lb_port, ha_port)
+    try:
+        result = {}
+        for impl, port in both.ports.items():
+            users = ["alice", "bob", "ALICE", "carol", "bob", "alice", "Carol"]
+            got = [http_get(port, headers=[("X-User", u)]).header("X-Server") for u in users]
+            anonymous = {http_get(port).header("X-Server") for _ in range(6)}
+            result[impl] = (letters(got), len(anonymous))
+        assert result["lbcore"] == result["haproxy"], result
+        # alice (any case) one server, bob another, carol a third; no header: balanced.
+        assert result["lbcore"] == ("abacbac", 3)
+    finally:
+        both.stop()

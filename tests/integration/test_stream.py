@@ -167,3 +167,34 @@ def test_backend_bytes_in_add_up_in_every_view(pair, start_lbcore):
     backend_row = next(r for r in rows if r["pxname"] == "pool" and r["svname"] == "BACKEND")
     assert int(backend_row["bin"]) == servers_in
     assert f'haproxy_backend_bytes_in_total{{proxy="pool"}} {servers_in}' in metrics
+
+
+def test_each_request_is_counted_and_logged_where_it_went(pair, start_lbcore):
+    """Content switching on one keep-alive connection: the access line, the
+    backend's and the server's counters name the backend each request
+    really went to, not the frontend's default."""
+    port, stats_port = free_port(), free_port()
+    s1, s2 = pair
+    config = http_config([s1.address], port, stats={"bind": f"127.0.0.1:{stats_port}"},
+                         frontend={"use_backend": [{"backend": "static", "if": "{ path_beg /static }"}]})
+    config["backends"]["static"] = {"mode": "http", "servers": [{"name": "st1", "address": s2.address}]}
+    lb = start_lbcore(config)
+    client = KeepAliveClient(port)
+    for path, server in (("/static/a", "s2"), ("/api", "s1"), ("/static/b", "s2")):
+        resp, _ = client.request("POST", path, body=b"x" * 100)
+        assert resp.status == 200
+        assert resp.getheader("X-Server") == server
+    client.close()
+    stats = get_json(stats_port)["backends"]
+    assert stats["static"]["http_requests"] == 2 and stats["pool"]["http_requests"] == 1
+    assert stats["static"]["servers"][0]["http_requests"] == 2
+    for name in ("static", "pool"):
+        assert stats[name]["bytes_in"] == stats[name]["servers"][0]["bytes_in"] > 0
+        assert stats[name]["bytes_out"] > 0
+    deadline = time.monotonic() + 5
+    while True:
+        lines = [line for line in lb.logs().splitlines() if '"POST ' in line]
+        if len(lines) >= 3 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert [" static/st1 " in lines[0], " pool/s1 " in lines[1], " static/st1 " in lines[2]] == [True] * 3, lines

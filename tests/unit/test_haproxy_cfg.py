@@ -375,3 +375,15 @@ frontend g
     assert galera.health.headers == (("User-agent", "osa-haproxy-healthcheck"),)
     [rule] = galera.stick_on
     assert (rule.sample, rule.match, rule.store) == ("src", False, True)
+
+
+def test_a_stats_listen_with_a_refused_rule_is_an_error_not_a_crash(tmp_path):
+    problems = errors(tmp_path, BASE + """
+listen stats
+    bind 127.0.0.1:1984
+    stats enable
+    http-request frobnicate
+    http-request deny
+""")
+    assert any(":10: http-request frobnicate: not supported by lbcore" in p for p in problems), problems
+    assert any(":11: http-request deny: rules in a stats listen are not supported" in p for p in problems)

@@ -106,7 +106,7 @@ def test_errors_name_their_key_path_and_line():
         ":15: backends.be.stick_table.store[1]: http_err_rate needs a period",
         ":15: backends.be.stick_table.store[2]: unknown data type 'foo'",
         ":15: backends.be.stick_table.store[3]: data type 'conn_cur' stored twice",
-        ":16: backends.be.stick_on: lbcore sticks on src or dst, not 'req.hdr(x)'",
+        ":16: backends.be.stick_on: tcp mode sticks on src or dst, not 'req.hdr(x)'",
         ":16: backends.be.stick_on[2]: stick table 'nope' is not defined",
         ":17: backends.be.cookie.name: invalid cookie value 'SER VERID'",
         ":17: backends.be.cookie: cookie persistence needs http mode",
@@ -134,3 +134,25 @@ def test_peer_address_clashes_with_a_bind():
     backends: {be: {servers: [{name: s1, address: "127.0.0.1:9001"}]}}
     """))
     assert "clashes with" in text
+
+
+def test_http_stick_on_takes_request_samples_checked_by_the_rules_engine():
+    c = load("""
+    frontends: {fe: {bind: "127.0.0.1:8080", backend: be}}
+    backends:
+      be:
+        stick_table: {type: string, size: 10}
+        stick_on: "req.hdr(x-user),lower"
+        servers: [{name: s1, address: "127.0.0.1:9001"}]
+    """)
+    assert c.backends["be"].stick_on[0].sample == "req.hdr(x-user),lower"
+    text = "\\n".join(problems("""
+    frontends: {fe: {bind: "127.0.0.1:8080", backend: be}}
+    backends:
+      be:
+        stick_table: {type: string, size: 10}
+        stick_on: [nosuch(x), "req.hdr(x),nosuchconv"]
+        servers: [{name: s1, address: "127.0.0.1:9001"}]
+    """))
+    assert "backends.be.stick_on: nosuch(x): unknown fetch 'nosuch'" in text
+    assert "unknown converter 'nosuchconv'" in text
