@@ -48,7 +48,8 @@ def start_target(target, pool, start_lbcore, balance, hash_type):
         return start_lbcore(config, wait_ports=[port]), port
     need_haproxy()
     extra = (f"    balance {balance[1]}\n    hash-type {hash_type}\n"
-             "    option httpchk GET /healthcheck\n    default-server check inter 100 fall 1 rise 1")
+             "    option httpchk GET /healthcheck\n    timeout check 2s\n"
+             "    default-server check inter 100 fall 1 rise 1")  # without timeout check, inter is the timeout
     proc = HaproxyProcess(http_cfg(port, addresses, extra_backend=extra)).start(wait_ports=[port])
     return proc, port
 
