@@ -10,8 +10,9 @@ Load, all through one lbcore in front of three servers (tests/backend.py):
 keep-alive GET clients, new-connection GET clients, keep-alive POST
 clients (1-32 KiB bodies). Chaos: a server SIGKILLed every --kill-every
 seconds (restarted 2 s later), a server SIGSTOPped for 3 s every
---hang-every, SIGHUP every --reload-every, a drain/ready or weight change
-through the admin API every --admin-every. A GET or POST that gets no 2xx
+--hang-every, SIGHUP every --reload-every, a drain or weight change through
+the admin API every --admin-every (undone 3 s later); never all servers at
+once (an event waits while only one is untouched). A GET or POST that gets no 2xx
 (an exception, or another status) is a failure, recorded with its reason.
 
 Results go to bench/results/soak-<UTC timestamp>.md and .json (and
@@ -177,6 +178,8 @@ def main(argv=None) -> int:
     rng = random.Random(1)
     restart_at: dict = {}
     cont_at: dict = {}
+    ready_at: dict = {}  # drained or reweighted by the admin API, back to ready then
+    settle_at: dict = {}  # restarted, not UP yet (rise)
     for t in threads:
         t.start()
     try:
@@ -191,33 +194,47 @@ def main(argv=None) -> int:
                 if now >= at:
                     backends[name] = BackendProcess(name, port=backends[name].port).start()
                     del restart_at[name]
+                    settle_at[name] = now + 1.5  # rise 2 x 200 ms, and slack
+            for name, at in list(settle_at.items()):
+                if now >= at:
+                    del settle_at[name]
             for name, at in list(cont_at.items()):
                 if now >= at:
                     backends[name].proc.send_signal(signal.SIGCONT)
                     del cont_at[name]
-            busy = set(restart_at) | set(cont_at)
-            idle = [n for n in names if n not in busy]
+            for name, at in list(ready_at.items()):
+                if now >= at:
+                    admin(stats, name, {"state": "ready", "weight": 1})
+                    del ready_at[name]
+            # At most all servers but one are disturbed at a time: the soak
+            # measures lost requests, not a planned total outage.
+            busy = set(restart_at) | set(settle_at) | set(cont_at) | set(ready_at)
+            idle = [n for n in names if n not in busy] if len(busy) < len(names) - 1 else []
             if now >= next_at["kill"] and idle:
                 victim = rng.choice(idle)
                 backends[victim].kill()
                 restart_at[victim] = now + 2.0
                 events["server killed"] += 1
                 next_at["kill"] += args.kill_every
-            if now >= next_at["hang"] and len(idle) > 1:
-                victim = rng.choice([n for n in idle if n not in restart_at])
+                busy.add(victim)
+                idle = [n for n in names if n not in busy] if len(busy) < len(names) - 1 else []
+            if now >= next_at["hang"] and idle:
+                victim = rng.choice(idle)
                 backends[victim].proc.send_signal(signal.SIGSTOP)
                 cont_at[victim] = now + 3.0
                 events["server hung (SIGSTOP 3s)"] += 1
                 next_at["hang"] += args.hang_every
+                busy.add(victim)
+                idle = [n for n in names if n not in busy] if len(busy) < len(names) - 1 else []
             if now >= next_at["reload"]:
                 lb.signal(signal.SIGHUP)
                 events["reload (SIGHUP)"] += 1
                 next_at["reload"] += args.reload_every
-            if now >= next_at["admin"]:
-                server = rng.choice(names)
+            if now >= next_at["admin"] and idle:
+                server = rng.choice(idle)
                 change = rng.choice([{"state": "drain"}, {"weight": rng.randint(1, 100)}])
                 admin(stats, server, change)
-                threading.Timer(3.0, admin, (stats, server, {"state": "ready", "weight": 1})).start()
+                ready_at[server] = now + 3.0
                 events["admin change"] += 1
                 next_at["admin"] += args.admin_every
             if now >= next_at["sample"]:

@@ -27,27 +27,31 @@ def _upstreams(balancer) -> list:
     return [c for c in list(balancer.sweeper.watched) if type(c) is UpstreamConnection]
 
 
+def _name(obj: Any) -> Any:
+    return getattr(obj, "name", None) if obj is not None else None
+
+
 def list_sessions(balancer) -> list[dict]:
-    """Every client session of `balancer` (a LoadBalancer) right now."""
-    now = time.monotonic()
+    """Every client session of `balancer` (a LoadBalancer) right now. Read
+    defensively: a session may not have chosen its backend or server yet."""
+    now = balancer.loop.time() if balancer.loop is not None else time.monotonic()
     serving = {id(c.client): c.server for c in _upstreams(balancer) if c.client is not None}
     rows = []
     for handler in list(balancer.handlers.values()):
         frontend = handler.frontend
         for session in list(getattr(handler, "sessions", ())):  # tcp mode
-            server = getattr(session, "server", None)
+            began = getattr(session, "t_begin", None)  # the stream's clock is the loop's
             rows.append({
-                "id": f"0x{id(session):x}", "proto": "tcpv4", "src": _src(session.peer),
-                "frontend": frontend.name, "backend": session.backend.name,
-                "server": server.name if server is not None else None,
-                "age_s": max(0.0, now - session.t0), "pid": os.getpid(),
+                "id": f"0x{id(session):x}", "proto": "tcpv4", "src": _src(getattr(session, "peer", None)),
+                "frontend": frontend.name, "backend": _name(getattr(session, "backend", None)),
+                "server": _name(getattr(session, "server", None)),
+                "age_s": max(0.0, now - began) if isinstance(began, float) else 0.0, "pid": os.getpid(),
             })
         for client in list(getattr(handler, "clients", ())):  # http mode
-            server = serving.get(id(client))
             rows.append({
                 "id": f"0x{id(client):x}", "proto": "tcpv4", "src": _src(client.peer),
-                "frontend": frontend.name, "backend": frontend.backend.name,
-                "server": server.name if server is not None else None, "age_s": 0.0, "pid": os.getpid(),
+                "frontend": frontend.name, "backend": _name(frontend.backend),
+                "server": _name(serving.get(id(client))), "age_s": 0.0, "pid": os.getpid(),
             })
     return rows
 

@@ -1318,6 +1318,8 @@ class ClientConnection:
         ex.response_started = True
         if self.active is ex:
             self.active = None
+        if ex.request is not None:
+            request_done(ex.request, code)  # its track_sc counters, as _finish does
         ex.finish()
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(body)

@@ -159,7 +159,9 @@ class RuntimeSocket:
                 await writer.drain()
                 if not data:
                     break
-                # Outside prompt mode, a connection lives for the lines sent on it.
+                # Outside prompt mode, a connection lives for the lines sent on it:
+                # close once they are answered, unless more bytes are already
+                # buffered (StreamReader has no public peek; _buffer is stable).
                 if requests and not session.prompt and not lines.in_payload and not reader._buffer:
                     break
         except (ConnectionError, asyncio.IncompleteReadError):

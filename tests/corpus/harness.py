@@ -76,7 +76,7 @@ def parse_statuses(data: bytes) -> list:
             return out
 
 
-def send_case(port: int, raw: bytes, requests: int = 1, limit: float = 4.0) -> Outcome:
+def send_case(port: int, raw: bytes, requests: int = 1, limit: float = 8.0) -> Outcome:
     """Send `raw` and read until the proxy closes, or has answered all
     `requests` without an error (`limit` seconds in all)."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=limit)

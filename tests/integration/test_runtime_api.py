@@ -45,7 +45,10 @@ def lb(backends):
     proc = LbcoreProcess(runtime_config(backends, port, stats_port, sock,
                                         state_file=os.path.join(workdir, "state.json")), workdir=workdir)
     proc.start()
-    wait_unix(sock, proc=proc.proc)
+    try:
+        wait_unix(sock, proc=proc.proc)
+    except (RuntimeError, TimeoutError) as exc:
+        raise AssertionError(f"{exc}; lbcore said:\n{proc.logs()}") from None
     proc.sock, proc.port, proc.stats_port = sock, port, stats_port
     yield proc
     proc.stop()
