@@ -50,6 +50,7 @@ class Counters:
         self.failed: Counter = Counter()
         self.reasons: Counter = Counter()
         self.examples: list[str] = []
+        self.started = time.monotonic()
 
     def success(self, kind: str) -> None:
         with self.lock:
@@ -60,7 +61,8 @@ class Counters:
             self.failed[kind] += 1
             self.reasons[f"{kind}: {reason}"] += 1
             if len(self.examples) < 50:
-                self.examples.append(f"{time.strftime('%H:%M:%S')} {kind}: {reason}")
+                self.examples.append(f"{time.strftime('%H:%M:%S')} (t={time.monotonic() - self.started:.1f}) "
+                                     f"{kind}: {reason}")
 
 
 def client_loop(port: int, kind: str, stop: threading.Event, counters: Counters) -> None:
@@ -135,6 +137,19 @@ def admin(stats: int, server: str, change: dict) -> None:
         conn.close()
 
 
+def usable_servers(stats: int) -> int:
+    """Servers lbcore would send a new request to now (UP, not drained)."""
+    conn = http.client.HTTPConnection("127.0.0.1", stats, timeout=5)
+    try:
+        conn.request("GET", "/stats.json")
+        servers = json.loads(conn.getresponse().read())["backends"]["pool"]["servers"]
+        return sum(1 for s in servers if s["status"] == "UP")
+    except (OSError, http.client.HTTPException, ValueError, KeyError):
+        return 0
+    finally:
+        conn.close()
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=1800, help="seconds (default 1800)")
@@ -171,6 +186,7 @@ def main(argv=None) -> int:
     threads = [threading.Thread(target=client_loop, args=(port, k, stop, counters), daemon=True)
                for k in kinds]
     events: Counter = Counter()
+    timeline: list = []  # (t, event, server): to tie failures to what caused them
     samples = []
     started = time.monotonic()
     next_at = {"kill": args.kill_every, "hang": args.hang_every, "reload": args.reload_every,
@@ -210,25 +226,29 @@ def main(argv=None) -> int:
             # measures lost requests, not a planned total outage.
             busy = set(restart_at) | set(settle_at) | set(cont_at) | set(ready_at)
             idle = [n for n in names if n not in busy] if len(busy) < len(names) - 1 else []
+            due = any(now >= next_at[k] for k in ("kill", "hang", "admin"))
+            if idle and due and usable_servers(stats) < 2:
+                idle = []  # lbcore does not see two usable servers yet (a restart still rising)
             if now >= next_at["kill"] and idle:
                 victim = rng.choice(idle)
                 backends[victim].kill()
                 restart_at[victim] = now + 2.0
                 events["server killed"] += 1
+                timeline.append((round(now, 1), "kill", victim))
                 next_at["kill"] += args.kill_every
-                busy.add(victim)
-                idle = [n for n in names if n not in busy] if len(busy) < len(names) - 1 else []
+                idle = []  # one disturbance per turn: the next looks at the servers again
             if now >= next_at["hang"] and idle:
                 victim = rng.choice(idle)
                 backends[victim].proc.send_signal(signal.SIGSTOP)
                 cont_at[victim] = now + 3.0
                 events["server hung (SIGSTOP 3s)"] += 1
+                timeline.append((round(now, 1), "hang", victim))
                 next_at["hang"] += args.hang_every
-                busy.add(victim)
-                idle = [n for n in names if n not in busy] if len(busy) < len(names) - 1 else []
+                idle = []  # one disturbance per turn: the next looks at the servers again
             if now >= next_at["reload"]:
                 lb.signal(signal.SIGHUP)
                 events["reload (SIGHUP)"] += 1
+                timeline.append((round(now, 1), "reload", ""))
                 next_at["reload"] += args.reload_every
             if now >= next_at["admin"] and idle:
                 server = rng.choice(idle)
@@ -236,6 +256,7 @@ def main(argv=None) -> int:
                 admin(stats, server, change)
                 ready_at[server] = now + 3.0
                 events["admin change"] += 1
+                timeline.append((round(now, 1), "admin " + json.dumps(change), server))
                 next_at["admin"] += args.admin_every
             if now >= next_at["sample"]:
                 rss, fds = sample(lb)
@@ -258,11 +279,12 @@ def main(argv=None) -> int:
         lb.stop()
         for b in backends.values():
             b.stop()
-    write_results(args, counters, events, samples, alive, lb)
+    write_results(args, counters, events, samples, alive, lb, timeline)
     return 0
 
 
-def write_results(args, counters: Counters, events: Counter, samples: list, alive: bool, lb) -> None:
+def write_results(args, counters: Counters, events: Counter, samples: list, alive: bool, lb,
+                  timeline: list) -> None:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out = Path(args.results)
     out.mkdir(parents=True, exist_ok=True)
@@ -280,7 +302,7 @@ def write_results(args, counters: Counters, events: Counter, samples: list, aliv
                     "post-keepalive": args.post_clients},
         "chaos": dict(events), "ok": dict(counters.ok), "failed": dict(counters.failed),
         "failure_reasons": dict(counters.reasons), "failure_examples": counters.examples,
-        "samples": samples,
+        "samples": samples, "timeline": timeline,
     }
     (out / f"soak-{stamp}.json").write_text(json.dumps(report, indent=1))
     lines = [
