@@ -1,137 +1,462 @@
-"""Balancing algorithms: a pure choice over candidate servers.
+"""Balancing algorithms: a pure choice among a backend's candidate servers.
 
 Each algorithm has the same small interface (like HAProxy's lb_ops):
-`pick(candidates, client_key) -> server`. Candidates are the servers that
-may take new work right now (usable, not full), in declaration order; they
-need only `.weight` and `.cur_sessions`. A balancer keeps only its own
-bookkeeping (round-robin position, smooth weights); it does no I/O.
+
+- `update(servers)`: the candidates changed (a server came or went, a weight
+  changed). Called on state changes only; builds the algorithm's structure.
+- `pick(key, exclude, limited) -> server | None`: one choice, in O(1) or
+  O(log n) however large the pool: `key` is the hash key (client address,
+  path, header value; None or b"" when the request has none), `exclude` the
+  servers already tried, `limited` whether full servers (maxconn) must be
+  skipped.
+- `load_changed(server)`: a server took or released a session (leastconn
+  keeps its order by load; the others ignore it).
+
+Servers need `.name`, `.weight`, `.cur_sessions` and `.has_room()`. A
+balancer keeps only its own bookkeeping and does no I/O. HAProxy keeps a
+tree per algorithm; here roundrobin and leastconn keep binary heaps, the
+hash algorithms a map or a sorted ring searched by bisection.
 """
 
 from __future__ import annotations
 
+import heapq
 import zlib
-from typing import Protocol, Sequence
+from bisect import bisect_left
+from typing import Optional, Sequence
+
+# leastconn compares sessions/weight as integers: two different ratios with
+# weights <= 256 differ by at least 1/65536, far above this scale's step.
+LOAD_SCALE = 1 << 20
+
+# Points on the consistent-hash ring per unit of weight (HAProxy uses a
+# fixed count per weight unit too): more points, smoother balance, slower
+# rebuilds on state changes.
+RING_POINTS = 40
+
+HASH_TYPES = ("map-based", "consistent")
+PLAIN = ("roundrobin", "leastconn", "first")
+HASHED = ("source", "uri")
+HASHED_WITH_ARG = ("hdr", "url_param")
+# In the order error messages list them.
+ALGORITHMS = ("roundrobin", "leastconn", "source", "first", "uri", "hdr(NAME)", "url_param(NAME)")
 
 
-class Candidate(Protocol):
-    weight: int
-    cur_sessions: int
+def parse(text: str) -> tuple[str, Optional[str]]:
+    """`roundrobin`, `hdr(X-Tenant)`... -> (algorithm, argument). ValueError
+    with the accepted forms when it is none of them."""
+    text = text.strip()
+    if text in PLAIN or text in HASHED:
+        return text, None
+    head, sep, rest = text.partition("(")
+    if sep and head in HASHED_WITH_ARG and rest.endswith(")") and rest[:-1].strip():
+        return head, rest[:-1].strip()
+    raise ValueError(f"invalid value {text!r}: expected one of {' | '.join(ALGORITHMS)}")
+
+
+def request_key(algorithm: str, argument, url: bytes, head: bytes, client_ip: bytes):
+    """The hash key of an http request for `algorithm` (see parse()): the
+    client address, the path without its query, a header's value or a query
+    parameter's. None when the request has none (then roundrobin decides,
+    as HAProxy does)."""
+    if algorithm == "source":
+        return client_ip
+    if algorithm == "uri":
+        return url.split(b"?", 1)[0]
+    if algorithm == "hdr":
+        return header_value(head, argument)
+    if algorithm == "url_param":
+        return query_param(url, argument)
+    return None
+
+
+def header_value(head: bytes, name: str):
+    """The first value of header `name` in a request head, or None."""
+    needle = b"\r\n" + name.lower().encode("latin-1") + b":"
+    start = head.lower().find(needle)
+    if start < 0:
+        return None
+    start += len(needle)
+    end = head.find(b"\r\n", start)
+    value = head[start:end if end >= 0 else len(head)].strip()
+    return value or None
+
+
+def query_param(url: bytes, name: str):
+    """The value of the first `name=` parameter of the query, or None."""
+    query = url.partition(b"?")[2]
+    if not query:
+        return None
+    wanted = name.encode("latin-1") + b"="
+    for pair in query.split(b"&"):
+        if pair.startswith(wanted):
+            value = pair[len(wanted):].split(b"#", 1)[0]
+            return value or None
+    return None
+
+
+def mix32(a: int) -> int:
+    """Bob Jenkins' 32-bit integer hash (HAProxy's full_hash): spreads the
+    bits of a CRC so that close keys land far apart."""
+    a = (a + 0x7ed55d16 + (a << 12)) & 0xFFFFFFFF
+    a = (a ^ 0xc761c23c ^ (a >> 19)) & 0xFFFFFFFF
+    a = (a + 0x165667b1 + (a << 5)) & 0xFFFFFFFF
+    a = ((a + 0xd3a2646c) ^ (a << 9)) & 0xFFFFFFFF
+    a = (a + 0xfd7046c5 + (a << 3)) & 0xFFFFFFFF
+    a = (a ^ 0xb55a4f09 ^ (a >> 16)) & 0xFFFFFFFF
+    return a
+
+
+def key_hash(key: bytes) -> int:
+    return mix32(zlib.crc32(key))
+
+
+def _acceptable(server, exclude, limited) -> bool:
+    if exclude is not None and server in exclude:
+        return False
+    return not limited or server.has_room()
+
+
+def _first_acceptable(servers, start, exclude, limited):
+    """The first acceptable server from `start` on, wrapping: the slow path
+    once the algorithm's own order gave only refused servers."""
+    n = len(servers)
+    for step in range(n):
+        server = servers[(start + step) % n]
+        if _acceptable(server, exclude, limited):
+            return server
+    return None
 
 
 class Balancer:
     """What every algorithm provides."""
 
-    __slots__ = ()
-    name = ""
+    __slots__ = ("name", "servers", "_given")
 
-    def pick(self, candidates: Sequence[Candidate], client_key: bytes = b""):
+    def __init__(self, name: str = "") -> None:
+        self.name = name
+        self.servers = []
+        self._given = None
+
+    def update(self, servers: Sequence) -> None:
+        self.servers = list(servers)
+
+    def pick(self, key=None, exclude=None, limited=False):
         raise NotImplementedError
+
+    def load_changed(self, server) -> None:
+        pass
+
+    def pick_from(self, candidates: list, client_key=b""):
+        """The first interface, kept for callers that pass the candidates
+        with every pick (`pick(candidates, client_key)` lands here): the
+        structure is rebuilt when they differ from the last ones, and loads
+        are read again. O(n): not for the request path."""
+        given = [(id(s), s.weight) for s in candidates]
+        if given != self._given:
+            self._given = given
+            self.update(candidates)
+        else:
+            for server in self.servers:
+                self.load_changed(server)
+        return self.pick(client_key or None)
 
 
 class RoundRobin(Balancer):
-    """Smooth weighted round robin (nginx's algorithm): with weights 5,1,1
-    the order is a a b a c a a, never a burst of five a's."""
+    """Weighted round robin, smooth: each server's n-th turn in a cycle falls
+    at (n + 1/2) / weight, and turns are served in that order (earliest
+    deadline first, ties in declaration order). With weights 5,1,1 a cycle
+    is a a a b c a a, never a burst of five; every cycle of sum(weights)
+    picks gives each server exactly its weight. Equal weights are a plain
+    rotation. O(log n) per pick with weights, O(1) without."""
 
-    __slots__ = ("_current", "_next")
-    name = "roundrobin"
+    __slots__ = ("_uniform", "_next", "_heap", "_turns")
 
-    def __init__(self) -> None:
-        self._current: dict[int, int] = {}
+    def __init__(self, name: str = "roundrobin") -> None:
+        super().__init__(name)
+        self._uniform = True
         self._next = 0
+        self._heap = []
+        self._turns = []
 
-    def pick(self, candidates: Sequence[Candidate], client_key: bytes = b""):
-        first = candidates[0]
-        uniform = True
-        for server in candidates:
-            if server.weight != first.weight:
-                uniform = False
-                break
-        if uniform:
-            # Equal weights: a plain rotation, the common case, O(1).
-            self._next += 1
-            return candidates[self._next % len(candidates)]
-        current = self._current
-        total = 0
-        best = None
-        best_value = 0
-        for server in candidates:
-            key = id(server)
-            value = current.get(key, 0) + server.weight
-            current[key] = value
-            total += server.weight
-            if best is None or value > best_value:
-                best, best_value = server, value
-        current[id(best)] = best_value - total
-        if len(current) > 4 * len(candidates) + 16:
-            # Servers came and went (reloads): forget the departed.
-            live = {id(s) for s in candidates}
-            for key in [k for k in current if k not in live]:
-                del current[key]
-        return best
+    def update(self, servers: Sequence) -> None:
+        self.servers = list(servers)
+        weights = {s.weight for s in self.servers}
+        self._uniform = len(weights) <= 1
+        self._next = 0
+        self._new_cycle()
+
+    def _new_cycle(self) -> None:
+        if self._uniform:
+            return
+        servers = self.servers
+        self._turns = [0] * len(servers)
+        self._heap = [(0.5 / s.weight, i) for i, s in enumerate(servers)]
+        heapq.heapify(self._heap)
+
+    def _next_server(self):
+        servers = self.servers
+        if self._uniform:
+            i = self._next
+            self._next = i + 1 if i + 1 < len(servers) else 0
+            return servers[i]
+        heap = self._heap
+        i = heap[0][1]
+        turn = self._turns[i] + 1
+        self._turns[i] = turn
+        heapq.heapreplace(heap, ((turn + 0.5) / servers[i].weight, i))
+        if heap[0][0] >= 1.0:
+            self._new_cycle()  # every server had exactly its weight's turns
+        return servers[i]
+
+    def pick(self, key=None, exclude=None, limited=False):
+        if type(key) is list:
+            return self.pick_from(key, exclude)
+        servers = self.servers
+        if not servers:
+            return None
+        server = self._next_server()
+        if exclude is None and not limited:
+            return server
+        for _ in range(len(servers)):
+            if _acceptable(server, exclude, limited):
+                return server
+            server = self._next_server()
+        return _first_acceptable(servers, 0, exclude, limited)
 
 
 class LeastConn(Balancer):
-    """Fewest active sessions relative to weight; round robin among ties."""
+    """Fewest sessions relative to weight; round robin among ties. A binary
+    heap ordered by (load, turn) where load = sessions * scale / weight and
+    turn is when the server last moved: a server that is picked or changes
+    load goes behind its equals, as in HAProxy's fwlc tree. O(log n) per
+    pick and per session start/end."""
 
-    __slots__ = ("_next",)
-    name = "leastconn"
+    __slots__ = ("_heap", "_pos", "_load", "_turn", "_clock", "_index")
 
-    def __init__(self) -> None:
-        self._next = 0
+    def __init__(self, name: str = "leastconn") -> None:
+        super().__init__(name)
+        self._heap = []   # heap of server indices
+        self._pos = []    # server index -> position in the heap
+        self._load = []   # server index -> load key
+        self._turn = []   # server index -> tie-breaker
+        self._clock = 0
+        self._index = {}  # server -> index
 
-    def pick(self, candidates: Sequence[Candidate], client_key: bytes = b""):
-        best = []
-        best_load = None
-        for server in candidates:
-            # cur/weight compared without division: a/b < c/d <=> a*d < c*b
-            if best_load is None:
-                best, best_load = [server], server
-                continue
-            lhs = server.cur_sessions * best_load.weight
-            rhs = best_load.cur_sessions * server.weight
-            if lhs < rhs:
-                best, best_load = [server], server
-            elif lhs == rhs:
-                best.append(server)
-        if len(best) == 1:
-            return best[0]
-        self._next += 1
-        return best[self._next % len(best)]
+    def update(self, servers: Sequence) -> None:
+        self.servers = servers = list(servers)
+        n = len(servers)
+        self._index = {s: i for i, s in enumerate(servers)}
+        self._load = [s.cur_sessions * LOAD_SCALE // max(s.weight, 1) for s in servers]
+        self._turn = list(range(n))
+        self._clock = n
+        order = sorted(range(n), key=lambda i: (self._load[i], i))
+        self._heap = order  # a sorted list is a heap
+        self._pos = [0] * n
+        for p, i in enumerate(order):
+            self._pos[i] = p
 
+    def _less(self, i: int, j: int) -> bool:
+        li = self._load[i]
+        lj = self._load[j]
+        return li < lj or (li == lj and self._turn[i] < self._turn[j])
 
-class Source(Balancer):
-    """Hash of the client address over the weighted candidate list: a client
-    keeps its server while the pool is unchanged (HAProxy's map-based
-    `balance source`)."""
+    def _sift(self, p: int) -> None:
+        """Restore the heap order around position p (up, then down)."""
+        heap = self._heap
+        pos = self._pos
+        i = heap[p]
+        while p > 0:
+            parent = (p - 1) >> 1
+            j = heap[parent]
+            if not self._less(i, j):
+                break
+            heap[p] = j
+            pos[j] = p
+            p = parent
+        n = len(heap)
+        while True:
+            child = 2 * p + 1
+            if child >= n:
+                break
+            if child + 1 < n and self._less(heap[child + 1], heap[child]):
+                child += 1
+            j = heap[child]
+            if not self._less(j, i):
+                break
+            heap[p] = j
+            pos[j] = p
+            p = child
+        heap[p] = i
+        pos[i] = p
 
-    __slots__ = ("_slots_for", "_slots")
-    name = "source"
+    def _requeue(self, i: int) -> None:
+        self._clock += 1
+        self._turn[i] = self._clock
+        self._sift(self._pos[i])
 
-    def __init__(self) -> None:
-        self._slots_for: tuple = ()
-        self._slots: list = []
+    def load_changed(self, server) -> None:
+        i = self._index.get(server)
+        if i is None:
+            return  # not a candidate now (down, or gone in a reload)
+        load = server.cur_sessions * LOAD_SCALE // max(server.weight, 1)
+        if load != self._load[i]:
+            self._load[i] = load
+            self._requeue(i)
 
-    def pick(self, candidates: Sequence[Candidate], client_key: bytes = b""):
-        signature = tuple([(id(s), s.weight) for s in candidates])
-        if signature != self._slots_for:
-            self._slots = [s for s in candidates for _ in range(s.weight)]
-            self._slots_for = signature
-        return self._slots[zlib.crc32(client_key) % len(self._slots)]
+    def pick(self, key=None, exclude=None, limited=False):
+        if type(key) is list:
+            return self.pick_from(key, exclude)
+        heap = self._heap
+        if not heap:
+            return None
+        i = heap[0]
+        server = self.servers[i]
+        if (exclude is not None or limited) and not _acceptable(server, exclude, limited):
+            # The lightest is refused (already tried, or full): the lightest
+            # acceptable one, by a scan; rare (retries, saturated pools).
+            i = -1
+            for j, other in enumerate(self.servers):
+                if _acceptable(other, exclude, limited) and (i < 0 or self._less(j, i)):
+                    i = j
+            if i < 0:
+                return None
+            server = self.servers[i]
+        self._requeue(i)
+        return server
 
 
 class First(Balancer):
-    """The first server in declaration order that has room (candidates are
-    already filtered on maxconn): fills servers one after the other."""
+    """The first server in declaration order that has room: fills servers
+    one after the other. O(1) unless the first ones are full."""
 
     __slots__ = ()
-    name = "first"
 
-    def pick(self, candidates: Sequence[Candidate], client_key: bytes = b""):
-        return candidates[0]
+    def __init__(self, name: str = "first") -> None:
+        super().__init__(name)
+
+    def pick(self, key=None, exclude=None, limited=False):
+        if type(key) is list:
+            return self.pick_from(key, exclude)
+        servers = self.servers
+        if not servers:
+            return None
+        if exclude is None and not limited:
+            return servers[0]
+        return _first_acceptable(servers, 0, exclude, limited)
 
 
-ALGORITHMS = {cls.name: cls for cls in (RoundRobin, LeastConn, Source, First)}
+class Hash(Balancer):
+    """A hash of the request's key (client address, path, header, query
+    parameter) chooses the server, so equal keys go to the same server.
+
+    map-based (HAProxy's default): a table of sum(weights) slots in the
+    weighted round-robin order; the key's hash modulo its size. Any change
+    to the pool remaps most keys.
+    consistent: each server owns RING_POINTS * weight points on a 32-bit
+    ring placed by hashing its name; a key goes to the first point at or
+    after its hash. A server that leaves takes only its own keys with it;
+    the others keep theirs. O(log n) by bisection.
+
+    A request without a key (no such header or parameter) is balanced by
+    round robin, as HAProxy does."""
+
+    __slots__ = ("consistent", "_table", "_ring", "_points", "_fallback")
+
+    def __init__(self, name: str, consistent: bool = False) -> None:
+        super().__init__(name)
+        self.consistent = consistent
+        self._table = []
+        self._ring = []
+        self._points = {}  # (name, weight) -> hashes << 16, kept across updates
+        self._fallback = RoundRobin(name)
+
+    def update(self, servers: Sequence) -> None:
+        self.servers = servers = list(servers)
+        self._fallback.update(servers)
+        if self.consistent:
+            self._build_ring(servers)
+        else:
+            self._build_table(servers)
+
+    def _build_table(self, servers) -> None:
+        if not servers:
+            self._table = []
+            return
+        order = RoundRobin()
+        order.update(servers)
+        total = sum(s.weight for s in servers)
+        self._table = [order.pick() for _ in range(total)]
+
+    def _build_ring(self, servers) -> None:
+        if len(servers) > 0xFFFF:
+            raise ValueError("too many servers for one consistent-hash ring")
+        points = self._points
+        ring = []
+        live = set()
+        for i, server in enumerate(servers):
+            ident = (str(server.name), server.weight)
+            live.add(ident)
+            mine = points.get(ident)
+            if mine is None:
+                base = ident[0].encode()
+                mine = points[ident] = [
+                    key_hash(b"%s#%d" % (base, n)) << 16
+                    for n in range(RING_POINTS * server.weight)]
+            ring.extend([p | i for p in mine])
+        ring.sort()
+        self._ring = ring
+        if len(points) > 2 * len(live) + 16:  # servers gone for good: forget them
+            for ident in [k for k in points if k not in live]:
+                del points[ident]
+
+    def pick(self, key=None, exclude=None, limited=False):
+        if type(key) is list:
+            return self.pick_from(key, exclude)
+        servers = self.servers
+        if not servers:
+            return None
+        if not key:
+            return self._fallback.pick(None, exclude, limited)
+        if self.consistent:
+            h = key_hash(key)
+            ring = self._ring
+            n = len(ring)
+            at = bisect_left(ring, h << 16)  # the first point at or after the key
+            server = servers[ring[at % n] & 0xFFFF]
+            if exclude is None and not limited:
+                return server
+            for step in range(n):  # walk on around the ring
+                server = servers[ring[(at + step) % n] & 0xFFFF]
+                if _acceptable(server, exclude, limited):
+                    return server
+            return None
+        table = self._table
+        n = len(table)
+        at = zlib.crc32(key) % n  # CRC32 spreads keys evenly over a modulo
+        server = table[at]
+        if exclude is None and not limited:
+            return server
+        for step in range(n):  # the next slots, as a probe sequence
+            server = table[(at + step) % n]
+            if _acceptable(server, exclude, limited):
+                return server
+        return None
 
 
-def make(name: str) -> Balancer:
-    return ALGORITHMS[name]()
+def make(balance: str = "roundrobin", hash_type: str = "map-based") -> Balancer:
+    """The balancer for a backend's `balance` and `hash` settings. KeyError
+    for an unknown algorithm (config validation gives the friendly error)."""
+    try:
+        algorithm, _ = parse(balance)
+    except ValueError:
+        raise KeyError(balance) from None
+    if algorithm == "roundrobin":
+        return RoundRobin()
+    if algorithm == "leastconn":
+        return LeastConn()
+    if algorithm == "first":
+        return First()
+    if hash_type not in HASH_TYPES:
+        raise KeyError(hash_type)
+    return Hash(balance, hash_type == "consistent")

@@ -54,14 +54,22 @@ def lbcore_main(argv: list[str]) -> int:
     if not args.config:
         parser.error("-c FILE is required (or -f haproxy.cfg)")
 
+    import gc
+
     from .config import ConfigError, load
 
+    # No cyclic collection while a large file is read: its YAML node tree
+    # is acyclic and freed by reference counting, and collections started by
+    # its allocations would walk it again and again.
+    gc.disable()
     try:
         config = load(args.config)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return EXIT_CONFIG
+    finally:
+        gc.enable()
     if args.check:
         from .preflight import unresolvable_servers
         problems = unresolvable_servers(config)

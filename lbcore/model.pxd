@@ -30,6 +30,8 @@ cdef class Server(Counters):
     cdef public int puid
 
     cpdef bint has_room(self)
+    cpdef session_start(self)
+    cpdef session_end(self)
 
 
 cdef class Backend(Counters):
@@ -38,6 +40,7 @@ cdef class Backend(Counters):
     cdef public dict by_name, by_id
     cdef public object persist
     cdef public Balancer balancer
+    cdef public object request_hash
     cdef public list candidates, listeners
     cdef public object last_change
     cdef public list waiters

@@ -162,6 +162,16 @@ class Server(Counters):
     def has_room(self) -> bool:
         return self.maxconn == 0 or self.cur_sessions < self.maxconn
 
+    # Sessions start and end here so the balancer sees the load change
+    # (leastconn keeps its servers ordered by load).
+    def session_start(self) -> None:
+        Counters.session_start(self)
+        self.backend.balancer.load_changed(self)
+
+    def session_end(self) -> None:
+        self.cur_sessions -= 1
+        self.backend.balancer.load_changed(self)
+
     def _refresh_usable(self) -> None:
         self.usable = self.health == UP and self.admin == READY and self.weight > 0
 
@@ -233,11 +243,19 @@ class Server(Counters):
 ServerListener = Callable[[Server], None]
 
 
+def _request_hash(spec: BackendSpec):
+    """(algorithm, argument) when the balancer hashes a part of the HTTP
+    request (uri, hdr, url_param), else None: the key is then the client
+    address (source) or unused."""
+    algorithm, argument = spec.balance_key
+    return (algorithm, argument) if algorithm in ("uri", "hdr", "url_param") else None
+
+
 class Backend(Counters):
     """A pool of servers and the balancer that chooses among them."""
 
     __slots__ = (
-        "spec", "name", "mode", "servers", "by_name", "by_id", "balancer", "persist",
+        "spec", "name", "mode", "servers", "by_name", "by_id", "balancer", "request_hash", "persist",
         "candidates", "listeners", "last_change", "waiters", "limited",
         # Whole-backend availability history, for stats (HAProxy's backend chkdown/downtime).
         "down_transitions", "downtime", "down_since",
@@ -248,7 +266,8 @@ class Backend(Counters):
         self.spec = spec
         self.name = spec.name
         self.mode = spec.mode
-        self.balancer = balance.make(spec.balance)
+        self.balancer = balance.make(spec.balance, spec.hash)
+        self.request_hash = _request_hash(spec)
         self.listeners: list[ServerListener] = []
         self.last_change = time.monotonic()
         # Requests waiting for a server slot (per-server maxconn); owned by the proxies.
@@ -276,6 +295,7 @@ class Backend(Counters):
             # As HAProxy: only the first usable backup serves, unless
             # all_backups (option allbackups) shares the load among them.
             self.candidates = backups if self.spec.all_backups else backups[:1]
+        self.balancer.update(self.candidates)
         # Whether any server has a maxconn (then full ones are skipped).
         self.limited = any(s.maxconn for s in self.servers)
 
@@ -322,26 +342,22 @@ class Backend(Counters):
         `exclude`: a server or a collection of servers already tried.
         `full_ok`: full servers (maxconn) are candidates too (the caller
         waits for the one picked: hash balancing keeps a key's server)."""
-        candidates = self.candidates
-        if exclude:
-            if isinstance(exclude, Server):
-                exclude = (exclude,)
-            candidates = [s for s in candidates if s not in exclude]
-        if self.limited and not full_ok:
-            candidates = [s for s in candidates if s.has_room()]
-        if not candidates:
-            return None
-        return self.balancer.pick(candidates, client_key)
+        if not exclude:
+            exclude = None
+        elif isinstance(exclude, Server):
+            exclude = (exclude,)
+        return self.balancer.pick(client_key, exclude, self.limited and not full_ok)
 
     def reconfigure(self, spec: BackendSpec) -> None:
         """A reload: take the new spec. Servers that survive (same name and
         address) stay the same objects, so in-flight work, health state and
         counters carry over; an admin's reweight survives too."""
         old = self.by_name
+        if (spec.balance, spec.hash) != (self.spec.balance, self.spec.hash):
+            self.balancer = balance.make(spec.balance, spec.hash)
+            self.request_hash = _request_hash(spec)
         self.spec = spec
         self.mode = spec.mode
-        if spec.balance != self.balancer.name:
-            self.balancer = balance.make(spec.balance)
         servers = []
         for server_spec in spec.servers:
             server = old.get(server_spec.name)

@@ -47,8 +47,10 @@ cdef class UpstreamPool:
     cdef public object loop
     cdef public Sweeper sweeper
     cdef public WriteBatch batch
-    cdef public dict idle
+    cdef public dict idle, peak, needed, purged_at
+    cdef public object purge_handle
 
     cpdef take(self, Server server)
+    cdef _busy(self, Server server)
     cpdef put(self, UpstreamConnection conn)
     cpdef forget(self, UpstreamConnection conn)

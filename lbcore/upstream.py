@@ -25,8 +25,9 @@ from .model import DOWN, Server
 
 log = logging.getLogger("lbcore")
 
-MAX_IDLE_PER_SERVER = 256
+MAX_IDLE_PER_SERVER = 256  # when pool_max_conn is not set
 IDLE_TIMEOUT = 30.0  # an idle pooled connection is closed after this
+PURGE_TICK = 1.0  # seconds between looks at which servers are due a purge
 MAX_RESPONSE_HEAD = 65536
 SEND_NOW = 32768  # writes this large skip the batch (lbcore/batch.py): nothing to gain
 QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
@@ -459,15 +460,28 @@ class UpstreamConnection:
 
 
 class UpstreamPool:
-    """Idle keep-alive connections per server, for one process."""
+    """Idle keep-alive connections per server, for one process.
+
+    Bounded and purged as HAProxy's `pool-max-conn` and `pool-purge-delay`
+    (lb.yaml backend keys `pool_max_conn`, `pool_purge_delay`): a server
+    keeps at most pool_max_conn idle connections, and every purge delay the
+    idle ones beyond what the server needed lately (its peak of busy
+    connections since the last purge, or a slowly decaying estimate of
+    earlier peaks) are halved. A burst of 20k clients then leaves a handful
+    of idle connections, not hundreds, within seconds."""
 
     def __init__(self, loop, sweeper, batch) -> None:
         self.loop = loop
         self.sweeper = sweeper
         self.batch = batch  # the proxies' end-of-turn writes (lbcore/batch.py)
         self.idle: dict[Server, list[UpstreamConnection]] = {}
+        self.peak: dict[Server, int] = {}  # busy connections at most, since the last purge
+        self.needed: dict[Server, int] = {}  # HAProxy's est_need_conns
+        self.purged_at: dict[Server, float] = {}
+        self.purge_handle = None
 
     def take(self, server: Server) -> Optional[UpstreamConnection]:
+        self._busy(server)
         idle = self.idle.get(server)
         while idle:
             conn = idle.pop()
@@ -476,18 +490,55 @@ class UpstreamPool:
                 return conn
         return None
 
+    def _busy(self, server: Server) -> None:
+        # Called as a request takes a connection: cur_sessions counts it.
+        busy = server.cur_sessions
+        if busy > self.peak.get(server, 0):
+            self.peak[server] = busy
+
     def put(self, conn: UpstreamConnection) -> None:
         if conn.closed:
             return  # since its release was deferred (UpstreamConnection.release)
-        if not conn.server.usable:
+        server = conn.server
+        if not server.usable:
             conn.close()
             return
-        idle = self.idle.setdefault(conn.server, [])
-        if len(idle) >= MAX_IDLE_PER_SERVER:
+        idle = self.idle.get(server)
+        if idle is None:
+            idle = self.idle[server] = []
+            self.purged_at[server] = self.sweeper.now
+        limit = server.backend.spec.pool_max_conn
+        if len(idle) >= (MAX_IDLE_PER_SERVER if limit is None else limit):
             conn.close()
             return
         conn.deadline = self.sweeper.now + IDLE_TIMEOUT
         idle.append(conn)
+        if self.purge_handle is None:
+            self.purge_handle = self.loop.call_later(PURGE_TICK, self._purge_tick)
+
+    def _purge_tick(self) -> None:
+        self.purge_handle = None
+        now = self.sweeper.now
+        for server, idle in list(self.idle.items()):
+            if now - self.purged_at.get(server, now) >= server.backend.spec.pool_purge_delay:
+                self.purged_at[server] = now
+                self.purge(server, idle)
+        if any(self.idle.values()):
+            self.purge_handle = self.loop.call_later(PURGE_TICK, self._purge_tick)
+
+    def purge(self, server: Server, idle: list) -> None:
+        """HAProxy's srv_cleanup_idle_conns: close half of the idle
+        connections beyond the server's recent need, the oldest first."""
+        busy = server.cur_sessions
+        peak = self.peak.get(server, 0)
+        needed = max(peak, self.needed.get(server, 0))
+        excess = busy + len(idle) - needed
+        self.needed[server] = max((self.needed.get(server, 0) + peak) // 2, peak)
+        self.peak[server] = busy
+        if excess <= 0:
+            return
+        for conn in idle[:min(len(idle), (excess + 1) // 2)]:
+            conn.close()  # forget() takes it off the list
 
     def forget(self, conn: UpstreamConnection) -> None:
         self.sweeper.watched.discard(conn)
@@ -496,6 +547,7 @@ class UpstreamPool:
             idle.remove(conn)
 
     async def connect(self, server: Server, timeout: float) -> UpstreamConnection:
+        self._busy(server)
         conn = UpstreamConnection(self, server)
         await asyncio.wait_for(
             self.loop.create_connection(lambda: conn, server.host, server.port), timeout)
@@ -520,6 +572,9 @@ class UpstreamPool:
     def close_idle(self, server: Server) -> None:
         for conn in self.idle.pop(server, []):
             conn.close()
+        self.peak.pop(server, None)
+        self.needed.pop(server, None)
+        self.purged_at.pop(server, None)
 
     def prune(self, servers) -> None:
         """After a reload: drop idle connections to servers that are gone."""
@@ -528,5 +583,8 @@ class UpstreamPool:
             self.close_idle(server)
 
     def close_all(self) -> None:
+        if self.purge_handle is not None:
+            self.purge_handle.cancel()
+            self.purge_handle = None
         for server in list(self.idle):
             self.close_idle(server)

@@ -54,7 +54,6 @@ import sys
 import time
 from typing import Any, Optional
 
-from . import config as config_mod
 from . import state_file, systemd, takeover
 from .config import Address, Config, ConfigError
 from .control import MAX_FDS, Channel, find_server, pack, server_state, state_rows, worker_config
@@ -62,7 +61,7 @@ from .health import HealthChecker
 from .listeners import bind_socket, inherited
 from .logs import setup_event_log
 from .model import Runtime, Server
-from .server import BindError, remove_pidfile
+from .server import BindError, load_off_loop, remove_pidfile
 
 log = logging.getLogger("lbcore")
 
@@ -550,7 +549,7 @@ class Master:
         path = self.config.path
         log.info("reloading %s", path)
         try:
-            new = config_mod.reread(self.config)
+            new = await load_off_loop(self.config)
         except ConfigError as exc:
             for problem in exc.problems:
                 log.error("reload refused: %s", problem)

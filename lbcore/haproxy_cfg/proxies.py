@@ -154,7 +154,7 @@ class Proxy:
         if not words or words[0] not in ("map-based", "consistent"):
             raise ValueError("expected map-based or consistent")
         if len(words) > 1 and words[1:] != ("sdbm",):
-            raise ValueError(f"hash function '{' '.join(words[1:])}' is not supported (lbcore hashes as sdbm)")
+            raise ValueError(f"hash function '{' '.join(words[1:])}' is not supported (lbcore hashes keys with its own function)")
         self.set("hash", words[0], line)
 
     def maxconn(self, line: Line) -> None:

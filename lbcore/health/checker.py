@@ -1,11 +1,15 @@
-"""Runs the probes: one task per checked server, and the passive hook.
+"""Runs the probes, and the passive hook.
 
-Each server has its own task so a server that hangs until its timeout
-never delays another's checks. A task sleeps, probes, records, sleeps
-again: the next probe is scheduled only after the previous one finished
-or timed out, so probes of one server never overlap or pile up. The first
-probe is spread at random over one interval and later ones are jittered by
-+/-10%, so that a restart does not fire every check in the same instant.
+Each checked server has a `Check`: a small schedule on the checker's one
+timer wheel, not a task. When its time comes it starts a `Probe` (a
+non-blocking connect, and for http one write and one read, on the loop's
+reader/writer callbacks) and puts the probe's deadline on the same wheel;
+the next probe is scheduled only after the previous one finished or timed
+out, so probes of one server never overlap or pile up, and a server that
+hangs until its timeout never delays another's checks. The first probe is
+spread at random over one interval and later ones are jittered by +/-10%,
+so that a restart does not fire every check in the same instant. Results
+go through `apply_result`, which flips the server only through its setter.
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ from typing import Callable, Optional
 
 from ..config import HealthSpec
 from ..model import MAINT, UP, Runtime, Server
-from .probes import probe_server
+from .probes import Probe, is_ip, probe_request, probe_server
 from .state import ProbeResult, RiseFall, apply_result
+from .wheel import TimerWheel
 
 log = logging.getLogger("lbcore")
 
@@ -34,10 +39,11 @@ class HealthChecker:
         self._get_runtime = get_runtime
         self._rng = rng or random.Random()
         self._loop: Optional[asyncio.AbstractEventLoop] = None
-        self._tasks: dict[Server, asyncio.Task] = {}
-        self._specs: dict[Server, HealthSpec] = {}  # the spec each task runs with
-        # Kept apart from the tasks: a task restarted for a changed spec keeps
-        # its server's streaks.
+        self._wheel: Optional[TimerWheel] = None
+        self._checks: dict[Server, Check] = {}
+        self._specs: dict[Server, HealthSpec] = {}  # the spec each check runs with
+        # Kept apart from the checks: a check restarted for a changed spec
+        # keeps its server's streaks.
         self._machines: dict[Server, RiseFall] = {}
         # Servers whose probes an operator stopped (runtime API `disable
         # health`): not probed, and UP unless an admin state says otherwise.
@@ -47,47 +53,49 @@ class HealthChecker:
 
     def start(self, loop: Optional[asyncio.AbstractEventLoop] = None) -> None:
         self._loop = loop or asyncio.get_running_loop()
+        self._wheel = TimerWheel(self._loop)
         self.reload(self._get_runtime())
 
     def reload(self, runtime: Optional[Runtime] = None) -> None:
-        """Match the tasks to `runtime`: servers that survived the reload (the
-        same objects) keep their task and state, unless their backend's
-        health spec changed, in which case their task restarts with the new
-        spec and the same streaks; new servers get a task; removed or no
-        longer checked servers lose theirs."""
+        """Match the checks to `runtime`: servers that survived the reload
+        (the same objects) keep their check and state, unless their
+        backend's health spec changed, in which case their check restarts
+        with the new spec and the same streaks; new servers get a check;
+        removed or no longer checked servers lose theirs."""
         if self._loop is None:
             raise RuntimeError("HealthChecker.reload() called before start()")
         runtime = runtime if runtime is not None else self._get_runtime()
         wanted = {s: s.backend.spec.health for s in runtime.servers() if s.checked}
-        for server in list(self._tasks):
+        for server in list(self._checks):
             if wanted.get(server) != self._specs[server]:
-                self._tasks.pop(server).cancel()
+                self._checks.pop(server).cancel()
                 del self._specs[server]
         for server in list(self._machines):
             if server not in wanted:
                 del self._machines[server]
         self.paused &= set(wanted)
         for server, health in wanted.items():
-            if server not in self._tasks:
+            if server not in self._checks:
                 self._specs[server] = health
-                self._tasks[server] = self._loop.create_task(
-                    self._run(server, health), name=f"health {server.backend.name}/{server.name}")
+                check = self._checks[server] = Check(self, server, health, self._machine(server, health))
+                check.schedule(self._loop.time() + self._rng.uniform(0.0, health.interval))
 
     def stop(self) -> Optional[asyncio.Future]:
-        """Cancel every probe. Returns a future done when they have all
-        ended, which a caller about to close the loop should await."""
-        tasks = list(self._tasks.values())
-        self._tasks.clear()
+        """Stop every check and close the probes in flight. Returns a future
+        (already done: nothing runs on after this) for callers that await
+        the end of the checks before closing the loop."""
+        checks = list(self._checks.values())
+        self._checks.clear()
         self._specs.clear()
-        for task in tasks:
-            task.cancel()
+        for check in checks:
+            check.cancel()
+        if self._wheel is not None:
+            self._wheel.close()
         if self._loop is None:
             return None
-        if not tasks:
-            done = self._loop.create_future()
-            done.set_result([])
-            return done
-        return asyncio.gather(*tasks, return_exceptions=True)
+        done = self._loop.create_future()
+        done.set_result([])
+        return done
 
     def set_enabled(self, server: Server, enabled: bool) -> None:
         """HAProxy's `enable|disable health`: a server whose checks are
@@ -105,8 +113,8 @@ class HealthChecker:
 
     @property
     def probed_servers(self) -> list[Server]:
-        """The servers that have a probe task right now."""
-        return list(self._tasks)
+        """The servers that have a check right now."""
+        return list(self._checks)
 
     # -- passive checks -------------------------------------------------------
 
@@ -140,31 +148,102 @@ class HealthChecker:
             machine = self._machines[server] = RiseFall(health.rise, health.fall)
         return machine
 
-    async def _run(self, server: Server, health: HealthSpec) -> None:
-        machine = self._machine(server, health)
-        machine.configure(health.rise, health.fall)
-        in_maint = False
-        await asyncio.sleep(self._rng.uniform(0.0, health.interval))
-        while True:
-            if server.admin == MAINT or server in self.paused:
-                in_maint = True  # HAProxy counts no checks in maintenance
-            else:
-                if in_maint:
-                    in_maint = False
-                    machine.unsettle()
-                await self._probe_once(server, health, machine)
-            await asyncio.sleep(health.interval * self._rng.uniform(1.0 - JITTER, 1.0 + JITTER))
 
-    async def _probe_once(self, server: Server, health: HealthSpec, machine: RiseFall) -> None:
-        epoch = machine.epoch
+
+class Check:
+    """The probe schedule of one server: due -> probe -> result -> due..."""
+
+    __slots__ = ("checker", "server", "health", "machine", "request", "bad_request", "by_name",
+                 "probe", "epoch", "in_maint", "stopped", "token")
+
+    def __init__(self, checker: HealthChecker, server: Server, health: HealthSpec, machine: RiseFall) -> None:
+        self.checker = checker
+        self.server = server
+        self.health = health
+        self.machine = machine
+        machine.configure(health.rise, health.fall)
+        self.bad_request = None
         try:
-            result = await probe_server(server, health)
-        except Exception as exc:  # a bug in a probe must not end this server's checks
-            log.exception("health probe of %s/%s failed", server.backend.name, server.name)
-            result = ProbeResult(False, "SOCKERR", None, 0.0, f"probe error: {exc}")
-        if result is None:
+            self.request = probe_request(server, health)
+        except ValueError as exc:
+            self.request, self.bad_request = None, str(exc)
+        self.by_name = not is_ip(server.host)  # resolved by the loop's resolver at each probe
+        self.probe: Optional[Probe] = None
+        self.epoch = 0
+        self.in_maint = False
+        self.stopped = False
+        # Wheel entries cannot be removed: each carries the token it was
+        # scheduled with, and a stale one (cancelled, rescheduled) is ignored.
+        self.token = 0
+
+    def done(self) -> bool:
+        """Stopped, with no probe left in flight."""
+        return self.stopped and self.probe is None
+
+    def cancel(self) -> None:
+        self.stopped = True
+        self.token += 1
+        if self.probe is not None:
+            self.probe.abort()
+            self.probe = None
+
+    def schedule(self, when: float) -> None:
+        self.token += 1
+        self.checker._wheel.call_at(when, self._due, self.token)
+
+    def _next(self) -> None:
+        health = self.health
+        rng = self.checker._rng
+        self.schedule(self.checker._loop.time() + health.interval * rng.uniform(1.0 - JITTER, 1.0 + JITTER))
+
+    def _due(self, token: int) -> None:
+        if token != self.token or self.stopped:
             return
+        server = self.server
+        if server.admin == MAINT or server in self.checker.paused:
+            self.in_maint = True  # HAProxy counts no checks in maintenance
+            self._next()
+            return
+        if self.in_maint:
+            self.in_maint = False
+            self.machine.unsettle()
+        self.epoch = self.machine.epoch
+        if self.bad_request is not None:
+            self._record(ProbeResult(False, "SOCKERR", None, 0.0, self.bad_request))
+            return
+        health = self.health
+        port = health.port or server.port
+        if self.by_name:
+            self.checker._loop.create_task(self._probe_by_name(port))
+            return
+        loop = self.checker._loop
+        probe = self.probe = Probe(loop, server.host, port, self.request, health.expect_status, self._record)
+        self.checker._wheel.call_at(loop.time() + health.timeout, self._deadline, (self.token, probe))
+        probe.start()
+
+    def _deadline(self, entry) -> None:
+        token, probe = entry
+        if token == self.token and probe is self.probe:
+            probe.expire()
+
+    async def _probe_by_name(self, port: int) -> None:
+        token = self.token
         try:
-            apply_result(server, machine, result, time.monotonic(), epoch)
-        except Exception:
-            log.exception("recording the health of %s/%s failed", server.backend.name, server.name)
+            result = await probe_server(self.server, self.health)
+        except Exception as exc:  # a bug in a probe must not end this server's checks
+            log.exception("health probe of %s/%s failed", self.server.backend.name, self.server.name)
+            result = ProbeResult(False, "SOCKERR", None, 0.0, f"probe error: {exc}")
+        if token == self.token and not self.stopped:
+            self._record(result)
+
+    def _record(self, result: Optional[ProbeResult]) -> None:
+        self.probe = None
+        if self.stopped:
+            return
+        server = self.server
+        if result is not None:
+            try:
+                apply_result(server, self.machine, result, time.monotonic(), self.epoch)
+            except Exception:
+                log.exception("recording the health of %s/%s failed", server.backend.name, server.name)
+        self._next()

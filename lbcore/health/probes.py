@@ -1,4 +1,4 @@
-"""Probe coroutines: one connection, one verdict, bounded by a timeout.
+"""Probes: one connection, one verdict, bounded by a timeout.
 
 A probe never raises for anything the server does: refusals, resets,
 garbage and silence all become a failed `ProbeResult` with HAProxy's check
@@ -10,17 +10,24 @@ it L7TOUT.
 
 from __future__ import annotations
 
+import _socket
 import asyncio
 import errno
+import ipaddress
+import os
 import re
 import socket
-from typing import Optional
+import struct
+from typing import Callable, Optional
 
 from ..config import HealthSpec
 from ..listeners import FD_EXHAUSTED
 from .state import ProbeResult
 
 USER_AGENT = "lbcore-health"
+MAX_STATUS_LINE = 65536  # bytes without a line end before the answer is L7RSP
+_NONBLOCKING_STREAM = socket.SOCK_STREAM | getattr(socket, "SOCK_NONBLOCK", 0)
+_NO_LINGER = struct.pack("ii", 1, 0)
 STATUS_LINE = re.compile(rb"HTTP/1\.[01] ([1-9][0-9]{2})(?:[ \r\n]|$)")
 # Connect errors that mean "the server (or the way to it) said no": L4CON.
 # Anything else (a bad address, no buffers, ...) is ours: SOCKERR.
@@ -68,78 +75,231 @@ def _connect_failure(exc: OSError, elapsed_ms: float) -> Optional[ProbeResult]:
     return ProbeResult(False, "SOCKERR", None, elapsed_ms, exc.strerror or str(exc) or type(exc).__name__)
 
 
-async def tcp_probe(host: str, port: int, timeout: float) -> Optional[ProbeResult]:
-    """Connect, then close: L4OK, L4CON, L4TOUT or SOCKERR; None if lbcore
-    had no descriptor to try with."""
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    writer = None
+class Probe:
+    """One probe in flight, on a raw non-blocking socket driven by the loop's
+    reader/writer callbacks: connect, then for http one write and one read of
+    the status line. No task, no stream, no timeout context: whoever starts
+    it calls `expire()` when its deadline passes (the checker's timer wheel,
+    or a loop timer for a lone probe). `on_done(result)` is called once."""
+
+    __slots__ = ("loop", "host", "port", "request", "expect", "on_done", "sock", "fd",
+                 "started", "connected", "unsent", "buf", "finished")
+
+    def __init__(self, loop, host: str, port: int, request: Optional[bytes],
+                 expect: frozenset, on_done: Callable[[ProbeResult], None]) -> None:
+        self.loop = loop
+        self.host = host
+        self.port = port
+        self.request = request  # None: a tcp probe, done once connected
+        self.expect = expect
+        self.on_done = on_done
+        self.sock = None
+        self.fd = -1
+        self.started = loop.time()
+        self.connected = False
+        self.unsent = b""
+        self.buf = b""
+        self.finished = False
+
+    def start(self) -> None:
+        try:
+            family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+            # The C socket type, non-blocking from birth: the socket module's
+            # Python wrapper and a setblocking() call cost more than the
+            # connect at a thousand probes a second.
+            sock = self.sock = _socket.socket(family, _NONBLOCKING_STREAM)
+            if not _NONBLOCKING_STREAM & getattr(socket, "SOCK_NONBLOCK", 0):
+                sock.setblocking(False)
+            # Closed with a reset, as HAProxy closes its checks: no FIN
+            # exchange, and no TIME_WAIT socket left per probe.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _NO_LINGER)
+            self.fd = sock.fileno()
+            err = sock.connect_ex((self.host, self.port))
+        except OSError as exc:
+            self._finish(_connect_failure(exc, self._ms()))
+            return
+        if err == 0:
+            self._connected()
+        elif err in (errno.EINPROGRESS, errno.EAGAIN):
+            self.loop.add_writer(self.fd, self._on_connect)
+        else:
+            self._finish(_connect_failure(OSError(err, os.strerror(err)), self._ms()))
+
+    def expire(self) -> None:
+        """The deadline passed: L4TOUT before the connection was up, L7TOUT after."""
+        if self.finished:
+            return
+        if self.connected:
+            self._finish(ProbeResult(False, "L7TOUT", None, self._ms(), "no status line in time"))
+        else:
+            self._finish(ProbeResult(False, "L4TOUT", None, self._ms(), "connect timeout"))
+
+    def abort(self) -> None:
+        """Stop without a verdict (the server left the config, or checks stop)."""
+        if not self.finished:
+            self.finished = True
+            self._close()
+
+    def _on_connect(self) -> None:
+        self.loop.remove_writer(self.fd)
+        err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            self._finish(_connect_failure(OSError(err, os.strerror(err)), self._ms()))
+            return
+        self._connected()
+
+    def _connected(self) -> None:
+        self.connected = True
+        if self.request is None:
+            self._finish(ProbeResult(True, "L4OK", None, self._ms()))
+            return
+        self.unsent = self.request
+        self._send()
+
+    def _send(self) -> None:
+        try:
+            sent = self.sock.send(self.unsent)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            self._io_error(exc)
+            return
+        self.unsent = self.unsent[sent:]
+        if self.unsent:  # a full send buffer (a few hundred bytes rarely meet one)
+            self.loop.add_writer(self.fd, self._on_writable)
+        else:
+            self.loop.add_reader(self.fd, self._on_readable)
+
+    def _on_writable(self) -> None:
+        self.loop.remove_writer(self.fd)
+        self._send()
+
+    def _on_readable(self) -> None:
+        try:
+            data = self.sock.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._io_error(exc)
+            return
+        if data:
+            self.buf += data
+            end = self.buf.find(b"\n")
+            if end >= 0:
+                self._status_line(self.buf[:end + 1])
+            elif len(self.buf) > MAX_STATUS_LINE:
+                self._finish(ProbeResult(False, "L7RSP", None, self._ms(), "status line too long"))
+            return
+        if not self.buf:
+            self._finish(ProbeResult(False, "L7RSP", None, self._ms(), "empty response"))
+        else:
+            self._status_line(self.buf)  # the connection ended the line
+
+    def _status_line(self, line: bytes) -> None:
+        elapsed = self._ms()
+        code = parse_status_line(line)
+        if code is None:
+            result = ProbeResult(False, "L7RSP", None, elapsed, "invalid status line")
+        elif code in self.expect:
+            result = ProbeResult(True, "L7OK", code, elapsed)
+        else:
+            result = ProbeResult(False, "L7STS", code, elapsed)
+        self._finish(result)
+
+    def _io_error(self, exc: OSError) -> None:
+        # An I/O error after the connection was established: HAProxy's SOCKERR.
+        self._finish(ProbeResult(False, "SOCKERR", None, self._ms(),
+                                 exc.strerror or str(exc) or type(exc).__name__))
+
+    def _finish(self, result: Optional[ProbeResult]) -> None:
+        # None: lbcore had no descriptor to probe with (nothing learnt).
+        if self.finished:
+            return
+        self.finished = True
+        self._close()
+        self.on_done(result)
+
+    def _close(self) -> None:
+        sock = self.sock
+        if sock is None:
+            return
+        self.sock = None
+        if self.fd >= 0:
+            self.loop.remove_reader(self.fd)
+            self.loop.remove_writer(self.fd)
+        sock.close()
+
+    def _ms(self) -> float:
+        return round((self.loop.time() - self.started) * 1000.0, 3)
+
+
+def probe_request(server, health: HealthSpec) -> Optional[bytes]:
+    """What the probe of `health` sends to `server`: None for tcp; ValueError
+    for a request the config cannot make safe."""
+    if health.type == "http":
+        return build_request(health.method, health.path, health.host or str(server.address),
+                             health.headers)
+    return None
+
+
+def is_ip(host: str) -> bool:
     try:
-        async with asyncio.timeout(timeout):
-            _, writer = await asyncio.open_connection(host, port)
-    except TimeoutError:
-        return ProbeResult(False, "L4TOUT", None, _ms(loop, start), "connect timeout")
-    except OSError as exc:
-        return _connect_failure(exc, _ms(loop, start))
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+async def _run_probe(host: str, port: int, timeout: float, request: Optional[bytes],
+                     expect: frozenset) -> ProbeResult:
+    """One probe, awaited: for a lone probe (tests, a host name to resolve)."""
+    loop = asyncio.get_running_loop()
+    if not is_ip(host):
+        started = loop.time()
+        try:
+            async with asyncio.timeout(timeout):
+                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except TimeoutError:
+            return ProbeResult(False, "L4TOUT", None, _ms(loop, started), "name resolution timeout")
+        except OSError as exc:
+            return _connect_failure(exc, _ms(loop, started))
+        host = infos[0][4][0]
+        timeout = max(0.0, timeout - (loop.time() - started))
+    done = loop.create_future()
+    probe = Probe(loop, host, port, request, expect,
+                  lambda result: done.done() or done.set_result(result))
+    timer = loop.call_later(timeout, probe.expire)
+    probe.start()
+    try:
+        return await done
     finally:
-        if writer is not None:
-            writer.close()
-    return ProbeResult(True, "L4OK", None, _ms(loop, start))
+        timer.cancel()
+        probe.abort()
+
+
+async def tcp_probe(host: str, port: int, timeout: float) -> ProbeResult:
+    """Connect, then close: L4OK, L4CON, L4TOUT or SOCKERR."""
+    return await _run_probe(host, port, timeout, None, frozenset())
 
 
 async def http_probe(host: str, port: int, timeout: float, request: bytes,
                      expect_status: frozenset[int]) -> Optional[ProbeResult]:
     """Send `request`, read the status line: L7OK / L7STS with the code,
     or L4CON, L4TOUT, L7TOUT, L7RSP, SOCKERR."""
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    connected = False
-    writer = None
-    try:
-        async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection(host, port)
-            connected = True
-            writer.write(request)
-            line = await reader.readline()
-    except TimeoutError:
-        if connected:
-            return ProbeResult(False, "L7TOUT", None, _ms(loop, start), "no status line in time")
-        return ProbeResult(False, "L4TOUT", None, _ms(loop, start), "connect timeout")
-    except ValueError:  # the stream's line limit: no line end in 64 KiB
-        return ProbeResult(False, "L7RSP", None, _ms(loop, start), "status line too long")
-    except OSError as exc:
-        if not connected:
-            return _connect_failure(exc, _ms(loop, start))
-        # I/O error after the connection was established: HAProxy's SOCKERR.
-        return ProbeResult(False, "SOCKERR", None, _ms(loop, start), exc.strerror or str(exc) or type(exc).__name__)
-    finally:
-        if writer is not None:
-            writer.close()
-    elapsed = _ms(loop, start)
-    if not line:
-        return ProbeResult(False, "L7RSP", None, elapsed, "empty response")
-    code = parse_status_line(line)
-    if code is None:
-        return ProbeResult(False, "L7RSP", None, elapsed, "invalid status line")
-    if code in expect_status:
-        return ProbeResult(True, "L7OK", code, elapsed)
-    return ProbeResult(False, "L7STS", code, elapsed)
+    return await _run_probe(host, port, timeout, request, expect_status)
 
 
 async def probe_server(server, health: HealthSpec) -> Optional[ProbeResult]:
     """Run the probe `health` asks for against `server`; None for type none,
     or when lbcore is out of descriptors (the check is skipped, not failed)."""
-    port = health.port or server.port
-    if health.type == "tcp":
-        return await tcp_probe(server.host, port, health.timeout)
-    if health.type == "http":
-        try:
-            request = build_request(health.method, health.path, health.host or str(server.address),
-                                    health.headers)
-        except ValueError as exc:
-            return ProbeResult(False, "SOCKERR", None, 0.0, str(exc))
-        return await http_probe(server.host, port, health.timeout, request, health.expect_status)
-    return None
+    if health.type not in ("tcp", "http"):
+        return None
+    try:
+        request = probe_request(server, health)
+    except ValueError as exc:
+        return ProbeResult(False, "SOCKERR", None, 0.0, str(exc))
+    return await _run_probe(server.host, health.port or server.port, health.timeout, request,
+                            health.expect_status)
 
 
 def _ms(loop: asyncio.AbstractEventLoop, start: float) -> float:

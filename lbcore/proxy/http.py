@@ -25,6 +25,7 @@ import httptools
 
 from lbcore_ext import Relay, scan_request
 
+from ..balance import request_key
 from ..certificates import tls_context
 from ..hop_by_hop import named_headers
 from ..listeners import FD_EXHAUSTED
@@ -759,6 +760,11 @@ class ClientConnection:
                                 request.headers.block, ex.tail, b"\r\n"))
         ex.choose_backend(rules.use_backend(request))
         return True
+
+    def request_hash_key(self, ex: Exchange, hashed: tuple):
+        """StreamOwner: under `balance uri|hdr(NAME)|url_param(NAME)` the
+        part of the request it names; None when absent (then round robin)."""
+        return request_key(hashed[0], hashed[1], ex.url, ex.head, ex.key)
 
     def persistent_server(self, ex: Exchange, persistence) -> Optional[Server]:
         """StreamOwner: the server a persistence cookie or a stick rule

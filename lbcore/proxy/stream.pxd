@@ -21,6 +21,7 @@ cdef class Stream:
 
     cpdef begin(self, owner, Frontend frontend, bytes key, double now, bint http)
     cpdef choose_backend(self, Backend backend=*)
+    cpdef balance_key(self, Backend backend)
     cpdef pick(self, exclude=*)
     cpdef dispatch(self)
     cpdef assign(self, Server server)

@@ -64,6 +64,10 @@ class StreamOwner(Protocol):
         for this stream, if it may serve; None lets the balancer choose.
         Setting `stream.stick_keys` has the owner store the server given."""
 
+    def request_hash_key(self, stream: "Stream", hashed: tuple):
+        """Under `balance uri|hdr(NAME)|url_param(NAME)` (http mode only):
+        the part of the request `hashed` (algorithm, argument) names."""
+
     def connect_server(self, stream: "Stream", server: Server) -> None:
         """Open (or take from the pool) a connection to `server` and send
         the stream's request; report `stream.connected()` once connected,
@@ -170,13 +174,23 @@ class Stream:
         self.backend = backend
         backend.session_start()
 
+    def balance_key(self, backend: Backend):
+        """What a hash balancer hashes: the client address, or under
+        `balance uri|hdr(NAME)|url_param(NAME)` (http only) the part of the
+        request it names, which the owner reads."""
+        hashed = backend.request_hash
+        if hashed is None:
+            return self.key
+        return self.owner.request_hash_key(self, hashed)
+
     def pick(self, exclude=None) -> Optional[Server]:
         """The one place a server is chosen. Under hash balancing the key's
         server even when it is full (dispatch() then waits for it)."""
         backend = self.backend
+        key = self.balance_key(backend)
         if backend.limited and backend.spec.balance not in UNHASHED:
-            return backend.pick(self.key, exclude, True)
-        return backend.pick(self.key, exclude)
+            return backend.pick(key, exclude, True)
+        return backend.pick(key, exclude)
 
     def dispatch(self) -> None:
         """Give the stream a server: assign one, queue for one, or fail."""
@@ -311,7 +325,8 @@ class Stream:
             # An untried server first; with every candidate tried, any
             # usable one but the last again: it answers, or its failure
             # takes it out and lets the next candidates (backups) in.
-            other = backend.pick(self.key, self.tried) or backend.pick(self.key, (failed,))
+            key = self.balance_key(backend)
+            other = backend.pick(key, self.tried) or backend.pick(key, (failed,))
             if other is not None:
                 return other
         return failed if failed.usable or not spec.redispatch else None

@@ -513,7 +513,7 @@ def test_reload_keeps_surviving_servers_state_and_follows_changes(start_backend)
             await wait_until(lambda: one.last_check_at and two.last_check_at, 1.0, "first probes")
             await asyncio.to_thread(s2.kill)
             await wait_until(lambda: two.health == DOWN, FLIP_WITHIN, "s2 DOWN")
-            task_two = checker._tasks[two]
+            task_two = checker._checks[two]
 
             # Reload: s1 removed, s2 kept (same name and address), s3 new.
             second = build_runtime([f"s2={s2.address}", f"s3={s3.address}"], previous=first)
@@ -522,7 +522,7 @@ def test_reload_keeps_surviving_servers_state_and_follows_changes(start_backend)
             checker.holder["runtime"] = second
             checker.reload(second)
             assert set(checker.probed_servers) == {two, new}
-            assert checker._tasks[two] is task_two, "a surviving server keeps its probe loop"
+            assert checker._checks[two] is task_two, "a surviving server keeps its probe loop"
             assert two.health == DOWN and two.down_transitions == 1
             await asyncio.sleep(0.5)
             removed_last = one.last_check_at
@@ -535,7 +535,7 @@ def test_reload_keeps_surviving_servers_state_and_follows_changes(start_backend)
                                   dict(HEALTH, path="/status/404"), previous=second)
             assert third.backends["pool"].servers[1] is new
             checker.reload(third)
-            assert checker._tasks[two] is not task_two
+            assert checker._checks[two] is not task_two
             await wait_until(lambda: new.health == DOWN, FLIP_WITHIN, "new spec applied")
             assert (new.check_status, new.check_code) == ("L7STS", 404)
             # The survivor restarted with its streaks: it is still DOWN, and
@@ -557,7 +557,7 @@ def test_stop_ends_every_probe_loop(start_backend):
         checker = HealthChecker(lambda: runtime)
         checker.start(asyncio.get_running_loop())
         await wait_until(lambda: one.last_check_at, 1.0, "first probe")
-        tasks = list(checker._tasks.values())
+        tasks = list(checker._checks.values())
         await checker.stop()
         assert all(t.done() for t in tasks)
         assert checker.probed_servers == []

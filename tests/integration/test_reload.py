@@ -165,3 +165,26 @@ def test_admin_state_survives_restart_through_state_file(start_backend, start_lb
     with Load(port, clients=2) as load:
         time.sleep(0.3)
     assert set(load.servers) == {"s1"}
+
+
+def test_sighups_in_quick_succession_end_on_the_last_file(start_backend, start_lbcore):
+    """The file is read on a thread while the loop serves: SIGHUPs that
+    arrive meanwhile are folded into one more reload, which reads the file
+    as it is by then, and traffic keeps flowing through all of it."""
+    import signal as signals
+
+    backends = {n: start_backend(n) for n in ("s1", "s2", "s3")}
+    port, stats_port = free_port(), free_port()
+    lb = start_lbcore(_config(port, stats_port, backends, ["s1"]))
+    with Load(port, clients=2) as load:
+        time.sleep(0.2)
+        for names in (["s1", "s2"], ["s2"], ["s2", "s3"], ["s3"]):
+            lb.write_config(_config(port, stats_port, backends, names))
+            lb.signal(signals.SIGHUP)
+        assert _wait_for(lambda: set(_servers(stats_port)) == {"s3"}), lb.logs()
+        time.sleep(0.3)
+        load.stop()
+    assert load.failures == [], load.failures[:5]
+    time.sleep(0.5)  # nothing left in flight would change it back
+    assert set(_servers(stats_port)) == {"s3"}
+    assert lb.proc.poll() is None

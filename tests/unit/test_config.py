@@ -533,7 +533,7 @@ ERROR_CASES = [
     (BACKEND + "    servers:\n      - a\n", 11, "backends.other.servers[0]", "expected a server mapping"),
     # enums
     (BACKEND + "    balance: random\n", 10, "backends.other.balance",
-     "invalid value 'random': expected one of roundrobin | leastconn | source | first"),
+     "invalid value 'random': expected one of roundrobin | leastconn | source | first | uri | hdr(NAME) | url_param(NAME)"),
     (BACKEND + "    balance: roundrobbin\n", 10, "backends.other.balance", "(did you mean 'roundrobin'?)"),
     (BACKEND + "    mode: udp\n", 10, "backends.other.mode", "expected one of http | tcp"),
     (BACKEND + "    on_marked_down: shutdown-sessions\n", 10, "backends.other.on_marked_down",
@@ -691,7 +691,7 @@ def test_every_problem_is_reported_in_file_order():
         "lb.yaml:8: frontends.web.bind: invalid address '127.0.0.1': missing port (expected 'host:port')",
         "lb.yaml:9: frontends.web.backend: backend 'missing' is not defined",
         "lb.yaml:12: backends.pool.balance: invalid value 'random': "
-        "expected one of roundrobin | leastconn | source | first",
+        "expected one of roundrobin | leastconn | source | first | uri | hdr(NAME) | url_param(NAME)",
         "lb.yaml:14: backends.pool.servers[0].weight: must be in 0..256, got 999",
         "lb.yaml:15: backends.pool.servers[1].address: invalid server address '*:80': "
         "the host must not be a wildcard",
@@ -816,3 +816,22 @@ def test_loading_touches_no_socket(monkeypatch):
         monkeypatch.setattr(socket, name, refuse)
     load(str(CONF / "reference.yaml"))
     load(str(CONF / "openstack" / "controller.yaml"))
+
+
+def test_hash_balancing_keys():
+    config = loads(MINIMAL.replace("  pool:\n", "  pool:\n    balance: hdr(X-Tenant)\n    hash: consistent\n"))
+    spec = config.backends["pool"]
+    assert (spec.balance, spec.balance_key, spec.hash) == ("hdr(X-Tenant)", ("hdr", "X-Tenant"), "consistent")
+    assert loads(MINIMAL).backends["pool"].hash == "map-based"
+    problem = one_problem(MINIMAL.replace("  pool:\n", "  pool:\n    hash: ring\n"))
+    assert problem.startswith("lb.yaml:7: backends.pool.hash: invalid value 'ring'"), problem
+    problem = one_problem(MINIMAL.replace("  pool:\n", "  pool:\n    balance: url_param()\n"))
+    assert problem.startswith("lb.yaml:7: backends.pool.balance: invalid value 'url_param()'"), problem
+
+
+def test_request_hashing_needs_http_mode():
+    text = MINIMAL.replace("    backend: pool\n", "    backend: pool\n    mode: tcp\n").replace(
+        "  pool:\n", "  pool:\n    mode: tcp\n    balance: uri\n")
+    problem = one_problem(text)
+    assert problem.startswith("lb.yaml:9: backends.pool.balance: balance uri hashes"), problem
+    assert "mode http" in problem

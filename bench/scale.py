@@ -1,0 +1,446 @@
+"""How lbcore's costs grow with the work, beside haproxy 2.6: `python bench/scale.py`.
+
+Sections (all by default, or `--sections pools,configs,idle`):
+
+- pools: a backend of 2 / 50 / 500 servers per balancing algorithm, wrk -c50
+  on a 64 B body, lbcore and haproxy (nbthread 1) taking turns; req/s and
+  CPU per request.
+- configs: 10 / 100 / 300 / 1,000 frontend/backend pairs, 3 tcp-checked servers
+  each (inter 2s): start-up time, RSS, idle CPU with the checks running, the
+  longest request while the config is reloaded (lbcore: SIGHUP; haproxy -W:
+  USR2 to the master), RSS across 6 reloads.
+- idle: 5,000 and 20,000 idle keep-alive clients: RSS growth per client.
+
+Writes bench/results/scale-<UTC>.md and .json (and scale-latest.md). See
+bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+if sys.path and Path(sys.path[0]).resolve() == BENCH_DIR:
+    sys.path[0] = str(BENCH_DIR.parent)
+elif str(BENCH_DIR.parent) not in sys.path:
+    sys.path.insert(0, str(BENCH_DIR.parent))
+
+from bench import configs, memprobe, tools, wrk  # noqa: E402
+from bench.procs import (  # noqa: E402
+    ProcessSet, free_ports, raise_fd_limit, tree_cpu_seconds, tree_rss_bytes, wait_for_port,
+    which_or_name)
+from bench.targets import REPO_ROOT, _lbcore_env, lbcore_command  # noqa: E402
+
+ALGORITHMS = {  # name in the results: (lb.yaml balance + hash, haproxy.cfg lines)
+    "roundrobin": ("balance: roundrobin", "balance roundrobin"),
+    "leastconn": ("balance: leastconn", "balance leastconn"),
+    "first": ("balance: first", "balance first"),
+    "source": ("balance: source", "balance source"),
+    "uri-consistent": ("balance: uri\n    hash: consistent", "balance uri\n    hash-type consistent"),
+}
+BACKEND_PORTS = 4  # nginx listens on this many ports; server i uses port i % 4
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# -- configs -------------------------------------------------------------------
+
+def nginx_backend(prefix: Path, ports: list[int], docroot: Path, max_fds: int) -> str:
+    listens = "".join(f"        listen 127.0.0.1:{p} backlog=4096;\n" for p in ports)
+    text = configs.nginx_backend(prefix, ports[0], docroot, max_fds)
+    return text.replace(f"        listen 127.0.0.1:{ports[0]} backlog=4096;\n", listens)
+
+
+def pool_haproxy(port: int, backend_ports: list[int], servers: int, algorithm: str, maxconn: int) -> str:
+    text = configs.haproxy("http", port, [], maxconn).replace(
+        "    balance roundrobin\n", f"    {ALGORITHMS[algorithm][1]}\n")
+    return text + "".join(
+        f"    server s{i} 127.0.0.1:{backend_ports[i % len(backend_ports)]}\n" for i in range(servers))
+
+
+def pool_lbcore(port: int, backend_ports: list[int], servers: int, algorithm: str, maxconn: int) -> str:
+    text = configs.lbcore("http", port, [], maxconn).replace(
+        "    balance: roundrobin\n", f"    {ALGORITHMS[algorithm][0]}\n")
+    return text + "".join(
+        f"      - {{name: s{i}, address: \"127.0.0.1:{backend_ports[i % len(backend_ports)]}\"}}\n"
+        for i in range(servers))
+
+
+def pairs_haproxy(ports: list[int], backend_ports: list[int], maxconn: int) -> str:
+    out = [f"""global
+    nbthread 1
+    maxconn {maxconn}
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    timeout check 1s
+"""]
+    for i, port in enumerate(ports):
+        out.append(f"frontend fe{i}\n    bind 127.0.0.1:{port}\n    default_backend be{i}\n"
+                   f"backend be{i}\n    balance roundrobin\n")
+        for s in range(3):
+            out.append(f"    server s{s} 127.0.0.1:{backend_ports[(i + s) % len(backend_ports)]} "
+                       "check inter 2s rise 2 fall 3\n")
+    return "".join(out)
+
+
+def pairs_lbcore(ports: list[int], backend_ports: list[int], maxconn: int) -> str:
+    out = [f"""global:
+  maxconn: {maxconn}
+  log: {{format: none}}
+defaults:
+  timeouts: {{connect: 5s, client: 60s, server: 60s}}
+frontends:
+"""]
+    for i, port in enumerate(ports):
+        out.append(f"  fe{i}:\n    bind: \"127.0.0.1:{port}\"\n    backend: be{i}\n"
+                   "    forwarded_for: false\n    forwarded_proto: false\n")
+    out.append("backends:\n")
+    for i in range(len(ports)):
+        out.append(f"  be{i}:\n    health: {{type: tcp, interval: 2s, timeout: 1s, rise: 2, fall: 3}}\n"
+                   "    servers:\n")
+        for s in range(3):
+            out.append(f"      - {{name: s{s}, address: \"127.0.0.1:"
+                       f"{backend_ports[(i + s) % len(backend_ports)]}\"}}\n")
+    return "".join(out)
+
+
+# -- processes -----------------------------------------------------------------
+
+class Target:
+    """One proxy process started from a config text."""
+
+    def __init__(self, kind: str, procs: ProcessSet, workdir: Path, name: str, text: str,
+                 lbcore_cmd: list[str]):
+        self.kind, self.procs = kind, procs
+        directory = workdir / name
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / ("haproxy.cfg" if kind == "haproxy" else "lb.yaml")
+        self.path.write_text(text)
+        if kind == "haproxy":
+            # -W: master-worker, so USR2 reloads as operators do it.
+            argv = [which_or_name("haproxy"), "-W", "-db", "-f", str(self.path)]
+            self.child = procs.start(name, argv)
+        else:
+            self.child = procs.start(name, lbcore_command_args(lbcore_cmd, self.path),
+                                     env=_lbcore_env(), cwd=str(REPO_ROOT))
+
+    @property
+    def pid(self) -> int:
+        return self.child.pid
+
+    def reload(self) -> None:
+        os.kill(self.pid, signal.SIGUSR2 if self.kind == "haproxy" else signal.SIGHUP)
+
+    def stop(self) -> None:
+        self.procs.stop(self.child)
+
+
+def lbcore_command_args(cmd: list[str], path: Path) -> list[str]:
+    return cmd + ["-c", str(path)]
+
+
+def wait_ports(ports: list[int], target: Target, timeout: float = 120.0) -> None:
+    for port in ports:
+        wait_for_port(port, target.child, timeout)
+
+
+def get_ok(port: int, path: str = "/64", timeout: float = 10.0) -> float:
+    """One request on a fresh connection; its duration in seconds."""
+    began = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    if not data.startswith(b"HTTP/1.1 200"):
+        raise RuntimeError(f"GET {path} on {port}: {data[:60]!r}")
+    return time.monotonic() - began
+
+
+# -- sections ------------------------------------------------------------------
+
+def section_pools(args, procs, workdir, backend_ports) -> list[dict]:
+    rows = []
+    for size in args.pools:
+        for algorithm in args.algorithms:
+            started = {}
+            for kind in ("haproxy", "lbcore"):
+                (port,) = free_ports(1)
+                make = pool_haproxy if kind == "haproxy" else pool_lbcore
+                text = make(port, backend_ports, size, algorithm, 5000)
+                target = Target(kind, procs, workdir, f"pool-{kind}-{algorithm}-{size}", text,
+                                args.lbcore_cmd)
+                wait_ports([port], target)
+                get_ok(port)
+                started[kind] = (target, port)
+            runs = {kind: [] for kind in started}
+            order = list(started)
+            for kind in order:  # warm-up: connections pooled, code paths hot
+                wrk.run(f"http://127.0.0.1:{started[kind][1]}/64", 50, 1, None)
+            for r in range(args.rounds):
+                for kind in (order if r % 2 == 0 else order[::-1]):
+                    target, port = started[kind]
+                    cpu0 = tree_cpu_seconds(target.pid)
+                    result, _ = wrk.run(f"http://127.0.0.1:{port}/64", 50, args.duration, None)
+                    cpu = tree_cpu_seconds(target.pid) - cpu0
+                    runs[kind].append((result.rps, cpu / max(result.requests, 1) * 1e6,
+                                       result.non_2xx + result.socket_errors))
+            for target, _ in started.values():
+                target.stop()
+            row = {"servers": size, "algorithm": algorithm}
+            for kind, values in runs.items():
+                row[f"{kind}_rps"] = statistics.median(v[0] for v in values)
+                row[f"{kind}_cpu_us"] = statistics.median(v[1] for v in values)
+                row[f"{kind}_errors"] = sum(v[2] for v in values)
+            row["ratio"] = row["lbcore_rps"] / row["haproxy_rps"] if row["haproxy_rps"] else None
+            log(f"pool {size:>4} {algorithm:<15} haproxy {row['haproxy_rps']:>8.0f} req/s "
+                f"lbcore {row['lbcore_rps']:>8.0f} req/s ({row['ratio']:.2f}x)")
+            rows.append(row)
+    return rows
+
+
+class Prober(threading.Thread):
+    """Requests one after the other on a keep-alive connection (a new one
+    when it closes); keeps the longest. Fresh connections per request would
+    measure TIME_WAIT collisions (1 s SYN retransmits) rather than the proxy."""
+
+    def __init__(self, port: int):
+        super().__init__(daemon=True)
+        self.port, self.longest, self.count, self.errors = port, 0.0, 0, 0
+        self.running = True
+
+    def run(self) -> None:
+        import http.client
+        conn = None
+        while self.running:
+            began = time.monotonic()
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+                conn.request("GET", "/64")
+                resp = conn.getresponse()
+                resp.read()
+                if resp.status != 200:
+                    raise RuntimeError(resp.status)
+                self.longest = max(self.longest, time.monotonic() - began)
+                self.count += 1
+            except (OSError, RuntimeError, http.client.HTTPException):
+                self.errors += 1
+                if conn is not None:
+                    conn.close()
+                conn = None
+                time.sleep(0.01)
+        if conn is not None:
+            conn.close()
+
+
+def section_configs(args, procs, workdir, backend_ports) -> list[dict]:
+    rows = []
+    for pairs in args.pairs:
+        for kind in ("haproxy", "lbcore"):
+            make = pairs_haproxy if kind == "haproxy" else pairs_lbcore
+            for attempt in range(3):
+                # A thousand free ports may not all stay free on a shared
+                # machine until the proxy binds them: then take new ones.
+                ports = free_ports(pairs)
+                began = time.monotonic()
+                target = Target(kind, procs, workdir, f"pairs-{kind}-{pairs}",
+                                make(ports, backend_ports, 4000), args.lbcore_cmd)
+                try:
+                    wait_ports(ports, target)
+                    break
+                except RuntimeError as exc:
+                    target.stop()
+                    if "in use" not in str(exc) or attempt == 2:
+                        raise
+            startup = time.monotonic() - began
+            time.sleep(2.5)  # a round of checks
+            rss = tree_rss_bytes(target.pid)
+            cpu0 = tree_cpu_seconds(target.pid)
+            time.sleep(args.idle_seconds)
+            idle_cpu = (tree_cpu_seconds(target.pid) - cpu0) / args.idle_seconds
+            # The same probe without a reload: what the machine's noise and
+            # the health checks alone cost.
+            prober = Prober(ports[0])
+            prober.start()
+            time.sleep(0.3 + args.reload_wait(pairs))
+            prober.running = False
+            prober.join(15)
+            baseline = prober.longest
+            stalls, rss_after = [], [rss]
+            for _ in range(args.reloads):
+                prober = Prober(ports[0])
+                prober.start()
+                time.sleep(0.3)
+                target.reload()
+                time.sleep(args.reload_wait(pairs))
+                prober.running = False
+                prober.join(15)
+                stalls.append(prober.longest)
+                rss_after.append(tree_rss_bytes(target.pid))
+                wait_ports(ports[-1:], target)
+            target.stop()
+            row = {"pairs": pairs, "target": kind, "startup_s": startup, "rss_mb": rss / 2**20,
+                   "idle_cpu_pct": idle_cpu * 100, "reload_longest_ms": [s * 1e3 for s in stalls],
+                   "no_reload_longest_ms": baseline * 1e3,
+                   "rss_across_reloads_mb": [r / 2**20 for r in rss_after]}
+            log(f"pairs {pairs:>5} {kind:<8} start {startup:.2f}s rss {rss / 2**20:.0f} MB "
+                f"idle cpu {idle_cpu * 100:.1f}% longest request: no reload {baseline * 1e3:.0f} ms, "
+                f"reloads {' '.join(f'{v * 1e3:.0f}' for v in stalls)} ms; rss {rss_after[0] / 2**20:.0f}"
+                f"->{rss_after[-1] / 2**20:.0f} MB")
+            rows.append(row)
+    return rows
+
+
+def section_idle(args, procs, workdir, backend_ports) -> list[dict]:
+    rows = []
+    for conns in args.idle_clients:
+        for kind in ("haproxy", "lbcore"):
+            (port,) = free_ports(1)
+            make = pool_haproxy if kind == "haproxy" else pool_lbcore
+            # haproxy wants 2 descriptors per maxconn: keep the margin small
+            # so that the largest count fits the machine's descriptor limit.
+            target = Target(kind, procs, workdir, f"idle-{kind}-{conns}",
+                            make(port, backend_ports, 2, "roundrobin", conns + 200), args.lbcore_cmd)
+            wait_ports([port], target)
+            result = memprobe.probe(kind, target.pid, port, conns)
+            target.stop()
+            per = result.bytes_per_conn or 0.0
+            rows.append({"clients": conns, "target": kind, "open": result.still_open,
+                         "rss_per_client_b": per, "rss_mb": result.rss_after / 2**20})
+            log(f"idle {conns:>6} {kind:<8} {per:.0f} B per client ({result.still_open} open)")
+    return rows
+
+
+# -- report --------------------------------------------------------------------
+
+def markdown(results: dict) -> str:
+    out = [f"# lbcore scale bench, {results['when']}", "", *results["env"], ""]
+    if results.get("pools"):
+        out += ["## Pools (wrk -c50, 64 B, req/s median of rounds)", "",
+                "| servers | algorithm | haproxy req/s | lbcore req/s | ratio | haproxy CPU us/req | lbcore CPU us/req | errors |",
+                "|---:|---|---:|---:|---:|---:|---:|---:|"]
+        for r in results["pools"]:
+            out.append(f"| {r['servers']} | {r['algorithm']} | {r['haproxy_rps']:.0f} | {r['lbcore_rps']:.0f} "
+                       f"| {r['ratio']:.2f}x | {r['haproxy_cpu_us']:.1f} | {r['lbcore_cpu_us']:.1f} "
+                       f"| {r['haproxy_errors']}/{r['lbcore_errors']} |")
+        out.append("")
+    if results.get("configs"):
+        out += ["## Configs of N frontend/backend pairs (3 tcp-checked servers each, inter 2s)", "",
+                "| pairs | target | start-up s | RSS MB | idle CPU % | longest request, no reload, ms | longest request during each reload, ms | RSS across reloads, MB |",
+                "|---:|---|---:|---:|---:|---:|---|---|"]
+        for r in results["configs"]:
+            out.append(f"| {r['pairs']} | {r['target']} | {r['startup_s']:.2f} | {r['rss_mb']:.0f} "
+                       f"| {r['idle_cpu_pct']:.1f} | {r['no_reload_longest_ms']:.0f} | {', '.join(f'{v:.0f}' for v in r['reload_longest_ms'])} "
+                       f"| {' → '.join(f'{v:.0f}' for v in r['rss_across_reloads_mb'])} |")
+        out.append("")
+    if results.get("failed"):
+        out += ["## Sections that did not run", ""]
+        out += [f"- {name}: {why}" for name, why in results["failed"].items()] + [""]
+    if results.get("idle"):
+        out += ["## Idle keep-alive clients", "", "| clients | target | open | RSS per client, B |",
+                "|---:|---|---:|---:|"]
+        for r in results["idle"]:
+            out.append(f"| {r['clients']} | {r['target']} | {r['open']} | {r['rss_per_client_b']:.0f} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python bench/scale.py", description=__doc__.split("\n")[0])
+    p.add_argument("--sections", default="pools,configs,idle")
+    p.add_argument("--pools", default="2,50,500", help="server counts (default 2,50,500)")
+    p.add_argument("--algorithms", default=",".join(ALGORITHMS))
+    p.add_argument("--pairs", default="10,100,300,1000",
+                   help="frontend/backend pairs (default 10,100,300,1000)")
+    p.add_argument("--idle-clients", default="5000,20000")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--duration", type=int, default=5)
+    p.add_argument("--reloads", type=int, default=6)
+    p.add_argument("--idle-seconds", type=float, default=10.0)
+    p.add_argument("--quick", action="store_true", help="1 round of 2 s, 2 reloads, 5 s idle")
+    p.add_argument("--lbcore-cmd", default=None)
+    p.add_argument("--results", type=Path, default=BENCH_DIR / "results")
+    p.add_argument("--no-write", action="store_true", help="print, do not write results")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.rounds, args.duration, args.reloads, args.idle_seconds = 1, 2, 2, 5.0
+    args.sections = [s for s in args.sections.split(",") if s]
+    args.pools = [int(v) for v in args.pools.split(",") if v]
+    args.pairs = [int(v) for v in args.pairs.split(",") if v]
+    args.idle_clients = [int(v) for v in args.idle_clients.split(",") if v]
+    args.algorithms = [a for a in args.algorithms.split(",") if a]
+    unknown = [a for a in args.algorithms if a not in ALGORITHMS]
+    if unknown:
+        p.error(f"unknown algorithm(s) {unknown}; choose from {', '.join(ALGORITHMS)}")
+    args.lbcore_cmd = lbcore_command(args.lbcore_cmd)
+    # A reload of a big config takes a while to finish: wait that long.
+    args.reload_wait = lambda pairs: 1.0 + pairs / 500
+    return args
+
+
+SECTIONS = {"pools": section_pools, "configs": section_configs, "idle": section_idle}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    raise_fd_limit(200000)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    workdir = Path(tempfile.mkdtemp(prefix="lbcore-scale-"))
+    procs = ProcessSet(workdir)
+    results = {"when": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+               "env": tools.environment(), "args": sys.argv[1:]}
+    try:
+        docroot = workdir / "docroot"
+        configs.write_bodies(docroot)
+        backend_ports = free_ports(BACKEND_PORTS)
+        prefix = workdir / "backend"
+        prefix.mkdir()
+        cfg = prefix / "nginx.conf"
+        cfg.write_text(nginx_backend(prefix, backend_ports, docroot, 200000))
+        child = procs.start("backend", [which_or_name("nginx"), "-p", str(prefix), "-c", str(cfg),
+                                        "-e", "stderr"])
+        for port in backend_ports:
+            wait_for_port(port, child, 20)
+        for name in args.sections:
+            try:
+                results[name] = SECTIONS[name](args, procs, workdir, backend_ports)
+            except (RuntimeError, OSError) as exc:
+                # One section that cannot run (an fd limit, a port taken)
+                # must not lose the others' results.
+                log(f"section {name} failed: {exc}")
+                results.setdefault("failed", {})[name] = str(exc).splitlines()[0]
+    finally:
+        procs.stop_all()
+    text = markdown(results)
+    print(text)
+    if not args.no_write:
+        args.results.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        (args.results / f"scale-{stamp}.md").write_text(text)
+        (args.results / "scale-latest.md").write_text(text)
+        (args.results / f"scale-{stamp}.json").write_text(json.dumps(results, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
