@@ -465,7 +465,7 @@ class TcpSession(Stream):
 class _Side(asyncio.Protocol):
     """One end of a TransportRelay; the relay is attached once both exist."""
 
-    __slots__ = ("upstream", "transport", "relay", "on_made", "on_lost", "eof")
+    __slots__ = ("upstream", "transport", "relay", "on_made", "on_lost", "eof", "early")
 
     def __init__(self, upstream: bool) -> None:
         self.upstream = upstream
@@ -474,6 +474,11 @@ class _Side(asyncio.Protocol):
         self.on_made = None  # before the relay exists: the session's hooks
         self.on_lost = None
         self.eof = False
+        # Bytes that came before the relay was attached: pause_reading() does
+        # not hold back what TLS already decrypted, and a server may speak
+        # first (MySQL's greeting) before the relay exists. At most one read's
+        # worth per side, since reading is paused or not yet resumed.
+        self.early: list = []
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -487,6 +492,8 @@ class _Side(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.relay is not None:
             self.relay.data(self, data)
+        else:
+            self.early.append(data)
 
     def eof_received(self):
         if self.relay is not None:
@@ -543,6 +550,10 @@ class TransportRelay:
         self.client.relay = self.server.relay = self
         if self.preamble:
             self.server.transport.write(self.preamble)
+        for side in (self.client, self.server):
+            early, side.early = side.early, []
+            for data in early:
+                self.data(side, data)
         self.client.transport.resume_reading()
         if self.timeout > 0:
             self._timer = self.loop.call_later(self.timeout, self._check_idle)

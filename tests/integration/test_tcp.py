@@ -420,3 +420,30 @@ def test_balance_source_retries_its_server_then_redispatches_on_the_last_retry(
     assert time.monotonic() - began >= 0.25  # one turn-around before the redispatch
     wait_for(lambda: re.search(rf" tcp pool/s{2 - hashed} .* -- 2$", lb.logs(), re.M),
              what="an access line with 2 retries")
+
+
+def test_tls_frontend_relays_what_came_before_the_relay_started(start_backend, start_lbcore,
+                                                                relay, certificate):
+    """A server that speaks first (MySQL's greeting) and a client that writes
+    right after its handshake: bytes that arrive before the relay is attached
+    are held and relayed, never dropped."""
+    import ssl
+
+    backend = start_backend("s1", tcp_echo=True, env=GREETING)
+    port = free_port()
+    cert, key = certificate
+    start(start_lbcore, relay, tcp_config([backend.address], port,
+                                          frontend={"tls": {"cert": cert, "key": key}}))
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    for i in range(20):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            with context.wrap_socket(raw, server_hostname="localhost") as tls:
+                tls.sendall(b"ping %d\n" % i)  # before any byte of the server's
+                got = b""
+                while not got.endswith(b"ping %d\n" % i):
+                    data = tls.recv(1024)
+                    assert data, f"closed after {got!r}"
+                    got += data
+                assert got == b"s1\nping %d\n" % i, got
