@@ -48,11 +48,13 @@ for f in "${drills[@]}"; do skip_drills+=("--ignore=$f"); done
 pytest=(.venv/bin/python -m pytest -q -p no:cacheprovider)
 
 compiled_log=$(mktemp)
-"${pytest[@]}" tests bench/tests "${skip_drills[@]}" "$@" >"$compiled_log" 2>&1 &
+# Disjoint port ranges below the ephemeral one (tests/support.py free_port).
+LBCORE_TEST_PORTS=12000-21999 "${pytest[@]}" tests bench/tests "${skip_drills[@]}" "$@" \
+  >"$compiled_log" 2>&1 &
 compiled=$!
 status=0
 echo "== pure-Python build (LBCORE_NO_EXT=1) =="
-LBCORE_NO_EXT=1 "${pytest[@]}" tests "${skip_drills[@]}" "$@" || status=$?
+LBCORE_TEST_PORTS=22000-31999 LBCORE_NO_EXT=1 "${pytest[@]}" tests "${skip_drills[@]}" "$@" || status=$?
 wait "$compiled" || status=$?
 echo "== compiled build =="
 cat "$compiled_log"

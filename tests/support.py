@@ -19,7 +19,34 @@ ROOT = Path(__file__).resolve().parent.parent
 BACKEND_SCRIPT = ROOT / "tests" / "backend.py"
 
 
+def _port_range():
+    """LBCORE_TEST_PORTS=LOW-HIGH: this run picks its ports there (test.sh
+    gives the two builds' concurrent runs disjoint ranges below the
+    ephemeral range). lbcore and haproxy bind with SO_REUSEPORT, so two runs
+    that picked the same free port would silently share it."""
+    spec = os.environ.get("LBCORE_TEST_PORTS")
+    if not spec:
+        return None
+    low, high = (int(p) for p in spec.split("-"))
+    return iter(list(range(low + os.getpid() % (high - low), high + 1)) + list(range(low, high + 1)))
+
+
+_PORTS = _port_range()
+
+
 def free_port() -> int:
+    """A port nothing listens on now, for a process the test starts."""
+    global _PORTS
+    if _PORTS is not None:
+        for port in _PORTS:
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+        _PORTS = _port_range()  # went round the whole range: start again
+        return free_port()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
