@@ -318,10 +318,13 @@ def main(argv=None) -> int:
             time.sleep(0.05)
     finally:
         stop.set()
-        for t in threads:
-            t.join(35)
+        # Resume a hung server before waiting for the clients: a POST in
+        # flight on it would otherwise wait out timeouts.server (a 504 the
+        # soak made, not lbcore).
         for name in cont_at:
             backends[name].proc.send_signal(signal.SIGCONT)
+        for t in threads:
+            t.join(35)
         rss, fds = sample(lb)
         samples.append({"t": round(time.monotonic() - started, 1), "rss_kib": rss, "fds": fds,
                         "ok": sum(counters.ok.values()), "failed": sum(counters.failed.values()),
