@@ -222,7 +222,7 @@ class FrontendSpec:
 
 @dataclass(frozen=True)
 class HealthSpec:
-    type: str = "none"  # none | tcp | http
+    type: str = "none"  # none | tcp | http | mysql
     path: str = "/"
     method: str = "GET"  # GET | HEAD | OPTIONS
     host: Optional[str] = None
@@ -234,6 +234,11 @@ class HealthSpec:
     port: Optional[int] = None
     initial_state: str = "up"  # up | down
     headers: tuple[tuple[str, str], ...] = ()  # more request headers for http probes
+    # mysql probes: log in as `user` (no password) and quit; without a user
+    # only the server's greeting is read. `client`: the login packet's
+    # format, HAProxy's post-41 (MySQL >= 4.1, MariaDB) or pre-41.
+    user: Optional[str] = None
+    client: str = "post-41"
 
 
 @dataclass(frozen=True)
@@ -321,7 +326,8 @@ class ConfigError(Exception):
 MODES = ("http", "tcp")
 HASH_TYPES = ("map-based", "consistent")
 REQUEST_HASHES = ("uri", "hdr", "url_param")  # balance algorithms that read the HTTP request
-HEALTH_TYPES = ("none", "tcp", "http")
+HEALTH_TYPES = ("none", "tcp", "http", "mysql")
+MYSQL_CLIENTS = ("post-41", "pre-41")
 HEALTH_METHODS = ("GET", "HEAD", "OPTIONS")
 INITIAL_STATES = ("up", "down")
 SEND_PROXY = ("v1", "v2")
@@ -771,7 +777,7 @@ _BACKEND_KEYS = ("mode", "balance", "maxconn", "health", "retries", "redispatch"
                  "servers", "on_marked_down", "stick_table", "stick_on", "cookie", "all_backups", "acls",
                  "http_request", "http_response", "hash", "pool_max_conn", "pool_purge_delay")
 _HEALTH_KEYS = ("type", "path", "method", "host", "expect_status", "interval", "timeout",
-                "rise", "fall", "port", "initial_state", "headers")
+                "rise", "fall", "port", "initial_state", "headers", "user", "client")
 _SERVER_KEYS = ("name", "address", "weight", "backup", "maxconn", "check", "send_proxy", "cookie")
 _STICK_TABLE_KEYS = ("type", "size", "expire", "peers", "store", "len")
 _STICK_ON_KEYS = ("on", "match", "store", "table")
@@ -1211,7 +1217,7 @@ class _Builder:
         r = self.r
         m = r.mapping(node, keypath, _HEALTH_KEYS)
         d = HealthSpec
-        return HealthSpec(
+        spec = HealthSpec(
             type=r.get(m, "type", r.choice(HEALTH_TYPES), d.type),
             path=r.get(m, "path", r.request_path, d.path),
             method=r.get(m, "method", r.choice(HEALTH_METHODS), d.method),
@@ -1226,7 +1232,22 @@ class _Builder:
             port=r.get(m, "port", r.nullable(r.integer(1, 65535))),
             initial_state=r.get(m, "initial_state", r.choice(INITIAL_STATES), d.initial_state),
             headers=r.get(m, "headers", self.probe_headers, ()),
+            user=r.get(m, "user", r.nullable(self.mysql_user)),
+            client=r.get(m, "client", r.choice(MYSQL_CLIENTS), d.client),
         )
+        if m is not None and spec.type != "mysql":
+            for key in ("user", "client"):
+                if key in m:
+                    r.problem(m.path(key), m.value(key), f"{key} is for type mysql (type is {spec.type})")
+        return spec
+
+    def mysql_user(self, node: Node) -> str:
+        """health.user: sent NUL-terminated in the login packet, so it cannot
+        hold a NUL; MySQL user names are at most 80 characters (MariaDB)."""
+        value = self.r.plain(node)
+        if not isinstance(value, str) or not value or "\0" in value or len(value.encode()) > 80:
+            raise _Invalid(f"expected a MySQL user name (1..80 bytes, no NUL), got {self.r.describe(node)}")
+        return value
 
     def probe_headers(self, node: Node) -> tuple[tuple[str, str], ...]:
         """health.headers: {Name: value}; no Host (health.host) and nothing

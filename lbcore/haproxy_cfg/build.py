@@ -492,8 +492,15 @@ class Builder:
                 self.p.errors.append(f"{other.origin}: {other.origin.keyword}: a check interval other than "
                                      "'inter' is not supported by lbcore")
         httpchk = proxy.options.get("httpchk")
+        mysql = proxy.options.get("mysql-check")
         if httpchk and httpchk[0]:
             self.http_health(proxy, health, httpchk)
+        elif mysql and mysql[0]:
+            (user, client), at = mysql
+            health["type"] = Scalar("mysql", at)
+            if user is not None:
+                health["user"] = Scalar(user, at)
+                health["client"] = Scalar(client, at)
         else:
             health["type"] = Scalar("tcp", where)
             if "tcp_check_port" in proxy.settings and "port" not in per_backend:

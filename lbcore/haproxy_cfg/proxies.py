@@ -205,6 +205,9 @@ class Proxy:
         except ValueError as exc:
             self.p.error(line, str(exc), keyword)
             return
+        if name in CHECK_OPTIONS:
+            for other in CHECK_OPTIONS:
+                self.options.pop(other, None)
         self.options[name] = (value, origin(line, keyword))
 
     def http_check_line(self, line: Line) -> None:
@@ -498,9 +501,27 @@ def _checks(name: str) -> Callable:
             raise ValueError("'option tcp-check' takes no argument")
         if name != "tcp-check":
             raise ValueError(f"'option {name}' is not supported by lbcore "
-                             "(health checks are tcp connect or http)")
+                             "(health checks are tcp connect, http or mysql-check)")
         return True
     return handler
+
+
+def _mysql_check(proxy: Proxy, line: Line, rest: tuple[str, ...]) -> object:
+    """option mysql-check [user NAME [post-41|pre-41]] -> (user or None, client)."""
+    if not rest:
+        return (None, "post-41")
+    if rest[0] != "user" or len(rest) not in (2, 3):
+        raise ValueError("expected 'option mysql-check [user NAME [post-41|pre-41]]'")
+    client = rest[2] if len(rest) == 3 else "post-41"
+    if client not in ("post-41", "pre-41"):
+        raise ValueError(f"'{client}': expected post-41 or pre-41")
+    return (rest[1], client)
+
+
+# The options that choose the check a backend runs: the last one set wins,
+# as in HAProxy (each replaces the check rules of the ones before).
+CHECK_OPTIONS = ("httpchk", "tcp-check", "mysql-check", "pgsql-check", "redis-check", "ssl-hello-chk",
+                 "smtpchk", "ldap-check")
 
 
 TCPKA = "accepted: lbcore does not set SO_KEEPALIVE; idle connections end by the timeouts"
@@ -511,7 +532,7 @@ OPTIONS: dict[str, Callable] = {
     "forwardfor": _forwardfor,
     "httpchk": _httpchk,
     "tcp-check": _checks("tcp-check"),
-    "mysql-check": _checks("mysql-check"),
+    "mysql-check": _mysql_check,
     "pgsql-check": _checks("pgsql-check"),
     "redis-check": _checks("redis-check"),
     "ssl-hello-chk": _checks("ssl-hello-chk"),

@@ -387,3 +387,52 @@ listen stats
 """)
     assert any(":10: http-request frobnicate: not supported by lbcore" in p for p in problems), problems
     assert any(":11: http-request deny: rules in a stats listen are not supported" in p for p in problems)
+
+
+def test_mysql_check_maps_to_a_mysql_health_check(tmp_path):
+    config = load(tmp_path, BASE + """
+defaults galera
+    mode tcp
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+    option httpchk
+listen mariadb from galera
+    bind 127.0.0.1:3306
+    option mysql-check user haproxy post-41
+    server c1 127.0.0.1:13306 check inter 2s
+    server c2 127.0.0.2:13306 check inter 2s backup
+listen old
+    mode tcp
+    bind 127.0.0.1:3307
+    option mysql-check user monitor pre-41
+    server c1 127.0.0.1:13306 check
+listen greeting
+    mode tcp
+    bind 127.0.0.1:3308
+    option mysql-check
+    server c1 127.0.0.1:13306 check
+""").config
+    galera = config.backends["mariadb"].health
+    # The last check option wins over the httpchk of the defaults, as in HAProxy.
+    assert (galera.type, galera.user, galera.client, galera.interval) == ("mysql", "haproxy", "post-41", 2.0)
+    old = config.backends["old"].health
+    assert (old.type, old.user, old.client) == ("mysql", "monitor", "pre-41")
+    greeting = config.backends["greeting"].health
+    assert (greeting.type, greeting.user) == ("mysql", None)
+
+
+@pytest.mark.parametrize("line, message", [
+    ("option mysql-check haproxy", "expected 'option mysql-check [user NAME [post-41|pre-41]]'"),
+    ("option mysql-check user haproxy post-80", "'post-80': expected post-41 or pre-41"),
+    ("option pgsql-check user x", "'option pgsql-check' is not supported by lbcore"),
+])
+def test_mysql_check_errors(tmp_path, line, message):
+    problems = errors(tmp_path, BASE + f"""
+listen db
+    mode tcp
+    bind 127.0.0.1:3306
+    {line}
+    server c1 127.0.0.1:13306 check
+""")
+    assert any(f":10: option {line.split()[1]}: {message}" in p for p in problems), problems
