@@ -74,6 +74,7 @@ class Proxy:
         self.stick_rules: list[Map] = []
         self.stats: dict[str, tuple[object, Line]] = {}
         self.prometheus: Optional[Line] = None
+        self.error_files: dict[str, tuple[str, Origin]] = {}  # status -> (path, origin)
 
     def inherit(self, kind: str, name: str, line: Line) -> "Proxy":
         """A new proxy that starts with this defaults section's settings."""
@@ -89,6 +90,7 @@ class Proxy:
         child.http_response, child.use_backend, child.stick_rules = [], [], []
         child.stats = dict(self.stats)
         child.prometheus = None
+        child.error_files = dict(self.error_files)
         return child
 
     # -- reading lines ------------------------------------------------------
@@ -333,7 +335,8 @@ class Proxy:
         self.set("monitor_uri", uri, line)
 
     def errorfile(self, line: Line) -> None:
-        self.p.error(line, "custom error pages are not supported by lbcore (it answers with HAProxy's default pages)")
+        (code, path) = self.args(line, 2, "'errorfile CODE FILE'")
+        self.error_files[code] = (path, origin(line))
 
     def log(self, line: Line) -> None:
         words = line.words[1:]

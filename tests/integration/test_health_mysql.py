@@ -20,7 +20,7 @@ import pytest
 
 from lbcore.health import mysql_probe
 from lbcore.model import DOWN, UP
-from tests.haproxy import HAPROXY, need_haproxy
+from tests.haproxy import need_haproxy, start_on_file, stop_on_file
 from tests.integration.test_health_probes import RawServer, build_runtime, checking, closed_port, run
 from tests.integration.test_health_probes import wait_until as await_until
 from tests.mariadb import CLIENT, MariadbProcess
@@ -184,7 +184,7 @@ def test_mysql_check_beside_haproxy(mariadb, tmp_path):
     L7OK, db2 (a server whose greeting is an error) DOWN with L7STS; a
     client's query goes through each to MariaDB."""
     need_haproxy()
-    from tests.integration.test_haproxy_cfg import lbcore_cmd, lbcore_env
+    from tests.integration.test_haproxy_cfg import lbcore_env
     with RawServer(sends(error_packet(1129, b"Host is blocked"))) as blocked:
         procs = []
         try:
@@ -193,10 +193,7 @@ def test_mysql_check_beside_haproxy(mariadb, tmp_path):
                 path = tmp_path / f"{name}.cfg"
                 path.write_text(GALERA_CFG.format(vip=vip, db1=mariadb.address,
                                                   db2=f"127.0.0.1:{blocked.port}", **ports))
-                cmd = [HAPROXY, "-db", "-f", str(path)] if name == "haproxy" else lbcore_cmd("-db", "-f", str(path))
-                log = open(tmp_path / f"{name}.log", "wb")
-                procs.append((name, vip, ports, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                                                 env=lbcore_env(), cwd=tmp_path), log))
+                procs.append((name, vip, ports, *start_on_file(name, str(path), str(tmp_path), lbcore_env())))
             seen = {}
             for name, vip, ports, proc, _ in procs:
                 wait_until(lambda: _ready(vip, ports["stats"]), 10, f"{name}'s stats")
@@ -210,12 +207,7 @@ def test_mysql_check_beside_haproxy(mariadb, tmp_path):
             assert seen["haproxy"]["db2"][1] == seen["lbcore"]["db2"][1] == "L7STS"
         finally:
             for _, _, _, proc, log in procs:
-                proc.terminate()
-                try:
-                    proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                log.close()
+                stop_on_file(proc, log)
 
 
 def _when_db2_down(states: dict):
