@@ -254,6 +254,9 @@ class ServerSpec:
     check: bool = True
     send_proxy: Optional[str] = None  # None | "v1" | "v2"
     cookie: Optional[str] = None  # this server's value for the backend's cookie persistence
+    # Starts in maintenance (MAINT): no traffic, no checks, until enabled
+    # through the runtime API or the stats admin page (HAProxy's `disabled`).
+    disabled: bool = False
 
 
 @dataclass(frozen=True)
@@ -782,7 +785,7 @@ _BACKEND_KEYS = ("mode", "balance", "maxconn", "health", "retries", "redispatch"
                  "http_request", "http_response", "hash", "pool_max_conn", "pool_purge_delay", "error_files")
 _HEALTH_KEYS = ("type", "path", "method", "host", "expect_status", "interval", "timeout",
                 "rise", "fall", "port", "initial_state", "headers", "user", "client")
-_SERVER_KEYS = ("name", "address", "weight", "backup", "maxconn", "check", "send_proxy", "cookie")
+_SERVER_KEYS = ("name", "address", "weight", "backup", "maxconn", "check", "send_proxy", "cookie", "disabled")
 _STICK_TABLE_KEYS = ("type", "size", "expire", "peers", "store", "len")
 _STICK_ON_KEYS = ("on", "match", "store", "table")
 _COOKIE_KEYS = ("name", "mode", "indirect", "nocache", "preserve", "httponly", "secure", "domain")
@@ -1392,6 +1395,7 @@ class _Builder:
             check=r.get(m, "check", r.boolean, d.check),
             send_proxy=r.get(m, "send_proxy", r.nullable(r.choice(SEND_PROXY))),
             cookie=r.get(m, "cookie", r.nullable(self.cookie_value)),
+            disabled=r.get(m, "disabled", r.boolean, d.disabled),
         )
         self._where[m.path("cookie")] = m.value("cookie")
         return spec, m.value("name")

@@ -395,6 +395,14 @@ def build_tree(paths: list[str], env: Optional[Mapping[str, str]] = None,
     stats: Optional[Map] = None
     logs = False
     for proxy in reader.proxies:
+        if "disabled" in proxy.settings:
+            _, at = proxy.settings["disabled"]
+            if proxy.kind == "backend":
+                p.errors.append(f"{at}: disabled: a disabled backend is not supported by lbcore (remove the "
+                                "section, or disable its servers)")
+            else:
+                p.warnings.append(f"{at}: disabled: {proxy.kind} '{proxy.name}' is not started, as in HAProxy")
+            continue
         if "log" in proxy.settings:
             logs = True
         is_stats = bool(proxy.stats.get("enable") or proxy.stats.get("uri")) and proxy.caps & FE \

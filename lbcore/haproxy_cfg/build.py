@@ -485,9 +485,7 @@ class Builder:
                         value = value[4:-1]
                     tls[word] = Scalar(value.split(",") if word == "alpn" else value, kat)
                 elif word in ("disabled", "enabled"):
-                    if word == "disabled":
-                        raise ValueError("'disabled' servers are not supported yet (start it in maintenance "
-                                         "through the stats admin API instead)")
+                    server["disabled"] = Scalar(word == "disabled", kat)
                 else:
                     raise ValueError("not supported by lbcore")
             except ValueError as exc:

@@ -477,3 +477,23 @@ backend b
     server s 127.0.0.1:1
 """)
     assert len(problems) == 1 and ":7: errorfile: error file" in problems[0] and message in problems[0], problems
+
+
+def test_disabled_servers_and_proxies(tmp_path):
+    loaded = load(tmp_path, BASE + """
+    default-server disabled
+frontend f
+    bind 127.0.0.1:9000
+    default_backend b
+backend b
+    server s1 127.0.0.1:1 enabled
+    server s2 127.0.0.1:2
+listen off
+    disabled
+    bind 127.0.0.1:9001
+    server s1 127.0.0.1:1
+""")
+    config = loaded.config
+    assert [s.disabled for s in config.backends["b"].servers] == [False, True]
+    assert "off" not in config.frontends and "off" not in config.backends
+    assert any(":15: disabled: listen 'off' is not started, as in HAProxy" in w for w in loaded.warnings)
