@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from typing import Optional
 
+from ..rules import answers
 from . import values
 from .lexer import Line, expand_env
 from .proxies import BE, FE, Problems, Proxy, origin, parse_server_params
@@ -33,6 +34,10 @@ class Paths:
 
     def crt(self, path: str) -> str:
         return self._resolve(path, self.crt_base)
+
+    def relative(self, path: str) -> str:
+        """A path other than a certificate's: against the working directory."""
+        return self._resolve(path, None)
 
     def _resolve(self, path: str, base: Optional[str]) -> str:
         if os.path.isabs(path):
@@ -91,6 +96,7 @@ class Builder:
         self.paths = paths
         self.tls = tls
         self.env = env
+        self.checked_error_files: dict[tuple[str, int], bool] = {}
 
     def address(self, word: str) -> str:
         """Addresses expand ${NAME} even unquoted, as HAProxy's do."""
@@ -145,6 +151,7 @@ class Builder:
         fe["forwarded_proto"] = Scalar(False, where)
         if "monitor_uri" in s:
             fe["monitor_uri"] = Scalar(*s["monitor_uri"])
+        self.error_files(proxy, fe, where)
         timeouts = self.timeouts(proxy, where, frontend=True)
         if timeouts:
             fe["timeouts"] = timeouts
@@ -292,6 +299,7 @@ class Builder:
         for key, lb_key in POOL_KEYS.items():
             if key in per_backend:
                 be[lb_key] = per_backend[key]
+        self.error_files(proxy, be, where)
         if proxy.options.get("allbackups", (False,))[0]:
             be["all_backups"] = Scalar(True, proxy.options["allbackups"][1])
         for key in ("stick_table", "cookie"):
@@ -333,6 +341,40 @@ class Builder:
             if key in t:
                 out[key] = Scalar(*t[key])
         return out
+
+    def error_files(self, proxy: Proxy, block: Map, where: Origin) -> None:
+        """errorfile lines (the defaults' too) -> error_files, read by the
+        loader, which names the line of a file it cannot use."""
+        if not proxy.error_files:
+            return
+        files = Map(where)
+        for code, (path, at) in proxy.error_files.items():
+            if self.error_file_ok(code, path, at):
+                files[code] = Scalar(path, at)
+        if files:
+            block["error_files"] = files
+
+    def error_file_ok(self, code: str, path: str, at: Origin) -> bool:
+        """Each errorfile line checked once, however many proxies inherit it
+        from a defaults section: one error per line, as haproxy -c."""
+        key = (at.file, at.line)
+        if key not in self.checked_error_files:
+            problem = None
+            if not code.isdigit() or int(code) not in answers.ERROR_FILE_CODES:
+                problem = f"status code '{code}' not handled (one of " \
+                          f"{', '.join(map(str, answers.ERROR_FILE_CODES))})"
+            else:
+                try:
+                    with open(self.paths.relative(path), "rb") as f:
+                        answers.parse_error_file(f.read(answers.MAX_ERROR_FILE + 1))
+                except OSError as exc:
+                    problem = f"cannot read error file {path}: {exc.strerror or exc}"
+                except ValueError as exc:
+                    problem = f"error file {path}: {exc}"
+            if problem is not None:
+                self.p.errors.append(f"{at}: {at.keyword}: {problem}")
+            self.checked_error_files[key] = problem is None
+        return self.checked_error_files[key]
 
     def rules(self, proxy: Proxy, block: Map, where: Origin, frontend: bool, only_backend: bool = False) -> None:
         """acls and rules go to the frontend side of a listen section, except
@@ -517,8 +559,15 @@ class Builder:
                 self.p.errors.append(f"{other.origin}: {other.origin.keyword}: a check interval other than "
                                      "'inter' is not supported by lbcore")
         httpchk = proxy.options.get("httpchk")
+        mysql = proxy.options.get("mysql-check")
         if httpchk and httpchk[0]:
             self.http_health(proxy, health, httpchk)
+        elif mysql and mysql[0]:
+            (user, client), at = mysql
+            health["type"] = Scalar("mysql", at)
+            if user is not None:
+                health["user"] = Scalar(user, at)
+                health["client"] = Scalar(client, at)
         else:
             health["type"] = Scalar("tcp", where)
             if "tcp_check_port" in proxy.settings and "port" not in per_backend:
