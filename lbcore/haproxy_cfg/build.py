@@ -14,6 +14,8 @@ from .tree import Map, Origin, Scalar, Seq
 
 # Servers' check settings that lb.yaml holds once per backend.
 PER_BACKEND = {"inter": "interval", "rise": "rise", "fall": "fall", "port": "port"}
+# Server keywords lb.yaml keeps per backend (the servers of one backend must agree).
+POOL_KEYS = {"pool-max-conn": "pool_max_conn", "pool-purge-delay": "pool_purge_delay"}
 CHECK_DEFAULTS = {"inter": "2000", "rise": "2", "fall": "3"}
 STATS_URIS = ("/", "/stats", "/haproxy?stats")
 
@@ -294,6 +296,9 @@ class Builder:
         be["health"] = health
         if per_backend.get("on-marked-down"):
             be["on_marked_down"] = per_backend["on-marked-down"]
+        for key, lb_key in POOL_KEYS.items():
+            if key in per_backend:
+                be[lb_key] = per_backend[key]
         self.error_files(proxy, be, where)
         if proxy.options.get("allbackups", (False,))[0]:
             be["all_backups"] = Scalar(True, proxy.options["allbackups"][1])
@@ -398,6 +403,7 @@ class Builder:
         checked: list[tuple[dict, Line]] = []
         marked: list[tuple[Optional[tuple], Line]] = []
         per_backend: dict[str, Scalar] = {}
+        pooled: list[tuple[dict, Line]] = []
         for line in proxy.servers:
             params = proxy.default_server + parse_server_params(line, line.words[3:], self.p)
             server, settings = self.server(line, params)
@@ -405,6 +411,7 @@ class Builder:
                 continue
             seq.append(server)
             marked.append((settings.pop("on-marked-down", None), line))
+            pooled.append(({key: settings.pop(key) for key in POOL_KEYS if key in settings}, line))
             if settings.pop("check", False):
                 checked.append((settings, line))
         # on-marked-down is per server in HAProxy, per backend in lbcore.
@@ -416,6 +423,19 @@ class Builder:
                          "lbcore sets it once per backend", "server")
         elif marked and marked[0][0]:
             per_backend["on-marked-down"] = Scalar(*marked[0][0])
+        for key in POOL_KEYS:
+            # Per server in HAProxy, per backend in lbcore: every server says
+            # the same (or, through default-server, they all inherit it).
+            seen = [(pool[key], line) for pool, line in pooled if key in pool]
+            if not seen:
+                continue
+            (value, at), first_line = seen[0]
+            other = next((line for pool, line in pooled if pool.get(key, (None,))[0] != value), None)
+            if other is not None:
+                self.p.error(other, f"servers of '{proxy.name}' disagree on '{key}' ({first_line.where} says "
+                             f"{value}): lbcore sets it once per backend", f"server {key}")
+            elif value is not None:
+                per_backend[key] = Scalar(value, at)
         health = self.health(proxy, where, checked, per_backend)
         return seq, health, per_backend
 
@@ -464,6 +484,11 @@ class Builder:
                     settings[word] = (values.integer(value, 1), kat)
                 elif word == "port":
                     settings[word] = (values.integer(value, 1, 65535), kat)
+                elif word == "pool-max-conn":
+                    number = values.integer(value, -1)
+                    settings[word] = (None if number == -1 else number, kat)  # -1: no limit of its own
+                elif word == "pool-purge-delay":
+                    settings[word] = (values.duration(value), kat)
                 elif word == "on-marked-down":
                     if value != "shutdown-sessions":
                         raise ValueError(f"'on-marked-down {value}' is not supported (only shutdown-sessions)")

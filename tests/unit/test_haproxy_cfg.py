@@ -314,6 +314,33 @@ backend b
     assert any(":12: server inter: servers of 'b' disagree" in p for p in problems), problems
 
 
+def test_pool_max_conn_and_purge_delay_become_the_backend_keys(tmp_path):
+    config = load(tmp_path, BASE + """
+frontend f
+    bind 127.0.0.1:9000
+    default_backend b
+backend b
+    default-server pool-max-conn 8 pool-purge-delay 2s
+    server s1 127.0.0.1:1
+    server s2 127.0.0.1:2
+backend c
+    server s1 127.0.0.1:1 pool-max-conn -1
+backend d
+    server s1 127.0.0.1:1
+""").config
+    b, c, d = (config.backends[n] for n in "bcd")
+    assert (b.pool_max_conn, b.pool_purge_delay) == (8, 2.0)
+    assert (c.pool_max_conn, d.pool_max_conn, d.pool_purge_delay) == (None, None, 5.0)
+    problems = errors(tmp_path, BASE + """
+backend b
+    server s1 127.0.0.1:1 pool-max-conn 4
+    server s2 127.0.0.1:2 pool-max-conn 5
+    server s3 127.0.0.1:3 pool-purge-delay 0
+""")
+    assert any(":9: server pool-max-conn: servers of 'b' disagree" in p for p in problems), problems
+    assert any(":10: server pool-purge-delay: a time of 0" in p for p in problems), problems
+
+
 def test_keyword_outside_section_and_bad_quote(tmp_path):
     assert errors(tmp_path, "maxconn 10\n")[0].endswith(":1: maxconn: a keyword outside any section")
     assert errors(tmp_path, 'global\n  log "/dev/log local0\n')[0].endswith(":2: unmatched double quote")
