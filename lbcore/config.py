@@ -117,6 +117,9 @@ class StatsSpec:
     admin: bool = True
     refresh: float = 5.0
     socket: Optional[SocketSpec] = None
+    # More listeners that serve only /metrics, without auth: a Prometheus
+    # exporter port of its own (kolla's `listen metrics`).
+    metrics_binds: tuple[Address, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -771,7 +774,7 @@ _GLOBAL_KEYS = ("workers", "maxconn", "log", "pidfile", "state_file", "grace", "
 _LOG_KEYS = ("target", "format", "facility")
 _DEFAULTS_KEYS = ("timeouts", "retries", "redispatch", "error_files")
 _TIMEOUT_KEYS = tuple(Timeouts.__dataclass_fields__)
-_STATS_KEYS = ("bind", "auth", "admin", "refresh", "socket")
+_STATS_KEYS = ("bind", "auth", "admin", "refresh", "socket", "metrics_bind")
 _SOCKET_KEYS = ("path", "mode", "group", "level")
 _AUTH_KEYS = ("user", "password")
 _BIND_KEYS = ("address", "transparent", "tls")
@@ -961,12 +964,24 @@ class _Builder:
         if m is None:
             return None
         socket_spec = self.stats_socket(m.value("socket")) if "socket" in m else None
-        if "bind" not in m and socket_spec is None and "socket" not in r.bad_paths and "stats.socket" not in r.bad_paths:
-            r.problem("stats.bind", node, "required key is missing (or give stats.socket alone)")
+        if "bind" not in m and "metrics_bind" not in m and socket_spec is None \
+                and "socket" not in r.bad_paths and "stats.socket" not in r.bad_paths:
+            r.problem("stats.bind", node, "required key is missing (or give stats.socket or stats.metrics_bind alone)")
         bind = r.get(m, "bind", r.address)
         if bind is not None:
             self.add_bind(bind, m.path("bind"), m.value("bind"))
+        metrics_binds = []
+        if "metrics_bind" in m:
+            node, keypath = m.value("metrics_bind"), m.path("metrics_bind")
+            items = [(f"{keypath}[{i}]", item) for i, item in enumerate(node.value)] \
+                if isinstance(node, SequenceNode) else [(keypath, node)]
+            for item_path, item in items:
+                address = r.parse(item, item_path, r.address)
+                if address is not None:
+                    self.add_bind(address, item_path, item)
+                    metrics_binds.append(address)
         return StatsSpec(
+            metrics_binds=tuple(metrics_binds),
             bind=bind,
             auth=self.auth(m.value("auth")) if "auth" in m else None,
             admin=r.get(m, "admin", r.boolean, StatsSpec.admin),
