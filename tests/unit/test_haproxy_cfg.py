@@ -555,3 +555,20 @@ listen metrics
 """)
     assert any(":8: bind: 'ssl crt /x.pem' on an exporter listener is not supported" in p for p in problems), problems
     assert any(":11: http-request deny: rules in an exporter listen are not supported" in p for p in problems)
+
+
+def test_global_grace_is_the_stop_delay_and_a_proxy_grace_is_refused(tmp_path):
+    config = load(tmp_path, "global\n    grace 3s\n    hard-stop-after 30s\n" + BASE + """
+frontend f
+    bind 127.0.0.1:9000
+    monitor-uri /
+""").config
+    assert (config.global_.stop_delay, config.global_.grace) == (3.0, 30.0)
+    problems = errors(tmp_path, BASE + """
+frontend f
+    bind 127.0.0.1:9000
+    grace 2s
+    monitor-uri /
+""")
+    assert any(":9: grace: the 'grace' keyword is not supported any more since HAProxy version 2.5" in p
+               for p in problems), problems
