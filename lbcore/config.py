@@ -218,11 +218,14 @@ class FrontendSpec:
     # Binds that may name an address this host does not hold yet (a VIP on
     # the peer node): IP_FREEBIND/IP_TRANSPARENT, HAProxy's `bind ... transparent`.
     transparent: frozenset = frozenset()
+    # status -> rules.answers.ErrorFile: lbcore's own answers with that
+    # status come from this file (HAProxy's errorfile); a backend's win.
+    error_files: Mapping[int, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class HealthSpec:
-    type: str = "none"  # none | tcp | http
+    type: str = "none"  # none | tcp | http | mysql
     path: str = "/"
     method: str = "GET"  # GET | HEAD | OPTIONS
     host: Optional[str] = None
@@ -234,6 +237,11 @@ class HealthSpec:
     port: Optional[int] = None
     initial_state: str = "up"  # up | down
     headers: tuple[tuple[str, str], ...] = ()  # more request headers for http probes
+    # mysql probes: log in as `user` (no password) and quit; without a user
+    # only the server's greeting is read. `client`: the login packet's
+    # format, HAProxy's post-41 (MySQL >= 4.1, MariaDB) or pre-41.
+    user: Optional[str] = None
+    client: str = "post-41"
 
 
 @dataclass(frozen=True)
@@ -299,6 +307,7 @@ class BackendSpec:
     # 0: none kept), and how often the unneeded ones are halved (seconds).
     pool_max_conn: Optional[int] = None
     pool_purge_delay: float = 5.0
+    error_files: Mapping[int, Any] = field(default_factory=dict)  # as FrontendSpec's
 
     @property
     def balance_key(self) -> tuple[str, Optional[str]]:
@@ -347,7 +356,8 @@ class ConfigError(Exception):
 MODES = ("http", "tcp")
 HASH_TYPES = ("map-based", "consistent")
 REQUEST_HASHES = ("uri", "hdr", "url_param")  # balance algorithms that read the HTTP request
-HEALTH_TYPES = ("none", "tcp", "http")
+HEALTH_TYPES = ("none", "tcp", "http", "mysql")
+MYSQL_CLIENTS = ("post-41", "pre-41")
 HEALTH_METHODS = ("GET", "HEAD", "OPTIONS")
 INITIAL_STATES = ("up", "down")
 SEND_PROXY = ("v1", "v2")
@@ -782,7 +792,7 @@ _TOP_KEYS = ("global", "defaults", "stats", "frontends", "backends", "peers", "u
 _GLOBAL_KEYS = ("workers", "maxconn", "log", "pidfile", "state_file", "grace", "stop_delay", "user", "group",
                 "chroot")
 _LOG_KEYS = ("target", "format", "facility")
-_DEFAULTS_KEYS = ("timeouts", "retries", "redispatch")
+_DEFAULTS_KEYS = ("timeouts", "retries", "redispatch", "error_files")
 _TIMEOUT_KEYS = tuple(Timeouts.__dataclass_fields__)
 _STATS_KEYS = ("bind", "auth", "admin", "refresh", "socket")
 _SOCKET_KEYS = ("path", "mode", "group", "level")
@@ -790,14 +800,14 @@ _AUTH_KEYS = ("user", "password")
 _BIND_KEYS = ("address", "transparent", "tls")
 _FRONTEND_KEYS = ("bind", "mode", "backend", "maxconn", "forwarded_for", "forwarded_proto", "forwarded_for_except",
                   "monitor_uri", "tls", "timeouts", "stick_table", "acls", "tcp_request",
-                  "http_request", "http_response", "use_backend")
+                  "http_request", "http_response", "use_backend", "error_files")
 _TLS_KEYS = ("cert", "key", "alpn", "min_version", "ciphers", "ciphersuites")
 TLS_MIN_VERSIONS = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
 _BACKEND_KEYS = ("mode", "balance", "maxconn", "health", "retries", "redispatch", "timeouts",
                  "servers", "on_marked_down", "stick_table", "stick_on", "cookie", "all_backups", "acls",
-                 "http_request", "http_response", "hash", "pool_max_conn", "pool_purge_delay")
+                 "http_request", "http_response", "hash", "pool_max_conn", "pool_purge_delay", "error_files")
 _HEALTH_KEYS = ("type", "path", "method", "host", "expect_status", "interval", "timeout",
-                "rise", "fall", "port", "initial_state", "headers")
+                "rise", "fall", "port", "initial_state", "headers", "user", "client")
 _SERVER_KEYS = ("name", "address", "weight", "backup", "maxconn", "check", "send_proxy", "cookie", "tls")
 _SERVER_TLS_KEYS = ("verify", "ca", "crl", "verifyhost", "sni", "alpn", "min_version", "ciphers", "ciphersuites",
                     "traffic", "checks", "check_sni", "check_alpn")
@@ -815,6 +825,7 @@ class _Defaults:
     timeouts: Timeouts = Timeouts()
     retries: int = 3
     redispatch: bool = True
+    error_files: Mapping[int, Any] = field(default_factory=dict)
 
 
 class _Builder:
@@ -920,7 +931,44 @@ class _Builder:
             timeouts=self.timeouts(m.value("timeouts") if m else None, "defaults.timeouts", base.timeouts),
             retries=r.get(m, "retries", r.integer(0), base.retries),
             redispatch=r.get(m, "redispatch", r.boolean, base.redispatch),
+            error_files=self.error_files(m, {}),
         )
+
+    def error_files(self, m: Optional[_Mapping], inherited: Mapping[int, Any]) -> Mapping[int, Any]:
+        """error_files: {STATUS: PATH}, read and checked now (a reload reads
+        them again). Each status replaces the inherited one of its code only,
+        as HAProxy's errorfile over its defaults'."""
+        r = self.r
+        if m is None or "error_files" not in m:
+            return inherited
+        node, keypath = m.value("error_files"), m.path("error_files")
+        if r.is_null(node):
+            return {}
+        if not isinstance(node, MappingNode):
+            r.problem(keypath, node, f"expected a mapping of status codes to files, got {r.describe(node)}")
+            return inherited
+        out = dict(inherited)
+        for key_node, value_node in node.value:
+            code = r.plain(key_node)
+            item_path = _key(keypath, str(key_node.value))
+            if isinstance(code, str) and code.isdigit():
+                code = int(code)
+            if code not in rules.answers.ERROR_FILE_CODES:
+                r.problem(item_path, key_node, f"no error file for status {key_node.value!r} "
+                          f"(one of {', '.join(map(str, rules.answers.ERROR_FILE_CODES))})")
+                continue
+            try:
+                path = r.path_string(value_node)
+                with open(path, "rb") as f:
+                    data = f.read(rules.answers.MAX_ERROR_FILE + 1)
+                out[code] = rules.answers.parse_error_file(data)
+            except _Invalid as exc:
+                r.problem(item_path, exc.node or value_node, exc.message)
+            except OSError as exc:
+                r.problem(item_path, value_node, f"cannot read error file {path}: {exc.strerror or exc}")
+            except ValueError as exc:
+                r.problem(item_path, value_node, f"error file {path}: {exc}")
+        return out
 
     def timeouts(self, node: Optional[Node], keypath: str, inherited: Timeouts) -> Timeouts:
         # Per-key merge: setting one timeout keeps every other inherited one.
@@ -1073,6 +1121,7 @@ class _Builder:
                           f"frontend mode '{mode}' does not match backend '{backend}' mode '{target.mode}'")
         default = FrontendSpec
         binds, transparent = self.frontend_binds(m)
+        error_files = self.error_files(m, defaults.error_files)
         return FrontendSpec(
             name=name,
             binds=binds,
@@ -1086,8 +1135,9 @@ class _Builder:
             monitor_uri=r.get(m, "monitor_uri", r.nullable(r.request_path)),
             tls=self.tls(m.value("tls"), m.path("tls")) if "tls" in m else None,
             timeouts=self.timeouts(m.value("timeouts"), m.path("timeouts"), defaults.timeouts),
-            **self.rules.section(m, name, mode, backends),
+            **self.rules.section(m, name, mode, backends, error_files),
             stick_table=self.stick_table(name, m),
+            error_files=error_files,
         )
 
     def frontend_binds(self, m: _Mapping) -> tuple[tuple[Address, ...], frozenset]:
@@ -1208,6 +1258,7 @@ class _Builder:
         servers = self.servers(m.value("servers"), m.path("servers"), maxconn, health)
         if mode == "http":
             self.check_server_alpn(servers, m)
+        error_files = self.error_files(m, defaults.error_files)
         return BackendSpec(
             name=name,
             mode=mode,
@@ -1223,10 +1274,11 @@ class _Builder:
             servers=servers,
             on_marked_down=r.get(m, "on_marked_down", r.nullable(r.choice(ON_MARKED_DOWN))),
             all_backups=r.get(m, "all_backups", r.boolean, BackendSpec.all_backups),
-            **self.rules.section(m, name, mode),
+            **self.rules.section(m, name, mode, error_files=error_files),
             stick_table=self.stick_table(name, m),
             stick_on=self.stick_on(name, m),
             cookie=self.cookie(m),
+            error_files=error_files,
         )
 
     def balance(self, node: Node) -> str:
@@ -1244,7 +1296,7 @@ class _Builder:
         r = self.r
         m = r.mapping(node, keypath, _HEALTH_KEYS)
         d = HealthSpec
-        return HealthSpec(
+        spec = HealthSpec(
             type=r.get(m, "type", r.choice(HEALTH_TYPES), d.type),
             path=r.get(m, "path", r.request_path, d.path),
             method=r.get(m, "method", r.choice(HEALTH_METHODS), d.method),
@@ -1259,7 +1311,22 @@ class _Builder:
             port=r.get(m, "port", r.nullable(r.integer(1, 65535))),
             initial_state=r.get(m, "initial_state", r.choice(INITIAL_STATES), d.initial_state),
             headers=r.get(m, "headers", self.probe_headers, ()),
+            user=r.get(m, "user", r.nullable(self.mysql_user)),
+            client=r.get(m, "client", r.choice(MYSQL_CLIENTS), d.client),
         )
+        if m is not None and spec.type != "mysql":
+            for key in ("user", "client"):
+                if key in m:
+                    r.problem(m.path(key), m.value(key), f"{key} is for type mysql (type is {spec.type})")
+        return spec
+
+    def mysql_user(self, node: Node) -> str:
+        """health.user: sent NUL-terminated in the login packet, so it cannot
+        hold a NUL; MySQL user names are at most 80 characters (MariaDB)."""
+        value = self.r.plain(node)
+        if not isinstance(value, str) or not value or "\0" in value or len(value.encode()) > 80:
+            raise _Invalid(f"expected a MySQL user name (1..80 bytes, no NUL), got {self.r.describe(node)}")
+        return value
 
     def probe_headers(self, node: Node) -> tuple[tuple[str, str], ...]:
         """health.headers: {Name: value}; no Host (health.host) and nothing
@@ -1765,8 +1832,9 @@ class _RulesReader:
 
     # a frontend's or backend's rules
     def section(self, m: Optional[_Mapping], name: str, mode: str,
-                backends: Optional[dict] = None) -> dict:
-        """The rule fields of a FrontendSpec (backends given) or BackendSpec."""
+                backends: Optional[dict] = None, error_files: Optional[Mapping] = None) -> dict:
+        """The rule fields of a FrontendSpec (backends given) or BackendSpec.
+        `error_files` replace HAProxy's pages in the section's deny answers."""
         if m is None:
             return {}
         r = self.r
@@ -1783,6 +1851,7 @@ class _RulesReader:
                           f"{list_name} rules need mode http (this section is mode {mode})")
                 continue
             list_ctx = rules.context(list_name, r.base_dir, self.lists, self.files, name)
+            list_ctx.error_files = error_files or {}
             fields[list_name] = self.rule_list(m.value(list_name), m.path(list_name), list_name,
                                                acls, broken, list_ctx)
         if backends is not None and "use_backend" in m:

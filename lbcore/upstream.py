@@ -516,17 +516,22 @@ class UpstreamPool:
         conn.deadline = self.sweeper.now + IDLE_TIMEOUT
         idle.append(conn)
         if self.purge_handle is None:
-            self.purge_handle = self.loop.call_later(PURGE_TICK, self._purge_tick)
+            self.purge_handle = self.loop.call_later(
+                min(PURGE_TICK, server.backend.spec.pool_purge_delay), self._purge_tick)
 
     def _purge_tick(self) -> None:
         self.purge_handle = None
         now = self.sweeper.now
+        tick = PURGE_TICK  # a purge delay below it is kept too
         for server, idle in list(self.idle.items()):
-            if now - self.purged_at.get(server, now) >= server.backend.spec.pool_purge_delay:
+            delay = server.backend.spec.pool_purge_delay
+            if now - self.purged_at.get(server, now) >= delay:
                 self.purged_at[server] = now
                 self.purge(server, idle)
+            if idle and delay < tick:
+                tick = delay
         if any(self.idle.values()):
-            self.purge_handle = self.loop.call_later(PURGE_TICK, self._purge_tick)
+            self.purge_handle = self.loop.call_later(tick, self._purge_tick)
 
     def purge(self, server: Server, idle: list) -> None:
         """HAProxy's srv_cleanup_idle_conns: close half of the idle

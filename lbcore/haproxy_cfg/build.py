@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from typing import Optional
 
+from ..rules import answers
 from . import values
 from .lexer import Line, expand_env
 from .proxies import BE, FE, Problems, Proxy, origin, parse_server_params
@@ -13,6 +14,8 @@ from .tree import Map, Origin, Scalar, Seq
 
 # Servers' check settings that lb.yaml holds once per backend.
 PER_BACKEND = {"inter": "interval", "rise": "rise", "fall": "fall", "port": "port"}
+# Server keywords lb.yaml keeps per backend (the servers of one backend must agree).
+POOL_KEYS = {"pool-max-conn": "pool_max_conn", "pool-purge-delay": "pool_purge_delay"}
 CHECK_DEFAULTS = {"inter": "2000", "rise": "2", "fall": "3"}
 STATS_URIS = ("/", "/stats", "/haproxy?stats")
 
@@ -31,6 +34,10 @@ class Paths:
 
     def crt(self, path: str) -> str:
         return self._resolve(path, self.crt_base)
+
+    def relative(self, path: str) -> str:
+        """A path other than a certificate's: against the working directory."""
+        return self._resolve(path, None)
 
     def _resolve(self, path: str, base: Optional[str]) -> str:
         if os.path.isabs(path):
@@ -104,6 +111,7 @@ class Builder:
         self.paths = paths
         self.tls = tls
         self.env = env
+        self.checked_error_files: dict[tuple[str, int], bool] = {}
 
     def address(self, word: str) -> str:
         """Addresses expand ${NAME} even unquoted, as HAProxy's do."""
@@ -158,6 +166,7 @@ class Builder:
         fe["forwarded_proto"] = Scalar(False, where)
         if "monitor_uri" in s:
             fe["monitor_uri"] = Scalar(*s["monitor_uri"])
+        self.error_files(proxy, fe, where)
         timeouts = self.timeouts(proxy, where, frontend=True)
         if timeouts:
             fe["timeouts"] = timeouts
@@ -302,6 +311,10 @@ class Builder:
         be["health"] = health
         if per_backend.get("on-marked-down"):
             be["on_marked_down"] = per_backend["on-marked-down"]
+        for key, lb_key in POOL_KEYS.items():
+            if key in per_backend:
+                be[lb_key] = per_backend[key]
+        self.error_files(proxy, be, where)
         if proxy.options.get("allbackups", (False,))[0]:
             be["all_backups"] = Scalar(True, proxy.options["allbackups"][1])
         for key in ("stick_table", "cookie"):
@@ -344,6 +357,40 @@ class Builder:
                 out[key] = Scalar(*t[key])
         return out
 
+    def error_files(self, proxy: Proxy, block: Map, where: Origin) -> None:
+        """errorfile lines (the defaults' too) -> error_files, read by the
+        loader, which names the line of a file it cannot use."""
+        if not proxy.error_files:
+            return
+        files = Map(where)
+        for code, (path, at) in proxy.error_files.items():
+            if self.error_file_ok(code, path, at):
+                files[code] = Scalar(path, at)
+        if files:
+            block["error_files"] = files
+
+    def error_file_ok(self, code: str, path: str, at: Origin) -> bool:
+        """Each errorfile line checked once, however many proxies inherit it
+        from a defaults section: one error per line, as haproxy -c."""
+        key = (at.file, at.line)
+        if key not in self.checked_error_files:
+            problem = None
+            if not code.isdigit() or int(code) not in answers.ERROR_FILE_CODES:
+                problem = f"status code '{code}' not handled (one of " \
+                          f"{', '.join(map(str, answers.ERROR_FILE_CODES))})"
+            else:
+                try:
+                    with open(self.paths.relative(path), "rb") as f:
+                        answers.parse_error_file(f.read(answers.MAX_ERROR_FILE + 1))
+                except OSError as exc:
+                    problem = f"cannot read error file {path}: {exc.strerror or exc}"
+                except ValueError as exc:
+                    problem = f"error file {path}: {exc}"
+            if problem is not None:
+                self.p.errors.append(f"{at}: {at.keyword}: {problem}")
+            self.checked_error_files[key] = problem is None
+        return self.checked_error_files[key]
+
     def rules(self, proxy: Proxy, block: Map, where: Origin, frontend: bool, only_backend: bool = False) -> None:
         """acls and rules go to the frontend side of a listen section, except
         those that act on the backend (none yet: HAProxy runs a listen's
@@ -372,6 +419,7 @@ class Builder:
         marked: list[tuple[Optional[tuple], Line]] = []
         per_backend: dict[str, Scalar] = {}
         http = self.mode(proxy, where).value == "http"
+        pooled: list[tuple[dict, Line]] = []
         for line in proxy.servers:
             params = proxy.default_server + parse_server_params(line, line.words[3:], self.p)
             server, settings = self.server(line, params, http)
@@ -379,6 +427,7 @@ class Builder:
                 continue
             seq.append(server)
             marked.append((settings.pop("on-marked-down", None), line))
+            pooled.append(({key: settings.pop(key) for key in POOL_KEYS if key in settings}, line))
             if settings.pop("check", False):
                 checked.append((settings, line))
         # on-marked-down is per server in HAProxy, per backend in lbcore.
@@ -390,6 +439,19 @@ class Builder:
                          "lbcore sets it once per backend", "server")
         elif marked and marked[0][0]:
             per_backend["on-marked-down"] = Scalar(*marked[0][0])
+        for key in POOL_KEYS:
+            # Per server in HAProxy, per backend in lbcore: every server says
+            # the same (or, through default-server, they all inherit it).
+            seen = [(pool[key], line) for pool, line in pooled if key in pool]
+            if not seen:
+                continue
+            (value, at), first_line = seen[0]
+            other = next((line for pool, line in pooled if pool.get(key, (None,))[0] != value), None)
+            if other is not None:
+                self.p.error(other, f"servers of '{proxy.name}' disagree on '{key}' ({first_line.where} says "
+                             f"{value}): lbcore sets it once per backend", f"server {key}")
+            elif value is not None:
+                per_backend[key] = Scalar(value, at)
         health = self.health(proxy, where, checked, per_backend)
         return seq, health, per_backend
 
@@ -437,6 +499,11 @@ class Builder:
                     settings[word] = (values.integer(value, 1), kat)
                 elif word == "port":
                     settings[word] = (values.integer(value, 1, 65535), kat)
+                elif word == "pool-max-conn":
+                    number = values.integer(value, -1)
+                    settings[word] = (None if number == -1 else number, kat)  # -1: no limit of its own
+                elif word == "pool-purge-delay":
+                    settings[word] = (values.duration(value), kat)
                 elif word == "on-marked-down":
                     if value != "shutdown-sessions":
                         raise ValueError(f"'on-marked-down {value}' is not supported (only shutdown-sessions)")
@@ -553,8 +620,15 @@ class Builder:
                 self.p.errors.append(f"{other.origin}: {other.origin.keyword}: a check interval other than "
                                      "'inter' is not supported by lbcore")
         httpchk = proxy.options.get("httpchk")
+        mysql = proxy.options.get("mysql-check")
         if httpchk and httpchk[0]:
             self.http_health(proxy, health, httpchk)
+        elif mysql and mysql[0]:
+            (user, client), at = mysql
+            health["type"] = Scalar("mysql", at)
+            if user is not None:
+                health["user"] = Scalar(user, at)
+                health["client"] = Scalar(client, at)
         else:
             health["type"] = Scalar("tcp", where)
             if "tcp_check_port" in proxy.settings and "port" not in per_backend:

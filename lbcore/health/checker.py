@@ -22,7 +22,7 @@ from typing import Callable, Optional
 
 from ..config import HealthSpec
 from ..model import MAINT, UP, Runtime, Server
-from .probes import Probe, is_ip, probe_request, probe_server
+from .probes import Probe, is_ip, new_probe, probe_request, probe_server
 from .state import ProbeResult, RiseFall, apply_result
 from .wheel import TimerWheel
 
@@ -217,8 +217,8 @@ class Check:
             self.checker._loop.create_task(self._probe_by_name(port))
             return
         loop = self.checker._loop
-        probe = self.probe = Probe(loop, server.host, port, self.request, health.expect_status, self._record,
-                                   server.check_tls)
+        probe = self.probe = new_probe(loop, server.host, port, health, self.request, self._record,
+                                       server.check_tls)
         self.checker._wheel.call_at(loop.time() + health.timeout, self._deadline, (self.token, probe))
         probe.start()
 

@@ -30,6 +30,7 @@ USER_AGENT = "lbcore-health"
 MAX_STATUS_LINE = 65536  # bytes without a line end before the answer is L7RSP
 _NONBLOCKING_STREAM = socket.SOCK_STREAM | getattr(socket, "SOCK_NONBLOCK", 0)
 _NO_LINGER = struct.pack("ii", 1, 0)
+_LINGER = struct.pack("ii", 0, 0)
 STATUS_LINE = re.compile(rb"HTTP/1\.[01] ([1-9][0-9]{2})(?:[ \r\n]|$)")
 # Connect errors that mean "the server (or the way to it) said no": L4CON.
 # Anything else (a bad address, no buffers, ...) is ours: SOCKERR.
@@ -75,6 +76,36 @@ def _connect_failure(exc: OSError, elapsed_ms: float) -> Optional[ProbeResult]:
     if exc.errno in L4CON_ERRNOS or isinstance(exc, ConnectionError):
         return ProbeResult(False, "L4CON", None, elapsed_ms, exc.strerror or str(exc))
     return ProbeResult(False, "SOCKERR", None, elapsed_ms, exc.strerror or str(exc) or type(exc).__name__)
+
+
+# MySQL client/server protocol (HAProxy's `option mysql-check`). Every
+# packet is a 3-byte little-endian length, a sequence number, a payload.
+MYSQL_ERR = 0xFF  # the first payload byte of an error packet
+MYSQL_MAX_PACKET = 1 << 16  # a greeting or an answer larger than this is not MySQL's
+MYSQL_QUIT = b"\x01\x00\x00\x00\x01"  # COM_QUIT, sequence 0
+
+
+def mysql_login(user: str, client: str = "post-41") -> bytes:
+    """The client authentication packet HAProxy's mysql-check sends: the
+    user, no password, no database. post-41: capabilities PROTOCOL_41 |
+    SECURE_CONNECTION, max packet 16 MiB, charset utf8 (0x21); pre-41 the
+    old short form. Sequence number 1: it answers the greeting (0)."""
+    name = user.encode() + b"\0"
+    if client == "pre-41":
+        payload = b"\x00\x80" + b"\x00\x00\x01" + name + b"\0"
+    else:
+        payload = b"\x00\x82\x00\x00" + b"\x00\x80\x00\x01" + b"\x21" + bytes(23) + name + b"\0"
+    return len(payload).to_bytes(3, "little") + b"\x01" + payload
+
+
+def mysql_packet(buf: bytes) -> Optional[tuple[bytes, bytes]]:
+    """(payload, rest) of the first whole packet in `buf`, None if incomplete."""
+    if len(buf) < 4:
+        return None
+    length = int.from_bytes(buf[:3], "little")
+    if len(buf) < 4 + length:
+        return None
+    return buf[4:4 + length], buf[4 + length:]
 
 
 class Probe:
@@ -279,7 +310,7 @@ class Probe:
         self._received(data)
 
     def _received(self, data: bytes) -> None:
-        """Bytes of the answer (b"": the connection ended)."""
+        """What the server sent (b"": it closed): the http probe's status line."""
         if data:
             self.buf += data
             end = self.buf.find(b"\n")
@@ -331,12 +362,110 @@ class Probe:
         return round((self.loop.time() - self.started) * 1000.0, 3)
 
 
+class MysqlProbe(Probe):
+    """HAProxy's mysql-check: read the server's greeting (an error packet
+    there, such as "host blocked", is L7STS with the MySQL error code); with
+    a user, answer it with a login packet for that user without password,
+    read the answer (OK: L7OK; an error such as "access denied": L7STS),
+    then send COM_QUIT so the server counts a clean session, not an aborted
+    one. Without a user the greeting alone decides. `request` is the login
+    packet, or None."""
+
+    __slots__ = ("greeted", "version")
+
+    def __init__(self, loop, host: str, port: int, request: Optional[bytes],
+                 on_done: Callable[[ProbeResult], None]) -> None:
+        super().__init__(loop, host, port, request, frozenset(), on_done)
+        self.greeted = False
+        self.version = ""  # the server's, from its greeting: the L7OK detail
+
+    def expire(self) -> None:
+        if not self.finished and self.connected:
+            what = "an answer to the login" if self.greeted else "the greeting"
+            self._finish(ProbeResult(False, "L7TOUT", None, self._ms(), f"no MySQL {what} in time"))
+            return
+        super().expire()
+
+    def _connected(self) -> None:
+        # Closed with a FIN, not a reset (HAProxy's "connect linger" for
+        # this check): a reset can overtake the COM_QUIT, and the server
+        # would count an aborted client for every probe.
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER)
+        except OSError as exc:
+            self._io_error(exc)
+            return
+        self.connected = True
+        self.loop.add_reader(self.fd, self._on_readable)  # the server speaks first
+
+    def _received(self, data: bytes) -> None:
+        if not data:
+            what = "after the login" if self.greeted else "before its greeting"
+            self._finish(ProbeResult(False, "L7RSP", None, self._ms(), f"connection closed {what}"))
+            return
+        self.buf += data
+        if len(self.buf) >= 3 and int.from_bytes(self.buf[:3], "little") > MYSQL_MAX_PACKET:
+            self._finish(ProbeResult(False, "L7RSP", None, self._ms(), "not a MySQL packet (too long)"))
+            return
+        packet = mysql_packet(self.buf)
+        if packet is None:
+            return
+        payload, self.buf = packet
+        if payload[:1] == bytes((MYSQL_ERR,)):
+            self._finish(self._error(payload))
+            return
+        if self.greeted or self.request is None:
+            if self.greeted:
+                self._quit()
+            else:
+                self.version = self._version(payload)
+            self._finish(ProbeResult(True, "L7OK", None, self._ms(), self.version))
+            return
+        self.greeted = True
+        self.version = self._version(payload)
+        self.unsent = self.request
+        self.loop.remove_reader(self.fd)
+        self._send()  # adds the reader back once the login is sent
+
+    def _error(self, payload: bytes) -> ProbeResult:
+        code = int.from_bytes(payload[1:3], "little") if len(payload) >= 3 else None
+        message = payload[3:]
+        if message[:1] == b"#":  # post-4.1 errors carry "#" and a 5-character SQL state
+            message = message[6:]
+        return ProbeResult(False, "L7STS", code, self._ms(), message.decode("utf-8", "replace")[:200])
+
+    @staticmethod
+    def _version(greeting: bytes) -> str:
+        """The server version of a greeting (protocol byte, then a NUL-ended string)."""
+        end = greeting.find(b"\0", 1)
+        return greeting[1:end if end > 0 else 64].decode("latin-1")[:64]
+
+    def _quit(self) -> None:
+        try:
+            self.sock.send(MYSQL_QUIT)
+        except OSError:
+            pass  # the verdict is in; the server notices the close either way
+
+
+def new_probe(loop, host: str, port: int, health: HealthSpec, request: Optional[bytes],
+              on_done: Callable[[Optional[ProbeResult]], None], tls=None) -> Probe:
+    """The probe `health` asks for; `request` from `probe_request`; `tls`
+    (a ServerTLS, the server's check_tls) for tcp and http probes (MySQL
+    negotiates its TLS inside its own protocol: a mysql probe stays plain)."""
+    if health.type == "mysql":
+        return MysqlProbe(loop, host, port, request, on_done)
+    return Probe(loop, host, port, request, health.expect_status, on_done, tls)
+
+
 def probe_request(server, health: HealthSpec) -> Optional[bytes]:
-    """What the probe of `health` sends to `server`: None for tcp; ValueError
-    for a request the config cannot make safe."""
+    """What the probe of `health` sends to `server`: None for tcp (and a
+    mysql check without user); ValueError for a request the config cannot
+    make safe."""
     if health.type == "http":
         return build_request(health.method, health.path, health.host or str(server.address),
                              health.headers)
+    if health.type == "mysql" and health.user:
+        return mysql_login(health.user, health.client)
     return None
 
 
@@ -349,8 +478,10 @@ def is_ip(host: str) -> bool:
 
 
 async def _run_probe(host: str, port: int, timeout: float, request: Optional[bytes],
-                     expect: frozenset, tls=None) -> ProbeResult:
-    """One probe, awaited: for a lone probe (tests, a host name to resolve)."""
+                     expect: frozenset, kind: str = "http", tls=None) -> ProbeResult:
+    """One probe, awaited: for a lone probe (tests, a host name to resolve).
+    `kind` "mysql" runs a MysqlProbe, else a tcp (no request) or http probe,
+    over TLS with `tls` (a ServerTLS)."""
     loop = asyncio.get_running_loop()
     if not is_ip(host):
         started = loop.time()
@@ -364,8 +495,13 @@ async def _run_probe(host: str, port: int, timeout: float, request: Optional[byt
         host = infos[0][4][0]
         timeout = max(0.0, timeout - (loop.time() - started))
     done = loop.create_future()
-    probe = Probe(loop, host, port, request, expect,
-                  lambda result: done.done() or done.set_result(result), tls)
+    def on_done(result):
+        done.done() or done.set_result(result)
+
+    if kind == "mysql":
+        probe: Probe = MysqlProbe(loop, host, port, request, on_done)
+    else:
+        probe = Probe(loop, host, port, request, expect, on_done, tls)
     timer = loop.call_later(timeout, probe.expire)
     probe.start()
     try:
@@ -390,14 +526,22 @@ async def http_probe(host: str, port: int, timeout: float, request: bytes,
 async def probe_server(server, health: HealthSpec) -> Optional[ProbeResult]:
     """Run the probe `health` asks for against `server`; None for type none,
     or when lbcore is out of descriptors (the check is skipped, not failed)."""
-    if health.type not in ("tcp", "http"):
+    if health.type not in ("tcp", "http", "mysql"):
         return None
     try:
         request = probe_request(server, health)
     except ValueError as exc:
         return ProbeResult(False, "SOCKERR", None, 0.0, str(exc))
     return await _run_probe(server.host, health.port or server.port, health.timeout, request,
-                            health.expect_status, server.check_tls)
+                            health.expect_status, health.type, server.check_tls)
+
+
+async def mysql_probe(host: str, port: int, timeout: float, user: Optional[str] = None,
+                      client: str = "post-41") -> Optional[ProbeResult]:
+    """HAProxy's mysql-check against host:port: L7OK (the detail is the
+    server version), L7STS with the MySQL error code, L7RSP, L7TOUT, L4*."""
+    request = mysql_login(user, client) if user else None
+    return await _run_probe(host, port, timeout, request, frozenset(), "mysql")
 
 
 def _ms(loop: asyncio.AbstractEventLoop, start: float) -> float:

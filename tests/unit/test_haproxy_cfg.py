@@ -314,6 +314,33 @@ backend b
     assert any(":12: server inter: servers of 'b' disagree" in p for p in problems), problems
 
 
+def test_pool_max_conn_and_purge_delay_become_the_backend_keys(tmp_path):
+    config = load(tmp_path, BASE + """
+frontend f
+    bind 127.0.0.1:9000
+    default_backend b
+backend b
+    default-server pool-max-conn 8 pool-purge-delay 2s
+    server s1 127.0.0.1:1
+    server s2 127.0.0.1:2
+backend c
+    server s1 127.0.0.1:1 pool-max-conn -1
+backend d
+    server s1 127.0.0.1:1
+""").config
+    b, c, d = (config.backends[n] for n in "bcd")
+    assert (b.pool_max_conn, b.pool_purge_delay) == (8, 2.0)
+    assert (c.pool_max_conn, d.pool_max_conn, d.pool_purge_delay) == (None, None, 5.0)
+    problems = errors(tmp_path, BASE + """
+backend b
+    server s1 127.0.0.1:1 pool-max-conn 4
+    server s2 127.0.0.1:2 pool-max-conn 5
+    server s3 127.0.0.1:3 pool-purge-delay 0
+""")
+    assert any(":9: server pool-max-conn: servers of 'b' disagree" in p for p in problems), problems
+    assert any(":10: server pool-purge-delay: a time of 0" in p for p in problems), problems
+
+
 def test_keyword_outside_section_and_bad_quote(tmp_path):
     assert errors(tmp_path, "maxconn 10\n")[0].endswith(":1: maxconn: a keyword outside any section")
     assert errors(tmp_path, 'global\n  log "/dev/log local0\n')[0].endswith(":2: unmatched double quote")
@@ -387,6 +414,96 @@ listen stats
 """)
     assert any(":10: http-request frobnicate: not supported by lbcore" in p for p in problems), problems
     assert any(":11: http-request deny: rules in a stats listen are not supported" in p for p in problems)
+
+
+def test_mysql_check_maps_to_a_mysql_health_check(tmp_path):
+    config = load(tmp_path, BASE + """
+defaults galera
+    mode tcp
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+    option httpchk
+listen mariadb from galera
+    bind 127.0.0.1:3306
+    option mysql-check user haproxy post-41
+    server c1 127.0.0.1:13306 check inter 2s
+    server c2 127.0.0.2:13306 check inter 2s backup
+listen old
+    mode tcp
+    bind 127.0.0.1:3307
+    option mysql-check user monitor pre-41
+    server c1 127.0.0.1:13306 check
+listen greeting
+    mode tcp
+    bind 127.0.0.1:3308
+    option mysql-check
+    server c1 127.0.0.1:13306 check
+""").config
+    galera = config.backends["mariadb"].health
+    # The last check option wins over the httpchk of the defaults, as in HAProxy.
+    assert (galera.type, galera.user, galera.client, galera.interval) == ("mysql", "haproxy", "post-41", 2.0)
+    old = config.backends["old"].health
+    assert (old.type, old.user, old.client) == ("mysql", "monitor", "pre-41")
+    greeting = config.backends["greeting"].health
+    assert (greeting.type, greeting.user) == ("mysql", None)
+
+
+@pytest.mark.parametrize("line, message", [
+    ("option mysql-check haproxy", "expected 'option mysql-check [user NAME [post-41|pre-41]]'"),
+    ("option mysql-check user haproxy post-80", "'post-80': expected post-41 or pre-41"),
+    ("option pgsql-check user x", "'option pgsql-check' is not supported by lbcore"),
+])
+def test_mysql_check_errors(tmp_path, line, message):
+    problems = errors(tmp_path, BASE + f"""
+listen db
+    mode tcp
+    bind 127.0.0.1:3306
+    {line}
+    server c1 127.0.0.1:13306 check
+""")
+    assert any(f":10: option {line.split()[1]}: {message}" in p for p in problems), problems
+
+
+def test_errorfiles_inherit_from_defaults_and_a_proxy_replaces_one_code(tmp_path):
+    (tmp_path / "503.http").write_bytes(b"HTTP/1.0 503 Service Unavailable\nConnection: close\n\nsorry\n")
+    (tmp_path / "503b.http").write_bytes(b"HTTP/1.1 503 Busy\r\nContent-Length: 5\r\n\r\nbusy\n")
+    (tmp_path / "504.http").write_bytes(b"HTTP/1.1 504 Gateway Time-out\r\n\r\n")
+    config = load(tmp_path, BASE + f"""
+    errorfile 503 {tmp_path}/503.http
+    errorfile 504 {tmp_path}/504.http
+frontend f
+    bind 127.0.0.1:9000
+    default_backend b
+backend b
+    errorfile 503 {tmp_path}/503b.http
+    server s 127.0.0.1:1
+""").config
+    fe, be = config.frontends["f"].error_files, config.backends["b"].error_files
+    assert fe[503].head == b"HTTP/1.0 503 Service Unavailable\r\n" and fe[503].close and fe[503].http10
+    assert fe[503].closing() == b"HTTP/1.0 503 Service Unavailable\r\n\r\nsorry\n"
+    assert be[503].head == b"HTTP/1.1 503 Busy\r\ncontent-length: 5\r\n" and not be[503].close
+    assert be[504] == fe[504]
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"HTTP/1.1 503 X\r\nContent-Length: 10\r\n\r\nabc", "Content-Length 10 does not match the body's 3 bytes"),
+    (b"HTTP/1.1 503 X\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "a chunked error file is not supported"),
+    (b"<html>503</html>\n", "no empty line ends the response's headers"),
+    (b"HTTP/2 503\r\n\r\n", "is not an HTTP/1.0 or 1.1 status line"),
+    (b"HTTP/1.1 503 X\r\nBad Header\r\n\r\n", "invalid header line"),
+])
+def test_errorfile_errors_name_the_line_once(tmp_path, content, message):
+    (tmp_path / "e.http").write_bytes(content)
+    problems = errors(tmp_path, BASE + f"""
+    errorfile 503 {tmp_path}/e.http
+frontend f
+    bind 127.0.0.1:9000
+    default_backend b
+backend b
+    server s 127.0.0.1:1
+""")
+    assert len(problems) == 1 and ":7: errorfile: error file" in problems[0] and message in problems[0], problems
 
 
 # -- TLS to servers -------------------------------------------------------------------------
