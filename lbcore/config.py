@@ -117,6 +117,9 @@ class StatsSpec:
     admin: bool = True
     refresh: float = 5.0
     socket: Optional[SocketSpec] = None
+    # More listeners that serve only /metrics, without auth: a Prometheus
+    # exporter port of its own (kolla's `listen metrics`).
+    metrics_binds: tuple[Address, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -279,6 +282,9 @@ class ServerSpec:
     check: bool = True
     send_proxy: Optional[str] = None  # None | "v1" | "v2"
     cookie: Optional[str] = None  # this server's value for the backend's cookie persistence
+    # Starts in maintenance (MAINT): no traffic, no checks, until enabled
+    # through the runtime API or the stats admin page (HAProxy's `disabled`).
+    disabled: bool = False
     tls: Optional[ServerTLSSpec] = None  # TLS to the server (or to its checks only)
 
 
@@ -794,7 +800,7 @@ _GLOBAL_KEYS = ("workers", "maxconn", "log", "pidfile", "state_file", "grace", "
 _LOG_KEYS = ("target", "format", "facility")
 _DEFAULTS_KEYS = ("timeouts", "retries", "redispatch", "error_files")
 _TIMEOUT_KEYS = tuple(Timeouts.__dataclass_fields__)
-_STATS_KEYS = ("bind", "auth", "admin", "refresh", "socket")
+_STATS_KEYS = ("bind", "auth", "admin", "refresh", "socket", "metrics_bind")
 _SOCKET_KEYS = ("path", "mode", "group", "level")
 _AUTH_KEYS = ("user", "password")
 _BIND_KEYS = ("address", "transparent", "tls")
@@ -808,7 +814,8 @@ _BACKEND_KEYS = ("mode", "balance", "maxconn", "health", "retries", "redispatch"
                  "http_request", "http_response", "hash", "pool_max_conn", "pool_purge_delay", "error_files")
 _HEALTH_KEYS = ("type", "path", "method", "host", "expect_status", "interval", "timeout",
                 "rise", "fall", "port", "initial_state", "headers", "user", "client")
-_SERVER_KEYS = ("name", "address", "weight", "backup", "maxconn", "check", "send_proxy", "cookie", "tls")
+_SERVER_KEYS = ("name", "address", "weight", "backup", "maxconn", "check", "send_proxy", "cookie", "disabled",
+                "tls")
 _SERVER_TLS_KEYS = ("verify", "ca", "crl", "verifyhost", "sni", "alpn", "min_version", "ciphers", "ciphersuites",
                     "traffic", "checks", "check_sni", "check_alpn")
 SERVER_VERIFY = ("none", "required")
@@ -987,12 +994,24 @@ class _Builder:
         if m is None:
             return None
         socket_spec = self.stats_socket(m.value("socket")) if "socket" in m else None
-        if "bind" not in m and socket_spec is None and "socket" not in r.bad_paths and "stats.socket" not in r.bad_paths:
-            r.problem("stats.bind", node, "required key is missing (or give stats.socket alone)")
+        if "bind" not in m and "metrics_bind" not in m and socket_spec is None \
+                and "socket" not in r.bad_paths and "stats.socket" not in r.bad_paths:
+            r.problem("stats.bind", node, "required key is missing (or give stats.socket or stats.metrics_bind alone)")
         bind = r.get(m, "bind", r.address)
         if bind is not None:
             self.add_bind(bind, m.path("bind"), m.value("bind"))
+        metrics_binds = []
+        if "metrics_bind" in m:
+            node, keypath = m.value("metrics_bind"), m.path("metrics_bind")
+            items = [(f"{keypath}[{i}]", item) for i, item in enumerate(node.value)] \
+                if isinstance(node, SequenceNode) else [(keypath, node)]
+            for item_path, item in items:
+                address = r.parse(item, item_path, r.address)
+                if address is not None:
+                    self.add_bind(address, item_path, item)
+                    metrics_binds.append(address)
         return StatsSpec(
+            metrics_binds=tuple(metrics_binds),
             bind=bind,
             auth=self.auth(m.value("auth")) if "auth" in m else None,
             admin=r.get(m, "admin", r.boolean, StatsSpec.admin),
@@ -1426,6 +1445,7 @@ class _Builder:
             check=r.get(m, "check", r.boolean, d.check),
             send_proxy=r.get(m, "send_proxy", r.nullable(r.choice(SEND_PROXY))),
             cookie=r.get(m, "cookie", r.nullable(self.cookie_value)),
+            disabled=r.get(m, "disabled", r.boolean, d.disabled),
             tls=self.server_tls(m.value("tls"), m.path("tls"), health) if m is not None and "tls" in m else None,
         )
         self._where[m.path("cookie")] = m.value("cookie")

@@ -126,7 +126,7 @@ class Server(Counters):
         self.checked = spec.check and backend.spec.health.type != "none"
         initial_up = (not self.checked) or backend.spec.health.initial_state == "up"
         self.health = UP if initial_up else DOWN
-        self.admin = READY
+        self.admin = MAINT if spec.disabled else READY
         self.usable = False
         now = time.monotonic()
         self.last_change = now
@@ -223,6 +223,11 @@ class Server(Counters):
     def reconfigure(self, spec: ServerSpec) -> None:
         if self.weight == self.initial_weight:  # keep an admin's reweight
             self.weight = spec.weight
+        if spec.disabled != self.spec.disabled:
+            # The config's `disabled` changed: it decides, as a restarted
+            # HAProxy would; unchanged, an operator's enable or disable stays.
+            self.admin = MAINT if spec.disabled else READY
+            log.warning("Server %s/%s set to %s by the config.", self.backend.name, self.name, self.admin)
         self.initial_weight = spec.weight
         self.spec = spec
         self.backup = spec.backup

@@ -512,9 +512,7 @@ class Builder:
                     tls_words.pop(word, None)  # the server line's word comes after default-server's
                     tls_words[word] = (value, kat)
                 elif word in ("disabled", "enabled"):
-                    if word == "disabled":
-                        raise ValueError("'disabled' servers are not supported yet (start it in maintenance "
-                                         "through the stats admin API instead)")
+                    server["disabled"] = Scalar(word == "disabled", kat)
                 else:
                     raise ValueError("not supported by lbcore")
             except ValueError as exc:
@@ -700,6 +698,30 @@ class Builder:
         health["expect_status"] = _scalar_or_seq(expect, expect_at)
 
     # -- stats --------------------------------------------------------------------
+
+    def metrics_binds(self, proxy: Proxy) -> list[Scalar]:
+        """The binds of an exporter-only listen, served by lbcore's stats
+        endpoint code with /metrics alone and no auth."""
+        out = []
+        for bind in proxy.binds:
+            params = [w for w in bind.words[2:] if w != "transparent"]
+            if params:
+                self.p.error(bind, f"'{' '.join(params)}' on an exporter listener is not supported", "bind")
+                continue
+            try:
+                addresses = values.bind_addresses(self.address(bind.words[1]))
+            except ValueError as exc:
+                self.p.error(bind, str(exc))
+                continue
+            out.extend(Scalar(address, origin(bind)) for address in addresses)
+        if not proxy.binds:
+            self.p.error(proxy.line, f"{proxy.kind} '{proxy.name}' has no 'bind' line", proxy.kind)
+        for rules in (proxy.http_request, proxy.use_backend, proxy.tcp_request, proxy.http_response):
+            rule = next((r for r in rules if r is not None), None)
+            if rule is not None:
+                self.p.errors.append(f"{rule.origin}: {rule.origin.keyword}: rules in an exporter listen are "
+                                     "not supported (lbcore serves /metrics there and nothing else)")
+        return out
 
     def stats(self, proxy: Proxy) -> Optional[Map]:
         where = origin(proxy.line, f"{proxy.kind} {proxy.name}")

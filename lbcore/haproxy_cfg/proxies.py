@@ -446,6 +446,14 @@ class Proxy:
                                  "nocache, preserve, httponly, secure, domain)")
         self.set("cookie", spec, line)
 
+    def disabled(self, line: Line) -> None:
+        """disabled / enabled: a disabled proxy is not started (HAProxy)."""
+        self.args(line, 0, f"no argument after '{line.keyword}'")
+        if line.keyword == "disabled":
+            self.set("disabled", True, line)
+        else:
+            self.settings.pop("disabled", None)
+
     def accepted_warning(self, line: Line) -> None:
         self.p.warn(line, "accepted: tunes HAProxy's internals, nothing to do in lbcore")
 
@@ -730,4 +738,6 @@ KEYWORDS: dict[str, tuple[int, Callable[[Proxy, Line], None]]] = {
     "stick-table": (LISTEN, Proxy.stick_table),
     "stick": (BE, Proxy.stick),
     "cookie": (DEF | BE, Proxy.cookie),
+    "disabled": (DEF | LISTEN, Proxy.disabled),
+    "enabled": (DEF | LISTEN, Proxy.disabled),
 }
