@@ -298,13 +298,15 @@ def test_tcp_mode_relays_over_tls_with_sni(start_lbcore, tls_backend, pki):
     start_lbcore(tcp_config([{"name": "db1", "address": echo.address,
                               "tls": {"ca": pki["ca"], "sni": "backend.test"}}], port, stats))
     payload = b"x" * 200000 + b"\n"
-    # (lbcore's start-up wait made one session, and so one handshake, already)
+    from tests.support import wait_until
+    # lbcore's start-up wait made a session, and so a handshake: let it end.
+    wait_until(lambda: servers(stats)["db1"]["total_sessions"] >= 1
+               and servers(stats)["db1"]["current_sessions"] == 0, 5, "the start-up session")
     before = int(talk(port, b"?tls\n")[0].split()[1].split(b"=")[1])
     hello, info, big = talk(port, b"hello\n", b"?tls\n", payload)
     assert hello == b"hello\n"
     assert info == b"db1 handshakes=%d sni=backend.test\n" % (before + 1)
     assert big == payload
-    from tests.support import wait_until
     # The session ends with the client, and its bytes are counted.
     wait_until(lambda: servers(stats)["db1"]["current_sessions"] == 0, 5, "session closed")
     assert servers(stats)["db1"]["bytes_in"] >= len(payload)
@@ -317,7 +319,10 @@ def test_tcp_mode_refuses_an_unverified_server_and_tries_the_next(start_lbcore, 
         {"name": "bad", "address": echo.address, "tls": {"ca": pki["other_ca"]}},
         {"name": "good", "address": echo.address, "tls": {"ca": pki["ca"], "verifyhost": "backend.test"}},
     ], port, stats, balance="first", retries=1, redispatch=True))
-    before = servers(stats)["bad"]["connection_errors"]  # lbcore's start-up wait made a session
+    from tests.support import wait_until
+    # lbcore's start-up wait made a session, which tried bad first: let it finish.
+    wait_until(lambda: servers(stats)["good"]["total_sessions"] >= 1, 5, "the start-up session")
+    before = servers(stats)["bad"]["connection_errors"]
     assert talk(port, b"ping\n") == [b"ping\n"]  # bad failed its handshake; the retry went to good
     rows = servers(stats)
     assert rows["bad"]["connection_errors"] == before + 1
