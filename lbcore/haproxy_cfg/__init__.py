@@ -205,6 +205,10 @@ class _Global:
             block["workers"] = Scalar(count, at)
         elif keyword == "hard-stop-after":
             block["grace"] = Scalar(values.duration(one()), at)
+        elif keyword == "grace":
+            # HAProxy 2.6: keep serving this long after a soft stop while
+            # monitor-uri fails, so the balancer above withdraws the node.
+            block["stop_delay"] = Scalar(values.duration(one()), at)
         elif keyword == "log":
             self.log_lines.append(line)
         elif keyword == "ca-base":

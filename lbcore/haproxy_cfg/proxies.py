@@ -454,6 +454,10 @@ class Proxy:
         else:
             self.settings.pop("disabled", None)
 
+    def grace(self, line: Line) -> None:
+        raise ValueError("the 'grace' keyword is not supported any more since HAProxy version 2.5 "
+                         "(the global 'grace' is lbcore's global.stop_delay)")
+
     def accepted_warning(self, line: Line) -> None:
         self.p.warn(line, "accepted: tunes HAProxy's internals, nothing to do in lbcore")
 
@@ -739,5 +743,6 @@ KEYWORDS: dict[str, tuple[int, Callable[[Proxy, Line], None]]] = {
     "stick": (BE, Proxy.stick),
     "cookie": (DEF | BE, Proxy.cookie),
     "disabled": (DEF | LISTEN, Proxy.disabled),
+    "grace": (DEF | LISTEN, Proxy.grace),
     "enabled": (DEF | LISTEN, Proxy.disabled),
 }
