@@ -681,7 +681,8 @@ def http_rule(proxy: Proxy, line: Line, response: bool) -> Map:
 
 SERVER_FLAGS = ("check", "backup", "disabled", "send-proxy", "send-proxy-v2", "ssl", "check-ssl",
                 "no-check", "no-backup", "no-ssl", "no-send-proxy", "no-send-proxy-v2", "enabled",
-                "no-check-ssl", "no-tls-tickets", "allow-0rtt")
+                "no-check-ssl", "no-tls-tickets", "allow-0rtt", "no-verifyhost", "no-sslv3", "no-tlsv10",
+                "no-tlsv11", "no-tlsv12", "force-tlsv12", "force-tlsv13")
 SERVER_VALUES = ("inter", "fastinter", "downinter", "rise", "fall", "port", "weight", "maxconn", "cookie",
                  "on-marked-down", "on-marked-up", "verify", "ca-file", "crl-file", "verifyhost", "sni",
                  "alpn", "check-alpn", "check-sni", "addr", "minconn", "maxqueue", "slowstart", "id",
