@@ -208,10 +208,12 @@ class LoadBalancer:
         takeover.follow(loop, lambda: self.runtime)
         # Bind everything before serving anything: a config that cannot bind
         # fails whole.
+        # A port answers as soon as it listens, before the first accept: a
+        # SIGHUP sent then must find its handler (its default action kills
+        # the process); the reload itself waits until this start is done.
+        self._install_reload_signals(loop)
         sockets = self._bind_all(config, {})
         self._install_handlers()
-        # Signals are handled before the first accept: once a port answers, a
-        # SIGHUP must find its handler (its default action kills the process).
         self._install_signals(loop)
         self._install_acceptors(sockets)
         self.health.start(loop)
@@ -288,11 +290,13 @@ class LoadBalancer:
         from .proxy.tcp import TcpProxy
         return TcpProxy(frontend, self.ctx)
 
-    def _install_signals(self, loop) -> None:
+    def _install_reload_signals(self, loop) -> None:
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         # HAProxy's signals: SIGUSR2 reloads (master-worker), SIGUSR1 is the
         # soft stop that `-sf` sends to the previous process.
         loop.add_signal_handler(signal.SIGUSR2, self.reload)
+
+    def _install_signals(self, loop) -> None:
         loop.add_signal_handler(signal.SIGUSR1, self.graceful_stop)
         loop.add_signal_handler(signal.SIGTERM, self.graceful_stop)
         loop.add_signal_handler(signal.SIGINT, self.stop_now)
