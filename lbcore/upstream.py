@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 from typing import Optional
 
 import httptools
@@ -22,6 +23,7 @@ from lbcore_ext import scan_response
 from .hop_by_hop import named_headers
 from .proxy.h1_checks import response_head_error
 from .model import DOWN, Server
+from .server_tls import check_name
 
 log = logging.getLogger("lbcore")
 
@@ -551,13 +553,46 @@ class UpstreamPool:
         if idle and conn in idle:
             idle.remove(conn)
 
-    async def connect(self, server: Server, timeout: float) -> UpstreamConnection:
+    async def connect(self, server: Server, timeout: float, preamble: bytes = b"") -> UpstreamConnection:
+        """A new connection to `server`, TLS if it has tls, within `timeout`
+        (the handshake included: a failed one is a failed connect).
+        `preamble` (a PROXY header) is sent first, before any TLS, and
+        makes the connection private."""
         self._busy(server)
         conn = UpstreamConnection(self, server)
-        await asyncio.wait_for(
-            self.loop.create_connection(lambda: conn, server.host, server.port), timeout)
+        tls = server.tls
+        if tls is None:
+            await asyncio.wait_for(
+                self.loop.create_connection(lambda: conn, server.host, server.port), timeout)
+        else:
+            await asyncio.wait_for(self._connect_tls(conn, tls, preamble), timeout)
+        if preamble:
+            conn.private = True
+            if tls is None:
+                conn.send(preamble)
         self.sweeper.watched.add(conn)
         return conn
+
+    async def _connect_tls(self, conn: UpstreamConnection, tls, preamble: bytes) -> None:
+        server = conn.server
+        if preamble:
+            # The PROXY header goes first, in clear, as HAProxy sends it.
+            transport, _ = await self.loop.create_connection(asyncio.Protocol, server.host, server.port)
+            try:
+                transport.write(preamble)
+                tls_transport = await self.loop.start_tls(transport, conn, tls.context,
+                                                          server_hostname=tls.sni)
+            except BaseException:
+                transport.abort()
+                raise
+            conn.connection_made(tls_transport)  # start_tls leaves that to its caller
+        else:
+            await self.loop.create_connection(lambda: conn, server.host, server.port,
+                                              ssl=tls.context, server_hostname=tls.sni)
+        why = check_name(conn.transport.get_extra_info("ssl_object"), tls.verify_name)
+        if why is not None:
+            conn.abort()
+            raise ssl.SSLCertVerificationError(why)
 
     def server_changed(self, server: Server) -> None:
         """Backend listener: a server that takes no new work keeps no idle

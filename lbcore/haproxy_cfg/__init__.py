@@ -205,6 +205,10 @@ class _Global:
             block["workers"] = Scalar(count, at)
         elif keyword == "hard-stop-after":
             block["grace"] = Scalar(values.duration(one()), at)
+        elif keyword == "grace":
+            # HAProxy 2.6: keep serving this long after a soft stop while
+            # monitor-uri fails, so the balancer above withdraws the node.
+            block["stop_delay"] = Scalar(values.duration(one()), at)
         elif keyword == "log":
             self.log_lines.append(line)
         elif keyword == "ca-base":
@@ -393,13 +397,28 @@ def build_tree(paths: list[str], env: Optional[Mapping[str, str]] = None,
     frontends = Map(root.origin)
     back = Map(root.origin)
     stats: Optional[Map] = None
+    metrics_binds: list[Scalar] = []
     logs = False
     for proxy in reader.proxies:
+        if "disabled" in proxy.settings:
+            _, at = proxy.settings["disabled"]
+            if proxy.kind == "backend":
+                p.errors.append(f"{at}: disabled: a disabled backend is not supported by lbcore (remove the "
+                                "section, or disable its servers)")
+            else:
+                p.warnings.append(f"{at}: disabled: {proxy.kind} '{proxy.name}' is not started, as in HAProxy")
+            continue
         if "log" in proxy.settings:
             logs = True
         is_stats = bool(proxy.stats.get("enable") or proxy.stats.get("uri")) and proxy.caps & FE \
             and not proxy.servers and "default_backend" not in proxy.settings
-        if (is_stats or (proxy.prometheus is not None and not proxy.servers)) and proxy.caps & FE:
+        if not is_stats and proxy.prometheus is not None and not proxy.servers and proxy.caps & FE \
+                and "default_backend" not in proxy.settings:
+            # An exporter-only listen (kolla's `listen metrics`): its own port,
+            # no auth, /metrics only.
+            metrics_binds.extend(builder.metrics_binds(proxy))
+            continue
+        if is_stats and proxy.caps & FE:
             if stats is not None:
                 p.error(proxy.line, f"lbcore serves one stats endpoint (the first is '{stats.origin.keyword}' "
                         f"at {stats.origin})", proxy.kind)
@@ -436,6 +455,12 @@ def build_tree(paths: list[str], env: Optional[Mapping[str, str]] = None,
         if stats is None:
             stats = Map(glob.socket.origin)  # the runtime API alone, no HTTP endpoint
         stats["socket"] = glob.socket
+    if metrics_binds:
+        if stats is None:
+            stats = Map(metrics_binds[0].origin)
+        seq = Seq(metrics_binds[0].origin)
+        seq.extend(metrics_binds)
+        stats["metrics_bind"] = seq
     if stats is not None:
         root["stats"] = stats
     if reader.userlists:

@@ -504,3 +504,71 @@ backend b
     server s 127.0.0.1:1
 """)
     assert len(problems) == 1 and ":7: errorfile: error file" in problems[0] and message in problems[0], problems
+
+
+def test_disabled_servers_and_proxies(tmp_path):
+    loaded = load(tmp_path, BASE + """
+    default-server disabled
+frontend f
+    bind 127.0.0.1:9000
+    default_backend b
+backend b
+    server s1 127.0.0.1:1 enabled
+    server s2 127.0.0.1:2
+listen off
+    disabled
+    bind 127.0.0.1:9001
+    server s1 127.0.0.1:1
+""")
+    config = loaded.config
+    assert [s.disabled for s in config.backends["b"].servers] == [False, True]
+    assert "off" not in config.frontends and "off" not in config.backends
+    assert any(":15: disabled: listen 'off' is not started, as in HAProxy" in w for w in loaded.warnings)
+
+
+def test_kolla_metrics_listen_becomes_an_exporter_bind(tmp_path):
+    config = load(tmp_path, BASE + """
+listen stats
+   bind 127.0.0.1:1984
+   mode http
+   stats enable
+   stats uri /
+   stats auth openstack:pw
+listen metrics
+   bind 127.0.0.1:9101
+   mode http
+   http-request use-service prometheus-exporter if { path /metrics }
+frontend status
+    bind 127.0.0.1:61313
+    mode http
+    monitor-uri /
+""").config
+    assert str(config.stats.bind) == "127.0.0.1:1984" and config.stats.auth == ("openstack", "pw")
+    assert [str(a) for a in config.stats.metrics_binds] == ["127.0.0.1:9101"]
+    assert "metrics" not in config.frontends
+    problems = errors(tmp_path, BASE + """
+listen metrics
+   bind 127.0.0.1:9101 ssl crt /x.pem
+   mode http
+   http-request use-service prometheus-exporter if { path /metrics }
+   http-request deny if { src 10.0.0.1 }
+""")
+    assert any(":8: bind: 'ssl crt /x.pem' on an exporter listener is not supported" in p for p in problems), problems
+    assert any(":11: http-request deny: rules in an exporter listen are not supported" in p for p in problems)
+
+
+def test_global_grace_is_the_stop_delay_and_a_proxy_grace_is_refused(tmp_path):
+    config = load(tmp_path, "global\n    grace 3s\n    hard-stop-after 30s\n" + BASE + """
+frontend f
+    bind 127.0.0.1:9000
+    monitor-uri /
+""").config
+    assert (config.global_.stop_delay, config.global_.grace) == (3.0, 30.0)
+    problems = errors(tmp_path, BASE + """
+frontend f
+    bind 127.0.0.1:9000
+    grace 2s
+    monitor-uri /
+""")
+    assert any(":9: grace: the 'grace' keyword is not supported any more since HAProxy version 2.5" in p
+               for p in problems), problems
