@@ -17,11 +17,13 @@ import ipaddress
 import os
 import re
 import socket
+import ssl
 import struct
 from typing import Callable, Optional
 
 from ..config import HealthSpec
 from ..listeners import FD_EXHAUSTED
+from ..server_tls import check_name
 from .state import ProbeResult
 
 USER_AGENT = "lbcore-health"
@@ -109,15 +111,19 @@ def mysql_packet(buf: bytes) -> Optional[tuple[bytes, bytes]]:
 class Probe:
     """One probe in flight, on a raw non-blocking socket driven by the loop's
     reader/writer callbacks: connect, then for http one write and one read of
-    the status line. No task, no stream, no timeout context: whoever starts
+    the status line. With `tls` (a ServerTLS: the server's check-ssl), a TLS
+    handshake comes first, driven through memory BIOs on the same socket:
+    a tcp probe then passes as L6OK, and a failed handshake is L6RSP (L6TOUT
+    when it runs out of time), as HAProxy's. No task, no stream, no timeout context: whoever starts
     it calls `expire()` when its deadline passes (the checker's timer wheel,
     or a loop timer for a lone probe). `on_done(result)` is called once."""
 
     __slots__ = ("loop", "host", "port", "request", "expect", "on_done", "sock", "fd",
-                 "started", "connected", "unsent", "buf", "finished")
+                 "started", "connected", "unsent", "buf", "finished",
+                 "tls", "tls_object", "tls_in", "tls_out", "handshaken")
 
     def __init__(self, loop, host: str, port: int, request: Optional[bytes],
-                 expect: frozenset, on_done: Callable[[ProbeResult], None]) -> None:
+                 expect: frozenset, on_done: Callable[[ProbeResult], None], tls=None) -> None:
         self.loop = loop
         self.host = host
         self.port = port
@@ -131,6 +137,10 @@ class Probe:
         self.unsent = b""
         self.buf = b""
         self.finished = False
+        self.tls = tls
+        self.tls_object = None
+        self.tls_in = self.tls_out = None
+        self.handshaken = False
 
     def start(self) -> None:
         try:
@@ -160,7 +170,9 @@ class Probe:
         """The deadline passed: L4TOUT before the connection was up, L7TOUT after."""
         if self.finished:
             return
-        if self.connected:
+        if self.tls is not None and self.connected and not self.handshaken:
+            self._finish(ProbeResult(False, "L6TOUT", None, self._ms(), "TLS handshake timeout"))
+        elif self.connected:
             self._finish(ProbeResult(False, "L7TOUT", None, self._ms(), "no status line in time"))
         else:
             self._finish(ProbeResult(False, "L4TOUT", None, self._ms(), "connect timeout"))
@@ -181,11 +193,91 @@ class Probe:
 
     def _connected(self) -> None:
         self.connected = True
+        if self.tls is not None:
+            self._start_tls()
+            return
         if self.request is None:
             self._finish(ProbeResult(True, "L4OK", None, self._ms()))
             return
         self.unsent = self.request
         self._send()
+
+    # -- TLS (check-ssl) ---------------------------------------------------------
+
+    def _start_tls(self) -> None:
+        tls = self.tls
+        self.tls_in, self.tls_out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls_object = tls.check_context.wrap_bio(self.tls_in, self.tls_out,
+                                                     server_hostname=tls.check_sni or None)
+        self.loop.add_reader(self.fd, self._on_tls_readable)
+        self._handshake()
+
+    def _handshake(self) -> None:
+        try:
+            self.tls_object.do_handshake()
+        except ssl.SSLWantReadError:
+            self._send_tls()
+            return
+        except ssl.SSLError as exc:
+            self._tls_failed(f"TLS handshake failed: {exc.reason or exc}")
+            return
+        why = check_name(self.tls_object, self.tls.check_verify_name)
+        if why is not None:
+            self._tls_failed(f"TLS handshake failed: {why}")
+            return
+        self.handshaken = True
+        if self.request is None:
+            self._finish(ProbeResult(True, "L6OK", None, self._ms()))
+            return
+        self.tls_object.write(self.request)
+        self._send_tls()
+
+    def _tls_failed(self, why: str) -> None:
+        self._finish(ProbeResult(False, "L6RSP", None, self._ms(), why))
+
+    def _send_tls(self) -> None:
+        data = self.tls_out.read()
+        if self.finished or not data:
+            return
+        self.unsent += data
+        self._send()
+
+    def _on_tls_readable(self) -> None:
+        try:
+            data = self.sock.recv(16384)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            if not self.handshaken:
+                self._tls_failed(f"TLS handshake failed: {exc.strerror or exc}")
+            else:
+                self._io_error(exc)
+            return
+        if not data:
+            if not self.handshaken:
+                self._tls_failed("connection closed during the TLS handshake")
+                return
+            self.tls_in.write_eof()
+        else:
+            self.tls_in.write(data)
+        if not self.handshaken:
+            self._handshake()
+            return
+        while not self.finished:
+            try:
+                chunk = self.tls_object.read(16384)
+            except ssl.SSLWantReadError:
+                if not data:
+                    self._received(b"")  # the connection ended
+                return
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                chunk = b""
+            except ssl.SSLError as exc:
+                self._io_error(exc)
+                return
+            self._received(chunk)
+            if not chunk:
+                return
 
     def _send(self) -> None:
         try:
@@ -198,6 +290,8 @@ class Probe:
         self.unsent = self.unsent[sent:]
         if self.unsent:  # a full send buffer (a few hundred bytes rarely meet one)
             self.loop.add_writer(self.fd, self._on_writable)
+        elif self.tls_object is not None:
+            self.loop.add_reader(self.fd, self._on_tls_readable)
         else:
             self.loop.add_reader(self.fd, self._on_readable)
 
@@ -354,11 +448,13 @@ class MysqlProbe(Probe):
 
 
 def new_probe(loop, host: str, port: int, health: HealthSpec, request: Optional[bytes],
-              on_done: Callable[[Optional[ProbeResult]], None]) -> Probe:
-    """The probe `health` asks for; `request` from `probe_request`."""
+              on_done: Callable[[Optional[ProbeResult]], None], tls=None) -> Probe:
+    """The probe `health` asks for; `request` from `probe_request`; `tls`
+    (a ServerTLS, the server's check_tls) for tcp and http probes (MySQL
+    negotiates its TLS inside its own protocol: a mysql probe stays plain)."""
     if health.type == "mysql":
         return MysqlProbe(loop, host, port, request, on_done)
-    return Probe(loop, host, port, request, health.expect_status, on_done)
+    return Probe(loop, host, port, request, health.expect_status, on_done, tls)
 
 
 def probe_request(server, health: HealthSpec) -> Optional[bytes]:
@@ -382,9 +478,10 @@ def is_ip(host: str) -> bool:
 
 
 async def _run_probe(host: str, port: int, timeout: float, request: Optional[bytes],
-                     expect: frozenset, kind: str = "http") -> ProbeResult:
+                     expect: frozenset, kind: str = "http", tls=None) -> ProbeResult:
     """One probe, awaited: for a lone probe (tests, a host name to resolve).
-    `kind` "mysql" runs a MysqlProbe, else a tcp (no request) or http probe."""
+    `kind` "mysql" runs a MysqlProbe, else a tcp (no request) or http probe,
+    over TLS with `tls` (a ServerTLS)."""
     loop = asyncio.get_running_loop()
     if not is_ip(host):
         started = loop.time()
@@ -404,7 +501,7 @@ async def _run_probe(host: str, port: int, timeout: float, request: Optional[byt
     if kind == "mysql":
         probe: Probe = MysqlProbe(loop, host, port, request, on_done)
     else:
-        probe = Probe(loop, host, port, request, expect, on_done)
+        probe = Probe(loop, host, port, request, expect, on_done, tls)
     timer = loop.call_later(timeout, probe.expire)
     probe.start()
     try:
@@ -436,7 +533,7 @@ async def probe_server(server, health: HealthSpec) -> Optional[ProbeResult]:
     except ValueError as exc:
         return ProbeResult(False, "SOCKERR", None, 0.0, str(exc))
     return await _run_probe(server.host, health.port or server.port, health.timeout, request,
-                            health.expect_status, health.type)
+                            health.expect_status, health.type, server.check_tls)
 
 
 async def mysql_probe(host: str, port: int, timeout: float, user: Optional[str] = None,
