@@ -120,6 +120,7 @@ class StatsSpec:
     # More listeners that serve only /metrics, without auth: a Prometheus
     # exporter port of its own (kolla's `listen metrics`).
     metrics_binds: tuple[Address, ...] = ()
+    tls: Optional["TLSSpec"] = None  # HTTPS on `bind` (TripleO's stats listen with `ssl crt`)
 
 
 @dataclass(frozen=True)
@@ -800,7 +801,7 @@ _GLOBAL_KEYS = ("workers", "maxconn", "log", "pidfile", "state_file", "grace", "
 _LOG_KEYS = ("target", "format", "facility")
 _DEFAULTS_KEYS = ("timeouts", "retries", "redispatch", "error_files")
 _TIMEOUT_KEYS = tuple(Timeouts.__dataclass_fields__)
-_STATS_KEYS = ("bind", "auth", "admin", "refresh", "socket", "metrics_bind")
+_STATS_KEYS = ("bind", "auth", "admin", "refresh", "socket", "metrics_bind", "tls")
 _SOCKET_KEYS = ("path", "mode", "group", "level")
 _AUTH_KEYS = ("user", "password")
 _BIND_KEYS = ("address", "transparent", "tls")
@@ -1012,6 +1013,7 @@ class _Builder:
                     metrics_binds.append(address)
         return StatsSpec(
             metrics_binds=tuple(metrics_binds),
+            tls=self.tls(m.value("tls"), m.path("tls")) if "tls" in m else None,
             bind=bind,
             auth=self.auth(m.value("auth")) if "auth" in m else None,
             admin=r.get(m, "admin", r.boolean, StatsSpec.admin),

@@ -730,14 +730,13 @@ class Builder:
             self.p.error(proxy.line, "lbcore's stats endpoint listens on exactly one address", proxy.kind)
             return None
         bind = proxy.binds[0]
-        params = list(bind.words[2:])
-        if "transparent" in params:
-            params.remove("transparent")
+        tls, transparent = self.bind_params(bind, bind.words[2:])
+        if transparent:
             self.p.warn(bind, "the stats endpoint binds without IP_TRANSPARENT: its address must be "
                               "this host's (as it is for TripleO's per-node stats listen)", "bind transparent")
-        if params:
-            self.p.error(bind, f"'{' '.join(params)}' on the stats listener is not supported", "bind")
         stats["bind"] = Scalar(values.bind_addresses(self.address(bind.words[1]))[0], origin(bind))
+        if tls is not None:
+            stats["tls"] = tls
         st = proxy.stats
         if "uri" in st:
             uri, line = st["uri"]
