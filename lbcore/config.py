@@ -1506,13 +1506,18 @@ class _Builder:
                       "verify is required (the default) but no CA is given: set ca "
                       "(a PEM file, or @system-ca), or verify: none")
         if len(r.problems) == before:
+            # Build the context once now, so that a file OpenSSL cannot use
+            # is reported here (the CA alone first, to name the right key).
             from .server_tls import ServerTLS
-            try:
-                ServerTLS(spec)
-            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-                where = "crl" if spec.crl and "crl" in str(exc).lower() else "ca"
-                r.problem(m.path(where) if where in m else keypath, m.value(where) or node,
-                          f"cannot use the TLS settings: {exc}")
+            for key, trial in (("ca", replace(spec, crl=None)), ("crl", spec)):
+                try:
+                    ServerTLS(trial)
+                except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                    r.problem(m.path(key) if key in m else keypath, m.value(key) or node,
+                              f"cannot use this file: {exc}")
+                    break
+                if spec.crl is None:
+                    break
         return spec
 
     def check_server_alpn(self, servers: tuple[ServerSpec, ...], m: _Mapping) -> None:
