@@ -15,6 +15,7 @@ text for `lbcore convert`).
 
 from __future__ import annotations
 
+import copy
 import os
 import socket
 from dataclasses import dataclass
@@ -377,6 +378,25 @@ def _peers(name: str, head: Line, lines: list[Line], p: Problems, localpeer: Opt
     return block
 
 
+def _stats_backend(proxy: Proxy, backends: dict[str, Proxy]) -> Optional[Proxy]:
+    """The backend section that serves `proxy`'s stats, if its default
+    backend is one with `stats enable` (or `stats uri`) and no servers."""
+    if not proxy.caps & FE or proxy.caps & BE or "default_backend" not in proxy.settings:
+        return None
+    backend = backends.get(proxy.settings["default_backend"][0])
+    if backend is None or backend.servers or not (backend.stats.get("enable") or backend.stats.get("uri")):
+        return None
+    return backend
+
+
+def _with_stats_of(frontend: Proxy, backend: Proxy) -> Proxy:
+    """The frontend's binds with the backend's stats settings over its own."""
+    merged = copy.copy(frontend)
+    merged.stats = {**frontend.stats, **backend.stats}
+    merged.settings = {k: v for k, v in frontend.settings.items() if k != "default_backend"}
+    return merged
+
+
 def build_tree(paths: list[str], env: Optional[Mapping[str, str]] = None,
                localpeer: Optional[str] = None) -> tuple[Map, Problems, _Global]:
     files = expand_paths(paths)
@@ -412,6 +432,12 @@ def build_tree(paths: list[str], env: Optional[Mapping[str, str]] = None,
             logs = True
         is_stats = bool(proxy.stats.get("enable") or proxy.stats.get("uri")) and proxy.caps & FE \
             and not proxy.servers and "default_backend" not in proxy.settings
+        stats_backend = _stats_backend(proxy, backends)
+        if stats_backend is not None:
+            # TripleO's haproxy_backend_syntax: a frontend whose default
+            # backend holds the stats and no servers serves the stats page.
+            proxy = _with_stats_of(proxy, stats_backend)
+            is_stats = True
         if not is_stats and proxy.prometheus is not None and not proxy.servers and proxy.caps & FE \
                 and "default_backend" not in proxy.settings:
             # An exporter-only listen (kolla's `listen metrics`): its own port,

@@ -217,8 +217,7 @@ class Check:
             self.checker._loop.create_task(self._probe_by_name(port))
             return
         loop = self.checker._loop
-        probe = self.probe = new_probe(loop, server.host, port, health, self.request, self._record,
-                                       server.check_tls)
+        probe = self.probe = new_probe(loop, server, port, health, self.request, self._record)
         self.checker._wheel.call_at(loop.time() + health.timeout, self._deadline, (self.token, probe))
         probe.start()
 

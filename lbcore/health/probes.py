@@ -23,6 +23,7 @@ from typing import Callable, Optional
 
 from ..config import HealthSpec
 from ..listeners import FD_EXHAUSTED
+from ..proxy import proxy_protocol
 from ..server_tls import check_name
 from .state import ProbeResult
 
@@ -120,10 +121,11 @@ class Probe:
 
     __slots__ = ("loop", "host", "port", "request", "expect", "on_done", "sock", "fd",
                  "started", "connected", "unsent", "buf", "finished",
-                 "tls", "tls_object", "tls_in", "tls_out", "handshaken")
+                 "tls", "tls_object", "tls_in", "tls_out", "handshaken", "send_proxy")
 
     def __init__(self, loop, host: str, port: int, request: Optional[bytes],
-                 expect: frozenset, on_done: Callable[[ProbeResult], None], tls=None) -> None:
+                 expect: frozenset, on_done: Callable[[ProbeResult], None], tls=None,
+                 send_proxy: Optional[str] = None) -> None:
         self.loop = loop
         self.host = host
         self.port = port
@@ -141,6 +143,7 @@ class Probe:
         self.tls_object = None
         self.tls_in = self.tls_out = None
         self.handshaken = False
+        self.send_proxy = send_proxy  # "v1" | "v2": a PROXY header first, as the server's traffic gets
 
     def start(self) -> None:
         try:
@@ -160,7 +163,7 @@ class Probe:
             self._finish(_connect_failure(exc, self._ms()))
             return
         if err == 0:
-            self._connected()
+            self._established()
         elif err in (errno.EINPROGRESS, errno.EAGAIN):
             self.loop.add_writer(self.fd, self._on_connect)
         else:
@@ -189,6 +192,20 @@ class Probe:
         if err:
             self._finish(_connect_failure(OSError(err, os.strerror(err)), self._ms()))
             return
+        self._established()
+
+    def _established(self) -> None:
+        """The TCP connection is up: the PROXY header (before any TLS, as
+        HAProxy's checks send it, built from the probe's own addresses),
+        then the probe itself."""
+        if self.send_proxy is not None:
+            try:
+                header = proxy_protocol.header(self.send_proxy, self.sock.getsockname(), self.sock.getpeername())
+                # A few bytes into a fresh socket's empty buffer: never partial.
+                self.sock.send(header)
+            except OSError as exc:
+                self._io_error(exc)
+                return
         self._connected()
 
     def _connected(self) -> None:
@@ -374,8 +391,8 @@ class MysqlProbe(Probe):
     __slots__ = ("greeted", "version")
 
     def __init__(self, loop, host: str, port: int, request: Optional[bytes],
-                 on_done: Callable[[ProbeResult], None]) -> None:
-        super().__init__(loop, host, port, request, frozenset(), on_done)
+                 on_done: Callable[[ProbeResult], None], send_proxy: Optional[str] = None) -> None:
+        super().__init__(loop, host, port, request, frozenset(), on_done, send_proxy=send_proxy)
         self.greeted = False
         self.version = ""  # the server's, from its greeting: the L7OK detail
 
@@ -447,14 +464,18 @@ class MysqlProbe(Probe):
             pass  # the verdict is in; the server notices the close either way
 
 
-def new_probe(loop, host: str, port: int, health: HealthSpec, request: Optional[bytes],
-              on_done: Callable[[Optional[ProbeResult]], None], tls=None) -> Probe:
-    """The probe `health` asks for; `request` from `probe_request`; `tls`
-    (a ServerTLS, the server's check_tls) for tcp and http probes (MySQL
-    negotiates its TLS inside its own protocol: a mysql probe stays plain)."""
+def new_probe(loop, server, port: int, health: HealthSpec, request: Optional[bytes],
+              on_done: Callable[[Optional[ProbeResult]], None], host: Optional[str] = None) -> Probe:
+    """The probe `health` asks for against `server` (at `host`, resolved, if
+    given); `request` from `probe_request`. As HAProxy's, a probe to the
+    server's own port speaks like its traffic: TLS with the server's
+    check_tls (not for mysql, whose TLS is negotiated inside its protocol),
+    and its PROXY header first."""
+    host = host or server.host
+    send_proxy = server.send_proxy if health.port is None else None
     if health.type == "mysql":
-        return MysqlProbe(loop, host, port, request, on_done)
-    return Probe(loop, host, port, request, health.expect_status, on_done, tls)
+        return MysqlProbe(loop, host, port, request, on_done, send_proxy)
+    return Probe(loop, host, port, request, health.expect_status, on_done, server.check_tls, send_proxy)
 
 
 def probe_request(server, health: HealthSpec) -> Optional[bytes]:
@@ -477,11 +498,9 @@ def is_ip(host: str) -> bool:
     return True
 
 
-async def _run_probe(host: str, port: int, timeout: float, request: Optional[bytes],
-                     expect: frozenset, kind: str = "http", tls=None) -> ProbeResult:
+async def _run_probe(host: str, port: int, timeout: float, make) -> Optional[ProbeResult]:
     """One probe, awaited: for a lone probe (tests, a host name to resolve).
-    `kind` "mysql" runs a MysqlProbe, else a tcp (no request) or http probe,
-    over TLS with `tls` (a ServerTLS)."""
+    `make(loop, ip, on_done)` builds it once the host is resolved."""
     loop = asyncio.get_running_loop()
     if not is_ip(host):
         started = loop.time()
@@ -495,13 +514,11 @@ async def _run_probe(host: str, port: int, timeout: float, request: Optional[byt
         host = infos[0][4][0]
         timeout = max(0.0, timeout - (loop.time() - started))
     done = loop.create_future()
+
     def on_done(result):
         done.done() or done.set_result(result)
 
-    if kind == "mysql":
-        probe: Probe = MysqlProbe(loop, host, port, request, on_done)
-    else:
-        probe = Probe(loop, host, port, request, expect, on_done, tls)
+    probe = make(loop, host, on_done)
     timer = loop.call_later(timeout, probe.expire)
     probe.start()
     try:
@@ -513,14 +530,16 @@ async def _run_probe(host: str, port: int, timeout: float, request: Optional[byt
 
 async def tcp_probe(host: str, port: int, timeout: float) -> ProbeResult:
     """Connect, then close: L4OK, L4CON, L4TOUT or SOCKERR."""
-    return await _run_probe(host, port, timeout, None, frozenset())
+    return await _run_probe(host, port, timeout,
+                            lambda loop, ip, on_done: Probe(loop, ip, port, None, frozenset(), on_done))
 
 
 async def http_probe(host: str, port: int, timeout: float, request: bytes,
                      expect_status: frozenset[int]) -> Optional[ProbeResult]:
     """Send `request`, read the status line: L7OK / L7STS with the code,
     or L4CON, L4TOUT, L7TOUT, L7RSP, SOCKERR."""
-    return await _run_probe(host, port, timeout, request, expect_status)
+    return await _run_probe(host, port, timeout,
+                            lambda loop, ip, on_done: Probe(loop, ip, port, request, expect_status, on_done))
 
 
 async def probe_server(server, health: HealthSpec) -> Optional[ProbeResult]:
@@ -532,8 +551,9 @@ async def probe_server(server, health: HealthSpec) -> Optional[ProbeResult]:
         request = probe_request(server, health)
     except ValueError as exc:
         return ProbeResult(False, "SOCKERR", None, 0.0, str(exc))
-    return await _run_probe(server.host, health.port or server.port, health.timeout, request,
-                            health.expect_status, health.type, server.check_tls)
+    port = health.port or server.port
+    return await _run_probe(server.host, port, health.timeout, lambda loop, ip, on_done: new_probe(
+        loop, server, port, health, request, on_done, host=ip))
 
 
 async def mysql_probe(host: str, port: int, timeout: float, user: Optional[str] = None,
@@ -541,7 +561,8 @@ async def mysql_probe(host: str, port: int, timeout: float, user: Optional[str] 
     """HAProxy's mysql-check against host:port: L7OK (the detail is the
     server version), L7STS with the MySQL error code, L7RSP, L7TOUT, L4*."""
     request = mysql_login(user, client) if user else None
-    return await _run_probe(host, port, timeout, request, frozenset(), "mysql")
+    return await _run_probe(host, port, timeout,
+                            lambda loop, ip, on_done: MysqlProbe(loop, ip, port, request, on_done))
 
 
 def _ms(loop: asyncio.AbstractEventLoop, start: float) -> float:

@@ -152,7 +152,11 @@ class StatsEndpoint:
         must be it); raises OSError naming the address."""
         sock = _listening_socket(self.spec.bind)
         try:
-            self._server = await asyncio.start_server(self._serve, sock=sock)
+            context = None
+            if self.spec.tls is not None and not self.metrics_only:
+                from ..certificates import tls_context
+                context = tls_context(self.spec.tls)
+            self._server = await asyncio.start_server(self._serve, sock=sock, ssl=context)
         except Exception:
             sock.close()
             raise

@@ -78,7 +78,8 @@ DRILLS = {
         ("redirect of the public name", "KEYSTONE_PORT", "/v3", False, {"host": "PUB_VIP"}),
         ("neutron public TLS", "NEUTRON_TLS_PORT@PUB", "/echo", True, {}),
         ("horizon sets its cookie", "HORIZON_PORT", "/echo", False, {}),
-        ("stats", "STATS_PORT@CTL", "/;csv", False, {"auth": "admin"}),
+        ("stats over TLS", "STATS_PORT@CTL", "/;csv", True, {"auth": "admin"}),
+        ("stats asks for credentials", "STATS_PORT@CTL", "/", True, {}),
     ],
 }
 # Response headers whose values must match (others, such as Date, differ).

@@ -572,3 +572,44 @@ frontend f
 """)
     assert any(":9: grace: the 'grace' keyword is not supported any more since HAProxy version 2.5" in p
                for p in problems), problems
+
+
+def test_tripleo_backend_syntax_stats_and_a_tls_stats_bind(tmp_path):
+    pem_path = str(tmp_path / "overcloud.pem")  # the loader only checks it exists; the server reads it
+    (tmp_path / "overcloud.pem").write_text("")
+    config = load(tmp_path, BASE + f"""
+frontend haproxy.stats
+  bind 127.0.0.1:1993 transparent ssl crt {pem_path}
+  mode http
+  default_backend haproxy.stats_be
+  stats enable
+  stats uri /
+  stats auth admin:pw
+backend haproxy.stats_be
+  mode http
+  stats enable
+  stats uri /
+  stats auth admin:pw2
+frontend f
+    bind 127.0.0.1:9000
+    default_backend b
+backend b
+    server s 127.0.0.1:1
+""").config
+    assert str(config.stats.bind) == "127.0.0.1:1993" and config.stats.auth == ("admin", "pw2")
+    assert config.stats.tls is not None and config.stats.tls.cert == pem_path
+    assert "haproxy.stats" not in config.frontends
+
+
+def test_bind_interface_maps_onto_the_bind_entry(tmp_path):
+    fe = load(tmp_path, BASE + """
+frontend f
+    bind 127.0.0.1:9000 interface lo
+    bind 127.0.0.1:9001 transparent interface eth1
+    bind 127.0.0.1:9002
+    default_backend b
+backend b
+    server s 127.0.0.1:1
+""").config.frontends["f"]
+    assert {str(a): i for a, i in fe.interfaces.items()} == {"127.0.0.1:9000": "lo", "127.0.0.1:9001": "eth1"}
+    assert [str(a) for a in fe.transparent] == ["127.0.0.1:9001"]
