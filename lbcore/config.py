@@ -26,7 +26,7 @@ from .balance import ALGORITHMS as BALANCE_NAMES
 from .balance import parse as balance_parse
 
 __all__ = [
-    "Address", "Timeouts", "LogSpec", "GlobalSpec", "SocketSpec", "StatsSpec", "TLSSpec",
+    "Address", "Timeouts", "LogSpec", "GlobalSpec", "SocketSpec", "StatsSpec", "TLSSpec", "ServerTLSSpec",
     "FrontendSpec", "HealthSpec", "ServerSpec", "BackendSpec", "Config",
     "StickTableSpec", "StickOnSpec", "CookieSpec", "PeersSpec",
     "ConfigError", "load", "loads", "parse_duration", "parse_size",
@@ -117,6 +117,10 @@ class StatsSpec:
     admin: bool = True
     refresh: float = 5.0
     socket: Optional[SocketSpec] = None
+    # More listeners that serve only /metrics, without auth: a Prometheus
+    # exporter port of its own (kolla's `listen metrics`).
+    metrics_binds: tuple[Address, ...] = ()
+    tls: Optional["TLSSpec"] = None  # HTTPS on `bind` (TripleO's stats listen with `ssl crt`)
 
 
 @dataclass(frozen=True)
@@ -245,6 +249,31 @@ class HealthSpec:
 
 
 @dataclass(frozen=True)
+class ServerTLSSpec:
+    """TLS to one server (servers[].tls), with HAProxy 2.6's meaning of the
+    server keywords `ssl verify ca-file crl-file verifyhost sni alpn
+    check-ssl check-sni check-alpn ssl-min-ver ciphers ciphersuites`."""
+
+    verify: str = "required"  # none | required (HAProxy's default, ssl-server-verify)
+    ca: Optional[str] = None  # CA file (PEM), or "@system-ca"; required with verify required
+    crl: Optional[str] = None  # CRL file (PEM), checked for every certificate of the chain
+    verifyhost: Optional[str] = None  # name the certificate must carry when no SNI is sent
+    sni: Optional[str] = None  # SNI sent on the server's connections (none by default, as HAProxy)
+    alpn: tuple[str, ...] = ()
+    min_version: Optional[str] = None
+    ciphers: Optional[str] = None
+    ciphersuites: Optional[str] = None
+    # The server's own traffic uses TLS (HAProxy's `ssl`); false when only
+    # its checks do (`check-ssl` without `ssl`).
+    traffic: bool = True
+    # Probes use TLS too. Resolved at load: HAProxy's rule, true for a
+    # TLS server unless its checks go to another port (health.port).
+    checks: bool = True
+    check_sni: Optional[str] = None  # SNI of the probes (HAProxy's check-sni)
+    check_alpn: tuple[str, ...] = ()  # ALPN of the probes (check-alpn; default: alpn)
+
+
+@dataclass(frozen=True)
 class ServerSpec:
     name: str
     address: Address
@@ -254,6 +283,10 @@ class ServerSpec:
     check: bool = True
     send_proxy: Optional[str] = None  # None | "v1" | "v2"
     cookie: Optional[str] = None  # this server's value for the backend's cookie persistence
+    # Starts in maintenance (MAINT): no traffic, no checks, until enabled
+    # through the runtime API or the stats admin page (HAProxy's `disabled`).
+    disabled: bool = False
+    tls: Optional[ServerTLSSpec] = None  # TLS to the server (or to its checks only)
 
 
 @dataclass(frozen=True)
@@ -768,7 +801,7 @@ _GLOBAL_KEYS = ("workers", "maxconn", "log", "pidfile", "state_file", "grace", "
 _LOG_KEYS = ("target", "format", "facility")
 _DEFAULTS_KEYS = ("timeouts", "retries", "redispatch", "error_files")
 _TIMEOUT_KEYS = tuple(Timeouts.__dataclass_fields__)
-_STATS_KEYS = ("bind", "auth", "admin", "refresh", "socket")
+_STATS_KEYS = ("bind", "auth", "admin", "refresh", "socket", "metrics_bind", "tls")
 _SOCKET_KEYS = ("path", "mode", "group", "level")
 _AUTH_KEYS = ("user", "password")
 _BIND_KEYS = ("address", "transparent", "tls")
@@ -782,7 +815,11 @@ _BACKEND_KEYS = ("mode", "balance", "maxconn", "health", "retries", "redispatch"
                  "http_request", "http_response", "hash", "pool_max_conn", "pool_purge_delay", "error_files")
 _HEALTH_KEYS = ("type", "path", "method", "host", "expect_status", "interval", "timeout",
                 "rise", "fall", "port", "initial_state", "headers", "user", "client")
-_SERVER_KEYS = ("name", "address", "weight", "backup", "maxconn", "check", "send_proxy", "cookie")
+_SERVER_KEYS = ("name", "address", "weight", "backup", "maxconn", "check", "send_proxy", "cookie", "disabled",
+                "tls")
+_SERVER_TLS_KEYS = ("verify", "ca", "crl", "verifyhost", "sni", "alpn", "min_version", "ciphers", "ciphersuites",
+                    "traffic", "checks", "check_sni", "check_alpn")
+SERVER_VERIFY = ("none", "required")
 _STICK_TABLE_KEYS = ("type", "size", "expire", "peers", "store", "len")
 _STICK_ON_KEYS = ("on", "match", "store", "table")
 _COOKIE_KEYS = ("name", "mode", "indirect", "nocache", "preserve", "httponly", "secure", "domain")
@@ -958,12 +995,25 @@ class _Builder:
         if m is None:
             return None
         socket_spec = self.stats_socket(m.value("socket")) if "socket" in m else None
-        if "bind" not in m and socket_spec is None and "socket" not in r.bad_paths and "stats.socket" not in r.bad_paths:
-            r.problem("stats.bind", node, "required key is missing (or give stats.socket alone)")
+        if "bind" not in m and "metrics_bind" not in m and socket_spec is None \
+                and "socket" not in r.bad_paths and "stats.socket" not in r.bad_paths:
+            r.problem("stats.bind", node, "required key is missing (or give stats.socket or stats.metrics_bind alone)")
         bind = r.get(m, "bind", r.address)
         if bind is not None:
             self.add_bind(bind, m.path("bind"), m.value("bind"))
+        metrics_binds = []
+        if "metrics_bind" in m:
+            node, keypath = m.value("metrics_bind"), m.path("metrics_bind")
+            items = [(f"{keypath}[{i}]", item) for i, item in enumerate(node.value)] \
+                if isinstance(node, SequenceNode) else [(keypath, node)]
+            for item_path, item in items:
+                address = r.parse(item, item_path, r.address)
+                if address is not None:
+                    self.add_bind(address, item_path, item)
+                    metrics_binds.append(address)
         return StatsSpec(
+            metrics_binds=tuple(metrics_binds),
+            tls=self.tls(m.value("tls"), m.path("tls")) if "tls" in m else None,
             bind=bind,
             auth=self.auth(m.value("auth")) if "auth" in m else None,
             admin=r.get(m, "admin", r.boolean, StatsSpec.admin),
@@ -1225,6 +1275,10 @@ class _Builder:
         if mode == "tcp" and balance_parse(algorithm)[0] in REQUEST_HASHES:
             r.problem(m.path("balance"), m.value("balance"),
                       f"balance {algorithm} hashes a part of the HTTP request: it needs mode http")
+        health = self.health(m.value("health"), m.path("health"), timeouts)
+        servers = self.servers(m.value("servers"), m.path("servers"), maxconn, health)
+        if mode == "http":
+            self.check_server_alpn(servers, m)
         error_files = self.error_files(m, defaults.error_files)
         return BackendSpec(
             name=name,
@@ -1234,11 +1288,11 @@ class _Builder:
             pool_max_conn=r.get(m, "pool_max_conn", r.nullable(r.integer(0))),
             pool_purge_delay=r.get(m, "pool_purge_delay", r.duration, BackendSpec.pool_purge_delay),
             maxconn=maxconn,
-            health=self.health(m.value("health"), m.path("health"), timeouts),
+            health=health,
             retries=r.get(m, "retries", r.integer(0), defaults.retries),
             redispatch=r.get(m, "redispatch", r.boolean, defaults.redispatch),
             timeouts=timeouts,
-            servers=self.servers(m.value("servers"), m.path("servers"), maxconn),
+            servers=servers,
             on_marked_down=r.get(m, "on_marked_down", r.nullable(r.choice(ON_MARKED_DOWN))),
             all_backups=r.get(m, "all_backups", r.boolean, BackendSpec.all_backups),
             **self.rules.section(m, name, mode, error_files=error_files),
@@ -1345,7 +1399,8 @@ class _Builder:
             raise _Invalid(f"status code must be in 100..599, got {value}", node)
         return {value}
 
-    def servers(self, node: Optional[Node], keypath: str, maxconn: Optional[int]) -> tuple[ServerSpec, ...]:
+    def servers(self, node: Optional[Node], keypath: str, maxconn: Optional[int],
+                health: HealthSpec = HealthSpec()) -> tuple[ServerSpec, ...]:
         r = self.r
         if node is None or r.is_null(node):
             return ()
@@ -1356,7 +1411,7 @@ class _Builder:
         seen: dict[str, tuple[str, Node]] = {}
         for index, item in enumerate(node.value):
             item_path = f"{keypath}[{index}]"
-            server, name_node = self.server(item, item_path, maxconn)
+            server, name_node = self.server(item, item_path, maxconn, health)
             if server is None:
                 continue
             if server.name in seen:
@@ -1370,8 +1425,8 @@ class _Builder:
             servers.append(server)
         return tuple(servers)
 
-    def server(self, node: Node, keypath: str,
-               maxconn: Optional[int]) -> tuple[Optional[ServerSpec], Optional[Node]]:
+    def server(self, node: Node, keypath: str, maxconn: Optional[int],
+               health: HealthSpec = HealthSpec()) -> tuple[Optional[ServerSpec], Optional[Node]]:
         """The server's spec and its name node (for duplicate reports)."""
         r = self.r
         if not isinstance(node, MappingNode):
@@ -1392,10 +1447,88 @@ class _Builder:
             check=r.get(m, "check", r.boolean, d.check),
             send_proxy=r.get(m, "send_proxy", r.nullable(r.choice(SEND_PROXY))),
             cookie=r.get(m, "cookie", r.nullable(self.cookie_value)),
+            disabled=r.get(m, "disabled", r.boolean, d.disabled),
+            tls=self.server_tls(m.value("tls"), m.path("tls"), health) if m is not None and "tls" in m else None,
         )
         self._where[m.path("cookie")] = m.value("cookie")
         return spec, m.value("name")
 
+
+    def server_tls(self, node: Node, keypath: str, health: HealthSpec) -> Optional[ServerTLSSpec]:
+        r = self.r
+        if r.is_null(node):
+            return None
+        m = r.mapping(node, keypath, _SERVER_TLS_KEYS)
+        if m is None:
+            return None
+        before = len(r.problems)
+        verify = r.get(m, "verify", r.choice(SERVER_VERIFY), ServerTLSSpec.verify)
+        traffic = r.get(m, "traffic", r.boolean, ServerTLSSpec.traffic)
+        spec = ServerTLSSpec(
+            verify=verify,
+            ca=r.get(m, "ca", r.nullable(self.ca_file)),
+            crl=r.get(m, "crl", r.nullable(r.existing_file)),
+            verifyhost=r.get(m, "verifyhost", r.nullable(self.tls_name)),
+            sni=r.get(m, "sni", r.nullable(self.tls_name)),
+            alpn=r.get(m, "alpn", self.alpn, ()),
+            min_version=r.get(m, "min_version", r.nullable(r.choice(TLS_MIN_VERSIONS))),
+            ciphers=r.get(m, "ciphers", r.nullable(self.ciphers)),
+            ciphersuites=r.get(m, "ciphersuites", r.nullable(self.ciphersuites)),
+            traffic=traffic,
+            # HAProxy: a TLS server's checks use TLS unless they go to another port.
+            checks=r.get(m, "checks", r.boolean, traffic and health.port is None),
+            check_sni=r.get(m, "check_sni", r.nullable(self.tls_name)),
+            check_alpn=r.get(m, "check_alpn", self.alpn, ()),
+        )
+        if not spec.traffic and not spec.checks:
+            r.problem(m.path("checks") if "checks" in m else keypath, node,
+                      "TLS is used for neither traffic nor checks: set traffic or checks, or drop tls")
+        if spec.verify == "required" and spec.ca is None and m.path("ca") not in r.bad_paths \
+                and len(r.problems) == before:
+            # HAProxy refuses this too: verifying against nothing would fail every handshake.
+            r.problem(m.path("verify") if "verify" in m else keypath, m.value("verify") or node,
+                      "verify is required (the default) but no CA is given: set ca "
+                      "(a PEM file, or @system-ca), or verify: none")
+        if len(r.problems) == before:
+            # Build the context once now, so that a file OpenSSL cannot use
+            # is reported here (the CA alone first, to name the right key).
+            from .server_tls import ServerTLS
+            for key, trial in (("ca", replace(spec, crl=None)), ("crl", spec)):
+                try:
+                    ServerTLS(trial)
+                except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                    r.problem(m.path(key) if key in m else keypath, m.value(key) or node,
+                              f"cannot use this file: {exc}")
+                    break
+                if spec.crl is None:
+                    break
+        return spec
+
+    def check_server_alpn(self, servers: tuple[ServerSpec, ...], m: _Mapping) -> None:
+        """http mode speaks HTTP/1.1 to servers: ALPN may offer nothing else."""
+        for index, server in enumerate(servers):
+            tls = server.tls
+            for key in ("alpn", "check_alpn"):
+                other = [p for p in (getattr(tls, key) if tls else ()) if p != "http/1.1"]
+                if other:
+                    keypath = f"{m.path('servers')}[{index}].tls.{key}"
+                    self.r.problem(keypath, m.value("servers"),
+                                   f"lbcore speaks HTTP/1.1 to servers in http mode: cannot offer {', '.join(other)}")
+
+    def ca_file(self, node: Node) -> str:
+        from .server_tls import SYSTEM_CA
+        if self.r.scalar(node) == SYSTEM_CA:
+            return SYSTEM_CA
+        path = self.r.existing_file(node)
+        if not os.access(path, os.R_OK):
+            raise _Invalid(f"file not readable: {path}")
+        return path
+
+    def tls_name(self, node: Node) -> str:
+        value = self.r.string(node)
+        if not re.fullmatch(r"[A-Za-z0-9*]([A-Za-z0-9_.*-]{0,252})", value) or ".." in value:
+            raise _Invalid(f"invalid host name {value!r}")
+        return value
 
     # stick tables, persistence, peers
     def stick_table(self, section: str, m: _Mapping) -> Optional[StickTableSpec]:

@@ -66,6 +66,8 @@ cdef extern from *:
 
 IMPLEMENTATION = "cython"
 
+endpoints = probesock_py.endpoints  # rare (PROXY headers of probes): no C twin needed
+
 
 def address(str host, int port):
     """A struct sockaddr_in / sockaddr_in6, packed: what connect() hands to

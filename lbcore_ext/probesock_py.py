@@ -19,6 +19,8 @@ socket module formats and discards two TypeErrors before it takes bytes.
   anything never completes a connection on the server. Raises OSError (the
   socket closed) when no socket could be made or the connect failed at once.
 - `error(fd)`: the socket's pending error (SO_ERROR), 0 if none.
+- `endpoints(fd)`: (local address, peer address) of a connected socket, as
+  the socket module gives them (for a PROXY protocol header).
 - `close(fd)`.
 """
 
@@ -69,6 +71,14 @@ def error(fd: int) -> int:
     sock = _socket.socket(fileno=fd)
     try:
         return sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    finally:
+        sock.detach()
+
+
+def endpoints(fd: int) -> tuple:
+    sock = _socket.socket(fileno=fd)
+    try:
+        return sock.getsockname(), sock.getpeername()
     finally:
         sock.detach()
 

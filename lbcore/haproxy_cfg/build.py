@@ -14,6 +14,8 @@ from .tree import Map, Origin, Scalar, Seq
 
 # Servers' check settings that lb.yaml holds once per backend.
 PER_BACKEND = {"inter": "interval", "rise": "rise", "fall": "fall", "port": "port"}
+# Server keywords lb.yaml keeps per backend (the servers of one backend must agree).
+POOL_KEYS = {"pool-max-conn": "pool_max_conn", "pool-purge-delay": "pool_purge_delay"}
 CHECK_DEFAULTS = {"inter": "2000", "rise": "2", "fall": "3"}
 STATS_URIS = ("/", "/stats", "/haproxy?stats")
 
@@ -86,6 +88,21 @@ def tls_options(words: tuple[str, ...], line: Line, p: Problems, keyword: str) -
                              "use ssl-min-ver")
         out["min_version"] = floor[chain[-1]]
     return out
+
+
+# Server keywords that make servers[].tls (see Builder.server_tls).
+SERVER_TLS_OPTIONS = ("no-sslv3", "no-tlsv10", "no-tlsv11", "no-tlsv12", "force-tlsv12", "force-tlsv13",
+                      "no-tls-tickets")
+SERVER_TLS_FLAGS = ("ssl", "no-ssl", "check-ssl", "no-check-ssl", "no-verifyhost") + SERVER_TLS_OPTIONS
+SERVER_TLS_VALUES = ("verify", "ca-file", "crl-file", "verifyhost", "sni", "alpn", "check-sni", "check-alpn",
+                     "ssl-min-ver", "ciphers", "ciphersuites")
+
+
+def _last_of(words: dict, *names: str) -> Optional[str]:
+    """Which of `names` came last among the keywords (dicts keep insertion
+    order; a word given again moves to the end, see Builder.server)."""
+    present = [w for w in words if w in names]
+    return present[-1] if present else None
 
 
 class Builder:
@@ -294,6 +311,9 @@ class Builder:
         be["health"] = health
         if per_backend.get("on-marked-down"):
             be["on_marked_down"] = per_backend["on-marked-down"]
+        for key, lb_key in POOL_KEYS.items():
+            if key in per_backend:
+                be[lb_key] = per_backend[key]
         self.error_files(proxy, be, where)
         if proxy.options.get("allbackups", (False,))[0]:
             be["all_backups"] = Scalar(True, proxy.options["allbackups"][1])
@@ -398,13 +418,16 @@ class Builder:
         checked: list[tuple[dict, Line]] = []
         marked: list[tuple[Optional[tuple], Line]] = []
         per_backend: dict[str, Scalar] = {}
+        http = self.mode(proxy, where).value == "http"
+        pooled: list[tuple[dict, Line]] = []
         for line in proxy.servers:
             params = proxy.default_server + parse_server_params(line, line.words[3:], self.p)
-            server, settings = self.server(line, params)
+            server, settings = self.server(line, params, http)
             if server is None:
                 continue
             seq.append(server)
             marked.append((settings.pop("on-marked-down", None), line))
+            pooled.append(({key: settings.pop(key) for key in POOL_KEYS if key in settings}, line))
             if settings.pop("check", False):
                 checked.append((settings, line))
         # on-marked-down is per server in HAProxy, per backend in lbcore.
@@ -416,10 +439,23 @@ class Builder:
                          "lbcore sets it once per backend", "server")
         elif marked and marked[0][0]:
             per_backend["on-marked-down"] = Scalar(*marked[0][0])
+        for key in POOL_KEYS:
+            # Per server in HAProxy, per backend in lbcore: every server says
+            # the same (or, through default-server, they all inherit it).
+            seen = [(pool[key], line) for pool, line in pooled if key in pool]
+            if not seen:
+                continue
+            (value, at), first_line = seen[0]
+            other = next((line for pool, line in pooled if pool.get(key, (None,))[0] != value), None)
+            if other is not None:
+                self.p.error(other, f"servers of '{proxy.name}' disagree on '{key}' ({first_line.where} says "
+                             f"{value}): lbcore sets it once per backend", f"server {key}")
+            elif value is not None:
+                per_backend[key] = Scalar(value, at)
         health = self.health(proxy, where, checked, per_backend)
         return seq, health, per_backend
 
-    def server(self, line: Line, params: list) -> tuple[Optional[Map], dict]:
+    def server(self, line: Line, params: list, http: bool = True) -> tuple[Optional[Map], dict]:
         at = origin(line)
         name = line.words[1]
         try:
@@ -431,8 +467,7 @@ class Builder:
         server["name"] = Scalar(name, at)
         server["address"] = Scalar(address, at)
         settings: dict = {}
-        tls: dict[str, Scalar] = {}
-        ssl = False
+        tls_words: dict[str, tuple[Optional[str], Origin]] = {}  # the last of each wins, as HAProxy
         check = False
         for word, args, where_line in params:
             kat = origin(where_line, f"{where_line.keyword} {word}")
@@ -464,46 +499,95 @@ class Builder:
                     settings[word] = (values.integer(value, 1), kat)
                 elif word == "port":
                     settings[word] = (values.integer(value, 1, 65535), kat)
+                elif word == "pool-max-conn":
+                    number = values.integer(value, -1)
+                    settings[word] = (None if number == -1 else number, kat)  # -1: no limit of its own
+                elif word == "pool-purge-delay":
+                    settings[word] = (values.duration(value), kat)
                 elif word == "on-marked-down":
                     if value != "shutdown-sessions":
                         raise ValueError(f"'on-marked-down {value}' is not supported (only shutdown-sessions)")
                     settings[word] = ("shutdown_sessions", kat)
-                elif word == "ssl":
-                    ssl = True
-                elif word == "no-ssl":
-                    ssl = False
-                elif word == "verify":
-                    if value not in ("none", "required"):
-                        raise ValueError(f"'verify {value}': expected none or required")
-                    tls["verify"] = Scalar(value, kat)
-                elif word == "ca-file":
-                    tls["ca"] = Scalar(self.paths.ca(value), kat)
-                elif word in ("sni", "alpn"):
-                    if word == "sni" and not value.startswith("str("):
-                        raise ValueError(f"'sni {value}': only a constant str(NAME) is supported")
-                    if word == "sni":
-                        value = value[4:-1]
-                    tls[word] = Scalar(value.split(",") if word == "alpn" else value, kat)
+                elif word in SERVER_TLS_FLAGS or word in SERVER_TLS_VALUES:
+                    tls_words.pop(word, None)  # the server line's word comes after default-server's
+                    tls_words[word] = (value, kat)
                 elif word in ("disabled", "enabled"):
-                    if word == "disabled":
-                        raise ValueError("'disabled' servers are not supported yet (start it in maintenance "
-                                         "through the stats admin API instead)")
+                    server["disabled"] = Scalar(word == "disabled", kat)
                 else:
                     raise ValueError("not supported by lbcore")
             except ValueError as exc:
                 self.p.error(where_line, str(exc), f"{where_line.keyword} {word}")
-        if "verify" not in tls and ssl and "verify" in self.tls.server:
-            tls["verify"] = Scalar(*self.tls.server["verify"])
-        if ssl:
-            spec = Map(origin(line, "server ssl"))
-            spec.update(tls)
-            server["tls"] = spec
-        elif tls:
-            self.p.error(line, "TLS parameters (verify, ca-file, sni, alpn) without 'ssl'", "server")
+        tls = self.server_tls(line, tls_words, http)
+        if tls is not None:
+            server["tls"] = tls
         if not check:
             server["check"] = Scalar(False, at)
         settings["check"] = check
         return server, settings
+
+    def server_tls(self, line: Line, words: dict, http: bool) -> Optional[Map]:
+        """servers[].tls from a server's TLS keywords (default-server's
+        first), with the global ssl-default-server-* and ssl-server-verify."""
+        ssl = _last_of(words, "ssl", "no-ssl") == "ssl"
+        check_ssl = _last_of(words, "check-ssl", "no-check-ssl")
+        if not ssl and check_ssl != "check-ssl":
+            given = [w for w in words if w not in ("no-ssl", "no-check-ssl")]
+            if given:
+                self.p.warn(line, f"{', '.join(given)} without 'ssl' or 'check-ssl': not used (as HAProxy)",
+                            "server")
+            return None
+        spec = Map(origin(line, "server ssl" if ssl else "server check-ssl"))
+        if not ssl:
+            spec["traffic"] = Scalar(False, words["check-ssl"][1])
+        if check_ssl is not None:
+            spec["checks"] = Scalar(check_ssl == "check-ssl", words[check_ssl][1])
+        defaults = self.tls.server
+        try:
+            options = tls_options(tuple(w for w in words if w in SERVER_TLS_OPTIONS) + (
+                ("ssl-min-ver", words["ssl-min-ver"][0]) if "ssl-min-ver" in words else ()),
+                line, self.p, "server")
+        except ValueError as exc:
+            self.p.error(line, str(exc), "server")
+            options = {}
+        for key, lb_key in (("verify", "verify"), ("ciphers", "ciphers"), ("ciphersuites", "ciphersuites")):
+            if key in words:
+                spec[lb_key] = Scalar(words[key][0], words[key][1])
+            elif key in defaults:
+                spec[lb_key] = Scalar(*defaults[key])
+        if "min_version" in options:
+            at = next((words[w][1] for w in ("ssl-min-ver", *SERVER_TLS_OPTIONS) if w in words), spec.origin)
+            spec["min_version"] = Scalar(options["min_version"], at)
+        elif "min_version" in defaults:
+            spec["min_version"] = Scalar(*defaults["min_version"])
+        for key, lb_key in (("ca-file", "ca"), ("crl-file", "crl")):
+            if key in words:
+                value, at = words[key]
+                spec[lb_key] = Scalar(value if value == "@system-ca" else self.paths.ca(value), at)
+        if "verifyhost" in words and "no-verifyhost" not in words:
+            spec["verifyhost"] = Scalar(*words["verifyhost"])
+        for key, lb_key in (("sni", "sni"), ("check-sni", "check_sni")):
+            if key in words:
+                value, at = words[key]
+                if key == "sni":
+                    if not (value.startswith("str(") and value.endswith(")")):
+                        self.p.error(line, f"'sni {value}': only a constant str(NAME) is supported", "server sni")
+                        continue
+                    value = value[4:-1]
+                spec[lb_key] = Scalar(value, at)
+        for key, lb_key in (("alpn", "alpn"), ("check-alpn", "check_alpn")):
+            if key in words:
+                value, at = words[key]
+                protocols = value.split(",")
+                if http and "h2" in protocols:
+                    self.p.warn(line, "h2 is not offered: lbcore speaks HTTP/1.1 to servers", f"server {key}")
+                    protocols = [p for p in protocols if p != "h2"]
+                if not protocols:
+                    self.p.error(line, "no protocol left to offer once h2 is removed", f"server {key}")
+                    continue
+                seq = Seq(at)
+                seq.extend(Scalar(protocol, at) for protocol in protocols)
+                spec[lb_key] = seq
+        return spec
 
     def health(self, proxy: Proxy, where: Origin, checked: list, per_backend: dict) -> Map:
         health = Map(where)
@@ -615,6 +699,30 @@ class Builder:
 
     # -- stats --------------------------------------------------------------------
 
+    def metrics_binds(self, proxy: Proxy) -> list[Scalar]:
+        """The binds of an exporter-only listen, served by lbcore's stats
+        endpoint code with /metrics alone and no auth."""
+        out = []
+        for bind in proxy.binds:
+            params = [w for w in bind.words[2:] if w != "transparent"]
+            if params:
+                self.p.error(bind, f"'{' '.join(params)}' on an exporter listener is not supported", "bind")
+                continue
+            try:
+                addresses = values.bind_addresses(self.address(bind.words[1]))
+            except ValueError as exc:
+                self.p.error(bind, str(exc))
+                continue
+            out.extend(Scalar(address, origin(bind)) for address in addresses)
+        if not proxy.binds:
+            self.p.error(proxy.line, f"{proxy.kind} '{proxy.name}' has no 'bind' line", proxy.kind)
+        for rules in (proxy.http_request, proxy.use_backend, proxy.tcp_request, proxy.http_response):
+            rule = next((r for r in rules if r is not None), None)
+            if rule is not None:
+                self.p.errors.append(f"{rule.origin}: {rule.origin.keyword}: rules in an exporter listen are "
+                                     "not supported (lbcore serves /metrics there and nothing else)")
+        return out
+
     def stats(self, proxy: Proxy) -> Optional[Map]:
         where = origin(proxy.line, f"{proxy.kind} {proxy.name}")
         stats = Map(where, comment=f"{proxy.line.where} {proxy.kind} {proxy.name}")
@@ -622,14 +730,13 @@ class Builder:
             self.p.error(proxy.line, "lbcore's stats endpoint listens on exactly one address", proxy.kind)
             return None
         bind = proxy.binds[0]
-        params = list(bind.words[2:])
-        if "transparent" in params:
-            params.remove("transparent")
+        tls, transparent = self.bind_params(bind, bind.words[2:])
+        if transparent:
             self.p.warn(bind, "the stats endpoint binds without IP_TRANSPARENT: its address must be "
                               "this host's (as it is for TripleO's per-node stats listen)", "bind transparent")
-        if params:
-            self.p.error(bind, f"'{' '.join(params)}' on the stats listener is not supported", "bind")
         stats["bind"] = Scalar(values.bind_addresses(self.address(bind.words[1]))[0], origin(bind))
+        if tls is not None:
+            stats["tls"] = tls
         st = proxy.stats
         if "uri" in st:
             uri, line = st["uri"]

@@ -446,6 +446,18 @@ class Proxy:
                                  "nocache, preserve, httponly, secure, domain)")
         self.set("cookie", spec, line)
 
+    def disabled(self, line: Line) -> None:
+        """disabled / enabled: a disabled proxy is not started (HAProxy)."""
+        self.args(line, 0, f"no argument after '{line.keyword}'")
+        if line.keyword == "disabled":
+            self.set("disabled", True, line)
+        else:
+            self.settings.pop("disabled", None)
+
+    def grace(self, line: Line) -> None:
+        raise ValueError("the 'grace' keyword is not supported any more since HAProxy version 2.5 "
+                         "(the global 'grace' is lbcore's global.stop_delay)")
+
     def accepted_warning(self, line: Line) -> None:
         self.p.warn(line, "accepted: tunes HAProxy's internals, nothing to do in lbcore")
 
@@ -669,7 +681,8 @@ def http_rule(proxy: Proxy, line: Line, response: bool) -> Map:
 
 SERVER_FLAGS = ("check", "backup", "disabled", "send-proxy", "send-proxy-v2", "ssl", "check-ssl",
                 "no-check", "no-backup", "no-ssl", "no-send-proxy", "no-send-proxy-v2", "enabled",
-                "no-check-ssl", "no-tls-tickets", "allow-0rtt")
+                "no-check-ssl", "no-tls-tickets", "allow-0rtt", "no-verifyhost", "no-sslv3", "no-tlsv10",
+                "no-tlsv11", "no-tlsv12", "force-tlsv12", "force-tlsv13")
 SERVER_VALUES = ("inter", "fastinter", "downinter", "rise", "fall", "port", "weight", "maxconn", "cookie",
                  "on-marked-down", "on-marked-up", "verify", "ca-file", "crl-file", "verifyhost", "sni",
                  "alpn", "check-alpn", "check-sni", "addr", "minconn", "maxqueue", "slowstart", "id",
@@ -729,4 +742,7 @@ KEYWORDS: dict[str, tuple[int, Callable[[Proxy, Line], None]]] = {
     "stick-table": (LISTEN, Proxy.stick_table),
     "stick": (BE, Proxy.stick),
     "cookie": (DEF | BE, Proxy.cookie),
+    "disabled": (DEF | LISTEN, Proxy.disabled),
+    "grace": (DEF | LISTEN, Proxy.grace),
+    "enabled": (DEF | LISTEN, Proxy.disabled),
 }

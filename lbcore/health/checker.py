@@ -243,7 +243,8 @@ class Check:
             self.checker._loop.create_task(self._probe_by_name())
             return
         checker = self.checker
-        probe = self.probe = new_probe(checker._poller, self.address, health, self.request, self._on_result)
+        probe = self.probe = new_probe(checker._poller, server, self.address, health, self.request,
+                                       self._on_result)
         checker._wheel.call_at(checker._loop.time() + health.timeout, self._on_deadline, probe, self.slack)
         probe.start()
 

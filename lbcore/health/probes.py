@@ -16,12 +16,15 @@ import ipaddress
 import os
 import re
 import socket
+import ssl
 from typing import Callable, Optional
 
 from lbcore_ext import probesock
 
 from ..config import HealthSpec
 from ..listeners import FD_EXHAUSTED
+from ..proxy import proxy_protocol
+from ..server_tls import check_name
 from .poller import ERR, IN, OUT, ProbePoller
 from .state import ProbeResult
 
@@ -107,18 +110,23 @@ def mysql_packet(buf: bytes) -> Optional[tuple[bytes, bytes]]:
 class Probe:
     """One probe in flight, on a raw non-blocking socket in a ProbePoller's
     epoll set: connect, then for http one write and one read of the status
-    line. No task, no stream, no timeout context: whoever starts it calls
-    `expire()` when its deadline passes (the checker's timer wheel, or a
-    loop timer for a lone probe). `on_done(result)` is called once."""
+    line. With `tls` (a ServerTLS: the server's check-ssl), a TLS
+    handshake comes first, driven through memory BIOs on the same socket:
+    a tcp probe then passes as L6OK, and a failed handshake is L6RSP (L6TOUT
+    when it runs out of time), as HAProxy's. No task, no stream, no timeout context: whoever starts
+    it calls `expire()` when its deadline passes (the checker's timer wheel,
+    or a loop timer for a lone probe). `on_done(result)` is called once."""
 
     __slots__ = ("poller", "loop", "address", "request", "expect", "on_done", "fd",
-                 "started", "connected", "unsent", "buf", "finished")
+                 "started", "connected", "unsent", "buf", "finished",
+                 "tls", "tls_object", "tls_in", "tls_out", "handshaken", "send_proxy")
 
     RESET = True  # closed with a reset, as HAProxy closes its checks (see probesock)
     DELAY_ACK = True  # the client speaks first (or never): see probesock
 
     def __init__(self, poller: ProbePoller, address, request: Optional[bytes],
-                 expect: frozenset, on_done: Callable[[ProbeResult], None]) -> None:
+                 expect: frozenset, on_done: Callable[[ProbeResult], None], tls=None,
+                 send_proxy: Optional[str] = None) -> None:
         self.poller = poller
         self.loop = loop = poller.loop
         self.address = address  # probesock.address(host, port)
@@ -131,6 +139,11 @@ class Probe:
         self.unsent = b""
         self.buf = b""
         self.finished = False
+        self.tls = tls
+        self.tls_object = None
+        self.tls_in = self.tls_out = None
+        self.handshaken = False
+        self.send_proxy = send_proxy  # "v1" | "v2": a PROXY header first, as the server's traffic gets
 
     def start(self) -> None:
         try:
@@ -144,7 +157,9 @@ class Probe:
         """The deadline passed: L4TOUT before the connection was up, L7TOUT after."""
         if self.finished:
             return
-        if self.connected:
+        if self.tls is not None and self.connected and not self.handshaken:
+            self._finish(ProbeResult(False, "L6TOUT", None, self._ms(), "TLS handshake timeout"))
+        elif self.connected:
             self._finish(ProbeResult(False, "L7TOUT", None, self._ms(), "no status line in time"))
         else:
             self._finish(ProbeResult(False, "L4TOUT", None, self._ms(), "connect timeout"))
@@ -166,19 +181,115 @@ class Probe:
                 if err:
                     self._finish(_connect_failure(OSError(err, os.strerror(err)), self._ms()))
                     return
-            self._connected()
+            self._established()
         elif self.unsent:
             self._send()
+        elif self.tls_object is not None:
+            self._on_tls_readable()
         else:
             self._on_readable()
 
+    def _established(self) -> None:
+        """The TCP connection is up: the PROXY header (before any TLS, as
+        HAProxy's checks send it, built from the probe's own addresses),
+        then the probe itself."""
+        if self.send_proxy is not None:
+            try:
+                header = proxy_protocol.header(self.send_proxy, *probesock.endpoints(self.fd))
+                # A few bytes into a fresh socket's empty buffer: never partial.
+                os.write(self.fd, header)
+            except OSError as exc:
+                self._io_error(exc)
+                return
+        self._connected()
+
     def _connected(self) -> None:
         self.connected = True
+        if self.tls is not None:
+            self._start_tls()
+            return
         if self.request is None:
             self._finish(ProbeResult(True, "L4OK", None, self._ms()))
             return
         self.unsent = self.request
         self._send()
+
+    # -- TLS (check-ssl) ---------------------------------------------------------
+
+    def _start_tls(self) -> None:
+        tls = self.tls
+        self.tls_in, self.tls_out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls_object = tls.check_context.wrap_bio(self.tls_in, self.tls_out,
+                                                     server_hostname=tls.check_sni or None)
+        self.poller.watch(self, self.fd, IN)
+        self._handshake()
+
+    def _handshake(self) -> None:
+        try:
+            self.tls_object.do_handshake()
+        except ssl.SSLWantReadError:
+            self._send_tls()
+            return
+        except ssl.SSLError as exc:
+            self._tls_failed(f"TLS handshake failed: {exc.reason or exc}")
+            return
+        why = check_name(self.tls_object, self.tls.check_verify_name)
+        if why is not None:
+            self._tls_failed(f"TLS handshake failed: {why}")
+            return
+        self.handshaken = True
+        if self.request is None:
+            self._finish(ProbeResult(True, "L6OK", None, self._ms()))
+            return
+        self.tls_object.write(self.request)
+        self._send_tls()
+
+    def _tls_failed(self, why: str) -> None:
+        self._finish(ProbeResult(False, "L6RSP", None, self._ms(), why))
+
+    def _send_tls(self) -> None:
+        data = self.tls_out.read()
+        if self.finished or not data:
+            return
+        self.unsent += data
+        self._send()
+
+    def _on_tls_readable(self) -> None:
+        try:
+            data = os.read(self.fd, 16384)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            if not self.handshaken:
+                self._tls_failed(f"TLS handshake failed: {exc.strerror or exc}")
+            else:
+                self._io_error(exc)
+            return
+        if not data:
+            if not self.handshaken:
+                self._tls_failed("connection closed during the TLS handshake")
+                return
+            self.tls_in.write_eof()
+        else:
+            self.tls_in.write(data)
+        if not self.handshaken:
+            self._handshake()
+            return
+        while not self.finished:
+            try:
+                chunk = self.tls_object.read(16384)
+            except ssl.SSLWantReadError:
+                if not data:
+                    self._received(b"")  # the connection ended
+                return
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                chunk = b""
+            except ssl.SSLError as exc:
+                self._io_error(exc)
+                return
+            self._received(chunk)
+            if not chunk:
+                return
 
     def _send(self) -> None:
         try:
@@ -266,9 +377,15 @@ class MysqlProbe(Probe):
 
     __slots__ = ("greeted", "version")
 
+    # Closed with a FIN, not a reset (HAProxy's "connect linger" for this
+    # check): a reset can overtake the COM_QUIT, and the server would count
+    # an aborted client for every probe.
+    RESET = False
+    DELAY_ACK = False  # the server speaks first: it must see the connection at once
+
     def __init__(self, poller: ProbePoller, address, request: Optional[bytes],
-                 on_done: Callable[[ProbeResult], None]) -> None:
-        super().__init__(poller, address, request, frozenset(), on_done)
+                 on_done: Callable[[ProbeResult], None], send_proxy: Optional[str] = None) -> None:
+        super().__init__(poller, address, request, frozenset(), on_done, send_proxy=send_proxy)
         self.greeted = False
         self.version = ""  # the server's, from its greeting: the L7OK detail
 
@@ -278,12 +395,6 @@ class MysqlProbe(Probe):
             self._finish(ProbeResult(False, "L7TOUT", None, self._ms(), f"no MySQL {what} in time"))
             return
         super().expire()
-
-    # Closed with a FIN, not a reset (HAProxy's "connect linger" for this
-    # check): a reset can overtake the COM_QUIT, and the server would count
-    # an aborted client for every probe.
-    RESET = False
-    DELAY_ACK = False  # the server speaks first: it must see the connection at once
 
     def _connected(self) -> None:
         self.connected = True
@@ -337,13 +448,17 @@ class MysqlProbe(Probe):
             pass  # the verdict is in; the server notices the close either way
 
 
-def new_probe(poller: ProbePoller, address, health: HealthSpec, request: Optional[bytes],
+def new_probe(poller: ProbePoller, server, address, health: HealthSpec, request: Optional[bytes],
               on_done: Callable[[Optional[ProbeResult]], None]) -> Probe:
-    """The probe `health` asks for; `address` from probesock.address(),
-    `request` from `probe_request`."""
+    """The probe `health` asks for against `server` at `address` (from
+    probesock.address); `request` from `probe_request`. As HAProxy's, a
+    probe to the server's own port speaks like its traffic: TLS with the
+    server's check_tls (not for mysql, whose TLS is negotiated inside its
+    protocol), and its PROXY header first."""
+    send_proxy = server.send_proxy if health.port is None else None
     if health.type == "mysql":
-        return MysqlProbe(poller, address, request, on_done)
-    return Probe(poller, address, request, health.expect_status, on_done)
+        return MysqlProbe(poller, address, request, on_done, send_proxy)
+    return Probe(poller, address, request, health.expect_status, on_done, server.check_tls, send_proxy)
 
 
 def probe_request(server, health: HealthSpec) -> Optional[bytes]:
@@ -366,10 +481,10 @@ def is_ip(host: str) -> bool:
     return True
 
 
-async def _run_probe(host: str, port: int, timeout: float, request: Optional[bytes],
-                     expect: frozenset, kind: str = "http") -> ProbeResult:
+async def _run_probe(host: str, port: int, timeout: float, make) -> Optional[ProbeResult]:
     """One probe, awaited: for a lone probe (tests, a host name to resolve).
-    `kind` "mysql" runs a MysqlProbe, else a tcp (no request) or http probe."""
+    `make(poller, address, on_done)` builds it once the host is resolved,
+    with a poller of its own."""
     loop = asyncio.get_running_loop()
     if not is_ip(host):
         started = loop.time()
@@ -383,6 +498,7 @@ async def _run_probe(host: str, port: int, timeout: float, request: Optional[byt
         host = infos[0][4][0]
         timeout = max(0.0, timeout - (loop.time() - started))
     done = loop.create_future()
+
     def on_done(result):
         done.done() or done.set_result(result)
 
@@ -391,10 +507,7 @@ async def _run_probe(host: str, port: int, timeout: float, request: Optional[byt
     except (OSError, OverflowError) as exc:
         return ProbeResult(False, "SOCKERR", None, 0.0, f"cannot connect to {host} port {port}: {exc}")
     poller = ProbePoller(loop)
-    if kind == "mysql":
-        probe: Probe = MysqlProbe(poller, address, request, on_done)
-    else:
-        probe = Probe(poller, address, request, expect, on_done)
+    probe = make(poller, address, on_done)
     timer = loop.call_later(timeout, probe.expire)
     probe.start()
     try:
@@ -407,14 +520,16 @@ async def _run_probe(host: str, port: int, timeout: float, request: Optional[byt
 
 async def tcp_probe(host: str, port: int, timeout: float) -> ProbeResult:
     """Connect, then close: L4OK, L4CON, L4TOUT or SOCKERR."""
-    return await _run_probe(host, port, timeout, None, frozenset())
+    return await _run_probe(host, port, timeout,
+                            lambda poller, address, on_done: Probe(poller, address, None, frozenset(), on_done))
 
 
 async def http_probe(host: str, port: int, timeout: float, request: bytes,
                      expect_status: frozenset[int]) -> Optional[ProbeResult]:
     """Send `request`, read the status line: L7OK / L7STS with the code,
     or L4CON, L4TOUT, L7TOUT, L7RSP, SOCKERR."""
-    return await _run_probe(host, port, timeout, request, expect_status)
+    return await _run_probe(host, port, timeout,
+                            lambda poller, address, on_done: Probe(poller, address, request, expect_status, on_done))
 
 
 async def probe_server(server, health: HealthSpec) -> Optional[ProbeResult]:
@@ -426,8 +541,9 @@ async def probe_server(server, health: HealthSpec) -> Optional[ProbeResult]:
         request = probe_request(server, health)
     except ValueError as exc:
         return ProbeResult(False, "SOCKERR", None, 0.0, str(exc))
-    return await _run_probe(server.host, health.port or server.port, health.timeout, request,
-                            health.expect_status, health.type)
+    port = health.port or server.port
+    return await _run_probe(server.host, port, health.timeout, lambda poller, address, on_done: new_probe(
+        poller, server, address, health, request, on_done))
 
 
 async def mysql_probe(host: str, port: int, timeout: float, user: Optional[str] = None,
@@ -435,7 +551,8 @@ async def mysql_probe(host: str, port: int, timeout: float, user: Optional[str] 
     """HAProxy's mysql-check against host:port: L7OK (the detail is the
     server version), L7STS with the MySQL error code, L7RSP, L7TOUT, L4*."""
     request = mysql_login(user, client) if user else None
-    return await _run_probe(host, port, timeout, request, frozenset(), "mysql")
+    return await _run_probe(host, port, timeout,
+                            lambda poller, address, on_done: MysqlProbe(poller, address, request, on_done))
 
 
 def _ms(loop: asyncio.AbstractEventLoop, start: float) -> float:

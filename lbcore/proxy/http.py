@@ -819,8 +819,9 @@ class ClientConnection:
         timeout = server.backend.spec.timeouts.connect
         started = self.clock()
         observe = self.ctx.observe_failure
+        preamble = self._proxy_header(server.send_proxy) if server.send_proxy is not None else b""
         try:
-            upstream = await self.pool.connect(server, timeout)
+            upstream = await self.pool.connect(server, timeout, preamble)
         except (OSError, asyncio.TimeoutError) as exc:
             reason = "L4TOUT" if isinstance(exc, asyncio.TimeoutError) else "L4CON"
             if getattr(exc, "errno", None) in FD_EXHAUSTED:
@@ -840,9 +841,6 @@ class ClientConnection:
             # Reset between the connect and now: a failed connect.
             ex.connect_failed("SOCKERR", observe)
             return
-        if server.spec.send_proxy is not None:
-            upstream.private = True
-            upstream.send(self._proxy_header(server.spec.send_proxy))
         ex.connected(self.clock() - started)
         self._attach(ex, upstream)
 

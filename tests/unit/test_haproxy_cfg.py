@@ -314,6 +314,33 @@ backend b
     assert any(":12: server inter: servers of 'b' disagree" in p for p in problems), problems
 
 
+def test_pool_max_conn_and_purge_delay_become_the_backend_keys(tmp_path):
+    config = load(tmp_path, BASE + """
+frontend f
+    bind 127.0.0.1:9000
+    default_backend b
+backend b
+    default-server pool-max-conn 8 pool-purge-delay 2s
+    server s1 127.0.0.1:1
+    server s2 127.0.0.1:2
+backend c
+    server s1 127.0.0.1:1 pool-max-conn -1
+backend d
+    server s1 127.0.0.1:1
+""").config
+    b, c, d = (config.backends[n] for n in "bcd")
+    assert (b.pool_max_conn, b.pool_purge_delay) == (8, 2.0)
+    assert (c.pool_max_conn, d.pool_max_conn, d.pool_purge_delay) == (None, None, 5.0)
+    problems = errors(tmp_path, BASE + """
+backend b
+    server s1 127.0.0.1:1 pool-max-conn 4
+    server s2 127.0.0.1:2 pool-max-conn 5
+    server s3 127.0.0.1:3 pool-purge-delay 0
+""")
+    assert any(":9: server pool-max-conn: servers of 'b' disagree" in p for p in problems), problems
+    assert any(":10: server pool-purge-delay: a time of 0" in p for p in problems), problems
+
+
 def test_keyword_outside_section_and_bad_quote(tmp_path):
     assert errors(tmp_path, "maxconn 10\n")[0].endswith(":1: maxconn: a keyword outside any section")
     assert errors(tmp_path, 'global\n  log "/dev/log local0\n')[0].endswith(":2: unmatched double quote")
@@ -477,3 +504,98 @@ backend b
     server s 127.0.0.1:1
 """)
     assert len(problems) == 1 and ":7: errorfile: error file" in problems[0] and message in problems[0], problems
+
+
+def test_disabled_servers_and_proxies(tmp_path):
+    loaded = load(tmp_path, BASE + """
+    default-server disabled
+frontend f
+    bind 127.0.0.1:9000
+    default_backend b
+backend b
+    server s1 127.0.0.1:1 enabled
+    server s2 127.0.0.1:2
+listen off
+    disabled
+    bind 127.0.0.1:9001
+    server s1 127.0.0.1:1
+""")
+    config = loaded.config
+    assert [s.disabled for s in config.backends["b"].servers] == [False, True]
+    assert "off" not in config.frontends and "off" not in config.backends
+    assert any(":15: disabled: listen 'off' is not started, as in HAProxy" in w for w in loaded.warnings)
+
+
+def test_kolla_metrics_listen_becomes_an_exporter_bind(tmp_path):
+    config = load(tmp_path, BASE + """
+listen stats
+   bind 127.0.0.1:1984
+   mode http
+   stats enable
+   stats uri /
+   stats auth openstack:pw
+listen metrics
+   bind 127.0.0.1:9101
+   mode http
+   http-request use-service prometheus-exporter if { path /metrics }
+frontend status
+    bind 127.0.0.1:61313
+    mode http
+    monitor-uri /
+""").config
+    assert str(config.stats.bind) == "127.0.0.1:1984" and config.stats.auth == ("openstack", "pw")
+    assert [str(a) for a in config.stats.metrics_binds] == ["127.0.0.1:9101"]
+    assert "metrics" not in config.frontends
+    problems = errors(tmp_path, BASE + """
+listen metrics
+   bind 127.0.0.1:9101 ssl crt /x.pem
+   mode http
+   http-request use-service prometheus-exporter if { path /metrics }
+   http-request deny if { src 10.0.0.1 }
+""")
+    assert any(":8: bind: 'ssl crt /x.pem' on an exporter listener is not supported" in p for p in problems), problems
+    assert any(":11: http-request deny: rules in an exporter listen are not supported" in p for p in problems)
+
+
+def test_global_grace_is_the_stop_delay_and_a_proxy_grace_is_refused(tmp_path):
+    config = load(tmp_path, "global\n    grace 3s\n    hard-stop-after 30s\n" + BASE + """
+frontend f
+    bind 127.0.0.1:9000
+    monitor-uri /
+""").config
+    assert (config.global_.stop_delay, config.global_.grace) == (3.0, 30.0)
+    problems = errors(tmp_path, BASE + """
+frontend f
+    bind 127.0.0.1:9000
+    grace 2s
+    monitor-uri /
+""")
+    assert any(":9: grace: the 'grace' keyword is not supported any more since HAProxy version 2.5" in p
+               for p in problems), problems
+
+
+def test_tripleo_backend_syntax_stats_and_a_tls_stats_bind(tmp_path):
+    pem_path = str(tmp_path / "overcloud.pem")  # the loader only checks it exists; the server reads it
+    (tmp_path / "overcloud.pem").write_text("")
+    config = load(tmp_path, BASE + f"""
+frontend haproxy.stats
+  bind 127.0.0.1:1993 transparent ssl crt {pem_path}
+  mode http
+  default_backend haproxy.stats_be
+  stats enable
+  stats uri /
+  stats auth admin:pw
+backend haproxy.stats_be
+  mode http
+  stats enable
+  stats uri /
+  stats auth admin:pw2
+frontend f
+    bind 127.0.0.1:9000
+    default_backend b
+backend b
+    server s 127.0.0.1:1
+""").config
+    assert str(config.stats.bind) == "127.0.0.1:1993" and config.stats.auth == ("admin", "pw2")
+    assert config.stats.tls is not None and config.stats.tls.cert == pem_path
+    assert "haproxy.stats" not in config.frontends

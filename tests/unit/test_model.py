@@ -166,6 +166,32 @@ backends:
     assert rt2.backends["pool"].by_name["a"].total_sessions == 0
 
 
+def test_disabled_server_starts_in_maint_and_a_reload_follows_the_config_change_only():
+    def build(flags, previous=None):
+        servers = "".join(f'      - {{name: {n}, address: "127.0.0.1:{i}", disabled: {str(d).lower()}}}\n'
+                          for i, (n, d) in enumerate(flags.items(), 1))
+        text = f"""
+frontends:
+  web: {{bind: "127.0.0.1:8080", mode: http, backend: pool}}
+backends:
+  pool:
+    mode: http
+    servers:
+{servers}"""
+        return Runtime.build(loads(text), previous=previous)
+
+    rt = build({"a": False, "b": True, "c": True})
+    pool = rt.backends["pool"]
+    a, b, c = (pool.by_name[n] for n in "abc")
+    assert (a.status, b.status, c.status) == (UP, MAINT, MAINT)
+    assert names(pool) == {"a"}
+    c.set_admin(READY)  # an operator enables c (runtime API, stats page)
+    rt = build({"a": True, "b": False, "c": True}, previous=rt)
+    # a and b changed in the config: it decides; c did not: the operator's READY stays.
+    assert (a.status, b.status, c.status) == (MAINT, UP, UP)
+    assert names(pool) == {"b", "c"}
+
+
 def test_leastconn_through_the_model_sessions_health_backups_and_maxconn():
     rt = runtime("""      - {name: a, address: "127.0.0.1:1", maxconn: 2}
       - {name: b, address: "127.0.0.1:2"}
