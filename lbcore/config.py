@@ -222,6 +222,9 @@ class FrontendSpec:
     # Binds that may name an address this host does not hold yet (a VIP on
     # the peer node): IP_FREEBIND/IP_TRANSPARENT, HAProxy's `bind ... transparent`.
     transparent: frozenset = frozenset()
+    # Binds limited to one network interface (SO_BINDTODEVICE, HAProxy's
+    # `bind ... interface`): address -> interface name.
+    interfaces: Mapping[Address, str] = field(default_factory=dict)
     # status -> rules.answers.ErrorFile: lbcore's own answers with that
     # status come from this file (HAProxy's errorfile); a backend's win.
     error_files: Mapping[int, Any] = field(default_factory=dict)
@@ -804,7 +807,7 @@ _TIMEOUT_KEYS = tuple(Timeouts.__dataclass_fields__)
 _STATS_KEYS = ("bind", "auth", "admin", "refresh", "socket", "metrics_bind", "tls")
 _SOCKET_KEYS = ("path", "mode", "group", "level")
 _AUTH_KEYS = ("user", "password")
-_BIND_KEYS = ("address", "transparent", "tls")
+_BIND_KEYS = ("address", "transparent", "tls", "interface")
 _FRONTEND_KEYS = ("bind", "mode", "backend", "maxconn", "forwarded_for", "forwarded_proto", "forwarded_for_except",
                   "monitor_uri", "tls", "timeouts", "stick_table", "acls", "tcp_request",
                   "http_request", "http_response", "use_backend", "error_files")
@@ -1141,12 +1144,13 @@ class _Builder:
                 r.problem(m.path("mode") if "mode" in m else m.path("backend"), where,
                           f"frontend mode '{mode}' does not match backend '{backend}' mode '{target.mode}'")
         default = FrontendSpec
-        binds, transparent = self.frontend_binds(m)
+        binds, transparent, interfaces = self.frontend_binds(m)
         error_files = self.error_files(m, defaults.error_files)
         return FrontendSpec(
             name=name,
             binds=binds,
             transparent=transparent,
+            interfaces=interfaces,
             mode=mode,
             backend=backend,
             maxconn=r.get(m, "maxconn", r.integer(1), default.maxconn),
@@ -1161,13 +1165,14 @@ class _Builder:
             error_files=error_files,
         )
 
-    def frontend_binds(self, m: _Mapping) -> tuple[tuple[Address, ...], frozenset]:
-        """The addresses, and those of them bound `transparent`. An entry is
-        an address or a mapping {address, transparent}."""
+    def frontend_binds(self, m: _Mapping) -> tuple[tuple[Address, ...], frozenset, dict]:
+        """The addresses, those of them bound `transparent`, and those bound
+        to one interface. An entry is an address or a mapping {address,
+        transparent, interface}."""
         r = self.r
         node = m.value("bind")
         if node is None:
-            return (), frozenset()
+            return (), frozenset(), {}
         keypath = m.path("bind")
         if isinstance(node, SequenceNode):
             items = [(f"{keypath}[{i}]", item) for i, item in enumerate(node.value)]
@@ -1175,7 +1180,7 @@ class _Builder:
                 r.problem(keypath, node, "at least one address is required")
         else:
             items = [(keypath, node)]
-        binds, transparent = [], set()
+        binds, transparent, interfaces = [], set(), {}
         for item_path, item in items:
             if isinstance(item, MappingNode):
                 entry = r.mapping(item, item_path, _BIND_KEYS, required=("address",))
@@ -1187,13 +1192,24 @@ class _Builder:
                 address = r.get(entry, "address", r.address)
                 if address is not None and r.get(entry, "transparent", r.boolean, False):
                     transparent.add(address)
+                interface = r.get(entry, "interface", r.nullable(self.interface_name))
+                if address is not None and interface:
+                    interfaces[address] = interface
                 item_path = entry.path("address")
             else:
                 address = r.parse(item, item_path, r.address)
             if address is not None:
                 self.add_bind(address, item_path, item)
                 binds.append(address)
-        return tuple(binds), frozenset(transparent)
+        return tuple(binds), frozenset(transparent), interfaces
+
+    def interface_name(self, node: Node) -> str:
+        """A network interface name as the kernel takes it (IFNAMSIZ)."""
+        value = self.r.plain(node)
+        if not isinstance(value, str) or not 0 < len(value.encode()) < 16 \
+                or any(c in value for c in "/: \t\0"):
+            raise _Invalid(f"expected a network interface name like eth0 (1..15 bytes), got {self.r.describe(node)}")
+        return value
 
     def add_bind(self, address: Address, keypath: str, node: Node) -> None:
         # Only binds on the same port can clash: look at those alone, so a

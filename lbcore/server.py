@@ -264,7 +264,7 @@ class LoadBalancer:
                         sockets[address] = (name, keep[address])
                         continue
                     try:
-                        sock = self._listen(address, address in fe.transparent)
+                        sock = self._listen(address, address in fe.transparent, fe.interfaces.get(address))
                     except OSError as exc:
                         raise BindError(f"cannot bind frontend {name} to {address}: {exc.strerror or exc}")
                     fresh.append(sock)
@@ -280,12 +280,12 @@ class LoadBalancer:
     def _make_health(self):
         return HealthChecker(lambda: self.runtime)
 
-    def _listen(self, address: Address, transparent: bool = False):
+    def _listen(self, address: Address, transparent: bool = False, interface: Optional[str] = None):
         group = inherited.take(address)
         if group:  # handed over by systemd or by the lbcore this one replaces
             self._inherited_siblings[address] = group[1:]
             return group[0]
-        return bind_socket(address, self.reuse_port, transparent)
+        return bind_socket(address, self.reuse_port, transparent, interface)
 
     def _siblings(self, address: Address) -> list:
         """The other sockets of this listener's SO_REUSEPORT group, whose

@@ -599,3 +599,17 @@ backend b
     assert str(config.stats.bind) == "127.0.0.1:1993" and config.stats.auth == ("admin", "pw2")
     assert config.stats.tls is not None and config.stats.tls.cert == pem_path
     assert "haproxy.stats" not in config.frontends
+
+
+def test_bind_interface_maps_onto_the_bind_entry(tmp_path):
+    fe = load(tmp_path, BASE + """
+frontend f
+    bind 127.0.0.1:9000 interface lo
+    bind 127.0.0.1:9001 transparent interface eth1
+    bind 127.0.0.1:9002
+    default_backend b
+backend b
+    server s 127.0.0.1:1
+""").config.frontends["f"]
+    assert {str(a): i for a, i in fe.interfaces.items()} == {"127.0.0.1:9000": "lo", "127.0.0.1:9001": "eth1"}
+    assert [str(a) for a in fe.transparent] == ["127.0.0.1:9001"]
