@@ -361,3 +361,86 @@ def test_tcp_mode_tls_client_to_tls_server_with_proxy_header(start_lbcore, pki, 
     thread.join(10)
     listener.close()
     assert seen[0].startswith(b"\r\n\r\n\x00\r\nQUIT\n")
+
+
+def test_a_crl_file_that_is_not_a_crl_is_refused(tmp_path, pki):
+    config = http_config(["127.0.0.1:1"], free_port())
+    bad = tmp_path / "crl.pem"
+    bad.write_text("-----BEGIN X509 CRL-----\nnot base64\n-----END X509 CRL-----\n")
+    config["backends"]["pool"]["servers"][0]["tls"] = {"ca": pki["ca"], "crl": str(bad)}
+    out = check_config(config)
+    assert out.returncode == 2
+    assert "backends.pool.servers[0].tls.crl: cannot use this file:" in out.stdout + out.stderr
+
+
+class ProxiedServer:
+    """A server that wants a PROXY v1 line first, then (with `context`) TLS,
+    then one HTTP request per connection: what HAProxy's checks of a
+    `send-proxy ssl` server speak too."""
+
+    def __init__(self, context=None):
+        self.context = context
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = "127.0.0.1:%d" % self.listener.getsockname()[1]
+        self.headers: list = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        try:
+            conn.settimeout(5)
+            line = b""
+            while not line.endswith(b"\r\n") and len(line) < 120:
+                piece = conn.recv(1)
+                if not piece:
+                    return
+                line += piece
+            if not line.startswith(b"PROXY "):
+                return
+            self.headers.append(line)
+            if self.context is not None:
+                conn = self.context.wrap_socket(conn, server_side=True)
+            request = b""
+            while b"\r\n\r\n" not in request:
+                piece = conn.recv(4096)
+                if not piece:
+                    return
+                request += piece
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def close(self):
+        self.listener.close()
+
+
+@pytest.mark.parametrize("tls", [True, False], ids=["tls", "plain"])
+def test_checks_of_a_send_proxy_server_send_the_header_first(start_lbcore, pki, tls):
+    context = None
+    if tls:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(pki["cert"], pki["key"])
+    server = ProxiedServer(context)
+    try:
+        port, stats = free_port(), free_port()
+        config = http_config([server.address], port, backend={
+            "health": dict(FAST_CHECKS, type="http", path="/healthcheck", initial_state="down")})
+        config["backends"]["pool"]["servers"][0]["send_proxy"] = "v1"
+        if tls:
+            config["backends"]["pool"]["servers"][0]["tls"] = {"ca": pki["ca"], "verifyhost": "backend.test"}
+        config["stats"] = {"bind": f"127.0.0.1:{stats}"}
+        start_lbcore(config)
+        assert wait_status(stats, "s1", "UP")["check_status"] == "L7OK"
+        assert get(port) == (200, b"ok")
+        assert all(h.startswith(b"PROXY TCP4 127.0.0.1 127.0.0.1 ") for h in server.headers)
+    finally:
+        server.close()
