@@ -39,7 +39,7 @@ CONTROLLERS = ("127.31.0.11", "127.31.0.12", "127.31.0.13")
 PORT_KEYS = ("STATS_PORT", "METRICS_PORT", "MONITOR_PORT", "KEYSTONE_PORT", "KEYSTONE_ADMIN_PORT",
              "KEYSTONE_TLS_PORT", "GLANCE_PORT", "NOVA_PORT", "NOVA_METADATA_PORT", "NOVNC_PORT",
              "PLACEMENT_PORT", "NEUTRON_PORT", "NEUTRON_TLS_PORT", "HORIZON_PORT", "HORIZON_TLS_PORT",
-             "DB_PORT", "HTTP_PORT", "HTTPS_PORT")
+             "DB_PORT", "HTTP_PORT", "HTTPS_PORT", "REDIS_PORT")
 PASSWORD = "s3cr3t"
 
 # (what, port key, path, tls, extra headers) per tool; user for the stats.
