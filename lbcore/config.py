@@ -222,6 +222,9 @@ class FrontendSpec:
     # Binds that may name an address this host does not hold yet (a VIP on
     # the peer node): IP_FREEBIND/IP_TRANSPARENT, HAProxy's `bind ... transparent`.
     transparent: frozenset = frozenset()
+    # Binds limited to one network interface (SO_BINDTODEVICE, HAProxy's
+    # `bind ... interface`): address -> interface name.
+    interfaces: Mapping[Address, str] = field(default_factory=dict)
     # status -> rules.answers.ErrorFile: lbcore's own answers with that
     # status come from this file (HAProxy's errorfile); a backend's win.
     error_files: Mapping[int, Any] = field(default_factory=dict)
@@ -246,6 +249,9 @@ class HealthSpec:
     # format, HAProxy's post-41 (MySQL >= 4.1, MariaDB) or pre-41.
     user: Optional[str] = None
     client: str = "post-41"
+    # tcp probes: a dialogue once connected (HAProxy's tcp-check send /
+    # expect), (("send", text) | ("expect", text) | ("expect_regex", re), ...).
+    steps: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -365,6 +371,7 @@ HASH_TYPES = ("map-based", "consistent")
 REQUEST_HASHES = ("uri", "hdr", "url_param")  # balance algorithms that read the HTTP request
 HEALTH_TYPES = ("none", "tcp", "http", "mysql")
 MYSQL_CLIENTS = ("post-41", "pre-41")
+PROBE_STEPS = ("send", "expect", "expect_regex")
 HEALTH_METHODS = ("GET", "HEAD", "OPTIONS")
 INITIAL_STATES = ("up", "down")
 SEND_PROXY = ("v1", "v2")
@@ -804,7 +811,7 @@ _TIMEOUT_KEYS = tuple(Timeouts.__dataclass_fields__)
 _STATS_KEYS = ("bind", "auth", "admin", "refresh", "socket", "metrics_bind", "tls")
 _SOCKET_KEYS = ("path", "mode", "group", "level")
 _AUTH_KEYS = ("user", "password")
-_BIND_KEYS = ("address", "transparent", "tls")
+_BIND_KEYS = ("address", "transparent", "tls", "interface")
 _FRONTEND_KEYS = ("bind", "mode", "backend", "maxconn", "forwarded_for", "forwarded_proto", "forwarded_for_except",
                   "monitor_uri", "tls", "timeouts", "stick_table", "acls", "tcp_request",
                   "http_request", "http_response", "use_backend", "error_files")
@@ -814,7 +821,7 @@ _BACKEND_KEYS = ("mode", "balance", "maxconn", "health", "retries", "redispatch"
                  "servers", "on_marked_down", "stick_table", "stick_on", "cookie", "all_backups", "acls",
                  "http_request", "http_response", "hash", "pool_max_conn", "pool_purge_delay", "error_files")
 _HEALTH_KEYS = ("type", "path", "method", "host", "expect_status", "interval", "timeout",
-                "rise", "fall", "port", "initial_state", "headers", "user", "client")
+                "rise", "fall", "port", "initial_state", "headers", "user", "client", "steps")
 _SERVER_KEYS = ("name", "address", "weight", "backup", "maxconn", "check", "send_proxy", "cookie", "disabled",
                 "tls")
 _SERVER_TLS_KEYS = ("verify", "ca", "crl", "verifyhost", "sni", "alpn", "min_version", "ciphers", "ciphersuites",
@@ -1141,12 +1148,13 @@ class _Builder:
                 r.problem(m.path("mode") if "mode" in m else m.path("backend"), where,
                           f"frontend mode '{mode}' does not match backend '{backend}' mode '{target.mode}'")
         default = FrontendSpec
-        binds, transparent = self.frontend_binds(m)
+        binds, transparent, interfaces = self.frontend_binds(m)
         error_files = self.error_files(m, defaults.error_files)
         return FrontendSpec(
             name=name,
             binds=binds,
             transparent=transparent,
+            interfaces=interfaces,
             mode=mode,
             backend=backend,
             maxconn=r.get(m, "maxconn", r.integer(1), default.maxconn),
@@ -1161,13 +1169,14 @@ class _Builder:
             error_files=error_files,
         )
 
-    def frontend_binds(self, m: _Mapping) -> tuple[tuple[Address, ...], frozenset]:
-        """The addresses, and those of them bound `transparent`. An entry is
-        an address or a mapping {address, transparent}."""
+    def frontend_binds(self, m: _Mapping) -> tuple[tuple[Address, ...], frozenset, dict]:
+        """The addresses, those of them bound `transparent`, and those bound
+        to one interface. An entry is an address or a mapping {address,
+        transparent, interface}."""
         r = self.r
         node = m.value("bind")
         if node is None:
-            return (), frozenset()
+            return (), frozenset(), {}
         keypath = m.path("bind")
         if isinstance(node, SequenceNode):
             items = [(f"{keypath}[{i}]", item) for i, item in enumerate(node.value)]
@@ -1175,7 +1184,7 @@ class _Builder:
                 r.problem(keypath, node, "at least one address is required")
         else:
             items = [(keypath, node)]
-        binds, transparent = [], set()
+        binds, transparent, interfaces = [], set(), {}
         for item_path, item in items:
             if isinstance(item, MappingNode):
                 entry = r.mapping(item, item_path, _BIND_KEYS, required=("address",))
@@ -1187,13 +1196,24 @@ class _Builder:
                 address = r.get(entry, "address", r.address)
                 if address is not None and r.get(entry, "transparent", r.boolean, False):
                     transparent.add(address)
+                interface = r.get(entry, "interface", r.nullable(self.interface_name))
+                if address is not None and interface:
+                    interfaces[address] = interface
                 item_path = entry.path("address")
             else:
                 address = r.parse(item, item_path, r.address)
             if address is not None:
                 self.add_bind(address, item_path, item)
                 binds.append(address)
-        return tuple(binds), frozenset(transparent)
+        return tuple(binds), frozenset(transparent), interfaces
+
+    def interface_name(self, node: Node) -> str:
+        """A network interface name as the kernel takes it (IFNAMSIZ)."""
+        value = self.r.plain(node)
+        if not isinstance(value, str) or not 0 < len(value.encode()) < 16 \
+                or any(c in value for c in "/: \t\0"):
+            raise _Invalid(f"expected a network interface name like eth0 (1..15 bytes), got {self.r.describe(node)}")
+        return value
 
     def add_bind(self, address: Address, keypath: str, node: Node) -> None:
         # Only binds on the same port can clash: look at those alone, so a
@@ -1334,12 +1354,38 @@ class _Builder:
             headers=r.get(m, "headers", self.probe_headers, ()),
             user=r.get(m, "user", r.nullable(self.mysql_user)),
             client=r.get(m, "client", r.choice(MYSQL_CLIENTS), d.client),
+            steps=r.get(m, "steps", self.probe_steps, ()),
         )
         if m is not None and spec.type != "mysql":
             for key in ("user", "client"):
                 if key in m:
                     r.problem(m.path(key), m.value(key), f"{key} is for type mysql (type is {spec.type})")
+        if m is not None and spec.type != "tcp" and spec.steps:
+            r.problem(m.path("steps"), m.value("steps"), f"steps are for type tcp (type is {spec.type})")
         return spec
+
+    def probe_steps(self, node: Node) -> tuple[tuple[str, str], ...]:
+        """health.steps: [{send: TEXT} | {expect: TEXT} | {expect_regex: RE}, ...]."""
+        r = self.r
+        if r.is_null(node):
+            return ()
+        if not isinstance(node, SequenceNode):
+            raise _Invalid(f"expected a list of {{send|expect|expect_regex: text}}, got {r.describe(node)}")
+        steps = []
+        for item in node.value:
+            if not isinstance(item, MappingNode) or len(item.value) != 1:
+                raise _Invalid("each step is one of {send: TEXT}, {expect: TEXT}, {expect_regex: RE}", item)
+            key_node, value_node = item.value[0]
+            kind, value = str(key_node.value), r.plain(value_node)
+            if kind not in PROBE_STEPS or not isinstance(value, str) or not value:
+                raise _Invalid(f"expected send, expect or expect_regex with a text, got {kind!r}", item)
+            if kind == "expect_regex":
+                try:
+                    re.compile(value.encode("utf-8"))
+                except re.error as exc:
+                    raise _Invalid(f"invalid regular expression {value!r}: {exc}", value_node) from None
+            steps.append((kind, value))
+        return tuple(steps)
 
     def mysql_user(self, node: Node) -> str:
         """health.user: sent NUL-terminated in the login packet, so it cannot

@@ -29,6 +29,7 @@ from .config import Config, ConfigError
 log = logging.getLogger("lbcore")
 
 CHILD_TIMEOUT = 120.0  # seconds a child may take before it is killed and a thread reads instead
+CHILD_NICENESS = 10
 _LOADER_SWITCH_INTERVAL = 0.0005  # seconds; CPython's default is 0.005
 _SIGNALS = ("SIGHUP", "SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2", "SIGQUIT", "SIGTTOU", "SIGTTIN")
 
@@ -85,6 +86,11 @@ def _child(config: Config, wfd: int) -> None:  # pragma: no cover - runs in the 
             if hasattr(signal, name):
                 signal.signal(getattr(signal, name), signal.SIG_DFL)
         gc.disable()  # short-lived, and collections would copy the parent's pages
+        try:
+            # Background work: on a busy machine the serving process goes first.
+            os.nice(CHILD_NICENESS)
+        except OSError:
+            pass
         try:
             answer = ("config", config_mod.reread(config))
         except ConfigError as exc:

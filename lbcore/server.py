@@ -15,7 +15,7 @@ import logging
 import os
 import signal
 import ssl
-import sys
+import time
 from typing import Callable, Optional
 
 from . import build
@@ -45,6 +45,24 @@ async def load_off_loop(config: Config) -> Config:
     (lbcore/config_reader.py). ConfigError as config.load()."""
     gc.collect(0)  # today's young garbage goes now, not frozen with the new config
     return await asyncio.get_running_loop().run_in_executor(None, _load_politely, config)
+
+
+RELOAD_SLICE = 0.005  # seconds of reload work between two turns of the event loop
+
+
+async def run_in_slices(steps):
+    """Drive the generator `steps` to its end, letting the event loop run
+    whenever a slice of work has taken RELOAD_SLICE; its return value."""
+    clock = time.perf_counter
+    began = clock()
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+        if clock() - began >= RELOAD_SLICE:
+            await asyncio.sleep(0)
+            began = clock()
 
 
 def settle_heap() -> None:
@@ -264,7 +282,7 @@ class LoadBalancer:
                         sockets[address] = (name, keep[address])
                         continue
                     try:
-                        sock = self._listen(address, address in fe.transparent)
+                        sock = self._listen(address, address in fe.transparent, fe.interfaces.get(address))
                     except OSError as exc:
                         raise BindError(f"cannot bind frontend {name} to {address}: {exc.strerror or exc}")
                     fresh.append(sock)
@@ -280,12 +298,12 @@ class LoadBalancer:
     def _make_health(self):
         return HealthChecker(lambda: self.runtime)
 
-    def _listen(self, address: Address, transparent: bool = False):
+    def _listen(self, address: Address, transparent: bool = False, interface: Optional[str] = None):
         group = inherited.take(address)
         if group:  # handed over by systemd or by the lbcore this one replaces
             self._inherited_siblings[address] = group[1:]
             return group[0]
-        return bind_socket(address, self.reuse_port, transparent)
+        return bind_socket(address, self.reuse_port, transparent, interface)
 
     def _siblings(self, address: Address) -> list:
         """The other sockets of this listener's SO_REUSEPORT group, whose
@@ -461,13 +479,25 @@ class LoadBalancer:
         except BindError as exc:
             log.error("reload refused: %s; keeping the running configuration", exc)
             return
+        # Applied a few milliseconds at a time, the loop serving between
+        # (a whole 1,000-pair config is ~100 ms of work): the runtime first,
+        # one backend or frontend per step, then the handlers and acceptors
+        # together, then the health checks.
+        runtime = await run_in_slices(Runtime.build_steps(new, previous=self.runtime))
+        if self.ctx.stopping:
+            # A SIGTERM came meanwhile: the drain has closed the listeners.
+            for address, (_, sock) in sockets.items():
+                if address not in keep:
+                    sock.close()
+            return
         old = self.config
         self.config = new
-        self.runtime = Runtime.build(new, previous=self.runtime)
+        self.runtime = runtime
         self.pool.prune(list(self.runtime.servers()))
         self._install_handlers()
         self._install_acceptors(sockets)
         self.ctx.maxconn = new.global_.maxconn
+        await asyncio.sleep(0)
         if new.global_.log != old.global_.log:
             self.access_log.close()
             setup_event_log(new.global_.log)

@@ -193,7 +193,7 @@ class Builder:
             except ValueError as exc:
                 self.p.error(line, str(exc))
                 continue
-            tls, transparent = self.bind_params(line, words[1:])
+            tls, transparent, interface = self.bind_params(line, words[1:])
             key = to_plain_tls(tls)
             group = next((g for g in groups if g[0] == key), None)
             if group is None:
@@ -201,10 +201,13 @@ class Builder:
                 groups.append(group)
             at = origin(line)
             for address in addresses:
-                if transparent:
+                if transparent or interface:
                     item = Map(at)
                     item["address"] = Scalar(address, at)
-                    item["transparent"] = Scalar(True, at)
+                    if transparent:
+                        item["transparent"] = Scalar(True, at)
+                    if interface:
+                        item["interface"] = Scalar(interface, origin(line, "bind interface"))
                     group[1].append(item)
                 else:
                     group[1].append(Scalar(address, at))
@@ -212,12 +215,14 @@ class Builder:
             return None
         return [(seq, tls) for _, seq, tls in groups]
 
-    def bind_params(self, line: Line, words: tuple[str, ...]) -> tuple[Optional[Map], bool]:
+    def bind_params(self, line: Line, words: tuple[str, ...]) -> tuple[Optional[Map], bool, Optional[str]]:
+        """(TLS, transparent, interface) of a bind line's parameters."""
         at = origin(line)
         ssl = False
         certs: list[str] = []
         tls: dict[str, object] = {}
         transparent = False
+        interface = None
         i = 0
         while i < len(words):
             word = words[i]
@@ -227,6 +232,9 @@ class Builder:
                 ssl = True
             elif word == "transparent":
                 transparent = True
+            elif word == "interface" and value is not None:
+                interface = value
+                i += 1
             elif word == "crt" and value is not None:
                 certs.append(self.paths.crt(value))
                 i += 1
@@ -257,7 +265,7 @@ class Builder:
             else:
                 self.p.error(line, "not supported by lbcore", keyword)
                 if value is not None and not value.startswith("-") and word in (
-                        "interface", "ca-file", "crl-file", "verify", "crt-list", "maxconn", "process",
+                        "ca-file", "crl-file", "verify", "crt-list", "maxconn", "process",
                         "thread", "mss", "level", "mode", "user", "group", "npn", "ecdhe", "tcp-ut",
                         "id", "nice", "backlog"):
                     i += 1
@@ -265,10 +273,10 @@ class Builder:
         if certs and not ssl:
             self.p.error(line, "'crt' without 'ssl'", "bind crt")
         if not ssl:
-            return None, transparent
+            return None, transparent, interface
         if not certs:
             self.p.error(line, "'ssl' needs a certificate ('crt PATH')", "bind ssl")
-            return None, transparent
+            return None, transparent, interface
         if len(certs) > 1:
             self.p.error(line, "more than one 'crt' per bind: put the PEMs in one directory and name it",
                          "bind crt")
@@ -285,7 +293,7 @@ class Builder:
             else:
                 continue
             spec[key] = _scalar_or_seq(value, at)
-        return spec, transparent
+        return spec, transparent, interface
 
     # -- backends ---------------------------------------------------------------
 
@@ -631,6 +639,15 @@ class Builder:
             health["type"] = Scalar("tcp", where)
             if "tcp_check_port" in proxy.settings and "port" not in per_backend:
                 per_backend["port"] = Scalar(*proxy.settings["tcp_check_port"])
+            tcp_check = proxy.options.get("tcp-check")
+            if tcp_check and tcp_check[0] and proxy.tcp_steps:
+                steps = Seq(tcp_check[1])
+                for kind, text, line in proxy.tcp_steps:
+                    at = origin(line, f"tcp-check {kind.split('_')[0]}")
+                    step = Map(at)
+                    step[kind] = Scalar(text, at)
+                    steps.append(step)
+                health["steps"] = steps
         for key, lb_key in PER_BACKEND.items():
             if key in per_backend:
                 health[lb_key] = per_backend[key]
@@ -678,7 +695,10 @@ class Builder:
                         break
             else:
                 try:
-                    expect = values.status_codes(words[2])
+                    if words[1] == "rstatus":
+                        expect = values.status_regex(words[2])
+                    else:
+                        expect = values.status_codes(words[2])
                 except ValueError as exc:
                     self.p.error(line, str(exc), "http-check expect")
                 expect_at = lat
@@ -730,7 +750,9 @@ class Builder:
             self.p.error(proxy.line, "lbcore's stats endpoint listens on exactly one address", proxy.kind)
             return None
         bind = proxy.binds[0]
-        tls, transparent = self.bind_params(bind, bind.words[2:])
+        tls, transparent, interface = self.bind_params(bind, bind.words[2:])
+        if interface:
+            self.p.error(bind, "'interface' on the stats listener is not supported", "bind interface")
         if transparent:
             self.p.warn(bind, "the stats endpoint binds without IP_TRANSPARENT: its address must be "
                               "this host's (as it is for TripleO's per-node stats listen)", "bind transparent")

@@ -10,7 +10,6 @@ it L7TOUT.
 
 from __future__ import annotations
 
-import _socket
 import asyncio
 import errno
 import ipaddress
@@ -18,20 +17,19 @@ import os
 import re
 import socket
 import ssl
-import struct
 from typing import Callable, Optional
+
+from lbcore_ext import probesock
 
 from ..config import HealthSpec
 from ..listeners import FD_EXHAUSTED
 from ..proxy import proxy_protocol
 from ..server_tls import check_name
+from .poller import ERR, IN, OUT, ProbePoller
 from .state import ProbeResult
 
 USER_AGENT = "lbcore-health"
 MAX_STATUS_LINE = 65536  # bytes without a line end before the answer is L7RSP
-_NONBLOCKING_STREAM = socket.SOCK_STREAM | getattr(socket, "SOCK_NONBLOCK", 0)
-_NO_LINGER = struct.pack("ii", 1, 0)
-_LINGER = struct.pack("ii", 0, 0)
 STATUS_LINE = re.compile(rb"HTTP/1\.[01] ([1-9][0-9]{2})(?:[ \r\n]|$)")
 # Connect errors that mean "the server (or the way to it) said no": L4CON.
 # Anything else (a bad address, no buffers, ...) is ours: SOCKERR.
@@ -110,29 +108,31 @@ def mysql_packet(buf: bytes) -> Optional[tuple[bytes, bytes]]:
 
 
 class Probe:
-    """One probe in flight, on a raw non-blocking socket driven by the loop's
-    reader/writer callbacks: connect, then for http one write and one read of
-    the status line. With `tls` (a ServerTLS: the server's check-ssl), a TLS
+    """One probe in flight, on a raw non-blocking socket in a ProbePoller's
+    epoll set: connect, then for http one write and one read of the status
+    line. With `tls` (a ServerTLS: the server's check-ssl), a TLS
     handshake comes first, driven through memory BIOs on the same socket:
     a tcp probe then passes as L6OK, and a failed handshake is L6RSP (L6TOUT
     when it runs out of time), as HAProxy's. No task, no stream, no timeout context: whoever starts
     it calls `expire()` when its deadline passes (the checker's timer wheel,
     or a loop timer for a lone probe). `on_done(result)` is called once."""
 
-    __slots__ = ("loop", "host", "port", "request", "expect", "on_done", "sock", "fd",
+    __slots__ = ("poller", "loop", "address", "request", "expect", "on_done", "fd",
                  "started", "connected", "unsent", "buf", "finished",
                  "tls", "tls_object", "tls_in", "tls_out", "handshaken", "send_proxy")
 
-    def __init__(self, loop, host: str, port: int, request: Optional[bytes],
+    RESET = True  # closed with a reset, as HAProxy closes its checks (see probesock)
+    DELAY_ACK = True  # the client speaks first (or never): see probesock
+
+    def __init__(self, poller: ProbePoller, address, request: Optional[bytes],
                  expect: frozenset, on_done: Callable[[ProbeResult], None], tls=None,
                  send_proxy: Optional[str] = None) -> None:
-        self.loop = loop
-        self.host = host
-        self.port = port
+        self.poller = poller
+        self.loop = loop = poller.loop
+        self.address = address  # probesock.address(host, port)
         self.request = request  # None: a tcp probe, done once connected
         self.expect = expect
         self.on_done = on_done
-        self.sock = None
         self.fd = -1
         self.started = loop.time()
         self.connected = False
@@ -147,27 +147,11 @@ class Probe:
 
     def start(self) -> None:
         try:
-            family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-            # The C socket type, non-blocking from birth: the socket module's
-            # Python wrapper and a setblocking() call cost more than the
-            # connect at a thousand probes a second.
-            sock = self.sock = _socket.socket(family, _NONBLOCKING_STREAM)
-            if not _NONBLOCKING_STREAM & getattr(socket, "SOCK_NONBLOCK", 0):
-                sock.setblocking(False)
-            # Closed with a reset, as HAProxy closes its checks: no FIN
-            # exchange, and no TIME_WAIT socket left per probe.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _NO_LINGER)
-            self.fd = sock.fileno()
-            err = sock.connect_ex((self.host, self.port))
+            self.fd = probesock.connect(self.address, self.RESET, self.DELAY_ACK)
         except OSError as exc:
             self._finish(_connect_failure(exc, self._ms()))
             return
-        if err == 0:
-            self._established()
-        elif err in (errno.EINPROGRESS, errno.EAGAIN):
-            self.loop.add_writer(self.fd, self._on_connect)
-        else:
-            self._finish(_connect_failure(OSError(err, os.strerror(err)), self._ms()))
+        self.poller.watch(self, self.fd, OUT)  # writable: connected, or failed
 
     def expire(self) -> None:
         """The deadline passed: L4TOUT before the connection was up, L7TOUT after."""
@@ -186,13 +170,24 @@ class Probe:
             self.finished = True
             self._close()
 
-    def _on_connect(self) -> None:
-        self.loop.remove_writer(self.fd)
-        err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if err:
-            self._finish(_connect_failure(OSError(err, os.strerror(err)), self._ms()))
-            return
-        self._established()
+    def ready(self, events: int) -> None:
+        """The poller's call: the socket is ready for what the probe waits
+        for (the connect's end, room to send, an answer), or in error."""
+        if not self.connected:
+            # Writable without an error is a connection made, as HAProxy
+            # reads it: the error is asked for only when there is one.
+            if events & ERR:
+                err = probesock.error(self.fd)
+                if err:
+                    self._finish(_connect_failure(OSError(err, os.strerror(err)), self._ms()))
+                    return
+            self._established()
+        elif self.unsent:
+            self._send()
+        elif self.tls_object is not None:
+            self._on_tls_readable()
+        else:
+            self._on_readable()
 
     def _established(self) -> None:
         """The TCP connection is up: the PROXY header (before any TLS, as
@@ -200,9 +195,9 @@ class Probe:
         then the probe itself."""
         if self.send_proxy is not None:
             try:
-                header = proxy_protocol.header(self.send_proxy, self.sock.getsockname(), self.sock.getpeername())
+                header = proxy_protocol.header(self.send_proxy, *probesock.endpoints(self.fd))
                 # A few bytes into a fresh socket's empty buffer: never partial.
-                self.sock.send(header)
+                os.write(self.fd, header)
             except OSError as exc:
                 self._io_error(exc)
                 return
@@ -226,7 +221,7 @@ class Probe:
         self.tls_in, self.tls_out = ssl.MemoryBIO(), ssl.MemoryBIO()
         self.tls_object = tls.check_context.wrap_bio(self.tls_in, self.tls_out,
                                                      server_hostname=tls.check_sni or None)
-        self.loop.add_reader(self.fd, self._on_tls_readable)
+        self.poller.watch(self, self.fd, IN)
         self._handshake()
 
     def _handshake(self) -> None:
@@ -261,7 +256,7 @@ class Probe:
 
     def _on_tls_readable(self) -> None:
         try:
-            data = self.sock.recv(16384)
+            data = os.read(self.fd, 16384)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
@@ -298,27 +293,20 @@ class Probe:
 
     def _send(self) -> None:
         try:
-            sent = self.sock.send(self.unsent)
+            sent = os.write(self.fd, self.unsent)
         except BlockingIOError:
             sent = 0
         except OSError as exc:
             self._io_error(exc)
             return
         self.unsent = self.unsent[sent:]
-        if self.unsent:  # a full send buffer (a few hundred bytes rarely meet one)
-            self.loop.add_writer(self.fd, self._on_writable)
-        elif self.tls_object is not None:
-            self.loop.add_reader(self.fd, self._on_tls_readable)
-        else:
-            self.loop.add_reader(self.fd, self._on_readable)
-
-    def _on_writable(self) -> None:
-        self.loop.remove_writer(self.fd)
-        self._send()
+        # A full send buffer (a few hundred bytes rarely meet one): wait for
+        # room; else for the answer.
+        self.poller.watch(self, self.fd, OUT if self.unsent else IN)
 
     def _on_readable(self) -> None:
         try:
-            data = self.sock.recv(4096)
+            data = os.read(self.fd, 4096)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
@@ -366,17 +354,16 @@ class Probe:
         self.on_done(result)
 
     def _close(self) -> None:
-        sock = self.sock
-        if sock is None:
+        fd = self.fd
+        if fd < 0:
             return
-        self.sock = None
-        if self.fd >= 0:
-            self.loop.remove_reader(self.fd)
-            self.loop.remove_writer(self.fd)
-        sock.close()
+        self.fd = -1
+        self.poller.forget(fd)  # the close takes it out of the epoll set
+        probesock.close(fd)
 
     def _ms(self) -> float:
-        return round((self.loop.time() - self.started) * 1000.0, 3)
+        # Microseconds rounded, in ms (round(x, 3) costs ten times more).
+        return int((self.loop.time() - self.started) * 1e6 + 0.5) / 1000.0
 
 
 class MysqlProbe(Probe):
@@ -390,9 +377,15 @@ class MysqlProbe(Probe):
 
     __slots__ = ("greeted", "version")
 
-    def __init__(self, loop, host: str, port: int, request: Optional[bytes],
+    # Closed with a FIN, not a reset (HAProxy's "connect linger" for this
+    # check): a reset can overtake the COM_QUIT, and the server would count
+    # an aborted client for every probe.
+    RESET = False
+    DELAY_ACK = False  # the server speaks first: it must see the connection at once
+
+    def __init__(self, poller: ProbePoller, address, request: Optional[bytes],
                  on_done: Callable[[ProbeResult], None], send_proxy: Optional[str] = None) -> None:
-        super().__init__(loop, host, port, request, frozenset(), on_done, send_proxy=send_proxy)
+        super().__init__(poller, address, request, frozenset(), on_done, send_proxy=send_proxy)
         self.greeted = False
         self.version = ""  # the server's, from its greeting: the L7OK detail
 
@@ -404,16 +397,8 @@ class MysqlProbe(Probe):
         super().expire()
 
     def _connected(self) -> None:
-        # Closed with a FIN, not a reset (HAProxy's "connect linger" for
-        # this check): a reset can overtake the COM_QUIT, and the server
-        # would count an aborted client for every probe.
-        try:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER)
-        except OSError as exc:
-            self._io_error(exc)
-            return
         self.connected = True
-        self.loop.add_reader(self.fd, self._on_readable)  # the server speaks first
+        self.poller.watch(self, self.fd, IN)  # the server speaks first
 
     def _received(self, data: bytes) -> None:
         if not data:
@@ -441,8 +426,7 @@ class MysqlProbe(Probe):
         self.greeted = True
         self.version = self._version(payload)
         self.unsent = self.request
-        self.loop.remove_reader(self.fd)
-        self._send()  # adds the reader back once the login is sent
+        self._send()  # then waits for the answer
 
     def _error(self, payload: bytes) -> ProbeResult:
         code = int.from_bytes(payload[1:3], "little") if len(payload) >= 3 else None
@@ -459,23 +443,107 @@ class MysqlProbe(Probe):
 
     def _quit(self) -> None:
         try:
-            self.sock.send(MYSQL_QUIT)
+            os.write(self.fd, MYSQL_QUIT)
         except OSError:
             pass  # the verdict is in; the server notices the close either way
 
 
-def new_probe(loop, server, port: int, health: HealthSpec, request: Optional[bytes],
-              on_done: Callable[[Optional[ProbeResult]], None], host: Optional[str] = None) -> Probe:
-    """The probe `health` asks for against `server` (at `host`, resolved, if
-    given); `request` from `probe_request`. As HAProxy's, a probe to the
-    server's own port speaks like its traffic: TLS with the server's
-    check_tls (not for mysql, whose TLS is negotiated inside its protocol),
-    and its PROXY header first."""
-    host = host or server.host
+MAX_EXPECT_BUFFER = 16384  # HAProxy's check buffer: no match within it fails the expect
+
+
+def step_bytes(text: str) -> bytes:
+    """A step's text as sent or matched: code points below 256 as those
+    bytes (the config's \\xHH escapes), anything else as UTF-8."""
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        return text.encode("utf-8")
+
+
+class ScriptProbe(Probe):
+    """HAProxy's tcp-check rules: once connected (and through TLS with the
+    server's check-ssl), send and expect in order on one connection. A send
+    forgets what was read before it, as HAProxy's does; an expect waits for
+    its string (or regex) in what came since, and fails when the server
+    closes first (L7RSP) or the probe's time runs out (L7TOUT). All steps
+    done: L7OK. TripleO checks its Redis master so (PING/+PONG, role:master)."""
+
+    __slots__ = ("steps", "step")
+
+    DELAY_ACK = False  # the server may speak first (a banner to expect)
+
+    def __init__(self, poller: ProbePoller, address, steps: tuple, on_done: Callable[[ProbeResult], None],
+                 tls=None, send_proxy: Optional[str] = None) -> None:
+        self.steps = [(kind, step_bytes(text) if kind != "expect_regex" else re.compile(step_bytes(text)))
+                      for kind, text in steps]
+        self.step = 0
+        super().__init__(poller, address, self._sends(), frozenset(), on_done, tls, send_proxy)
+
+    def _sends(self) -> bytes:
+        """The sends from the current step up to the next expect, consumed."""
+        out = b""
+        while self.step < len(self.steps) and self.steps[self.step][0] == "send":
+            out += self.steps[self.step][1]
+            self.step += 1
+        return out
+
+    def expire(self) -> None:
+        if not self.finished and self.connected and (self.tls is None or self.handshaken):
+            self._finish(ProbeResult(False, "L7TOUT", None, self._ms(), self._where("no match in time")))
+            return
+        super().expire()
+
+    def _send(self) -> None:
+        super()._send()
+        if not self.finished and not self.unsent and self.step >= len(self.steps):
+            self._finish(ProbeResult(True, "L7OK", None, self._ms(), "tcp-check"))
+
+    def _received(self, data: bytes) -> None:
+        if not data:
+            self._finish(ProbeResult(False, "L7RSP", None, self._ms(), self._where("closed before a match")))
+            return
+        self.buf += data
+        while self.step < len(self.steps):
+            kind, pattern = self.steps[self.step]
+            found = pattern in self.buf if kind == "expect" else pattern.search(self.buf) is not None
+            if not found:
+                if len(self.buf) > MAX_EXPECT_BUFFER:
+                    self._finish(ProbeResult(False, "L7RSP", None, self._ms(), self._where("no match")))
+                return
+            self.step += 1
+            data = self._sends()
+            if data:
+                self.buf = b""  # a send forgets what was read before it
+                if self.tls_object is not None:
+                    self.tls_object.write(data)
+                    self._send_tls()
+                else:
+                    self.unsent += data
+                    self._send()
+                return
+        self._finish(ProbeResult(True, "L7OK", None, self._ms(), "tcp-check"))
+
+    def _where(self, what: str) -> str:
+        if self.step >= len(self.steps):
+            return what
+        kind, pattern = self.steps[self.step]
+        shown = pattern.pattern if kind == "expect_regex" else pattern
+        return f"{what} at step {self.step + 1} ({kind} {shown[:40]!r})"
+
+
+def new_probe(poller: ProbePoller, server, address, health: HealthSpec, request: Optional[bytes],
+              on_done: Callable[[Optional[ProbeResult]], None]) -> Probe:
+    """The probe `health` asks for against `server` at `address` (from
+    probesock.address); `request` from `probe_request`. As HAProxy's, a
+    probe to the server's own port speaks like its traffic: TLS with the
+    server's check_tls (not for mysql, whose TLS is negotiated inside its
+    protocol), and its PROXY header first."""
     send_proxy = server.send_proxy if health.port is None else None
     if health.type == "mysql":
-        return MysqlProbe(loop, host, port, request, on_done, send_proxy)
-    return Probe(loop, host, port, request, health.expect_status, on_done, server.check_tls, send_proxy)
+        return MysqlProbe(poller, address, request, on_done, send_proxy)
+    if health.type == "tcp" and health.steps:
+        return ScriptProbe(poller, address, health.steps, on_done, server.check_tls, send_proxy)
+    return Probe(poller, address, request, health.expect_status, on_done, server.check_tls, send_proxy)
 
 
 def probe_request(server, health: HealthSpec) -> Optional[bytes]:
@@ -500,7 +568,8 @@ def is_ip(host: str) -> bool:
 
 async def _run_probe(host: str, port: int, timeout: float, make) -> Optional[ProbeResult]:
     """One probe, awaited: for a lone probe (tests, a host name to resolve).
-    `make(loop, ip, on_done)` builds it once the host is resolved."""
+    `make(poller, address, on_done)` builds it once the host is resolved,
+    with a poller of its own."""
     loop = asyncio.get_running_loop()
     if not is_ip(host):
         started = loop.time()
@@ -518,7 +587,12 @@ async def _run_probe(host: str, port: int, timeout: float, make) -> Optional[Pro
     def on_done(result):
         done.done() or done.set_result(result)
 
-    probe = make(loop, host, on_done)
+    try:
+        address = probesock.address(host, port)
+    except (OSError, OverflowError) as exc:
+        return ProbeResult(False, "SOCKERR", None, 0.0, f"cannot connect to {host} port {port}: {exc}")
+    poller = ProbePoller(loop)
+    probe = make(poller, address, on_done)
     timer = loop.call_later(timeout, probe.expire)
     probe.start()
     try:
@@ -526,12 +600,13 @@ async def _run_probe(host: str, port: int, timeout: float, make) -> Optional[Pro
     finally:
         timer.cancel()
         probe.abort()
+        poller.close()
 
 
 async def tcp_probe(host: str, port: int, timeout: float) -> ProbeResult:
     """Connect, then close: L4OK, L4CON, L4TOUT or SOCKERR."""
     return await _run_probe(host, port, timeout,
-                            lambda loop, ip, on_done: Probe(loop, ip, port, None, frozenset(), on_done))
+                            lambda poller, address, on_done: Probe(poller, address, None, frozenset(), on_done))
 
 
 async def http_probe(host: str, port: int, timeout: float, request: bytes,
@@ -539,7 +614,7 @@ async def http_probe(host: str, port: int, timeout: float, request: bytes,
     """Send `request`, read the status line: L7OK / L7STS with the code,
     or L4CON, L4TOUT, L7TOUT, L7RSP, SOCKERR."""
     return await _run_probe(host, port, timeout,
-                            lambda loop, ip, on_done: Probe(loop, ip, port, request, expect_status, on_done))
+                            lambda poller, address, on_done: Probe(poller, address, request, expect_status, on_done))
 
 
 async def probe_server(server, health: HealthSpec) -> Optional[ProbeResult]:
@@ -552,8 +627,8 @@ async def probe_server(server, health: HealthSpec) -> Optional[ProbeResult]:
     except ValueError as exc:
         return ProbeResult(False, "SOCKERR", None, 0.0, str(exc))
     port = health.port or server.port
-    return await _run_probe(server.host, port, health.timeout, lambda loop, ip, on_done: new_probe(
-        loop, server, port, health, request, on_done, host=ip))
+    return await _run_probe(server.host, port, health.timeout, lambda poller, address, on_done: new_probe(
+        poller, server, address, health, request, on_done))
 
 
 async def mysql_probe(host: str, port: int, timeout: float, user: Optional[str] = None,
@@ -562,7 +637,7 @@ async def mysql_probe(host: str, port: int, timeout: float, user: Optional[str] 
     server version), L7STS with the MySQL error code, L7RSP, L7TOUT, L4*."""
     request = mysql_login(user, client) if user else None
     return await _run_probe(host, port, timeout,
-                            lambda loop, ip, on_done: MysqlProbe(loop, ip, port, request, on_done))
+                            lambda poller, address, on_done: MysqlProbe(poller, address, request, on_done))
 
 
 def _ms(loop: asyncio.AbstractEventLoop, start: float) -> float:
