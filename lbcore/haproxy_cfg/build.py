@@ -695,7 +695,10 @@ class Builder:
                         break
             else:
                 try:
-                    expect = values.status_codes(words[2])
+                    if words[1] == "rstatus":
+                        expect = values.status_regex(words[2])
+                    else:
+                        expect = values.status_codes(words[2])
                 except ValueError as exc:
                     self.p.error(line, str(exc), "http-check expect")
                 expect_at = lat

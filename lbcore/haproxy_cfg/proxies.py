@@ -26,6 +26,7 @@ TIMEOUT_KEYS = {"connect": "connect", "client": "client", "server": "server",
 # Which sides use each timeout (HAProxy refuses the others where they
 # cannot apply only with a warning; lbcore keeps them where they belong).
 BALANCES = {"roundrobin", "leastconn", "source", "first", "uri"}
+NO_TIMEOUT = "24d"  # what a `timeout X 0` (infinite in HAProxy) becomes: HAProxy's own timer limit
 
 
 def origin(line: Line, keyword: Optional[str] = None) -> Origin:
@@ -186,6 +187,11 @@ class Proxy:
                          + ", ".join(f"timeout {t}" for t in TIMEOUT_KEYS) + ")", keyword)
             return
         try:
+            if values.is_zero_time(value):
+                # HAProxy: no timeout at all (TripleO's RabbitMQ listen). lbcore
+                # keeps a bound: the longest timer HAProxy itself can hold.
+                self.p.warn(line, f"0 means no timeout in HAProxy; lbcore uses {NO_TIMEOUT}", keyword)
+                value = NO_TIMEOUT
             self.timeouts[TIMEOUT_KEYS[name]] = (values.duration(value), origin(line, keyword))
         except ValueError as exc:
             self.p.error(line, str(exc), keyword)
@@ -223,10 +229,9 @@ class Proxy:
         if words[0] == "send":
             pass
         elif words[0] == "expect":
-            if len(words) < 3 or words[1] not in ("status", "!status") or (words[1] == "status" and len(words) != 3):
-                raise ValueError("only 'http-check expect status CODES' is supported")
-            if words[1] == "!status":
-                raise ValueError("'http-check expect !status' is not supported")
+            if len(words) != 3 or words[1] not in ("status", "rstatus"):
+                raise ValueError("only 'http-check expect status CODES' and 'http-check expect rstatus REGEX' "
+                                 "are supported")
         else:
             self.p.error(line, "not supported by lbcore", f"http-check {words[0]}")
             return

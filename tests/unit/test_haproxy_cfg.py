@@ -659,3 +659,24 @@ listen redis
 """)
     assert any(":12: tcp-check connect: a 'connect' after other steps" in p for p in problems), problems
     assert any(":13: tcp-check expect: not supported by lbcore" in p for p in problems), problems
+
+
+def test_zero_timeouts_and_expect_rstatus(tmp_path):
+    loaded = load(tmp_path, BASE + """
+listen rabbitmq
+  mode tcp
+  bind 127.0.0.1:5672
+  timeout client 0
+  timeout server 0
+  server s 127.0.0.1:1
+listen ceph_dashboard
+  bind 127.0.0.1:8444
+  option httpchk HEAD /
+  http-check expect rstatus ^(2|3)0[0-4]$
+  server s 127.0.0.1:1 check
+""")
+    config = loaded.config
+    assert config.frontends["rabbitmq"].timeouts.client == config.backends["rabbitmq"].timeouts.server == 24 * 86400
+    assert any(":10: timeout client: 0 means no timeout in HAProxy; lbcore uses 24d" in w for w in loaded.warnings)
+    assert config.backends["ceph_dashboard"].health.expect_status == frozenset(
+        {200, 201, 202, 203, 204, 300, 301, 302, 303, 304})
