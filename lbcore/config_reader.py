@@ -78,6 +78,11 @@ def read_in_child(config: Config, timeout: float = CHILD_TIMEOUT) -> Config:
 def _child(config: Config, wfd: int) -> None:  # pragma: no cover - runs in the child
     code = 1
     try:
+        # The parent's sockets must not stay open through this process: a
+        # connection the server closes meanwhile would otherwise send no
+        # FIN (nor RST) until this child exits.
+        os.closerange(3, wfd)
+        os.closerange(wfd + 1, _max_fd())
         # The parent's signal handlers write to its wake-up fd, which this
         # process shares: a signal meant for this child must not reach the
         # parent's loop as if it were its own.
@@ -104,6 +109,13 @@ def _child(config: Config, wfd: int) -> None:  # pragma: no cover - runs in the 
         code = 0
     finally:
         os._exit(code)
+
+
+def _max_fd() -> int:
+    try:
+        return os.sysconf("SC_OPEN_MAX")
+    except (OSError, ValueError):
+        return 65536
 
 
 def _read_all(fd: int, deadline: float) -> bytes:

@@ -259,3 +259,17 @@ def request_target(env: dict, port_key: str) -> tuple[str, int]:
     host = {"": env["VIP_INT"], "EXT": env["VIP_EXT"], "API": env["API"], "PUB": env["PUB_VIP"],
             "CTL": env["CTL_IP"]}[where]
     return host, int(env[key])
+
+
+@pytest.mark.parametrize("tool", list(TOOLS))
+def test_convert_writes_an_lb_yaml_that_loads(tool, controllers, tmp_path):
+    env = balancer_env(tool, "lbcore", controllers, tmp_path)
+    env.pop("_syslog", None)
+    args = [arg for name in TOOLS[tool] for arg in ("-f", str(CORPUS / tool / name))]
+    out = tmp_path / "lb.yaml"
+    result = subprocess.run(lbcore_cmd("convert", *args, "-o", str(out)), capture_output=True, text=True,
+                            env=lbcore_env(env), timeout=60)
+    assert result.returncode == 0, result.stderr
+    check = subprocess.run(lbcore_cmd("-c", str(out), "--check"), capture_output=True, text=True,
+                           env=lbcore_env(env), timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr
