@@ -358,10 +358,19 @@ def section_probes(args, procs, workdir, backend_ports) -> list[dict]:
         started = {}
         for kind in ("haproxy", "lbcore"):
             make = pairs_haproxy if kind == "haproxy" else pairs_lbcore
-            ports = free_ports(pairs)
-            target = Target(kind, procs, workdir, f"probes-{kind}-{pairs}", make(ports, backend_ports, 4000),
-                            args.lbcore_cmd)
-            wait_ports(ports, target)
+            for attempt in range(3):
+                # The first proxy's probes take ephemeral ports: one of the
+                # free ports picked for the second may be gone by its start.
+                ports = free_ports(pairs)
+                target = Target(kind, procs, workdir, f"probes-{kind}-{pairs}", make(ports, backend_ports, 4000),
+                                args.lbcore_cmd)
+                try:
+                    wait_ports(ports, target)
+                    break
+                except RuntimeError as exc:
+                    target.stop()
+                    if "in use" not in str(exc) or attempt == 2:
+                        raise
             started[kind] = target
         time.sleep(PROBE_INTERVAL * 1.5)  # every server probed at least once: steady state
         windows = {kind: [] for kind in started}
