@@ -56,6 +56,7 @@ from typing import Any, Optional
 
 from . import state_file, systemd, takeover
 from .config import Address, Config, ConfigError
+from .adoption import Keeper, adopt_message
 from .control import MAX_FDS, Channel, find_server, pack, server_state, state_rows, worker_config
 from .health import HealthChecker
 from .listeners import bind_socket, inherited
@@ -106,6 +107,7 @@ class Slot:
         self.crashes = 0  # consecutive early deaths
         self.restart_timer: Optional[asyncio.TimerHandle] = None
         self.waiters: dict[int, asyncio.Future] = {}
+        self.keeper: Optional[Keeper] = None  # its process's connections (lbcore.adoption)
 
     @property
     def pid(self) -> Optional[int]:
@@ -169,6 +171,9 @@ class Master:
         self._shutting_down = False
         # Called once every worker is ready (-sf, -Ws, -D).
         self.on_started: list = []
+        # Connections of a dead worker waiting for a worker to take them on
+        # (lbcore.adoption): (frontend, descriptor, bytes read).
+        self.orphans: list[tuple[str, int, bytes]] = []
 
     # -- start -----------------------------------------------------------------
 
@@ -324,6 +329,13 @@ class Master:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         fds = {address: self._group_fds(group, slot) for address, group in self.listeners.items()}
         passed = [fd for group in fds.values() for fd in group]
+        try:
+            keeper = Keeper()
+        except OSError as exc:
+            keeper = None
+            log.error("worker %d: no table for its connections (%s): they die with it", slot.index, exc)
+        if keeper is not None:
+            passed.append(keeper.fd)
         # The master alone speaks to systemd (NotifyAccess=main).
         env = {name: value for name, value in os.environ.items() if name != "NOTIFY_SOCKET"}
         env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
@@ -334,21 +346,25 @@ class Master:
                 start_new_session=True, env=env)
         except OSError as exc:
             parent.close()
+            if keeper is not None:
+                keeper.close()
             log.error("cannot start worker %d: %s", slot.index, exc)
             self._schedule_restart(slot, crashed=True)
             return
         finally:
             child.close()
         slot.proc = proc
+        slot.keeper = keeper
         slot.started_at = time.monotonic()
         slot.ready = False
         channel = slot.channel = Channel(parent)
-        channel.start(self.loop, lambda message: self._on_message(slot, message),
+        channel.start(self.loop, lambda message: self._on_message(slot, message, channel, keeper),
                       lambda: self._on_channel_closed(slot, channel, proc))
         channel.send({
             "t": "hello", "slot": slot.index,
             "config": pack(worker_config(self.config)), "sockets": pack(fds),
             "state": state_rows(self.runtime),
+            "journal": [keeper.fd, keeper.slots] if keeper is not None else None,
         })
         if self.certificates is not None:
             for path, pem in self.certificates.committed.items():
@@ -363,9 +379,18 @@ class Master:
         fds.update((sock.fileno(), None) for sock in group)  # a handed-over group may repeat sockets
         return list(fds)
 
-    def _on_message(self, slot: Slot, message: dict) -> None:
+    def _on_message(self, slot: Slot, message: dict, channel: Channel, keeper: Optional[Keeper]) -> None:
         kind = message["t"]
-        if kind in ("snapshot", "sessions"):
+        if kind == "kept":
+            fds = channel.take_fds(min(len(message.get("add") or ()), channel.pending_fds()))
+            if keeper is None:
+                for fd in fds:
+                    os.close(fd)
+                return
+            if channel.fds_lost:
+                keeper.close()  # which descriptor is which connection is no longer known
+            keeper.kept(message, fds)
+        elif kind in ("snapshot", "sessions"):
             future = slot.waiters.pop(message.get("id"), None)
             data = message.get("data")
             if kind == "snapshot":
@@ -384,6 +409,9 @@ class Master:
         elif kind == "ready":
             slot.ready = True
             log.info("worker %d started (pid %d)", slot.index, slot.pid)
+            if self.orphans:
+                orphans, self.orphans = self.orphans, []
+                self._hand_on(orphans, dead=-1)
             if not self.started and all(s.ready for s in self.slots):
                 self.started = True
                 systemd.ready()
@@ -425,8 +453,14 @@ class Master:
         slot.proc = None
         self._keep_counts(slot, proc)
         if slot.channel is not None:
+            slot.channel.drain()  # the last connections it kept may still be on their way
             slot.channel.close()
             slot.channel = None
+        keeper, slot.keeper = slot.keeper, None
+        if keeper is not None:
+            if not self.stopping and proc.returncode != 0:
+                self._carry_on(slot, keeper)
+            keeper.close()
         slot.forget_waiters()
         how = _exit_description(proc.returncode)
         lived = time.monotonic() - slot.started_at
@@ -446,6 +480,33 @@ class Master:
         delay = self._schedule_restart(slot, crashed)
         log.error("worker %d (pid %d) died (%s) after %.1fs; restarting it%s", slot.index, proc.pid, how,
                   lived, f" in {delay:.1f}s" if delay else "")
+
+    def _carry_on(self, slot: Slot, keeper: Keeper) -> None:
+        """A worker died: the connections it held that can be carried on go
+        to the other workers (lbcore.adoption); the rest close now."""
+        carried, closed = keeper.orphans()
+        if not carried and not closed:
+            return
+        log.warning("worker %d died holding %d client connections: %d handed to other workers, "
+                    "%d closed (a response had started, or a request that may not be sent twice)",
+                    slot.index, len(carried) + closed, len(carried), closed)
+        self._hand_on(carried, slot.index)
+
+    def _hand_on(self, orphans: list[tuple[str, int, bytes]], dead: int) -> None:
+        """To the running workers in turn; if none runs, to the first that
+        becomes ready."""
+        targets = [s for s in self.slots if s.index != dead and s.ready and s.channel is not None] \
+            or [s for s in self.slots if s.ready and s.channel is not None]
+        if not targets:
+            self.orphans.extend(orphans)
+            return
+        shares: list[list] = [[] for _ in targets]
+        for i, orphan in enumerate(orphans):
+            shares[i % len(targets)].append(orphan)
+        for target, share in zip(targets, shares):
+            for start in range(0, len(share), MAX_FDS):
+                batch = share[start:start + MAX_FDS]
+                target.channel.send(adopt_message(batch), [fd for _, fd, _ in batch], owned=True)
 
     def _keep_counts(self, slot: Slot, proc: subprocess.Popen) -> None:
         from .stats.snapshot import merge, retired
@@ -682,6 +743,13 @@ class Master:
         if self._shutting_down:
             return
         self._shutting_down = True
+        for _, fd, _ in self.orphans:
+            os.close(fd)
+        self.orphans = []
+        for slot in self.slots:
+            if slot.keeper is not None:
+                slot.keeper.close()
+                slot.keeper = None
         await self._stop_health()
         if self.stats is not None:
             self.stats.close()

@@ -74,11 +74,14 @@ cdef class ClientConnection:
     cdef public object relay
     cdef public bytes key
     cdef public object facts
+    cdef public object kept
+    cdef public bint kept_open, kept_settle
 
     cpdef _pause(self, int reason)
     cpdef _resume(self, int reason)
     cpdef close(self)
     cpdef data_received(self, bytes data)
+    cpdef _journal(self, bytes data)
     cpdef _fast_head(self, bytes data)
     cpdef _fast_body(self, bytes data)
     cpdef _request_ready(self, Exchange ex)
