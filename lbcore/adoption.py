@@ -68,12 +68,16 @@ def table_slots() -> int:
 # -- the worker's side ------------------------------------------------------------
 
 class Kept:
-    """One kept client connection in its worker: its slot in the table."""
+    """One kept client connection in its worker: its slot in the table.
+    Compiled with the http core (adoption.pxd): its methods run per
+    request, and the slot's words are C stores there."""
 
-    __slots__ = ("journal", "fd", "gen", "word", "base", "pending", "retry")
+    __slots__ = ("journal", "table", "words", "fd", "gen", "word", "base", "pending", "retry")
 
     def __init__(self, journal: "Journal", fd: int, gen: int, pending: bytes) -> None:
         self.journal = journal
+        self.table = journal.table
+        self.words = journal.words
         self.fd = fd
         self.gen = gen
         self.word = fd * WORDS
@@ -83,34 +87,31 @@ class Kept:
 
     def consumed(self, data: bytes) -> bool:
         """Bytes just read; False once the slot cannot hold them (UNSAFE)."""
-        words = self.journal.words
         word = self.word
-        length = words[word + 2]
+        length = self.words[word + 2]
         end = length + len(data)
         if end > DATA:
-            words[word + 1] = UNSAFE
+            self.words[word + 1] = UNSAFE
             return False
-        base = self.base
-        self.journal.table[base + length:base + end] = data
-        words[word + 2] = end
-        words[word + 1] = READ
+        self.table[self.base + length:self.base + end] = data
+        self.words[word + 2] = end
+        self.words[word + 1] = READ
         return True
 
     def unsafe(self) -> None:
-        self.journal.words[self.word + 1] = UNSAFE
+        self.words[self.word + 1] = UNSAFE
 
     def settled(self, pending: bytes) -> bool:
         """The last response is out: from now on the slot holds what is
         read next, starting with `pending` (a head begun already)."""
-        words = self.journal.words
         word = self.word
         n = len(pending)
         if n > DATA:
             return False
         if n:
-            self.journal.table[self.base:self.base + n] = pending
-        words[word + 2] = n
-        words[word + 1] = READ if n else IDLE
+            self.table[self.base:self.base + n] = pending
+        self.words[word + 2] = n
+        self.words[word + 1] = READ if n else IDLE
         return True
 
     def release(self, shutdown: bool) -> None:
@@ -121,8 +122,8 @@ class Kept:
         if self.retry is not None:
             self.retry.cancel()
             self.retry = None
-        if journal.words[self.word] == self.gen:
-            journal.words[self.word + 1] = CLOSED
+        if self.words[self.word] == self.gen:
+            self.words[self.word + 1] = CLOSED
         if shutdown:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 0, self.fd)
             try:
@@ -186,9 +187,6 @@ class Journal:
         if added or gone:
             self.channel.send({"t": "kept", "add": added, "gone": gone}, [row[0] for row in added])
 
-    def close(self) -> None:
-        self.words.release()
-        self.table.close()
 
 
 # -- the master's side ------------------------------------------------------------
