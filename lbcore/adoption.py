@@ -58,6 +58,7 @@ WORDS = SLOT // 4
 DATA = SLOT - HEADER  # larger requests (head and body) are not carried on
 MAX_SLOTS = 65536  # connections on descriptors above this are not kept
 GONE_DELAY = 0.1  # ended connections are told to the master within this
+POLL_INTERVAL = 0.05  # how often the master takes in the descriptors its workers sent
 
 IDLE, READ, UNSAFE, CLOSED = 1, 2, 3, 4
 
@@ -141,9 +142,13 @@ class Journal:
     """A worker's side: the shared table, and the descriptors (and ends)
     of the connections it keeps, sent to the master once per turn."""
 
-    def __init__(self, loop, channel: Channel, table_fd: int, slots: int) -> None:
+    def __init__(self, loop, table_fd: int, slots: int, channel_fd: int) -> None:
         self.loop = loop
-        self.channel = channel
+        # Its own socket to the master, which reads it only now and then
+        # (Keeper.poll): the descriptors wait in it, held by the kernel,
+        # and sending one wakes nobody.
+        self.channel = Channel(socket.socket(fileno=channel_fd))
+        self.channel.start(loop, lambda message: None, lambda: None, watch=False)
         self.slots = slots
         try:
             self.table = mmap.mmap(table_fd, slots * SLOT)
@@ -203,19 +208,42 @@ class Journal:
 # -- the master's side ------------------------------------------------------------
 
 class Keeper:
-    """The master's side for one worker process: the table it writes and a
-    descriptor of every connection it keeps (worker fd -> [gen, our fd,
-    frontend name])."""
+    """The master's side for one worker process: the table it writes, the
+    socket its descriptors come on, and a descriptor of every connection
+    it keeps (worker fd -> [gen, our fd, frontend name])."""
 
-    def __init__(self, slots: Optional[int] = None) -> None:
+    def __init__(self, loop, slots: Optional[int] = None) -> None:
         self.slots = slots or table_slots()
         self.fd = os.memfd_create("lbcore-connections", os.MFD_CLOEXEC)
         try:
             os.ftruncate(self.fd, self.slots * SLOT)  # sparse: pages are used as slots are
+            ours, self.theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         except OSError:
             os.close(self.fd)
             raise
+        self.their_fd = self.theirs.fileno()  # for the worker's hello
+        self.channel = Channel(ours)
+        self.channel.start(loop, self._on_message, lambda: None, watch=False)
         self.entries: dict[int, list] = {}
+
+    def given(self) -> None:
+        """The worker has its end of the socket (its process was started)."""
+        self.theirs.close()
+
+    def poll(self) -> None:
+        """Take in what the worker sent since the last poll (POLL_INTERVAL),
+        and everything before its death, before orphans()."""
+        self.channel.drain()
+
+    def _on_message(self, message: dict) -> None:
+        channel = self.channel
+        if message.get("t") != "kept":
+            log.error("master: unexpected %r message on a worker's connection channel", message.get("t"))
+            return
+        fds = channel.take_fds(min(len(message.get("add") or ()), channel.pending_fds()))
+        if channel.fds_lost:
+            self.close()  # which descriptor is which connection is no longer known
+        self.kept(message, fds)
 
     def kept(self, message: dict, fds: list[int]) -> None:
         """A worker's `kept` message with the descriptors that came with it.
@@ -282,6 +310,8 @@ class Keeper:
         for _, fd, _ in self.entries.values():
             _close(fd)
         self.entries = {}
+        self.channel.close()
+        self.theirs.close()
         if self.fd >= 0:
             _close(self.fd)
             self.fd = -1

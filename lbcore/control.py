@@ -30,9 +30,10 @@ Messages (`t` is the type):
       observe   backend, server, address, reason: a passive failure
       snapshot  id, data
       sessions  id, data
+    worker -> master, on a socket of their own (read by the master every
+    lbcore.adoption.POLL_INTERVAL, not on every message)
       kept      add [[fd, generation, frontend]] (a descriptor each), gone
                 [[fd, generation]]: client connections accepted and ended
-                (lbcore.adoption)
 
 Configs and addresses travel pickled (frozen dataclasses, exactly as the
 master validated them); the socketpair only joins a master to the child it
@@ -92,17 +93,21 @@ class Channel:
 
     # -- lifecycle -------------------------------------------------------------
 
-    def start(self, loop, on_message: Callable[[Message], None], on_close: Callable[[], None]) -> None:
+    def start(self, loop, on_message: Callable[[Message], None], on_close: Callable[[], None],
+              watch: bool = True) -> None:
         """Deliver messages from now on; those already buffered (read by
-        receive_blocking) are delivered at once, before this returns."""
+        receive_blocking) are delivered at once, before this returns.
+        `watch=False`: read only when drain() is called (the reader is not
+        woken by every message)."""
         self.loop = loop
         self.on_message = on_message
         self.on_close = on_close
         self.sock.setblocking(False)
         if self.closed:
             return
-        loop.add_reader(self.sock.fileno(), self._readable)
-        self._reading = True
+        if watch:
+            loop.add_reader(self.sock.fileno(), self._readable)
+            self._reading = True
         self._deliver()
         if self._outbox:
             self._flush()
@@ -241,9 +246,8 @@ class Channel:
         return True
 
     def drain(self) -> None:
-        """Deliver every message the peer sent that is still unread (its
-        process is gone: nothing more will come)."""
-        while not self.closed and self._reading:
+        """Deliver every message the peer sent that is still unread."""
+        while not self.closed and self.loop is not None:
             try:
                 data, fds, flags, _ = socket.recv_fds(self.sock, READ_SIZE, MAX_FDS)
             except (BlockingIOError, InterruptedError):

@@ -76,7 +76,7 @@ class WorkerBalancer(LoadBalancer):
     serves_peers = False
 
     def __init__(self, config: Config, channel: Channel, groups: dict[Address, list[socket.socket]],
-                 state: list, slot: int, table: Optional[tuple[int, int]] = None) -> None:
+                 state: list, slot: int, table: Optional[tuple[int, int, int]] = None) -> None:
         super().__init__(config, reuse_port=True)
         self.channel = channel
         self.slot = slot
@@ -84,7 +84,7 @@ class WorkerBalancer(LoadBalancer):
         # each address's group with this worker's own socket first.
         self._incoming = groups
         self._initial_state = state
-        self._table = table  # (memfd, slots) shared with the master (lbcore.adoption)
+        self._table = table  # (memfd, slots, socket) shared with the master (lbcore.adoption)
         # Messages that arrive while a reload is being applied wait for it,
         # so the state sent after a reload lands on the reloaded runtime.
         self._held: Optional[list] = None
@@ -130,7 +130,7 @@ class WorkerBalancer(LoadBalancer):
         self._initial_state = None
         if self._table is not None:
             from .adoption import Journal
-            self.ctx.journal = Journal(loop, self.channel, *self._table)
+            self.ctx.journal = Journal(loop, *self._table)
             self._table = None
         self.channel.start(loop, self._on_message, self._on_master_lost)
         self.channel.send({"t": "ready", "pid": os.getpid()})

@@ -56,7 +56,7 @@ from typing import Any, Optional
 
 from . import state_file, systemd, takeover
 from .config import Address, Config, ConfigError
-from .adoption import Keeper, adopt_message
+from .adoption import POLL_INTERVAL, Keeper, adopt_message
 from .control import MAX_FDS, Channel, find_server, pack, server_state, state_rows, worker_config
 from .health import HealthChecker
 from .listeners import bind_socket, inherited
@@ -213,6 +213,7 @@ class Master:
             self._spawn(slot)
         watcher = loop.create_task(self._watch())
         poller = loop.create_task(self._poll_counters())
+        keepers = loop.create_task(self._poll_keepers())
         log.info("lbcore master started (pid %d), %d workers: %s", os.getpid(), self.count, ", ".join(
             f"{name} on {', '.join(str(a) for a in fe.binds)} ({fe.mode})"
             for name, fe in config.frontends.items()))
@@ -221,6 +222,7 @@ class Master:
         finally:
             watcher.cancel()
             poller.cancel()
+            keepers.cancel()
 
     def _bind(self, config: Config, keep: dict) -> dict[Address, list[socket.socket]]:
         """One SO_REUSEPORT listening socket per worker for every bind of
@@ -330,12 +332,12 @@ class Master:
         fds = {address: self._group_fds(group, slot) for address, group in self.listeners.items()}
         passed = [fd for group in fds.values() for fd in group]
         try:
-            keeper = Keeper()
+            keeper = Keeper(self.loop)
         except OSError as exc:
             keeper = None
             log.error("worker %d: no table for its connections (%s): they die with it", slot.index, exc)
         if keeper is not None:
-            passed.append(keeper.fd)
+            passed += [keeper.fd, keeper.their_fd]
         # The master alone speaks to systemd (NotifyAccess=main).
         env = {name: value for name, value in os.environ.items() if name != "NOTIFY_SOCKET"}
         env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
@@ -355,16 +357,18 @@ class Master:
             child.close()
         slot.proc = proc
         slot.keeper = keeper
+        if keeper is not None:
+            keeper.given()
         slot.started_at = time.monotonic()
         slot.ready = False
         channel = slot.channel = Channel(parent)
-        channel.start(self.loop, lambda message: self._on_message(slot, message, channel, keeper),
+        channel.start(self.loop, lambda message: self._on_message(slot, message),
                       lambda: self._on_channel_closed(slot, channel, proc))
         channel.send({
             "t": "hello", "slot": slot.index,
             "config": pack(worker_config(self.config)), "sockets": pack(fds),
             "state": state_rows(self.runtime),
-            "journal": [keeper.fd, keeper.slots] if keeper is not None else None,
+            "journal": [keeper.fd, keeper.slots, keeper.their_fd] if keeper is not None else None,
         })
         if self.certificates is not None:
             for path, pem in self.certificates.committed.items():
@@ -379,18 +383,9 @@ class Master:
         fds.update((sock.fileno(), None) for sock in group)  # a handed-over group may repeat sockets
         return list(fds)
 
-    def _on_message(self, slot: Slot, message: dict, channel: Channel, keeper: Optional[Keeper]) -> None:
+    def _on_message(self, slot: Slot, message: dict) -> None:
         kind = message["t"]
-        if kind == "kept":
-            fds = channel.take_fds(min(len(message.get("add") or ()), channel.pending_fds()))
-            if keeper is None:
-                for fd in fds:
-                    os.close(fd)
-                return
-            if channel.fds_lost:
-                keeper.close()  # which descriptor is which connection is no longer known
-            keeper.kept(message, fds)
-        elif kind in ("snapshot", "sessions"):
+        if kind in ("snapshot", "sessions"):
             future = slot.waiters.pop(message.get("id"), None)
             data = message.get("data")
             if kind == "snapshot":
@@ -459,6 +454,7 @@ class Master:
         keeper, slot.keeper = slot.keeper, None
         if keeper is not None:
             if not self.stopping and proc.returncode != 0:
+                keeper.poll()  # what it sent until it died
                 self._carry_on(slot, keeper)
             keeper.close()
         slot.forget_waiters()
@@ -522,6 +518,15 @@ class Master:
         while True:
             await asyncio.sleep(COUNTER_POLL)
             await asyncio.gather(*(self._ask(slot) for slot in self.slots))
+
+    async def _poll_keepers(self) -> None:
+        """Take in the connections the workers kept and ended: in batches,
+        so that a new connection does not wake the master."""
+        while True:
+            await asyncio.sleep(POLL_INTERVAL)
+            for slot in self.slots:
+                if slot.keeper is not None:
+                    slot.keeper.poll()
 
     def _schedule_restart(self, slot: Slot, crashed: bool) -> float:
         slot.crashes = slot.crashes + 1 if crashed else 0
