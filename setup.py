@@ -42,7 +42,7 @@ class OptionalBuildExt(build_ext):
             _warn(f"building {ext.name} failed ({exc})")
 
 
-EXTENSIONS = ("relay", "heads")  # lbcore_ext/<name>.pyx
+EXTENSIONS = ("relay", "heads", "probesock")  # lbcore_ext/<name>.pyx
 CORE = ("lbcore/balance.py", "lbcore/batch.py", "lbcore/model.py", "lbcore/timers.py", "lbcore/upstream.py",
         "lbcore/proxy/stream.py", "lbcore/proxy/http.py", "lbcore/adoption.py",
         # what rules run per request: the request view, checks, the rule loop

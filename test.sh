@@ -21,6 +21,9 @@ command -v bird >/dev/null || [ -x /usr/sbin/bird ] || need+=(bird2)
 command -v socat >/dev/null || need+=(socat)
 command -v hatop >/dev/null || need+=(hatop)
 command -v tmux >/dev/null || need+=(tmux)
+# A real MariaDB for the mysql-check drills (tests/mariadb.py runs it as a
+# short-lived test daemon on loopback).
+command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server)
 if [ ${#need[@]} -gt 0 ] && command -v apt-get >/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"

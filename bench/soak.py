@@ -11,13 +11,30 @@ keep-alive GET clients, new-connection GET clients, keep-alive POST
 clients (1-32 KiB bodies). Chaos: a server SIGKILLed every --kill-every
 seconds (restarted 2 s later), a server SIGSTOPped for 3 s every
 --hang-every, SIGHUP every --reload-every, a drain or weight change through
-the admin API every --admin-every (undone 3 s later); never all servers at
-once (an event waits while only one is untouched). A GET or POST that gets no 2xx
-(an exception, or another status) is a failure, recorded with its reason.
+the admin API every --admin-every (undone 3 s later).
 
-Results go to bench/results/soak-<UTC timestamp>.md and .json (and
-soak-latest.md): totals, failures by reason, RSS and descriptor samples
-every 10 s. Not part of the test suite: it takes as long as it is told.
+The chaos is an operator's drill, not an outage: at least one server is
+always usable. A server is disturbed only when, besides it, another one is
+both untouched by the soak and UP in lbcore's own stats, so one server
+stays UP and untouched through every event (a killed server counts as
+disturbed until it is restarted and lbcore has it UP again, a hung one
+until SIGCONT and UP again). An event that finds no such pair waits for the
+next turn. A 503 ("no server") in this soak is therefore never the chaos
+taking every server out: each failure is recorded with lbcore's server
+states at that moment (polled every 100 ms) to tell lbcore's faults from
+the harness's.
+
+A GET or POST that gets no 2xx (an exception, or another status) is a
+failure, recorded with its reason. A POST whose server dies after the body
+was sent on a fresh connection gets 502: it is not replayed (HAProxy's
+default `retry-on conn-failure` does the same); see docs/security.md.
+
+Results go to bench/results/soak-<UTC timestamp>.md, .json and .log
+(lbcore's log: server state changes and reloads), and soak-latest.md:
+totals, failures by reason with the server states at each, RSS and
+descriptor samples every 10 s, and the machine's load average (the
+machine may be shared). Not part of the test suite: it takes as long as it
+is told.
 """
 
 from __future__ import annotations
@@ -43,26 +60,58 @@ from tests.support import BackendProcess, LbcoreProcess, free_port, http_config 
 RESULTS = ROOT / "bench" / "results"
 
 
+class ServerStates:
+    """lbcore's view of its servers, polled every 100 ms from /stats.json, so
+    a failure can be tied to what lbcore knew when it happened."""
+
+    def __init__(self, stats: int, names: list) -> None:
+        self.stats = stats
+        self.current = {n: "?" for n in names}
+        self.at = 0.0
+        self.lock = threading.Lock()
+
+    def poll(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            states = server_states(self.stats)
+            if states:
+                with self.lock:
+                    self.current, self.at = states, time.monotonic()
+            stop.wait(0.1)
+
+    def snapshot(self) -> tuple:
+        with self.lock:
+            return dict(self.current), time.monotonic() - self.at
+
+
 class Counters:
-    def __init__(self) -> None:
+    def __init__(self, states: "ServerStates") -> None:
+        self.states = states
         self.lock = threading.Lock()
         self.ok: Counter = Counter()
         self.failed: Counter = Counter()
         self.reasons: Counter = Counter()
         self.examples: list[str] = []
         self.started = time.monotonic()
+        # Failed GETs while lbcore's last poll showed a usable (UP) server:
+        # the ones the chaos cannot explain.
+        self.failed_with_server_up = 0
 
     def success(self, kind: str) -> None:
         with self.lock:
             self.ok[kind] += 1
 
     def failure(self, kind: str, reason: str) -> None:
+        states, age = self.states.snapshot()
+        up = [n for n, s in states.items() if s == "UP"]
         with self.lock:
             self.failed[kind] += 1
             self.reasons[f"{kind}: {reason}"] += 1
+            if kind.startswith("get") and up:
+                self.failed_with_server_up += 1
             if len(self.examples) < 50:
+                seen = " ".join(f"{n}={s}" for n, s in sorted(states.items()))
                 self.examples.append(f"{time.strftime('%H:%M:%S')} (t={time.monotonic() - self.started:.1f}) "
-                                     f"{kind}: {reason}")
+                                     f"{kind}: {reason}  [lbcore {age * 1000:.0f} ms before: {seen}]")
 
 
 def client_loop(port: int, kind: str, stop: threading.Event, counters: Counters) -> None:
@@ -137,15 +186,16 @@ def admin(stats: int, server: str, change: dict) -> None:
         conn.close()
 
 
-def usable_servers(stats: int) -> int:
-    """Servers lbcore would send a new request to now (UP, not drained)."""
+def server_states(stats: int) -> dict:
+    """{server: status} as lbcore reports it now (UP, DOWN, DRAIN, NOLB,
+    MAINT); {} when the stats endpoint did not answer."""
     conn = http.client.HTTPConnection("127.0.0.1", stats, timeout=5)
     try:
         conn.request("GET", "/stats.json")
         servers = json.loads(conn.getresponse().read())["backends"]["pool"]["servers"]
-        return sum(1 for s in servers if s["status"] == "UP")
+        return {s["name"]: s["status"] for s in servers}
     except (OSError, http.client.HTTPException, ValueError, KeyError):
-        return 0
+        return {}
     finally:
         conn.close()
 
@@ -179,12 +229,14 @@ def main(argv=None) -> int:
     lb = LbcoreProcess(config).start()
     time.sleep(1.0)
 
-    counters = Counters()
+    states = ServerStates(stats, names)
+    counters = Counters(states)
     stop = threading.Event()
     kinds = (["get-keepalive"] * args.keepalive_clients + ["get-new"] * args.new_connection_clients
              + ["post-keepalive"] * args.post_clients)
     threads = [threading.Thread(target=client_loop, args=(port, k, stop, counters), daemon=True)
                for k in kinds]
+    threads.append(threading.Thread(target=states.poll, args=(stop,), daemon=True))
     events: Counter = Counter()
     timeline: list = []  # (t, event, server): to tie failures to what caused them
     samples = []
@@ -195,7 +247,7 @@ def main(argv=None) -> int:
     restart_at: dict = {}
     cont_at: dict = {}
     ready_at: dict = {}  # drained or reweighted by the admin API, back to ready then
-    settle_at: dict = {}  # restarted, not UP yet (rise)
+    recovering: set = set()  # restarted or resumed, until lbcore has it UP again
     for t in threads:
         t.start()
     try:
@@ -210,71 +262,73 @@ def main(argv=None) -> int:
                 if now >= at:
                     backends[name] = BackendProcess(name, port=backends[name].port).start()
                     del restart_at[name]
-                    settle_at[name] = now + 1.5  # rise 2 x 200 ms, and slack
-            for name, at in list(settle_at.items()):
-                if now >= at:
-                    del settle_at[name]
+                    recovering.add(name)
             for name, at in list(cont_at.items()):
                 if now >= at:
                     backends[name].proc.send_signal(signal.SIGCONT)
                     del cont_at[name]
+                    recovering.add(name)
             for name, at in list(ready_at.items()):
                 if now >= at:
                     admin(stats, name, {"state": "ready", "weight": 1})
                     del ready_at[name]
-            # At most all servers but one are disturbed at a time: the soak
-            # measures lost requests, not a planned total outage.
-            busy = set(restart_at) | set(settle_at) | set(cont_at) | set(ready_at)
-            idle = [n for n in names if n not in busy] if len(busy) < len(names) - 1 else []
-            due = any(now >= next_at[k] for k in ("kill", "hang", "admin"))
-            if idle and due and usable_servers(stats) < 2:
-                idle = []  # lbcore does not see two usable servers yet (a restart still rising)
-            if now >= next_at["kill"] and idle:
-                victim = rng.choice(idle)
-                backends[victim].kill()
-                restart_at[victim] = now + 2.0
-                events["server killed"] += 1
-                timeline.append((round(now, 1), "kill", victim))
-                next_at["kill"] += args.kill_every
-                idle = []  # one disturbance per turn: the next looks at the servers again
-            if now >= next_at["hang"] and idle:
-                victim = rng.choice(idle)
-                backends[victim].proc.send_signal(signal.SIGSTOP)
-                cont_at[victim] = now + 3.0
-                events["server hung (SIGSTOP 3s)"] += 1
-                timeline.append((round(now, 1), "hang", victim))
-                next_at["hang"] += args.hang_every
-                idle = []  # one disturbance per turn: the next looks at the servers again
+            due = [k for k in ("kill", "hang", "admin") if now >= next_at[k]]
+            if due or recovering:
+                seen = server_states(stats)  # lbcore's view now, not the poller's last one
+                recovering = {n for n in recovering if seen.get(n) != "UP"}
+                busy = set(restart_at) | set(cont_at) | set(ready_at) | recovering
+                # Untouched and UP in lbcore's eyes: one of these is disturbed
+                # only while another one stays (at least one server usable).
+                safe = [n for n in names if n not in busy and seen.get(n) == "UP"]
+                if due and len(safe) >= 2:
+                    kind = due[0]  # one disturbance per turn: the next looks again
+                    victim = rng.choice(safe)
+                    if kind == "kill":
+                        backends[victim].kill()
+                        restart_at[victim] = now + 2.0
+                        events["server killed"] += 1
+                        timeline.append((round(now, 1), "kill", victim))
+                    elif kind == "hang":
+                        backends[victim].proc.send_signal(signal.SIGSTOP)
+                        cont_at[victim] = now + 3.0
+                        events["server hung (SIGSTOP 3s)"] += 1
+                        timeline.append((round(now, 1), "hang", victim))
+                    else:
+                        change = rng.choice([{"state": "drain"}, {"weight": rng.randint(1, 100)}])
+                        admin(stats, victim, change)
+                        ready_at[victim] = now + 3.0
+                        events["admin change"] += 1
+                        timeline.append((round(now, 1), "admin " + json.dumps(change), victim))
+                    every = args.__dict__[f"{kind}_every"]
+                    # An event that waited does not bring on a burst after it.
+                    next_at[kind] = max(next_at[kind] + every, now + every / 2)
             if now >= next_at["reload"]:
                 lb.signal(signal.SIGHUP)
                 events["reload (SIGHUP)"] += 1
                 timeline.append((round(now, 1), "reload", ""))
                 next_at["reload"] += args.reload_every
-            if now >= next_at["admin"] and idle:
-                server = rng.choice(idle)
-                change = rng.choice([{"state": "drain"}, {"weight": rng.randint(1, 100)}])
-                admin(stats, server, change)
-                ready_at[server] = now + 3.0
-                events["admin change"] += 1
-                timeline.append((round(now, 1), "admin " + json.dumps(change), server))
-                next_at["admin"] += args.admin_every
             if now >= next_at["sample"]:
                 rss, fds = sample(lb)
                 with counters.lock:
                     samples.append({"t": round(now, 1), "rss_kib": rss, "fds": fds,
                                     "ok": sum(counters.ok.values()),
-                                    "failed": sum(counters.failed.values())})
+                                    "failed": sum(counters.failed.values()),
+                                    "load1": round(os.getloadavg()[0], 2)})
                 next_at["sample"] += 10.0
             time.sleep(0.05)
     finally:
         stop.set()
-        for t in threads:
-            t.join(35)
+        # Resume a hung server before waiting for the clients: a POST in
+        # flight on it would otherwise wait out timeouts.server (a 504 the
+        # soak made, not lbcore).
         for name in cont_at:
             backends[name].proc.send_signal(signal.SIGCONT)
+        for t in threads:
+            t.join(35)
         rss, fds = sample(lb)
         samples.append({"t": round(time.monotonic() - started, 1), "rss_kib": rss, "fds": fds,
-                        "ok": sum(counters.ok.values()), "failed": sum(counters.failed.values())})
+                        "ok": sum(counters.ok.values()), "failed": sum(counters.failed.values()),
+                        "load1": round(os.getloadavg()[0], 2)})
         alive = lb.proc.poll() is None
         lb.stop()
         for b in backends.values():
@@ -295,6 +349,12 @@ def write_results(args, counters: Counters, events: Counter, samples: list, aliv
     rss = [s["rss_kib"] for s in settled]
     fds = [s["fds"] for s in settled]
     failed_idempotent = sum(n for k, n in counters.failed.items() if k.startswith("get"))
+    loads = [s["load1"] for s in samples]
+    cores = os.cpu_count()
+    try:
+        (out / f"soak-{stamp}.log").write_text(lb.logs())
+    except OSError:
+        pass
     report = {
         "started_utc": stamp, "duration_s": args.duration, "workers": args.workers,
         "build": build(), "lbcore_alive_at_end": alive,
@@ -302,6 +362,9 @@ def write_results(args, counters: Counters, events: Counter, samples: list, aliv
                     "post-keepalive": args.post_clients},
         "chaos": dict(events), "ok": dict(counters.ok), "failed": dict(counters.failed),
         "failure_reasons": dict(counters.reasons), "failure_examples": counters.examples,
+        "failed_get_with_server_up": counters.failed_with_server_up,
+        "load_average_1min": {"min": min(loads), "mean": round(sum(loads) / len(loads), 2),
+                              "max": max(loads), "cores": cores},
         "samples": samples, "timeline": timeline,
     }
     (out / f"soak-{stamp}.json").write_text(json.dumps(report, indent=1))
@@ -316,6 +379,8 @@ def write_results(args, counters: Counters, events: Counter, samples: list, aliv
         lines.append(f"| {kind} | {counters.ok[kind]:,} | {counters.failed[kind]:,} |")
     lines += ["", "Chaos: " + ", ".join(f"{n} x {k}" for k, n in events.items()), ""]
     lines.append(f"- failed idempotent (GET) requests: **{failed_idempotent}**")
+    lines.append(f"- of which while lbcore showed a server UP (its last 100 ms poll): "
+                 f"**{counters.failed_with_server_up}**")
     lines.append(f"- failed POSTs: **{counters.failed['post-keepalive']}**")
     if counters.reasons:
         lines.append("- failures by reason: " + ", ".join(f"{k} x{n}" for k, n in counters.reasons.most_common()))
@@ -323,10 +388,14 @@ def write_results(args, counters: Counters, events: Counter, samples: list, aliv
                  f"end {rss[-1] / 1024:.1f} MiB")
     lines.append(f"- open descriptors after the first minute: {min(fds)} to {max(fds)}, end {fds[-1]}")
     lines.append(f"- lbcore alive at the end: {alive}")
+    lines.append(f"- machine load average (1 min, sampled every 10 s): {min(loads):.1f} to {max(loads):.1f}, "
+                 f"mean {sum(loads) / len(loads):.1f}, on {cores} cores (shared with other work)")
+    lines.append(f"- lbcore's log (state changes, reloads): soak-{stamp}.log")
     if counters.examples:
         lines += ["", "First failures:", ""] + [f"    {e}" for e in counters.examples[:20]]
-    lines += ["", "Samples (every 10 s): t, RSS KiB, fds, ok, failed", ""]
-    lines += [f"    {s['t']:>7} {s['rss_kib']:>8} {s['fds']:>5} {s['ok']:>9} {s['failed']:>5}" for s in samples]
+    lines += ["", "Samples (every 10 s): t, RSS KiB, fds, ok, failed, load average", ""]
+    lines += [f"    {s['t']:>7} {s['rss_kib']:>8} {s['fds']:>5} {s['ok']:>9} {s['failed']:>5} {s['load1']:>6}"
+              for s in samples]
     text = "\n".join(lines) + "\n"
     (out / f"soak-{stamp}.md").write_text(text)
     (out / "soak-latest.md").write_text(text)

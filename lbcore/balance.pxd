@@ -1,6 +1,8 @@
 # Cython declarations for balance.py, compiled from the same source by
 # setup.py (see proxy/http.pxd): one pick per request and one load update per
 # session start/end, called from C.
+cimport cython
+
 cdef bint _acceptable(object server, object exclude, bint limited)
 
 
@@ -24,14 +26,21 @@ cdef class RoundRobin(Balancer):
 
 
 cdef class LeastConn(Balancer):
-    cdef list _heap, _pos, _load, _turn
-    cdef long long _clock
-    cdef dict _index
+    cdef dict _index, _head, _tail
+    cdef list _load, _prev, _next, _loads
+    cdef set _queued
 
-    cdef bint _less(self, Py_ssize_t i, Py_ssize_t j)
-    cdef _sift(self, Py_ssize_t p)
-    cdef _requeue(self, Py_ssize_t i)
+    @cython.locals(tail=Py_ssize_t)
+    cdef _append(self, Py_ssize_t i, load)
+    @cython.locals(prev=Py_ssize_t, after=Py_ssize_t)
+    cdef _unlink(self, Py_ssize_t i, load)
+    @cython.locals(i=Py_ssize_t)
+    cdef Py_ssize_t _lightest(self) except -2
+    @cython.locals(i=Py_ssize_t)
+    cdef Py_ssize_t _lightest_acceptable(self, exclude, bint limited) except -2
+    @cython.locals(i=Py_ssize_t)
     cpdef load_changed(self, server)
+    @cython.locals(i=Py_ssize_t)
     cpdef pick(self, key=*, exclude=*, bint limited=*)
 
 

@@ -14,8 +14,8 @@ Each algorithm has the same small interface (like HAProxy's lb_ops):
 
 Servers need `.name`, `.weight`, `.cur_sessions` and `.has_room()`. A
 balancer keeps only its own bookkeeping and does no I/O. HAProxy keeps a
-tree per algorithm; here roundrobin and leastconn keep binary heaps, the
-hash algorithms a map or a sorted ring searched by bisection.
+tree per algorithm; here roundrobin keeps a binary heap, leastconn a queue
+per load, the hash algorithms a map or a sorted ring searched by bisection.
 """
 
 from __future__ import annotations
@@ -226,103 +226,126 @@ class RoundRobin(Balancer):
 
 
 class LeastConn(Balancer):
-    """Fewest sessions relative to weight; round robin among ties. A binary
-    heap ordered by (load, turn) where load = sessions * scale / weight and
-    turn is when the server last moved: a server that is picked or changes
-    load goes behind its equals, as in HAProxy's fwlc tree. O(log n) per
-    pick and per session start/end."""
+    """Fewest sessions relative to weight; round robin among ties, as in
+    HAProxy's fwlc tree (an ebtree keyed by load, equal keys in arrival
+    order). Here each load value (sessions * LOAD_SCALE // weight) that
+    some server has is a queue, doubly linked through two arrays indexed
+    by server; a heap of those load values finds the lightest queue. A
+    server that is picked or whose load changes goes to the back of its
+    load's queue. A pick and a session start or end touch a few array
+    slots and two dicts: O(1) while the loads involved already have a
+    queue (a pool has few distinct loads), O(log loads) when one appears."""
 
-    __slots__ = ("_heap", "_pos", "_load", "_turn", "_clock", "_index")
+    __slots__ = ("_index", "_load", "_prev", "_next", "_head", "_tail", "_loads", "_queued")
 
     def __init__(self, name: str = "leastconn") -> None:
         super().__init__(name)
-        self._heap = []   # heap of server indices
-        self._pos = []    # server index -> position in the heap
-        self._load = []   # server index -> load key
-        self._turn = []   # server index -> tie-breaker
-        self._clock = 0
-        self._index = {}  # server -> index
+        self._index = {}   # server -> index
+        self._load = []    # index -> load key
+        self._prev = []    # index -> previous index in its load's queue, -1 at the head
+        self._next = []    # index -> next index in its load's queue, -1 at the tail
+        self._head = {}    # load -> first index of its queue (present iff the queue is not empty)
+        self._tail = {}    # load -> last index of its queue
+        self._loads = []   # heap of loads; may hold loads whose queue emptied since
+        self._queued = set()  # the loads in that heap, each at most once
 
     def update(self, servers: Sequence) -> None:
         self.servers = servers = list(servers)
         n = len(servers)
         self._index = {s: i for i, s in enumerate(servers)}
         self._load = [s.cur_sessions * LOAD_SCALE // max(s.weight, 1) for s in servers]
-        self._turn = list(range(n))
-        self._clock = n
-        order = sorted(range(n), key=lambda i: (self._load[i], i))
-        self._heap = order  # a sorted list is a heap
-        self._pos = [0] * n
-        for p, i in enumerate(order):
-            self._pos[i] = p
+        self._prev = [-1] * n
+        self._next = [-1] * n
+        self._head = {}
+        self._tail = {}
+        self._loads = []
+        self._queued = set()
+        for i in range(n):  # declaration order within each load
+            self._append(i, self._load[i])
 
-    def _less(self, i: int, j: int) -> bool:
-        li = self._load[i]
-        lj = self._load[j]
-        return li < lj or (li == lj and self._turn[i] < self._turn[j])
+    def _append(self, i: int, load) -> None:
+        """Put server i at the back of the queue of `load`."""
+        tail = self._tail.get(load, -1)
+        self._next[i] = -1
+        self._prev[i] = tail
+        self._tail[load] = i
+        if tail >= 0:
+            self._next[tail] = i
+            return
+        self._head[load] = i
+        if load not in self._queued:
+            self._queued.add(load)
+            heapq.heappush(self._loads, load)
 
-    def _sift(self, p: int) -> None:
-        """Restore the heap order around position p (up, then down)."""
-        heap = self._heap
-        pos = self._pos
-        i = heap[p]
-        while p > 0:
-            parent = (p - 1) >> 1
-            j = heap[parent]
-            if not self._less(i, j):
-                break
-            heap[p] = j
-            pos[j] = p
-            p = parent
-        n = len(heap)
-        while True:
-            child = 2 * p + 1
-            if child >= n:
-                break
-            if child + 1 < n and self._less(heap[child + 1], heap[child]):
-                child += 1
-            j = heap[child]
-            if not self._less(j, i):
-                break
-            heap[p] = j
-            pos[j] = p
-            p = child
-        heap[p] = i
-        pos[i] = p
+    def _unlink(self, i: int, load) -> None:
+        """Take server i out of the queue of `load`."""
+        prev = self._prev[i]
+        after = self._next[i]
+        if prev >= 0:
+            self._next[prev] = after
+        elif after >= 0:
+            self._head[load] = after
+        else:  # its queue is empty now (the heap forgets the load lazily)
+            del self._head[load]
+            del self._tail[load]
+            return
+        if after >= 0:
+            self._prev[after] = prev
+        else:
+            self._tail[load] = prev
 
-    def _requeue(self, i: int) -> None:
-        self._clock += 1
-        self._turn[i] = self._clock
-        self._sift(self._pos[i])
+    def _lightest(self) -> int:
+        """The index at the front of the lightest queue, -1 if none."""
+        loads = self._loads
+        head = self._head
+        while loads:
+            i = head.get(loads[0], -1)
+            if i >= 0:
+                return i
+            self._queued.discard(heapq.heappop(loads))
+        return -1
+
+    def _lightest_acceptable(self, exclude, limited) -> int:
+        """The first acceptable server in (load, queue) order, -1 if none:
+        the slow path (retries, saturated pools), O(n)."""
+        servers = self.servers
+        following = self._next
+        for load in sorted(self._head):
+            i = self._head[load]
+            while i >= 0:
+                if _acceptable(servers[i], exclude, limited):
+                    return i
+                i = following[i]
+        return -1
 
     def load_changed(self, server) -> None:
-        i = self._index.get(server)
-        if i is None:
+        i = self._index.get(server, -1)
+        if i < 0:
             return  # not a candidate now (down, or gone in a reload)
         load = server.cur_sessions * LOAD_SCALE // max(server.weight, 1)
-        if load != self._load[i]:
+        old = self._load[i]
+        if load != old:
+            self._unlink(i, old)
             self._load[i] = load
-            self._requeue(i)
+            self._append(i, load)
 
     def pick(self, key=None, exclude=None, limited=False):
         if type(key) is list:
             return self.pick_from(key, exclude)
-        heap = self._heap
-        if not heap:
+        i = self._lightest()
+        if i < 0:
             return None
-        i = heap[0]
         server = self.servers[i]
         if (exclude is not None or limited) and not _acceptable(server, exclude, limited):
-            # The lightest is refused (already tried, or full): the lightest
-            # acceptable one, by a scan; rare (retries, saturated pools).
-            i = -1
-            for j, other in enumerate(self.servers):
-                if _acceptable(other, exclude, limited) and (i < 0 or self._less(j, i)):
-                    i = j
+            # The lightest is refused (already tried, or full).
+            i = self._lightest_acceptable(exclude, limited)
             if i < 0:
                 return None
             server = self.servers[i]
-        self._requeue(i)
+        if self._next[i] >= 0:  # behind its equals: round robin among ties
+            load = self._load[i]
+            self._unlink(i, load)
+            self._append(i, load)
         return server
 
 

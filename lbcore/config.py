@@ -26,7 +26,7 @@ from .balance import ALGORITHMS as BALANCE_NAMES
 from .balance import parse as balance_parse
 
 __all__ = [
-    "Address", "Timeouts", "LogSpec", "GlobalSpec", "SocketSpec", "StatsSpec", "TLSSpec",
+    "Address", "Timeouts", "LogSpec", "GlobalSpec", "SocketSpec", "StatsSpec", "TLSSpec", "ServerTLSSpec",
     "FrontendSpec", "HealthSpec", "ServerSpec", "BackendSpec", "Config",
     "StickTableSpec", "StickOnSpec", "CookieSpec", "PeersSpec",
     "ConfigError", "load", "loads", "parse_duration", "parse_size",
@@ -117,6 +117,10 @@ class StatsSpec:
     admin: bool = True
     refresh: float = 5.0
     socket: Optional[SocketSpec] = None
+    # More listeners that serve only /metrics, without auth: a Prometheus
+    # exporter port of its own (kolla's `listen metrics`).
+    metrics_binds: tuple[Address, ...] = ()
+    tls: Optional["TLSSpec"] = None  # HTTPS on `bind` (TripleO's stats listen with `ssl crt`)
 
 
 @dataclass(frozen=True)
@@ -218,11 +222,17 @@ class FrontendSpec:
     # Binds that may name an address this host does not hold yet (a VIP on
     # the peer node): IP_FREEBIND/IP_TRANSPARENT, HAProxy's `bind ... transparent`.
     transparent: frozenset = frozenset()
+    # Binds limited to one network interface (SO_BINDTODEVICE, HAProxy's
+    # `bind ... interface`): address -> interface name.
+    interfaces: Mapping[Address, str] = field(default_factory=dict)
+    # status -> rules.answers.ErrorFile: lbcore's own answers with that
+    # status come from this file (HAProxy's errorfile); a backend's win.
+    error_files: Mapping[int, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class HealthSpec:
-    type: str = "none"  # none | tcp | http
+    type: str = "none"  # none | tcp | http | mysql
     path: str = "/"
     method: str = "GET"  # GET | HEAD | OPTIONS
     host: Optional[str] = None
@@ -234,6 +244,36 @@ class HealthSpec:
     port: Optional[int] = None
     initial_state: str = "up"  # up | down
     headers: tuple[tuple[str, str], ...] = ()  # more request headers for http probes
+    # mysql probes: log in as `user` (no password) and quit; without a user
+    # only the server's greeting is read. `client`: the login packet's
+    # format, HAProxy's post-41 (MySQL >= 4.1, MariaDB) or pre-41.
+    user: Optional[str] = None
+    client: str = "post-41"
+
+
+@dataclass(frozen=True)
+class ServerTLSSpec:
+    """TLS to one server (servers[].tls), with HAProxy 2.6's meaning of the
+    server keywords `ssl verify ca-file crl-file verifyhost sni alpn
+    check-ssl check-sni check-alpn ssl-min-ver ciphers ciphersuites`."""
+
+    verify: str = "required"  # none | required (HAProxy's default, ssl-server-verify)
+    ca: Optional[str] = None  # CA file (PEM), or "@system-ca"; required with verify required
+    crl: Optional[str] = None  # CRL file (PEM), checked for every certificate of the chain
+    verifyhost: Optional[str] = None  # name the certificate must carry when no SNI is sent
+    sni: Optional[str] = None  # SNI sent on the server's connections (none by default, as HAProxy)
+    alpn: tuple[str, ...] = ()
+    min_version: Optional[str] = None
+    ciphers: Optional[str] = None
+    ciphersuites: Optional[str] = None
+    # The server's own traffic uses TLS (HAProxy's `ssl`); false when only
+    # its checks do (`check-ssl` without `ssl`).
+    traffic: bool = True
+    # Probes use TLS too. Resolved at load: HAProxy's rule, true for a
+    # TLS server unless its checks go to another port (health.port).
+    checks: bool = True
+    check_sni: Optional[str] = None  # SNI of the probes (HAProxy's check-sni)
+    check_alpn: tuple[str, ...] = ()  # ALPN of the probes (check-alpn; default: alpn)
 
 
 @dataclass(frozen=True)
@@ -246,6 +286,10 @@ class ServerSpec:
     check: bool = True
     send_proxy: Optional[str] = None  # None | "v1" | "v2"
     cookie: Optional[str] = None  # this server's value for the backend's cookie persistence
+    # Starts in maintenance (MAINT): no traffic, no checks, until enabled
+    # through the runtime API or the stats admin page (HAProxy's `disabled`).
+    disabled: bool = False
+    tls: Optional[ServerTLSSpec] = None  # TLS to the server (or to its checks only)
 
 
 @dataclass(frozen=True)
@@ -273,6 +317,7 @@ class BackendSpec:
     # 0: none kept), and how often the unneeded ones are halved (seconds).
     pool_max_conn: Optional[int] = None
     pool_purge_delay: float = 5.0
+    error_files: Mapping[int, Any] = field(default_factory=dict)  # as FrontendSpec's
 
     @property
     def balance_key(self) -> tuple[str, Optional[str]]:
@@ -321,7 +366,8 @@ class ConfigError(Exception):
 MODES = ("http", "tcp")
 HASH_TYPES = ("map-based", "consistent")
 REQUEST_HASHES = ("uri", "hdr", "url_param")  # balance algorithms that read the HTTP request
-HEALTH_TYPES = ("none", "tcp", "http")
+HEALTH_TYPES = ("none", "tcp", "http", "mysql")
+MYSQL_CLIENTS = ("post-41", "pre-41")
 HEALTH_METHODS = ("GET", "HEAD", "OPTIONS")
 INITIAL_STATES = ("up", "down")
 SEND_PROXY = ("v1", "v2")
@@ -756,23 +802,27 @@ _TOP_KEYS = ("global", "defaults", "stats", "frontends", "backends", "peers", "u
 _GLOBAL_KEYS = ("workers", "maxconn", "log", "pidfile", "state_file", "grace", "stop_delay", "user", "group",
                 "chroot")
 _LOG_KEYS = ("target", "format", "facility")
-_DEFAULTS_KEYS = ("timeouts", "retries", "redispatch")
+_DEFAULTS_KEYS = ("timeouts", "retries", "redispatch", "error_files")
 _TIMEOUT_KEYS = tuple(Timeouts.__dataclass_fields__)
-_STATS_KEYS = ("bind", "auth", "admin", "refresh", "socket")
+_STATS_KEYS = ("bind", "auth", "admin", "refresh", "socket", "metrics_bind", "tls")
 _SOCKET_KEYS = ("path", "mode", "group", "level")
 _AUTH_KEYS = ("user", "password")
-_BIND_KEYS = ("address", "transparent", "tls")
+_BIND_KEYS = ("address", "transparent", "tls", "interface")
 _FRONTEND_KEYS = ("bind", "mode", "backend", "maxconn", "forwarded_for", "forwarded_proto", "forwarded_for_except",
                   "monitor_uri", "tls", "timeouts", "stick_table", "acls", "tcp_request",
-                  "http_request", "http_response", "use_backend")
+                  "http_request", "http_response", "use_backend", "error_files")
 _TLS_KEYS = ("cert", "key", "alpn", "min_version", "ciphers", "ciphersuites")
 TLS_MIN_VERSIONS = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
 _BACKEND_KEYS = ("mode", "balance", "maxconn", "health", "retries", "redispatch", "timeouts",
                  "servers", "on_marked_down", "stick_table", "stick_on", "cookie", "all_backups", "acls",
-                 "http_request", "http_response", "hash", "pool_max_conn", "pool_purge_delay")
+                 "http_request", "http_response", "hash", "pool_max_conn", "pool_purge_delay", "error_files")
 _HEALTH_KEYS = ("type", "path", "method", "host", "expect_status", "interval", "timeout",
-                "rise", "fall", "port", "initial_state", "headers")
-_SERVER_KEYS = ("name", "address", "weight", "backup", "maxconn", "check", "send_proxy", "cookie")
+                "rise", "fall", "port", "initial_state", "headers", "user", "client")
+_SERVER_KEYS = ("name", "address", "weight", "backup", "maxconn", "check", "send_proxy", "cookie", "disabled",
+                "tls")
+_SERVER_TLS_KEYS = ("verify", "ca", "crl", "verifyhost", "sni", "alpn", "min_version", "ciphers", "ciphersuites",
+                    "traffic", "checks", "check_sni", "check_alpn")
+SERVER_VERIFY = ("none", "required")
 _STICK_TABLE_KEYS = ("type", "size", "expire", "peers", "store", "len")
 _STICK_ON_KEYS = ("on", "match", "store", "table")
 _COOKIE_KEYS = ("name", "mode", "indirect", "nocache", "preserve", "httponly", "secure", "domain")
@@ -786,6 +836,7 @@ class _Defaults:
     timeouts: Timeouts = Timeouts()
     retries: int = 3
     redispatch: bool = True
+    error_files: Mapping[int, Any] = field(default_factory=dict)
 
 
 class _Builder:
@@ -891,7 +942,44 @@ class _Builder:
             timeouts=self.timeouts(m.value("timeouts") if m else None, "defaults.timeouts", base.timeouts),
             retries=r.get(m, "retries", r.integer(0), base.retries),
             redispatch=r.get(m, "redispatch", r.boolean, base.redispatch),
+            error_files=self.error_files(m, {}),
         )
+
+    def error_files(self, m: Optional[_Mapping], inherited: Mapping[int, Any]) -> Mapping[int, Any]:
+        """error_files: {STATUS: PATH}, read and checked now (a reload reads
+        them again). Each status replaces the inherited one of its code only,
+        as HAProxy's errorfile over its defaults'."""
+        r = self.r
+        if m is None or "error_files" not in m:
+            return inherited
+        node, keypath = m.value("error_files"), m.path("error_files")
+        if r.is_null(node):
+            return {}
+        if not isinstance(node, MappingNode):
+            r.problem(keypath, node, f"expected a mapping of status codes to files, got {r.describe(node)}")
+            return inherited
+        out = dict(inherited)
+        for key_node, value_node in node.value:
+            code = r.plain(key_node)
+            item_path = _key(keypath, str(key_node.value))
+            if isinstance(code, str) and code.isdigit():
+                code = int(code)
+            if code not in rules.answers.ERROR_FILE_CODES:
+                r.problem(item_path, key_node, f"no error file for status {key_node.value!r} "
+                          f"(one of {', '.join(map(str, rules.answers.ERROR_FILE_CODES))})")
+                continue
+            try:
+                path = r.path_string(value_node)
+                with open(path, "rb") as f:
+                    data = f.read(rules.answers.MAX_ERROR_FILE + 1)
+                out[code] = rules.answers.parse_error_file(data)
+            except _Invalid as exc:
+                r.problem(item_path, exc.node or value_node, exc.message)
+            except OSError as exc:
+                r.problem(item_path, value_node, f"cannot read error file {path}: {exc.strerror or exc}")
+            except ValueError as exc:
+                r.problem(item_path, value_node, f"error file {path}: {exc}")
+        return out
 
     def timeouts(self, node: Optional[Node], keypath: str, inherited: Timeouts) -> Timeouts:
         # Per-key merge: setting one timeout keeps every other inherited one.
@@ -910,12 +998,25 @@ class _Builder:
         if m is None:
             return None
         socket_spec = self.stats_socket(m.value("socket")) if "socket" in m else None
-        if "bind" not in m and socket_spec is None and "socket" not in r.bad_paths and "stats.socket" not in r.bad_paths:
-            r.problem("stats.bind", node, "required key is missing (or give stats.socket alone)")
+        if "bind" not in m and "metrics_bind" not in m and socket_spec is None \
+                and "socket" not in r.bad_paths and "stats.socket" not in r.bad_paths:
+            r.problem("stats.bind", node, "required key is missing (or give stats.socket or stats.metrics_bind alone)")
         bind = r.get(m, "bind", r.address)
         if bind is not None:
             self.add_bind(bind, m.path("bind"), m.value("bind"))
+        metrics_binds = []
+        if "metrics_bind" in m:
+            node, keypath = m.value("metrics_bind"), m.path("metrics_bind")
+            items = [(f"{keypath}[{i}]", item) for i, item in enumerate(node.value)] \
+                if isinstance(node, SequenceNode) else [(keypath, node)]
+            for item_path, item in items:
+                address = r.parse(item, item_path, r.address)
+                if address is not None:
+                    self.add_bind(address, item_path, item)
+                    metrics_binds.append(address)
         return StatsSpec(
+            metrics_binds=tuple(metrics_binds),
+            tls=self.tls(m.value("tls"), m.path("tls")) if "tls" in m else None,
             bind=bind,
             auth=self.auth(m.value("auth")) if "auth" in m else None,
             admin=r.get(m, "admin", r.boolean, StatsSpec.admin),
@@ -1043,11 +1144,13 @@ class _Builder:
                 r.problem(m.path("mode") if "mode" in m else m.path("backend"), where,
                           f"frontend mode '{mode}' does not match backend '{backend}' mode '{target.mode}'")
         default = FrontendSpec
-        binds, transparent = self.frontend_binds(m)
+        binds, transparent, interfaces = self.frontend_binds(m)
+        error_files = self.error_files(m, defaults.error_files)
         return FrontendSpec(
             name=name,
             binds=binds,
             transparent=transparent,
+            interfaces=interfaces,
             mode=mode,
             backend=backend,
             maxconn=r.get(m, "maxconn", r.integer(1), default.maxconn),
@@ -1057,17 +1160,19 @@ class _Builder:
             monitor_uri=r.get(m, "monitor_uri", r.nullable(r.request_path)),
             tls=self.tls(m.value("tls"), m.path("tls")) if "tls" in m else None,
             timeouts=self.timeouts(m.value("timeouts"), m.path("timeouts"), defaults.timeouts),
-            **self.rules.section(m, name, mode, backends),
+            **self.rules.section(m, name, mode, backends, error_files),
             stick_table=self.stick_table(name, m),
+            error_files=error_files,
         )
 
-    def frontend_binds(self, m: _Mapping) -> tuple[tuple[Address, ...], frozenset]:
-        """The addresses, and those of them bound `transparent`. An entry is
-        an address or a mapping {address, transparent}."""
+    def frontend_binds(self, m: _Mapping) -> tuple[tuple[Address, ...], frozenset, dict]:
+        """The addresses, those of them bound `transparent`, and those bound
+        to one interface. An entry is an address or a mapping {address,
+        transparent, interface}."""
         r = self.r
         node = m.value("bind")
         if node is None:
-            return (), frozenset()
+            return (), frozenset(), {}
         keypath = m.path("bind")
         if isinstance(node, SequenceNode):
             items = [(f"{keypath}[{i}]", item) for i, item in enumerate(node.value)]
@@ -1075,7 +1180,7 @@ class _Builder:
                 r.problem(keypath, node, "at least one address is required")
         else:
             items = [(keypath, node)]
-        binds, transparent = [], set()
+        binds, transparent, interfaces = [], set(), {}
         for item_path, item in items:
             if isinstance(item, MappingNode):
                 entry = r.mapping(item, item_path, _BIND_KEYS, required=("address",))
@@ -1087,13 +1192,24 @@ class _Builder:
                 address = r.get(entry, "address", r.address)
                 if address is not None and r.get(entry, "transparent", r.boolean, False):
                     transparent.add(address)
+                interface = r.get(entry, "interface", r.nullable(self.interface_name))
+                if address is not None and interface:
+                    interfaces[address] = interface
                 item_path = entry.path("address")
             else:
                 address = r.parse(item, item_path, r.address)
             if address is not None:
                 self.add_bind(address, item_path, item)
                 binds.append(address)
-        return tuple(binds), frozenset(transparent)
+        return tuple(binds), frozenset(transparent), interfaces
+
+    def interface_name(self, node: Node) -> str:
+        """A network interface name as the kernel takes it (IFNAMSIZ)."""
+        value = self.r.plain(node)
+        if not isinstance(value, str) or not 0 < len(value.encode()) < 16 \
+                or any(c in value for c in "/: \t\0"):
+            raise _Invalid(f"expected a network interface name like eth0 (1..15 bytes), got {self.r.describe(node)}")
+        return value
 
     def add_bind(self, address: Address, keypath: str, node: Node) -> None:
         # Only binds on the same port can clash: look at those alone, so a
@@ -1175,6 +1291,11 @@ class _Builder:
         if mode == "tcp" and balance_parse(algorithm)[0] in REQUEST_HASHES:
             r.problem(m.path("balance"), m.value("balance"),
                       f"balance {algorithm} hashes a part of the HTTP request: it needs mode http")
+        health = self.health(m.value("health"), m.path("health"), timeouts)
+        servers = self.servers(m.value("servers"), m.path("servers"), maxconn, health)
+        if mode == "http":
+            self.check_server_alpn(servers, m)
+        error_files = self.error_files(m, defaults.error_files)
         return BackendSpec(
             name=name,
             mode=mode,
@@ -1183,17 +1304,18 @@ class _Builder:
             pool_max_conn=r.get(m, "pool_max_conn", r.nullable(r.integer(0))),
             pool_purge_delay=r.get(m, "pool_purge_delay", r.duration, BackendSpec.pool_purge_delay),
             maxconn=maxconn,
-            health=self.health(m.value("health"), m.path("health"), timeouts),
+            health=health,
             retries=r.get(m, "retries", r.integer(0), defaults.retries),
             redispatch=r.get(m, "redispatch", r.boolean, defaults.redispatch),
             timeouts=timeouts,
-            servers=self.servers(m.value("servers"), m.path("servers"), maxconn),
+            servers=servers,
             on_marked_down=r.get(m, "on_marked_down", r.nullable(r.choice(ON_MARKED_DOWN))),
             all_backups=r.get(m, "all_backups", r.boolean, BackendSpec.all_backups),
-            **self.rules.section(m, name, mode),
+            **self.rules.section(m, name, mode, error_files=error_files),
             stick_table=self.stick_table(name, m),
             stick_on=self.stick_on(name, m),
             cookie=self.cookie(m),
+            error_files=error_files,
         )
 
     def balance(self, node: Node) -> str:
@@ -1211,7 +1333,7 @@ class _Builder:
         r = self.r
         m = r.mapping(node, keypath, _HEALTH_KEYS)
         d = HealthSpec
-        return HealthSpec(
+        spec = HealthSpec(
             type=r.get(m, "type", r.choice(HEALTH_TYPES), d.type),
             path=r.get(m, "path", r.request_path, d.path),
             method=r.get(m, "method", r.choice(HEALTH_METHODS), d.method),
@@ -1226,7 +1348,22 @@ class _Builder:
             port=r.get(m, "port", r.nullable(r.integer(1, 65535))),
             initial_state=r.get(m, "initial_state", r.choice(INITIAL_STATES), d.initial_state),
             headers=r.get(m, "headers", self.probe_headers, ()),
+            user=r.get(m, "user", r.nullable(self.mysql_user)),
+            client=r.get(m, "client", r.choice(MYSQL_CLIENTS), d.client),
         )
+        if m is not None and spec.type != "mysql":
+            for key in ("user", "client"):
+                if key in m:
+                    r.problem(m.path(key), m.value(key), f"{key} is for type mysql (type is {spec.type})")
+        return spec
+
+    def mysql_user(self, node: Node) -> str:
+        """health.user: sent NUL-terminated in the login packet, so it cannot
+        hold a NUL; MySQL user names are at most 80 characters (MariaDB)."""
+        value = self.r.plain(node)
+        if not isinstance(value, str) or not value or "\0" in value or len(value.encode()) > 80:
+            raise _Invalid(f"expected a MySQL user name (1..80 bytes, no NUL), got {self.r.describe(node)}")
+        return value
 
     def probe_headers(self, node: Node) -> tuple[tuple[str, str], ...]:
         """health.headers: {Name: value}; no Host (health.host) and nothing
@@ -1278,7 +1415,8 @@ class _Builder:
             raise _Invalid(f"status code must be in 100..599, got {value}", node)
         return {value}
 
-    def servers(self, node: Optional[Node], keypath: str, maxconn: Optional[int]) -> tuple[ServerSpec, ...]:
+    def servers(self, node: Optional[Node], keypath: str, maxconn: Optional[int],
+                health: HealthSpec = HealthSpec()) -> tuple[ServerSpec, ...]:
         r = self.r
         if node is None or r.is_null(node):
             return ()
@@ -1289,7 +1427,7 @@ class _Builder:
         seen: dict[str, tuple[str, Node]] = {}
         for index, item in enumerate(node.value):
             item_path = f"{keypath}[{index}]"
-            server, name_node = self.server(item, item_path, maxconn)
+            server, name_node = self.server(item, item_path, maxconn, health)
             if server is None:
                 continue
             if server.name in seen:
@@ -1303,8 +1441,8 @@ class _Builder:
             servers.append(server)
         return tuple(servers)
 
-    def server(self, node: Node, keypath: str,
-               maxconn: Optional[int]) -> tuple[Optional[ServerSpec], Optional[Node]]:
+    def server(self, node: Node, keypath: str, maxconn: Optional[int],
+               health: HealthSpec = HealthSpec()) -> tuple[Optional[ServerSpec], Optional[Node]]:
         """The server's spec and its name node (for duplicate reports)."""
         r = self.r
         if not isinstance(node, MappingNode):
@@ -1325,10 +1463,88 @@ class _Builder:
             check=r.get(m, "check", r.boolean, d.check),
             send_proxy=r.get(m, "send_proxy", r.nullable(r.choice(SEND_PROXY))),
             cookie=r.get(m, "cookie", r.nullable(self.cookie_value)),
+            disabled=r.get(m, "disabled", r.boolean, d.disabled),
+            tls=self.server_tls(m.value("tls"), m.path("tls"), health) if m is not None and "tls" in m else None,
         )
         self._where[m.path("cookie")] = m.value("cookie")
         return spec, m.value("name")
 
+
+    def server_tls(self, node: Node, keypath: str, health: HealthSpec) -> Optional[ServerTLSSpec]:
+        r = self.r
+        if r.is_null(node):
+            return None
+        m = r.mapping(node, keypath, _SERVER_TLS_KEYS)
+        if m is None:
+            return None
+        before = len(r.problems)
+        verify = r.get(m, "verify", r.choice(SERVER_VERIFY), ServerTLSSpec.verify)
+        traffic = r.get(m, "traffic", r.boolean, ServerTLSSpec.traffic)
+        spec = ServerTLSSpec(
+            verify=verify,
+            ca=r.get(m, "ca", r.nullable(self.ca_file)),
+            crl=r.get(m, "crl", r.nullable(r.existing_file)),
+            verifyhost=r.get(m, "verifyhost", r.nullable(self.tls_name)),
+            sni=r.get(m, "sni", r.nullable(self.tls_name)),
+            alpn=r.get(m, "alpn", self.alpn, ()),
+            min_version=r.get(m, "min_version", r.nullable(r.choice(TLS_MIN_VERSIONS))),
+            ciphers=r.get(m, "ciphers", r.nullable(self.ciphers)),
+            ciphersuites=r.get(m, "ciphersuites", r.nullable(self.ciphersuites)),
+            traffic=traffic,
+            # HAProxy: a TLS server's checks use TLS unless they go to another port.
+            checks=r.get(m, "checks", r.boolean, traffic and health.port is None),
+            check_sni=r.get(m, "check_sni", r.nullable(self.tls_name)),
+            check_alpn=r.get(m, "check_alpn", self.alpn, ()),
+        )
+        if not spec.traffic and not spec.checks:
+            r.problem(m.path("checks") if "checks" in m else keypath, node,
+                      "TLS is used for neither traffic nor checks: set traffic or checks, or drop tls")
+        if spec.verify == "required" and spec.ca is None and m.path("ca") not in r.bad_paths \
+                and len(r.problems) == before:
+            # HAProxy refuses this too: verifying against nothing would fail every handshake.
+            r.problem(m.path("verify") if "verify" in m else keypath, m.value("verify") or node,
+                      "verify is required (the default) but no CA is given: set ca "
+                      "(a PEM file, or @system-ca), or verify: none")
+        if len(r.problems) == before:
+            # Build the context once now, so that a file OpenSSL cannot use
+            # is reported here (the CA alone first, to name the right key).
+            from .server_tls import ServerTLS
+            for key, trial in (("ca", replace(spec, crl=None)), ("crl", spec)):
+                try:
+                    ServerTLS(trial)
+                except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                    r.problem(m.path(key) if key in m else keypath, m.value(key) or node,
+                              f"cannot use this file: {exc}")
+                    break
+                if spec.crl is None:
+                    break
+        return spec
+
+    def check_server_alpn(self, servers: tuple[ServerSpec, ...], m: _Mapping) -> None:
+        """http mode speaks HTTP/1.1 to servers: ALPN may offer nothing else."""
+        for index, server in enumerate(servers):
+            tls = server.tls
+            for key in ("alpn", "check_alpn"):
+                other = [p for p in (getattr(tls, key) if tls else ()) if p != "http/1.1"]
+                if other:
+                    keypath = f"{m.path('servers')}[{index}].tls.{key}"
+                    self.r.problem(keypath, m.value("servers"),
+                                   f"lbcore speaks HTTP/1.1 to servers in http mode: cannot offer {', '.join(other)}")
+
+    def ca_file(self, node: Node) -> str:
+        from .server_tls import SYSTEM_CA
+        if self.r.scalar(node) == SYSTEM_CA:
+            return SYSTEM_CA
+        path = self.r.existing_file(node)
+        if not os.access(path, os.R_OK):
+            raise _Invalid(f"file not readable: {path}")
+        return path
+
+    def tls_name(self, node: Node) -> str:
+        value = self.r.string(node)
+        if not re.fullmatch(r"[A-Za-z0-9*]([A-Za-z0-9_.*-]{0,252})", value) or ".." in value:
+            raise _Invalid(f"invalid host name {value!r}")
+        return value
 
     # stick tables, persistence, peers
     def stick_table(self, section: str, m: _Mapping) -> Optional[StickTableSpec]:
@@ -1659,8 +1875,9 @@ class _RulesReader:
 
     # a frontend's or backend's rules
     def section(self, m: Optional[_Mapping], name: str, mode: str,
-                backends: Optional[dict] = None) -> dict:
-        """The rule fields of a FrontendSpec (backends given) or BackendSpec."""
+                backends: Optional[dict] = None, error_files: Optional[Mapping] = None) -> dict:
+        """The rule fields of a FrontendSpec (backends given) or BackendSpec.
+        `error_files` replace HAProxy's pages in the section's deny answers."""
         if m is None:
             return {}
         r = self.r
@@ -1677,6 +1894,7 @@ class _RulesReader:
                           f"{list_name} rules need mode http (this section is mode {mode})")
                 continue
             list_ctx = rules.context(list_name, r.base_dir, self.lists, self.files, name)
+            list_ctx.error_files = error_files or {}
             fields[list_name] = self.rule_list(m.value(list_name), m.path(list_name), list_name,
                                                acls, broken, list_ctx)
         if backends is not None and "use_backend" in m:

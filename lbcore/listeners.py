@@ -14,7 +14,7 @@ import ipaddress
 import logging
 import resource
 import socket
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 from .config import Address
 
@@ -86,7 +86,11 @@ def _allow_foreign_address(sock: socket.socket, family: int) -> None:
         pass
 
 
-def bind_socket(address: Address, reuse_port: bool = False, transparent: bool = False) -> socket.socket:
+def bind_socket(address: Address, reuse_port: bool = False, transparent: bool = False,
+                interface: Optional[str] = None) -> socket.socket:
+    """A listening socket on `address`; `interface` limits it to packets
+    that arrive on that network interface (SO_BINDTODEVICE, HAProxy's
+    `bind ... interface`)."""
     host = address.host
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     if host == "":
@@ -100,6 +104,15 @@ def bind_socket(address: Address, reuse_port: bool = False, transparent: bool = 
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         if transparent:
             _allow_foreign_address(sock, family)
+        if interface:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode())
+            except OSError as exc:
+                # As HAProxy: a warning, and the address is bound on every
+                # interface rather than not at all (a renamed NIC must not
+                # take the VIP's listener down).
+                log.warning("cannot bind %s to interface %s (%s): listening on every interface",
+                            address, interface, exc.strerror or exc)
         sock.bind((host, address.port))
         sock.listen(BACKLOG)
         sock.setblocking(False)

@@ -20,7 +20,7 @@ cdef class Counters:
 cdef class Server(Counters):
     cdef public object spec, name, address, host, port
     cdef public Backend backend
-    cdef public object weight, initial_weight, backup, maxconn, send_proxy, checked
+    cdef public object weight, initial_weight, backup, maxconn, send_proxy, tls, check_tls, checked
     cdef public object health, admin
     cdef public bint usable
     cdef public object last_change, downtime, down_since, down_transitions

@@ -98,7 +98,7 @@ class Server(Counters):
 
     __slots__ = (
         "spec", "backend", "name", "address", "host", "port",
-        "weight", "initial_weight", "backup", "maxconn", "send_proxy", "checked",
+        "weight", "initial_weight", "backup", "maxconn", "send_proxy", "tls", "check_tls", "checked",
         "health", "admin", "usable",
         "last_change", "downtime", "down_since", "down_transitions",
         "check_status", "check_code", "check_duration_ms", "check_age",
@@ -120,10 +120,13 @@ class Server(Counters):
         self.backup = spec.backup
         self.maxconn = spec.maxconn or 0  # 0 = unlimited
         self.send_proxy = spec.send_proxy  # None, or the PROXY protocol version
+        # TLS to the server (None: plain connections) and to its probes, one
+        # ServerTLS (lbcore/server_tls.py) built per spec, never per connection.
+        self.tls, self.check_tls = _server_tls(spec)
         self.checked = spec.check and backend.spec.health.type != "none"
         initial_up = (not self.checked) or backend.spec.health.initial_state == "up"
         self.health = UP if initial_up else DOWN
-        self.admin = READY
+        self.admin = MAINT if spec.disabled else READY
         self.usable = False
         now = time.monotonic()
         self.last_change = now
@@ -220,11 +223,17 @@ class Server(Counters):
     def reconfigure(self, spec: ServerSpec) -> None:
         if self.weight == self.initial_weight:  # keep an admin's reweight
             self.weight = spec.weight
+        if spec.disabled != self.spec.disabled:
+            # The config's `disabled` changed: it decides, as a restarted
+            # HAProxy would; unchanged, an operator's enable or disable stays.
+            self.admin = MAINT if spec.disabled else READY
+            log.warning("Server %s/%s set to %s by the config.", self.backend.name, self.name, self.admin)
         self.initial_weight = spec.weight
         self.spec = spec
         self.backup = spec.backup
         self.maxconn = spec.maxconn or 0
         self.send_proxy = spec.send_proxy
+        self.tls, self.check_tls = _server_tls(spec)  # the files are read again, as HAProxy's reload
         was_checked = self.checked
         self.checked = spec.check and self.backend.spec.health.type != "none"
         if not self.checked:
@@ -241,6 +250,15 @@ class Server(Counters):
 
 
 ServerListener = Callable[[Server], None]
+
+
+def _server_tls(spec: ServerSpec) -> tuple:
+    """(TLS for the traffic, TLS for the probes), each a ServerTLS or None."""
+    if spec.tls is None:
+        return None, None
+    from .server_tls import ServerTLS
+    tls = ServerTLS(spec.tls)
+    return (tls if spec.tls.traffic else None), (tls if spec.tls.checks else None)
 
 
 def _request_hash(spec: BackendSpec):

@@ -19,7 +19,7 @@ import sys
 from typing import Callable, Optional
 
 from . import build
-from . import config as config_mod
+from . import config_reader
 from . import state_file, systemd, takeover
 from .batch import WriteBatch
 from .config import Address, Config, ConfigError
@@ -39,20 +39,12 @@ LOG_FLUSH_INTERVAL = 0.2
 
 
 async def load_off_loop(config: Config) -> Config:
-    """Read and validate `config`'s files again on a thread, so that the
-    connections the event loop serves meanwhile do not wait for it (a large
-    file takes a good part of a second). ConfigError as config.load().
-
-    The loop still needs the GIL the loader holds: a short switch interval
-    hands it back within a fraction of a millisecond. The cyclic garbage
-    collector is paused meanwhile: the YAML node tree is acyclic and freed
-    by reference counting, and a collection started by its allocations would
-    walk the whole heap with the GIL held."""
+    """Read and validate `config`'s files again without holding up the
+    connections the event loop serves meanwhile (a large file takes a good
+    part of a second): in a forked child, else on a thread
+    (lbcore/config_reader.py). ConfigError as config.load()."""
     gc.collect(0)  # today's young garbage goes now, not frozen with the new config
     return await asyncio.get_running_loop().run_in_executor(None, _load_politely, config)
-
-
-_LOADER_SWITCH_INTERVAL = 0.0005  # seconds; CPython's default is 0.005
 
 
 def settle_heap() -> None:
@@ -65,20 +57,36 @@ def settle_heap() -> None:
     gc.freeze()
 
 
-def _load_politely(config: Config) -> Config:
-    interval = sys.getswitchinterval()
-    collecting = gc.isenabled()
-    sys.setswitchinterval(_LOADER_SWITCH_INTERVAL)
-    gc.disable()
+def _malloc_trim():
     try:
-        return config_mod.reread(config)
+        import ctypes
+        return ctypes.CDLL(None).malloc_trim  # glibc; musl has none
+    except (OSError, AttributeError):
+        return None
+
+
+_MALLOC_TRIM = _malloc_trim()
+
+
+def release_free_memory() -> None:
+    """Hand the heap pages a reload freed (the previous config and runtime)
+    back to the system: glibc keeps them otherwise, and the resident size
+    would step up at each of the first reloads. About a millisecond."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
+def _load_politely(config: Config) -> Config:
+    collecting = gc.isenabled()
+    gc.disable()  # the new specs are acyclic; a collection now would walk the heap holding the GIL
+    try:
+        return config_reader.read(config)
     finally:
         # The new specs would otherwise sit in the youngest generation, and
         # the first collection after this would walk them all.
         settle_heap()
         if collecting:
             gc.enable()
-        sys.setswitchinterval(interval)
 
 
 class BindError(Exception):
@@ -208,10 +216,12 @@ class LoadBalancer:
         takeover.follow(loop, lambda: self.runtime)
         # Bind everything before serving anything: a config that cannot bind
         # fails whole.
+        # A port answers as soon as it listens, before the first accept: a
+        # SIGHUP sent then must find its handler (its default action kills
+        # the process); the reload itself waits until this start is done.
+        self._install_reload_signals(loop)
         sockets = self._bind_all(config, {})
         self._install_handlers()
-        # Signals are handled before the first accept: once a port answers, a
-        # SIGHUP must find its handler (its default action kills the process).
         self._install_signals(loop)
         self._install_acceptors(sockets)
         self.health.start(loop)
@@ -254,7 +264,7 @@ class LoadBalancer:
                         sockets[address] = (name, keep[address])
                         continue
                     try:
-                        sock = self._listen(address, address in fe.transparent)
+                        sock = self._listen(address, address in fe.transparent, fe.interfaces.get(address))
                     except OSError as exc:
                         raise BindError(f"cannot bind frontend {name} to {address}: {exc.strerror or exc}")
                     fresh.append(sock)
@@ -270,12 +280,12 @@ class LoadBalancer:
     def _make_health(self):
         return HealthChecker(lambda: self.runtime)
 
-    def _listen(self, address: Address, transparent: bool = False):
+    def _listen(self, address: Address, transparent: bool = False, interface: Optional[str] = None):
         group = inherited.take(address)
         if group:  # handed over by systemd or by the lbcore this one replaces
             self._inherited_siblings[address] = group[1:]
             return group[0]
-        return bind_socket(address, self.reuse_port, transparent)
+        return bind_socket(address, self.reuse_port, transparent, interface)
 
     def _siblings(self, address: Address) -> list:
         """The other sockets of this listener's SO_REUSEPORT group, whose
@@ -288,11 +298,13 @@ class LoadBalancer:
         from .proxy.tcp import TcpProxy
         return TcpProxy(frontend, self.ctx)
 
-    def _install_signals(self, loop) -> None:
+    def _install_reload_signals(self, loop) -> None:
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         # HAProxy's signals: SIGUSR2 reloads (master-worker), SIGUSR1 is the
         # soft stop that `-sf` sends to the previous process.
         loop.add_signal_handler(signal.SIGUSR2, self.reload)
+
+    def _install_signals(self, loop) -> None:
         loop.add_signal_handler(signal.SIGUSR1, self.graceful_stop)
         loop.add_signal_handler(signal.SIGTERM, self.graceful_stop)
         loop.add_signal_handler(signal.SIGINT, self.stop_now)
@@ -475,6 +487,8 @@ class LoadBalancer:
             if drain is not None:
                 drain()
         settle_heap()
+        # Once this reload's locals (the previous config) are gone too.
+        self.loop.call_soon(release_free_memory)
         log.info("reloaded %s: %d frontends, %d backends, %d servers", path,
                  len(self.runtime.frontends), len(self.runtime.backends),
                  sum(len(b.servers) for b in self.runtime.backends.values()))

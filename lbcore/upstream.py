@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 from typing import Optional
 
 import httptools
@@ -22,6 +23,7 @@ from lbcore_ext import scan_response
 from .hop_by_hop import named_headers
 from .proxy.h1_checks import response_head_error
 from .model import DOWN, Server
+from .server_tls import check_name
 
 log = logging.getLogger("lbcore")
 
@@ -514,17 +516,22 @@ class UpstreamPool:
         conn.deadline = self.sweeper.now + IDLE_TIMEOUT
         idle.append(conn)
         if self.purge_handle is None:
-            self.purge_handle = self.loop.call_later(PURGE_TICK, self._purge_tick)
+            self.purge_handle = self.loop.call_later(
+                min(PURGE_TICK, server.backend.spec.pool_purge_delay), self._purge_tick)
 
     def _purge_tick(self) -> None:
         self.purge_handle = None
         now = self.sweeper.now
+        tick = PURGE_TICK  # a purge delay below it is kept too
         for server, idle in list(self.idle.items()):
-            if now - self.purged_at.get(server, now) >= server.backend.spec.pool_purge_delay:
+            delay = server.backend.spec.pool_purge_delay
+            if now - self.purged_at.get(server, now) >= delay:
                 self.purged_at[server] = now
                 self.purge(server, idle)
+            if idle and delay < tick:
+                tick = delay
         if any(self.idle.values()):
-            self.purge_handle = self.loop.call_later(PURGE_TICK, self._purge_tick)
+            self.purge_handle = self.loop.call_later(tick, self._purge_tick)
 
     def purge(self, server: Server, idle: list) -> None:
         """HAProxy's srv_cleanup_idle_conns: close half of the idle
@@ -546,13 +553,46 @@ class UpstreamPool:
         if idle and conn in idle:
             idle.remove(conn)
 
-    async def connect(self, server: Server, timeout: float) -> UpstreamConnection:
+    async def connect(self, server: Server, timeout: float, preamble: bytes = b"") -> UpstreamConnection:
+        """A new connection to `server`, TLS if it has tls, within `timeout`
+        (the handshake included: a failed one is a failed connect).
+        `preamble` (a PROXY header) is sent first, before any TLS, and
+        makes the connection private."""
         self._busy(server)
         conn = UpstreamConnection(self, server)
-        await asyncio.wait_for(
-            self.loop.create_connection(lambda: conn, server.host, server.port), timeout)
+        tls = server.tls
+        if tls is None:
+            await asyncio.wait_for(
+                self.loop.create_connection(lambda: conn, server.host, server.port), timeout)
+        else:
+            await asyncio.wait_for(self._connect_tls(conn, tls, preamble), timeout)
+        if preamble:
+            conn.private = True
+            if tls is None:
+                conn.send(preamble)
         self.sweeper.watched.add(conn)
         return conn
+
+    async def _connect_tls(self, conn: UpstreamConnection, tls, preamble: bytes) -> None:
+        server = conn.server
+        if preamble:
+            # The PROXY header goes first, in clear, as HAProxy sends it.
+            transport, _ = await self.loop.create_connection(asyncio.Protocol, server.host, server.port)
+            try:
+                transport.write(preamble)
+                tls_transport = await self.loop.start_tls(transport, conn, tls.context,
+                                                          server_hostname=tls.sni)
+            except BaseException:
+                transport.abort()
+                raise
+            conn.connection_made(tls_transport)  # start_tls leaves that to its caller
+        else:
+            await self.loop.create_connection(lambda: conn, server.host, server.port,
+                                              ssl=tls.context, server_hostname=tls.sni)
+        why = check_name(conn.transport.get_extra_info("ssl_object"), tls.verify_name)
+        if why is not None:
+            conn.abort()
+            raise ssl.SSLCertVerificationError(why)
 
     def server_changed(self, server: Server) -> None:
         """Backend listener: a server that takes no new work keeps no idle

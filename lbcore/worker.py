@@ -107,7 +107,7 @@ class WorkerBalancer(LoadBalancer):
     def _make_health(self) -> WorkerHealth:
         return WorkerHealth(self)
 
-    def _listen(self, address: Address, transparent: bool = False) -> socket.socket:
+    def _listen(self, address: Address, transparent: bool = False, interface=None) -> socket.socket:
         group = self._incoming.get(address)
         if not group:
             raise OSError(f"the master sent no listening socket for {address}")

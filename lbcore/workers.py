@@ -249,7 +249,8 @@ class Master:
                     try:
                         target = address
                         for _ in range(self.count):
-                            sock = bind_socket(target, reuse_port=True, transparent=address in fe.transparent)
+                            sock = bind_socket(target, reuse_port=True, transparent=address in fe.transparent,
+                                               interface=fe.interfaces.get(address))
                             fresh.append(sock)
                             group.append(sock)
                             if not target.port:  # port 0: the group shares the port the kernel chose

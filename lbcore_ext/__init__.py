@@ -4,6 +4,8 @@
 Cython build (relay.pyx, splice(2) for large transfers) is used when it was
 compiled; otherwise, or when LBCORE_NO_EXT=1 is set, the pure-Python module
 with the same API and behaviour is. `IMPLEMENTATION` names the one in use.
+The head scanners (`scan_request`, `scan_response`) and the health-probe
+sockets (`probesock`) follow the same choice.
 """
 
 from __future__ import annotations
@@ -61,5 +63,20 @@ _heads = _load_heads()
 scan_request = _heads.scan_request
 scan_response = _heads.scan_response
 
+
+def _load_probesock() -> ModuleType:
+    """Health-probe sockets (probesock.pyx, or probesock_py.py, the same API)."""
+    from . import probesock_py
+    if _active is relay_py:
+        return probesock_py
+    try:
+        from . import probesock as compiled
+    except ImportError:
+        return probesock_py
+    return compiled
+
+
+probesock = _load_probesock()
+
 __all__ = ["IMPLEMENTATION", "Relay", "configure", "splice_available", "implementations",
-           "scan_request", "scan_response"]
+           "scan_request", "scan_response", "probesock"]

@@ -23,6 +23,7 @@ Paths:
                      them, then SIGKILLs its whole process (a crash mid-response); any
                      other server answers like /size/N
   /diechunk/NAME/N   the same with a chunked response
+  /tls               JSON (with --tls-cert): {"handshakes": N, "sni": [names sent, null for none]}
   /closebody, /http10, /dupcl, /clte, /notmod, /hints, /overlong, /badchunk   raw answers (see RAW_ANSWERS), then close
   anything else      like /echo
 """
@@ -35,6 +36,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -145,7 +147,10 @@ class Handler(BaseHTTPRequestHandler):
     def _route(self):
         path = self.path.split("?")[0]
         parts = path.strip("/").split("/")
-        if parts[0] == "healthcheck":
+        if parts[0] == "tls" and self.server.tls is not None:
+            self._read_body()
+            self._send(200, json.dumps(self.server.tls.seen()).encode())
+        elif parts[0] == "healthcheck":
             self._read_body()
             status = 200
             if self.server.health_file and os.path.exists(self.server.health_file):
@@ -291,12 +296,52 @@ class Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 1024
 
-    def __init__(self, addr, name, health_file, two_writes=False):
+    def __init__(self, addr, name, health_file, two_writes=False, tls=None):
         self.name = name
         self.health_file = health_file
         self.two_writes = two_writes
+        self.tls = tls  # a TLSServing: every accepted connection speaks TLS
         handler = NagleHandler if two_writes else Handler
         super().__init__(addr, handler)
+
+    def get_request(self):
+        sock, addr = super().get_request()
+        if self.tls is not None:
+            sock = self.tls.wrap(sock)
+        return sock, addr
+
+    def handle_error(self, request, client_address):
+        if self.tls is not None and isinstance(sys.exc_info()[1], (ssl.SSLError, OSError)):
+            return  # a refused handshake (the test's point, often): not a traceback
+        super().handle_error(request, client_address)
+
+
+class TLSServing:
+    """The server side of TLS for the test backends: the handshakes seen and
+    the SNI each one sent, for tests of what lbcore sends its servers."""
+
+    def __init__(self, cert: str, key: str) -> None:
+        import threading
+        self.lock = threading.Lock()
+        self.handshakes = 0
+        self.names: list = []
+        context = self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        context.sni_callback = self._hello
+
+    def _hello(self, ssl_object, server_name, context) -> None:
+        with self.lock:  # called once per ClientHello, SNI or not
+            self.handshakes += 1
+            self.names.append(server_name)
+
+    def seen(self) -> dict:
+        with self.lock:
+            return {"handshakes": self.handshakes, "sni": list(self.names)}
+
+    def wrap(self, sock):
+        # The handshake happens at the first read, in the connection's own
+        # thread: a stalled client never holds up the accept loop.
+        return self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
 
 
 def main() -> None:
@@ -308,17 +353,22 @@ def main() -> None:
     parser.add_argument("--tcp-echo", action="store_true", help="raw TCP echo with half-close")
     parser.add_argument("--two-writes", action="store_true",
                         help="answer in two writes (head, body) with Nagle on, as http.server does")
+    parser.add_argument("--tls-cert", default=None, help="serve TLS with this certificate (PEM)")
+    parser.add_argument("--tls-key", default=None, help="its key (PEM)")
     args = parser.parse_args()
+    tls = TLSServing(args.tls_cert, args.tls_key) if args.tls_cert else None
     if args.tcp_echo:
-        tcp_echo(args.host, args.port, args.name)
+        tcp_echo(args.host, args.port, args.name, tls)
         return
-    server = Server((args.host, args.port), args.name, args.health_file, args.two_writes)
+    server = Server((args.host, args.port), args.name, args.health_file, args.two_writes, tls)
     print("ready", flush=True)
     server.serve_forever()
 
 
-def tcp_echo(host: str, port: int, name: str) -> None:
-    """Echo every byte; on the client's FIN, finish sending and close (half-close)."""
+def tcp_echo(host: str, port: int, name: str, tls: "TLSServing" = None) -> None:
+    """Echo every byte; on the client's FIN, finish sending and close
+    (half-close). With `tls`, over TLS; a read of exactly "?tls\n" is
+    answered "{name} handshakes=N sni=NAME" instead of echoed."""
     import threading
 
     lsock = socket.socket()
@@ -328,16 +378,32 @@ def tcp_echo(host: str, port: int, name: str) -> None:
     print("ready", flush=True)
 
     def serve(conn):
+        if tls is not None:
+            try:
+                conn = tls.wrap(conn)
+                conn.do_handshake()
+            except (ssl.SSLError, OSError):
+                conn.close()
+                return
         with conn:
             greeting = os.environ.get("TCP_ECHO_GREETING")
             if greeting:
                 conn.sendall(greeting.replace("{name}", name).encode())
             while True:
-                data = conn.recv(65536)
+                try:
+                    data = conn.recv(65536)
+                except (ssl.SSLError, OSError):
+                    break
                 if not data:
                     break
+                if tls is not None and data == b"?tls\n":
+                    seen = tls.seen()
+                    conn.sendall(f"{name} handshakes={seen['handshakes']} sni={seen['sni'][-1]}\n".encode())
+                    continue
                 conn.sendall(data)
             try:
+                if tls is not None:
+                    conn = conn.unwrap()  # close_notify: TLS's way to say "no more"
                 conn.shutdown(socket.SHUT_WR)
             except OSError:
                 pass  # the peer is gone already (a proxy shut the session)

@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 from typing import Optional
 
@@ -80,3 +81,27 @@ backend be
 {extra_backend}
 {lines}
 """
+
+
+def start_on_file(name: str, path: str, cwd: str, env: Optional[dict] = None):
+    """haproxy (name "haproxy") or lbcore (any other name) in the foreground
+    on the haproxy.cfg `path`, its output in `cwd`/NAME.log: (proc, log)."""
+    if name == "haproxy":
+        need_haproxy()
+        cmd = [HAPROXY, "-db", "-f", path]
+    else:
+        cmd = [sys.executable, "-m", "lbcore.cli", "-db", "-f", path]
+    log = open(os.path.join(cwd, f"{name}.log"), "wb")
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd), log
+
+
+def stop_on_file(proc: subprocess.Popen, log) -> None:
+    """Ends what start_on_file started (SIGTERM, then SIGKILL after 5 s)."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    log.close()

@@ -15,6 +15,7 @@ text for `lbcore convert`).
 
 from __future__ import annotations
 
+import copy
 import os
 import socket
 from dataclasses import dataclass
@@ -205,6 +206,10 @@ class _Global:
             block["workers"] = Scalar(count, at)
         elif keyword == "hard-stop-after":
             block["grace"] = Scalar(values.duration(one()), at)
+        elif keyword == "grace":
+            # HAProxy 2.6: keep serving this long after a soft stop while
+            # monitor-uri fails, so the balancer above withdraws the node.
+            block["stop_delay"] = Scalar(values.duration(one()), at)
         elif keyword == "log":
             self.log_lines.append(line)
         elif keyword == "ca-base":
@@ -373,6 +378,25 @@ def _peers(name: str, head: Line, lines: list[Line], p: Problems, localpeer: Opt
     return block
 
 
+def _stats_backend(proxy: Proxy, backends: dict[str, Proxy]) -> Optional[Proxy]:
+    """The backend section that serves `proxy`'s stats, if its default
+    backend is one with `stats enable` (or `stats uri`) and no servers."""
+    if not proxy.caps & FE or proxy.caps & BE or "default_backend" not in proxy.settings:
+        return None
+    backend = backends.get(proxy.settings["default_backend"][0])
+    if backend is None or backend.servers or not (backend.stats.get("enable") or backend.stats.get("uri")):
+        return None
+    return backend
+
+
+def _with_stats_of(frontend: Proxy, backend: Proxy) -> Proxy:
+    """The frontend's binds with the backend's stats settings over its own."""
+    merged = copy.copy(frontend)
+    merged.stats = {**frontend.stats, **backend.stats}
+    merged.settings = {k: v for k, v in frontend.settings.items() if k != "default_backend"}
+    return merged
+
+
 def build_tree(paths: list[str], env: Optional[Mapping[str, str]] = None,
                localpeer: Optional[str] = None) -> tuple[Map, Problems, _Global]:
     files = expand_paths(paths)
@@ -393,13 +417,34 @@ def build_tree(paths: list[str], env: Optional[Mapping[str, str]] = None,
     frontends = Map(root.origin)
     back = Map(root.origin)
     stats: Optional[Map] = None
+    metrics_binds: list[Scalar] = []
     logs = False
     for proxy in reader.proxies:
+        if "disabled" in proxy.settings:
+            _, at = proxy.settings["disabled"]
+            if proxy.kind == "backend":
+                p.errors.append(f"{at}: disabled: a disabled backend is not supported by lbcore (remove the "
+                                "section, or disable its servers)")
+            else:
+                p.warnings.append(f"{at}: disabled: {proxy.kind} '{proxy.name}' is not started, as in HAProxy")
+            continue
         if "log" in proxy.settings:
             logs = True
         is_stats = bool(proxy.stats.get("enable") or proxy.stats.get("uri")) and proxy.caps & FE \
             and not proxy.servers and "default_backend" not in proxy.settings
-        if (is_stats or (proxy.prometheus is not None and not proxy.servers)) and proxy.caps & FE:
+        stats_backend = _stats_backend(proxy, backends)
+        if stats_backend is not None:
+            # TripleO's haproxy_backend_syntax: a frontend whose default
+            # backend holds the stats and no servers serves the stats page.
+            proxy = _with_stats_of(proxy, stats_backend)
+            is_stats = True
+        if not is_stats and proxy.prometheus is not None and not proxy.servers and proxy.caps & FE \
+                and "default_backend" not in proxy.settings:
+            # An exporter-only listen (kolla's `listen metrics`): its own port,
+            # no auth, /metrics only.
+            metrics_binds.extend(builder.metrics_binds(proxy))
+            continue
+        if is_stats and proxy.caps & FE:
             if stats is not None:
                 p.error(proxy.line, f"lbcore serves one stats endpoint (the first is '{stats.origin.keyword}' "
                         f"at {stats.origin})", proxy.kind)
@@ -436,6 +481,12 @@ def build_tree(paths: list[str], env: Optional[Mapping[str, str]] = None,
         if stats is None:
             stats = Map(glob.socket.origin)  # the runtime API alone, no HTTP endpoint
         stats["socket"] = glob.socket
+    if metrics_binds:
+        if stats is None:
+            stats = Map(metrics_binds[0].origin)
+        seq = Seq(metrics_binds[0].origin)
+        seq.extend(metrics_binds)
+        stats["metrics_bind"] = seq
     if stats is not None:
         root["stats"] = stats
     if reader.userlists:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from typing import Optional
 
+from ..rules import answers
 from . import values
 from .lexer import Line, expand_env
 from .proxies import BE, FE, Problems, Proxy, origin, parse_server_params
@@ -13,6 +14,8 @@ from .tree import Map, Origin, Scalar, Seq
 
 # Servers' check settings that lb.yaml holds once per backend.
 PER_BACKEND = {"inter": "interval", "rise": "rise", "fall": "fall", "port": "port"}
+# Server keywords lb.yaml keeps per backend (the servers of one backend must agree).
+POOL_KEYS = {"pool-max-conn": "pool_max_conn", "pool-purge-delay": "pool_purge_delay"}
 CHECK_DEFAULTS = {"inter": "2000", "rise": "2", "fall": "3"}
 STATS_URIS = ("/", "/stats", "/haproxy?stats")
 
@@ -31,6 +34,10 @@ class Paths:
 
     def crt(self, path: str) -> str:
         return self._resolve(path, self.crt_base)
+
+    def relative(self, path: str) -> str:
+        """A path other than a certificate's: against the working directory."""
+        return self._resolve(path, None)
 
     def _resolve(self, path: str, base: Optional[str]) -> str:
         if os.path.isabs(path):
@@ -83,12 +90,28 @@ def tls_options(words: tuple[str, ...], line: Line, p: Problems, keyword: str) -
     return out
 
 
+# Server keywords that make servers[].tls (see Builder.server_tls).
+SERVER_TLS_OPTIONS = ("no-sslv3", "no-tlsv10", "no-tlsv11", "no-tlsv12", "force-tlsv12", "force-tlsv13",
+                      "no-tls-tickets")
+SERVER_TLS_FLAGS = ("ssl", "no-ssl", "check-ssl", "no-check-ssl", "no-verifyhost") + SERVER_TLS_OPTIONS
+SERVER_TLS_VALUES = ("verify", "ca-file", "crl-file", "verifyhost", "sni", "alpn", "check-sni", "check-alpn",
+                     "ssl-min-ver", "ciphers", "ciphersuites")
+
+
+def _last_of(words: dict, *names: str) -> Optional[str]:
+    """Which of `names` came last among the keywords (dicts keep insertion
+    order; a word given again moves to the end, see Builder.server)."""
+    present = [w for w in words if w in names]
+    return present[-1] if present else None
+
+
 class Builder:
     def __init__(self, problems: Problems, paths: Paths, tls: TlsDefaults, env=None):
         self.p = problems
         self.paths = paths
         self.tls = tls
         self.env = env
+        self.checked_error_files: dict[tuple[str, int], bool] = {}
 
     def address(self, word: str) -> str:
         """Addresses expand ${NAME} even unquoted, as HAProxy's do."""
@@ -143,6 +166,7 @@ class Builder:
         fe["forwarded_proto"] = Scalar(False, where)
         if "monitor_uri" in s:
             fe["monitor_uri"] = Scalar(*s["monitor_uri"])
+        self.error_files(proxy, fe, where)
         timeouts = self.timeouts(proxy, where, frontend=True)
         if timeouts:
             fe["timeouts"] = timeouts
@@ -169,7 +193,7 @@ class Builder:
             except ValueError as exc:
                 self.p.error(line, str(exc))
                 continue
-            tls, transparent = self.bind_params(line, words[1:])
+            tls, transparent, interface = self.bind_params(line, words[1:])
             key = to_plain_tls(tls)
             group = next((g for g in groups if g[0] == key), None)
             if group is None:
@@ -177,10 +201,13 @@ class Builder:
                 groups.append(group)
             at = origin(line)
             for address in addresses:
-                if transparent:
+                if transparent or interface:
                     item = Map(at)
                     item["address"] = Scalar(address, at)
-                    item["transparent"] = Scalar(True, at)
+                    if transparent:
+                        item["transparent"] = Scalar(True, at)
+                    if interface:
+                        item["interface"] = Scalar(interface, origin(line, "bind interface"))
                     group[1].append(item)
                 else:
                     group[1].append(Scalar(address, at))
@@ -188,12 +215,14 @@ class Builder:
             return None
         return [(seq, tls) for _, seq, tls in groups]
 
-    def bind_params(self, line: Line, words: tuple[str, ...]) -> tuple[Optional[Map], bool]:
+    def bind_params(self, line: Line, words: tuple[str, ...]) -> tuple[Optional[Map], bool, Optional[str]]:
+        """(TLS, transparent, interface) of a bind line's parameters."""
         at = origin(line)
         ssl = False
         certs: list[str] = []
         tls: dict[str, object] = {}
         transparent = False
+        interface = None
         i = 0
         while i < len(words):
             word = words[i]
@@ -203,6 +232,9 @@ class Builder:
                 ssl = True
             elif word == "transparent":
                 transparent = True
+            elif word == "interface" and value is not None:
+                interface = value
+                i += 1
             elif word == "crt" and value is not None:
                 certs.append(self.paths.crt(value))
                 i += 1
@@ -233,7 +265,7 @@ class Builder:
             else:
                 self.p.error(line, "not supported by lbcore", keyword)
                 if value is not None and not value.startswith("-") and word in (
-                        "interface", "ca-file", "crl-file", "verify", "crt-list", "maxconn", "process",
+                        "ca-file", "crl-file", "verify", "crt-list", "maxconn", "process",
                         "thread", "mss", "level", "mode", "user", "group", "npn", "ecdhe", "tcp-ut",
                         "id", "nice", "backlog"):
                     i += 1
@@ -241,10 +273,10 @@ class Builder:
         if certs and not ssl:
             self.p.error(line, "'crt' without 'ssl'", "bind crt")
         if not ssl:
-            return None, transparent
+            return None, transparent, interface
         if not certs:
             self.p.error(line, "'ssl' needs a certificate ('crt PATH')", "bind ssl")
-            return None, transparent
+            return None, transparent, interface
         if len(certs) > 1:
             self.p.error(line, "more than one 'crt' per bind: put the PEMs in one directory and name it",
                          "bind crt")
@@ -261,7 +293,7 @@ class Builder:
             else:
                 continue
             spec[key] = _scalar_or_seq(value, at)
-        return spec, transparent
+        return spec, transparent, interface
 
     # -- backends ---------------------------------------------------------------
 
@@ -287,6 +319,10 @@ class Builder:
         be["health"] = health
         if per_backend.get("on-marked-down"):
             be["on_marked_down"] = per_backend["on-marked-down"]
+        for key, lb_key in POOL_KEYS.items():
+            if key in per_backend:
+                be[lb_key] = per_backend[key]
+        self.error_files(proxy, be, where)
         if proxy.options.get("allbackups", (False,))[0]:
             be["all_backups"] = Scalar(True, proxy.options["allbackups"][1])
         for key in ("stick_table", "cookie"):
@@ -329,6 +365,40 @@ class Builder:
                 out[key] = Scalar(*t[key])
         return out
 
+    def error_files(self, proxy: Proxy, block: Map, where: Origin) -> None:
+        """errorfile lines (the defaults' too) -> error_files, read by the
+        loader, which names the line of a file it cannot use."""
+        if not proxy.error_files:
+            return
+        files = Map(where)
+        for code, (path, at) in proxy.error_files.items():
+            if self.error_file_ok(code, path, at):
+                files[code] = Scalar(path, at)
+        if files:
+            block["error_files"] = files
+
+    def error_file_ok(self, code: str, path: str, at: Origin) -> bool:
+        """Each errorfile line checked once, however many proxies inherit it
+        from a defaults section: one error per line, as haproxy -c."""
+        key = (at.file, at.line)
+        if key not in self.checked_error_files:
+            problem = None
+            if not code.isdigit() or int(code) not in answers.ERROR_FILE_CODES:
+                problem = f"status code '{code}' not handled (one of " \
+                          f"{', '.join(map(str, answers.ERROR_FILE_CODES))})"
+            else:
+                try:
+                    with open(self.paths.relative(path), "rb") as f:
+                        answers.parse_error_file(f.read(answers.MAX_ERROR_FILE + 1))
+                except OSError as exc:
+                    problem = f"cannot read error file {path}: {exc.strerror or exc}"
+                except ValueError as exc:
+                    problem = f"error file {path}: {exc}"
+            if problem is not None:
+                self.p.errors.append(f"{at}: {at.keyword}: {problem}")
+            self.checked_error_files[key] = problem is None
+        return self.checked_error_files[key]
+
     def rules(self, proxy: Proxy, block: Map, where: Origin, frontend: bool, only_backend: bool = False) -> None:
         """acls and rules go to the frontend side of a listen section, except
         those that act on the backend (none yet: HAProxy runs a listen's
@@ -356,13 +426,16 @@ class Builder:
         checked: list[tuple[dict, Line]] = []
         marked: list[tuple[Optional[tuple], Line]] = []
         per_backend: dict[str, Scalar] = {}
+        http = self.mode(proxy, where).value == "http"
+        pooled: list[tuple[dict, Line]] = []
         for line in proxy.servers:
             params = proxy.default_server + parse_server_params(line, line.words[3:], self.p)
-            server, settings = self.server(line, params)
+            server, settings = self.server(line, params, http)
             if server is None:
                 continue
             seq.append(server)
             marked.append((settings.pop("on-marked-down", None), line))
+            pooled.append(({key: settings.pop(key) for key in POOL_KEYS if key in settings}, line))
             if settings.pop("check", False):
                 checked.append((settings, line))
         # on-marked-down is per server in HAProxy, per backend in lbcore.
@@ -374,10 +447,23 @@ class Builder:
                          "lbcore sets it once per backend", "server")
         elif marked and marked[0][0]:
             per_backend["on-marked-down"] = Scalar(*marked[0][0])
+        for key in POOL_KEYS:
+            # Per server in HAProxy, per backend in lbcore: every server says
+            # the same (or, through default-server, they all inherit it).
+            seen = [(pool[key], line) for pool, line in pooled if key in pool]
+            if not seen:
+                continue
+            (value, at), first_line = seen[0]
+            other = next((line for pool, line in pooled if pool.get(key, (None,))[0] != value), None)
+            if other is not None:
+                self.p.error(other, f"servers of '{proxy.name}' disagree on '{key}' ({first_line.where} says "
+                             f"{value}): lbcore sets it once per backend", f"server {key}")
+            elif value is not None:
+                per_backend[key] = Scalar(value, at)
         health = self.health(proxy, where, checked, per_backend)
         return seq, health, per_backend
 
-    def server(self, line: Line, params: list) -> tuple[Optional[Map], dict]:
+    def server(self, line: Line, params: list, http: bool = True) -> tuple[Optional[Map], dict]:
         at = origin(line)
         name = line.words[1]
         try:
@@ -389,8 +475,7 @@ class Builder:
         server["name"] = Scalar(name, at)
         server["address"] = Scalar(address, at)
         settings: dict = {}
-        tls: dict[str, Scalar] = {}
-        ssl = False
+        tls_words: dict[str, tuple[Optional[str], Origin]] = {}  # the last of each wins, as HAProxy
         check = False
         for word, args, where_line in params:
             kat = origin(where_line, f"{where_line.keyword} {word}")
@@ -422,46 +507,95 @@ class Builder:
                     settings[word] = (values.integer(value, 1), kat)
                 elif word == "port":
                     settings[word] = (values.integer(value, 1, 65535), kat)
+                elif word == "pool-max-conn":
+                    number = values.integer(value, -1)
+                    settings[word] = (None if number == -1 else number, kat)  # -1: no limit of its own
+                elif word == "pool-purge-delay":
+                    settings[word] = (values.duration(value), kat)
                 elif word == "on-marked-down":
                     if value != "shutdown-sessions":
                         raise ValueError(f"'on-marked-down {value}' is not supported (only shutdown-sessions)")
                     settings[word] = ("shutdown_sessions", kat)
-                elif word == "ssl":
-                    ssl = True
-                elif word == "no-ssl":
-                    ssl = False
-                elif word == "verify":
-                    if value not in ("none", "required"):
-                        raise ValueError(f"'verify {value}': expected none or required")
-                    tls["verify"] = Scalar(value, kat)
-                elif word == "ca-file":
-                    tls["ca"] = Scalar(self.paths.ca(value), kat)
-                elif word in ("sni", "alpn"):
-                    if word == "sni" and not value.startswith("str("):
-                        raise ValueError(f"'sni {value}': only a constant str(NAME) is supported")
-                    if word == "sni":
-                        value = value[4:-1]
-                    tls[word] = Scalar(value.split(",") if word == "alpn" else value, kat)
+                elif word in SERVER_TLS_FLAGS or word in SERVER_TLS_VALUES:
+                    tls_words.pop(word, None)  # the server line's word comes after default-server's
+                    tls_words[word] = (value, kat)
                 elif word in ("disabled", "enabled"):
-                    if word == "disabled":
-                        raise ValueError("'disabled' servers are not supported yet (start it in maintenance "
-                                         "through the stats admin API instead)")
+                    server["disabled"] = Scalar(word == "disabled", kat)
                 else:
                     raise ValueError("not supported by lbcore")
             except ValueError as exc:
                 self.p.error(where_line, str(exc), f"{where_line.keyword} {word}")
-        if "verify" not in tls and ssl and "verify" in self.tls.server:
-            tls["verify"] = Scalar(*self.tls.server["verify"])
-        if ssl:
-            spec = Map(origin(line, "server ssl"))
-            spec.update(tls)
-            server["tls"] = spec
-        elif tls:
-            self.p.error(line, "TLS parameters (verify, ca-file, sni, alpn) without 'ssl'", "server")
+        tls = self.server_tls(line, tls_words, http)
+        if tls is not None:
+            server["tls"] = tls
         if not check:
             server["check"] = Scalar(False, at)
         settings["check"] = check
         return server, settings
+
+    def server_tls(self, line: Line, words: dict, http: bool) -> Optional[Map]:
+        """servers[].tls from a server's TLS keywords (default-server's
+        first), with the global ssl-default-server-* and ssl-server-verify."""
+        ssl = _last_of(words, "ssl", "no-ssl") == "ssl"
+        check_ssl = _last_of(words, "check-ssl", "no-check-ssl")
+        if not ssl and check_ssl != "check-ssl":
+            given = [w for w in words if w not in ("no-ssl", "no-check-ssl")]
+            if given:
+                self.p.warn(line, f"{', '.join(given)} without 'ssl' or 'check-ssl': not used (as HAProxy)",
+                            "server")
+            return None
+        spec = Map(origin(line, "server ssl" if ssl else "server check-ssl"))
+        if not ssl:
+            spec["traffic"] = Scalar(False, words["check-ssl"][1])
+        if check_ssl is not None:
+            spec["checks"] = Scalar(check_ssl == "check-ssl", words[check_ssl][1])
+        defaults = self.tls.server
+        try:
+            options = tls_options(tuple(w for w in words if w in SERVER_TLS_OPTIONS) + (
+                ("ssl-min-ver", words["ssl-min-ver"][0]) if "ssl-min-ver" in words else ()),
+                line, self.p, "server")
+        except ValueError as exc:
+            self.p.error(line, str(exc), "server")
+            options = {}
+        for key, lb_key in (("verify", "verify"), ("ciphers", "ciphers"), ("ciphersuites", "ciphersuites")):
+            if key in words:
+                spec[lb_key] = Scalar(words[key][0], words[key][1])
+            elif key in defaults:
+                spec[lb_key] = Scalar(*defaults[key])
+        if "min_version" in options:
+            at = next((words[w][1] for w in ("ssl-min-ver", *SERVER_TLS_OPTIONS) if w in words), spec.origin)
+            spec["min_version"] = Scalar(options["min_version"], at)
+        elif "min_version" in defaults:
+            spec["min_version"] = Scalar(*defaults["min_version"])
+        for key, lb_key in (("ca-file", "ca"), ("crl-file", "crl")):
+            if key in words:
+                value, at = words[key]
+                spec[lb_key] = Scalar(value if value == "@system-ca" else self.paths.ca(value), at)
+        if "verifyhost" in words and "no-verifyhost" not in words:
+            spec["verifyhost"] = Scalar(*words["verifyhost"])
+        for key, lb_key in (("sni", "sni"), ("check-sni", "check_sni")):
+            if key in words:
+                value, at = words[key]
+                if key == "sni":
+                    if not (value.startswith("str(") and value.endswith(")")):
+                        self.p.error(line, f"'sni {value}': only a constant str(NAME) is supported", "server sni")
+                        continue
+                    value = value[4:-1]
+                spec[lb_key] = Scalar(value, at)
+        for key, lb_key in (("alpn", "alpn"), ("check-alpn", "check_alpn")):
+            if key in words:
+                value, at = words[key]
+                protocols = value.split(",")
+                if http and "h2" in protocols:
+                    self.p.warn(line, "h2 is not offered: lbcore speaks HTTP/1.1 to servers", f"server {key}")
+                    protocols = [p for p in protocols if p != "h2"]
+                if not protocols:
+                    self.p.error(line, "no protocol left to offer once h2 is removed", f"server {key}")
+                    continue
+                seq = Seq(at)
+                seq.extend(Scalar(protocol, at) for protocol in protocols)
+                spec[lb_key] = seq
+        return spec
 
     def health(self, proxy: Proxy, where: Origin, checked: list, per_backend: dict) -> Map:
         health = Map(where)
@@ -492,8 +626,15 @@ class Builder:
                 self.p.errors.append(f"{other.origin}: {other.origin.keyword}: a check interval other than "
                                      "'inter' is not supported by lbcore")
         httpchk = proxy.options.get("httpchk")
+        mysql = proxy.options.get("mysql-check")
         if httpchk and httpchk[0]:
             self.http_health(proxy, health, httpchk)
+        elif mysql and mysql[0]:
+            (user, client), at = mysql
+            health["type"] = Scalar("mysql", at)
+            if user is not None:
+                health["user"] = Scalar(user, at)
+                health["client"] = Scalar(client, at)
         else:
             health["type"] = Scalar("tcp", where)
             if "tcp_check_port" in proxy.settings and "port" not in per_backend:
@@ -566,6 +707,30 @@ class Builder:
 
     # -- stats --------------------------------------------------------------------
 
+    def metrics_binds(self, proxy: Proxy) -> list[Scalar]:
+        """The binds of an exporter-only listen, served by lbcore's stats
+        endpoint code with /metrics alone and no auth."""
+        out = []
+        for bind in proxy.binds:
+            params = [w for w in bind.words[2:] if w != "transparent"]
+            if params:
+                self.p.error(bind, f"'{' '.join(params)}' on an exporter listener is not supported", "bind")
+                continue
+            try:
+                addresses = values.bind_addresses(self.address(bind.words[1]))
+            except ValueError as exc:
+                self.p.error(bind, str(exc))
+                continue
+            out.extend(Scalar(address, origin(bind)) for address in addresses)
+        if not proxy.binds:
+            self.p.error(proxy.line, f"{proxy.kind} '{proxy.name}' has no 'bind' line", proxy.kind)
+        for rules in (proxy.http_request, proxy.use_backend, proxy.tcp_request, proxy.http_response):
+            rule = next((r for r in rules if r is not None), None)
+            if rule is not None:
+                self.p.errors.append(f"{rule.origin}: {rule.origin.keyword}: rules in an exporter listen are "
+                                     "not supported (lbcore serves /metrics there and nothing else)")
+        return out
+
     def stats(self, proxy: Proxy) -> Optional[Map]:
         where = origin(proxy.line, f"{proxy.kind} {proxy.name}")
         stats = Map(where, comment=f"{proxy.line.where} {proxy.kind} {proxy.name}")
@@ -573,14 +738,15 @@ class Builder:
             self.p.error(proxy.line, "lbcore's stats endpoint listens on exactly one address", proxy.kind)
             return None
         bind = proxy.binds[0]
-        params = list(bind.words[2:])
-        if "transparent" in params:
-            params.remove("transparent")
+        tls, transparent, interface = self.bind_params(bind, bind.words[2:])
+        if interface:
+            self.p.error(bind, "'interface' on the stats listener is not supported", "bind interface")
+        if transparent:
             self.p.warn(bind, "the stats endpoint binds without IP_TRANSPARENT: its address must be "
                               "this host's (as it is for TripleO's per-node stats listen)", "bind transparent")
-        if params:
-            self.p.error(bind, f"'{' '.join(params)}' on the stats listener is not supported", "bind")
         stats["bind"] = Scalar(values.bind_addresses(self.address(bind.words[1]))[0], origin(bind))
+        if tls is not None:
+            stats["tls"] = tls
         st = proxy.stats
         if "uri" in st:
             uri, line = st["uri"]

@@ -74,6 +74,7 @@ class Proxy:
         self.stick_rules: list[Map] = []
         self.stats: dict[str, tuple[object, Line]] = {}
         self.prometheus: Optional[Line] = None
+        self.error_files: dict[str, tuple[str, Origin]] = {}  # status -> (path, origin)
 
     def inherit(self, kind: str, name: str, line: Line) -> "Proxy":
         """A new proxy that starts with this defaults section's settings."""
@@ -89,6 +90,7 @@ class Proxy:
         child.http_response, child.use_backend, child.stick_rules = [], [], []
         child.stats = dict(self.stats)
         child.prometheus = None
+        child.error_files = dict(self.error_files)
         return child
 
     # -- reading lines ------------------------------------------------------
@@ -205,6 +207,9 @@ class Proxy:
         except ValueError as exc:
             self.p.error(line, str(exc), keyword)
             return
+        if name in CHECK_OPTIONS:
+            for other in CHECK_OPTIONS:
+                self.options.pop(other, None)
         self.options[name] = (value, origin(line, keyword))
 
     def http_check_line(self, line: Line) -> None:
@@ -330,7 +335,8 @@ class Proxy:
         self.set("monitor_uri", uri, line)
 
     def errorfile(self, line: Line) -> None:
-        self.p.error(line, "custom error pages are not supported by lbcore (it answers with HAProxy's default pages)")
+        (code, path) = self.args(line, 2, "'errorfile CODE FILE'")
+        self.error_files[code] = (path, origin(line))
 
     def log(self, line: Line) -> None:
         words = line.words[1:]
@@ -440,6 +446,18 @@ class Proxy:
                                  "nocache, preserve, httponly, secure, domain)")
         self.set("cookie", spec, line)
 
+    def disabled(self, line: Line) -> None:
+        """disabled / enabled: a disabled proxy is not started (HAProxy)."""
+        self.args(line, 0, f"no argument after '{line.keyword}'")
+        if line.keyword == "disabled":
+            self.set("disabled", True, line)
+        else:
+            self.settings.pop("disabled", None)
+
+    def grace(self, line: Line) -> None:
+        raise ValueError("the 'grace' keyword is not supported any more since HAProxy version 2.5 "
+                         "(the global 'grace' is lbcore's global.stop_delay)")
+
     def accepted_warning(self, line: Line) -> None:
         self.p.warn(line, "accepted: tunes HAProxy's internals, nothing to do in lbcore")
 
@@ -498,9 +516,27 @@ def _checks(name: str) -> Callable:
             raise ValueError("'option tcp-check' takes no argument")
         if name != "tcp-check":
             raise ValueError(f"'option {name}' is not supported by lbcore "
-                             "(health checks are tcp connect or http)")
+                             "(health checks are tcp connect, http or mysql-check)")
         return True
     return handler
+
+
+def _mysql_check(proxy: Proxy, line: Line, rest: tuple[str, ...]) -> object:
+    """option mysql-check [user NAME [post-41|pre-41]] -> (user or None, client)."""
+    if not rest:
+        return (None, "post-41")
+    if rest[0] != "user" or len(rest) not in (2, 3):
+        raise ValueError("expected 'option mysql-check [user NAME [post-41|pre-41]]'")
+    client = rest[2] if len(rest) == 3 else "post-41"
+    if client not in ("post-41", "pre-41"):
+        raise ValueError(f"'{client}': expected post-41 or pre-41")
+    return (rest[1], client)
+
+
+# The options that choose the check a backend runs: the last one set wins,
+# as in HAProxy (each replaces the check rules of the ones before).
+CHECK_OPTIONS = ("httpchk", "tcp-check", "mysql-check", "pgsql-check", "redis-check", "ssl-hello-chk",
+                 "smtpchk", "ldap-check")
 
 
 TCPKA = "accepted: lbcore does not set SO_KEEPALIVE; idle connections end by the timeouts"
@@ -511,7 +547,7 @@ OPTIONS: dict[str, Callable] = {
     "forwardfor": _forwardfor,
     "httpchk": _httpchk,
     "tcp-check": _checks("tcp-check"),
-    "mysql-check": _checks("mysql-check"),
+    "mysql-check": _mysql_check,
     "pgsql-check": _checks("pgsql-check"),
     "redis-check": _checks("redis-check"),
     "ssl-hello-chk": _checks("ssl-hello-chk"),
@@ -645,7 +681,8 @@ def http_rule(proxy: Proxy, line: Line, response: bool) -> Map:
 
 SERVER_FLAGS = ("check", "backup", "disabled", "send-proxy", "send-proxy-v2", "ssl", "check-ssl",
                 "no-check", "no-backup", "no-ssl", "no-send-proxy", "no-send-proxy-v2", "enabled",
-                "no-check-ssl", "no-tls-tickets", "allow-0rtt")
+                "no-check-ssl", "no-tls-tickets", "allow-0rtt", "no-verifyhost", "no-sslv3", "no-tlsv10",
+                "no-tlsv11", "no-tlsv12", "force-tlsv12", "force-tlsv13")
 SERVER_VALUES = ("inter", "fastinter", "downinter", "rise", "fall", "port", "weight", "maxconn", "cookie",
                  "on-marked-down", "on-marked-up", "verify", "ca-file", "crl-file", "verifyhost", "sni",
                  "alpn", "check-alpn", "check-sni", "addr", "minconn", "maxqueue", "slowstart", "id",
@@ -705,4 +742,7 @@ KEYWORDS: dict[str, tuple[int, Callable[[Proxy, Line], None]]] = {
     "stick-table": (LISTEN, Proxy.stick_table),
     "stick": (BE, Proxy.stick),
     "cookie": (DEF | BE, Proxy.cookie),
+    "disabled": (DEF | LISTEN, Proxy.disabled),
+    "grace": (DEF | LISTEN, Proxy.grace),
+    "enabled": (DEF | LISTEN, Proxy.disabled),
 }

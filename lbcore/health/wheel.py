@@ -31,9 +31,15 @@ class TimerWheel:
     def __len__(self) -> int:
         return sum(len(slot) for slot in self._slots.values())
 
-    def call_at(self, when: float, callback: Callable, arg) -> None:
-        """`callback(arg)` at loop time `when`, within a RESOLUTION either way."""
+    def call_at(self, when: float, callback: Callable, arg, slack: float = 0.0) -> None:
+        """`callback(arg)` at loop time `when`, within a RESOLUTION either way.
+        With `slack`, up to that much later, on a tick that is a multiple of
+        it: callbacks that do not need to be exact then share wake-ups
+        (each wake-up of the process costs more than a probe's own work)."""
         tick = math.ceil(when / RESOLUTION)
+        step = int(slack / RESOLUTION)
+        if step > 1:
+            tick = -(-tick // step) * step
         slot = self._slots.get(tick)
         if slot is None:
             self._slots[tick] = [(callback, arg)]

@@ -40,6 +40,11 @@ def _render(code: int) -> bytes:
 
 _PAGES = {code: _render(code) for code in MESSAGES}
 
+# The errors an errorfile replaces when lbcore answers them itself (proxy/
+# http.py). HAProxy 2.6 writes its parsing and request-timeout errors from
+# its HTTP/1 layer, which ignores errorfiles (mux_h1.c h1_send_error).
+FILE_REPLACEABLE = frozenset({500, 502, 503, 504})
+
 
 def page(code: int) -> bytes:
     return _PAGES[code]

@@ -910,8 +910,9 @@ class ClientConnection:
         timeout = server.backend.spec.timeouts.connect
         started = self.clock()
         observe = self.ctx.observe_failure
+        preamble = self._proxy_header(server.send_proxy) if server.send_proxy is not None else b""
         try:
-            upstream = await self.pool.connect(server, timeout)
+            upstream = await self.pool.connect(server, timeout, preamble)
         except (OSError, asyncio.TimeoutError) as exc:
             reason = "L4TOUT" if isinstance(exc, asyncio.TimeoutError) else "L4CON"
             if getattr(exc, "errno", None) in FD_EXHAUSTED:
@@ -931,9 +932,6 @@ class ClientConnection:
             # Reset between the connect and now: a failed connect.
             ex.connect_failed("SOCKERR", observe)
             return
-        if server.spec.send_proxy is not None:
-            upstream.private = True
-            upstream.send(self._proxy_header(server.spec.send_proxy))
         ex.connected(self.clock() - started)
         self._attach(ex, upstream)
 
@@ -1416,7 +1414,7 @@ class ClientConnection:
         ex.release_server()
         self.flush()
         ex.status = code
-        body = errors.page(code)
+        body = self._error_page(ex, code)
         ex.bytes_out = len(body)
         ex.response_started = True
         if self.active is ex:
@@ -1428,6 +1426,21 @@ class ClientConnection:
             self.transport.write(body)
             self.transport.close()
 
+    def _error_page(self, ex: Exchange, code: int) -> bytes:
+        """HAProxy's page for `code`, or the errorfile that replaces it: the
+        backend's if the request reached one, else the frontend's. Errors in
+        reading the request (400, 408, 431, 501, 505) keep HAProxy's page:
+        its HTTP/1 layer answers those before any errorfile applies."""
+        if code not in errors.FILE_REPLACEABLE:
+            return errors.page(code)
+        backend = ex.backend
+        error_file = backend.spec.error_files.get(code) if backend is not None else None
+        if error_file is None:
+            error_file = self.frontend.spec.error_files.get(code)
+        if error_file is not None:
+            return error_file.closing()
+        return errors.page(code)
+
     def _answer_local(self, ex: Exchange) -> None:
         """A rule's answer, or monitor_uri: lbcore answers for itself
         (503 once stopping)."""
@@ -1436,6 +1449,11 @@ class ClientConnection:
             self._finish(ex)
             return
         code = 503 if (self.ctx.stopping or self.ctx.withdrawn or self.closing) else 200
+        error_file = self.frontend.spec.error_files.get(code)
+        if error_file is not None:  # HAProxy answers monitor-uri with its 200 (or 503) errorfile
+            self._send_answer(ex, error_file.answer("monitor"))
+            self._finish(ex)
+            return
         body = b"<html><body><h1>200 OK</h1>\nService ready.\n</body></html>\n" if code == 200 \
             else b"<html><body><h1>503 Service Unavailable</h1>\nStopping.\n</body></html>\n"
         keep = ex.keep_alive and code == 200

@@ -11,7 +11,10 @@ transport, and splice needs the fd.
 A frontend with `tls` terminates TLS: its clients are uvloop SSL transports,
 so those sessions are relayed by `TransportRelay` (same interface, asyncio
 flow control) instead; bytes are decrypted in user space anyway, so splice
-would have nothing to offer there.
+would have nothing to offer there. The same goes for a server with `tls`
+(lbcore/server_tls.py): its handshake follows the TCP connect (and the
+PROXY header, sent in clear first, as HAProxy), and counts as part of the
+connect: a failed one is retried like a refused connect.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import lbcore_ext
 from lbcore_ext import Relay
 
 from ..certificates import tls_context
+from ..server_tls import check_name
 from .. import model
 from . import proxy_protocol
 from ..rules import remember_sni
@@ -157,7 +161,7 @@ class TcpSession(Stream):
 
     __slots__ = (
         "proxy", "ctx", "loop", "client", "peer", "upstream", "relay",
-        "started", "t_attempt", "timer", "connecting", "tls_side", "facts",
+        "started", "t_attempt", "timer", "connecting", "tls_side", "facts", "server_side",
     )
 
     def __init__(self, proxy: TcpProxy, client: socket.socket, peer) -> None:
@@ -175,6 +179,7 @@ class TcpSession(Stream):
         self.connecting = False  # a writer is registered on upstream
         self.tls_side: Optional[_Side] = None  # the client's SSL transport, if TLS
         self.facts = None  # the connection as rules see it (frontends with rules)
+        self.server_side: Optional[_Side] = None  # a TLS server's transport, from its handshake on
 
     # -- start -----------------------------------------------------------------
 
@@ -381,13 +386,17 @@ class TcpSession(Stream):
             return ""
 
     def _established(self) -> None:
-        self.connected(time.monotonic() - self.t_attempt)
         server = self.server
-        if self.stick_keys is not None:
-            self.backend.persist.store(self.stick_keys, server)
         preamble = b""
         if server.spec.send_proxy:
             preamble = proxy_protocol.header(server.spec.send_proxy, self.peer, self.client.getsockname())
+        if server.tls is not None:
+            # Connected once the handshake is done too: it may fail, and retry.
+            self.loop.create_task(self._server_handshake(server, preamble))
+            return
+        self.connected(time.monotonic() - self.t_attempt)
+        if self.stick_keys is not None:
+            self.backend.persist.store(self.stick_keys, server)
         if self.tls_side is not None:
             self.loop.create_task(self._relay_tls(preamble))
             return
@@ -414,6 +423,62 @@ class TcpSession(Stream):
         relay = TransportRelay(self.loop, self.tls_side, server_side, self._relay_closed,
                                counters=(self.frontend, self.backend, self.server),
                                timeout=self.backend.spec.timeouts.tunnel, preamble=preamble)
+        self.relay = relay
+        relay.start()
+
+    async def _server_handshake(self, server: model.Server, preamble: bytes) -> None:
+        """TLS to the server (its `tls`) on the connected socket: the PROXY
+        header first, in clear, as HAProxy; a failed handshake or name
+        check is a failed connect (retried, counted, seen by passive
+        health), bounded by what is left of timeouts.connect."""
+        tls = server.tls
+        upstream, self.upstream = self.upstream, None
+        side = self.server_side = _Side(upstream=True)
+        left = self.backend.spec.timeouts.connect - (time.monotonic() - self.t_attempt)
+        try:
+            if preamble:
+                upstream.send(preamble)  # a few bytes into a fresh socket's empty buffer
+            await asyncio.wait_for(self.loop.create_connection(
+                lambda: side, sock=upstream, ssl=tls.context, server_hostname=tls.sni), max(left, 0.001))
+            why = check_name(side.transport.get_extra_info("ssl_object"), tls.verify_name)
+            if why is not None:
+                raise ssl.SSLCertVerificationError(why)
+        except (OSError, asyncio.TimeoutError) as exc:
+            self.server_side = None
+            if side.transport is not None:
+                side.transport.abort()
+            else:
+                upstream.close()
+            if not self.ended and self.server is server:
+                log.info("tcp %s: TLS to %s/%s failed: %s", self.frontend.name, self.backend.name,
+                         server.name, exc or "timeout")
+                timed_out = isinstance(exc, asyncio.TimeoutError)
+                self.connect_failed("L4TOUT" if timed_out else "L4CON", self.ctx.observe_failure)
+            return
+        if self.ended:  # killed meanwhile
+            self.server_side = None
+            side.transport.abort()
+            return
+        self.connected(time.monotonic() - self.t_attempt)
+        if self.stick_keys is not None:
+            self.backend.persist.store(self.stick_keys, server)
+        client = self.tls_side
+        if client is None:
+            # A plain client meets a TLS server: both ends become transports.
+            client = _Side(upstream=False)
+            try:
+                await self.loop.connect_accepted_socket(lambda: client, sock=self.client)
+            except Exception as exc:
+                log.warning("tcp %s: cannot take over the client connection: %s", self.frontend.name, exc)
+                self.kill("I")
+                return
+            self.tls_side = client  # from now on the transport owns the client socket
+            if self.ended:
+                return
+        self.server_side = None
+        relay = TransportRelay(self.loop, client, side, self._relay_closed,
+                               counters=(self.frontend, self.backend, server),
+                               timeout=self.backend.spec.timeouts.tunnel)
         self.relay = relay
         relay.start()
 
@@ -445,6 +510,10 @@ class TcpSession(Stream):
         if self.upstream is not None:
             self.upstream.close()
             self.upstream = None
+        server_side = self.server_side
+        if server_side is not None and server_side.transport is not None:
+            self.server_side = None
+            server_side.transport.abort()
         if self.relay is None:
             tls_side = self.tls_side
             if tls_side is not None and tls_side.transport is not None:
@@ -523,8 +592,8 @@ class TransportRelay:
     with the interface of lbcore_ext.Relay: back-pressure through
     pause_writing -> pause_reading on the other side, the idle timeout,
     close(termination) and on_close(relay) once. An SSL transport cannot
-    half-close, so an EOF towards the TLS client ends the session once the
-    pending bytes are flushed."""
+    half-close, so an EOF towards a TLS peer (the client, or a server over
+    TLS) ends the session once the pending bytes are flushed."""
 
     def __init__(self, loop, client: _Side, server: _Side, on_close, counters=(),
                  timeout: float = 0.0, preamble: bytes = b"") -> None:
@@ -584,18 +653,20 @@ class TransportRelay:
         self.other(side).transport.write(data)
 
     def eof(self, side: _Side) -> bool:
+        if self.closed:
+            return False  # a TLS server's close_notify, answering our close
         side.eof = True
         other = self.other(side)
-        if other.transport.can_write_eof():
-            other.transport.write_eof()
+        if not other.transport.can_write_eof():
+            # A TLS peer (a TLS client, or a server over TLS) cannot be
+            # half-closed through asyncio's SSL transport: flush and end.
+            self.close("--")
+            return False
+        other.transport.write_eof()
         if self.client.eof and self.server.eof:
             self.close("--")
             return False
-        if side is self.server:
-            # The TLS client cannot be half-closed: flush and end.
-            self.close("--")
-            return False
-        return True  # keep the server's direction flowing (a no-op for SSL)
+        return True  # keep the other direction flowing
 
     def lost(self, side: _Side, exc) -> None:
         if self.closed:

@@ -204,10 +204,11 @@ def deny_response(value, ctx):
 
 def _deny(value, ctx, default: int, what: str):
     """deny: true | STATUS | {status, content_type, body}."""
-    if value is True:
-        answer = answers.error_page(default, "deny")
-    elif isinstance(value, int) and not isinstance(value, bool):
-        answer = answers.error_page(_status(value, DENY_CODES, what), "deny")
+    if value is True or (isinstance(value, int) and not isinstance(value, bool)):
+        status = default if value is True else _status(value, DENY_CODES, what)
+        # The section's errorfile for the status, as HAProxy's deny uses it.
+        error_file = ctx.error_files.get(status)
+        answer = error_file.answer("deny") if error_file is not None else answers.error_page(status, "deny")
     elif isinstance(value, dict):
         answer = _custom_answer(value, ctx, "deny", default, DENY_CODES)
     else:

@@ -3,6 +3,8 @@ out byte for byte as HAProxy 2.6 writes them."""
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Optional
 
@@ -66,3 +68,77 @@ def redirect(status: int, location: bytes, extra: bytes = b"") -> Answer:
     head = b"HTTP/1.1 %d %s\r\ncontent-length: 0\r\nlocation: %s\r\n%s%s" % (
         status, reason(status), location, cache, extra)
     return Answer(status, "redirect", head, b"")
+
+
+# errorfile: the statuses HAProxy 2.6 lets a file replace (http_err_codes).
+ERROR_FILE_CODES = (200, 400, 401, 403, 404, 405, 407, 408, 410, 413, 425, 429, 500, 501, 502, 503, 504)
+MAX_ERROR_FILE = 16384  # HAProxy's buffer: a larger file is refused at load
+_STATUS_LINE = re.compile(rb"(HTTP/1\.[01]) ([1-5][0-9]{2})(?: ([^\r\n]*))?")
+_HEADER = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*(.*?)[ \t]*")
+
+
+@dataclass(frozen=True)
+class ErrorFile:
+    """A response read from an errorfile, laid out as HAProxy 2.6 sends it:
+    HAProxy parses the file and writes it again, so the status line and
+    header values stay as written, header names go lowercase, Connection
+    headers give way to its own, and a body without Content-Length ends
+    at close (`connection: close` for an HTTP/1.1 status line)."""
+
+    status: int
+    head: bytes  # status line and headers, each ending in CRLF
+    body: bytes
+    close: bool  # no Content-Length: the body ends when the connection does
+    http10: bool
+
+    def answer(self, kind: str) -> Answer:
+        answer = Answer(self.status, kind, self.head, self.body)
+        if self.http10:
+            answer.closing_head = self.head + b"\r\n"  # HTTP/1.0 closes without saying so
+        answer.close = self.close
+        return answer
+
+    def closing(self) -> bytes:
+        """The bytes sent when lbcore closes after its error."""
+        return self.answer("error").render(True)
+
+
+def parse_error_file(data: bytes) -> ErrorFile:
+    """ValueError with the reason when `data` is not a whole HTTP/1.x
+    response HAProxy would load."""
+    if len(data) > MAX_ERROR_FILE:
+        raise ValueError(f"the file is {len(data)} bytes; an error file holds at most {MAX_ERROR_FILE}")
+    end = -1
+    for sep in (b"\r\n\r\n", b"\n\n", b"\n\r\n", b"\r\n\n"):
+        at = data.find(sep)
+        if at >= 0 and (end < 0 or at < end):
+            end, length = at, len(sep)
+    if end < 0:
+        raise ValueError("no empty line ends the response's headers")
+    lines = data[:end].replace(b"\r\n", b"\n").split(b"\n")
+    body = data[end + length:]
+    match = _STATUS_LINE.fullmatch(lines[0])
+    if not match:
+        raise ValueError(f"the first line {lines[0][:60]!r} is not an HTTP/1.0 or 1.1 status line")
+    version, status = match.group(1), int(match.group(2))
+    head = lines[0] + b"\r\n"
+    content_length = None
+    for line in lines[1:]:
+        header = _HEADER.fullmatch(line)
+        if header is None or b"\r" in line:
+            raise ValueError(f"invalid header line {line[:60]!r}")
+        name, value = header.group(1).lower(), header.group(2)
+        if name == b"transfer-encoding":
+            raise ValueError("a chunked error file is not supported: give the body with Content-Length or none")
+        if name == b"content-length":
+            if not value.isdigit() or (content_length is not None and int(value) != content_length):
+                raise ValueError(f"invalid Content-Length {value[:20]!r}")
+            if content_length is not None:
+                continue
+            content_length = int(value)
+        if name in (b"connection", b"keep-alive", b"proxy-connection"):
+            continue  # the connection's fate is lbcore's, as HAProxy's
+        head += name + b": " + value + b"\r\n"
+    if content_length is not None and content_length != len(body):
+        raise ValueError(f"Content-Length {content_length} does not match the body's {len(body)} bytes")
+    return ErrorFile(status, head, body, content_length is None, version == b"HTTP/1.0")

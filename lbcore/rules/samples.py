@@ -38,6 +38,7 @@ class Context:
     files: dict = field(default_factory=dict)  # (kind, path) -> loaded file
     where: str = "http_request"  # the rule list, for error messages
     section: str = ""  # the frontend or backend, e.g. auth's default realm
+    error_files: dict = field(default_factory=dict)  # status -> answers.ErrorFile, for deny
 
     def path(self, name: str) -> str:
         return os.path.normpath(os.path.join(self.base_dir, os.path.expanduser(name)))

@@ -68,6 +68,8 @@ def parse_body(body: bytes) -> tuple[Optional[str], Any]:
         data = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise AdminError(400, f"body is not valid JSON: {exc}") from None
+    except RecursionError:  # json's C decoder on deep nesting; any admin body is flat
+        raise AdminError(400, "body is not valid JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise AdminError(400, 'body must be a JSON object like {"state": "drain"} or {"weight": 10}')
     unknown = sorted(set(data) - set(FIELDS))

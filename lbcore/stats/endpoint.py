@@ -39,6 +39,7 @@ from .htmlpage import render_html
 from .jsonview import render_json
 from .prometheus import CONTENT_TYPE as METRICS_CONTENT_TYPE, parse_scopes, render_metrics
 from ..listeners import inherited
+from ..proxy import errors
 from .rates import RateMeter
 
 log = logging.getLogger("lbcore.stats")
@@ -133,8 +134,11 @@ def _listening_socket(address: Address) -> socket.socket:
 
 
 class StatsEndpoint:
-    def __init__(self, spec: StatsSpec, get_snapshot: SnapshotSource, admin: AdminHandler):
+    def __init__(self, spec: StatsSpec, get_snapshot: SnapshotSource, admin: AdminHandler,
+                 metrics_only: bool = False):
         self.spec = spec  # replaced on reload: auth, admin and refresh apply to the next request
+        # An exporter port (stats.metrics_bind): /metrics and nothing else.
+        self.metrics_only = metrics_only
         self.get_snapshot = get_snapshot
         self.admin = admin
         self.rates = RateMeter()
@@ -148,7 +152,11 @@ class StatsEndpoint:
         must be it); raises OSError naming the address."""
         sock = _listening_socket(self.spec.bind)
         try:
-            self._server = await asyncio.start_server(self._serve, sock=sock)
+            context = None
+            if self.spec.tls is not None and not self.metrics_only:
+                from ..certificates import tls_context
+                context = tls_context(self.spec.tls)
+            self._server = await asyncio.start_server(self._serve, sock=sock, ssl=context)
         except Exception:
             sock.close()
             raise
@@ -303,6 +311,8 @@ class StatsEndpoint:
             return _text(500, "internal error; see the lbcore log")
 
     async def _route(self, request: h11.Request, body: bytes, peer: Any) -> Response:
+        if self.metrics_only:
+            return await self._exporter(request)
         if self.spec.auth is not None and not self._authorized(request):
             return _text(401, "authentication required",
                          [("WWW-Authenticate", 'Basic realm="lbcore statistics", charset="UTF-8"')])
@@ -330,6 +340,17 @@ class StatsEndpoint:
         if view == "html":
             return await self._page(path, query)
         return await self._render(view, query)
+
+    async def _exporter(self, request: h11.Request) -> Response:
+        """HAProxy's `http-request use-service prometheus-exporter if { path
+        /metrics }` in a listen without servers: the exporter at /metrics,
+        HAProxy's 503 page for anything else."""
+        path, _, query = request.target.decode("ascii", "replace").partition("?")
+        if path == "/metrics" and request.method.decode("ascii", "replace") in READ_METHODS:
+            return await self._render("metrics", query)
+        page = errors.page(503)
+        return 503, [("Content-Type", "text/html"), ("Cache-Control", "no-cache")], \
+            page[page.index(b"\r\n\r\n") + 4:]
 
     @staticmethod
     def _view(path: str, query: str) -> Optional[str]:

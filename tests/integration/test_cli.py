@@ -302,3 +302,12 @@ def test_a_haproxy_cfg_given_to_c_is_named_as_such():
     assert out.returncode == 2
     assert f"{path}:2: this looks like HAProxy configuration syntax" in out.stderr
     assert f"lbcore -f {path}" in out.stderr
+
+
+def test_python_dash_m_lbcore_runs_the_same_command_line():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    out = subprocess.run([sys.executable, "-m", "lbcore", "--version"], capture_output=True,
+                         text=True, env=env, timeout=20, cwd=tempfile.gettempdir())
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(f"lbcore {lbcore.__version__}\n")

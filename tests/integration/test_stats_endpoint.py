@@ -278,6 +278,9 @@ def test_admin_unknown_names_are_404(serve, backend, server):
 @pytest.mark.parametrize("body", [
     b"{not json", b"[]", b"{}", {"state": "sleep"}, {"weight": 300}, {"weight": -1}, {"weight": "7"},
     {"state": "drain", "colour": "red"},
+    # Nesting past the JSON decoder's recursion limit (it raises
+    # RecursionError, not ValueError), numbers too long for int().
+    b"[" * 30000 + b"]" * 30000, b'{"state":' * 7000, b'{"weight": ' + b"9" * 5000 + b"}",
 ])
 def test_admin_bad_values_are_400_and_change_nothing(serve, body):
     srv = serve()

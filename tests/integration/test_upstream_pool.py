@@ -46,6 +46,21 @@ def test_a_burst_leaves_few_idle_connections_after_the_purges(start_backend, sta
     assert established_to(backend.port) <= 4
 
 
+def test_200_clients_leave_at_most_pool_max_conn_then_the_purge_level(start_backend, start_lbcore):
+    backend = start_backend("s1")
+    port = free_port()
+    start_lbcore(http_config([backend.address], port,
+                             backend={"pool_max_conn": 40, "pool_purge_delay": "200ms"}),
+                 wait_ports=[port])
+    burst(port, 200)
+    after_burst = established_to(backend.port)
+    assert 20 <= after_burst <= 40, after_burst  # the bound, not one per client
+    deadline = time.monotonic() + 15
+    while established_to(backend.port) > 4 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert established_to(backend.port) <= 4
+
+
 def test_pool_max_conn_zero_keeps_no_idle_connection(start_backend, start_lbcore):
     backend = start_backend("s1")
     port = free_port()

@@ -119,6 +119,117 @@ def test_leastconn_skips_excluded():
     assert lc.pick(None, (a,)).name == "b"
 
 
+def test_leastconn_reorders_when_a_weight_changes():
+    a, b = S("a", weight=1, cur=2), S("b", weight=1, cur=1)
+    lc = make("leastconn", [a, b])
+    assert lc.pick().name == "b"
+    a.weight = 4  # a reweight reaches the balancer as an update (Backend.server_changed)
+    lc.update([a, b])
+    assert lc.pick().name == "a"  # 2/4 < 1/1
+    a.weight = 1
+    lc.update([a, b])
+    assert lc.pick().name == "b"
+
+
+def test_leastconn_server_down_then_up_with_its_sessions():
+    a, b, c = S("a"), S("b"), S("c")
+    lc = make("leastconn", [a, b, c])
+    lc.update([a, c])  # b went DOWN
+    for _ in range(4):
+        server = lc.pick()
+        assert server is not b
+        server.cur_sessions += 1
+        lc.load_changed(server)
+    b.cur_sessions = 5  # sessions it kept while DOWN; their ends went unseen
+    lc.load_changed(b)  # not a candidate: ignored
+    lc.update([a, b, c])  # back UP: its load is read again
+    assert {lc.pick().name for _ in range(6)} == {"a", "c"}
+    b.cur_sessions = 0
+    lc.load_changed(b)
+    assert lc.pick() is b
+
+
+def test_leastconn_skips_full_servers_to_the_next_lightest():
+    a, b, c = S("a", maxconn=1, cur=1), S("b", cur=3), S("c", cur=2)
+    lc = make("leastconn", [a, b, c])
+    assert lc.pick().name == "a"  # no limit asked: the lightest
+    assert lc.pick(None, None, True).name == "c"
+    assert lc.pick(None, (c,), True).name == "b"
+    assert lc.pick(None, (b, c), True) is None
+    assert lc.pick(None, None, False).name == "a"
+
+
+def test_leastconn_empty_pool():
+    lc = make("leastconn", [])
+    assert lc.pick() is None
+    assert lc.pick(None, None, True) is None
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_leastconn_picks_as_the_plain_definition(seed):
+    """The queues give exactly what the definition says: the lowest
+    sessions/weight among acceptable servers, and among equals the one
+    that moved (was picked, or changed load) longest ago; checked against
+    a brute-force model through random sessions, exclusions, full
+    servers, reweights and servers leaving and coming back."""
+    import random
+    rng = random.Random(seed)
+    pool = [S(f"s{i}", rng.choice((1, 1, 2, 3, 7)), 0, rng.choice((0, 0, 0, 2))) for i in range(30)]
+    lc = balance.make("leastconn")
+    stamp, clock = {}, [0]
+
+    def key(s):
+        return s.cur_sessions * balance.LOAD_SCALE // s.weight
+
+    def update(candidates):
+        lc.update(candidates)
+        stamp.clear()
+        stamp.update({s: i for i, s in enumerate(candidates)})
+        clock[0] = len(candidates)
+        loads.clear()
+        loads.update({s: key(s) for s in candidates})
+
+    def moved(s):
+        stamp[s] = clock[0]
+        clock[0] += 1
+
+    def changed(s):
+        lc.load_changed(s)
+        if s in stamp and key(s) != loads[s]:
+            loads[s] = key(s)
+            moved(s)
+
+    loads = {}
+    candidates = list(pool)
+    update(candidates)
+    for _ in range(3000):
+        op = rng.random()
+        if op < 0.55:
+            exclude = tuple(rng.sample(candidates, rng.randint(1, 3))) if candidates and rng.random() < 0.2 else None
+            limited = rng.random() < 0.5
+            ok = [s for s in candidates
+                  if (exclude is None or s not in exclude) and (not limited or s.has_room())]
+            want = min(ok, key=lambda s: (loads[s], stamp[s])) if ok else None
+            got = lc.pick(None, exclude, limited)
+            assert got is want
+            if got is not None:
+                moved(got)
+                got.cur_sessions += 1
+                changed(got)
+        elif op < 0.9:
+            busy = [s for s in pool if s.cur_sessions]
+            if busy:
+                s = rng.choice(busy)
+                s.cur_sessions -= 1
+                changed(s)
+        elif op < 0.95:
+            rng.choice(pool).weight = rng.choice((1, 2, 5))
+            update(candidates)
+        else:
+            candidates = [s for s in pool if rng.random() < 0.8]
+            update(candidates)
+
+
 def test_first_takes_declaration_order():
     servers = [S("a"), S("b"), S("c")]
     first = make("first", servers)

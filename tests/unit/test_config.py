@@ -835,3 +835,14 @@ def test_request_hashing_needs_http_mode():
     problem = one_problem(text)
     assert problem.startswith("lb.yaml:9: backends.pool.balance: balance uri hashes"), problem
     assert "mode http" in problem
+
+
+def test_mysql_health_check():
+    text = MINIMAL.replace("    servers:", "    mode: tcp\n    health: {type: mysql, user: haproxy}\n    servers:")
+    text = text.replace("    backend: pool", "    backend: pool\n    mode: tcp")
+    health = loads(text).backends["pool"].health
+    assert (health.type, health.user, health.client) == ("mysql", "haproxy", "post-41")
+    problem = one_problem(MINIMAL.replace("    servers:", "    health: {type: http, user: haproxy}\n    servers:"))
+    assert "backends.pool.health.user: user is for type mysql (type is http)" in problem
+    problem = one_problem(MINIMAL.replace("    servers:", "    health: {type: mysql, client: post-80}\n    servers:"))
+    assert "backends.pool.health.client" in problem and "post-41" in problem

@@ -314,6 +314,33 @@ backend b
     assert any(":12: server inter: servers of 'b' disagree" in p for p in problems), problems
 
 
+def test_pool_max_conn_and_purge_delay_become_the_backend_keys(tmp_path):
+    config = load(tmp_path, BASE + """
+frontend f
+    bind 127.0.0.1:9000
+    default_backend b
+backend b
+    default-server pool-max-conn 8 pool-purge-delay 2s
+    server s1 127.0.0.1:1
+    server s2 127.0.0.1:2
+backend c
+    server s1 127.0.0.1:1 pool-max-conn -1
+backend d
+    server s1 127.0.0.1:1
+""").config
+    b, c, d = (config.backends[n] for n in "bcd")
+    assert (b.pool_max_conn, b.pool_purge_delay) == (8, 2.0)
+    assert (c.pool_max_conn, d.pool_max_conn, d.pool_purge_delay) == (None, None, 5.0)
+    problems = errors(tmp_path, BASE + """
+backend b
+    server s1 127.0.0.1:1 pool-max-conn 4
+    server s2 127.0.0.1:2 pool-max-conn 5
+    server s3 127.0.0.1:3 pool-purge-delay 0
+""")
+    assert any(":9: server pool-max-conn: servers of 'b' disagree" in p for p in problems), problems
+    assert any(":10: server pool-purge-delay: a time of 0" in p for p in problems), problems
+
+
 def test_keyword_outside_section_and_bad_quote(tmp_path):
     assert errors(tmp_path, "maxconn 10\n")[0].endswith(":1: maxconn: a keyword outside any section")
     assert errors(tmp_path, 'global\n  log "/dev/log local0\n')[0].endswith(":2: unmatched double quote")
@@ -387,3 +414,202 @@ listen stats
 """)
     assert any(":10: http-request frobnicate: not supported by lbcore" in p for p in problems), problems
     assert any(":11: http-request deny: rules in a stats listen are not supported" in p for p in problems)
+
+
+def test_mysql_check_maps_to_a_mysql_health_check(tmp_path):
+    config = load(tmp_path, BASE + """
+defaults galera
+    mode tcp
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+    option httpchk
+listen mariadb from galera
+    bind 127.0.0.1:3306
+    option mysql-check user haproxy post-41
+    server c1 127.0.0.1:13306 check inter 2s
+    server c2 127.0.0.2:13306 check inter 2s backup
+listen old
+    mode tcp
+    bind 127.0.0.1:3307
+    option mysql-check user monitor pre-41
+    server c1 127.0.0.1:13306 check
+listen greeting
+    mode tcp
+    bind 127.0.0.1:3308
+    option mysql-check
+    server c1 127.0.0.1:13306 check
+""").config
+    galera = config.backends["mariadb"].health
+    # The last check option wins over the httpchk of the defaults, as in HAProxy.
+    assert (galera.type, galera.user, galera.client, galera.interval) == ("mysql", "haproxy", "post-41", 2.0)
+    old = config.backends["old"].health
+    assert (old.type, old.user, old.client) == ("mysql", "monitor", "pre-41")
+    greeting = config.backends["greeting"].health
+    assert (greeting.type, greeting.user) == ("mysql", None)
+
+
+@pytest.mark.parametrize("line, message", [
+    ("option mysql-check haproxy", "expected 'option mysql-check [user NAME [post-41|pre-41]]'"),
+    ("option mysql-check user haproxy post-80", "'post-80': expected post-41 or pre-41"),
+    ("option pgsql-check user x", "'option pgsql-check' is not supported by lbcore"),
+])
+def test_mysql_check_errors(tmp_path, line, message):
+    problems = errors(tmp_path, BASE + f"""
+listen db
+    mode tcp
+    bind 127.0.0.1:3306
+    {line}
+    server c1 127.0.0.1:13306 check
+""")
+    assert any(f":10: option {line.split()[1]}: {message}" in p for p in problems), problems
+
+
+def test_errorfiles_inherit_from_defaults_and_a_proxy_replaces_one_code(tmp_path):
+    (tmp_path / "503.http").write_bytes(b"HTTP/1.0 503 Service Unavailable\nConnection: close\n\nsorry\n")
+    (tmp_path / "503b.http").write_bytes(b"HTTP/1.1 503 Busy\r\nContent-Length: 5\r\n\r\nbusy\n")
+    (tmp_path / "504.http").write_bytes(b"HTTP/1.1 504 Gateway Time-out\r\n\r\n")
+    config = load(tmp_path, BASE + f"""
+    errorfile 503 {tmp_path}/503.http
+    errorfile 504 {tmp_path}/504.http
+frontend f
+    bind 127.0.0.1:9000
+    default_backend b
+backend b
+    errorfile 503 {tmp_path}/503b.http
+    server s 127.0.0.1:1
+""").config
+    fe, be = config.frontends["f"].error_files, config.backends["b"].error_files
+    assert fe[503].head == b"HTTP/1.0 503 Service Unavailable\r\n" and fe[503].close and fe[503].http10
+    assert fe[503].closing() == b"HTTP/1.0 503 Service Unavailable\r\n\r\nsorry\n"
+    assert be[503].head == b"HTTP/1.1 503 Busy\r\ncontent-length: 5\r\n" and not be[503].close
+    assert be[504] == fe[504]
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"HTTP/1.1 503 X\r\nContent-Length: 10\r\n\r\nabc", "Content-Length 10 does not match the body's 3 bytes"),
+    (b"HTTP/1.1 503 X\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "a chunked error file is not supported"),
+    (b"<html>503</html>\n", "no empty line ends the response's headers"),
+    (b"HTTP/2 503\r\n\r\n", "is not an HTTP/1.0 or 1.1 status line"),
+    (b"HTTP/1.1 503 X\r\nBad Header\r\n\r\n", "invalid header line"),
+])
+def test_errorfile_errors_name_the_line_once(tmp_path, content, message):
+    (tmp_path / "e.http").write_bytes(content)
+    problems = errors(tmp_path, BASE + f"""
+    errorfile 503 {tmp_path}/e.http
+frontend f
+    bind 127.0.0.1:9000
+    default_backend b
+backend b
+    server s 127.0.0.1:1
+""")
+    assert len(problems) == 1 and ":7: errorfile: error file" in problems[0] and message in problems[0], problems
+
+
+def test_disabled_servers_and_proxies(tmp_path):
+    loaded = load(tmp_path, BASE + """
+    default-server disabled
+frontend f
+    bind 127.0.0.1:9000
+    default_backend b
+backend b
+    server s1 127.0.0.1:1 enabled
+    server s2 127.0.0.1:2
+listen off
+    disabled
+    bind 127.0.0.1:9001
+    server s1 127.0.0.1:1
+""")
+    config = loaded.config
+    assert [s.disabled for s in config.backends["b"].servers] == [False, True]
+    assert "off" not in config.frontends and "off" not in config.backends
+    assert any(":15: disabled: listen 'off' is not started, as in HAProxy" in w for w in loaded.warnings)
+
+
+def test_kolla_metrics_listen_becomes_an_exporter_bind(tmp_path):
+    config = load(tmp_path, BASE + """
+listen stats
+   bind 127.0.0.1:1984
+   mode http
+   stats enable
+   stats uri /
+   stats auth openstack:pw
+listen metrics
+   bind 127.0.0.1:9101
+   mode http
+   http-request use-service prometheus-exporter if { path /metrics }
+frontend status
+    bind 127.0.0.1:61313
+    mode http
+    monitor-uri /
+""").config
+    assert str(config.stats.bind) == "127.0.0.1:1984" and config.stats.auth == ("openstack", "pw")
+    assert [str(a) for a in config.stats.metrics_binds] == ["127.0.0.1:9101"]
+    assert "metrics" not in config.frontends
+    problems = errors(tmp_path, BASE + """
+listen metrics
+   bind 127.0.0.1:9101 ssl crt /x.pem
+   mode http
+   http-request use-service prometheus-exporter if { path /metrics }
+   http-request deny if { src 10.0.0.1 }
+""")
+    assert any(":8: bind: 'ssl crt /x.pem' on an exporter listener is not supported" in p for p in problems), problems
+    assert any(":11: http-request deny: rules in an exporter listen are not supported" in p for p in problems)
+
+
+def test_global_grace_is_the_stop_delay_and_a_proxy_grace_is_refused(tmp_path):
+    config = load(tmp_path, "global\n    grace 3s\n    hard-stop-after 30s\n" + BASE + """
+frontend f
+    bind 127.0.0.1:9000
+    monitor-uri /
+""").config
+    assert (config.global_.stop_delay, config.global_.grace) == (3.0, 30.0)
+    problems = errors(tmp_path, BASE + """
+frontend f
+    bind 127.0.0.1:9000
+    grace 2s
+    monitor-uri /
+""")
+    assert any(":9: grace: the 'grace' keyword is not supported any more since HAProxy version 2.5" in p
+               for p in problems), problems
+
+
+def test_tripleo_backend_syntax_stats_and_a_tls_stats_bind(tmp_path):
+    pem_path = str(tmp_path / "overcloud.pem")  # the loader only checks it exists; the server reads it
+    (tmp_path / "overcloud.pem").write_text("")
+    config = load(tmp_path, BASE + f"""
+frontend haproxy.stats
+  bind 127.0.0.1:1993 transparent ssl crt {pem_path}
+  mode http
+  default_backend haproxy.stats_be
+  stats enable
+  stats uri /
+  stats auth admin:pw
+backend haproxy.stats_be
+  mode http
+  stats enable
+  stats uri /
+  stats auth admin:pw2
+frontend f
+    bind 127.0.0.1:9000
+    default_backend b
+backend b
+    server s 127.0.0.1:1
+""").config
+    assert str(config.stats.bind) == "127.0.0.1:1993" and config.stats.auth == ("admin", "pw2")
+    assert config.stats.tls is not None and config.stats.tls.cert == pem_path
+    assert "haproxy.stats" not in config.frontends
+
+
+def test_bind_interface_maps_onto_the_bind_entry(tmp_path):
+    fe = load(tmp_path, BASE + """
+frontend f
+    bind 127.0.0.1:9000 interface lo
+    bind 127.0.0.1:9001 transparent interface eth1
+    bind 127.0.0.1:9002
+    default_backend b
+backend b
+    server s 127.0.0.1:1
+""").config.frontends["f"]
+    assert {str(a): i for a, i in fe.interfaces.items()} == {"127.0.0.1:9000": "lo", "127.0.0.1:9001": "eth1"}
+    assert [str(a) for a in fe.transparent] == ["127.0.0.1:9001"]

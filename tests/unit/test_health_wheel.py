@@ -2,6 +2,7 @@
 a resolution of their time, from one loop timer (a real loop, no sockets)."""
 
 import asyncio
+import math
 
 import uvloop
 
@@ -61,5 +62,28 @@ def test_a_failing_callback_does_not_stop_the_others():
         wheel.call_at(loop.time() + 0.01, fired.append, "ok")
         await asyncio.sleep(0.05)
         assert fired == ["ok"]
+
+    run(scenario())
+
+
+def test_slack_lets_nearby_callbacks_share_one_wakeup_never_early():
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        wheel = TimerWheel(loop)
+        fired = []
+        # Three times in one 50 ms cell of the grid the slack rounds up to.
+        cell = math.ceil((loop.time() + 0.02) / 0.05) * 0.05
+        for delay in (0.005, 0.02, 0.04):
+            wheel.call_at(cell + delay, lambda d: fired.append((d, loop.time())), delay, 0.05)
+        wheel.call_at(cell + 0.005, lambda d: fired.append((d, loop.time())), "exact")
+        await asyncio.sleep(cell + 0.2 - loop.time())
+        exact = [at for d, at in fired if d == "exact"]
+        slack = {at for d, at in fired if d != "exact"}
+        assert len(slack) == 1, fired  # one wake-up for the three
+        (at,) = slack
+        assert at >= cell + 0.04 - RESOLUTION  # never early
+        assert at < cell + 0.05 + 0.05  # within the slack (and a busy machine's lag)
+        assert exact and exact[0] < at  # without slack: its own tick
+        assert len(wheel) == 0
 
     run(scenario())

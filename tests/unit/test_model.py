@@ -164,3 +164,62 @@ backends:
     rt2 = Runtime.build(loads(text), previous=rt)
     assert rt2.backends["pool"].by_name["a"] is not a
     assert rt2.backends["pool"].by_name["a"].total_sessions == 0
+
+
+def test_disabled_server_starts_in_maint_and_a_reload_follows_the_config_change_only():
+    def build(flags, previous=None):
+        servers = "".join(f'      - {{name: {n}, address: "127.0.0.1:{i}", disabled: {str(d).lower()}}}\n'
+                          for i, (n, d) in enumerate(flags.items(), 1))
+        text = f"""
+frontends:
+  web: {{bind: "127.0.0.1:8080", mode: http, backend: pool}}
+backends:
+  pool:
+    mode: http
+    servers:
+{servers}"""
+        return Runtime.build(loads(text), previous=previous)
+
+    rt = build({"a": False, "b": True, "c": True})
+    pool = rt.backends["pool"]
+    a, b, c = (pool.by_name[n] for n in "abc")
+    assert (a.status, b.status, c.status) == (UP, MAINT, MAINT)
+    assert names(pool) == {"a"}
+    c.set_admin(READY)  # an operator enables c (runtime API, stats page)
+    rt = build({"a": True, "b": False, "c": True}, previous=rt)
+    # a and b changed in the config: it decides; c did not: the operator's READY stays.
+    assert (a.status, b.status, c.status) == (MAINT, UP, UP)
+    assert names(pool) == {"b", "c"}
+
+
+def test_leastconn_through_the_model_sessions_health_backups_and_maxconn():
+    rt = runtime("""      - {name: a, address: "127.0.0.1:1", maxconn: 2}
+      - {name: b, address: "127.0.0.1:2"}
+      - {name: c, address: "127.0.0.1:3"}
+      - {name: k, address: "127.0.0.1:4", backup: true}
+""", balance="leastconn", health="tcp")
+    pool = rt.backends["pool"]
+    a, b, c, k = (pool.by_name[n] for n in "abck")
+    for server in (a, a, b):
+        server.session_start()
+    assert pool.pick(b"") is c  # the only idle one
+    c.session_start()
+    a.session_end()
+    # a, b and c have one session each: the tie goes to the one whose load
+    # moved longest ago (b), and a pick sends it behind the others.
+    assert [pool.pick(b"") for _ in range(3)] == [b, c, a]
+    a.session_start()  # a is full now (maxconn 2): skipped
+    assert {pool.pick(b"") for _ in range(4)} == {b, c}
+    b.set_health(False, "L4CON")
+    assert {pool.pick(b"") for _ in range(4)} == {c}
+    b.session_end()  # ends while DOWN
+    b.set_health(True, "L4OK")  # back with 0 sessions, read again
+    assert pool.pick(b"") is b
+    for server in (a, b, c):
+        server.set_health(False, "L4CON")
+    assert pool.pick(b"") is k  # only the backup is left
+    k.session_start()
+    assert pool.pick(b"") is k
+    a.session_end()
+    a.set_health(True, "L4OK")
+    assert {pool.pick(b"") for _ in range(3)} == {a}  # a primary is back: backups step aside
