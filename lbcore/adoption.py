@@ -28,10 +28,12 @@ memory), nor tcp-mode ones (their bytes are relayed as they come).
 
 Costs, worker side: per accepted connection a slot header write and its
 share of one sendmsg per turn of the loop (every connection accepted in
-the turn rides on it, with the ones that ended); per closed connection a
-shutdown(2), so that the master's descriptor does not hold the connection
-open. Per request: one copy of the bytes read into the slot, two header
-writes. The master reads the table only when a worker died.
+the turn rides on it, with the ones that ended), on a socket the master
+reads every POLL_INTERVAL rather than on every message (the descriptors
+in it are held by the kernel meanwhile); per closed connection a
+shutdown(2), so that the master's descriptor does not hold it open. Per
+request: one copy of the bytes read into the slot and a few stores. The
+master reads the table only when a worker died.
 
 The slot of a connection is its descriptor number in the worker (unique
 while it is open); a generation number, sent along with the descriptor,

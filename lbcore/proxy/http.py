@@ -1107,11 +1107,11 @@ class ClientConnection:
         loop produced for it, in one write at the end of the turn
         (lbcore/batch.py). Bulk data goes at once, after what is ahead of
         it: batching buys it nothing, and holding it would grow the heap."""
-        if self.kept_open:
-            self._unsafe()
         if len(data) >= SEND_NOW:
             self.flush()
             if not self.gone:
+                if self.kept_open:
+                    self._unsafe()  # before a byte reaches the client
                 self.transport.write(data)
             return
         if self.out is None:
@@ -1125,6 +1125,11 @@ class ClientConnection:
         if out is not None:
             self.out = None
             if not self.gone:
+                if self.kept_open:
+                    # Before a byte reaches the client: until then, what is
+                    # held here dies with a killed worker and the request
+                    # may be answered by another (lbcore.adoption).
+                    self._unsafe()
                 if len(out) == 1:
                     self.transport.write(out[0])
                 else:
