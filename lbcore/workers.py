@@ -449,7 +449,6 @@ class Master:
         slot.proc = None
         self._keep_counts(slot, proc)
         if slot.channel is not None:
-            slot.channel.drain()  # the last connections it kept may still be on their way
             slot.channel.close()
             slot.channel = None
         keeper, slot.keeper = slot.keeper, None

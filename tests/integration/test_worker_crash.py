@@ -192,7 +192,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     backend = BackendProcess("s1").start()
     port, stats_port = free_port(), free_port()
-    lb = LbcoreProcess(workers_config([backend], port, stats_port)).start(wait_ports=(port, stats_port))
+    config = workers_config([backend], port, stats_port, health=NO_PROBES)  # as the tests: no probe noise
+    lb = LbcoreProcess(config).start(wait_ports=(port, stats_port))
     try:
         wait_for(lambda: len(running_pids(stats_port)) == 2, "both workers to run")
         fresh, kept = kill_drill(port, stats_port, args.kills, args.every)
