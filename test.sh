@@ -24,6 +24,8 @@ command -v tmux >/dev/null || need+=(tmux)
 # A real MariaDB for the mysql-check drills (tests/mariadb.py runs it as a
 # short-lived test daemon on loopback).
 command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server)
+# A real Redis master and replica for the tcp-check drill (TripleO's check).
+command -v redis-server >/dev/null || need+=(redis-server)
 if [ ${#need[@]} -gt 0 ] && command -v apt-get >/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"

@@ -249,6 +249,9 @@ class HealthSpec:
     # format, HAProxy's post-41 (MySQL >= 4.1, MariaDB) or pre-41.
     user: Optional[str] = None
     client: str = "post-41"
+    # tcp probes: a dialogue once connected (HAProxy's tcp-check send /
+    # expect), (("send", text) | ("expect", text) | ("expect_regex", re), ...).
+    steps: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -368,6 +371,7 @@ HASH_TYPES = ("map-based", "consistent")
 REQUEST_HASHES = ("uri", "hdr", "url_param")  # balance algorithms that read the HTTP request
 HEALTH_TYPES = ("none", "tcp", "http", "mysql")
 MYSQL_CLIENTS = ("post-41", "pre-41")
+PROBE_STEPS = ("send", "expect", "expect_regex")
 HEALTH_METHODS = ("GET", "HEAD", "OPTIONS")
 INITIAL_STATES = ("up", "down")
 SEND_PROXY = ("v1", "v2")
@@ -817,7 +821,7 @@ _BACKEND_KEYS = ("mode", "balance", "maxconn", "health", "retries", "redispatch"
                  "servers", "on_marked_down", "stick_table", "stick_on", "cookie", "all_backups", "acls",
                  "http_request", "http_response", "hash", "pool_max_conn", "pool_purge_delay", "error_files")
 _HEALTH_KEYS = ("type", "path", "method", "host", "expect_status", "interval", "timeout",
-                "rise", "fall", "port", "initial_state", "headers", "user", "client")
+                "rise", "fall", "port", "initial_state", "headers", "user", "client", "steps")
 _SERVER_KEYS = ("name", "address", "weight", "backup", "maxconn", "check", "send_proxy", "cookie", "disabled",
                 "tls")
 _SERVER_TLS_KEYS = ("verify", "ca", "crl", "verifyhost", "sni", "alpn", "min_version", "ciphers", "ciphersuites",
@@ -1350,12 +1354,38 @@ class _Builder:
             headers=r.get(m, "headers", self.probe_headers, ()),
             user=r.get(m, "user", r.nullable(self.mysql_user)),
             client=r.get(m, "client", r.choice(MYSQL_CLIENTS), d.client),
+            steps=r.get(m, "steps", self.probe_steps, ()),
         )
         if m is not None and spec.type != "mysql":
             for key in ("user", "client"):
                 if key in m:
                     r.problem(m.path(key), m.value(key), f"{key} is for type mysql (type is {spec.type})")
+        if m is not None and spec.type != "tcp" and spec.steps:
+            r.problem(m.path("steps"), m.value("steps"), f"steps are for type tcp (type is {spec.type})")
         return spec
+
+    def probe_steps(self, node: Node) -> tuple[tuple[str, str], ...]:
+        """health.steps: [{send: TEXT} | {expect: TEXT} | {expect_regex: RE}, ...]."""
+        r = self.r
+        if r.is_null(node):
+            return ()
+        if not isinstance(node, SequenceNode):
+            raise _Invalid(f"expected a list of {{send|expect|expect_regex: text}}, got {r.describe(node)}")
+        steps = []
+        for item in node.value:
+            if not isinstance(item, MappingNode) or len(item.value) != 1:
+                raise _Invalid("each step is one of {send: TEXT}, {expect: TEXT}, {expect_regex: RE}", item)
+            key_node, value_node = item.value[0]
+            kind, value = str(key_node.value), r.plain(value_node)
+            if kind not in PROBE_STEPS or not isinstance(value, str) or not value:
+                raise _Invalid(f"expected send, expect or expect_regex with a text, got {kind!r}", item)
+            if kind == "expect_regex":
+                try:
+                    re.compile(value.encode("utf-8"))
+                except re.error as exc:
+                    raise _Invalid(f"invalid regular expression {value!r}: {exc}", value_node) from None
+            steps.append((kind, value))
+        return tuple(steps)
 
     def mysql_user(self, node: Node) -> str:
         """health.user: sent NUL-terminated in the login packet, so it cannot

@@ -29,6 +29,7 @@ from .config import Config, ConfigError
 log = logging.getLogger("lbcore")
 
 CHILD_TIMEOUT = 120.0  # seconds a child may take before it is killed and a thread reads instead
+CHILD_NICENESS = 10
 _LOADER_SWITCH_INTERVAL = 0.0005  # seconds; CPython's default is 0.005
 _SIGNALS = ("SIGHUP", "SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2", "SIGQUIT", "SIGTTOU", "SIGTTIN")
 
@@ -77,6 +78,11 @@ def read_in_child(config: Config, timeout: float = CHILD_TIMEOUT) -> Config:
 def _child(config: Config, wfd: int) -> None:  # pragma: no cover - runs in the child
     code = 1
     try:
+        # The parent's sockets must not stay open through this process: a
+        # connection the server closes meanwhile would otherwise send no
+        # FIN (nor RST) until this child exits.
+        os.closerange(3, wfd)
+        os.closerange(wfd + 1, _max_fd())
         # The parent's signal handlers write to its wake-up fd, which this
         # process shares: a signal meant for this child must not reach the
         # parent's loop as if it were its own.
@@ -85,6 +91,11 @@ def _child(config: Config, wfd: int) -> None:  # pragma: no cover - runs in the 
             if hasattr(signal, name):
                 signal.signal(getattr(signal, name), signal.SIG_DFL)
         gc.disable()  # short-lived, and collections would copy the parent's pages
+        try:
+            # Background work: on a busy machine the serving process goes first.
+            os.nice(CHILD_NICENESS)
+        except OSError:
+            pass
         try:
             answer = ("config", config_mod.reread(config))
         except ConfigError as exc:
@@ -98,6 +109,13 @@ def _child(config: Config, wfd: int) -> None:  # pragma: no cover - runs in the 
         code = 0
     finally:
         os._exit(code)
+
+
+def _max_fd() -> int:
+    try:
+        return os.sysconf("SC_OPEN_MAX")
+    except (OSError, ValueError):
+        return 65536
 
 
 def _read_all(fd: int, deadline: float) -> bytes:

@@ -158,7 +158,19 @@ class AccessLog:
 
 class _SysLogHandler(logging.handlers.SysLogHandler):
     """Syslog is best effort, as HAProxy's: a daemon that is away (or a
-    /dev/log that a chroot hides) loses lines, not the process's stderr."""
+    /dev/log that a chroot hides) loses lines, not the process's stderr.
+    Its socket never blocks: a syslog daemon that stops reading fills a
+    unix socket's queue (ten datagrams by default), and a blocking send
+    would then stop the event loop, and every connection with it."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if self.socket is not None:
+            self.socket.setblocking(False)
+
+    def _connect_unixsocket(self, address) -> None:
+        super()._connect_unixsocket(address)  # also when emit() reconnects after an error
+        self.socket.setblocking(False)
 
     def handleError(self, record: logging.LogRecord) -> None:
         pass

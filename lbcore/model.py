@@ -429,6 +429,21 @@ class Runtime:
         """Runtime objects for `config`. On a reload the previous objects
         that survive are reconfigured in place: connections hold references
         to them, and their counters and states must carry over."""
+        steps = cls.build_steps(config, previous)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value
+
+    @classmethod
+    def build_steps(cls, config, previous: Optional["Runtime"] = None):
+        """build() as a generator that pauses after each backend and
+        frontend, returning the Runtime: a reload of a large config runs it
+        a few milliseconds at a time between the event loop's other work
+        (server.py). Every object is whole at each pause: a backend is
+        reconfigured at once, and a frontend still points to a backend that
+        works until it is reconfigured itself."""
         old_backends = previous.backends if previous else {}
         old_frontends = previous.frontends if previous else {}
         backends = {}
@@ -439,6 +454,7 @@ class Runtime:
             else:
                 backend = Backend(spec)
             backends[name] = backend
+            yield
         frontends = {}
         for name, spec in config.frontends.items():
             frontend = old_frontends.get(name)
@@ -446,11 +462,11 @@ class Runtime:
                 frontend.reconfigure(spec, backends[spec.backend])
             else:
                 frontend = Frontend(spec, backends[spec.backend])
-            frontends[name] = frontend
-        for frontend in frontends.values():
             # The frontend's rules (lbcore/rules), or None when no rule can
             # touch its traffic: then its request path has no rule step.
             frontend.rules = FrontendRules.build(frontend, backends)
+            frontends[name] = frontend
+            yield
         tables = build_stick_tables(config, previous.stick_tables if previous else {})
         tracking.install(tables)  # the tables track_sc rules and sc_* fetches name
         for name, backend in backends.items():

@@ -639,6 +639,15 @@ class Builder:
             health["type"] = Scalar("tcp", where)
             if "tcp_check_port" in proxy.settings and "port" not in per_backend:
                 per_backend["port"] = Scalar(*proxy.settings["tcp_check_port"])
+            tcp_check = proxy.options.get("tcp-check")
+            if tcp_check and tcp_check[0] and proxy.tcp_steps:
+                steps = Seq(tcp_check[1])
+                for kind, text, line in proxy.tcp_steps:
+                    at = origin(line, f"tcp-check {kind.split('_')[0]}")
+                    step = Map(at)
+                    step[kind] = Scalar(text, at)
+                    steps.append(step)
+                health["steps"] = steps
         for key, lb_key in PER_BACKEND.items():
             if key in per_backend:
                 health[lb_key] = per_backend[key]
@@ -686,7 +695,10 @@ class Builder:
                         break
             else:
                 try:
-                    expect = values.status_codes(words[2])
+                    if words[1] == "rstatus":
+                        expect = values.status_regex(words[2])
+                    else:
+                        expect = values.status_codes(words[2])
                 except ValueError as exc:
                     self.p.error(line, str(exc), "http-check expect")
                 expect_at = lat

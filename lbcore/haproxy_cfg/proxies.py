@@ -26,6 +26,7 @@ TIMEOUT_KEYS = {"connect": "connect", "client": "client", "server": "server",
 # Which sides use each timeout (HAProxy refuses the others where they
 # cannot apply only with a warning; lbcore keeps them where they belong).
 BALANCES = {"roundrobin", "leastconn", "source", "first", "uri"}
+NO_TIMEOUT = "24d"  # what a `timeout X 0` (infinite in HAProxy) becomes: HAProxy's own timer limit
 
 
 def origin(line: Line, keyword: Optional[str] = None) -> Origin:
@@ -63,6 +64,8 @@ class Proxy:
         self.timeouts: dict[str, tuple[str, Origin]] = {}
         self.options: dict[str, tuple[object, Origin]] = {}  # name -> (args or False, origin)
         self.http_check: list[Line] = []
+        self.tcp_steps: list[tuple[str, str, Line]] = []  # tcp-check send/expect
+        self.tcp_steps_inherited = False
         self.default_server: list[tuple[str, tuple[str, ...], Line]] = []
         self.binds: list[Line] = []
         self.servers: list[Line] = []
@@ -84,6 +87,8 @@ class Proxy:
         child.timeouts = dict(self.timeouts)
         child.options = dict(self.options)
         child.http_check = list(self.http_check)
+        child.tcp_steps = list(self.tcp_steps)
+        child.tcp_steps_inherited = bool(self.tcp_steps)
         child.default_server = list(self.default_server)
         child.binds, child.servers = [], []
         child.acls, child.tcp_request, child.http_request = {}, [], []
@@ -182,6 +187,11 @@ class Proxy:
                          + ", ".join(f"timeout {t}" for t in TIMEOUT_KEYS) + ")", keyword)
             return
         try:
+            if values.is_zero_time(value):
+                # HAProxy: no timeout at all (TripleO's RabbitMQ listen). lbcore
+                # keeps a bound: the longest timer HAProxy itself can hold.
+                self.p.warn(line, f"0 means no timeout in HAProxy; lbcore uses {NO_TIMEOUT}", keyword)
+                value = NO_TIMEOUT
             self.timeouts[TIMEOUT_KEYS[name]] = (values.duration(value), origin(line, keyword))
         except ValueError as exc:
             self.p.error(line, str(exc), keyword)
@@ -219,10 +229,9 @@ class Proxy:
         if words[0] == "send":
             pass
         elif words[0] == "expect":
-            if len(words) < 3 or words[1] not in ("status", "!status") or (words[1] == "status" and len(words) != 3):
-                raise ValueError("only 'http-check expect status CODES' is supported")
-            if words[1] == "!status":
-                raise ValueError("'http-check expect !status' is not supported")
+            if len(words) != 3 or words[1] not in ("status", "rstatus"):
+                raise ValueError("only 'http-check expect status CODES' and 'http-check expect rstatus REGEX' "
+                                 "are supported")
         else:
             self.p.error(line, "not supported by lbcore", f"http-check {words[0]}")
             return
@@ -231,13 +240,41 @@ class Proxy:
         self.http_check.append(line)
 
     def tcp_check(self, line: Line) -> None:
+        """tcp-check connect [port N] [ssl] | send TEXT | expect [!] string|rstring TEXT:
+        the steps of a tcp check (health.steps), run when `option tcp-check` is on."""
         words = line.words[1:]
-        if words and words[0] == "connect" and all(w in ("port",) or w.isdigit() for w in words[1:]):
-            if len(words) == 3:
-                self.set("tcp_check_port", values.integer(words[2], 1, 65535), line, "tcp-check connect")
-            return
         keyword = "tcp-check " + (words[0] if words else "")
-        self.p.error(line, "not supported by lbcore (only 'tcp-check connect [port N]')", keyword)
+        if self.tcp_steps_inherited:  # a section's own rules replace its defaults', as HAProxy's
+            self.tcp_steps, self.tcp_steps_inherited = [], False
+        if words and words[0] == "connect":
+            rest = list(words[1:])
+            if self.tcp_steps:
+                self.p.error(line, "a 'connect' after other steps (a second connection) is not supported "
+                             "by lbcore", keyword)
+                return
+            while rest:
+                word = rest.pop(0)
+                if word == "port" and rest:
+                    self.set("tcp_check_port", values.integer(rest.pop(0), 1, 65535), line, "tcp-check connect")
+                elif word == "ssl":
+                    self.p.warn(line, "accepted: the check speaks TLS when the servers have 'check-ssl' "
+                                      "(as TripleO renders them)", "tcp-check connect ssl")
+                elif word == "linger":
+                    pass
+                else:
+                    self.p.error(line, f"'{word}' is not supported (port N, ssl)", keyword)
+                    return
+            return
+        if len(words) == 2 and words[0] == "send":
+            self.tcp_steps.append(("send", words[1], line))
+            return
+        if len(words) == 3 and words[0] == "expect" and words[1] in ("string", "rstring"):
+            self.tcp_steps.append(("expect" if words[1] == "string" else "expect_regex", words[2], line))
+            return
+        if words and words[0] == "comment":
+            return
+        self.p.error(line, "not supported by lbcore (connect [port N] [ssl], send TEXT, "
+                           "expect string TEXT, expect rstring REGEX)", keyword)
 
     def default_server_line(self, line: Line) -> None:
         self.default_server.extend(parse_server_params(line, line.words[1:], self.p, default=True))

@@ -12,6 +12,11 @@ import re
 _TIME = re.compile(r"([0-9]+)(us|ms|s|m|h|d)?")
 
 
+def is_zero_time(word: str) -> bool:
+    match = _TIME.fullmatch(word)
+    return bool(match) and int(match.group(1)) == 0
+
+
 def duration(word: str) -> str:
     """HAProxy time (milliseconds unless a unit is given) -> lb.yaml duration."""
     match = _TIME.fullmatch(word)
@@ -139,3 +144,19 @@ def status_codes(word: str) -> list:
             else:
                 codes.extend(range(max(first, low), min(first + 99, high) + 1))
     return codes
+
+
+def status_regex(pattern: str) -> list:
+    """`http-check expect rstatus REGEX` -> the lb.yaml list of the codes
+    (100..599) the regex finds a match in, as HAProxy matches the status."""
+    try:
+        compiled = re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression '{pattern}': {exc}") from None
+    out: list = []
+    for first in range(100, 600, 100):
+        matched = [code for code in range(first, first + 100) if compiled.search(str(code))]
+        out.extend([f"{first // 100}xx"] if len(matched) == 100 else matched)
+    if not out:
+        raise ValueError(f"'{pattern}' matches no status code (100..599)")
+    return out

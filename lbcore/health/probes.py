@@ -448,6 +448,89 @@ class MysqlProbe(Probe):
             pass  # the verdict is in; the server notices the close either way
 
 
+MAX_EXPECT_BUFFER = 16384  # HAProxy's check buffer: no match within it fails the expect
+
+
+def step_bytes(text: str) -> bytes:
+    """A step's text as sent or matched: code points below 256 as those
+    bytes (the config's \\xHH escapes), anything else as UTF-8."""
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        return text.encode("utf-8")
+
+
+class ScriptProbe(Probe):
+    """HAProxy's tcp-check rules: once connected (and through TLS with the
+    server's check-ssl), send and expect in order on one connection. A send
+    forgets what was read before it, as HAProxy's does; an expect waits for
+    its string (or regex) in what came since, and fails when the server
+    closes first (L7RSP) or the probe's time runs out (L7TOUT). All steps
+    done: L7OK. TripleO checks its Redis master so (PING/+PONG, role:master)."""
+
+    __slots__ = ("steps", "step")
+
+    DELAY_ACK = False  # the server may speak first (a banner to expect)
+
+    def __init__(self, poller: ProbePoller, address, steps: tuple, on_done: Callable[[ProbeResult], None],
+                 tls=None, send_proxy: Optional[str] = None) -> None:
+        self.steps = [(kind, step_bytes(text) if kind != "expect_regex" else re.compile(step_bytes(text)))
+                      for kind, text in steps]
+        self.step = 0
+        super().__init__(poller, address, self._sends(), frozenset(), on_done, tls, send_proxy)
+
+    def _sends(self) -> bytes:
+        """The sends from the current step up to the next expect, consumed."""
+        out = b""
+        while self.step < len(self.steps) and self.steps[self.step][0] == "send":
+            out += self.steps[self.step][1]
+            self.step += 1
+        return out
+
+    def expire(self) -> None:
+        if not self.finished and self.connected and (self.tls is None or self.handshaken):
+            self._finish(ProbeResult(False, "L7TOUT", None, self._ms(), self._where("no match in time")))
+            return
+        super().expire()
+
+    def _send(self) -> None:
+        super()._send()
+        if not self.finished and not self.unsent and self.step >= len(self.steps):
+            self._finish(ProbeResult(True, "L7OK", None, self._ms(), "tcp-check"))
+
+    def _received(self, data: bytes) -> None:
+        if not data:
+            self._finish(ProbeResult(False, "L7RSP", None, self._ms(), self._where("closed before a match")))
+            return
+        self.buf += data
+        while self.step < len(self.steps):
+            kind, pattern = self.steps[self.step]
+            found = pattern in self.buf if kind == "expect" else pattern.search(self.buf) is not None
+            if not found:
+                if len(self.buf) > MAX_EXPECT_BUFFER:
+                    self._finish(ProbeResult(False, "L7RSP", None, self._ms(), self._where("no match")))
+                return
+            self.step += 1
+            data = self._sends()
+            if data:
+                self.buf = b""  # a send forgets what was read before it
+                if self.tls_object is not None:
+                    self.tls_object.write(data)
+                    self._send_tls()
+                else:
+                    self.unsent += data
+                    self._send()
+                return
+        self._finish(ProbeResult(True, "L7OK", None, self._ms(), "tcp-check"))
+
+    def _where(self, what: str) -> str:
+        if self.step >= len(self.steps):
+            return what
+        kind, pattern = self.steps[self.step]
+        shown = pattern.pattern if kind == "expect_regex" else pattern
+        return f"{what} at step {self.step + 1} ({kind} {shown[:40]!r})"
+
+
 def new_probe(poller: ProbePoller, server, address, health: HealthSpec, request: Optional[bytes],
               on_done: Callable[[Optional[ProbeResult]], None]) -> Probe:
     """The probe `health` asks for against `server` at `address` (from
@@ -458,6 +541,8 @@ def new_probe(poller: ProbePoller, server, address, health: HealthSpec, request:
     send_proxy = server.send_proxy if health.port is None else None
     if health.type == "mysql":
         return MysqlProbe(poller, address, request, on_done, send_proxy)
+    if health.type == "tcp" and health.steps:
+        return ScriptProbe(poller, address, health.steps, on_done, server.check_tls, send_proxy)
     return Probe(poller, address, request, health.expect_status, on_done, server.check_tls, send_proxy)
 
 

@@ -39,7 +39,8 @@ CONTROLLERS = ("127.31.0.11", "127.31.0.12", "127.31.0.13")
 PORT_KEYS = ("STATS_PORT", "METRICS_PORT", "MONITOR_PORT", "KEYSTONE_PORT", "KEYSTONE_ADMIN_PORT",
              "KEYSTONE_TLS_PORT", "GLANCE_PORT", "NOVA_PORT", "NOVA_METADATA_PORT", "NOVNC_PORT",
              "PLACEMENT_PORT", "NEUTRON_PORT", "NEUTRON_TLS_PORT", "HORIZON_PORT", "HORIZON_TLS_PORT",
-             "DB_PORT", "HTTP_PORT", "HTTPS_PORT")
+             "DB_PORT", "HTTP_PORT", "HTTPS_PORT", "REDIS_PORT",
+             "RABBIT_PORT", "CEPH_DASHBOARD_PORT")
 PASSWORD = "s3cr3t"
 
 # (what, port key, path, tls, extra headers) per tool; user for the stats.
@@ -78,6 +79,7 @@ DRILLS = {
         ("redirect of the public name", "KEYSTONE_PORT", "/v3", False, {"host": "PUB_VIP"}),
         ("neutron public TLS", "NEUTRON_TLS_PORT@PUB", "/echo", True, {}),
         ("horizon sets its cookie", "HORIZON_PORT", "/echo", False, {}),
+        ("ceph dashboard, source hash", "CEPH_DASHBOARD_PORT", "/echo", False, {}),
         ("stats over TLS", "STATS_PORT@CTL", "/;csv", True, {"auth": "admin"}),
         ("stats asks for credentials", "STATS_PORT@CTL", "/", True, {}),
     ],
@@ -154,9 +156,9 @@ def request(env: dict, port_key: str, path: str, tls: bool, extra: dict):
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
-        conn = http.client.HTTPSConnection(host, port, timeout=5, context=context)
+        conn = http.client.HTTPSConnection(host, port, timeout=15, context=context)
     else:
-        conn = http.client.HTTPConnection(host, port, timeout=5)
+        conn = http.client.HTTPConnection(host, port, timeout=15)
     headers = {}
     if "auth" in extra:
         headers["Authorization"] = "Basic " + base64.b64encode(f"{extra['auth']}:{PASSWORD}".encode()).decode()
@@ -257,3 +259,17 @@ def request_target(env: dict, port_key: str) -> tuple[str, int]:
     host = {"": env["VIP_INT"], "EXT": env["VIP_EXT"], "API": env["API"], "PUB": env["PUB_VIP"],
             "CTL": env["CTL_IP"]}[where]
     return host, int(env[key])
+
+
+@pytest.mark.parametrize("tool", list(TOOLS))
+def test_convert_writes_an_lb_yaml_that_loads(tool, controllers, tmp_path):
+    env = balancer_env(tool, "lbcore", controllers, tmp_path)
+    env.pop("_syslog", None)
+    args = [arg for name in TOOLS[tool] for arg in ("-f", str(CORPUS / tool / name))]
+    out = tmp_path / "lb.yaml"
+    result = subprocess.run(lbcore_cmd("convert", *args, "-o", str(out)), capture_output=True, text=True,
+                            env=lbcore_env(env), timeout=60)
+    assert result.returncode == 0, result.stderr
+    check = subprocess.run(lbcore_cmd("-c", str(out), "--check"), capture_output=True, text=True,
+                           env=lbcore_env(env), timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr

@@ -79,3 +79,32 @@ def test_a_child_that_hangs_is_killed_in_time(running, monkeypatch):
     with pytest.raises(config_reader.ChildFailed, match="in time"):
         config_reader.read_in_child(config, timeout=0.5)
     assert time.monotonic() - began < 5
+
+
+def test_a_socket_the_server_closes_while_the_child_reads_closes_at_once(running, monkeypatch):
+    """The child drops its copies of the server's descriptors: a peer sees
+    the close when the server closes, not when the child exits."""
+    import socket
+    import threading
+
+    path, config = running
+    parent = os.getpid()
+    reread = config_mod.reread
+
+    def slow_in_the_child(cfg):
+        if os.getpid() != parent:
+            time.sleep(3)
+        return reread(cfg)
+
+    monkeypatch.setattr(config_mod, "reread", slow_in_the_child)
+    ours, peer = socket.socketpair()
+    reader = threading.Thread(target=config_reader.read_in_child, args=(config,))
+    reader.start()
+    time.sleep(0.5)  # the child is forked and reading
+    ours.close()
+    peer.settimeout(2)
+    began = time.monotonic()
+    assert peer.recv(1) == b""
+    assert time.monotonic() - began < 1
+    peer.close()
+    reader.join()

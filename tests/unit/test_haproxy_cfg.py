@@ -613,3 +613,70 @@ backend b
 """).config.frontends["f"]
     assert {str(a): i for a, i in fe.interfaces.items()} == {"127.0.0.1:9000": "lo", "127.0.0.1:9001": "eth1"}
     assert [str(a) for a in fe.transparent] == ["127.0.0.1:9001"]
+
+
+def test_tcp_check_steps_map_onto_health_steps(tmp_path):
+    config = load(tmp_path, BASE + """
+    option tcp-check
+    tcp-check send PING\\r\\n
+    tcp-check expect string +PONG
+listen redis
+  mode tcp
+  bind 127.0.0.1:6379
+  balance first
+  option tcp-check
+  tcp-check connect port 16379
+  tcp-check send AUTH\\ pw\\r\\n
+  tcp-check expect string +OK
+  tcp-check send info\\ replication\\r\\n
+  tcp-check expect rstring role:mast(er)
+  server s 127.0.0.1:1 check
+listen inherits
+  mode tcp
+  bind 127.0.0.1:6380
+  server s 127.0.0.1:1 check
+listen httpchk_wins
+  mode tcp
+  bind 127.0.0.1:6381
+  option httpchk
+  server s 127.0.0.1:1 check
+""").config
+    redis = config.backends["redis"].health
+    assert (redis.type, redis.port) == ("tcp", 16379)
+    assert redis.steps == (("send", "AUTH pw\r\n"), ("expect", "+OK"), ("send", "info replication\r\n"),
+                           ("expect_regex", "role:mast(er)"))
+    assert config.backends["inherits"].health.steps == (("send", "PING\r\n"), ("expect", "+PONG"))
+    assert config.backends["httpchk_wins"].health.type == "http"
+    problems = errors(tmp_path, BASE + """
+listen redis
+  mode tcp
+  bind 127.0.0.1:6379
+  option tcp-check
+  tcp-check send PING\\r\\n
+  tcp-check connect port 1
+  tcp-check expect ! string +PONG
+  server s 127.0.0.1:1 check
+""")
+    assert any(":12: tcp-check connect: a 'connect' after other steps" in p for p in problems), problems
+    assert any(":13: tcp-check expect: not supported by lbcore" in p for p in problems), problems
+
+
+def test_zero_timeouts_and_expect_rstatus(tmp_path):
+    loaded = load(tmp_path, BASE + """
+listen rabbitmq
+  mode tcp
+  bind 127.0.0.1:5672
+  timeout client 0
+  timeout server 0
+  server s 127.0.0.1:1
+listen ceph_dashboard
+  bind 127.0.0.1:8444
+  option httpchk HEAD /
+  http-check expect rstatus ^(2|3)0[0-4]$
+  server s 127.0.0.1:1 check
+""")
+    config = loaded.config
+    assert config.frontends["rabbitmq"].timeouts.client == config.backends["rabbitmq"].timeouts.server == 24 * 86400
+    assert any(":10: timeout client: 0 means no timeout in HAProxy; lbcore uses 24d" in w for w in loaded.warnings)
+    assert config.backends["ceph_dashboard"].health.expect_status == frozenset(
+        {200, 201, 202, 203, 204, 300, 301, 302, 303, 304})
