@@ -44,7 +44,7 @@ class OptionalBuildExt(build_ext):
 
 EXTENSIONS = ("relay", "heads", "probesock")  # lbcore_ext/<name>.pyx
 CORE = ("lbcore/balance.py", "lbcore/batch.py", "lbcore/model.py", "lbcore/timers.py", "lbcore/upstream.py",
-        "lbcore/proxy/stream.py", "lbcore/proxy/http.py",
+        "lbcore/proxy/stream.py", "lbcore/proxy/http.py", "lbcore/adoption.py",
         # what rules run per request: the request view, checks, the rule loop
         "lbcore/rules/message.py", "lbcore/rules/checks.py", "lbcore/rules/engine.py",
         "lbcore/rules/frontend.py")

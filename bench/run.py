@@ -62,6 +62,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--lbcore-cmd", default=None,
                    help="command that runs lbcore, '-c FILE' is appended "
                         "(default: python -m lbcore.cli with this repo first on PYTHONPATH)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="global.workers of the lbcore targets (default 1)")
     p.add_argument("--results", type=Path, default=BENCH_DIR / "results",
                    help="where to write results (default bench/results)")
     p.add_argument("--no-install", action="store_true", help="do not apt-get/pip install")
@@ -211,7 +213,8 @@ def write_results(args, tables, memory, memory_failed, samples, load_before) -> 
         chart_name = chart_path.name
     settings = (f"- settings: {args.rounds} round(s) x {args.duration} s, warm-up {args.warmup} s, "
                 f"wrk -t{args.threads} -c{args.connections} (64 B) / -c{args.connections_large} "
-                f"(1 MiB), memory probe {args.memprobe_conns} idle connections")
+                f"(1 MiB), memory probe {args.memprobe_conns} idle connections"
+                + (f", lbcore with global.workers: {args.workers}" if args.workers > 1 else ""))
     load = (f"- load average (1 min): {load_before:.2f} before the run, "
             f"{os.getloadavg()[0]:.2f} after, on {os.cpu_count()} CPUs")
     text = report.markdown(f"lbcore bench {stamp}", tools.environment() + [settings, load], tables,
@@ -258,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         script.write_text(wrk.LUA_SCRIPT)
         lbcore_cmd = lbcore_command(args.lbcore_cmd)
         bench = Bench(procs, workdir, free_ports(2), max_fds, maxconn=max_fds // 2 - 64,
-                      lbcore_cmd=lbcore_cmd)
+                      lbcore_cmd=lbcore_cmd, lbcore_workers=args.workers)
         for index in range(len(bench.backend_ports)):
             start_backend(bench, index, docroot)
         log(f"backends on 127.0.0.1:{bench.backend_ports[0]} and :{bench.backend_ports[1]}")

@@ -1,15 +1,19 @@
 """How lbcore's costs grow with the work, beside haproxy 2.6: `python bench/scale.py`.
 
-Sections (all by default, or `--sections pools,configs,idle`):
+Sections (all by default, or `--sections pools,configs,idle,probes`):
 
-- pools: a backend of 2 / 50 / 500 servers per balancing algorithm, wrk -c50
-  on a 64 B body, lbcore and haproxy (nbthread 1) taking turns; req/s and
-  CPU per request.
+- pools: a backend of 2 / 50 / 500 servers per balancing algorithm (the
+  hash ones in both forms, roundrobin also with mixed weights, haproxy's
+  static-rr beside lbcore's roundrobin), wrk -c50 on a 64 B body, lbcore and
+  haproxy (nbthread 1) taking turns; req/s and CPU per request.
 - configs: 10 / 100 / 300 / 1,000 frontend/backend pairs, 3 tcp-checked servers
   each (inter 2s): start-up time, RSS, idle CPU with the checks running, the
   longest request while the config is reloaded (lbcore: SIGHUP; haproxy -W:
   USR2 to the master), RSS across 6 reloads.
 - idle: 5,000 and 20,000 idle keep-alive clients: RSS growth per client.
+- probes: 1,000 frontend/backend pairs, 3 tcp-checked servers each at
+  inter 2s, haproxy and lbcore side by side and idle: their CPU over the
+  same windows, per probe.
 
 Writes bench/results/scale-<UTC>.md and .json (and scale-latest.md). See
 bench/README.md.
@@ -44,12 +48,24 @@ from bench.targets import REPO_ROOT, _lbcore_env, lbcore_command  # noqa: E402
 
 ALGORITHMS = {  # name in the results: (lb.yaml balance + hash, haproxy.cfg lines)
     "roundrobin": ("balance: roundrobin", "balance roundrobin"),
+    "roundrobin-weighted": ("balance: roundrobin", "balance roundrobin"),
+    "static-rr": ("balance: roundrobin", "balance static-rr"),  # lbcore has roundrobin only
     "leastconn": ("balance: leastconn", "balance leastconn"),
+    "leastconn-weighted": ("balance: leastconn", "balance leastconn"),
     "first": ("balance: first", "balance first"),
     "source": ("balance: source", "balance source"),
+    "source-consistent": ("balance: source\n    hash: consistent", "balance source\n    hash-type consistent"),
+    "uri": ("balance: uri", "balance uri"),
     "uri-consistent": ("balance: uri\n    hash: consistent", "balance uri\n    hash-type consistent"),
 }
+DEFAULT_ALGORITHMS = ("roundrobin", "leastconn", "first", "source", "uri-consistent")
+MIXED_WEIGHTS = (1, 2, 3, 5)  # server i of a "-weighted" pool: MIXED_WEIGHTS[i % 4]
+
+
+def weight(algorithm: str, i: int) -> int:
+    return MIXED_WEIGHTS[i % len(MIXED_WEIGHTS)] if algorithm.endswith("-weighted") else 1
 BACKEND_PORTS = 4  # nginx listens on this many ports; server i uses port i % 4
+PROBE_INTERVAL = 2.0  # seconds: the inter of every check pairs_haproxy / pairs_lbcore write
 
 
 def log(message: str) -> None:
@@ -68,14 +84,16 @@ def pool_haproxy(port: int, backend_ports: list[int], servers: int, algorithm: s
     text = configs.haproxy("http", port, [], maxconn).replace(
         "    balance roundrobin\n", f"    {ALGORITHMS[algorithm][1]}\n")
     return text + "".join(
-        f"    server s{i} 127.0.0.1:{backend_ports[i % len(backend_ports)]}\n" for i in range(servers))
+        f"    server s{i} 127.0.0.1:{backend_ports[i % len(backend_ports)]} weight {weight(algorithm, i)}\n"
+        for i in range(servers))
 
 
 def pool_lbcore(port: int, backend_ports: list[int], servers: int, algorithm: str, maxconn: int) -> str:
     text = configs.lbcore("http", port, [], maxconn).replace(
         "    balance: roundrobin\n", f"    {ALGORITHMS[algorithm][0]}\n")
     return text + "".join(
-        f"      - {{name: s{i}, address: \"127.0.0.1:{backend_ports[i % len(backend_ports)]}\"}}\n"
+        f"      - {{name: s{i}, address: \"127.0.0.1:{backend_ports[i % len(backend_ports)]}\", "
+        f"weight: {weight(algorithm, i)}}}\n"
         for i in range(servers))
 
 
@@ -331,6 +349,52 @@ def section_idle(args, procs, workdir, backend_ports) -> list[dict]:
     return rows
 
 
+def section_probes(args, procs, workdir, backend_ports) -> list[dict]:
+    """Both proxies up at once with the same checks and no traffic; their
+    CPU read over the same windows, so that the shared machine's noise hits
+    both alike."""
+    rows = []
+    for pairs in args.probe_pairs:
+        started = {}
+        for kind in ("haproxy", "lbcore"):
+            make = pairs_haproxy if kind == "haproxy" else pairs_lbcore
+            for attempt in range(3):
+                # The first proxy's probes take ephemeral ports: one of the
+                # free ports picked for the second may be gone by its start.
+                ports = free_ports(pairs)
+                target = Target(kind, procs, workdir, f"probes-{kind}-{pairs}", make(ports, backend_ports, 4000),
+                                args.lbcore_cmd)
+                try:
+                    wait_ports(ports, target)
+                    break
+                except RuntimeError as exc:
+                    target.stop()
+                    if "in use" not in str(exc) or attempt == 2:
+                        raise
+            started[kind] = target
+        time.sleep(PROBE_INTERVAL * 1.5)  # every server probed at least once: steady state
+        windows = {kind: [] for kind in started}
+        for _ in range(args.probe_windows):
+            cpu0 = {kind: tree_cpu_seconds(t.pid) for kind, t in started.items()}
+            time.sleep(args.idle_seconds)
+            for kind, target in started.items():
+                windows[kind].append((tree_cpu_seconds(target.pid) - cpu0[kind]) / args.idle_seconds)
+        for target in started.values():
+            target.stop()
+        probes_per_s = pairs * 3 / PROBE_INTERVAL
+        row = {"pairs": pairs, "probes_per_s": probes_per_s}
+        for kind, values in windows.items():
+            row[f"{kind}_cpu_pct"] = statistics.median(values) * 100
+            row[f"{kind}_us_per_probe"] = statistics.median(values) / probes_per_s * 1e6
+            row[f"{kind}_windows_pct"] = [v * 100 for v in values]
+        row["ratio"] = row["lbcore_cpu_pct"] / row["haproxy_cpu_pct"] if row["haproxy_cpu_pct"] else None
+        log(f"probes {pairs:>5} pairs: haproxy {row['haproxy_cpu_pct']:.1f}% "
+            f"({row['haproxy_us_per_probe']:.0f} us/probe), lbcore {row['lbcore_cpu_pct']:.1f}% "
+            f"({row['lbcore_us_per_probe']:.0f} us/probe), {row['ratio']:.2f}x")
+        rows.append(row)
+    return rows
+
+
 # -- report --------------------------------------------------------------------
 
 def markdown(results: dict) -> str:
@@ -353,6 +417,15 @@ def markdown(results: dict) -> str:
                        f"| {r['idle_cpu_pct']:.1f} | {r['no_reload_longest_ms']:.0f} | {', '.join(f'{v:.0f}' for v in r['reload_longest_ms'])} "
                        f"| {' → '.join(f'{v:.0f}' for v in r['rss_across_reloads_mb'])} |")
         out.append("")
+    if results.get("probes"):
+        out += [f"## Health probes (N pairs x 3 tcp-checked servers, inter {PROBE_INTERVAL:g}s, no traffic; "
+                "both proxies up at once, CPU over the same windows, median)", "",
+                "| pairs | probes/s | haproxy CPU % | lbcore CPU % | haproxy us/probe | lbcore us/probe | ratio |",
+                "|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in results["probes"]:
+            out.append(f"| {r['pairs']} | {r['probes_per_s']:.0f} | {r['haproxy_cpu_pct']:.2f} | {r['lbcore_cpu_pct']:.2f} "
+                       f"| {r['haproxy_us_per_probe']:.1f} | {r['lbcore_us_per_probe']:.1f} | {r['ratio']:.2f}x |")
+        out.append("")
     if results.get("failed"):
         out += ["## Sections that did not run", ""]
         out += [f"- {name}: {why}" for name, why in results["failed"].items()] + [""]
@@ -367,12 +440,15 @@ def markdown(results: dict) -> str:
 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python bench/scale.py", description=__doc__.split("\n")[0])
-    p.add_argument("--sections", default="pools,configs,idle")
+    p.add_argument("--sections", default="pools,configs,idle,probes")
     p.add_argument("--pools", default="2,50,500", help="server counts (default 2,50,500)")
-    p.add_argument("--algorithms", default=",".join(ALGORITHMS))
+    p.add_argument("--algorithms", default=",".join(DEFAULT_ALGORITHMS),
+                   help=f"default {','.join(DEFAULT_ALGORITHMS)}; 'all' or any of {','.join(ALGORITHMS)}")
     p.add_argument("--pairs", default="10,100,300,1000",
                    help="frontend/backend pairs (default 10,100,300,1000)")
     p.add_argument("--idle-clients", default="5000,20000")
+    p.add_argument("--probe-pairs", default="1000", help="pairs in the probes section (default 1000)")
+    p.add_argument("--probe-windows", type=int, default=3, help="CPU windows of --idle-seconds each")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--duration", type=int, default=5)
     p.add_argument("--reloads", type=int, default=6)
@@ -388,7 +464,8 @@ def parse_args(argv):
     args.pools = [int(v) for v in args.pools.split(",") if v]
     args.pairs = [int(v) for v in args.pairs.split(",") if v]
     args.idle_clients = [int(v) for v in args.idle_clients.split(",") if v]
-    args.algorithms = [a for a in args.algorithms.split(",") if a]
+    args.algorithms = list(ALGORITHMS) if args.algorithms == "all" else [a for a in args.algorithms.split(",") if a]
+    args.probe_pairs = [int(v) for v in args.probe_pairs.split(",") if v]
     unknown = [a for a in args.algorithms if a not in ALGORITHMS]
     if unknown:
         p.error(f"unknown algorithm(s) {unknown}; choose from {', '.join(ALGORITHMS)}")
@@ -398,7 +475,8 @@ def parse_args(argv):
     return args
 
 
-SECTIONS = {"pools": section_pools, "configs": section_configs, "idle": section_idle}
+SECTIONS = {"pools": section_pools, "configs": section_configs, "idle": section_idle,
+            "probes": section_probes}
 
 
 def main(argv=None) -> int:

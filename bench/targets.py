@@ -69,6 +69,7 @@ class Bench:
     maxconn: int
     lbcore_cmd: list[str] | None = None
     start_timeout: float = 20.0
+    lbcore_workers: int = 1  # global.workers of the lbcore targets
 
 
 @dataclass
@@ -125,7 +126,8 @@ def start_target(spec: TargetSpec, bench: Bench, tag: str = "",
             name, [which_or_name("nginx"), "-p", str(directory), "-c", str(cfg), "-e", "stderr"])
     elif spec.kind == "lbcore":
         cfg = directory / "lb.yaml"
-        cfg.write_text(configs.lbcore(spec.mode, port, bench.backend_ports, bench.maxconn))
+        cfg.write_text(configs.lbcore(spec.mode, port, bench.backend_ports, bench.maxconn,
+                                      workers=bench.lbcore_workers))
         argv = (bench.lbcore_cmd or lbcore_command(None)) + ["-c", str(cfg)]
         child = bench.procs.start(name, argv, env=_lbcore_env(), cwd=str(REPO_ROOT))
     else:

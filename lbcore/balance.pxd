@@ -4,6 +4,8 @@
 cimport cython
 
 cdef bint _acceptable(object server, object exclude, bint limited)
+# C unsigned arithmetic: the same values as the masked Python ints.
+cpdef unsigned int mix32(unsigned int a)
 
 
 cdef class Balancer:
@@ -16,7 +18,7 @@ cdef class Balancer:
 
 
 cdef class RoundRobin(Balancer):
-    cdef bint _uniform
+    cdef list _cycle
     cdef Py_ssize_t _next
     cdef list _heap, _turns
 

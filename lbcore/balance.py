@@ -29,6 +29,11 @@ from typing import Optional, Sequence
 # weights <= 256 differ by at least 1/65536, far above this scale's step.
 LOAD_SCALE = 1 << 20
 
+# A weighted round robin whose cycle (sum of weights) is at most this long
+# keeps the whole cycle as a list (8 bytes a turn) and picks by index; a
+# longer one takes its turns from a heap as they come.
+CYCLE_LIMIT = 4096
+
 # Points on the consistent-hash ring per unit of weight (HAProxy uses a
 # fixed count per weight unit too): more points, smoother balance, slower
 # rebuilds on state changes.
@@ -168,38 +173,44 @@ class RoundRobin(Balancer):
     deadline first, ties in declaration order). With weights 5,1,1 a cycle
     is a a a b c a a, never a burst of five; every cycle of sum(weights)
     picks gives each server exactly its weight. Equal weights are a plain
-    rotation. O(log n) per pick with weights, O(1) without."""
+    rotation. The cycle is worked out once per pool change and then read by
+    index, O(1) per pick; a cycle longer than CYCLE_LIMIT turns comes from
+    the heap as it goes, O(log n) per pick."""
 
-    __slots__ = ("_uniform", "_next", "_heap", "_turns")
+    __slots__ = ("_cycle", "_next", "_heap", "_turns")
 
     def __init__(self, name: str = "roundrobin") -> None:
         super().__init__(name)
-        self._uniform = True
+        self._cycle = []  # one whole cycle of turns, or None: the heap's
         self._next = 0
         self._heap = []
         self._turns = []
 
     def update(self, servers: Sequence) -> None:
-        self.servers = list(servers)
-        weights = {s.weight for s in self.servers}
-        self._uniform = len(weights) <= 1
+        self.servers = servers = list(servers)
         self._next = 0
+        if len({s.weight for s in servers}) <= 1:
+            self._cycle = servers  # equal weights: the servers in turn
+            return
+        self._cycle = None
         self._new_cycle()
+        total = sum(s.weight for s in servers)
+        if total <= CYCLE_LIMIT:
+            self._cycle = [self._next_server() for _ in range(total)]
 
     def _new_cycle(self) -> None:
-        if self._uniform:
-            return
         servers = self.servers
         self._turns = [0] * len(servers)
         self._heap = [(0.5 / s.weight, i) for i, s in enumerate(servers)]
         heapq.heapify(self._heap)
 
     def _next_server(self):
-        servers = self.servers
-        if self._uniform:
+        cycle = self._cycle
+        if cycle is not None:
             i = self._next
-            self._next = i + 1 if i + 1 < len(servers) else 0
-            return servers[i]
+            self._next = i + 1 if i + 1 < len(cycle) else 0
+            return cycle[i]
+        servers = self.servers
         heap = self._heap
         i = heap[0][1]
         turn = self._turns[i] + 1

@@ -332,6 +332,9 @@ def run(config, started: Optional[list[Callable[[], None]]] = None, takeover_fro
     takeover.take_over(list(takeover_from))  # -sf/-st: the old process's sockets
     if config.global_.workers > 1:
         from .workers import run_master
+        # The workers inherit it; the master holds a copy of every client
+        # connection they keep (lbcore.adoption).
+        raise_fd_limit()
         return run_master(config, started=tuple(started or ()))
     return run_single(config, started=started)
 

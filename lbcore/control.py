@@ -1,6 +1,6 @@
 """The master <-> worker channel: newline-delimited JSON messages over a
 unix stream socket (one socketpair per worker), with file descriptors
-(listening sockets) riding along as SCM_RIGHTS.
+(listening sockets, client connections) riding along as SCM_RIGHTS.
 
 The socket is driven with add_reader/add_writer and recvmsg/sendmsg
 rather than an asyncio transport, because transports cannot carry
@@ -23,11 +23,17 @@ Messages (`t` is the type):
       shutdown_sessions  server row: close that server's sessions
       clear_counters     all: the runtime API's `clear counters [all]`
       certificate        path, pem: a committed `set ssl cert` for new handshakes
+      adopt     conns [[frontend, base64 bytes read]]: a dead worker's client
+                connections, one descriptor each, to carry on (lbcore.adoption)
     worker -> master
       ready     the worker accepts connections
       observe   backend, server, address, reason: a passive failure
       snapshot  id, data
       sessions  id, data
+    worker -> master, on a socket of their own (read by the master every
+    lbcore.adoption.POLL_INTERVAL, not on every message)
+      kept      add [[fd, generation, frontend]] (a descriptor each), gone
+                [[fd, generation]]: client connections accepted and ended
 
 Configs and addresses travel pickled (frozen dataclasses, exactly as the
 master validated them); the socketpair only joins a master to the child it
@@ -80,23 +86,28 @@ class Channel:
         self.closed = False
         self._inbox = bytearray()
         self._fds: deque[int] = deque()
-        self._outbox: deque[list] = deque()  # [memoryview, fds not yet sent]
+        self._outbox: deque[list] = deque()  # [memoryview, fds not yet sent, ours to close]
         self._writing = False
         self._reading = False
+        self.fds_lost = False  # see _take_in
 
     # -- lifecycle -------------------------------------------------------------
 
-    def start(self, loop, on_message: Callable[[Message], None], on_close: Callable[[], None]) -> None:
+    def start(self, loop, on_message: Callable[[Message], None], on_close: Callable[[], None],
+              watch: bool = True) -> None:
         """Deliver messages from now on; those already buffered (read by
-        receive_blocking) are delivered at once, before this returns."""
+        receive_blocking) are delivered at once, before this returns.
+        `watch=False`: read only when drain() is called (the reader is not
+        woken by every message)."""
         self.loop = loop
         self.on_message = on_message
         self.on_close = on_close
         self.sock.setblocking(False)
         if self.closed:
             return
-        loop.add_reader(self.sock.fileno(), self._readable)
-        self._reading = True
+        if watch:
+            loop.add_reader(self.sock.fileno(), self._readable)
+            self._reading = True
         self._deliver()
         if self._outbox:
             self._flush()
@@ -111,6 +122,10 @@ class Channel:
             if self._writing:
                 self.loop.remove_writer(self.sock.fileno())
         self._reading = self._writing = False
+        for _, fds, owned in self._outbox:
+            if owned:
+                for fd in fds:
+                    _close_fd(fd)
         self._outbox.clear()
         while self._fds:
             _close_fd(self._fds.popleft())
@@ -132,6 +147,18 @@ class Channel:
                 raise ConnectionError("control channel closed before the first message")
             self._inbox += data
 
+    def _take_in(self, fds: list[int], flags: int) -> None:
+        self._fds.extend(fds)
+        if flags & socket.MSG_CTRUNC and not self.fds_lost:
+            # Out of descriptors: the kernel dropped some that came with a
+            # message, so which descriptor goes with which message is lost.
+            log.error("control channel: descriptors were dropped (out of descriptors?); "
+                      "the descriptors that came with messages can no longer be trusted")
+            self.fds_lost = True
+
+    def pending_fds(self) -> int:
+        return len(self._fds)
+
     def take_fds(self, count: int) -> list[int]:
         if count > len(self._fds):
             raise ValueError(f"expected {count} descriptors, {len(self._fds)} received")
@@ -139,14 +166,14 @@ class Channel:
 
     def _readable(self) -> None:
         try:
-            data, fds, _, _ = socket.recv_fds(self.sock, READ_SIZE, MAX_FDS)
+            data, fds, flags, _ = socket.recv_fds(self.sock, READ_SIZE, MAX_FDS)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
             log.debug("control channel read failed: %s", exc)
             self._lost()
             return
-        self._fds.extend(fds)
+        self._take_in(fds, flags)
         if not data:
             self._lost()
             return
@@ -188,23 +215,57 @@ class Channel:
 
     # -- sending ---------------------------------------------------------------
 
-    def send(self, message: Message, fds: Iterable[int] = ()) -> bool:
+    def send(self, message: Message, fds: Iterable[int] = (), owned: bool = False) -> bool:
         """Queue `message`; False if the channel is closed. The descriptors
-        are duplicated into the peer on sending: the caller keeps its own."""
-        if self.closed:
-            return False
+        are duplicated into the peer on sending: the caller keeps its own,
+        unless `owned`: then the channel closes them once sent (or dropped).
+        Descriptors that cannot go at once are duplicated, so that what is
+        sent later is what the caller meant even if it closed its own."""
         fds = list(fds)
+        if self.closed:
+            if owned:
+                for fd in fds:
+                    _close_fd(fd)
+            return False
         if len(fds) > MAX_FDS:
             raise ValueError(f"at most {MAX_FDS} descriptors per message")
-        self._outbox.append([memoryview(_encode(message)), fds])
+        entry = [memoryview(_encode(message)), fds, owned]
+        self._outbox.append(entry)
         if self.loop is not None and not self._writing:
             self._flush()
+        if entry[1] and not entry[2]:
+            copies: list[int] = []
+            try:
+                for fd in entry[1]:
+                    copies.append(os.dup(fd))
+            except OSError:  # out of descriptors: the caller's must do
+                for fd in copies:
+                    _close_fd(fd)
+            else:
+                entry[1], entry[2] = copies, True
         return True
+
+    def drain(self) -> None:
+        """Deliver every message the peer sent that is still unread."""
+        while not self.closed and self.loop is not None:
+            try:
+                data, fds, flags, _ = socket.recv_fds(self.sock, READ_SIZE, MAX_FDS)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self._lost()
+                return
+            self._take_in(fds, flags)
+            if not data:
+                self._lost()
+                return
+            self._inbox += data
+            self._deliver()
 
     def _flush(self) -> None:
         while self._outbox:
             entry = self._outbox[0]
-            view, fds = entry
+            view, fds, owned = entry
             try:
                 if fds:
                     sent = self.sock.sendmsg(
@@ -217,6 +278,9 @@ class Channel:
                 log.debug("control channel write failed: %s", exc)
                 self._lost()
                 return
+            if owned:
+                for fd in fds:
+                    _close_fd(fd)
             entry[1] = []  # the descriptors went with the first byte
             if sent < len(view):
                 entry[0] = view[sent:]

@@ -76,7 +76,7 @@ class WorkerBalancer(LoadBalancer):
     serves_peers = False
 
     def __init__(self, config: Config, channel: Channel, groups: dict[Address, list[socket.socket]],
-                 state: list, slot: int) -> None:
+                 state: list, slot: int, table: Optional[tuple[int, int, int]] = None) -> None:
         super().__init__(config, reuse_port=True)
         self.channel = channel
         self.slot = slot
@@ -84,6 +84,7 @@ class WorkerBalancer(LoadBalancer):
         # each address's group with this worker's own socket first.
         self._incoming = groups
         self._initial_state = state
+        self._table = table  # (memfd, slots, socket) shared with the master (lbcore.adoption)
         # Messages that arrive while a reload is being applied wait for it,
         # so the state sent after a reload lands on the reloaded runtime.
         self._held: Optional[list] = None
@@ -127,10 +128,17 @@ class WorkerBalancer(LoadBalancer):
         view of the servers is applied."""
         self._apply(self._initial_state)
         self._initial_state = None
+        if self._table is not None:
+            from .adoption import Journal
+            self.ctx.journal = Journal(loop, *self._table)
+            self._table = None
         self.channel.start(loop, self._on_message, self._on_master_lost)
         self.channel.send({"t": "ready", "pid": os.getpid()})
 
     def _on_message(self, message: dict) -> None:
+        if message["t"] == "adopt":
+            self._adopt(message)  # descriptors in hand: never held back by a reload
+            return
         if self._held is not None:
             self._held.append(message)
             return
@@ -163,6 +171,24 @@ class WorkerBalancer(LoadBalancer):
                     server.set_health(health == UP, "master")
         finally:
             self._quiet.active = False
+
+    def _adopt(self, message: dict) -> None:
+        """Connections a dead sibling was serving, taken on here."""
+        from .adoption import adopted
+        conns = message.get("conns") or []
+        fds = self.channel.take_fds(len(conns))
+        taken = 0
+        for frontend, sock, pending in adopted(message, fds):
+            handler = self.handlers.get(frontend)
+            adopt = getattr(handler, "adopt", None)
+            try:
+                if adopt is not None and adopt(sock, pending):
+                    taken += 1
+                    continue
+            except Exception:
+                log.exception("worker: adopting a connection failed")
+            sock.close()
+        log.info("worker %d: took on %d of %d connections of a dead worker", self.slot, taken, len(conns))
 
     def _send_snapshot(self, message: dict) -> None:
         from .stats.snapshot import snapshot
@@ -232,13 +258,14 @@ def worker_main(argv: Optional[list[str]] = None) -> int:
         groups = {address: [socket.socket(fileno=fd) for fd in fds]
                   for address, fds in unpack(hello["sockets"]).items()}
         state, slot = hello["state"], hello["slot"]
+        table = tuple(hello["journal"]) if hello.get("journal") else None
     except Exception as exc:
         print(f"lbcore worker: no valid start message from the master: {exc}", file=sys.stderr)
         return EXIT_START
 
     import uvloop
 
-    worker = WorkerBalancer(config, channel, groups, state, slot)
+    worker = WorkerBalancer(config, channel, groups, state, slot, table)
     try:
         return uvloop.run(worker.run())
     except BindError as exc:

@@ -56,6 +56,7 @@ from typing import Any, Optional
 
 from . import state_file, systemd, takeover
 from .config import Address, Config, ConfigError
+from .adoption import POLL_INTERVAL, Keeper, adopt_message
 from .control import MAX_FDS, Channel, find_server, pack, server_state, state_rows, worker_config
 from .health import HealthChecker
 from .listeners import bind_socket, inherited
@@ -106,6 +107,7 @@ class Slot:
         self.crashes = 0  # consecutive early deaths
         self.restart_timer: Optional[asyncio.TimerHandle] = None
         self.waiters: dict[int, asyncio.Future] = {}
+        self.keeper: Optional[Keeper] = None  # its process's connections (lbcore.adoption)
 
     @property
     def pid(self) -> Optional[int]:
@@ -169,6 +171,9 @@ class Master:
         self._shutting_down = False
         # Called once every worker is ready (-sf, -Ws, -D).
         self.on_started: list = []
+        # Connections of a dead worker waiting for a worker to take them on
+        # (lbcore.adoption): (frontend, descriptor, bytes read).
+        self.orphans: list[tuple[str, int, bytes]] = []
 
     # -- start -----------------------------------------------------------------
 
@@ -208,6 +213,7 @@ class Master:
             self._spawn(slot)
         watcher = loop.create_task(self._watch())
         poller = loop.create_task(self._poll_counters())
+        keepers = loop.create_task(self._poll_keepers())
         log.info("lbcore master started (pid %d), %d workers: %s", os.getpid(), self.count, ", ".join(
             f"{name} on {', '.join(str(a) for a in fe.binds)} ({fe.mode})"
             for name, fe in config.frontends.items()))
@@ -216,6 +222,7 @@ class Master:
         finally:
             watcher.cancel()
             poller.cancel()
+            keepers.cancel()
 
     def _bind(self, config: Config, keep: dict) -> dict[Address, list[socket.socket]]:
         """One SO_REUSEPORT listening socket per worker for every bind of
@@ -325,6 +332,13 @@ class Master:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         fds = {address: self._group_fds(group, slot) for address, group in self.listeners.items()}
         passed = [fd for group in fds.values() for fd in group]
+        try:
+            keeper = Keeper(self.loop)
+        except OSError as exc:
+            keeper = None
+            log.error("worker %d: no table for its connections (%s): they die with it", slot.index, exc)
+        if keeper is not None:
+            passed += [keeper.fd, keeper.their_fd]
         # The master alone speaks to systemd (NotifyAccess=main).
         env = {name: value for name, value in os.environ.items() if name != "NOTIFY_SOCKET"}
         env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
@@ -335,12 +349,17 @@ class Master:
                 start_new_session=True, env=env)
         except OSError as exc:
             parent.close()
+            if keeper is not None:
+                keeper.close()
             log.error("cannot start worker %d: %s", slot.index, exc)
             self._schedule_restart(slot, crashed=True)
             return
         finally:
             child.close()
         slot.proc = proc
+        slot.keeper = keeper
+        if keeper is not None:
+            keeper.given()
         slot.started_at = time.monotonic()
         slot.ready = False
         channel = slot.channel = Channel(parent)
@@ -350,6 +369,7 @@ class Master:
             "t": "hello", "slot": slot.index,
             "config": pack(worker_config(self.config)), "sockets": pack(fds),
             "state": state_rows(self.runtime),
+            "journal": [keeper.fd, keeper.slots, keeper.their_fd] if keeper is not None else None,
         })
         if self.certificates is not None:
             for path, pem in self.certificates.committed.items():
@@ -385,6 +405,9 @@ class Master:
         elif kind == "ready":
             slot.ready = True
             log.info("worker %d started (pid %d)", slot.index, slot.pid)
+            if self.orphans:
+                orphans, self.orphans = self.orphans, []
+                self._hand_on(orphans, dead=-1)
             if not self.started and all(s.ready for s in self.slots):
                 self.started = True
                 systemd.ready()
@@ -428,6 +451,12 @@ class Master:
         if slot.channel is not None:
             slot.channel.close()
             slot.channel = None
+        keeper, slot.keeper = slot.keeper, None
+        if keeper is not None:
+            if not self.stopping and proc.returncode != 0:
+                keeper.poll()  # what it sent until it died
+                self._carry_on(slot, keeper)
+            keeper.close()
         slot.forget_waiters()
         how = _exit_description(proc.returncode)
         lived = time.monotonic() - slot.started_at
@@ -448,6 +477,33 @@ class Master:
         log.error("worker %d (pid %d) died (%s) after %.1fs; restarting it%s", slot.index, proc.pid, how,
                   lived, f" in {delay:.1f}s" if delay else "")
 
+    def _carry_on(self, slot: Slot, keeper: Keeper) -> None:
+        """A worker died: the connections it held that can be carried on go
+        to the other workers (lbcore.adoption); the rest close now."""
+        carried, closed = keeper.orphans()
+        if not carried and not closed:
+            return
+        log.warning("worker %d died holding %d client connections: %d handed to other workers, "
+                    "%d closed (a response had started, or a request that may not be sent twice)",
+                    slot.index, len(carried) + closed, len(carried), closed)
+        self._hand_on(carried, slot.index)
+
+    def _hand_on(self, orphans: list[tuple[str, int, bytes]], dead: int) -> None:
+        """To the running workers in turn; if none runs, to the first that
+        becomes ready."""
+        targets = [s for s in self.slots if s.index != dead and s.ready and s.channel is not None] \
+            or [s for s in self.slots if s.ready and s.channel is not None]
+        if not targets:
+            self.orphans.extend(orphans)
+            return
+        shares: list[list] = [[] for _ in targets]
+        for i, orphan in enumerate(orphans):
+            shares[i % len(targets)].append(orphan)
+        for target, share in zip(targets, shares):
+            for start in range(0, len(share), MAX_FDS):
+                batch = share[start:start + MAX_FDS]
+                target.channel.send(adopt_message(batch), [fd for _, fd, _ in batch], owned=True)
+
     def _keep_counts(self, slot: Slot, proc: subprocess.Popen) -> None:
         from .stats.snapshot import merge, retired
         last = self.last_replies.pop(slot.index, None)
@@ -462,6 +518,15 @@ class Master:
         while True:
             await asyncio.sleep(COUNTER_POLL)
             await asyncio.gather(*(self._ask(slot) for slot in self.slots))
+
+    async def _poll_keepers(self) -> None:
+        """Take in the connections the workers kept and ended: in batches,
+        so that a new connection does not wake the master."""
+        while True:
+            await asyncio.sleep(POLL_INTERVAL)
+            for slot in self.slots:
+                if slot.keeper is not None:
+                    slot.keeper.poll()
 
     def _schedule_restart(self, slot: Slot, crashed: bool) -> float:
         slot.crashes = slot.crashes + 1 if crashed else 0
@@ -683,6 +748,13 @@ class Master:
         if self._shutting_down:
             return
         self._shutting_down = True
+        for _, fd, _ in self.orphans:
+            os.close(fd)
+        self.orphans = []
+        for slot in self.slots:
+            if slot.keeper is not None:
+                slot.keeper.close()
+                slot.keeper = None
         await self._stop_health()
         if self.stats is not None:
             self.stats.close()

@@ -268,14 +268,17 @@ def get_json(port: int, path: str = "/stats.json", auth=None) -> dict:
 
 class Load:
     """Several keep-alive clients doing GETs in a loop until stopped; every
-    failure (exception or non-2xx) is recorded with its reason."""
+    failure (exception or non-2xx) is recorded with its reason. `fresh`:
+    a new connection for every request instead."""
 
-    def __init__(self, port: int, clients: int = 4, path: str = "/echo", pause: float = 0.0):
+    def __init__(self, port: int, clients: int = 4, path: str = "/echo", pause: float = 0.0,
+                 fresh: bool = False):
         import threading
 
         self.port = port
         self.path = path
         self.pause = pause
+        self.fresh = fresh
         self.ok = 0
         self.failures: list[str] = []
         self.servers: dict[str, int] = {}
@@ -314,7 +317,7 @@ class Load:
                         self.servers[server] = self.servers.get(server, 0) + 1
                     else:
                         self.failures.append(f"status {resp.status}: {body[:80]!r}")
-                if resp.getheader("Connection", "").lower() == "close":
+                if self.fresh or resp.getheader("Connection", "").lower() == "close":
                     conn.close()
                     conn = None
             except (OSError, http.client.HTTPException) as exc:

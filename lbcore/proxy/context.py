@@ -32,6 +32,9 @@ class ProxyContext:
         # withdraw this node, while connections are still accepted.
         self.withdrawn = False
         self.acceptors: list = []  # every Acceptor, to resume paused ones
+        # A worker process's lbcore.adoption.Journal: its master keeps a copy
+        # of every plain-http client connection and can hand it on.
+        self.journal = None
 
     def may_accept(self, frontend: Frontend) -> bool:
         return (not self.stopping and self.connections < self.maxconn

@@ -6,6 +6,7 @@ from lbcore.model cimport Server, Frontend
 from lbcore.timers cimport Sweeper
 from lbcore.upstream cimport UpstreamConnection, UpstreamPool
 from lbcore.proxy.stream cimport Stream
+from lbcore.adoption cimport Kept
 
 
 @cython.final
@@ -74,11 +75,16 @@ cdef class ClientConnection:
     cdef public object relay
     cdef public bytes key
     cdef public object facts
+    cdef public Kept kept
+    cdef public bint kept_open, kept_settle
 
     cpdef _pause(self, int reason)
     cpdef _resume(self, int reason)
     cpdef close(self)
     cpdef data_received(self, bytes data)
+    cpdef _journal(self, bytes data)
+    cpdef _unsafe(self)
+    cpdef _settle(self)
     cpdef _fast_head(self, bytes data)
     cpdef _fast_body(self, bytes data)
     cpdef _request_ready(self, Exchange ex)

@@ -51,6 +51,7 @@ MAX_REPLAY = 64 * 1024  # request bodies up to this size can be replayed on a re
 MAX_HELD_RESPONSE = 64 * 1024
 IDLE_CLOSE_DELAY = 0.5  # stopping: idle keep-alive connections close after this
 IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"))
+SETTLE_RETRY = 0.05  # a response still in the transport's buffer: look again after this (lbcore.adoption)
 
 # Request headers the proxy owns, by lower-case name.
 H_HOST, H_CONNECTION, H_HOP, H_TE, H_CL, H_XFF, H_XFP, H_UPGRADE, H_EXPECT = range(9)
@@ -204,12 +205,31 @@ class HttpProxy:
                 return self.settings_no_xff
         return self.settings
 
-    def accept(self, sock, peer) -> None:
+    def accept(self, sock, peer, pending: bytes = b"") -> None:
         self.ctx.opened(self.frontend)
         client = ClientConnection(self, peer)
+        journal = self.ctx.journal
+        if journal is not None and self.ssl is None:
+            client.kept = journal.keep(sock, self.frontend.name, pending)
+            client.kept_open = client.kept is not None
         task = self.loop.create_task(
             self.loop.connect_accepted_socket(lambda: client, sock, ssl=self.ssl))
         task.add_done_callback(client.accepted)
+
+    def adopt(self, sock, pending: bytes) -> bool:
+        """A connection a dead worker was serving (lbcore.adoption): taken
+        on as if accepted here, `pending` as if just read from it."""
+        if self.ssl is not None or self.ctx.journal is None or self.ctx.stopping:
+            return False
+        try:
+            peer = sock.getpeername()
+        except OSError:
+            return False  # the client is gone already
+        if sock.fileno() >= self.ctx.journal.slots:
+            return False
+        sock.setblocking(False)
+        self.accept(sock, peer, pending)
+        return True
 
     def drain(self) -> None:
         """Stopping: close idle keep-alive connections, close the others
@@ -230,7 +250,7 @@ class ClientConnection:
         "parser", "current", "active", "queue", "deadline", "pause_mask", "closing",
         "made", "gone", "tunnel", "proto", "server_timeout", "pending_error", "out",
         "clock", "head_buf", "body_left", "receiving", "settings", "refused", "relay", "key",
-        "facts",
+        "facts", "kept", "kept_open", "kept_settle",
     )
 
     def __init__(self, proxy: HttpProxy, peer) -> None:
@@ -265,6 +285,13 @@ class ClientConnection:
         self.receiving: Optional[Exchange] = None  # whose body they are
         self.settings = proxy.settings_for(peer)
         self.facts = None  # the connection as rules see it (frontends with rules)
+        # In a worker process: the connection's slot in the table its master
+        # reads if this process dies (lbcore.adoption); whether a successor
+        # could carry the connection on now; whether it could once the last
+        # response is out in full.
+        self.kept = None
+        self.kept_open = False
+        self.kept_settle = False
 
     # -- connection life -----------------------------------------------------
 
@@ -275,6 +302,11 @@ class ClientConnection:
             if not self.made:
                 self.gone = True
                 self.ctx.closed(self.frontend)
+                kept = self.kept
+                if kept is not None:
+                    self.kept = None
+                    self.kept_open = self.kept_settle = False
+                    kept.release(False)  # its descriptor is closed (and its number maybe reused)
 
     def connection_made(self, transport) -> None:
         self.made = True
@@ -290,8 +322,22 @@ class ClientConnection:
             if not rules.tcp_request(self.facts):
                 self.refused = True
                 transport.abort()
+        kept = self.kept
+        if kept is not None and kept.pending:
+            # Adopted from a dead worker: what it had read comes first.
+            pending, kept.pending = kept.pending, b""
+            if not self.refused:
+                self.data_received(pending)
 
     def connection_lost(self, exc) -> None:
+        kept = self.kept
+        if kept is not None:
+            # Called before the transport closes its descriptor: shut the
+            # connection down, or the master's copy would keep it open. A
+            # relay has its own descriptors and carries the connection on.
+            self.kept = None
+            self.kept_open = self.kept_settle = False
+            kept.release(self.relay is None)
         if self.gone or self.relay is not None:
             return  # (a relay carries the connection on; see _hand_over)
         self.gone = True
@@ -352,6 +398,8 @@ class ClientConnection:
         if self.tunnel is not None:
             self.tunnel.resume()
             return
+        if self.kept_settle:
+            self._settle()
         ex = self.active
         if ex is not None and ex.upstream is not None:
             ex.upstream.resume()
@@ -424,6 +472,8 @@ class ClientConnection:
     # -- client bytes --------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
+        if self.kept is not None:
+            self._journal(data)
         self.frontend.bytes_in += len(data)
         if self.tunnel is not None:
             self.tunnel.server.bytes_in += len(data)
@@ -443,6 +493,45 @@ class ClientConnection:
                 return
             else:
                 data = self._fast_head(data)
+
+    def _journal(self, data: bytes) -> None:
+        """In a worker: the bytes read go to the table the master reads if
+        this process dies (lbcore.adoption)."""
+        if self.kept_settle:
+            self._settle()
+        if self.kept_open and not self.kept.consumed(data):
+            self.kept_open = False
+
+    def _unsafe(self) -> None:
+        """A successor could no longer carry this connection on: a response
+        has started, or a request that may not be sent twice was read."""
+        self.kept_open = False
+        self.kept.unsafe()
+
+    def _settle(self) -> None:
+        """After a response: once it is out in full (in the kernel's hands)
+        and nothing else is pending, a successor could carry the connection
+        on again, from whatever was read of the next request."""
+        if (self.active is not None or self.current is not None or self.queue or self.body_left
+                or self.tunnel is not None or self.relay is not None or self.closing or self.refused
+                or self.gone or self.out is not None or self.transport is None):
+            return
+        kept = self.kept
+        if self.transport.get_write_buffer_size():
+            # Still in the transport's buffer, which tells us nothing when it
+            # drains below its low-water mark: look again shortly.
+            if kept.retry is None:
+                kept.retry = self.proxy.loop.call_later(SETTLE_RETRY, self._settle_later)
+            return
+        self.kept_settle = False
+        self.kept_open = kept.settled(self.head_buf)
+
+    def _settle_later(self) -> None:
+        kept = self.kept
+        if kept is not None:
+            kept.retry = None
+            if self.kept_settle:
+                self._settle()
 
     def _fast_head(self, data: bytes) -> bytes:
         """At a message boundary: a complete, plain head is handled with one
@@ -658,6 +747,8 @@ class ClientConnection:
 
     def _request_ready(self, ex: Exchange) -> None:
         """The head is in: answer, dispatch or queue behind the active one."""
+        if self.kept_open and ex.method not in IDEMPOTENT:
+            self._unsafe()
         settings = self.settings
         monitor = settings.monitor_uri
         if monitor is not None and ex.url.split(b"?", 1)[0] == monitor:
@@ -1019,6 +1110,8 @@ class ClientConnection:
         if len(data) >= SEND_NOW:
             self.flush()
             if not self.gone:
+                if self.kept_open:
+                    self._unsafe()  # before a byte reaches the client
                 self.transport.write(data)
             return
         if self.out is None:
@@ -1032,10 +1125,17 @@ class ClientConnection:
         if out is not None:
             self.out = None
             if not self.gone:
+                if self.kept_open:
+                    # Before a byte reaches the client: until then, what is
+                    # held here dies with a killed worker and the request
+                    # may be answered by another (lbcore.adoption).
+                    self._unsafe()
                 if len(out) == 1:
                     self.transport.write(out[0])
                 else:
                     self.transport.writelines(out)  # one writev, no copy
+        if self.kept_settle:
+            self._settle()
 
     def _release_held(self, ex: Exchange) -> None:
         """The held response goes to the client: from now on it streams."""
@@ -1163,6 +1263,8 @@ class ClientConnection:
     def start_tunnel(self, upstream: UpstreamConnection, rest: bytes) -> None:
         """101: from now on bytes flow both ways untouched. `rest`: what the
         server sent right behind its 101."""
+        if self.kept_open:
+            self._unsafe()
         ex = self.active
         self.tunnel = upstream
         self.parser = None
@@ -1272,6 +1374,10 @@ class ClientConnection:
             self.deadline = self.sweeper.now + self.settings.keep_alive
         else:
             self.deadline = self.sweeper.now + self.settings.http_request
+        if self.kept is not None:
+            self.kept_settle = True
+            if self.out is None:
+                self._settle()  # else once flush() sent the response
 
     def write_log(self, ex: Exchange) -> None:
         """StreamOwner: the access line, naming the backend and server the
@@ -1302,6 +1408,8 @@ class ClientConnection:
 
     def _error(self, ex: Exchange, code: int) -> None:
         """Answer with one of HAProxy's canned errors and close."""
+        if self.kept_open:
+            self._unsafe()
         if ex.upstream is not None:
             # The request already went to a server: its answer has no taker.
             ex.upstream.abort()

@@ -53,6 +53,25 @@ def test_roundrobin_proportional_to_weight(weights):
     assert counts == {f"s{i}": w * 20 for i, w in enumerate(weights)}
 
 
+def test_roundrobin_longer_cycles_than_the_precomputed_limit():
+    """A cycle longer than CYCLE_LIMIT turns comes from the heap as it
+    goes: the same proportions and smoothness."""
+    weights = (256,) * (balance.CYCLE_LIMIT // 256) + (3, 1)
+    assert sum(weights) > balance.CYCLE_LIMIT
+    servers = [S(f"s{i}", w) for i, w in enumerate(weights)]
+    seq = picks(make("roundrobin", servers), sum(weights) * 2)
+    assert Counter(seq) == {f"s{i}": w * 2 for i, w in enumerate(weights)}
+    short = [S("a", 5), S("b", 1), S("c", 1)]
+    assert picks(make("roundrobin", short), 14) == list("aaabcaa") * 2
+
+
+def test_the_key_mix_is_the_same_in_both_builds():
+    # Fixed values: the compiled build computes in C unsigned ints.
+    assert [balance.mix32(x) for x in (0, 1, 0xFFFFFFFF, 123456789, 0x80000000)] == [
+        1800329511, 3028713910, 4268016002, 3651903009, 2122005522]
+    assert balance.key_hash(b"/v2/images/1") == 2477138464
+
+
 def test_roundrobin_survives_pool_changes():
     a, b, c = S("a", 2), S("b", 1), S("c", 1)
     rr = make("roundrobin", [a, b, c])

@@ -9,7 +9,7 @@ import sys
 import lbcore_ext
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CORE = ["lbcore.balance", "lbcore.batch", "lbcore.model", "lbcore.proxy.http", "lbcore.proxy.stream",
+CORE = ["lbcore.adoption", "lbcore.balance", "lbcore.batch", "lbcore.model", "lbcore.proxy.http", "lbcore.proxy.stream",
         "lbcore.rules.checks", "lbcore.rules.engine", "lbcore.rules.frontend", "lbcore.rules.message",
         "lbcore.timers", "lbcore.upstream"]
 PROBE = ("import lbcore, lbcore.proxy.http as h, lbcore.rules.frontend, lbcore_ext; "
