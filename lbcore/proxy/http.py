@@ -576,10 +576,10 @@ class ClientConnection:
             # HTTP/1.0 stays 1.0 (it may lack Host), asking the server to
             # keep the connection for the pool.
             tail += b"Connection: keep-alive\r\n"
-        if settings.rules is not None:
+        rules = settings.rules
+        if rules is not None:
             # The head is rendered once the rules ran (_request_rules).
-            ex.request = settings.rules.request(self.facts, method, target,
-                                                b"1.1" if minor else b"1.0", lines)
+            ex.request = rules.request(self.facts, method, target, b"1.1" if minor else b"1.0", lines)
             ex.tail = tail
         elif minor == 0:
             ex.head = b"".join((method, b" ", target, b" HTTP/1.0\r\n", lines, tail, b"\r\n"))
@@ -846,7 +846,7 @@ class ClientConnection:
             if ex.complete:
                 self._answer_local(ex)
             return False
-        if request.changed or not ex.head:
+        if request.is_changed() or not ex.head:
             ex.head = b"".join((request.method, b" ", request.target, b" HTTP/", request.version, b"\r\n",
                                 request.headers.block, ex.tail, b"\r\n"))
         ex.choose_backend(rules.use_backend(request))

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
+from .message import conn_of
+
 STOP = "stop"
 REJECT = "reject"
 
@@ -77,7 +79,7 @@ class ConnectionText(Renderer):
         self.fact = {"src": 0, "dst": 1, "dst_port": 2}[fact]
 
     def text(self, msg) -> bytes:
-        conn = msg.conn
+        conn = conn_of(msg)
         if self.fact == 0:
             return conn.src_bytes()
         if self.fact == 1:
@@ -108,7 +110,8 @@ class SetHeader(Action):
         self.replace = replace
 
     def apply(self, msg) -> Any:
-        headers = msg.headers
+        message = msg  # a request or a response (a C type check when compiled)
+        headers = message.headers
         if self.replace and headers.has_at(self.key):
             headers.delete(self.key[1:-1])
         headers.add(self.name, self.render.text(msg))
@@ -122,7 +125,8 @@ class DelHeader(Action):
         self.key = b"\n" + lname + b":"
 
     def apply(self, msg) -> Any:
-        headers = msg.headers
+        message = msg
+        headers = message.headers
         if headers.has_at(self.key):
             headers.delete(self.key[1:-1])
         return None

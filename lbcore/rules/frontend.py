@@ -15,10 +15,9 @@ from __future__ import annotations
 
 from typing import Mapping, Optional, Union
 
-from .engine import REJECT, run
+from .engine import REJECT, choose_backend, run
 from .answers import Answer
 from .message import Connection, Request, Response
-from .switching import choose_backend
 
 
 def _plain(rules) -> tuple:
@@ -119,7 +118,7 @@ class FrontendRules:
         """None to go on (the request may have been edited; its backend
         chosen), or the answer the client gets."""
         result = run(self.request_rules, request)
-        if result is not None and result.__class__ is Answer:
+        if result is not None and type(result) is Answer:
             return result
         backend = None
         if self.switching:
@@ -133,7 +132,7 @@ class FrontendRules:
         backend_rules = self.backend_rules.get(id(target), _NONE)[0]
         if backend_rules:
             result = run(backend_rules, request)
-            if result is not None and result.__class__ is Answer:
+            if result is not None and type(result) is Answer:
                 return result
         return None
 
@@ -155,11 +154,11 @@ class FrontendRules:
         response = Response(request, request.conn, status, head[line_end:])
         if backend_rules:
             result = run(backend_rules, response)
-            if result is not None and result.__class__ is Answer:
+            if result is not None and type(result) is Answer:
                 return result
         if frontend_rules:
             result = run(frontend_rules, response)
-            if result is not None and result.__class__ is Answer:
+            if result is not None and type(result) is Answer:
                 return result
         if response.changed:
             return head[:line_end] + response.headers.block

@@ -248,15 +248,30 @@ class Headers:
             self._set_block(b"".join(out))
 
 
-class Request:
+class Message:
+    """What a request and a response share: the connection's facts and the
+    header block (one type, so compiled checks read both as C fields)."""
+
+    __slots__ = ("conn", "headers")
+
+
+def conn_of(msg) -> Connection:
+    """The connection facts a rule reads: the message's, or the connection
+    itself for tcp_request rules."""
+    if type(msg) is Connection:
+        return msg
+    message = msg
+    return message.conn
+
+
+class Request(Message):
     """One request head as rules see and change it.
 
     `target` is the request-target as received (origin form `/p?q`, or
     absolute form `http://host/p?q`); `path` and `query` are read from it.
     `stick` is free for per-request state of stick-table tracking."""
 
-    __slots__ = ("conn", "method", "target", "version", "headers", "_path", "_query",
-                 "_edited", "stick", "backend")
+    __slots__ = ("method", "target", "version", "_path", "_query", "_edited", "stick", "backend")
 
     def __init__(self, conn: Connection, method: bytes, target: bytes, version: bytes,
                  header_block: bytes) -> None:
@@ -314,10 +329,13 @@ class Request:
         self._path = None
         self._edited = True
 
-    @property
-    def changed(self) -> bool:
+    def is_changed(self) -> bool:
         """Any edit (target or headers): the proxy re-renders the head."""
         return self._edited or self.headers.edited
+
+    @property
+    def changed(self) -> bool:
+        return self.is_changed()
 
     @changed.setter
     def changed(self, value: bool) -> None:
@@ -327,11 +345,11 @@ class Request:
         return self.headers.block
 
 
-class Response:
+class Response(Message):
     """A server's response head as http_response rules see and change it;
     `request` is the request it answers (its connection facts stay readable)."""
 
-    __slots__ = ("request", "conn", "status", "headers", "_edited")
+    __slots__ = ("request", "status", "_edited")
 
     def __init__(self, request: Optional[Request], conn: Connection, status: int,
                  header_block: bytes) -> None:
