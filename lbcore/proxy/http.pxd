@@ -98,7 +98,9 @@ cdef class ClientConnection:
     cpdef bint _request_rules(self, Exchange ex) except -1
     cpdef connect_server(self, Exchange ex, Server server)
     cpdef _attach(self, Exchange ex, UpstreamConnection upstream)
+    @cython.locals(rules=FrontendRules)
     cpdef response_head(self, UpstreamConnection upstream, int status, bytes head)
+    @cython.locals(rules=FrontendRules)
     cpdef whole_response(self, UpstreamConnection upstream, bytes head, bytes body)
     cpdef response_body(self, body)
     cpdef _send(self, bytes data)

@@ -985,8 +985,9 @@ class ClientConnection:
         framing and Connection header for the client are decided here."""
         ex = self.active
         if ex.request is not None:
-            edited = self.settings.rules.http_response(ex.request, head)
-            if edited.__class__ is not bytes:
+            rules = self.settings.rules
+            edited = rules.http_response(ex.request, head)
+            if type(edited) is not bytes:
                 # Denied: the server's response is read to its end and
                 # dropped (see response_body), the rule's answer sent instead.
                 ex.answer = edited
@@ -1037,8 +1038,9 @@ class ClientConnection:
         body and the end of the exchange in one step (the common case)."""
         ex = self.active
         if ex.request is not None:
-            edited = self.settings.rules.http_response(ex.request, head)
-            if edited.__class__ is not bytes:
+            rules = self.settings.rules
+            edited = rules.http_response(ex.request, head)
+            if type(edited) is not bytes:
                 ex.t_response = self.clock()
                 self._send_answer(ex, edited)  # denied: the rule's answer instead
                 if not ex.complete:

@@ -37,7 +37,7 @@ cdef class CallRenderer(Renderer):
 
 
 cdef class SetHeader(Action):
-    cdef public bytes name, key
+    cdef public bytes name, lname, key
     cdef public Renderer render
     cdef public bint replace
 
@@ -46,7 +46,7 @@ cdef class SetHeader(Action):
 
 
 cdef class DelHeader(Action):
-    cdef public bytes key
+    cdef public bytes lname, key
 
     @cython.locals(message=Message, headers=Headers)
     cpdef object apply(self, object msg)

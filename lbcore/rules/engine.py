@@ -101,11 +101,12 @@ class SetHeader(Action):
     """set_header (`replace`: every line of the name goes first) and
     add_header; `render.text(msg)` gives the value."""
 
-    __slots__ = ("name", "key", "render", "replace")
+    __slots__ = ("name", "lname", "key", "render", "replace")
 
     def __init__(self, name: bytes, render: Callable, replace: bool) -> None:
         self.name = name
-        self.key = b"\n" + name.lower() + b":"
+        self.lname = name.lower()
+        self.key = b"\n" + self.lname + b":"
         self.render = render
         self.replace = replace
 
@@ -113,22 +114,23 @@ class SetHeader(Action):
         message = msg  # a request or a response (a C type check when compiled)
         headers = message.headers
         if self.replace and headers.has_at(self.key):
-            headers.delete(self.key[1:-1])
+            headers.delete(self.lname)
         headers.add(self.name, self.render.text(msg))
         return None
 
 
 class DelHeader(Action):
-    __slots__ = ("key",)
+    __slots__ = ("lname", "key")
 
     def __init__(self, lname: bytes) -> None:
+        self.lname = lname
         self.key = b"\n" + lname + b":"
 
     def apply(self, msg) -> Any:
         message = msg
         headers = message.headers
         if headers.has_at(self.key):
-            headers.delete(self.key[1:-1])
+            headers.delete(self.lname)
         return None
 
 

@@ -1,6 +1,7 @@
 # Cython declarations for message.py, compiled from the same source by
 # setup.py: what rules read per request becomes C fields and C calls.
 cimport cython
+from lbcore.rules cimport bytesearch
 
 cdef class Connection:
     cdef public object src, dst, sni
