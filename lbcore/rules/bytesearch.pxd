@@ -4,18 +4,33 @@
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 
 
-cdef extern from "string.h":
-    void *memmem(const void *hay, size_t hay_len, const void *needle, size_t needle_len) nogil
+from libc.string cimport memchr, memcmp
 
 
 cdef inline Py_ssize_t find(bytes hay, bytes needle, Py_ssize_t start):
+    # memchr for the needle's first byte, then memcmp: on a request head
+    # (needles are header names after a newline) faster than memmem's
+    # set-up for each search.
     cdef const char *h = PyBytes_AS_STRING(hay)
+    cdef const char *p = PyBytes_AS_STRING(needle)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(hay)
+    cdef Py_ssize_t m = PyBytes_GET_SIZE(needle)
     cdef const char *at
-    if start > n:
+    cdef const char *last
+    if start > n or m > n - start:
         return -1
-    at = <const char *>memmem(h + start, n - start, PyBytes_AS_STRING(needle), PyBytes_GET_SIZE(needle))
-    return -1 if at == NULL else at - h
+    if m == 0:
+        return start
+    at = h + start
+    last = h + n - m  # the last place the needle can start
+    while at <= last:
+        at = <const char *>memchr(at, p[0], last - at + 1)
+        if at == NULL:
+            return -1
+        if memcmp(at, p, m) == 0:
+            return at - h
+        at += 1
+    return -1
 
 
 cdef inline bytes lowered(bytes block):

@@ -45,6 +45,7 @@ cdef class Request(Message):
     cdef public bint _edited
     cdef public object stick, backend
 
+    @cython.locals(target=bytes, scheme=Py_ssize_t, slash=Py_ssize_t, mark=Py_ssize_t)
     cpdef _split(self)
     cpdef bytes path(self)
     cpdef object query(self)

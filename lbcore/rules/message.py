@@ -287,7 +287,7 @@ class Request(Message):
 
     def _split(self) -> None:
         target = self.target
-        if target[:1] != b"/":
+        if not target.startswith(b"/"):
             scheme = bytesearch.find(target, b"://", 0)
             if scheme >= 0:
                 # absolute form: the path starts after the authority

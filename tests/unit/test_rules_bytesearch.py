@@ -15,13 +15,17 @@ BLOCKS = [
     b"host: a\r\nUser-Agent: Mozilla NIKTO\r\nX-\xc4\xd6: \xc4\r\n",  # non-ASCII stays as is
     b"Accept: a, b\r\naccept: C\r\nX-Last: z",  # no final CRLF
     b"X-A:1\r\nX-AB: 2\r\n",
+    b"A: 1\r\nB:",  # a name as the very last bytes
+    b"\n\n\nB: 1\r\nb: 2\r\n",  # many false starts for a needle beginning with a newline
 ]
-NAMES = [b"host", b"x-debug", b"user-agent", b"accept", b"x-last", b"x-a", b"x-ab", b"x-\xc4\xd6", b"missing"]
+NAMES = [b"host", b"x-debug", b"user-agent", b"accept", b"x-last", b"x-a", b"x-ab", b"x-\xc4\xd6", b"b",
+         b"missing"]
 
 
 def lines(block: bytes):
     out = []
-    for line in block.split(b"\r\n"):
+    for line in block.split(b"\n"):  # a line starts after any newline
+        line = line.rstrip(b"\r")
         if b":" in line:
             name, _, value = line.partition(b":")
             out.append((name.lower(), value.strip(b" \t")))
@@ -60,6 +64,10 @@ def test_edits_keep_the_lookups_right():
     (b"http://h", b"", None),
     (b"HTTP://h/x", b"/x", None),
     (b"*", b"*", None),
+    (b"http://", b"", None),
+    (b"x://h?q", b"", None),
+    (b"a?b", b"a", b"b"),
+    (b"?", b"", b""),
 ])
 def test_path_and_query(target, path, query):
     request = Request(Connection(), b"GET", target, b"1.1", b"")
