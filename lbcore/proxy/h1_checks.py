@@ -330,10 +330,13 @@ class RequestChecker:
                 end = buf.find(b"\r\n", pos)
                 if end < 0:
                     rest = buf[pos:]
-                    if partial_head_invalid(rest) or len(rest) > MAX_CHUNK_LINE:
+                    if partial_head_invalid(rest) or len(rest.rstrip(b"\r")) > MAX_CHUNK_LINE:
                         return self._fail(400, "malformed chunk line", boundary)
                     self.buf = rest
                     break
+                if end - pos > MAX_CHUNK_LINE:
+                    # the same verdict whether the line came in one read or many
+                    return self._fail(400, "malformed chunk line", boundary)
                 status, why, size = check_chunk_line(buf[pos:end])
                 if status:
                     return self._fail(status, why, boundary)
@@ -354,6 +357,8 @@ class RequestChecker:
                     if status:
                         return self._fail(status, "bare CR or LF, or trailers too large", boundary)
                     break
+                if end - pos > self.max_head:
+                    return self._fail(431, "trailers too large", boundary)
                 status, why = check_trailers(buf[pos:end + 2])
                 if status:
                     return self._fail(status, why, boundary)
@@ -368,7 +373,9 @@ class RequestChecker:
         if rest != b"\r":
             if partial_head_invalid(rest):
                 return 400
-            if len(rest) > self.max_head:
+            # (what may be the start of the blank line does not count,
+            # as when the whole head is here)
+            if len(rest.rstrip(b"\r\n")) > self.max_head:
                 return 431
         self.buf = rest
         return 0

@@ -58,6 +58,29 @@ def test_byte_by_byte_is_the_same_as_all_at_once(case):
     assert split == whole
 
 
+def _fed_in_pieces(raw: bytes, size: int) -> int:
+    checker = RequestChecker(16384)
+    for i in range(0, len(raw), size):
+        status = checker.feed(raw[i:i + size])[0]
+        if status:
+            return status
+    return 0
+
+
+@pytest.mark.parametrize("piece", [3, 100, 1 << 20])
+def test_long_chunk_lines_and_trailers_are_refused_however_they_arrive(piece):
+    """A chunk line over MAX_CHUNK_LINE or trailers over the head limit
+    are refused whether they come in one read or many (they used to pass
+    when whole in one read)."""
+    head = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+    ext = head + b"5;a=" + b"b" * 5000 + b"\r\nhello\r\n0\r\n\r\n"
+    trailers = head + b"5\r\nhello\r\n0\r\nX: " + b"v" * 17000 + b"\r\n\r\n"
+    assert _fed_in_pieces(ext, piece) == 400
+    assert _fed_in_pieces(trailers, piece) == 431
+    ok = head + b"5;a=" + b"b" * 4000 + b"\r\nhello\r\n0\r\nX: " + b"v" * 16000 + b"\r\n\r\n"
+    assert _fed_in_pieces(ok, piece) == 0
+
+
 def test_the_requests_before_a_bad_one_are_still_parsed():
     bad = b"GET /a\x00 HTTP/1.1\r\nHost: a\r\n\r\n"
     status, good = RequestChecker(16384).feed(GET + GET + bad)
@@ -108,3 +131,4 @@ def test_checked_parser_parses_what_came_before_a_refusal():
 ])
 def test_response_heads(version, status, interims, bad):
     assert bool(response_head_error(version, status, interims)) is bad
+
