@@ -83,10 +83,21 @@ class Refused(httptools.HttpParserError):
         self.status = status
 
 
-def partial_head_invalid(data: bytes) -> bool:
+def partial_head_invalid(data: bytes, seen: int = 0) -> bool:
     """An incomplete head that can already be refused (a bare CR or LF):
-    no need to wait for more bytes that would never make it valid."""
-    return _BARE_CR_LF.search(data) is not None
+    no need to wait for more bytes that would never make it valid.
+    `seen`: how many bytes at the start were looked at already, so a head
+    trickled in byte by byte costs linear time, not quadratic."""
+    return _BARE_CR_LF.search(data, seen - 1 if seen > 1 else 0) is not None
+
+
+def _content_length(data: bytes) -> int:
+    """The length of `data` without what may be the start of its
+    terminating CRLF (or blank line), without copying it."""
+    n = len(data)
+    while n and (data[n - 1] == 13 or data[n - 1] == 10):
+        n -= 1
+    return n
 
 
 def host_valid(value: bytes) -> bool:
@@ -270,7 +281,11 @@ class RequestChecker:
         """Returns (status, good): status 0 while all is well; else the
         answer, and `good`, how many bytes of `data` belong to the
         messages before the failing one (they may still be served)."""
-        consumed = -len(self.buf)  # offset in `data` of what buf starts with
+        # The kept partial head, chunk line or trailers at the start of buf
+        # was looked at already: searches resume near its end, so bytes
+        # trickled in one at a time cost linear time.
+        resume = len(self.buf)
+        consumed = -resume  # offset in `data` of what buf starts with
         boundary = 0  # offset in `data` where the current message began
         buf = self.buf + data if self.buf else data
         self.buf = b""
@@ -286,9 +301,9 @@ class RequestChecker:
                 if pos >= n:
                     break
                 boundary = max(consumed + pos, 0)
-                end = buf.find(b"\r\n\r\n", pos)
+                end = buf.find(b"\r\n\r\n", max(pos, resume - 3))
                 if end < 0:
-                    status = self._keep_partial(buf[pos:])
+                    status = self._keep_partial(buf[pos:], resume - pos)
                     if status:
                         return self._fail(status, "bare CR or LF, or head too large", boundary)
                     break
@@ -327,10 +342,11 @@ class RequestChecker:
                 pos += 2
                 self.state = _CHUNK_LINE_S
             elif state == _CHUNK_LINE_S:
-                end = buf.find(b"\r\n", pos)
+                end = buf.find(b"\r\n", max(pos, resume - 1))
                 if end < 0:
                     rest = buf[pos:]
-                    if partial_head_invalid(rest) or len(rest.rstrip(b"\r")) > MAX_CHUNK_LINE:
+                    if (partial_head_invalid(rest, resume - pos)
+                            or _content_length(rest) > MAX_CHUNK_LINE):
                         return self._fail(400, "malformed chunk line", boundary)
                     self.buf = rest
                     break
@@ -351,9 +367,9 @@ class RequestChecker:
                     self.state = _HEAD
                     self.messages += 1
                     continue
-                end = buf.find(b"\r\n\r\n", pos)
+                end = buf.find(b"\r\n\r\n", max(pos, resume - 3))
                 if end < 0:
-                    status = self._keep_partial(buf[pos:])
+                    status = self._keep_partial(buf[pos:], resume - pos)
                     if status:
                         return self._fail(status, "bare CR or LF, or trailers too large", boundary)
                     break
@@ -367,15 +383,16 @@ class RequestChecker:
                 self.messages += 1
         return 0, 0
 
-    def _keep_partial(self, rest: bytes) -> int:
+    def _keep_partial(self, rest: bytes, seen: int) -> int:
         """The start of a head or trailer section: kept for the next feed,
-        unless it can already be refused (the status, else 0)."""
+        unless it can already be refused (the status, else 0). The first
+        `seen` bytes were looked at by an earlier feed."""
         if rest != b"\r":
-            if partial_head_invalid(rest):
+            if partial_head_invalid(rest, seen):
                 return 400
             # (what may be the start of the blank line does not count,
             # as when the whole head is here)
-            if len(rest.rstrip(b"\r\n")) > self.max_head:
+            if _content_length(rest) > self.max_head:
                 return 431
         self.buf = rest
         return 0
