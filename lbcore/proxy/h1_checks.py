@@ -34,6 +34,8 @@ tests/corpus/hostile_requests.py):
 - 501: a transfer coding other than chunked (a proxy cannot frame it).
 - 505: a well-formed version other than HTTP/1.0 and HTTP/1.1.
 - 431: a head (or trailer section) larger than the limit.
+- 400 too for what HAProxy refuses by its limits: more than 100 field lines,
+  a field name over 255 bytes.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ import ipaddress
 import re
 
 import httptools
+
+from lbcore_ext.heads_py import MAX_FIELD_NAME, MAX_FIELDS
 
 TCHAR = rb"!#$%&'*+\-.^_`|~0-9A-Za-z"
 _TOKEN = re.compile(rb"[" + TCHAR + rb"]+")
@@ -186,10 +190,15 @@ def check_head(head: bytes):
     codings = None
     conn_upgrade = False
     upgrade = False
-    for line in head[line_end + 2:-4].split(b"\r\n") if len(head) > line_end + 4 else ():
+    lines = head[line_end + 2:-4].split(b"\r\n") if len(head) > line_end + 4 else ()
+    if len(lines) > MAX_FIELDS:
+        return 400, "more than %d field lines" % MAX_FIELDS, 0, 0
+    for line in lines:
         f = _FIELD.fullmatch(line)
         if f is None:
             return 400, "malformed field line", 0, 0
+        if f.end(1) > MAX_FIELD_NAME:
+            return 400, "field name longer than %d bytes" % MAX_FIELD_NAME, 0, 0
         name = f.group(1).lower()
         if name == b"host":
             hosts.append(f.group(2).rstrip(b" \t"))

@@ -102,6 +102,18 @@ def test_bodies_and_upgrades_are_not_read_as_heads():
     assert RequestChecker(16384).feed(upgrade) == (0, 0)
 
 
+@pytest.mark.parametrize("fields,name,status", [
+    (99, 255, 0), (100, 1, 400), (1, 256, 400), (1000, 1, 400),
+])
+def test_haproxys_limits_on_field_lines_and_names(fields, name, status):
+    """HAProxy answers 400 to more than 100 field lines or a name over 255
+    bytes; so does lbcore (a server behind must not get what haproxy's
+    would never pass on)."""
+    head = (b"GET / HTTP/1.1\r\nHost: a\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(fields - 1))
+            + b"Y" * name + b": v\r\n\r\n")
+    assert check_head(head)[0] == status
+
+
 def test_heads_over_the_limit_get_431():
     big = b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"x" * 200
     assert RequestChecker(100).feed(big)[0] == 431

@@ -182,9 +182,20 @@ def test_response_rewrite(impl):
     b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
     b"GET / HTTP/1.1\r\nHost: a\r\n X: fold\r\n\r\n",
     b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
+    # over HAProxy's limits: 101 field lines, a 256-byte name (the strict path refuses)
+    b"GET / HTTP/1.1\r\nHost: a\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(100)) + b"\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\n" + b"X" * 256 + b": v\r\n\r\n",
 ])
 def test_unusual_requests_take_the_slow_path(impl, data):
     assert impl.scan_request(data, _end(data), True, True) is None
+
+
+@pytest.mark.parametrize("impl", IMPLS, ids=lambda m: m.IMPLEMENTATION)
+def test_heads_at_haproxys_limits_stay_on_the_fast_path(impl):
+    many = b"GET / HTTP/1.1\r\nHost: a\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(99))
+    assert impl.scan_request(many + b"\r\n", len(many) - 2, True, True) is not None
+    long = b"GET / HTTP/1.1\r\nHost: a\r\n" + b"X" * 255 + b": v\r\n"
+    assert impl.scan_request(long + b"\r\n", len(long) - 2, True, True) is not None
 
 
 @pytest.mark.parametrize("impl", IMPLS, ids=lambda m: m.IMPLEMENTATION)
