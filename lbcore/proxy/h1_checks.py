@@ -34,7 +34,9 @@ tests/corpus/hostile_requests.py):
 - 501: a transfer coding other than chunked (a proxy cannot frame it).
 - 505: a well-formed version other than HTTP/1.0 and HTTP/1.1.
 - 431: a head (or trailer section) larger than the limit.
-- 400 too for what HAProxy refuses by its limits: more than 100 field lines,
+- 400 too for an upgrade request with a body (HAProxy sends the body,
+  then switches; llhttp would take the body for tunnel bytes), and for
+  what HAProxy refuses by its limits: more than 100 field lines,
   a field name over 255 bytes.
 """
 
@@ -235,6 +237,10 @@ def check_head(head: bytes):
         if len(items) > 1:
             return 501, "transfer coding other than chunked", 0, 0
     if conn_upgrade and upgrade:
+        if codings is not None or length > 0:
+            # llhttp (httptools) switches right after the head and would take
+            # the body for tunnel bytes while the server waits for it.
+            return 400, "Upgrade on a request with a body", 0, 0
         return 0, "", BODY_TUNNEL, 0
     if codings is not None:
         return 0, "", BODY_CHUNKED, 0

@@ -114,6 +114,16 @@ def test_haproxys_limits_on_field_lines_and_names(fields, name, status):
     assert check_head(head)[0] == status
 
 
+@pytest.mark.parametrize("framing", [b"Content-Length: 5\r\n", b"Transfer-Encoding: chunked\r\n"])
+def test_an_upgrade_request_with_a_body_is_refused(framing):
+    """httptools switches protocols right after such a head: the body
+    would wait as tunnel bytes while the server waits for the body."""
+    head = (b"POST / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+            b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n" + framing + b"\r\n")
+    assert check_head(head)[0] == 400
+    assert check_head(head.replace(framing, b"Content-Length: 0\r\n"))[2] == BODY_TUNNEL
+
+
 def test_heads_over_the_limit_get_431():
     big = b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"x" * 200
     assert RequestChecker(100).feed(big)[0] == 431
