@@ -146,6 +146,8 @@ def _authority_of(target: bytes):
     authority = rest[:end]
     if not authority or b"@" in authority or not host_valid(authority):
         return None
+    if rest.startswith(b"?", end):
+        return None  # a query without a path: haproxy refuses it, servers differ
     return authority.lower()
 
 

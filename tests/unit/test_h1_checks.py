@@ -124,6 +124,15 @@ def test_an_upgrade_request_with_a_body_is_refused(framing):
     assert check_head(head.replace(framing, b"Content-Length: 0\r\n"))[2] == BODY_TUNNEL
 
 
+@pytest.mark.parametrize("target,status", [
+    (b"http://a/x?y", 0), (b"http://a", 0), (b"http://a?x", 400), (b"http://a:80?x", 400),
+])
+def test_absolute_form_paths(target, status):
+    """An absolute-form target with a query but no path: haproxy refuses it."""
+    assert check_head(b"GET %s HTTP/1.1\r\nHost: a%s\r\n\r\n" % (
+        target, b":80" if b":80" in target else b""))[0] == status
+
+
 def test_heads_over_the_limit_get_431():
     big = b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"x" * 200
     assert RequestChecker(100).feed(big)[0] == 431
