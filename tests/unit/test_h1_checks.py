@@ -6,6 +6,7 @@ from lbcore.proxy.h1_checks import (
     BODY_CHUNKED, BODY_LENGTH, BODY_NONE, BODY_TUNNEL, CheckedRequestParser, Refused,
     RequestChecker, check_chunk_line, check_head, host_valid, response_head_error,
 )
+from tests.corpus.generated_requests import CASES as GENERATED
 from tests.corpus.hostile_requests import CASES
 
 GET = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
@@ -65,6 +66,19 @@ def _fed_in_pieces(raw: bytes, size: int) -> int:
         if status:
             return status
     return 0
+
+
+def test_the_generated_corpus_gets_the_same_verdict_however_it_is_cut():
+    """Every generated case, whole, byte by byte (small ones) and in
+    pieces of a few to 4,093 bytes: one verdict."""
+    differ = []
+    for case in GENERATED:
+        whole = RequestChecker(16384).feed(case.raw)[0]
+        sizes = (1, 7, 1000) if len(case.raw) < 600 else (61, 1000, 4093)
+        got = {size: _fed_in_pieces(case.raw, size) for size in sizes}
+        if any(v != whole for v in got.values()):
+            differ.append((case.id, whole, got))
+    assert differ == []
 
 
 @pytest.mark.parametrize("piece", [3, 100, 1 << 20])
