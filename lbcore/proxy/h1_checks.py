@@ -460,6 +460,13 @@ class CheckedRequestParser:
 MAX_INTERIM_RESPONSES = 16
 
 
+def transfer_codings_chunked(value: bytes) -> bool:
+    """A Transfer-Encoding value whose codings end with chunked, applied
+    once (RFC 9112 7): what llhttp frames as chunked."""
+    items = [t.strip(b" \t") for t in value.lower().split(b",")]
+    return items[-1] == b"chunked" and items.count(b"chunked") == 1
+
+
 def response_head_error(version: str, status: int, interims: int) -> str:
     """Why a server's response head cannot be relayed ('' if it can):
     llhttp takes any three digits and HTTP/2.0 in a status line."""

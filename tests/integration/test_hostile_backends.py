@@ -71,6 +71,14 @@ ANSWERS = {
     "/cl-overflow": (b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\nhi", "502"),
     "/te-gzip-only": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nhello", "502"),
     "/te-chunked-not-last": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\nhi", "502"),
+    # Read as chunked by a careless check, not by llhttp: the forged answer
+    # behind reached the next client.
+    "/te-chunked-twice": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n"
+                          b"2\r\nok\r\n0\r\n\r\n" + STOLEN, "502"),
+    "/te-two-fields": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+                       b"Transfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n" + STOLEN, "502"),
+    "/te-xchunked": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: xchunked\r\n\r\n"
+                     b"2\r\nok\r\n0\r\n\r\n" + STOLEN, "502"),
     "/100-flood": (b"HTTP/1.1 100 Continue\r\n\r\n" * 2000 + OK, "502"),
     "/103-flood": (b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" * 2000 + OK, "502"),
     "/100-endless": (endless(b"", b"HTTP/1.1 100 Continue\r\n\r\n"), "502"),

@@ -5,6 +5,7 @@ import pytest
 from lbcore.proxy.h1_checks import (
     BODY_CHUNKED, BODY_LENGTH, BODY_NONE, BODY_TUNNEL, CheckedRequestParser, Refused,
     RequestChecker, check_chunk_line, check_head, host_valid, response_head_error,
+    transfer_codings_chunked,
 )
 from tests.corpus.generated_requests import CASES as GENERATED
 from tests.corpus.hostile_requests import CASES
@@ -176,6 +177,15 @@ def test_checked_parser_parses_what_came_before_a_refusal():
 ])
 def test_response_heads(version, status, interims, bad):
     assert bool(response_head_error(version, status, interims)) is bad
+
+
+@pytest.mark.parametrize("value,chunked", [
+    (b"chunked", True), (b"CHUNKED", True), (b" chunked ", True), (b"gzip, chunked", True),
+    (b"chunked, chunked", False), (b"chunked,chunked", False), (b"xchunked", False),
+    (b"chunked, gzip", False), (b"identity", False), (b"", False), (b"chunked,", False),
+])
+def test_response_transfer_codings(value, chunked):
+    assert transfer_codings_chunked(value) is chunked
 
 
 def _cpu_byte_by_byte(data: bytes) -> float:
