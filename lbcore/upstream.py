@@ -344,7 +344,8 @@ class UpstreamConnection:
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
         self.status = status
-        why = response_head_error(self.parser.get_http_version(), status, self.interims)
+        why = response_head_error(self.parser.get_http_version(), status, self.interims,
+                                  self.reason)
         if why:
             raise httptools.HttpParserError(why)
         if status < 200 and status != 101:

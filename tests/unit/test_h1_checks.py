@@ -173,10 +173,18 @@ def test_checked_parser_parses_what_came_before_a_refusal():
 @pytest.mark.parametrize("version,status,interims,bad", [
     ("1.1", 200, 0, False), ("1.0", 404, 0, False), ("1.1", 100, 15, False),
     ("1.1", 100, 16, True), ("1.1", 999, 0, True), ("1.1", 600, 0, True),
-    ("2.0", 200, 0, True), ("0.9", 200, 0, True),
+    ("2.0", 200, 0, True), ("0.9", 200, 0, True), ("1.1", 99, 0, True), ("1.1", 0, 0, True),
 ])
 def test_response_heads(version, status, interims, bad):
     assert bool(response_head_error(version, status, interims)) is bad
+
+
+@pytest.mark.parametrize("reason,bad", [
+    (b"OK", False), (b"", False), (b"O\tK", False), (b"caf\xc3\xa9", False),
+    (b"O\x00K", True), (b"O\x01K", True), (b"O\x7fK", True), (b"O\x1bK", True),
+])
+def test_response_reason_phrases(reason, bad):
+    assert bool(response_head_error("1.1", 200, 0, reason)) is bad
 
 
 @pytest.mark.parametrize("value,chunked", [
