@@ -213,7 +213,7 @@ def haproxy_main(argv: list[str]) -> int:
     # whenever systemd set it (lbcore.systemd); under -W the master sends
     # them, its workers do not.
     if master_worker:
-        return run_master_worker(args, pidfile, daemon)
+        return run_master_worker(args, loaded.config, pidfile, daemon)
     started, takeover_from = replacing(args.soft_stop, args.hard_stop)
     if args.ready_fd is not None:
         started.append(lambda: report_ready(args.ready_fd))
@@ -222,27 +222,30 @@ def haproxy_main(argv: list[str]) -> int:
     return run(config, started, takeover_from)
 
 
-def run_master_worker(args: HaproxyArgs, pidfile: Optional[str], daemon: bool) -> int:
-    """-W: a master that runs `lbcore -db -f ...` workers (master_worker.py)."""
+def run_master_worker(args: HaproxyArgs, config, pidfile: Optional[str], daemon: bool) -> int:
+    """-W: a master that forks workers serving the Config it read (master_worker.py)."""
     from . import haproxy_cfg, master_worker, systemd
     from .config import ConfigError
 
-    worker_argv = ["-db", "-q"] + [arg for path in args.files for arg in ("-f", path)]
-    if args.localpeer:
-        worker_argv += ["-L", args.localpeer]
-    # The first worker takes over from, and stops, the master's -sf/-st.
-    first = ([arg for pid in args.soft_stop for arg in ("-sf", str(pid))]
-             + [arg for pid in args.hard_stop for arg in ("-st", str(pid))])
+    def serving(config) -> master_worker.Serve:
+        # A worker writes no pidfile: the master does.
+        config = dataclasses.replace(config, global_=dataclasses.replace(config.global_, pidfile=None))
 
-    def check() -> Optional[list[str]]:
+        def serve(soft: list[int], hard: list[int], report: Callable[[], None]) -> int:
+            started, takeover_from = replacing(soft, hard)
+            return run(config, started + [report], takeover_from)
+        return serve
+
+    def check():
         try:
-            haproxy_cfg.load(args.files, localpeer=args.localpeer)
+            loaded = haproxy_cfg.load(args.files, localpeer=args.localpeer)
         except ConfigError as exc:
-            return exc.problems
-        return None
+            return exc.problems, None
+        return None, serving(loaded.config)
 
     def run_master(started: list[Callable[[], None]]) -> int:
-        return master_worker.run(worker_argv, check, started, pidfile, first_argv=tuple(first))
+        return master_worker.run(serving(config), check, started, pidfile,
+                                 first_soft_stop=tuple(args.soft_stop), first_hard_stop=tuple(args.hard_stop))
     if daemon:
         return run_daemon(run_master, [systemd.ready])
     return run_master([systemd.ready])
