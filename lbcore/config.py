@@ -8,6 +8,7 @@ applied and every error reported with its key path and YAML line.
 from __future__ import annotations
 
 import difflib
+import functools
 import ipaddress
 import math
 import os
@@ -459,7 +460,7 @@ def parse_address(value: Any, *, server: bool = False) -> Address:
     if not isinstance(value, str):
         raise ValueError(f"expected an address 'host:port', got {_describe_value(value)}")
     text = value
-    if not text or text != text.strip() or any(c.isspace() for c in text):
+    if not text or text.split() != [text]:  # empty, or any whitespace in it
         raise ValueError(f"invalid address {value!r} (expected 'host:port' without spaces)")
     if text.startswith("["):
         end = text.find("]")
@@ -494,15 +495,23 @@ def parse_address(value: Any, *, server: bool = False) -> Address:
 
 
 def _check_host(host: str, value: str) -> None:
+    problem = _host_problem(host)
+    if problem:
+        raise ValueError(f"invalid address {value!r}: {host!r} {problem}")
+
+
+@functools.lru_cache(maxsize=4096)  # a big config names the same few hosts thousands of times
+def _host_problem(host: str) -> Optional[str]:
     if re.fullmatch(r"[0-9.]+", host):
         try:
             ipaddress.IPv4Address(host)
         except ValueError:
-            raise ValueError(f"invalid address {value!r}: {host!r} is not an IPv4 address") from None
-        return
+            return "is not an IPv4 address"
+        return None
     labels = host.rstrip(".").split(".")
     if len(host) > 253 or not all(_HOSTNAME_LABEL.fullmatch(label) for label in labels):
-        raise ValueError(f"invalid address {value!r}: {host!r} is not a valid host name")
+        return "is not a valid host name"
+    return None
 
 
 def _describe_value(value: Any) -> str:
@@ -572,6 +581,10 @@ class _Mapping:
         return _key(self.keypath, key)
 
 
+_NO_VALUE = object()
+_STR_TAG = "tag:yaml.org,2002:str"
+
+
 class _Reader:
     """Walks the node graph, collecting problems as `file:line: keypath: msg`."""
 
@@ -581,6 +594,9 @@ class _Reader:
         self._problems: list[tuple[int, str]] = []
         self.bad_paths: set[str] = set()
         self._constructor = yaml.constructor.SafeConstructor()
+        # integer(1), choice(MODES), nullable(...): each parser made once,
+        # not once per key of every backend and server.
+        self._made: dict[tuple, Callable[[Node], Any]] = {}
 
     # problems
     def problem(self, keypath: str, node: Optional[Node], message: str) -> None:
@@ -608,6 +624,11 @@ class _Reader:
     def scalar(self, node: Node) -> Any:
         """The Python value of a node, as PyYAML's safe loader would build it
         (mappings and lists are only described, never built)."""
+        python = getattr(node, "python", _NO_VALUE)
+        if python is not _NO_VALUE:
+            return python  # a haproxy.cfg value (haproxy_cfg.tree.ValueNode)
+        if type(node) is ScalarNode and node.tag == _STR_TAG:
+            return node.value  # what the constructor would give, without its bookkeeping per node
         if isinstance(node, MappingNode):
             return {}
         if isinstance(node, SequenceNode):
@@ -723,6 +744,12 @@ class _Reader:
         return value
 
     def integer(self, low: Optional[int] = None, high: Optional[int] = None) -> Callable[[Node], int]:
+        made = self._made.get(("integer", low, high))
+        if made is None:
+            made = self._made[("integer", low, high)] = self._integer(low, high)
+        return made
+
+    def _integer(self, low: Optional[int], high: Optional[int]) -> Callable[[Node], int]:
         def parse(node: Node) -> int:
             value = self.scalar(node)
             if isinstance(value, bool) or not isinstance(value, int):
@@ -755,6 +782,12 @@ class _Reader:
 
     def choice(self, choices: Iterable[str]) -> Callable[[Node], str]:
         choices = tuple(choices)
+        made = self._made.get(("choice", choices))
+        if made is None:
+            made = self._made[("choice", choices)] = self._choice(choices)
+        return made
+
+    def _choice(self, choices: tuple[str, ...]) -> Callable[[Node], str]:
 
         def parse(node: Node) -> str:
             value = self.scalar(node)
@@ -783,9 +816,12 @@ class _Reader:
         return self.scalar(node)
 
     def nullable(self, parse: Callable[[Node], Any]) -> Callable[[Node], Any]:
-        def parse_or_null(node: Node) -> Any:
-            return None if self.is_null(node) else parse(node)
-        return parse_or_null
+        made = self._made.get(("nullable", parse))
+        if made is None:
+            def parse_or_null(node: Node) -> Any:
+                return None if self.is_null(node) else parse(node)
+            made = self._made[("nullable", parse)] = parse_or_null
+        return made
 
     def request_path(self, node: Node) -> str:
         value = self.string(node)
@@ -990,6 +1026,8 @@ class _Builder:
         m = self.r.mapping(node, keypath, _TIMEOUT_KEYS)
         if m is None:
             return inherited
+        if not m.entries:
+            return inherited  # (the usual case: a thousand backends would each copy it)
         changes = {key: self.r.get(m, key, self.r.duration, getattr(inherited, key)) for key in m.entries}
         return replace(inherited, **changes)
 

@@ -20,8 +20,9 @@ import httptools
 
 from lbcore_ext import scan_response
 
+from .heap import without_traceback
 from .hop_by_hop import named_headers
-from .proxy.h1_checks import response_head_error
+from .proxy.h1_checks import response_head_error, transfer_codings_chunked
 from .model import DOWN, Server
 from .server_tls import check_name
 
@@ -260,17 +261,25 @@ class UpstreamConnection:
         self.closed = True
         self.pool.forget(self)
         client = self.client
-        if client is None:
-            return
-        if self.tunnel:
-            client.tunnel_closed(self)
-        elif self.status >= 200 and self.body_started and self.resp_length < 0 \
-                and not self.resp_chunked and not self.no_body:
-            # A close-delimited body ends with the connection.
-            self.keep_alive = False
-            self.on_message_complete()
-        else:
-            client.upstream_lost(self, exc)
+        try:
+            if client is None:
+                return
+            if self.tunnel:
+                client.tunnel_closed(self)
+            elif self.status >= 200 and self.body_started and self.resp_length < 0 \
+                    and not self.resp_chunked and not self.no_body:
+                # A close-delimited body ends with the connection.
+                self.keep_alive = False
+                self.on_message_complete()
+            else:
+                client.upstream_lost(self, exc)
+        finally:
+            # The parser holds this connection's bound callbacks: a cycle
+            # that reference counting cannot free. Left to the cyclic
+            # collector, every closed connection (with its transport) waited
+            # for a full collection, rare in a steady server, or was frozen
+            # for good by the next reload (heap.settle_heap).
+            self.parser = None
 
     def pause_writing(self) -> None:
         if self.client is not None:
@@ -308,10 +317,15 @@ class UpstreamConnection:
         lname = name.lower()
         if lname in HOP_BY_HOP:
             if lname == b"transfer-encoding":
-                if not value.lower().rstrip().endswith(b"chunked"):
+                if self.resp_chunked or not transfer_codings_chunked(value):
                     # A coded body running to the close would reach the client
-                    # as if it were plain: HAProxy answers 502 too.
-                    raise httptools.HttpParserError("Transfer-Encoding without chunked last")
+                    # as if it were plain: HAProxy answers 502 too. And what
+                    # llhttp reads as chunked must be what we think is
+                    # (`xchunked`, `chunked, chunked` and a second field are
+                    # not): a different reading of the end of an answer lets
+                    # a server forge the answer to the next request.
+                    raise httptools.HttpParserError(
+                        "Transfer-Encoding without chunked as its one final coding")
                 self.resp_chunked = True
                 self.te_value = value
             elif lname == b"upgrade":
@@ -330,7 +344,8 @@ class UpstreamConnection:
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
         self.status = status
-        why = response_head_error(self.parser.get_http_version(), status, self.interims)
+        why = response_head_error(self.parser.get_http_version(), status, self.interims,
+                                  self.reason)
         if why:
             raise httptools.HttpParserError(why)
         if status < 200 and status != 101:
@@ -561,11 +576,14 @@ class UpstreamPool:
         self._busy(server)
         conn = UpstreamConnection(self, server)
         tls = server.tls
-        if tls is None:
-            await asyncio.wait_for(
-                self.loop.create_connection(lambda: conn, server.host, server.port), timeout)
-        else:
-            await asyncio.wait_for(self._connect_tls(conn, tls, preamble), timeout)
+        try:
+            if tls is None:
+                await asyncio.wait_for(
+                    self.loop.create_connection(lambda: conn, server.host, server.port), timeout)
+            else:
+                await asyncio.wait_for(self._connect_tls(conn, tls, preamble), timeout)
+        except (OSError, asyncio.TimeoutError) as exc:
+            raise without_traceback(exc)
         if preamble:
             conn.private = True
             if tls is None:
