@@ -724,9 +724,10 @@ class _Reader:
     def get(self, mapping: Optional[_Mapping], key: str, parse: Callable[[Node], Any], default: Any = None) -> Any:
         """Parse `key` of `mapping` with `parse`, or give `default` when the
         key is absent (or its value invalid, after recording the problem)."""
-        if mapping is None or key not in mapping:
+        entry = mapping.entries.get(key) if mapping is not None else None
+        if entry is None:
             return default
-        return self.parse(mapping.value(key), mapping.path(key), parse, default)
+        return self.parse(entry[1], mapping.path(key), parse, default)
 
     def parse(self, node: Node, keypath: str, parse: Callable[[Node], Any], default: Any = None) -> Any:
         try:
@@ -2184,9 +2185,40 @@ def reread(config: Config) -> Config:
     return load(config.path)
 
 
-# libyaml's composer, where PyYAML was built with it: ~10x faster than the
-# pure-Python one on a large config, with the same nodes and line marks.
-_FAST_LOADER = getattr(yaml, "CSafeLoader", None)
+def _fast_loader():
+    """libyaml's composer, where PyYAML was built with it: ~10x faster than
+    the pure-Python one on a large config, with the same nodes and line
+    marks. It still asks PyYAML's Python resolver for the tag of every
+    scalar (a dozen regular expressions tried on each): answered here once
+    per distinct plain value of the file, as the safe resolver would (it
+    has no path resolvers, so a tag depends on the value alone)."""
+    base = getattr(yaml, "CSafeLoader", None)
+    if base is None or base.yaml_path_resolvers:
+        return base
+
+    class Loader(base):
+        def __init__(self, stream) -> None:
+            super().__init__(stream)
+            self._tags: dict[tuple, str] = {}
+
+        def resolve(self, kind, value, implicit):
+            if kind is not ScalarNode:
+                return base.resolve(self, kind, value, implicit)
+            key = (value, implicit)
+            tag = self._tags.get(key)
+            if tag is None:
+                tag = self._tags[key] = base.resolve(self, kind, value, implicit)
+            return tag
+
+        def descend_resolver(self, current_node, current_index) -> None:
+            pass  # only path resolvers use it
+
+        def ascend_resolver(self) -> None:
+            pass
+    return Loader
+
+
+_FAST_LOADER = _fast_loader()
 
 
 def _compose(text: str, path: str) -> Optional[Node]:
