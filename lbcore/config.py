@@ -872,6 +872,33 @@ _PEER_NODE_KEYS = ("name", "address")
 COOKIE_MODES = ("insert", "rewrite", "prefix", "passive")
 
 
+_UNIQUE = object()  # a node too deep to compare: read on its own
+
+
+def _fingerprint(node: Optional[Node], depth: int = 0) -> Any:
+    """What a node says, as a hashable value: equal for two nodes written
+    alike (tags and texts; not their lines), whatever file they came from."""
+    if node is None:
+        return None
+    if depth > 8:
+        return _UNIQUE  # (and an alias of a node inside itself ends here)
+    if isinstance(node, ScalarNode):
+        return (node.tag, node.value)
+    parts = []
+    for item in node.value:
+        if isinstance(item, tuple):
+            key, value = _fingerprint(item[0], depth + 1), _fingerprint(item[1], depth + 1)
+            if key is _UNIQUE or value is _UNIQUE:
+                return _UNIQUE
+            parts.append((key, value))
+        else:
+            value = _fingerprint(item, depth + 1)
+            if value is _UNIQUE:
+                return _UNIQUE
+            parts.append(value)
+    return (node.tag, type(node).__name__, tuple(parts))
+
+
 @dataclass(frozen=True)
 class _Defaults:
     timeouts: Timeouts = Timeouts()
@@ -892,6 +919,8 @@ class _Builder:
         self._stick_rules: list = []
         # keypath -> node of values checked against each other at the end.
         self._where: dict[str, Node] = {}
+        self._health_seen: dict[tuple, HealthSpec] = {}  # see health()
+        self._timeouts_seen: dict[tuple, Timeouts] = {}  # see timeouts()
 
     def config(self, root: MappingNode) -> Config:
         r = self.r
@@ -1023,7 +1052,21 @@ class _Builder:
         return out
 
     def timeouts(self, node: Optional[Node], keypath: str, inherited: Timeouts) -> Timeouts:
-        # Per-key merge: setting one timeout keeps every other inherited one.
+        """Per-key merge: setting one timeout keeps every other inherited
+        one. A block written like one already read (a haproxy.cfg repeats
+        its defaults' timeouts in every section) is not read again."""
+        if node is None:
+            return inherited
+        key = (_fingerprint(node), inherited)
+        spec = self._timeouts_seen.get(key) if key[0] is not _UNIQUE else None
+        if spec is None:
+            before = len(self.r._problems)
+            spec = self._timeouts(node, keypath, inherited)
+            if key[0] is not _UNIQUE and len(self.r._problems) == before:
+                self._timeouts_seen[key] = spec
+        return spec
+
+    def _timeouts(self, node: Node, keypath: str, inherited: Timeouts) -> Timeouts:
         m = self.r.mapping(node, keypath, _TIMEOUT_KEYS)
         if m is None:
             return inherited
@@ -1373,6 +1416,19 @@ class _Builder:
         return value.strip()
 
     def health(self, node: Optional[Node], keypath: str, timeouts: Timeouts) -> HealthSpec:
+        """A backend's health spec. Large configs repeat the same health
+        block in every backend: one written like one already read (and
+        found valid) is that spec again, not read a second time."""
+        key = (_fingerprint(node), timeouts.check)
+        spec = self._health_seen.get(key) if key[0] is not _UNIQUE else None
+        if spec is None:
+            before = len(self.r._problems)
+            spec = self._health(node, keypath, timeouts)
+            if key[0] is not _UNIQUE and len(self.r._problems) == before:
+                self._health_seen[key] = spec
+        return spec
+
+    def _health(self, node: Optional[Node], keypath: str, timeouts: Timeouts) -> HealthSpec:
         r = self.r
         m = r.mapping(node, keypath, _HEALTH_KEYS)
         d = HealthSpec
