@@ -460,13 +460,28 @@ class CheckedRequestParser:
 MAX_INTERIM_RESPONSES = 16
 
 
-def response_head_error(version: str, status: int, interims: int) -> str:
+# What a reason phrase may hold besides HTAB, SP, VCHAR and obs-text (RFC
+# 9112 4): llhttp passes NUL and other control bytes through.
+_REASON_BAD = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def transfer_codings_chunked(value: bytes) -> bool:
+    """A Transfer-Encoding value whose codings end with chunked, applied
+    once (RFC 9112 7): what llhttp frames as chunked."""
+    items = [t.strip(b" \t") for t in value.lower().split(b",")]
+    return items[-1] == b"chunked" and items.count(b"chunked") == 1
+
+
+def response_head_error(version: str, status: int, interims: int, reason: bytes = b"") -> str:
     """Why a server's response head cannot be relayed ('' if it can):
-    llhttp takes any three digits and HTTP/2.0 in a status line."""
+    llhttp takes any three digits (099 too), HTTP/2.0 and control bytes
+    in a status line."""
     if version != "1.1" and version != "1.0":
         return "response version is not HTTP/1.0 or HTTP/1.1"
-    if status > 599:
+    if status < 100 or status > 599:
         return "status code out of 100-599"  # RFC 9110 15: invalid
+    if _REASON_BAD.search(reason) is not None:
+        return "control bytes in the reason phrase"
     if status < 200 and interims >= MAX_INTERIM_RESPONSES:
         return "too many interim responses"
     return ""

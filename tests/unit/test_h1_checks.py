@@ -5,6 +5,7 @@ import pytest
 from lbcore.proxy.h1_checks import (
     BODY_CHUNKED, BODY_LENGTH, BODY_NONE, BODY_TUNNEL, CheckedRequestParser, Refused,
     RequestChecker, check_chunk_line, check_head, host_valid, response_head_error,
+    transfer_codings_chunked,
 )
 from tests.corpus.generated_requests import CASES as GENERATED
 from tests.corpus.hostile_requests import CASES
@@ -172,10 +173,27 @@ def test_checked_parser_parses_what_came_before_a_refusal():
 @pytest.mark.parametrize("version,status,interims,bad", [
     ("1.1", 200, 0, False), ("1.0", 404, 0, False), ("1.1", 100, 15, False),
     ("1.1", 100, 16, True), ("1.1", 999, 0, True), ("1.1", 600, 0, True),
-    ("2.0", 200, 0, True), ("0.9", 200, 0, True),
+    ("2.0", 200, 0, True), ("0.9", 200, 0, True), ("1.1", 99, 0, True), ("1.1", 0, 0, True),
 ])
 def test_response_heads(version, status, interims, bad):
     assert bool(response_head_error(version, status, interims)) is bad
+
+
+@pytest.mark.parametrize("reason,bad", [
+    (b"OK", False), (b"", False), (b"O\tK", False), (b"caf\xc3\xa9", False),
+    (b"O\x00K", True), (b"O\x01K", True), (b"O\x7fK", True), (b"O\x1bK", True),
+])
+def test_response_reason_phrases(reason, bad):
+    assert bool(response_head_error("1.1", 200, 0, reason)) is bad
+
+
+@pytest.mark.parametrize("value,chunked", [
+    (b"chunked", True), (b"CHUNKED", True), (b" chunked ", True), (b"gzip, chunked", True),
+    (b"chunked, chunked", False), (b"chunked,chunked", False), (b"xchunked", False),
+    (b"chunked, gzip", False), (b"identity", False), (b"", False), (b"chunked,", False),
+])
+def test_response_transfer_codings(value, chunked):
+    assert transfer_codings_chunked(value) is chunked
 
 
 def _cpu_byte_by_byte(data: bytes) -> float:
