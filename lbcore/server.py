@@ -237,6 +237,7 @@ class LoadBalancer:
         self.serving.set_result(None)
         for callback in self.on_started:
             callback()
+        del config  # this frame lives on: it must not keep the start-up config past a reload
         await self.stopped
         return self.exit_code
 

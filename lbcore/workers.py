@@ -217,6 +217,7 @@ class Master:
         log.info("lbcore master started (pid %d), %d workers: %s", os.getpid(), self.count, ", ".join(
             f"{name} on {', '.join(str(a) for a in fe.binds)} ({fe.mode})"
             for name, fe in config.frontends.items()))
+        del config  # this frame lives on: it must not keep the start-up config past a reload
         try:
             return await self.done
         finally:
@@ -775,6 +776,7 @@ def run_master(config: Config, started: tuple = ()) -> int:
     import uvloop
 
     master = Master(config)
+    del config  # the master's only (cli.Handover)
     master.on_started.extend(started)
     try:
         return uvloop.run(master.run())
