@@ -42,7 +42,7 @@ elif str(BENCH_DIR.parent) not in sys.path:
 
 from bench import configs, memprobe, tools, wrk  # noqa: E402
 from bench.procs import (  # noqa: E402
-    ProcessSet, free_ports, raise_fd_limit, tree_cpu_seconds, tree_rss_bytes, wait_for_port,
+    ProcessSet, free_ports, process_tree, raise_fd_limit, tree_cpu_seconds, tree_rss_bytes, wait_for_port,
     which_or_name)
 from bench.targets import REPO_ROOT, _lbcore_env, lbcore_command  # noqa: E402
 
@@ -305,6 +305,7 @@ def section_configs(args, procs, workdir, backend_ports) -> list[dict]:
             prober.join(15)
             baseline = prober.longest
             stalls, rss_after = [], [rss]
+            processes = len(process_tree(target.pid))
             for _ in range(args.reloads):
                 prober = Prober(ports[0])
                 prober.start()
@@ -314,6 +315,13 @@ def section_configs(args, procs, workdir, backend_ports) -> list[dict]:
                 prober.running = False
                 prober.join(15)
                 stalls.append(prober.longest)
+                if kind == "lbcore":
+                    # On a busy machine the reload's reader child (a fork
+                    # of lbcore, lbcore/config_reader.py) may still run:
+                    # its pages would be counted twice.
+                    deadline = time.monotonic() + 30
+                    while len(process_tree(target.pid)) > processes and time.monotonic() < deadline:
+                        time.sleep(0.1)
                 rss_after.append(tree_rss_bytes(target.pid))
                 wait_ports(ports[-1:], target)
             target.stop()
