@@ -724,9 +724,10 @@ class _Reader:
     def get(self, mapping: Optional[_Mapping], key: str, parse: Callable[[Node], Any], default: Any = None) -> Any:
         """Parse `key` of `mapping` with `parse`, or give `default` when the
         key is absent (or its value invalid, after recording the problem)."""
-        if mapping is None or key not in mapping:
+        entry = mapping.entries.get(key) if mapping is not None else None
+        if entry is None:
             return default
-        return self.parse(mapping.value(key), mapping.path(key), parse, default)
+        return self.parse(entry[1], mapping.path(key), parse, default)
 
     def parse(self, node: Node, keypath: str, parse: Callable[[Node], Any], default: Any = None) -> Any:
         try:
@@ -871,6 +872,33 @@ _PEER_NODE_KEYS = ("name", "address")
 COOKIE_MODES = ("insert", "rewrite", "prefix", "passive")
 
 
+_UNIQUE = object()  # a node too deep to compare: read on its own
+
+
+def _fingerprint(node: Optional[Node], depth: int = 0) -> Any:
+    """What a node says, as a hashable value: equal for two nodes written
+    alike (tags and texts; not their lines), whatever file they came from."""
+    if node is None:
+        return None
+    if depth > 8:
+        return _UNIQUE  # (and an alias of a node inside itself ends here)
+    if isinstance(node, ScalarNode):
+        return (node.tag, node.value)
+    parts = []
+    for item in node.value:
+        if isinstance(item, tuple):
+            key, value = _fingerprint(item[0], depth + 1), _fingerprint(item[1], depth + 1)
+            if key is _UNIQUE or value is _UNIQUE:
+                return _UNIQUE
+            parts.append((key, value))
+        else:
+            value = _fingerprint(item, depth + 1)
+            if value is _UNIQUE:
+                return _UNIQUE
+            parts.append(value)
+    return (node.tag, type(node).__name__, tuple(parts))
+
+
 @dataclass(frozen=True)
 class _Defaults:
     timeouts: Timeouts = Timeouts()
@@ -891,6 +919,8 @@ class _Builder:
         self._stick_rules: list = []
         # keypath -> node of values checked against each other at the end.
         self._where: dict[str, Node] = {}
+        self._health_seen: dict[tuple, HealthSpec] = {}  # see health()
+        self._timeouts_seen: dict[tuple, Timeouts] = {}  # see timeouts()
 
     def config(self, root: MappingNode) -> Config:
         r = self.r
@@ -1022,7 +1052,21 @@ class _Builder:
         return out
 
     def timeouts(self, node: Optional[Node], keypath: str, inherited: Timeouts) -> Timeouts:
-        # Per-key merge: setting one timeout keeps every other inherited one.
+        """Per-key merge: setting one timeout keeps every other inherited
+        one. A block written like one already read (a haproxy.cfg repeats
+        its defaults' timeouts in every section) is not read again."""
+        if node is None:
+            return inherited
+        key = (_fingerprint(node), inherited)
+        spec = self._timeouts_seen.get(key) if key[0] is not _UNIQUE else None
+        if spec is None:
+            before = len(self.r._problems)
+            spec = self._timeouts(node, keypath, inherited)
+            if key[0] is not _UNIQUE and len(self.r._problems) == before:
+                self._timeouts_seen[key] = spec
+        return spec
+
+    def _timeouts(self, node: Node, keypath: str, inherited: Timeouts) -> Timeouts:
         m = self.r.mapping(node, keypath, _TIMEOUT_KEYS)
         if m is None:
             return inherited
@@ -1372,6 +1416,19 @@ class _Builder:
         return value.strip()
 
     def health(self, node: Optional[Node], keypath: str, timeouts: Timeouts) -> HealthSpec:
+        """A backend's health spec. Large configs repeat the same health
+        block in every backend: one written like one already read (and
+        found valid) is that spec again, not read a second time."""
+        key = (_fingerprint(node), timeouts.check)
+        spec = self._health_seen.get(key) if key[0] is not _UNIQUE else None
+        if spec is None:
+            before = len(self.r._problems)
+            spec = self._health(node, keypath, timeouts)
+            if key[0] is not _UNIQUE and len(self.r._problems) == before:
+                self._health_seen[key] = spec
+        return spec
+
+    def _health(self, node: Optional[Node], keypath: str, timeouts: Timeouts) -> HealthSpec:
         r = self.r
         m = r.mapping(node, keypath, _HEALTH_KEYS)
         d = HealthSpec
@@ -2184,9 +2241,40 @@ def reread(config: Config) -> Config:
     return load(config.path)
 
 
-# libyaml's composer, where PyYAML was built with it: ~10x faster than the
-# pure-Python one on a large config, with the same nodes and line marks.
-_FAST_LOADER = getattr(yaml, "CSafeLoader", None)
+def _fast_loader():
+    """libyaml's composer, where PyYAML was built with it: ~10x faster than
+    the pure-Python one on a large config, with the same nodes and line
+    marks. It still asks PyYAML's Python resolver for the tag of every
+    scalar (a dozen regular expressions tried on each): answered here once
+    per distinct plain value of the file, as the safe resolver would (it
+    has no path resolvers, so a tag depends on the value alone)."""
+    base = getattr(yaml, "CSafeLoader", None)
+    if base is None or base.yaml_path_resolvers:
+        return base
+
+    class Loader(base):
+        def __init__(self, stream) -> None:
+            super().__init__(stream)
+            self._tags: dict[tuple, str] = {}
+
+        def resolve(self, kind, value, implicit):
+            if kind is not ScalarNode:
+                return base.resolve(self, kind, value, implicit)
+            key = (value, implicit)
+            tag = self._tags.get(key)
+            if tag is None:
+                tag = self._tags[key] = base.resolve(self, kind, value, implicit)
+            return tag
+
+        def descend_resolver(self, current_node, current_index) -> None:
+            pass  # only path resolvers use it
+
+        def ascend_resolver(self) -> None:
+            pass
+    return Loader
+
+
+_FAST_LOADER = _fast_loader()
 
 
 def _compose(text: str, path: str) -> Optional[Node]:

@@ -29,6 +29,8 @@ import sys
 import traceback
 from typing import Callable, Optional
 
+from .pidfile import write as write_pidfile
+
 log = logging.getLogger("lbcore")
 
 SIGNALS = {signal.SIGHUP, signal.SIGUSR2, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGCHLD}
@@ -126,8 +128,7 @@ def run(serve: Serve, check: Callable[[], tuple[Optional[list[str]], Optional[Se
     if not current.wait_ready():
         return current.wait() or 1
     if pidfile:
-        with open(pidfile, "w") as f:
-            f.write(f"{os.getpid()}\n")
+        write_pidfile(pidfile)
     for callback in started:
         callback()
     old: list[Worker] = []

@@ -54,7 +54,7 @@ import sys
 import time
 from typing import Any, Optional
 
-from . import state_file, systemd, takeover
+from . import pidfile, state_file, systemd, takeover
 from .config import Address, Config, ConfigError
 from .adoption import POLL_INTERVAL, Keeper, adopt_message
 from .control import MAX_FDS, Channel, find_server, pack, server_state, state_rows, worker_config
@@ -62,7 +62,7 @@ from .health import HealthChecker
 from .listeners import bind_socket, inherited
 from .logs import setup_event_log
 from .model import Runtime, Server
-from .server import BindError, load_off_loop, remove_pidfile
+from .server import BindError, load_off_loop
 
 log = logging.getLogger("lbcore")
 
@@ -200,8 +200,7 @@ class Master:
             await self._stop_health()
             raise BindError(f"cannot start the stats endpoint: {exc.strerror or exc}") from None
         if config.global_.pidfile:
-            with open(config.global_.pidfile, "w") as f:
-                f.write(f"{os.getpid()}\n")
+            pidfile.write(config.global_.pidfile)
         self.takeover = takeover.TakeoverServer(self._handover, self.snapshot)
         self.takeover.start(loop)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
@@ -766,7 +765,7 @@ class Master:
             if self.takeover.successors:
                 self.takeover.finish(await self.snapshot())
         if self.config.global_.pidfile:
-            remove_pidfile(self.config.global_.pidfile)
+            pidfile.remove(self.config.global_.pidfile)
         log.info("lbcore stopped")
         if not self.done.done():
             self.done.set_result(self.exit_code)

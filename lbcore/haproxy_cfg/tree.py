@@ -73,7 +73,11 @@ class ValueNode(ScalarNode):
     again, the value PyYAML would construct from that text and tag."""
 
     def __init__(self, tag: str, text: str, mark: yaml.Mark, python: Any):
-        super().__init__(tag, text, mark, mark)
+        # ScalarNode's fields, set here: tens of thousands are made per read.
+        self.tag = tag
+        self.value = text
+        self.start_mark = self.end_mark = mark
+        self.style = None
         self.python = python
 
 
@@ -82,24 +86,28 @@ def to_node(tree: Tree) -> Node:
     marks: dict[int, OriginMark] = {}  # id(origin) -> its mark: the values of one line share it
 
     def mark_of(origin: Origin) -> OriginMark:
-        mark = marks.get(id(origin))
-        if mark is None:
-            mark = marks[id(origin)] = OriginMark(origin)
+        mark = marks[id(origin)] = OriginMark(origin)
         return mark
 
     def node(tree: Tree) -> Node:
-        mark = mark_of(tree.origin)
+        origin = tree.origin
+        mark = marks.get(id(origin)) or mark_of(origin)
+        if type(tree) is Scalar:
+            value = tree.value
+            kind = type(value)
+            if kind is str:
+                return ValueNode(_STR_TAG, value, mark, value)
+            text = {True: "true", False: "false", None: "null"}[value] if kind is bool or value is None \
+                else repr(value)
+            return ValueNode("tag:yaml.org,2002:" + _TAGS[kind], text, mark, value)
         if isinstance(tree, Map):
-            return MappingNode(_MAP_TAG, [(ValueNode(_STR_TAG, key, mark_of(value.origin), key), node(value))
-                                          for key, value in tree.items()], mark, mark)
-        if isinstance(tree, Seq):
-            return SequenceNode(_SEQ_TAG, [node(item) for item in tree], mark, mark)
-        value = tree.value
-        kind = type(value)
-        if kind is str:
-            return ValueNode(_STR_TAG, value, mark, value)
-        text = {True: "true", False: "false", None: "null"}[value] if kind is bool or value is None else repr(value)
-        return ValueNode("tag:yaml.org,2002:" + _TAGS[kind], text, mark, value)
+            pairs = []
+            for key, value in tree.items():
+                key_origin = value.origin
+                pairs.append((ValueNode(_STR_TAG, key, marks.get(id(key_origin)) or mark_of(key_origin), key),
+                              node(value)))
+            return MappingNode(_MAP_TAG, pairs, mark, mark)
+        return SequenceNode(_SEQ_TAG, [node(item) for item in tree], mark, mark)
 
     return node(tree)
 

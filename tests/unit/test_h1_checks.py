@@ -28,8 +28,8 @@ def test_host_values(value, ok):
     (GET, BODY_NONE, 0),
     (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 7\r\n\r\n", BODY_LENGTH, 7),
     (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", BODY_CHUNKED, 0),
-    (b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
-     BODY_TUNNEL, 0),
+    (b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", BODY_TUNNEL, 0),
     (b"GET / HTTP/1.0\r\n\r\n", BODY_NONE, 0),
 ])
 def test_heads_that_pass_and_their_framing(head, body, length):
@@ -137,6 +137,27 @@ def test_an_upgrade_request_with_a_body_is_refused(framing):
             b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n" + framing + b"\r\n")
     assert check_head(head)[0] == 400
     assert check_head(head.replace(framing, b"Content-Length: 0\r\n"))[2] == BODY_TUNNEL
+
+
+KEY = b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+
+
+@pytest.mark.parametrize("fields,status", [
+    (b"Connection: Upgrade\r\nUpgrade: websocket\r\n" + KEY, 0),
+    (b"Connection: Upgrade\r\nUpgrade: WebSocket\r\n" + KEY + KEY, 0),
+    (b"Connection: Upgrade\r\nUpgrade: websocket\r\n", 400),
+    (b"Connection: keep-alive, Upgrade\r\nUpgrade: foo, websocket\r\n", 400),
+    (b"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: x\r\n", 400),
+    (b"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: \r\n", 400),
+    (b"Connection: Upgrade\r\nUpgrade: websocket\r\n" + KEY
+     + b"Sec-WebSocket-Key: x\r\n", 400),
+    (b"Connection: Upgrade\r\nUpgrade: h2c\r\n", 0),
+    (b"Upgrade: websocket\r\n", 0),  # no upgrade asked of this hop
+])
+def test_websocket_handshakes_need_a_key(fields, status):
+    """RFC 6455 4.1/4.2.1, as haproxy: a WebSocket upgrade without a valid
+    Sec-WebSocket-Key gets 400."""
+    assert check_head(b"GET / HTTP/1.1\r\nHost: a\r\n" + fields + b"\r\n")[0] == status
 
 
 @pytest.mark.parametrize("target,status", [
