@@ -5,7 +5,9 @@ cimport cython
 
 cdef bint _acceptable(object server, object exclude, bint limited)
 # C unsigned arithmetic: the same values as the masked Python ints.
+cdef unsigned int _MASK32, _MIX_XOR1, _MIX_ADD2, _MIX_ADD3, _MIX_XOR2
 cpdef unsigned int mix32(unsigned int a)
+cpdef key_hash(bytes key)  # a Python int: callers shift it beyond 32 bits
 
 
 cdef class Balancer:

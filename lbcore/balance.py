@@ -102,15 +102,25 @@ def query_param(url: bytes, name: str):
     return None
 
 
+# mix32's constants as names: balance.pxd makes them C unsigned ints, so
+# the compiled mix runs in C (a literal above 2**31 would be a Python int
+# there, and the whole mix Python arithmetic).
+_MASK32 = 0xFFFFFFFF
+_MIX_XOR1 = 0xc761c23c
+_MIX_ADD2 = 0xd3a2646c
+_MIX_ADD3 = 0xfd7046c5
+_MIX_XOR2 = 0xb55a4f09
+
+
 def mix32(a: int) -> int:
     """Bob Jenkins' 32-bit integer hash (HAProxy's full_hash): spreads the
     bits of a CRC so that close keys land far apart."""
-    a = (a + 0x7ed55d16 + (a << 12)) & 0xFFFFFFFF
-    a = (a ^ 0xc761c23c ^ (a >> 19)) & 0xFFFFFFFF
-    a = (a + 0x165667b1 + (a << 5)) & 0xFFFFFFFF
-    a = ((a + 0xd3a2646c) ^ (a << 9)) & 0xFFFFFFFF
-    a = (a + 0xfd7046c5 + (a << 3)) & 0xFFFFFFFF
-    a = (a ^ 0xb55a4f09 ^ (a >> 16)) & 0xFFFFFFFF
+    a = (a + 0x7ed55d16 + (a << 12)) & _MASK32
+    a = (a ^ _MIX_XOR1 ^ (a >> 19)) & _MASK32
+    a = (a + 0x165667b1 + (a << 5)) & _MASK32
+    a = ((a + _MIX_ADD2) ^ (a << 9)) & _MASK32
+    a = (a + _MIX_ADD3 + (a << 3)) & _MASK32
+    a = (a ^ _MIX_XOR2 ^ (a >> 16)) & _MASK32
     return a
 
 
