@@ -545,8 +545,8 @@ class ClientConnection:
         sock = _own_socket(self.transport, "an idle connection stays on its transport")
         if sock is None:
             return False
+        self.proxy.park(self, sock)  # (parked until idle_until)
         self.idle_until = 0.0
-        self.proxy.park(self, sock)
         # From here on this object is done with (connection_lost does nothing).
         self.gone = True
         self.deadline = 0.0
