@@ -33,6 +33,7 @@ import socket
 import struct
 from typing import Callable, Optional
 
+from .heap import without_traceback
 from .stick import RATE_TYPES, StickTable
 
 log = logging.getLogger("lbcore")
@@ -610,8 +611,9 @@ class Peers:
         try:
             await asyncio.wait_for(self.loop.create_connection(
                 lambda: PeerSession(self, name), address.host, address.port), timeout=2.0)
-        except (OSError, asyncio.TimeoutError):
-            pass  # the next tick calls again
+        except (OSError, asyncio.TimeoutError) as exc:
+            without_traceback(exc)  # no cycle left per attempt at a peer that is down
+            # the next tick calls again
         finally:
             self.connecting.discard(name)
 

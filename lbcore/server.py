@@ -24,6 +24,7 @@ from . import state_file, systemd, takeover
 from .batch import WriteBatch
 from .config import Address, Config, ConfigError
 from .health import HealthChecker
+from .heap import release_free_memory, settle_heap
 from .listeners import Acceptor, bind_socket, inherited
 from .logs import AccessLog, setup_event_log
 from .model import Runtime
@@ -43,7 +44,6 @@ async def load_off_loop(config: Config) -> Config:
     connections the event loop serves meanwhile (a large file takes a good
     part of a second): in a forked child, else on a thread
     (lbcore/config_reader.py). ConfigError as config.load()."""
-    gc.collect(0)  # today's young garbage goes now, not frozen with the new config
     return await asyncio.get_running_loop().run_in_executor(None, _load_politely, config)
 
 
@@ -63,35 +63,6 @@ async def run_in_slices(steps):
         if clock() - began >= RELOAD_SLICE:
             await asyncio.sleep(0)
             began = clock()
-
-
-def settle_heap() -> None:
-    """Move every object alive now (the config and runtime just built, the
-    code) out of the cyclic collector's reach: with a thousand frontends a
-    full collection walks some 10^6 objects, ~0.2 s with the loop stopped,
-    and these live until the next reload anyway. What a reload drops is
-    freed by reference counting; the cycles among dropped backends and
-    servers stay, a few KB per removed server."""
-    gc.freeze()
-
-
-def _malloc_trim():
-    try:
-        import ctypes
-        return ctypes.CDLL(None).malloc_trim  # glibc; musl has none
-    except (OSError, AttributeError):
-        return None
-
-
-_MALLOC_TRIM = _malloc_trim()
-
-
-def release_free_memory() -> None:
-    """Hand the heap pages a reload freed (the previous config and runtime)
-    back to the system: glibc keeps them otherwise, and the resident size
-    would step up at each of the first reloads. About a millisecond."""
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
 
 
 def _load_politely(config: Config) -> Config:

@@ -20,6 +20,7 @@ import httptools
 
 from lbcore_ext import scan_response
 
+from .heap import without_traceback
 from .hop_by_hop import named_headers
 from .proxy.h1_checks import response_head_error
 from .model import DOWN, Server
@@ -260,17 +261,25 @@ class UpstreamConnection:
         self.closed = True
         self.pool.forget(self)
         client = self.client
-        if client is None:
-            return
-        if self.tunnel:
-            client.tunnel_closed(self)
-        elif self.status >= 200 and self.body_started and self.resp_length < 0 \
-                and not self.resp_chunked and not self.no_body:
-            # A close-delimited body ends with the connection.
-            self.keep_alive = False
-            self.on_message_complete()
-        else:
-            client.upstream_lost(self, exc)
+        try:
+            if client is None:
+                return
+            if self.tunnel:
+                client.tunnel_closed(self)
+            elif self.status >= 200 and self.body_started and self.resp_length < 0 \
+                    and not self.resp_chunked and not self.no_body:
+                # A close-delimited body ends with the connection.
+                self.keep_alive = False
+                self.on_message_complete()
+            else:
+                client.upstream_lost(self, exc)
+        finally:
+            # The parser holds this connection's bound callbacks: a cycle
+            # that reference counting cannot free. Left to the cyclic
+            # collector, every closed connection (with its transport) waited
+            # for a full collection, rare in a steady server, or was frozen
+            # for good by the next reload (heap.settle_heap).
+            self.parser = None
 
     def pause_writing(self) -> None:
         if self.client is not None:
@@ -561,11 +570,14 @@ class UpstreamPool:
         self._busy(server)
         conn = UpstreamConnection(self, server)
         tls = server.tls
-        if tls is None:
-            await asyncio.wait_for(
-                self.loop.create_connection(lambda: conn, server.host, server.port), timeout)
-        else:
-            await asyncio.wait_for(self._connect_tls(conn, tls, preamble), timeout)
+        try:
+            if tls is None:
+                await asyncio.wait_for(
+                    self.loop.create_connection(lambda: conn, server.host, server.port), timeout)
+            else:
+                await asyncio.wait_for(self._connect_tls(conn, tls, preamble), timeout)
+        except (OSError, asyncio.TimeoutError) as exc:
+            raise without_traceback(exc)
         if preamble:
             conn.private = True
             if tls is None:

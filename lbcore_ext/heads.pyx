@@ -11,6 +11,10 @@ from libc.string cimport memchr
 IMPLEMENTATION = "cython"
 
 from .heads_py import METHODS  # one list for both: the methods llhttp knows
+from .heads_py import MAX_FIELDS, MAX_FIELD_NAME
+
+cdef Py_ssize_t C_MAX_FIELDS = MAX_FIELDS
+cdef Py_ssize_t C_MAX_FIELD_NAME = MAX_FIELD_NAME
 
 cdef bint TOKEN[256]
 cdef bint VALUE[256]
@@ -208,6 +212,7 @@ def scan_request(bytes buf, Py_ssize_t end, bint drop_xfp, bint own_xff):
     cdef long long length = 0, v
     cdef bint seen_length = False
     cdef int hosts = 0
+    cdef Py_ssize_t fields = 0
     cdef list kept = []
     cdef Py_ssize_t run_start
     if limit > len(buf):
@@ -237,6 +242,9 @@ def scan_request(bytes buf, Py_ssize_t end, bint drop_xfp, bint own_xff):
     while pos < limit:
         nxt = _header(p, pos, limit, &nlen, &vs, &vn)
         if nxt < 0:
+            return None
+        fields += 1
+        if fields > C_MAX_FIELDS or nlen > C_MAX_FIELD_NAME:
             return None
         kind = _kind(p + pos, nlen, False)
         if kind == K_OTHER:

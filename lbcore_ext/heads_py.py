@@ -37,6 +37,13 @@ METHODS = frozenset(
     b"SEARCH UNLOCK BIND REBIND UNBIND ACL REPORT MKACTIVITY CHECKOUT MERGE M-SEARCH "
     b"NOTIFY SUBSCRIBE UNSUBSCRIBE PATCH PURGE MKCALENDAR LINK UNLINK SOURCE QUERY".split())
 
+# HAProxy's limits on a request head (tune.http.maxhdr 101 with the request
+# line, and 255-byte field names): beyond them it answers 400. The fast path
+# leaves such a head to the strict checks (lbcore/proxy/h1_checks.py), which
+# refuse it the same way.
+MAX_FIELDS = 100
+MAX_FIELD_NAME = 255
+
 # What each plain head may carry; anything in UNUSUAL sends the message
 # down the strict slow path.
 _REQ_DROP = frozenset((b"connection", b"keep-alive", b"proxy-connection"))
@@ -87,7 +94,7 @@ def scan_request(buf: bytes, end: int, drop_xfp: bool, own_xff: bool):
         return None
     minor = int(m.group(3))
     headers = _headers(buf, m.end(), end + 2)
-    if headers is None:
+    if headers is None or len(headers) > MAX_FIELDS:
         return None
     keep = minor == 1
     length = 0
@@ -95,6 +102,8 @@ def scan_request(buf: bytes, end: int, drop_xfp: bool, own_xff: bool):
     hosts = 0
     kept = []
     for name, value, start, stop in headers:
+        if len(name) > MAX_FIELD_NAME:
+            return None
         if name in _REQ_DROP:
             if name == b"connection":
                 verdict = _connection(value)

@@ -15,12 +15,15 @@ import threading
 
 
 class LenientBackend:
-    """Records every request it reads as (request line, headers, body);
-    answers each with `response`."""
+    """Records every request it reads as (request line, headers, body) in
+    `requests`, and with the number of the connection it came on (1, 2, ...)
+    in `records`; answers each with `response`."""
 
     def __init__(self, response: bytes = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"):
         self.response = response
         self.requests: list[tuple[bytes, dict, bytes]] = []
+        self.records: list[tuple[int, bytes, dict, bytes]] = []
+        self.connections = 0
         self.lock = threading.Lock()
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -46,9 +49,12 @@ class LenientBackend:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+            with self.lock:
+                self.connections += 1
+                number = self.connections
+            threading.Thread(target=self._serve, args=(conn, number), daemon=True).start()
 
-    def _serve(self, conn) -> None:
+    def _serve(self, conn, number: int) -> None:
         buf = b""
         conn.settimeout(10)
 
@@ -97,6 +103,7 @@ class LenientBackend:
                     body, buf = buf[:n], buf[n:]
                 with self.lock:
                     self.requests.append((first, headers, body))
+                    self.records.append((number, first, headers, body))
                 conn.sendall(self.response)
         except (EOFError, OSError, ValueError):
             pass

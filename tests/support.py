@@ -153,6 +153,8 @@ class BackendProcess:
 class LbcoreProcess:
     """`python -m lbcore.cli -c lb.yaml` with a config given as a dict."""
 
+    entry = ["-m", "lbcore.cli"]  # what python runs (tests/heap_probe.py wraps it)
+
     def __init__(self, config: dict, env=None, workdir: Optional[str] = None):
         self.config = config
         self.dir = workdir or tempfile.mkdtemp(prefix="lbcore-")
@@ -175,7 +177,7 @@ class LbcoreProcess:
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "lbcore.cli", "-c", self.path],
+            [sys.executable, *self.entry, "-c", self.path],
             stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=self.dir,
         )
         ports = list(wait_ports) or self.ports()

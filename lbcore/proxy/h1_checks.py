@@ -34,6 +34,10 @@ tests/corpus/hostile_requests.py):
 - 501: a transfer coding other than chunked (a proxy cannot frame it).
 - 505: a well-formed version other than HTTP/1.0 and HTTP/1.1.
 - 431: a head (or trailer section) larger than the limit.
+- 400 too for an upgrade request with a body (HAProxy sends the body,
+  then switches; llhttp would take the body for tunnel bytes), and for
+  what HAProxy refuses by its limits: more than 100 field lines,
+  a field name over 255 bytes.
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ import ipaddress
 import re
 
 import httptools
+
+from lbcore_ext.heads_py import MAX_FIELD_NAME, MAX_FIELDS
 
 TCHAR = rb"!#$%&'*+\-.^_`|~0-9A-Za-z"
 _TOKEN = re.compile(rb"[" + TCHAR + rb"]+")
@@ -83,10 +89,21 @@ class Refused(httptools.HttpParserError):
         self.status = status
 
 
-def partial_head_invalid(data: bytes) -> bool:
+def partial_head_invalid(data: bytes, seen: int = 0) -> bool:
     """An incomplete head that can already be refused (a bare CR or LF):
-    no need to wait for more bytes that would never make it valid."""
-    return _BARE_CR_LF.search(data) is not None
+    no need to wait for more bytes that would never make it valid.
+    `seen`: how many bytes at the start were looked at already, so a head
+    trickled in byte by byte costs linear time, not quadratic."""
+    return _BARE_CR_LF.search(data, seen - 1 if seen > 1 else 0) is not None
+
+
+def _content_length(data: bytes) -> int:
+    """The length of `data` without what may be the start of its
+    terminating CRLF (or blank line), without copying it."""
+    n = len(data)
+    while n and (data[n - 1] == 13 or data[n - 1] == 10):
+        n -= 1
+    return n
 
 
 def host_valid(value: bytes) -> bool:
@@ -129,6 +146,8 @@ def _authority_of(target: bytes):
     authority = rest[:end]
     if not authority or b"@" in authority or not host_valid(authority):
         return None
+    if rest.startswith(b"?", end):
+        return None  # a query without a path: haproxy refuses it, servers differ
     return authority.lower()
 
 
@@ -175,10 +194,15 @@ def check_head(head: bytes):
     codings = None
     conn_upgrade = False
     upgrade = False
-    for line in head[line_end + 2:-4].split(b"\r\n") if len(head) > line_end + 4 else ():
+    lines = head[line_end + 2:-4].split(b"\r\n") if len(head) > line_end + 4 else ()
+    if len(lines) > MAX_FIELDS:
+        return 400, "more than %d field lines" % MAX_FIELDS, 0, 0
+    for line in lines:
         f = _FIELD.fullmatch(line)
         if f is None:
             return 400, "malformed field line", 0, 0
+        if f.end(1) > MAX_FIELD_NAME:
+            return 400, "field name longer than %d bytes" % MAX_FIELD_NAME, 0, 0
         name = f.group(1).lower()
         if name == b"host":
             hosts.append(f.group(2).rstrip(b" \t"))
@@ -215,6 +239,10 @@ def check_head(head: bytes):
         if len(items) > 1:
             return 501, "transfer coding other than chunked", 0, 0
     if conn_upgrade and upgrade:
+        if codings is not None or length > 0:
+            # llhttp (httptools) switches right after the head and would take
+            # the body for tunnel bytes while the server waits for it.
+            return 400, "Upgrade on a request with a body", 0, 0
         return 0, "", BODY_TUNNEL, 0
     if codings is not None:
         return 0, "", BODY_CHUNKED, 0
@@ -270,7 +298,11 @@ class RequestChecker:
         """Returns (status, good): status 0 while all is well; else the
         answer, and `good`, how many bytes of `data` belong to the
         messages before the failing one (they may still be served)."""
-        consumed = -len(self.buf)  # offset in `data` of what buf starts with
+        # The kept partial head, chunk line or trailers at the start of buf
+        # was looked at already: searches resume near its end, so bytes
+        # trickled in one at a time cost linear time.
+        resume = len(self.buf)
+        consumed = -resume  # offset in `data` of what buf starts with
         boundary = 0  # offset in `data` where the current message began
         buf = self.buf + data if self.buf else data
         self.buf = b""
@@ -286,9 +318,9 @@ class RequestChecker:
                 if pos >= n:
                     break
                 boundary = max(consumed + pos, 0)
-                end = buf.find(b"\r\n\r\n", pos)
+                end = buf.find(b"\r\n\r\n", max(pos, resume - 3))
                 if end < 0:
-                    status = self._keep_partial(buf[pos:])
+                    status = self._keep_partial(buf[pos:], resume - pos)
                     if status:
                         return self._fail(status, "bare CR or LF, or head too large", boundary)
                     break
@@ -327,13 +359,17 @@ class RequestChecker:
                 pos += 2
                 self.state = _CHUNK_LINE_S
             elif state == _CHUNK_LINE_S:
-                end = buf.find(b"\r\n", pos)
+                end = buf.find(b"\r\n", max(pos, resume - 1))
                 if end < 0:
                     rest = buf[pos:]
-                    if partial_head_invalid(rest) or len(rest) > MAX_CHUNK_LINE:
+                    if (partial_head_invalid(rest, resume - pos)
+                            or _content_length(rest) > MAX_CHUNK_LINE):
                         return self._fail(400, "malformed chunk line", boundary)
                     self.buf = rest
                     break
+                if end - pos > MAX_CHUNK_LINE:
+                    # the same verdict whether the line came in one read or many
+                    return self._fail(400, "malformed chunk line", boundary)
                 status, why, size = check_chunk_line(buf[pos:end])
                 if status:
                     return self._fail(status, why, boundary)
@@ -348,12 +384,14 @@ class RequestChecker:
                     self.state = _HEAD
                     self.messages += 1
                     continue
-                end = buf.find(b"\r\n\r\n", pos)
+                end = buf.find(b"\r\n\r\n", max(pos, resume - 3))
                 if end < 0:
-                    status = self._keep_partial(buf[pos:])
+                    status = self._keep_partial(buf[pos:], resume - pos)
                     if status:
                         return self._fail(status, "bare CR or LF, or trailers too large", boundary)
                     break
+                if end - pos > self.max_head:
+                    return self._fail(431, "trailers too large", boundary)
                 status, why = check_trailers(buf[pos:end + 2])
                 if status:
                     return self._fail(status, why, boundary)
@@ -362,13 +400,16 @@ class RequestChecker:
                 self.messages += 1
         return 0, 0
 
-    def _keep_partial(self, rest: bytes) -> int:
+    def _keep_partial(self, rest: bytes, seen: int) -> int:
         """The start of a head or trailer section: kept for the next feed,
-        unless it can already be refused (the status, else 0)."""
+        unless it can already be refused (the status, else 0). The first
+        `seen` bytes were looked at by an earlier feed."""
         if rest != b"\r":
-            if partial_head_invalid(rest):
+            if partial_head_invalid(rest, seen):
                 return 400
-            if len(rest) > self.max_head:
+            # (what may be the start of the blank line does not count,
+            # as when the whole head is here)
+            if _content_length(rest) > self.max_head:
                 return 431
         self.buf = rest
         return 0

@@ -624,16 +624,19 @@ class ClientConnection:
         """At a message boundary: a complete, plain head is handled with one
         scan (lbcore_ext); anything else goes to httptools. Returns the
         bytes left for the next step."""
-        if self.head_buf:
+        seen = len(self.head_buf)
+        if seen:
+            # Only the new bytes (and the last few before them) are searched:
+            # a head trickled in byte by byte costs linear time.
             data = self.head_buf + data
             self.head_buf = b""
         elif self.active is None:
             self.deadline = self.sweeper.now + self.settings.http_request
-        end = data.find(b"\r\n\r\n")
+        end = data.find(b"\r\n\r\n", seen - 3 if seen > 3 else 0)
         if end < 0:
             if len(data) > MAX_REQUEST_HEAD:
                 self._reject(431)
-            elif partial_head_invalid(data):
+            elif partial_head_invalid(data, seen):
                 self._feed(data)  # a bare CR or LF: refused now, not at the timeout
             else:
                 self.head_buf = data

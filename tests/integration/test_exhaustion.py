@@ -196,3 +196,29 @@ def test_slow_readers_cost_bounded_memory_and_are_cut_by_the_client_timeout():
         lb.stop()
         backend.stop()
     check_no_crash()
+
+
+def test_a_head_dripped_byte_by_byte_costs_linear_cpu():
+    """A client sending a 16 KB head one byte per TCP segment: each read
+    resumes the search for the blank line where the last one stopped.
+    Before, each read rescanned the whole partial head: 1.5 s of lbcore's
+    CPU for one such client (0.2 s now), so a few of them starved all."""
+    backend = LenientBackend()
+    port = free_port()
+    config = http_config([backend.address], port)
+    config["defaults"] = {"timeouts": {"http_request": "60s"}}
+    proc = LbcoreProcess(config).start()
+    try:
+        head = b"GET / HTTP/1.1\r\nHost: a\r\nX-A: " + b"v" * 16000 + b"\r\n\r\n"
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            before = cpu_seconds(proc.proc.pid)
+            for i in range(len(head)):
+                sock.send(head[i:i + 1])
+                time.sleep(0.0001)  # one segment each
+            assert sock.recv(100).startswith(b"HTTP/1.1 200")
+            used = cpu_seconds(proc.proc.pid) - before
+        assert used < 0.6, used
+    finally:
+        proc.stop()
+        backend.close()

@@ -6,6 +6,7 @@ from lbcore.proxy.h1_checks import (
     BODY_CHUNKED, BODY_LENGTH, BODY_NONE, BODY_TUNNEL, CheckedRequestParser, Refused,
     RequestChecker, check_chunk_line, check_head, host_valid, response_head_error,
 )
+from tests.corpus.generated_requests import CASES as GENERATED
 from tests.corpus.hostile_requests import CASES
 
 GET = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
@@ -58,6 +59,42 @@ def test_byte_by_byte_is_the_same_as_all_at_once(case):
     assert split == whole
 
 
+def _fed_in_pieces(raw: bytes, size: int) -> int:
+    checker = RequestChecker(16384)
+    for i in range(0, len(raw), size):
+        status = checker.feed(raw[i:i + size])[0]
+        if status:
+            return status
+    return 0
+
+
+def test_the_generated_corpus_gets_the_same_verdict_however_it_is_cut():
+    """Every generated case, whole, byte by byte (small ones) and in
+    pieces of a few to 4,093 bytes: one verdict."""
+    differ = []
+    for case in GENERATED:
+        whole = RequestChecker(16384).feed(case.raw)[0]
+        sizes = (1, 7, 1000) if len(case.raw) < 600 else (61, 1000, 4093)
+        got = {size: _fed_in_pieces(case.raw, size) for size in sizes}
+        if any(v != whole for v in got.values()):
+            differ.append((case.id, whole, got))
+    assert differ == []
+
+
+@pytest.mark.parametrize("piece", [3, 100, 1 << 20])
+def test_long_chunk_lines_and_trailers_are_refused_however_they_arrive(piece):
+    """A chunk line over MAX_CHUNK_LINE or trailers over the head limit
+    are refused whether they come in one read or many (they used to pass
+    when whole in one read)."""
+    head = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+    ext = head + b"5;a=" + b"b" * 5000 + b"\r\nhello\r\n0\r\n\r\n"
+    trailers = head + b"5\r\nhello\r\n0\r\nX: " + b"v" * 17000 + b"\r\n\r\n"
+    assert _fed_in_pieces(ext, piece) == 400
+    assert _fed_in_pieces(trailers, piece) == 431
+    ok = head + b"5;a=" + b"b" * 4000 + b"\r\nhello\r\n0\r\nX: " + b"v" * 16000 + b"\r\n\r\n"
+    assert _fed_in_pieces(ok, piece) == 0
+
+
 def test_the_requests_before_a_bad_one_are_still_parsed():
     bad = b"GET /a\x00 HTTP/1.1\r\nHost: a\r\n\r\n"
     status, good = RequestChecker(16384).feed(GET + GET + bad)
@@ -77,6 +114,37 @@ def test_bodies_and_upgrades_are_not_read_as_heads():
     assert RequestChecker(16384).feed(post + GET) == (0, 0)
     upgrade = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: ws\r\n\r\n\x00\x01binary"
     assert RequestChecker(16384).feed(upgrade) == (0, 0)
+
+
+@pytest.mark.parametrize("fields,name,status", [
+    (99, 255, 0), (100, 1, 400), (1, 256, 400), (1000, 1, 400),
+])
+def test_haproxys_limits_on_field_lines_and_names(fields, name, status):
+    """HAProxy answers 400 to more than 100 field lines or a name over 255
+    bytes; so does lbcore (a server behind must not get what haproxy's
+    would never pass on)."""
+    head = (b"GET / HTTP/1.1\r\nHost: a\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(fields - 1))
+            + b"Y" * name + b": v\r\n\r\n")
+    assert check_head(head)[0] == status
+
+
+@pytest.mark.parametrize("framing", [b"Content-Length: 5\r\n", b"Transfer-Encoding: chunked\r\n"])
+def test_an_upgrade_request_with_a_body_is_refused(framing):
+    """httptools switches protocols right after such a head: the body
+    would wait as tunnel bytes while the server waits for the body."""
+    head = (b"POST / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+            b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n" + framing + b"\r\n")
+    assert check_head(head)[0] == 400
+    assert check_head(head.replace(framing, b"Content-Length: 0\r\n"))[2] == BODY_TUNNEL
+
+
+@pytest.mark.parametrize("target,status", [
+    (b"http://a/x?y", 0), (b"http://a", 0), (b"http://a?x", 400), (b"http://a:80?x", 400),
+])
+def test_absolute_form_paths(target, status):
+    """An absolute-form target with a query but no path: haproxy refuses it."""
+    assert check_head(b"GET %s HTTP/1.1\r\nHost: a%s\r\n\r\n" % (
+        target, b":80" if b":80" in target else b""))[0] == status
 
 
 def test_heads_over_the_limit_get_431():
@@ -108,3 +176,26 @@ def test_checked_parser_parses_what_came_before_a_refusal():
 ])
 def test_response_heads(version, status, interims, bad):
     assert bool(response_head_error(version, status, interims)) is bad
+
+
+def _cpu_byte_by_byte(data: bytes) -> float:
+    import time
+
+    checker = RequestChecker(1 << 20)
+    start = time.process_time()
+    for i in range(len(data)):
+        checker.feed(data[i:i + 1])
+    return time.process_time() - start
+
+
+@pytest.mark.parametrize("prefix", [
+    b"GET / HTTP/1.1\r\nHost: a\r\nX-A: ",
+    b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-A: ",
+])
+def test_a_head_or_trailers_trickled_byte_by_byte_cost_linear_time(prefix):
+    """Each read resumes the search where the last one stopped: eight times
+    the bytes cost about eight times the time (it was 64 times: a client
+    dripping a 16 KiB head cost lbcore 1.5 s of CPU)."""
+    small = min(_cpu_byte_by_byte(prefix + b"v" * 4000) for _ in range(3))
+    large = min(_cpu_byte_by_byte(prefix + b"v" * 32000) for _ in range(3))
+    assert large < 20 * max(small, 1e-3), (small, large)
