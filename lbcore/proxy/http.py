@@ -547,7 +547,9 @@ class ClientConnection:
             return False
         self.proxy.park(self, sock)  # (parked until idle_until)
         self.idle_until = 0.0
-        # From here on this object is done with (connection_lost does nothing).
+        # From here on this object is done with (connection_lost does nothing);
+        # its parser's bound callbacks would keep it in a cycle (lbcore/heap.py).
+        self.parser = None
         self.gone = True
         self.deadline = 0.0
         self.facts = None

@@ -36,6 +36,7 @@ import os
 import socket
 
 from ..health.poller import ERR, IN, ProbePoller
+from ..heap import release_free_memory
 from ..rules.frontend import connection_done
 
 log = logging.getLogger("lbcore")
@@ -146,7 +147,6 @@ class Parking:
             self.trim = self.loop.call_later(TRIM_DELAY, self._trim)
 
     def _trim(self) -> None:
-        from ..server import release_free_memory  # (lbcore.server imports the proxies)
         self.trim = None
         self.untrimmed = 0
         release_free_memory()
