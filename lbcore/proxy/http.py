@@ -50,6 +50,7 @@ MAX_REPLAY = 64 * 1024  # request bodies up to this size can be replayed on a re
 # typical API answer (OpenStack's JSON) and costs nothing on the fast path,
 # where a whole small response arrives in one read anyway.
 MAX_HELD_RESPONSE = 64 * 1024
+TUNNEL_STAYS = "tunnel stays on the event loop"
 IDLE_CLOSE_DELAY = 0.5  # stopping: idle keep-alive connections close after this
 IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"))
 SETTLE_RETRY = 0.05  # a response still in the transport's buffer: look again after this (lbcore.adoption)
@@ -175,7 +176,9 @@ class HttpProxy:
         self.sweeper = sweeper
         self.loop = ctx.loop
         self.clients: set[ClientConnection] = set()
-        self.parked: set = set()  # idle connections off their transports (proxy/parking.py)
+        # Idle connections off their transports (proxy/parking.py), by
+        # descriptor: a dict costs a third of a set per entry.
+        self.parked: dict = {}
         self.draining = False
         self.ssl: Optional[ssl.SSLContext] = None
         self.settings = HttpSettings(frontend)
@@ -246,22 +249,26 @@ class HttpProxy:
         # Parked ones get the same moment: a request on its way is answered
         # (with Connection: close, see unpark) rather than cut off.
         close_at = self.sweeper.now + IDLE_CLOSE_DELAY
-        for parked in list(self.parked):
+        for parked in list(self.parked.values()):
             if parked.deadline > close_at:
                 parked.deadline = close_at
 
     def close_all(self) -> None:
         for client in list(self.clients):
             client.abort()
-        for parked in list(self.parked):
+        for parked in list(self.parked.values()):
             parked.close()
 
-    def park(self, client: "ClientConnection", sock: socket.socket) -> None:
+    def park(self, client: "ClientConnection", sock: socket.socket) -> bool:
         """`client` is idle and leaves its transport; `sock` is our own
-        descriptor of its connection (proxy/parking.py)."""
+        descriptor of its connection (proxy/parking.py). False: it cannot
+        (`sock` is closed, the client stays as it is)."""
         parking = self.ctx.parking
         if parking is None:
             parking = self.ctx.parking = Parking(self.loop, self.sweeper)
+        parked = parking.park(self, sock, client.peer, client.idle_until, client.facts)
+        if parked is None:
+            return False
         kept = client.kept
         if kept is not None:
             # Its slot in the adoption table is its descriptor number, which
@@ -269,8 +276,9 @@ class HttpProxy:
             client.kept = None
             client.kept_open = False
             kept.release(False)
-            kept = self.ctx.journal.keep(sock, self.frontend.name)
-        parking.park(self, sock.detach(), client.peer, client.idle_until, kept, client.facts)
+            parked.kept = self.ctx.journal.keep(sock, self.frontend.name)
+        sock.detach()  # the descriptor is the Parked's now
+        return True
 
     def unpark(self, parked, sock: socket.socket) -> None:
         """A parked connection's next request is there: a new transport and
@@ -542,10 +550,9 @@ class ClientConnection:
         connection itself stays open and counted."""
         if not self._parkable():
             return False
-        sock = _own_socket(self.transport, "an idle connection stays on its transport")
-        if sock is None:
+        sock = _own_socket(self.transport)  # (None: out of descriptors; it stays here)
+        if sock is None or not self.proxy.park(self, sock):  # (parked until idle_until)
             return False
-        self.proxy.park(self, sock)  # (parked until idle_until)
         self.idle_until = 0.0
         # From here on this object is done with (connection_lost does nothing);
         # its parser's bound callbacks would keep it in a cycle (lbcore/heap.py).
@@ -1388,10 +1395,10 @@ class ClientConnection:
         if self.proxy.ssl is not None or self.transport.get_write_buffer_size() \
                 or upstream.transport.get_write_buffer_size():
             return False
-        client = _own_socket(self.transport)
+        client = _own_socket(self.transport, TUNNEL_STAYS)
         if client is None:
             return False
-        server_sock = _own_socket(upstream.transport)
+        server_sock = _own_socket(upstream.transport, TUNNEL_STAYS)
         if server_sock is None:
             client.close()
             return False
@@ -1580,7 +1587,7 @@ class ClientConnection:
         return proxy_protocol.header(version, self.peer, self.transport.get_extra_info("sockname"))
 
 
-def _own_socket(transport, failing: str = "tunnel stays on the event loop") -> Optional[socket.socket]:
+def _own_socket(transport, failing: Optional[str] = None) -> Optional[socket.socket]:
     """A socket of our own on a transport's connection (a duplicate of its
     fd): closing the transport leaves the connection open. None if the
     transport has no socket to share or the fd cannot be duplicated."""
@@ -1596,7 +1603,8 @@ def _own_socket(transport, failing: str = "tunnel stays on the event loop") -> O
             raise
         sock.setblocking(False)
     except OSError as exc:
-        log.warning("%s: cannot take its socket over: %s", failing, exc)
+        if failing is not None:
+            log.warning("%s: cannot take its socket over: %s", failing, exc)
         return None
     return sock
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from typing import Optional
 
 from ..health.poller import ERR, IN, ProbePoller
 from ..heap import release_free_memory
@@ -91,6 +92,7 @@ class Parked:
         parking = self.proxy.ctx.parking
         parking.leave(self)
         parking.unparks += 1
+        self.fd = -1  # the descriptor is the new transport's now: close() must not touch it
         self.proxy.unpark(self, sock)
 
     def expire(self) -> None:
@@ -99,6 +101,8 @@ class Parked:
 
     def close(self) -> None:
         """The connection ends while parked, as an idle one would: FIN, no log."""
+        if self.fd < 0:
+            return  # closed already
         ctx = self.proxy.ctx
         ctx.parking.leave(self)
         kept = self.kept
@@ -135,16 +139,25 @@ class Parking:
     def __len__(self) -> int:
         return len(self.poller)
 
-    def park(self, proxy, fd: int, peer, deadline: float, kept, facts) -> None:
-        parked = Parked(proxy, fd, peer, deadline, kept, facts)
-        self.poller.watch(parked, fd, IN)
-        proxy.parked.add(parked)
+    def park(self, proxy, sock: socket.socket, peer, deadline: float, facts) -> Optional[Parked]:
+        """`sock` (our own descriptor of an idle connection) joins the set;
+        None if it cannot (the epoll set is full: `sock` is closed)."""
+        fd = sock.fileno()
+        parked = Parked(proxy, fd, peer, deadline, None, facts)
+        try:
+            self.poller.watch(parked, fd, IN)
+        except OSError as exc:  # ENOSPC: fs.epoll.max_user_watches; ENOMEM
+            log.warning("an idle connection stays on its transport: %s", exc)
+            sock.close()
+            return None
+        proxy.parked[fd] = parked
         proxy.frontend.parked += 1
         self.sweeper.watched.add(parked)
         self.parks += 1
         self.untrimmed += 1
         if self.untrimmed >= TRIM_AFTER and self.trim is None:
             self.trim = self.loop.call_later(TRIM_DELAY, self._trim)
+        return parked
 
     def _trim(self) -> None:
         self.trim = None
@@ -155,12 +168,11 @@ class Parking:
         """`parked` leaves the set (its descriptor stays open: it goes on to
         a transport, or is closed by the caller)."""
         proxy = parked.proxy
-        if parked not in proxy.parked:
+        if proxy.parked.pop(parked.fd, None) is None:
             return
         # Out of the epoll set explicitly: closing the descriptor would not
         # take it out while the master process holds a copy (lbcore.adoption).
         self.poller.release(parked.fd)
-        proxy.parked.discard(parked)
         proxy.frontend.parked -= 1
         self.sweeper.watched.discard(parked)
 
