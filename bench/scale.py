@@ -9,7 +9,9 @@ Sections (all by default, or `--sections pools,configs,idle,probes`):
 - configs: 10 / 100 / 300 / 1,000 frontend/backend pairs, 3 tcp-checked servers
   each (inter 2s): start-up time, RSS, idle CPU with the checks running, the
   longest request while the config is reloaded (lbcore: SIGHUP; haproxy -W:
-  USR2 to the master), RSS across 6 reloads.
+  USR2 to the master), RSS across 6 reloads. Also lbcore on haproxy's own
+  haproxy.cfg with haproxy's command line (`lbcore -W -db -f`, USR2;
+  target "lbcore-cfg"), unless --no-lbcore-cfg.
 - idle: 5,000 and 20,000 idle keep-alive clients: RSS growth per client.
 - probes: 1,000 frontend/backend pairs, 3 tcp-checked servers each at
   inter 2s, haproxy and lbcore side by side and idle: their CPU over the
@@ -42,7 +44,7 @@ elif str(BENCH_DIR.parent) not in sys.path:
 
 from bench import configs, memprobe, tools, wrk  # noqa: E402
 from bench.procs import (  # noqa: E402
-    ProcessSet, free_ports, raise_fd_limit, tree_cpu_seconds, tree_rss_bytes, wait_for_port,
+    ProcessSet, free_ports, process_tree, raise_fd_limit, tree_cpu_seconds, tree_rss_bytes, wait_for_port,
     which_or_name)
 from bench.targets import REPO_ROOT, _lbcore_env, lbcore_command  # noqa: E402
 
@@ -148,12 +150,16 @@ class Target:
         self.kind, self.procs = kind, procs
         directory = workdir / name
         directory.mkdir(parents=True, exist_ok=True)
-        self.path = directory / ("haproxy.cfg" if kind == "haproxy" else "lb.yaml")
+        self.path = directory / ("lb.yaml" if kind == "lbcore" else "haproxy.cfg")
         self.path.write_text(text)
         if kind == "haproxy":
             # -W: master-worker, so USR2 reloads as operators do it.
             argv = [which_or_name("haproxy"), "-W", "-db", "-f", str(self.path)]
             self.child = procs.start(name, argv)
+        elif kind == "lbcore-cfg":
+            # The same file and command line as haproxy's, lbcore in its place.
+            self.child = procs.start(name, lbcore_cmd + ["-W", "-db", "-f", str(self.path)],
+                                     env=_lbcore_env(), cwd=str(REPO_ROOT))
         else:
             self.child = procs.start(name, lbcore_command_args(lbcore_cmd, self.path),
                                      env=_lbcore_env(), cwd=str(REPO_ROOT))
@@ -163,7 +169,7 @@ class Target:
         return self.child.pid
 
     def reload(self) -> None:
-        os.kill(self.pid, signal.SIGUSR2 if self.kind == "haproxy" else signal.SIGHUP)
+        os.kill(self.pid, signal.SIGHUP if self.kind == "lbcore" else signal.SIGUSR2)
 
     def stop(self) -> None:
         self.procs.stop(self.child)
@@ -274,8 +280,8 @@ class Prober(threading.Thread):
 def section_configs(args, procs, workdir, backend_ports) -> list[dict]:
     rows = []
     for pairs in args.pairs:
-        for kind in ("haproxy", "lbcore"):
-            make = pairs_haproxy if kind == "haproxy" else pairs_lbcore
+        for kind in ("haproxy", "lbcore") + (("lbcore-cfg",) if args.lbcore_cfg else ()):
+            make = pairs_lbcore if kind == "lbcore" else pairs_haproxy
             for attempt in range(3):
                 # A thousand free ports may not all stay free on a shared
                 # machine until the proxy binds them: then take new ones.
@@ -305,6 +311,7 @@ def section_configs(args, procs, workdir, backend_ports) -> list[dict]:
             prober.join(15)
             baseline = prober.longest
             stalls, rss_after = [], [rss]
+            processes = len(process_tree(target.pid))
             for _ in range(args.reloads):
                 prober = Prober(ports[0])
                 prober.start()
@@ -314,6 +321,13 @@ def section_configs(args, procs, workdir, backend_ports) -> list[dict]:
                 prober.running = False
                 prober.join(15)
                 stalls.append(prober.longest)
+                if kind == "lbcore":
+                    # On a busy machine the reload's reader child (a fork
+                    # of lbcore, lbcore/config_reader.py) may still run:
+                    # its pages would be counted twice.
+                    deadline = time.monotonic() + 30
+                    while len(process_tree(target.pid)) > processes and time.monotonic() < deadline:
+                        time.sleep(0.1)
                 rss_after.append(tree_rss_bytes(target.pid))
                 wait_ports(ports[-1:], target)
             target.stop()
@@ -356,8 +370,8 @@ def section_probes(args, procs, workdir, backend_ports) -> list[dict]:
     rows = []
     for pairs in args.probe_pairs:
         started = {}
-        for kind in ("haproxy", "lbcore"):
-            make = pairs_haproxy if kind == "haproxy" else pairs_lbcore
+        for kind in ("haproxy", "lbcore") + (("lbcore-cfg",) if args.lbcore_cfg else ()):
+            make = pairs_lbcore if kind == "lbcore" else pairs_haproxy
             for attempt in range(3):
                 # The first proxy's probes take ephemeral ports: one of the
                 # free ports picked for the second may be gone by its start.
@@ -455,6 +469,8 @@ def parse_args(argv):
     p.add_argument("--idle-seconds", type=float, default=10.0)
     p.add_argument("--quick", action="store_true", help="1 round of 2 s, 2 reloads, 5 s idle")
     p.add_argument("--lbcore-cmd", default=None)
+    p.add_argument("--no-lbcore-cfg", dest="lbcore_cfg", action="store_false",
+                   help="configs: skip lbcore run on the haproxy.cfg with -W -db -f")
     p.add_argument("--results", type=Path, default=BENCH_DIR / "results")
     p.add_argument("--no-write", action="store_true", help="print, do not write results")
     args = p.parse_args(argv)

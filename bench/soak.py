@@ -5,6 +5,8 @@ and open descriptors.
     python bench/soak.py                    # 30 minutes (the documented soak)
     python bench/soak.py --duration 600     # 10 minutes
     python bench/soak.py --workers 2        # with global.workers: 2
+    python bench/soak.py --duration 240 --kill-every 0 --hang-every 0 --admin-every 0
+                                            # one kind of chaos alone (0: off), to bisect
 
 Load, all through one lbcore in front of three servers (tests/backend.py):
 keep-alive GET clients, new-connection GET clients, keep-alive POST
@@ -206,13 +208,14 @@ def main(argv=None) -> int:
     parser.add_argument("--keepalive-clients", type=int, default=4)
     parser.add_argument("--new-connection-clients", type=int, default=2)
     parser.add_argument("--post-clients", type=int, default=2)
-    parser.add_argument("--kill-every", type=float, default=7)
+    parser.add_argument("--kill-every", type=float, default=7, help="seconds; 0: no kills (also below)")
     parser.add_argument("--hang-every", type=float, default=23)
     parser.add_argument("--reload-every", type=float, default=11)
     parser.add_argument("--admin-every", type=float, default=13)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--results", default=str(RESULTS))
     args = parser.parse_args(argv)
+    args.command = " ".join(["python bench/soak.py"] + list(sys.argv[1:] if argv is None else argv))
 
     names = ["s1", "s2", "s3"]
     backends = {name: BackendProcess(name).start() for name in names}
@@ -241,8 +244,11 @@ def main(argv=None) -> int:
     timeline: list = []  # (t, event, server): to tie failures to what caused them
     samples = []
     started = time.monotonic()
-    next_at = {"kill": args.kill_every, "hang": args.hang_every, "reload": args.reload_every,
-               "admin": args.admin_every, "sample": 0.0}
+    # A kind of chaos whose period is 0 is off.
+    next_at = {kind: every if every > 0 else float("inf") for kind, every in (
+        ("kill", args.kill_every), ("hang", args.hang_every), ("reload", args.reload_every),
+        ("admin", args.admin_every))}
+    next_at["sample"] = 0.0
     rng = random.Random(1)
     restart_at: dict = {}
     cont_at: dict = {}
@@ -370,9 +376,11 @@ def write_results(args, counters: Counters, events: Counter, samples: list, aliv
     (out / f"soak-{stamp}.json").write_text(json.dumps(report, indent=1))
     lines = [
         f"# Soak {stamp}", "",
-        f"`python bench/soak.py --duration {args.duration:g}" + (f" --workers {args.workers}`" if args.workers > 1 else "`"),
-        f"({build()}); chaos every: kill {args.kill_every:g}s, hang {args.hang_every:g}s, "
-        f"reload {args.reload_every:g}s, admin {args.admin_every:g}s.", "",
+        f"`{args.command}`",
+        f"({build()}); chaos every: " + ", ".join(
+            f"{kind} {every:g}s" if every > 0 else f"{kind} off" for kind, every in (
+                ("kill", args.kill_every), ("hang", args.hang_every), ("reload", args.reload_every),
+                ("admin", args.admin_every))) + ".", "",
         "| requests | ok | failed |", "|---|---:|---:|",
     ]
     for kind in ("get-keepalive", "get-new", "post-keepalive"):

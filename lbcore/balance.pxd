@@ -28,19 +28,28 @@ cdef class RoundRobin(Balancer):
 
 
 cdef class LeastConn(Balancer):
-    cdef dict _index, _head, _tail
-    cdef list _load, _prev, _next, _loads
-    cdef set _queued
+    cdef dict _index
+    # C arrays (array.array("q") in both builds): no Python int per step.
+    cdef long long[::1] _sess, _group, _prev, _next, _stamp, _weights, _low, _head, _tail
+    cdef long long _clock, _scale
+    cdef Py_ssize_t _cap
 
-    @cython.locals(tail=Py_ssize_t)
-    cdef _append(self, Py_ssize_t i, load)
-    @cython.locals(prev=Py_ssize_t, after=Py_ssize_t)
-    cdef _unlink(self, Py_ssize_t i, load)
-    @cython.locals(i=Py_ssize_t)
-    cdef Py_ssize_t _lightest(self) except -2
-    @cython.locals(i=Py_ssize_t)
+    @cython.locals(old=Py_ssize_t, cap=Py_ssize_t, groups=Py_ssize_t, g=Py_ssize_t, s=Py_ssize_t)
+    cdef _grow(self, Py_ssize_t sessions)
+    @cython.locals(g=Py_ssize_t, s=Py_ssize_t, at=Py_ssize_t, tail=Py_ssize_t, low=Py_ssize_t)
+    cdef _append(self, Py_ssize_t i)
+    @cython.locals(at=Py_ssize_t, prev=Py_ssize_t, after=Py_ssize_t)
+    cdef bint _unlink(self, Py_ssize_t i)
+    @cython.locals(cap=Py_ssize_t)
+    cdef _raise_low(self, Py_ssize_t g, Py_ssize_t s)
+    cdef long long _load(self, Py_ssize_t i)
+    @cython.locals(a=cython.longlong, b=cython.longlong)
+    cdef bint _before(self, Py_ssize_t i, Py_ssize_t j)
+    @cython.locals(best=Py_ssize_t, g=Py_ssize_t, s=Py_ssize_t, i=Py_ssize_t)
+    cdef Py_ssize_t _lightest(self)
+    @cython.locals(best=Py_ssize_t, i=Py_ssize_t)
     cdef Py_ssize_t _lightest_acceptable(self, exclude, bint limited) except -2
-    @cython.locals(i=Py_ssize_t)
+    @cython.locals(i=Py_ssize_t, sessions=Py_ssize_t, old=Py_ssize_t, emptied=bint)
     cpdef load_changed(self, server)
     @cython.locals(i=Py_ssize_t)
     cpdef pick(self, key=*, exclude=*, bint limited=*)

@@ -14,14 +14,16 @@ Each algorithm has the same small interface (like HAProxy's lb_ops):
 
 Servers need `.name`, `.weight`, `.cur_sessions` and `.has_room()`. A
 balancer keeps only its own bookkeeping and does no I/O. HAProxy keeps a
-tree per algorithm; here roundrobin keeps a binary heap, leastconn a queue
-per load, the hash algorithms a map or a sorted ring searched by bisection.
+tree per algorithm; here roundrobin keeps its whole cycle (a binary heap
+beyond CYCLE_LIMIT), leastconn a queue per weight and sessions count, the
+hash algorithms a map or a sorted ring searched by bisection.
 """
 
 from __future__ import annotations
 
 import heapq
 import zlib
+from array import array
 from bisect import bisect_left
 from typing import Optional, Sequence
 
@@ -120,6 +122,11 @@ def _acceptable(server, exclude, limited) -> bool:
     if exclude is not None and server in exclude:
         return False
     return not limited or server.has_room()
+
+
+def _longs(n, fill=0):
+    """n C integers (long long): what the compiled build indexes as C arrays."""
+    return array("q", [fill]) * n
 
 
 def _first_acceptable(servers, start, exclude, limited):
@@ -237,108 +244,178 @@ class RoundRobin(Balancer):
 
 
 class LeastConn(Balancer):
-    """Fewest sessions relative to weight; round robin among ties, as in
-    HAProxy's fwlc tree (an ebtree keyed by load, equal keys in arrival
-    order). Here each load value (sessions * LOAD_SCALE // weight) that
-    some server has is a queue, doubly linked through two arrays indexed
-    by server; a heap of those load values finds the lightest queue. A
-    server that is picked or whose load changes goes to the back of its
-    load's queue. A pick and a session start or end touch a few array
-    slots and two dicts: O(1) while the loads involved already have a
-    queue (a pool has few distinct loads), O(log loads) when one appears."""
+    """Fewest sessions relative to weight; among equals the server that
+    moved (was picked, or changed load) longest ago, as in HAProxy's fwlc
+    tree (an ebtree keyed by load whose equal keys keep their arrival
+    order): ties take turns.
 
-    __slots__ = ("_index", "_load", "_prev", "_next", "_head", "_tail", "_loads", "_queued")
+    Servers are grouped by weight (a pool has few distinct weights, most
+    often one). Within a group, load order is sessions order, so each group
+    keeps one FIFO queue per sessions count, found by index: the queues
+    are doubly linked through per-server arrays, and a group knows its
+    lowest non-empty queue. A pick compares the heads of the groups'
+    lowest queues (one with equal weights); a session start or end moves
+    one server between two neighbouring queues. Everything is a C array
+    of integers in the compiled build (balance.pxd): O(1) per pick and per
+    load change, O(groups) per pick, with no Python object made."""
+
+    __slots__ = ("_index", "_sess", "_group", "_prev", "_next", "_stamp", "_clock",
+                 "_weights", "_low", "_cap", "_head", "_tail", "_scale")
 
     def __init__(self, name: str = "leastconn") -> None:
         super().__init__(name)
-        self._index = {}   # server -> index
-        self._load = []    # index -> load key
-        self._prev = []    # index -> previous index in its load's queue, -1 at the head
-        self._next = []    # index -> next index in its load's queue, -1 at the tail
-        self._head = {}    # load -> first index of its queue (present iff the queue is not empty)
-        self._tail = {}    # load -> last index of its queue
-        self._loads = []   # heap of loads; may hold loads whose queue emptied since
-        self._queued = set()  # the loads in that heap, each at most once
+        self._index = {}           # server -> index
+        self._sess = _longs(0)     # index -> sessions when last seen
+        self._group = _longs(0)    # index -> weight group
+        self._prev = _longs(0)     # index -> previous index in its queue, -1 at the head
+        self._next = _longs(0)     # index -> next index in its queue, -1 at the tail
+        self._stamp = _longs(0)    # index -> when it last moved (ties across groups)
+        self._clock = 0
+        self._weights = _longs(0)  # group -> weight
+        self._low = _longs(0)      # group -> lowest sessions with a non-empty queue, -1: none
+        self._cap = 0              # queues per group (sessions 0 .. cap-1)
+        self._head = _longs(0)     # group * cap + sessions -> first index of that queue, -1: empty
+        self._tail = _longs(0)     # group * cap + sessions -> last index of that queue
+        self._scale = LOAD_SCALE   # as a C value in the compiled build
 
     def update(self, servers: Sequence) -> None:
         self.servers = servers = list(servers)
         n = len(servers)
         self._index = {s: i for i, s in enumerate(servers)}
-        self._load = [s.cur_sessions * LOAD_SCALE // max(s.weight, 1) for s in servers]
-        self._prev = [-1] * n
-        self._next = [-1] * n
-        self._head = {}
-        self._tail = {}
-        self._loads = []
-        self._queued = set()
-        for i in range(n):  # declaration order within each load
-            self._append(i, self._load[i])
+        groups = {}  # weight -> group, in order of first appearance
+        group = _longs(n)
+        sess = _longs(n)
+        for i, server in enumerate(servers):
+            group[i] = groups.setdefault(max(server.weight, 1), len(groups))
+            sess[i] = max(server.cur_sessions, 0)
+        self._group = group
+        self._sess = sess
+        self._prev = _longs(n, -1)
+        self._next = _longs(n, -1)
+        self._stamp = _longs(n)
+        self._clock = 0
+        self._weights = _longs(len(groups))
+        for weight, g in groups.items():
+            self._weights[g] = weight
+        self._low = _longs(len(groups), -1)
+        self._cap = max(sess, default=0) + 2
+        self._head = _longs(len(groups) * self._cap, -1)
+        self._tail = _longs(len(groups) * self._cap, -1)
+        for i in range(n):  # declaration order within each queue
+            self._append(i)
 
-    def _append(self, i: int, load) -> None:
-        """Put server i at the back of the queue of `load`."""
-        tail = self._tail.get(load, -1)
-        self._next[i] = -1
+    def _grow(self, sessions) -> None:
+        """Room for queues up to `sessions` (rare: capacity doubles)."""
+        old = self._cap
+        cap = max(2 * old, sessions + 2)
+        groups = len(self._weights)
+        head = _longs(groups * cap, -1)
+        tail = _longs(groups * cap, -1)
+        for g in range(groups):
+            for s in range(old):
+                head[g * cap + s] = self._head[g * old + s]
+                tail[g * cap + s] = self._tail[g * old + s]
+        self._head = head
+        self._tail = tail
+        self._cap = cap
+
+    def _append(self, i) -> None:
+        """Server i to the back of the queue of its group and sessions."""
+        g = self._group[i]
+        s = self._sess[i]
+        at = g * self._cap + s
+        tail = self._tail[at]
         self._prev[i] = tail
-        self._tail[load] = i
+        self._next[i] = -1
+        self._tail[at] = i
         if tail >= 0:
             self._next[tail] = i
-            return
-        self._head[load] = i
-        if load not in self._queued:
-            self._queued.add(load)
-            heapq.heappush(self._loads, load)
+        else:
+            self._head[at] = i
+        self._stamp[i] = self._clock
+        self._clock += 1
+        low = self._low[g]
+        if low < 0 or s < low:
+            self._low[g] = s
 
-    def _unlink(self, i: int, load) -> None:
-        """Take server i out of the queue of `load`."""
+    def _unlink(self, i) -> bool:
+        """Server i out of its queue; True if that queue is empty now."""
+        at = self._group[i] * self._cap + self._sess[i]
         prev = self._prev[i]
         after = self._next[i]
         if prev >= 0:
             self._next[prev] = after
-        elif after >= 0:
-            self._head[load] = after
-        else:  # its queue is empty now (the heap forgets the load lazily)
-            del self._head[load]
-            del self._tail[load]
-            return
+        else:
+            self._head[at] = after
         if after >= 0:
             self._prev[after] = prev
         else:
-            self._tail[load] = prev
+            self._tail[at] = prev
+        return prev < 0 and after < 0
 
-    def _lightest(self) -> int:
-        """The index at the front of the lightest queue, -1 if none."""
-        loads = self._loads
-        head = self._head
-        while loads:
-            i = head.get(loads[0], -1)
-            if i >= 0:
-                return i
-            self._queued.discard(heapq.heappop(loads))
-        return -1
+    def _raise_low(self, g, s) -> None:
+        """Group g's queue of `s` sessions emptied: if it was the lowest,
+        the lowest is the next non-empty one up (queues move by one
+        session at a time, so it is near)."""
+        if self._low[g] != s:
+            return
+        cap = self._cap
+        s += 1
+        while s < cap:
+            if self._head[g * cap + s] >= 0:
+                self._low[g] = s
+                return
+            s += 1
+        self._low[g] = -1
 
-    def _lightest_acceptable(self, exclude, limited) -> int:
-        """The first acceptable server in (load, queue) order, -1 if none:
-        the slow path (retries, saturated pools), O(n)."""
+    def _load(self, i):
+        return self._sess[i] * self._scale // self._weights[self._group[i]]
+
+    def _before(self, i, j) -> bool:
+        """Whether server i comes before server j: lighter, or as light and
+        moved longer ago."""
+        a = self._load(i)
+        b = self._load(j)
+        return a < b or (a == b and self._stamp[i] < self._stamp[j])
+
+    def _lightest(self):
+        """The first server of the lightest queue, -1 if none."""
+        best = -1
+        for g in range(len(self._low)):
+            s = self._low[g]
+            if s >= 0:
+                i = self._head[g * self._cap + s]
+                if best < 0 or self._before(i, best):
+                    best = i
+        return best
+
+    def _lightest_acceptable(self, exclude, limited):
+        """The first acceptable server in (load, moved) order, -1 if none:
+        the slow path (retries, full servers), O(n)."""
+        best = -1
         servers = self.servers
-        following = self._next
-        for load in sorted(self._head):
-            i = self._head[load]
-            while i >= 0:
-                if _acceptable(servers[i], exclude, limited):
-                    return i
-                i = following[i]
-        return -1
+        for i in range(len(servers)):
+            if (best < 0 or self._before(i, best)) and _acceptable(servers[i], exclude, limited):
+                best = i
+        return best
 
     def load_changed(self, server) -> None:
         i = self._index.get(server, -1)
         if i < 0:
             return  # not a candidate now (down, or gone in a reload)
-        load = server.cur_sessions * LOAD_SCALE // max(server.weight, 1)
-        old = self._load[i]
-        if load != old:
-            self._unlink(i, old)
-            self._load[i] = load
-            self._append(i, load)
+        sessions = server.cur_sessions
+        if sessions < 0:
+            sessions = 0
+        old = self._sess[i]
+        if sessions == old:
+            return
+        if sessions >= self._cap:
+            self._grow(sessions)
+        emptied = self._unlink(i)
+        self._sess[i] = sessions
+        self._append(i)
+        if emptied:
+            self._raise_low(self._group[i], old)
 
     def pick(self, key=None, exclude=None, limited=False):
         if type(key) is list:
@@ -354,9 +431,11 @@ class LeastConn(Balancer):
                 return None
             server = self.servers[i]
         if self._next[i] >= 0:  # behind its equals: round robin among ties
-            load = self._load[i]
-            self._unlink(i, load)
-            self._append(i, load)
+            self._unlink(i)
+            self._append(i)
+        else:  # alone in its queue: still the last to have moved
+            self._stamp[i] = self._clock
+            self._clock += 1
         return server
 
 

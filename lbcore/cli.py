@@ -79,7 +79,9 @@ def lbcore_main(argv: list[str]) -> int:
             return EXIT_CONFIG
         print(f"Configuration file {args.config} is valid")
         return 0
-    return run(config, *replacing(args.soft_stop, args.hard_stop))
+    handover = Handover(config)
+    del config  # the server's only: see Handover
+    return run(handover, *replacing(args.soft_stop, args.hard_stop))
 
 
 def replacing(soft: list[int], hard: list[int]) -> tuple[list[Callable[[], None]], list[int]]:
@@ -213,36 +215,41 @@ def haproxy_main(argv: list[str]) -> int:
     # whenever systemd set it (lbcore.systemd); under -W the master sends
     # them, its workers do not.
     if master_worker:
-        return run_master_worker(args, pidfile, daemon)
+        return run_master_worker(args, loaded.config, pidfile, daemon)
+    handover = Handover(config)
+    del config, loaded  # the server's only: see Handover
     started, takeover_from = replacing(args.soft_stop, args.hard_stop)
     if args.ready_fd is not None:
         started.append(lambda: report_ready(args.ready_fd))
     if daemon:
-        return run_daemon(lambda started: run(config, started, takeover_from), started)
-    return run(config, started, takeover_from)
+        return run_daemon(lambda started: run(handover, started, takeover_from), started)
+    return run(handover, started, takeover_from)
 
 
-def run_master_worker(args: HaproxyArgs, pidfile: Optional[str], daemon: bool) -> int:
-    """-W: a master that runs `lbcore -db -f ...` workers (master_worker.py)."""
+def run_master_worker(args: HaproxyArgs, config, pidfile: Optional[str], daemon: bool) -> int:
+    """-W: a master that forks workers serving the Config it read (master_worker.py)."""
     from . import haproxy_cfg, master_worker, systemd
     from .config import ConfigError
 
-    worker_argv = ["-db", "-q"] + [arg for path in args.files for arg in ("-f", path)]
-    if args.localpeer:
-        worker_argv += ["-L", args.localpeer]
-    # The first worker takes over from, and stops, the master's -sf/-st.
-    first = ([arg for pid in args.soft_stop for arg in ("-sf", str(pid))]
-             + [arg for pid in args.hard_stop for arg in ("-st", str(pid))])
+    def serving(config) -> master_worker.Serve:
+        # A worker writes no pidfile: the master does.
+        config = dataclasses.replace(config, global_=dataclasses.replace(config.global_, pidfile=None))
 
-    def check() -> Optional[list[str]]:
+        def serve(soft: list[int], hard: list[int], report: Callable[[], None]) -> int:
+            started, takeover_from = replacing(soft, hard)
+            return run(config, started + [report], takeover_from)
+        return serve
+
+    def check():
         try:
-            haproxy_cfg.load(args.files, localpeer=args.localpeer)
+            loaded = haproxy_cfg.load(args.files, localpeer=args.localpeer)
         except ConfigError as exc:
-            return exc.problems
-        return None
+            return exc.problems, None
+        return None, serving(loaded.config)
 
     def run_master(started: list[Callable[[], None]]) -> int:
-        return master_worker.run(worker_argv, check, started, pidfile, first_argv=tuple(first))
+        return master_worker.run(serving(config), check, started, pidfile,
+                                 first_soft_stop=tuple(args.soft_stop), first_hard_stop=tuple(args.hard_stop))
     if daemon:
         return run_daemon(run_master, [systemd.ready])
     return run_master([systemd.ready])
@@ -323,20 +330,40 @@ def convert_main(argv: list[str]) -> int:
 
 # -- running ------------------------------------------------------------------------------
 
+class Handover:
+    """The start-up config on its way to the server that runs it. Passed
+    as it is, every frame on the way (main's, run's, run_single's) kept it
+    alive as long as the process, beside the config of the last reload:
+    3 MB more at 1,000 frontend/backend pairs after the first reload. The
+    server takes it out of here, and then holds the only reference."""
+
+    __slots__ = ("config",)
+
+    def __init__(self, config) -> None:
+        self.config = config
+
+    def take(self):
+        config, self.config = self.config, None
+        return config
+
+
 def run(config, started: Optional[list[Callable[[], None]]] = None, takeover_from: list[int] = ()) -> int:
+    """Serve `config`, a Config or a Handover of one."""
     from . import systemd, takeover
     from .listeners import inherited
 
+    handover = config if isinstance(config, Handover) else Handover(config)
+    del config
     for sock in systemd.listen_fds():  # socket activation
         inherited.add(sock)
     takeover.take_over(list(takeover_from))  # -sf/-st: the old process's sockets
-    if config.global_.workers > 1:
+    if handover.config.global_.workers > 1:
         from .workers import run_master
         # The workers inherit it; the master holds a copy of every client
         # connection they keep (lbcore.adoption).
         raise_fd_limit()
-        return run_master(config, started=tuple(started or ()))
-    return run_single(config, started=started)
+        return run_master(handover.take(), started=tuple(started or ()))
+    return run_single(handover, started=started)
 
 
 def raise_fd_limit() -> None:
@@ -353,13 +380,15 @@ def raise_fd_limit() -> None:
 
 
 def run_single(config, reuse_port: bool = False, started: Optional[list[Callable[[], None]]] = None) -> int:
+    """One serving process for `config`, a Config or a Handover of one."""
     import uvloop
 
     raise_fd_limit()
 
     from .server import BindError, LoadBalancer
 
-    balancer = LoadBalancer(config, reuse_port=reuse_port)
+    balancer = LoadBalancer(config.take() if isinstance(config, Handover) else config, reuse_port=reuse_port)
+    del config
     balancer.on_started.extend(started or ())
     try:
         return uvloop.run(balancer.run())

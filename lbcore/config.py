@@ -8,6 +8,7 @@ applied and every error reported with its key path and YAML line.
 from __future__ import annotations
 
 import difflib
+import functools
 import ipaddress
 import math
 import os
@@ -459,7 +460,7 @@ def parse_address(value: Any, *, server: bool = False) -> Address:
     if not isinstance(value, str):
         raise ValueError(f"expected an address 'host:port', got {_describe_value(value)}")
     text = value
-    if not text or text != text.strip() or any(c.isspace() for c in text):
+    if not text or text.split() != [text]:  # empty, or any whitespace in it
         raise ValueError(f"invalid address {value!r} (expected 'host:port' without spaces)")
     if text.startswith("["):
         end = text.find("]")
@@ -494,15 +495,23 @@ def parse_address(value: Any, *, server: bool = False) -> Address:
 
 
 def _check_host(host: str, value: str) -> None:
+    problem = _host_problem(host)
+    if problem:
+        raise ValueError(f"invalid address {value!r}: {host!r} {problem}")
+
+
+@functools.lru_cache(maxsize=4096)  # a big config names the same few hosts thousands of times
+def _host_problem(host: str) -> Optional[str]:
     if re.fullmatch(r"[0-9.]+", host):
         try:
             ipaddress.IPv4Address(host)
         except ValueError:
-            raise ValueError(f"invalid address {value!r}: {host!r} is not an IPv4 address") from None
-        return
+            return "is not an IPv4 address"
+        return None
     labels = host.rstrip(".").split(".")
     if len(host) > 253 or not all(_HOSTNAME_LABEL.fullmatch(label) for label in labels):
-        raise ValueError(f"invalid address {value!r}: {host!r} is not a valid host name")
+        return "is not a valid host name"
+    return None
 
 
 def _describe_value(value: Any) -> str:
@@ -572,6 +581,10 @@ class _Mapping:
         return _key(self.keypath, key)
 
 
+_NO_VALUE = object()
+_STR_TAG = "tag:yaml.org,2002:str"
+
+
 class _Reader:
     """Walks the node graph, collecting problems as `file:line: keypath: msg`."""
 
@@ -581,6 +594,9 @@ class _Reader:
         self._problems: list[tuple[int, str]] = []
         self.bad_paths: set[str] = set()
         self._constructor = yaml.constructor.SafeConstructor()
+        # integer(1), choice(MODES), nullable(...): each parser made once,
+        # not once per key of every backend and server.
+        self._made: dict[tuple, Callable[[Node], Any]] = {}
 
     # problems
     def problem(self, keypath: str, node: Optional[Node], message: str) -> None:
@@ -608,6 +624,11 @@ class _Reader:
     def scalar(self, node: Node) -> Any:
         """The Python value of a node, as PyYAML's safe loader would build it
         (mappings and lists are only described, never built)."""
+        python = getattr(node, "python", _NO_VALUE)
+        if python is not _NO_VALUE:
+            return python  # a haproxy.cfg value (haproxy_cfg.tree.ValueNode)
+        if type(node) is ScalarNode and node.tag == _STR_TAG:
+            return node.value  # what the constructor would give, without its bookkeeping per node
         if isinstance(node, MappingNode):
             return {}
         if isinstance(node, SequenceNode):
@@ -703,9 +724,10 @@ class _Reader:
     def get(self, mapping: Optional[_Mapping], key: str, parse: Callable[[Node], Any], default: Any = None) -> Any:
         """Parse `key` of `mapping` with `parse`, or give `default` when the
         key is absent (or its value invalid, after recording the problem)."""
-        if mapping is None or key not in mapping:
+        entry = mapping.entries.get(key) if mapping is not None else None
+        if entry is None:
             return default
-        return self.parse(mapping.value(key), mapping.path(key), parse, default)
+        return self.parse(entry[1], mapping.path(key), parse, default)
 
     def parse(self, node: Node, keypath: str, parse: Callable[[Node], Any], default: Any = None) -> Any:
         try:
@@ -723,6 +745,12 @@ class _Reader:
         return value
 
     def integer(self, low: Optional[int] = None, high: Optional[int] = None) -> Callable[[Node], int]:
+        made = self._made.get(("integer", low, high))
+        if made is None:
+            made = self._made[("integer", low, high)] = self._integer(low, high)
+        return made
+
+    def _integer(self, low: Optional[int], high: Optional[int]) -> Callable[[Node], int]:
         def parse(node: Node) -> int:
             value = self.scalar(node)
             if isinstance(value, bool) or not isinstance(value, int):
@@ -755,6 +783,12 @@ class _Reader:
 
     def choice(self, choices: Iterable[str]) -> Callable[[Node], str]:
         choices = tuple(choices)
+        made = self._made.get(("choice", choices))
+        if made is None:
+            made = self._made[("choice", choices)] = self._choice(choices)
+        return made
+
+    def _choice(self, choices: tuple[str, ...]) -> Callable[[Node], str]:
 
         def parse(node: Node) -> str:
             value = self.scalar(node)
@@ -783,9 +817,12 @@ class _Reader:
         return self.scalar(node)
 
     def nullable(self, parse: Callable[[Node], Any]) -> Callable[[Node], Any]:
-        def parse_or_null(node: Node) -> Any:
-            return None if self.is_null(node) else parse(node)
-        return parse_or_null
+        made = self._made.get(("nullable", parse))
+        if made is None:
+            def parse_or_null(node: Node) -> Any:
+                return None if self.is_null(node) else parse(node)
+            made = self._made[("nullable", parse)] = parse_or_null
+        return made
 
     def request_path(self, node: Node) -> str:
         value = self.string(node)
@@ -835,6 +872,33 @@ _PEER_NODE_KEYS = ("name", "address")
 COOKIE_MODES = ("insert", "rewrite", "prefix", "passive")
 
 
+_UNIQUE = object()  # a node too deep to compare: read on its own
+
+
+def _fingerprint(node: Optional[Node], depth: int = 0) -> Any:
+    """What a node says, as a hashable value: equal for two nodes written
+    alike (tags and texts; not their lines), whatever file they came from."""
+    if node is None:
+        return None
+    if depth > 8:
+        return _UNIQUE  # (and an alias of a node inside itself ends here)
+    if isinstance(node, ScalarNode):
+        return (node.tag, node.value)
+    parts = []
+    for item in node.value:
+        if isinstance(item, tuple):
+            key, value = _fingerprint(item[0], depth + 1), _fingerprint(item[1], depth + 1)
+            if key is _UNIQUE or value is _UNIQUE:
+                return _UNIQUE
+            parts.append((key, value))
+        else:
+            value = _fingerprint(item, depth + 1)
+            if value is _UNIQUE:
+                return _UNIQUE
+            parts.append(value)
+    return (node.tag, type(node).__name__, tuple(parts))
+
+
 @dataclass(frozen=True)
 class _Defaults:
     timeouts: Timeouts = Timeouts()
@@ -855,6 +919,8 @@ class _Builder:
         self._stick_rules: list = []
         # keypath -> node of values checked against each other at the end.
         self._where: dict[str, Node] = {}
+        self._health_seen: dict[tuple, HealthSpec] = {}  # see health()
+        self._timeouts_seen: dict[tuple, Timeouts] = {}  # see timeouts()
 
     def config(self, root: MappingNode) -> Config:
         r = self.r
@@ -986,10 +1052,26 @@ class _Builder:
         return out
 
     def timeouts(self, node: Optional[Node], keypath: str, inherited: Timeouts) -> Timeouts:
-        # Per-key merge: setting one timeout keeps every other inherited one.
+        """Per-key merge: setting one timeout keeps every other inherited
+        one. A block written like one already read (a haproxy.cfg repeats
+        its defaults' timeouts in every section) is not read again."""
+        if node is None:
+            return inherited
+        key = (_fingerprint(node), inherited)
+        spec = self._timeouts_seen.get(key) if key[0] is not _UNIQUE else None
+        if spec is None:
+            before = len(self.r._problems)
+            spec = self._timeouts(node, keypath, inherited)
+            if key[0] is not _UNIQUE and len(self.r._problems) == before:
+                self._timeouts_seen[key] = spec
+        return spec
+
+    def _timeouts(self, node: Node, keypath: str, inherited: Timeouts) -> Timeouts:
         m = self.r.mapping(node, keypath, _TIMEOUT_KEYS)
         if m is None:
             return inherited
+        if not m.entries:
+            return inherited  # (the usual case: a thousand backends would each copy it)
         changes = {key: self.r.get(m, key, self.r.duration, getattr(inherited, key)) for key in m.entries}
         return replace(inherited, **changes)
 
@@ -1334,6 +1416,19 @@ class _Builder:
         return value.strip()
 
     def health(self, node: Optional[Node], keypath: str, timeouts: Timeouts) -> HealthSpec:
+        """A backend's health spec. Large configs repeat the same health
+        block in every backend: one written like one already read (and
+        found valid) is that spec again, not read a second time."""
+        key = (_fingerprint(node), timeouts.check)
+        spec = self._health_seen.get(key) if key[0] is not _UNIQUE else None
+        if spec is None:
+            before = len(self.r._problems)
+            spec = self._health(node, keypath, timeouts)
+            if key[0] is not _UNIQUE and len(self.r._problems) == before:
+                self._health_seen[key] = spec
+        return spec
+
+    def _health(self, node: Optional[Node], keypath: str, timeouts: Timeouts) -> HealthSpec:
         r = self.r
         m = r.mapping(node, keypath, _HEALTH_KEYS)
         d = HealthSpec
@@ -2146,9 +2241,40 @@ def reread(config: Config) -> Config:
     return load(config.path)
 
 
-# libyaml's composer, where PyYAML was built with it: ~10x faster than the
-# pure-Python one on a large config, with the same nodes and line marks.
-_FAST_LOADER = getattr(yaml, "CSafeLoader", None)
+def _fast_loader():
+    """libyaml's composer, where PyYAML was built with it: ~10x faster than
+    the pure-Python one on a large config, with the same nodes and line
+    marks. It still asks PyYAML's Python resolver for the tag of every
+    scalar (a dozen regular expressions tried on each): answered here once
+    per distinct plain value of the file, as the safe resolver would (it
+    has no path resolvers, so a tag depends on the value alone)."""
+    base = getattr(yaml, "CSafeLoader", None)
+    if base is None or base.yaml_path_resolvers:
+        return base
+
+    class Loader(base):
+        def __init__(self, stream) -> None:
+            super().__init__(stream)
+            self._tags: dict[tuple, str] = {}
+
+        def resolve(self, kind, value, implicit):
+            if kind is not ScalarNode:
+                return base.resolve(self, kind, value, implicit)
+            key = (value, implicit)
+            tag = self._tags.get(key)
+            if tag is None:
+                tag = self._tags[key] = base.resolve(self, kind, value, implicit)
+            return tag
+
+        def descend_resolver(self, current_node, current_index) -> None:
+            pass  # only path resolvers use it
+
+        def ascend_resolver(self) -> None:
+            pass
+    return Loader
+
+
+_FAST_LOADER = _fast_loader()
 
 
 def _compose(text: str, path: str) -> Optional[Node]:

@@ -18,12 +18,12 @@ import gc
 import io
 import logging
 import os
-import pickle
 import select
 import signal
 import sys
 import time
 from . import config as config_mod
+from . import spec_pickle
 from .config import Config, ConfigError
 
 log = logging.getLogger("lbcore")
@@ -102,7 +102,7 @@ def _child(config: Config, wfd: int) -> None:  # pragma: no cover - runs in the 
             answer = ("problems", list(exc.problems))
         except BaseException as exc:  # noqa: BLE001 - reported to the parent, which logs it
             answer = ("failed", f"{type(exc).__name__}: {exc}")
-        data = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
+        data = spec_pickle.dumps(answer)
         view = memoryview(data)
         while view:
             view = view[os.write(wfd, view):]
@@ -165,7 +165,7 @@ def _unpickle(data: bytes):
     interval = sys.getswitchinterval()
     sys.setswitchinterval(_LOADER_SWITCH_INTERVAL)
     try:
-        return pickle.Unpickler(_Chunks(data)).load()
+        return spec_pickle.load(_Chunks(data))
     finally:
         sys.setswitchinterval(interval)
 

@@ -48,11 +48,11 @@ import dataclasses
 import json
 import logging
 import os
-import pickle
 import socket
 from collections import deque
 from typing import Any, Callable, Iterable, Optional
 
+from . import spec_pickle
 from .config import Config
 from .model import Runtime, Server
 
@@ -305,11 +305,11 @@ def _close_fd(fd: int) -> None:
 # -- what travels on the channel ----------------------------------------------
 
 def pack(obj: Any) -> str:
-    return base64.b64encode(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)).decode("ascii")
+    return base64.b64encode(spec_pickle.dumps(obj)).decode("ascii")
 
 
 def unpack(text: str) -> Any:
-    return pickle.loads(base64.b64decode(text))
+    return spec_pickle.loads(base64.b64decode(text))
 
 
 def worker_config(config: Config) -> Config:

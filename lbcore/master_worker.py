@@ -1,13 +1,19 @@
 """HAProxy's master-worker mode (`-W`, `-Ws`) for `lbcore -f haproxy.cfg`.
 
 The master keeps the privileges it was started with (root, no chroot) and
-serves nothing: it runs one lbcore process (the worker) on the same files,
-and on SIGUSR2 or SIGHUP checks the files and starts a new worker with
-`-sf OLD`: it takes the old worker's listening sockets and runtime socket
-(lbcore.takeover, as HAProxy's `-x`), and once it serves tells the old one
-to finish its work (SIGUSR1, the soft stop). No connection is refused. This is what lets a worker chroot and
-drop to `user`/`group` and still be reloaded, as kolla-ansible does with
-`haproxy -W -db` and `kill -USR2`.
+serves nothing: it reads the files, then forks one lbcore process (the
+worker) that serves the Config the master read, and on SIGUSR2 or SIGHUP
+reads the files again and forks a new worker with `-sf OLD`: it takes the
+old worker's listening sockets and runtime socket (lbcore.takeover, as
+HAProxy's `-x`), and once it serves tells the old one to finish its work
+(SIGUSR1, the soft stop). No connection is refused. This is what lets a
+worker chroot and drop to `user`/`group` and still be reloaded, as
+kolla-ansible does with `haproxy -W -db` and `kill -USR2`.
+
+A worker is forked, not started as a new interpreter: it has the modules
+and the Config already, so the files are read once per start or reload,
+not once by the master to check them and again by the worker (for 1,000
+frontends that is most of the start-up time).
 
 SIGTERM and SIGINT go to the worker(s); the master exits when they have.
 If the serving worker dies on its own, the master exits with its status.
@@ -19,33 +25,60 @@ import logging
 import os
 import select
 import signal
-import subprocess
 import sys
+import traceback
 from typing import Callable, Optional
+
+from .pidfile import write as write_pidfile
 
 log = logging.getLogger("lbcore")
 
 SIGNALS = {signal.SIGHUP, signal.SIGUSR2, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGCHLD}
 READY_TIMEOUT = 60.0
 
+# serve(soft_stop, hard_stop, report_ready) runs a worker to its end (its
+# exit status): it takes the sockets of the `-sf` (soft_stop) and `-st`
+# (hard_stop) processes and calls report_ready once it serves.
+Serve = Callable[[list[int], list[int], Callable[[], None]], int]
+
 
 class Worker:
-    def __init__(self, argv: list[str]):
-        read_end, write_end = os.pipe()
-        env = dict(os.environ)
-        env.pop("NOTIFY_SOCKET", None)  # systemd hears the master only
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "lbcore.cli", *argv, "--ready-fd", str(write_end)],
-            pass_fds=(write_end,), env=env,
-            # The master blocks the signals it waits for; a child must not
-            # inherit that mask across exec.
-            preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS))
-        os.close(write_end)
-        self.ready_fd = read_end
+    """A forked child that runs `serve` and writes b"1" to its ready pipe
+    once it serves."""
 
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
+    def __init__(self, serve: Serve, soft_stop: list[int], hard_stop: list[int] = ()):
+        read_end, write_end = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child leaves through os._exit
+            os.close(read_end)
+            _worker(serve, list(soft_stop), list(hard_stop), write_end)
+        os.close(write_end)
+        self.pid = pid
+        self.ready_fd = read_end
+        self.returncode: Optional[int] = None
+
+    def poll(self) -> Optional[int]:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                self.returncode = 1
+                return self.returncode
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self) -> int:
+        while self.returncode is None:
+            try:
+                _, status = os.waitpid(self.pid, 0)
+            except ChildProcessError:
+                self.returncode = 1
+                break
+            self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> bool:
         """True once the worker serves; False if it exits (or hangs) first."""
@@ -56,53 +89,73 @@ class Worker:
             os.close(self.ready_fd)
 
     def signal(self, sig: int) -> None:
-        if self.proc.poll() is None:
+        if self.poll() is None:
             try:
-                self.proc.send_signal(sig)
+                os.kill(self.pid, sig)
             except ProcessLookupError:
                 pass
 
 
-def run(worker_argv: list[str], check: Callable[[], Optional[list[str]]],
-        started: list[Callable[[], None]], pidfile: Optional[str], first_argv: tuple = ()) -> int:
-    """Run workers on `worker_argv` until told to stop. `check()` validates
-    the files before a reload (problems, or None when they load);
-    `first_argv` goes to the first worker only (the master's own -sf)."""
+def _worker(serve: Serve, soft_stop: list[int], hard_stop: list[int], ready_fd: int) -> None:  # pragma: no cover - in the child
+    code = 1
+    try:
+        # The master blocks the signals it waits for; its worker handles them.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
+        os.environ.pop("NOTIFY_SOCKET", None)  # systemd hears the master only
+        from .cli import report_ready
+        code = serve(soft_stop, hard_stop, lambda: report_ready(ready_fd))
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:  # noqa: BLE001 - the worker's end, told on its stderr
+        traceback.print_exc()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def run(serve: Serve, check: Callable[[], tuple[Optional[list[str]], Optional[Serve]]],
+        started: list[Callable[[], None]], pidfile: Optional[str], first_soft_stop: tuple = (),
+        first_hard_stop: tuple = ()) -> int:
+    """Run workers until told to stop: the first one on `serve`. Before a
+    reload, `check()` reads the files again: their problems, or None and
+    the `serve` of the new worker. The first worker takes over from, and
+    stops, the master's own -sf/-st processes."""
     signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
-    current = Worker(worker_argv + list(first_argv))
+    current = Worker(serve, list(first_soft_stop), list(first_hard_stop))
     if not current.wait_ready():
-        current.proc.wait()
-        return current.proc.returncode or 1
+        return current.wait() or 1
     if pidfile:
-        with open(pidfile, "w") as f:
-            f.write(f"{os.getpid()}\n")
+        write_pidfile(pidfile)
     for callback in started:
         callback()
     old: list[Worker] = []
     try:
         while True:
             info = signal.sigtimedwait(SIGNALS, 1.0)
-            old = [w for w in old if w.proc.poll() is None]
-            if current.proc.poll() is not None:
-                print(f"lbcore master: worker {current.pid} exited with {current.proc.returncode}",
+            old = [w for w in old if w.poll() is None]
+            if current.poll() is not None:
+                print(f"lbcore master: worker {current.pid} exited with {current.returncode}",
                       file=sys.stderr)
                 for worker in old:
                     worker.signal(signal.SIGTERM)
-                return current.proc.returncode or 1
+                return current.returncode or 1
             if info is None or info.si_signo == signal.SIGCHLD:
                 continue
             sig = info.si_signo
             if sig in (signal.SIGHUP, signal.SIGUSR2):
-                problems = check()
-                if problems:
-                    for problem in problems:
+                problems, serve_new = check()
+                if problems or serve_new is None:
+                    for problem in problems or ():
                         print(f"lbcore master: reload refused: {problem}", file=sys.stderr)
                     continue
                 # The new worker takes the sockets over and soft-stops the old one.
-                fresh = Worker(worker_argv + ["-sf", str(current.pid)])
+                fresh = Worker(serve_new, [current.pid])
                 if not fresh.wait_ready():
                     fresh.signal(signal.SIGKILL)
-                    fresh.proc.wait()
+                    fresh.wait()
                     print("lbcore master: reload refused: the new worker did not start; keeping the "
                           "running one", file=sys.stderr)
                     continue
@@ -113,7 +166,7 @@ def run(worker_argv: list[str], check: Callable[[], Optional[list[str]]],
                 for worker in [current, *old]:
                     worker.signal(sig)
                 for worker in [current, *old]:
-                    worker.proc.wait()
+                    worker.wait()
                 return 0
     finally:
         if pidfile:

@@ -230,6 +230,12 @@ class Server(Counters):
             log.warning("Server %s/%s set to %s by the config.", self.backend.name, self.name, self.admin)
         self.initial_weight = spec.weight
         self.spec = spec
+        # The same address (Backend.reconfigure), but the new config's
+        # objects: holding the old ones kept every server's part of the
+        # config it started with alive beside the current one.
+        self.name = spec.name
+        self.address = spec.address
+        self.host = spec.address.host or "127.0.0.1"
         self.backup = spec.backup
         self.maxconn = spec.maxconn or 0
         self.send_proxy = spec.send_proxy

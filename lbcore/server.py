@@ -20,7 +20,7 @@ from typing import Callable, Optional
 
 from . import build
 from . import config_reader
-from . import state_file, systemd, takeover
+from . import pidfile, state_file, systemd, takeover
 from .batch import WriteBatch
 from .config import Address, Config, ConfigError
 from .health import HealthChecker
@@ -139,18 +139,6 @@ def drop_privileges(spec) -> None:
              f" group {spec.group}" if spec.group else "", f" user {spec.user}" if spec.user else "")
 
 
-def remove_pidfile(path: str) -> None:
-    """Remove the pidfile if it still names this process: after an -sf
-    upgrade it names the successor, which must keep it."""
-    try:
-        with open(path) as f:
-            if f.read().strip() != str(os.getpid()):
-                return
-        os.unlink(path)
-    except OSError:
-        pass
-
-
 # Stick tables: expired entries are swept every PURGE_INTERVAL seconds, at
 # most PURGE_BUDGET looked at per table and sweep (a 1M table sheds 100k/s).
 PURGE_INTERVAL = 1.0
@@ -198,18 +186,19 @@ class LoadBalancer:
         self.health = self._make_health()
         self.ctx = ProxyContext(loop, self.access_log, observe_failure=self.health.observe_failure,
                                 maxconn=config.global_.maxconn)
-        self.runtime = Runtime.build(config)
-        if config.global_.state_file:
-            state_file.load(self.runtime, config.global_.state_file)
-        takeover.restore(self.runtime)
-        takeover.follow(loop, lambda: self.runtime)
         # Bind everything before serving anything: a config that cannot bind
-        # fails whole.
+        # fails whole. Bound first: connections queue in the listen backlog
+        # while the runtime is built (10-20 ms for 1,000 frontends).
         # A port answers as soon as it listens, before the first accept: a
         # SIGHUP sent then must find its handler (its default action kills
         # the process); the reload itself waits until this start is done.
         self._install_reload_signals(loop)
         sockets = self._bind_all(config, {})
+        self.runtime = Runtime.build(config)
+        if config.global_.state_file:
+            state_file.load(self.runtime, config.global_.state_file)
+        takeover.restore(self.runtime)
+        takeover.follow(loop, lambda: self.runtime)
         self._install_handlers()
         self._install_signals(loop)
         self._install_acceptors(sockets)
@@ -222,8 +211,7 @@ class LoadBalancer:
             raise BindError(f"cannot start stats: {exc.strerror or exc}") from None
         settle_heap()
         if config.global_.pidfile:
-            with open(config.global_.pidfile, "w") as f:
-                f.write(f"{os.getpid()}\n")
+            pidfile.write(config.global_.pidfile)
         if self.serves_takeover:
             self.takeover = takeover.TakeoverServer(self._handover, self._takeover_state)
             self.takeover.start(loop)
@@ -237,6 +225,7 @@ class LoadBalancer:
         self.serving.set_result(None)
         for callback in self.on_started:
             callback()
+        del config  # this frame lives on: it must not keep the start-up config past a reload
         await self.stopped
         return self.exit_code
 
@@ -562,7 +551,7 @@ class LoadBalancer:
                 from .stats.snapshot import snapshot
                 self.takeover.finish(snapshot(self.runtime))
         if self.config.global_.pidfile:
-            remove_pidfile(self.config.global_.pidfile)
+            pidfile.remove(self.config.global_.pidfile)
         log.info("lbcore stopped")
         if not self.stopped.done():
             self.stopped.set_result(None)

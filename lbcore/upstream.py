@@ -22,7 +22,7 @@ from lbcore_ext import scan_response
 
 from .heap import without_traceback
 from .hop_by_hop import named_headers
-from .proxy.h1_checks import response_head_error
+from .proxy.h1_checks import response_head_error, transfer_codings_chunked
 from .model import DOWN, Server
 from .server_tls import check_name
 
@@ -317,10 +317,15 @@ class UpstreamConnection:
         lname = name.lower()
         if lname in HOP_BY_HOP:
             if lname == b"transfer-encoding":
-                if not value.lower().rstrip().endswith(b"chunked"):
+                if self.resp_chunked or not transfer_codings_chunked(value):
                     # A coded body running to the close would reach the client
-                    # as if it were plain: HAProxy answers 502 too.
-                    raise httptools.HttpParserError("Transfer-Encoding without chunked last")
+                    # as if it were plain: HAProxy answers 502 too. And what
+                    # llhttp reads as chunked must be what we think is
+                    # (`xchunked`, `chunked, chunked` and a second field are
+                    # not): a different reading of the end of an answer lets
+                    # a server forge the answer to the next request.
+                    raise httptools.HttpParserError(
+                        "Transfer-Encoding without chunked as its one final coding")
                 self.resp_chunked = True
                 self.te_value = value
             elif lname == b"upgrade":
@@ -339,7 +344,8 @@ class UpstreamConnection:
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
         self.status = status
-        why = response_head_error(self.parser.get_http_version(), status, self.interims)
+        why = response_head_error(self.parser.get_http_version(), status, self.interims,
+                                  self.reason)
         if why:
             raise httptools.HttpParserError(why)
         if status < 200 and status != 101:

@@ -266,6 +266,7 @@ def worker_main(argv: Optional[list[str]] = None) -> int:
     import uvloop
 
     worker = WorkerBalancer(config, channel, groups, state, slot, table)
+    del config, hello  # the worker's only: this frame must not keep the start-up config (cli.Handover)
     try:
         return uvloop.run(worker.run())
     except BindError as exc:

@@ -54,7 +54,7 @@ import sys
 import time
 from typing import Any, Optional
 
-from . import state_file, systemd, takeover
+from . import pidfile, state_file, systemd, takeover
 from .config import Address, Config, ConfigError
 from .adoption import POLL_INTERVAL, Keeper, adopt_message
 from .control import MAX_FDS, Channel, find_server, pack, server_state, state_rows, worker_config
@@ -62,7 +62,7 @@ from .health import HealthChecker
 from .listeners import bind_socket, inherited
 from .logs import setup_event_log
 from .model import Runtime, Server
-from .server import BindError, load_off_loop, remove_pidfile
+from .server import BindError, load_off_loop
 
 log = logging.getLogger("lbcore")
 
@@ -200,8 +200,7 @@ class Master:
             await self._stop_health()
             raise BindError(f"cannot start the stats endpoint: {exc.strerror or exc}") from None
         if config.global_.pidfile:
-            with open(config.global_.pidfile, "w") as f:
-                f.write(f"{os.getpid()}\n")
+            pidfile.write(config.global_.pidfile)
         self.takeover = takeover.TakeoverServer(self._handover, self.snapshot)
         self.takeover.start(loop)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
@@ -217,6 +216,7 @@ class Master:
         log.info("lbcore master started (pid %d), %d workers: %s", os.getpid(), self.count, ", ".join(
             f"{name} on {', '.join(str(a) for a in fe.binds)} ({fe.mode})"
             for name, fe in config.frontends.items()))
+        del config  # this frame lives on: it must not keep the start-up config past a reload
         try:
             return await self.done
         finally:
@@ -765,7 +765,7 @@ class Master:
             if self.takeover.successors:
                 self.takeover.finish(await self.snapshot())
         if self.config.global_.pidfile:
-            remove_pidfile(self.config.global_.pidfile)
+            pidfile.remove(self.config.global_.pidfile)
         log.info("lbcore stopped")
         if not self.done.done():
             self.done.set_result(self.exit_code)
@@ -775,6 +775,7 @@ def run_master(config: Config, started: tuple = ()) -> int:
     import uvloop
 
     master = Master(config)
+    del config  # the master's only (cli.Handover)
     master.on_started.extend(started)
     try:
         return uvloop.run(master.run())

@@ -7,7 +7,7 @@ The test writes DIR/ask; the probe thread answers in DIR/answer.json
 (written whole, then renamed): the cyclic garbage a full collection finds
 outside the frozen set, the garbage inside the frozen set (which
 lbcore/heap.py must never let in: frozen objects are never collected), and
-counts of live objects by type. Answering collects and freezes again, as a
+counts of live objects by type (frozen or not). Answering collects and freezes again, as a
 reload does (heap.settle_heap); nothing else of lbcore changes.
 """
 
@@ -25,8 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-WATCHED = ("UpstreamConnection", "ClientConnection", "TCPTransport", "Exchange", "HttpResponseParser",
-           "Task", "frame", "traceback")
+WATCHED = ("Config", "ServerSpec", "UpstreamConnection", "ClientConnection", "TCPTransport", "Exchange",
+           "HttpResponseParser", "Task", "frame", "traceback")
 
 
 def garbage() -> Counter:
@@ -48,9 +48,9 @@ def report() -> dict:
     gc.unfreeze()
     try:
         frozen_garbage = garbage()
+        alive = Counter(type(o).__name__ for o in gc.get_objects())  # the frozen ones too
     finally:
         gc.freeze()
-    alive = Counter(type(o).__name__ for o in gc.get_objects())
     return {"garbage": sum(loose.values()), "garbage_types": dict(loose.most_common(15)),
             "frozen": frozen, "frozen_garbage": sum(frozen_garbage.values()),
             "frozen_garbage_types": dict(frozen_garbage.most_common(15)),

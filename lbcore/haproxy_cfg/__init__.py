@@ -68,6 +68,7 @@ class _Reader:
         self.defaults: Optional[Proxy] = None
         self.named_defaults: dict[str, Proxy] = {}
         self.proxies: list[Proxy] = []
+        self.proxies_named: dict[str, list[Proxy]] = {}  # for the same-name check, without a scan per section
         self.userlists: dict[str, tuple[Line, list[Line]]] = {}
         self.peers: dict[str, tuple[Line, list[Line]]] = {}
         self.section: Optional[tuple[str, object]] = None
@@ -154,9 +155,11 @@ class _Reader:
             if name:
                 self.named_defaults[name] = proxy
         else:
-            for other in self.proxies:
-                if other.name == name and other.caps & proxy.caps:
+            named = self.proxies_named.setdefault(name, [])
+            for other in named:
+                if other.caps & proxy.caps:
                     self.p.error(line, f"'{name}' has the same name as the {other.kind} at {other.line.where}")
+            named.append(proxy)
             self.proxies.append(proxy)
         self.section = (kind, proxy)
 

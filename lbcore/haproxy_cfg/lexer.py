@@ -47,8 +47,16 @@ class Line:
         return f"{self.file}:{self.number}"
 
 
+# Most lines hold no quote, backslash nor comment: their words are what
+# lies between spaces and tabs (`$` expands only inside double quotes).
+_PLAIN_LINE = re.compile(r"[^\\\"'#]*")
+_PLAIN_WORD = re.compile(r"[^ \t\r\n]+")
+
+
 def split_words(text: str, env: Optional[Mapping[str, str]] = None) -> list[str]:
     """The words of one line, comments removed; LexError if it is broken."""
+    if _PLAIN_LINE.fullmatch(text):
+        return _PLAIN_WORD.findall(text)
     env = os.environ if env is None else env
     words: list[str] = []
     word: list[str] = []

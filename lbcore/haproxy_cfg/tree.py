@@ -64,24 +64,52 @@ class Seq(list):
 Tree = Union[Scalar, Map, Seq]
 
 _TAGS = {bool: "bool", int: "int", float: "float", str: "str", type(None): "null"}
+_MAP_TAG, _SEQ_TAG, _STR_TAG = "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq", "tag:yaml.org,2002:str"
+
+
+class ValueNode(ScalarNode):
+    """A scalar that carries its Python value: the lb.yaml loader takes it
+    as it is (config._Reader.scalar) rather than construct it from the text
+    again, the value PyYAML would construct from that text and tag."""
+
+    def __init__(self, tag: str, text: str, mark: yaml.Mark, python: Any):
+        # ScalarNode's fields, set here: tens of thousands are made per read.
+        self.tag = tag
+        self.value = text
+        self.start_mark = self.end_mark = mark
+        self.style = None
+        self.python = python
 
 
 def to_node(tree: Tree) -> Node:
     """YAML nodes for the lb.yaml loader, marked with haproxy.cfg origins."""
-    mark = OriginMark(tree.origin)
-    if isinstance(tree, Map):
-        pairs = []
-        for key, value in tree.items():
-            key_mark = OriginMark(value.origin)
-            pairs.append((ScalarNode("tag:yaml.org,2002:str", key, key_mark, key_mark), to_node(value)))
-        return MappingNode("tag:yaml.org,2002:map", pairs, mark, mark)
-    if isinstance(tree, Seq):
-        return SequenceNode("tag:yaml.org,2002:seq", [to_node(item) for item in tree], mark, mark)
-    value = tree.value
-    tag = "tag:yaml.org,2002:" + _TAGS[type(value)]
-    text = {True: "true", False: "false", None: "null"}.get(value, value) if not isinstance(value, (int, float)) \
-        or isinstance(value, bool) else repr(value)
-    return ScalarNode(tag, str(text), mark, mark)
+    marks: dict[int, OriginMark] = {}  # id(origin) -> its mark: the values of one line share it
+
+    def mark_of(origin: Origin) -> OriginMark:
+        mark = marks[id(origin)] = OriginMark(origin)
+        return mark
+
+    def node(tree: Tree) -> Node:
+        origin = tree.origin
+        mark = marks.get(id(origin)) or mark_of(origin)
+        if type(tree) is Scalar:
+            value = tree.value
+            kind = type(value)
+            if kind is str:
+                return ValueNode(_STR_TAG, value, mark, value)
+            text = {True: "true", False: "false", None: "null"}[value] if kind is bool or value is None \
+                else repr(value)
+            return ValueNode("tag:yaml.org,2002:" + _TAGS[kind], text, mark, value)
+        if isinstance(tree, Map):
+            pairs = []
+            for key, value in tree.items():
+                key_origin = value.origin
+                pairs.append((ValueNode(_STR_TAG, key, marks.get(id(key_origin)) or mark_of(key_origin), key),
+                              node(value)))
+            return MappingNode(_MAP_TAG, pairs, mark, mark)
+        return SequenceNode(_SEQ_TAG, [node(item) for item in tree], mark, mark)
+
+    return node(tree)
 
 
 def to_plain(tree: Tree) -> Any:

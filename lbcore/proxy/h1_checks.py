@@ -34,7 +34,8 @@ tests/corpus/hostile_requests.py):
 - 501: a transfer coding other than chunked (a proxy cannot frame it).
 - 505: a well-formed version other than HTTP/1.0 and HTTP/1.1.
 - 431: a head (or trailer section) larger than the limit.
-- 400 too for an upgrade request with a body (HAProxy sends the body,
+- 400 too for a WebSocket upgrade without a valid Sec-WebSocket-Key (RFC
+  6455 4.2.1; HAProxy refuses it too), for an upgrade request with a body (HAProxy sends the body,
   then switches; llhttp would take the body for tunnel bytes), and for
   what HAProxy refuses by its limits: more than 100 field lines,
   a field name over 255 bytes.
@@ -69,6 +70,9 @@ _BARE_CR_LF = re.compile(rb"(?:^|[^\r])\n|\r[^\n]")
 # reg-name without pct-encoding's `%` and without `,` (a list is not a host).
 _REG_NAME = re.compile(rb"[A-Za-z0-9\-._~!$&'()*+;=]*")
 _PORT = re.compile(rb"[0-9]*")
+
+# A Sec-WebSocket-Key: the base64 of 16 bytes (RFC 6455 4.1).
+_WEBSOCKET_KEY = re.compile(rb"[A-Za-z0-9+/]{21}[AQgw]==")
 
 MAX_CHUNK_SIZE_DIGITS = 13  # below 2^52, like haproxy; RFC 9112 7.1 warns of overflows
 MAX_CHUNK_LINE = 4096
@@ -194,6 +198,8 @@ def check_head(head: bytes):
     codings = None
     conn_upgrade = False
     upgrade = False
+    websocket = False
+    keys = []
     lines = head[line_end + 2:-4].split(b"\r\n") if len(head) > line_end + 4 else ()
     if len(lines) > MAX_FIELDS:
         return 400, "more than %d field lines" % MAX_FIELDS, 0, 0
@@ -219,6 +225,10 @@ def check_head(head: bytes):
                 t.strip(b" \t") == b"upgrade" for t in f.group(2).lower().split(b","))
         elif name == b"upgrade":
             upgrade = True
+            websocket = websocket or any(
+                t.strip(b" \t") == b"websocket" for t in f.group(2).lower().split(b","))
+        elif name == b"sec-websocket-key":
+            keys.append(f.group(2).rstrip(b" \t"))
     if len(hosts) > 1:
         return 400, "more than one Host", 0, 0
     if not hosts:
@@ -238,6 +248,11 @@ def check_head(head: bytes):
             return 400, "chunked is not the only final transfer coding", 0, 0
         if len(items) > 1:
             return 501, "transfer coding other than chunked", 0, 0
+    if conn_upgrade and websocket and (
+            not keys or any(_WEBSOCKET_KEY.fullmatch(k) is None for k in keys)):
+        # RFC 6455 4.2.1: 400 for a handshake the server cannot take; haproxy
+        # refuses it too (a server behind might switch without a key).
+        return 400, "WebSocket upgrade without a valid Sec-WebSocket-Key", 0, 0
     if conn_upgrade and upgrade:
         if codings is not None or length > 0:
             # llhttp (httptools) switches right after the head and would take
@@ -460,13 +475,28 @@ class CheckedRequestParser:
 MAX_INTERIM_RESPONSES = 16
 
 
-def response_head_error(version: str, status: int, interims: int) -> str:
+# What a reason phrase may hold besides HTAB, SP, VCHAR and obs-text (RFC
+# 9112 4): llhttp passes NUL and other control bytes through.
+_REASON_BAD = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def transfer_codings_chunked(value: bytes) -> bool:
+    """A Transfer-Encoding value whose codings end with chunked, applied
+    once (RFC 9112 7): what llhttp frames as chunked."""
+    items = [t.strip(b" \t") for t in value.lower().split(b",")]
+    return items[-1] == b"chunked" and items.count(b"chunked") == 1
+
+
+def response_head_error(version: str, status: int, interims: int, reason: bytes = b"") -> str:
     """Why a server's response head cannot be relayed ('' if it can):
-    llhttp takes any three digits and HTTP/2.0 in a status line."""
+    llhttp takes any three digits (099 too), HTTP/2.0 and control bytes
+    in a status line."""
     if version != "1.1" and version != "1.0":
         return "response version is not HTTP/1.0 or HTTP/1.1"
-    if status > 599:
+    if status < 100 or status > 599:
         return "status code out of 100-599"  # RFC 9110 15: invalid
+    if _REASON_BAD.search(reason) is not None:
+        return "control bytes in the reason phrase"
     if status < 200 and interims >= MAX_INTERIM_RESPONSES:
         return "too many interim responses"
     return ""

@@ -7,6 +7,8 @@ from lbcore.timers cimport Sweeper
 from lbcore.upstream cimport UpstreamConnection, UpstreamPool
 from lbcore.proxy.stream cimport Stream
 from lbcore.adoption cimport Kept
+from lbcore.rules.frontend cimport FrontendRules
+from lbcore.rules.message cimport Request
 
 
 @cython.final
@@ -86,15 +88,20 @@ cdef class ClientConnection:
     cpdef _journal(self, bytes data)
     cpdef _unsafe(self)
     cpdef _settle(self)
+    @cython.locals(rules=FrontendRules)
     cpdef _fast_head(self, bytes data)
     cpdef _fast_body(self, bytes data)
     cpdef _request_ready(self, Exchange ex)
     cpdef _request_complete(self, Exchange ex)
     cpdef _send_body(self, Exchange ex, bytes data)
     cpdef _dispatch(self, Exchange ex)
+    @cython.locals(rules=FrontendRules, request=Request)
+    cpdef bint _request_rules(self, Exchange ex) except -1
     cpdef connect_server(self, Exchange ex, Server server)
     cpdef _attach(self, Exchange ex, UpstreamConnection upstream)
+    @cython.locals(rules=FrontendRules)
     cpdef response_head(self, UpstreamConnection upstream, int status, bytes head)
+    @cython.locals(rules=FrontendRules)
     cpdef whole_response(self, UpstreamConnection upstream, bytes head, bytes body)
     cpdef response_body(self, body)
     cpdef _send(self, bytes data)

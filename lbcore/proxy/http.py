@@ -675,10 +675,10 @@ class ClientConnection:
             # HTTP/1.0 stays 1.0 (it may lack Host), asking the server to
             # keep the connection for the pool.
             tail += b"Connection: keep-alive\r\n"
-        if settings.rules is not None:
+        rules = settings.rules
+        if rules is not None:
             # The head is rendered once the rules ran (_request_rules).
-            ex.request = settings.rules.request(self.facts, method, target,
-                                                b"1.1" if minor else b"1.0", lines)
+            ex.request = rules.request(self.facts, method, target, b"1.1" if minor else b"1.0", lines)
             ex.tail = tail
         elif minor == 0:
             ex.head = b"".join((method, b" ", target, b" HTTP/1.0\r\n", lines, tail, b"\r\n"))
@@ -945,7 +945,7 @@ class ClientConnection:
             if ex.complete:
                 self._answer_local(ex)
             return False
-        if request.changed or not ex.head:
+        if request.is_changed() or not ex.head:
             ex.head = b"".join((request.method, b" ", request.target, b" HTTP/", request.version, b"\r\n",
                                 request.headers.block, ex.tail, b"\r\n"))
         ex.choose_backend(rules.use_backend(request))
@@ -1084,8 +1084,9 @@ class ClientConnection:
         framing and Connection header for the client are decided here."""
         ex = self.active
         if ex.request is not None:
-            edited = self.settings.rules.http_response(ex.request, head)
-            if edited.__class__ is not bytes:
+            rules = self.settings.rules
+            edited = rules.http_response(ex.request, head)
+            if type(edited) is not bytes:
                 # Denied: the server's response is read to its end and
                 # dropped (see response_body), the rule's answer sent instead.
                 ex.answer = edited
@@ -1136,8 +1137,9 @@ class ClientConnection:
         body and the end of the exchange in one step (the common case)."""
         ex = self.active
         if ex.request is not None:
-            edited = self.settings.rules.http_response(ex.request, head)
-            if edited.__class__ is not bytes:
+            rules = self.settings.rules
+            edited = rules.http_response(ex.request, head)
+            if type(edited) is not bytes:
                 ex.t_response = self.clock()
                 self._send_answer(ex, edited)  # denied: the rule's answer instead
                 if not ex.complete:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import ctypes
-import ctypes.util
 import hashlib
 import hmac
 from typing import Optional
@@ -32,6 +31,8 @@ class _LibCrypt:
         self.error: Optional[str] = None
         self._crypt_rn = None
         self._data = None
+        import ctypes.util  # it runs ldconfig: only for a config with userlists
+
         name = ctypes.util.find_library("crypt") or "libcrypt.so.1"
         try:
             lib = ctypes.CDLL(name)
@@ -52,19 +53,27 @@ class _LibCrypt:
         return self._crypt_rn(phrase, setting, self._data, len(self._data))
 
 
-_libcrypt = _LibCrypt()
+_libcrypt: Optional[_LibCrypt] = None
+
+
+def _lib() -> _LibCrypt:
+    """libcrypt, found and loaded on first use (finding it runs ldconfig)."""
+    global _libcrypt
+    if _libcrypt is None:
+        _libcrypt = _LibCrypt()
+    return _libcrypt
 
 
 def crypt(phrase: bytes, setting: bytes) -> Optional[bytes]:
     """crypt(3) of `phrase` with the salt and method of `setting`, None if
     the method is unknown or libcrypt is missing."""
-    return _libcrypt.crypt(phrase, setting)
+    return _lib().crypt(phrase, setting)
 
 
 def check_hash(hashed: str) -> None:
     """Raise RuleError unless libcrypt can verify against `hashed`."""
-    if _libcrypt.error:
-        raise RuleError(_libcrypt.error)
+    if _lib().error:
+        raise RuleError(_lib().error)
     result = crypt(b"lbcore-probe", hashed.encode())
     if not result or result.startswith(b"*") or not hashed.startswith("$") and len(hashed) != 13:
         raise RuleError(f"unsupported password hash {hashed[:6]!r}... (expected a crypt(3) hash "

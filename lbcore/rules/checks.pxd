@@ -1,7 +1,7 @@
 # Cython declarations for checks.py, compiled from the same source by
 # setup.py: a condition's tree is walked with C calls.
 cimport cython
-from lbcore.rules.message cimport Connection, Headers, Request
+from lbcore.rules.message cimport Connection, Headers, Message, Request, conn_of
 
 
 cdef class Check:
@@ -38,7 +38,7 @@ cdef class HeaderCheck(Check):
     cdef public frozenset table
     cdef public object fn
 
-    @cython.locals(headers=Headers, values=list, value=bytes, needle=bytes, kind=int)
+    @cython.locals(message=Message, headers=Headers, values=list, value=bytes, needle=bytes, kind=int)
     cpdef bint test(self, object msg) except -1
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Callable
 
+from .message import conn_of
+
 # PathCheck and HeaderCheck kinds
 BEG, END, STR, SUB, OTHER = 0, 1, 2, 3, 4
 
@@ -93,7 +95,8 @@ class HeaderCheck(Check):
         self.fn = fn
 
     def test(self, msg) -> bool:
-        headers = msg.headers
+        message = msg  # a request or a response (a C type check when compiled)
+        headers = message.headers
         values = headers.lower_values_at(self.key) if self.icase else headers.values_at(self.key)
         if not values:
             return False
@@ -129,7 +132,7 @@ class IpCheck(Check):
         self.v6 = v6
 
     def test(self, msg) -> bool:
-        conn = msg.conn
+        conn = conn_of(msg)
         address = conn.src_ip() if self.source else conn.dst_ip()
         version = address[0]
         number = address[1]

@@ -2,7 +2,7 @@
 # setup.py: the rule loop and the header actions as C calls.
 cimport cython
 from lbcore.rules.checks cimport Check
-from lbcore.rules.message cimport Connection, Headers
+from lbcore.rules.message cimport Connection, Headers, Message, conn_of
 
 
 cdef class Action:
@@ -37,18 +37,18 @@ cdef class CallRenderer(Renderer):
 
 
 cdef class SetHeader(Action):
-    cdef public bytes name, key
+    cdef public bytes name, lname, key
     cdef public Renderer render
     cdef public bint replace
 
-    @cython.locals(headers=Headers)
+    @cython.locals(message=Message, headers=Headers)
     cpdef object apply(self, object msg)
 
 
 cdef class DelHeader(Action):
-    cdef public bytes key
+    cdef public bytes lname, key
 
-    @cython.locals(headers=Headers)
+    @cython.locals(message=Message, headers=Headers)
     cpdef object apply(self, object msg)
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
+from .message import conn_of
+
 STOP = "stop"
 REJECT = "reject"
 
@@ -77,7 +79,7 @@ class ConnectionText(Renderer):
         self.fact = {"src": 0, "dst": 1, "dst_port": 2}[fact]
 
     def text(self, msg) -> bytes:
-        conn = msg.conn
+        conn = conn_of(msg)
         if self.fact == 0:
             return conn.src_bytes()
         if self.fact == 1:
@@ -99,32 +101,36 @@ class SetHeader(Action):
     """set_header (`replace`: every line of the name goes first) and
     add_header; `render.text(msg)` gives the value."""
 
-    __slots__ = ("name", "key", "render", "replace")
+    __slots__ = ("name", "lname", "key", "render", "replace")
 
     def __init__(self, name: bytes, render: Callable, replace: bool) -> None:
         self.name = name
-        self.key = b"\n" + name.lower() + b":"
+        self.lname = name.lower()
+        self.key = b"\n" + self.lname + b":"
         self.render = render
         self.replace = replace
 
     def apply(self, msg) -> Any:
-        headers = msg.headers
+        message = msg  # a request or a response (a C type check when compiled)
+        headers = message.headers
         if self.replace and headers.has_at(self.key):
-            headers.delete(self.key[1:-1])
+            headers.delete(self.lname)
         headers.add(self.name, self.render.text(msg))
         return None
 
 
 class DelHeader(Action):
-    __slots__ = ("key",)
+    __slots__ = ("lname", "key")
 
     def __init__(self, lname: bytes) -> None:
+        self.lname = lname
         self.key = b"\n" + lname + b":"
 
     def apply(self, msg) -> Any:
-        headers = msg.headers
+        message = msg
+        headers = message.headers
         if headers.has_at(self.key):
-            headers.delete(self.key[1:-1])
+            headers.delete(self.lname)
         return None
 
 

@@ -2,6 +2,7 @@
 # setup.py: what the proxy calls per request, with C calls into the engine.
 cimport cython
 from lbcore.rules.message cimport Connection, Request, Response
+from lbcore.rules.engine cimport run, choose_backend
 
 
 cpdef request_done(Request request, long status, long long bytes_in=*, long long bytes_out=*)

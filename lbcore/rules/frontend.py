@@ -15,10 +15,9 @@ from __future__ import annotations
 
 from typing import Mapping, Optional, Union
 
-from .engine import REJECT, run
+from .engine import REJECT, choose_backend, run
 from .answers import Answer
 from .message import Connection, Request, Response
-from .switching import choose_backend
 
 
 def _plain(rules) -> tuple:
@@ -63,9 +62,10 @@ class FrontendRules:
         self.response_rules = _plain(spec.http_response)
         self.switching = _plain(spec.use_backend)
         # Each backend's own rules ((request, response) by backend object),
-        # taken once per load: a reload builds a new FrontendRules.
+        # taken once per load: a reload builds a new FrontendRules. Only
+        # backends that have some are listed (none: no lookup per request).
         self.backend_rules = {id(b): (_plain(b.spec.http_request), _plain(b.spec.http_response))
-                              for b in backends.values()}
+                              for b in backends.values() if b.spec.http_request or b.spec.http_response}
 
     @classmethod
     def build(cls, frontend, backends: Mapping[str, object]) -> Optional["FrontendRules"]:
@@ -119,7 +119,7 @@ class FrontendRules:
         """None to go on (the request may have been edited; its backend
         chosen), or the answer the client gets."""
         result = run(self.request_rules, request)
-        if result is not None and result.__class__ is Answer:
+        if result is not None and type(result) is Answer:
             return result
         backend = None
         if self.switching:
@@ -129,11 +129,13 @@ class FrontendRules:
                 if backend is not None and backend.mode != "http":
                     backend = None  # a dynamic name that names a tcp backend: the default
             request.backend = backend
+        if not self.backend_rules:
+            return None
         target = backend if backend is not None else self.frontend.backend
         backend_rules = self.backend_rules.get(id(target), _NONE)[0]
         if backend_rules:
             result = run(backend_rules, request)
-            if result is not None and result.__class__ is Answer:
+            if result is not None and type(result) is Answer:
                 return result
         return None
 
@@ -145,8 +147,10 @@ class FrontendRules:
         """The response head (status line and headers) after the backend's
         and the frontend's http_response rules; an Answer when one denied
         the response (the client gets that instead)."""
-        backend = request.backend if request.backend is not None else self.frontend.backend
-        backend_rules = self.backend_rules.get(id(backend), _NONE)[1]
+        backend_rules = ()
+        if self.backend_rules:
+            backend = request.backend if request.backend is not None else self.frontend.backend
+            backend_rules = self.backend_rules.get(id(backend), _NONE)[1]
         frontend_rules = self.response_rules
         if not backend_rules and not frontend_rules:
             return head
@@ -155,11 +159,11 @@ class FrontendRules:
         response = Response(request, request.conn, status, head[line_end:])
         if backend_rules:
             result = run(backend_rules, response)
-            if result is not None and result.__class__ is Answer:
+            if result is not None and type(result) is Answer:
                 return result
         if frontend_rules:
             result = run(frontend_rules, response)
-            if result is not None and result.__class__ is Answer:
+            if result is not None and type(result) is Answer:
                 return result
         if response.changed:
             return head[:line_end] + response.headers.block

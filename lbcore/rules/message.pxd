@@ -1,5 +1,7 @@
 # Cython declarations for message.py, compiled from the same source by
 # setup.py: what rules read per request becomes C fields and C calls.
+cimport cython
+from lbcore.rules cimport bytesearch
 
 cdef class Connection:
     cdef public object src, dst, sni
@@ -28,22 +30,29 @@ cdef class Headers:
     cpdef delete(self, bytes lname)
 
 
-cdef class Request:
+cdef class Message:
     cdef public Connection conn
-    cdef public bytes method, target, version
     cdef public Headers headers
+
+
+@cython.locals(message=Message)
+cpdef Connection conn_of(object msg)
+
+
+cdef class Request(Message):
+    cdef public bytes method, target, version
     cdef public object _path, _query
     cdef public bint _edited
     cdef public object stick, backend
 
+    @cython.locals(target=bytes, scheme=Py_ssize_t, slash=Py_ssize_t, mark=Py_ssize_t)
     cpdef _split(self)
     cpdef bytes path(self)
     cpdef object query(self)
+    cpdef bint is_changed(self)
 
 
-cdef class Response:
+cdef class Response(Message):
     cdef public Request request
-    cdef public Connection conn
     cdef public long status
-    cdef public Headers headers
     cdef public bint _edited

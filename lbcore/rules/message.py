@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+from . import bytesearch
 from .matching import parse_ip
 
 OWS = b" \t"
@@ -77,13 +78,13 @@ class Headers:
 
     def __init__(self, block: bytes = b"") -> None:
         self.block = block
-        self._lower = None  # b"\n" + block.lower(), made on the first lookup
+        self._lower = None  # bytesearch.lowered(block), made on the first lookup
         self.edited = False  # the block changed (the proxy re-renders the head)
 
     def _index(self) -> bytes:
         lower = self._lower
         if lower is None:
-            lower = self._lower = b"\n" + self.block.lower()
+            lower = self._lower = bytesearch.lowered(self.block)
         return lower
 
     def _spans(self, lname: bytes):
@@ -92,14 +93,14 @@ class Headers:
         key = b"\n" + lname + b":"
         block = self.block
         spans = []
-        pos = lower.find(key)
+        pos = bytesearch.find(lower, key, 0)
         while pos >= 0:
             start = pos  # lower has one extra leading byte: pos is the line start in block
             value = start + len(key) - 1
-            end = block.find(b"\n", value)
+            end = bytesearch.find(block, b"\n", value)
             end = len(block) if end < 0 else end + 1
             spans.append((start, value, end))
-            pos = lower.find(key, end)
+            pos = bytesearch.find(lower, key, end)
         return spans
 
     def full_values(self, lname: bytes) -> list:
@@ -114,7 +115,7 @@ class Headers:
             return None
         block = self.block
         value = pos + len(lname) + 1
-        end = block.find(b"\n", value)
+        end = bytesearch.find(block, b"\n", value)
         return block[value:end if end >= 0 else len(block)].strip(b" \t\r\n")
 
     def values_at(self, key: bytes) -> list:
@@ -122,16 +123,16 @@ class Headers:
         one plain line, the usual case, costs one search."""
         lower = self._lower
         if lower is None:
-            lower = self._lower = b"\n" + self.block.lower()
-        pos = lower.find(key)
+            lower = self._lower = bytesearch.lowered(self.block)
+        pos = bytesearch.find(lower, key, 0)
         if pos < 0:
             return []
-        if lower.find(key, pos + 1) < 0:
+        if bytesearch.find(lower, key, pos + 1) < 0:
             block = self.block
             start = pos + len(key) - 1
-            end = block.find(b"\n", start)
+            end = bytesearch.find(block, b"\n", start)
             value = block[start:end if end >= 0 else len(block)].strip(b" \t\r\n")
-            if b"," not in value:
+            if bytesearch.find(value, b",", 0) < 0:
                 return [value]
         return self.values(key[1:-1])
 
@@ -140,15 +141,15 @@ class Headers:
         -i matching), so no value is lower-cased again."""
         lower = self._lower
         if lower is None:
-            lower = self._lower = b"\n" + self.block.lower()
-        pos = lower.find(key)
+            lower = self._lower = bytesearch.lowered(self.block)
+        pos = bytesearch.find(lower, key, 0)
         if pos < 0:
             return []
-        if lower.find(key, pos + 1) < 0:
+        if bytesearch.find(lower, key, pos + 1) < 0:
             start = pos + len(key)
-            end = lower.find(b"\n", start)
+            end = bytesearch.find(lower, b"\n", start)
             value = lower[start:end if end >= 0 else len(lower)].strip(b" \t\r\n")
-            if b"," not in value:
+            if bytesearch.find(value, b",", 0) < 0:
                 return [value]
         return [value.lower() for value in self.values(key[1:-1])]
 
@@ -156,15 +157,15 @@ class Headers:
         """last() for key = b"\\n" + lname + b":"."""
         lower = self._lower
         if lower is None:
-            lower = self._lower = b"\n" + self.block.lower()
+            lower = self._lower = bytesearch.lowered(self.block)
         pos = lower.rfind(key)
         if pos < 0:
             return None
         block = self.block
         start = pos + len(key) - 1
-        end = block.find(b"\n", start)
+        end = bytesearch.find(block, b"\n", start)
         value = block[start:end if end >= 0 else len(block)].strip(b" \t\r\n")
-        if b"," in value:
+        if bytesearch.find(value, b",", 0) >= 0:
             return value.rpartition(b",")[2].strip(OWS)
         return value
 
@@ -185,7 +186,7 @@ class Headers:
         return full
 
     def has(self, lname: bytes) -> bool:
-        return self._index().find(b"\n" + lname + b":") >= 0
+        return bytesearch.find(self._index(), b"\n" + lname + b":", 0) >= 0
 
     # -- edits ---------------------------------------------------------------
 
@@ -208,18 +209,16 @@ class Headers:
         self._set_block(b"".join(kept))
 
     def add(self, name: bytes, value: bytes) -> None:
-        line = name + b": " + value + b"\r\n"
-        self.block += line
+        self.block = b"".join((self.block, name, b": ", value, b"\r\n"))
         self.edited = True
-        if self._lower is not None:
-            self._lower += line.lower()  # the index follows, no rebuild
+        self._lower = None  # the next lookup lowers the block again (in C when compiled)
 
     def has_at(self, key: bytes) -> bool:
         """has() for key = b"\\n" + lname + b":"."""
         lower = self._lower
         if lower is None:
-            lower = self._lower = b"\n" + self.block.lower()
-        return lower.find(key) >= 0
+            lower = self._lower = bytesearch.lowered(self.block)
+        return bytesearch.find(lower, key, 0) >= 0
 
     def set(self, name: bytes, value: bytes) -> None:
         self.delete(name.lower())
@@ -248,15 +247,30 @@ class Headers:
             self._set_block(b"".join(out))
 
 
-class Request:
+class Message:
+    """What a request and a response share: the connection's facts and the
+    header block (one type, so compiled checks read both as C fields)."""
+
+    __slots__ = ("conn", "headers")
+
+
+def conn_of(msg) -> Connection:
+    """The connection facts a rule reads: the message's, or the connection
+    itself for tcp_request rules."""
+    if type(msg) is Connection:
+        return msg
+    message = msg
+    return message.conn
+
+
+class Request(Message):
     """One request head as rules see and change it.
 
     `target` is the request-target as received (origin form `/p?q`, or
     absolute form `http://host/p?q`); `path` and `query` are read from it.
     `stick` is free for per-request state of stick-table tracking."""
 
-    __slots__ = ("conn", "method", "target", "version", "headers", "_path", "_query",
-                 "_edited", "stick", "backend")
+    __slots__ = ("method", "target", "version", "_path", "_query", "_edited", "stick", "backend")
 
     def __init__(self, conn: Connection, method: bytes, target: bytes, version: bytes,
                  header_block: bytes) -> None:
@@ -273,14 +287,19 @@ class Request:
 
     def _split(self) -> None:
         target = self.target
-        if target[:1] != b"/" and b"://" in target:
-            # absolute form: the path starts after the authority
-            rest = target.split(b"://", 1)[1]
-            slash = rest.find(b"/")
-            target = rest[slash:] if slash >= 0 else b""
-        path, mark, query = target.partition(b"?")
-        self._path = path
-        self._query = query if mark else None
+        if not target.startswith(b"/"):
+            scheme = bytesearch.find(target, b"://", 0)
+            if scheme >= 0:
+                # absolute form: the path starts after the authority
+                slash = bytesearch.find(target, b"/", scheme + 3)
+                target = target[slash:] if slash >= 0 else b""
+        mark = bytesearch.find(target, b"?", 0)
+        if mark < 0:
+            self._path = target
+            self._query = None
+        else:
+            self._path = target[:mark]
+            self._query = target[mark + 1:]
 
     def path(self) -> bytes:
         if self._path is None:
@@ -314,10 +333,13 @@ class Request:
         self._path = None
         self._edited = True
 
-    @property
-    def changed(self) -> bool:
+    def is_changed(self) -> bool:
         """Any edit (target or headers): the proxy re-renders the head."""
         return self._edited or self.headers.edited
+
+    @property
+    def changed(self) -> bool:
+        return self.is_changed()
 
     @changed.setter
     def changed(self, value: bool) -> None:
@@ -327,11 +349,11 @@ class Request:
         return self.headers.block
 
 
-class Response:
+class Response(Message):
     """A server's response head as http_response rules see and change it;
     `request` is the request it answers (its connection facts stay readable)."""
 
-    __slots__ = ("request", "conn", "status", "headers", "_edited")
+    __slots__ = ("request", "status", "_edited")
 
     def __init__(self, request: Optional[Request], conn: Connection, status: int,
                  header_block: bytes) -> None:

@@ -574,6 +574,37 @@ def _connection():
         body = BODY if b"Content-Length" in fields else b""
         _add("upgrade-" + cid, req(method=b"POST" if body else b"GET",
                                    fields=b"Host: a\r\n" + fields, body=body), EITHER, answers=1)
+    # WebSocket handshakes (RFC 6455 4.1): an upgrade to websocket needs a
+    # Sec-WebSocket-Key, the base64 of 16 bytes; 400 otherwise (4.2.1)
+    key = b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    version = b"Sec-WebSocket-Version: 13\r\n"
+    for cid, conn, up, extra, rfc in [
+        ("ok", b"Upgrade", b"websocket", key + version, ACCEPT),
+        ("key-only", b"Upgrade", b"websocket", key, ACCEPT),
+        ("key-twice", b"Upgrade", b"websocket", key + key + version, EITHER),
+        ("upper", b"Upgrade", b"WebSocket", key + version, ACCEPT),
+        ("no-key", b"Upgrade", b"websocket", version, REFUSE),
+        ("empty-key", b"Upgrade", b"websocket", b"Sec-WebSocket-Key: \r\n" + version, REFUSE),
+        ("short-key", b"Upgrade", b"websocket", b"Sec-WebSocket-Key: x\r\n" + version, REFUSE),
+        ("key-not-base64", b"Upgrade", b"websocket",
+         b"Sec-WebSocket-Key: !!!!!!!!!!!!!!!!!!!!!!==\r\n" + version, REFUSE),
+        ("key-25", b"Upgrade", b"websocket", b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==x\r\n"
+         + version, REFUSE),
+        ("list-no-key", b"Upgrade", b"foo, websocket", b"", REFUSE),
+        ("list-key", b"Upgrade", b"foo, websocket", key, ACCEPT),
+        ("close-upgrade-no-key", b"close, Upgrade", b"websocket", b"", REFUSE),
+        ("no-connection-token", b"keep-alive", b"websocket", b"", EITHER),
+        ("key-without-upgrade", b"keep-alive", b"", key, ACCEPT),
+    ]:
+        fields = b"Host: a\r\nConnection: " + conn + b"\r\n"
+        if up:
+            fields += b"Upgrade: " + up + b"\r\n"
+        _add("websocket-" + cid, req(fields=fields + extra), rfc, answers=1,
+             why="RFC 6455 4.2.1: a handshake without a valid key gets 400")
+    _add("websocket-http10-no-key", req(version=b"HTTP/1.0", fields=(
+        b"Host: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n")), REFUSE)
+    _add("websocket-two-upgrade-fields-no-key", req(fields=(
+        b"Host: a\r\nConnection: Upgrade\r\nUpgrade: h2c\r\nUpgrade: websocket\r\n")), REFUSE)
     _add("h2-preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", REFUSE, ANY_4XX,
          why="HTTP/2 prior knowledge is not served on an HTTP/1 listener")
 

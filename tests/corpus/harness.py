@@ -66,13 +66,18 @@ def parse_statuses(data: bytes) -> list:
                 line_end = data.find(b"\r\n", pos)
                 if line_end < 0:
                     return out
-                size = int(data[pos:line_end].split(b";")[0] or b"0", 16)
+                try:
+                    size = int(data[pos:line_end].split(b";")[0] or b"0", 16)
+                except ValueError:
+                    return out  # (a hostile server's chunks, relayed)
                 pos = line_end + 2 + size + 2
                 if size == 0:
                     break
         elif length:
             pos += int(length.group(1))
         else:
+            return out
+        if pos > len(data):
             return out
 
 

@@ -110,7 +110,8 @@ def valid_requests(draw) -> bytes:
             target, chunks, trailer)
     if kind == 3:
         return b"GET / HTTP/1.0\r\n\r\n"
-    return b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n" + body
+    return (b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n" + body)
 
 
 @st.composite

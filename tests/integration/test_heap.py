@@ -65,6 +65,10 @@ def test_reloads_amid_server_kills_freeze_no_garbage_and_leave_none(start_backen
     # Dead servers' connections and refused connects were freed by
     # reference counting, not left in cycles for the collector.
     assert after["garbage"] == 0, after
+    # One config alive, the last reload's: none of the earlier ones (the
+    # start-up one was kept by the frames that started the server).
+    assert after["alive"]["Config"] == 1, after["alive"]
+    assert after["alive"]["ServerSpec"] == 2, after["alive"]
     # What stays frozen is the code, config and runtime: no more than a
     # start-up's worth plus what a reload builds (tens of objects here).
     assert after["frozen"] - before["frozen"] < 2000, (before, after)

@@ -71,6 +71,14 @@ ANSWERS = {
     "/cl-overflow": (b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\nhi", "502"),
     "/te-gzip-only": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nhello", "502"),
     "/te-chunked-not-last": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\nhi", "502"),
+    # Read as chunked by a careless check, not by llhttp: the forged answer
+    # behind reached the next client.
+    "/te-chunked-twice": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n"
+                          b"2\r\nok\r\n0\r\n\r\n" + STOLEN, "502"),
+    "/te-two-fields": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+                       b"Transfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n" + STOLEN, "502"),
+    "/te-xchunked": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: xchunked\r\n\r\n"
+                     b"2\r\nok\r\n0\r\n\r\n" + STOLEN, "502"),
     "/100-flood": (b"HTTP/1.1 100 Continue\r\n\r\n" * 2000 + OK, "502"),
     "/103-flood": (b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" * 2000 + OK, "502"),
     "/100-endless": (endless(b"", b"HTTP/1.1 100 Continue\r\n\r\n"), "502"),
@@ -81,6 +89,10 @@ ANSWERS = {
                                         b"X-Filler: aaaaaaaaaaaaaaaaaaaa\r\n"), "502"),
     "/status-999": (b"HTTP/1.1 999 Weird\r\nContent-Length: 2\r\n\r\nok", "502"),
     "/status-letters": (b"HTTP/1.1 abc Weird\r\nContent-Length: 2\r\n\r\nok", "502"),
+    "/status-099": (b"HTTP/1.1 099 Low\r\nContent-Length: 2\r\n\r\nok", "502"),
+    "/status-000": (b"HTTP/1.1 000 Zero\r\nContent-Length: 2\r\n\r\nok", "502"),
+    "/reason-nul": (b"HTTP/1.1 200 O\x00K\r\nContent-Length: 2\r\n\r\nok", "502"),
+    "/reason-esc": (b"HTTP/1.1 200 O\x1bK\r\nContent-Length: 2\r\n\r\nok", "502"),
     "/version-2": (b"HTTP/2.0 200 OK\r\nContent-Length: 2\r\n\r\nok", "502"),
     "/bare-lf": (b"HTTP/1.1 200 OK\nContent-Length: 2\n\nok", "502"),
     "/value-nul": (b"HTTP/1.1 200 OK\r\nX: a\x00b\r\nContent-Length: 2\r\n\r\nok", "502"),

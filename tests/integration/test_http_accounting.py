@@ -141,7 +141,8 @@ def test_half_closed_client(proxy, before):
     assert_settles(proxy, before)
 
 
-UPGRADE = b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+UPGRADE = (b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
 
 
 @pytest.mark.parametrize("ending", ["client-closes", "client-half-closes", "tunnel-timeout"])

@@ -132,6 +132,30 @@ def test_leastconn_follows_sessions_ending_anywhere_in_a_large_pool():
     lc.load_changed(S("stranger"))  # a server no longer in the pool: ignored
 
 
+def test_leastconn_equal_loads_of_different_weights_take_turns():
+    # 1 session on weight 1 weighs as 2 on weight 2: equals take turns
+    # whatever their weights (HAProxy compares sessions/weight only).
+    a, b = S("a", weight=1, cur=1), S("b", weight=2, cur=2)
+    lc = make("leastconn", [a, b, S("c", weight=1, cur=3)])
+    assert picks(lc, 4) == ["a", "b", "a", "b"]
+
+
+def test_leastconn_follows_jumps_far_above_and_back():
+    servers = [S(f"s{i}", cur=1) for i in range(4)]
+    lc = make("leastconn", servers)
+    servers[2].cur_sessions = 10_000  # beyond every queue it had: they grow
+    lc.load_changed(servers[2])
+    assert "s2" not in picks(lc, 6)
+    for s in servers:
+        if s is not servers[2]:
+            s.cur_sessions = 20_000
+            lc.load_changed(s)
+    assert picks(lc, 2) == ["s2", "s2"]
+    servers[2].cur_sessions = 0
+    lc.load_changed(servers[2])
+    assert lc.pick().name == "s2"
+
+
 def test_leastconn_skips_excluded():
     a, b = S("a", cur=0), S("b", cur=5)
     lc = make("leastconn", [a, b])

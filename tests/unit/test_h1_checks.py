@@ -5,6 +5,7 @@ import pytest
 from lbcore.proxy.h1_checks import (
     BODY_CHUNKED, BODY_LENGTH, BODY_NONE, BODY_TUNNEL, CheckedRequestParser, Refused,
     RequestChecker, check_chunk_line, check_head, host_valid, response_head_error,
+    transfer_codings_chunked,
 )
 from tests.corpus.generated_requests import CASES as GENERATED
 from tests.corpus.hostile_requests import CASES
@@ -27,8 +28,8 @@ def test_host_values(value, ok):
     (GET, BODY_NONE, 0),
     (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 7\r\n\r\n", BODY_LENGTH, 7),
     (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", BODY_CHUNKED, 0),
-    (b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
-     BODY_TUNNEL, 0),
+    (b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", BODY_TUNNEL, 0),
     (b"GET / HTTP/1.0\r\n\r\n", BODY_NONE, 0),
 ])
 def test_heads_that_pass_and_their_framing(head, body, length):
@@ -138,6 +139,27 @@ def test_an_upgrade_request_with_a_body_is_refused(framing):
     assert check_head(head.replace(framing, b"Content-Length: 0\r\n"))[2] == BODY_TUNNEL
 
 
+KEY = b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+
+
+@pytest.mark.parametrize("fields,status", [
+    (b"Connection: Upgrade\r\nUpgrade: websocket\r\n" + KEY, 0),
+    (b"Connection: Upgrade\r\nUpgrade: WebSocket\r\n" + KEY + KEY, 0),
+    (b"Connection: Upgrade\r\nUpgrade: websocket\r\n", 400),
+    (b"Connection: keep-alive, Upgrade\r\nUpgrade: foo, websocket\r\n", 400),
+    (b"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: x\r\n", 400),
+    (b"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: \r\n", 400),
+    (b"Connection: Upgrade\r\nUpgrade: websocket\r\n" + KEY
+     + b"Sec-WebSocket-Key: x\r\n", 400),
+    (b"Connection: Upgrade\r\nUpgrade: h2c\r\n", 0),
+    (b"Upgrade: websocket\r\n", 0),  # no upgrade asked of this hop
+])
+def test_websocket_handshakes_need_a_key(fields, status):
+    """RFC 6455 4.1/4.2.1, as haproxy: a WebSocket upgrade without a valid
+    Sec-WebSocket-Key gets 400."""
+    assert check_head(b"GET / HTTP/1.1\r\nHost: a\r\n" + fields + b"\r\n")[0] == status
+
+
 @pytest.mark.parametrize("target,status", [
     (b"http://a/x?y", 0), (b"http://a", 0), (b"http://a?x", 400), (b"http://a:80?x", 400),
 ])
@@ -172,10 +194,27 @@ def test_checked_parser_parses_what_came_before_a_refusal():
 @pytest.mark.parametrize("version,status,interims,bad", [
     ("1.1", 200, 0, False), ("1.0", 404, 0, False), ("1.1", 100, 15, False),
     ("1.1", 100, 16, True), ("1.1", 999, 0, True), ("1.1", 600, 0, True),
-    ("2.0", 200, 0, True), ("0.9", 200, 0, True),
+    ("2.0", 200, 0, True), ("0.9", 200, 0, True), ("1.1", 99, 0, True), ("1.1", 0, 0, True),
 ])
 def test_response_heads(version, status, interims, bad):
     assert bool(response_head_error(version, status, interims)) is bad
+
+
+@pytest.mark.parametrize("reason,bad", [
+    (b"OK", False), (b"", False), (b"O\tK", False), (b"caf\xc3\xa9", False),
+    (b"O\x00K", True), (b"O\x01K", True), (b"O\x7fK", True), (b"O\x1bK", True),
+])
+def test_response_reason_phrases(reason, bad):
+    assert bool(response_head_error("1.1", 200, 0, reason)) is bad
+
+
+@pytest.mark.parametrize("value,chunked", [
+    (b"chunked", True), (b"CHUNKED", True), (b" chunked ", True), (b"gzip, chunked", True),
+    (b"chunked, chunked", False), (b"chunked,chunked", False), (b"xchunked", False),
+    (b"chunked, gzip", False), (b"identity", False), (b"", False), (b"chunked,", False),
+])
+def test_response_transfer_codings(value, chunked):
+    assert transfer_codings_chunked(value) is chunked
 
 
 def _cpu_byte_by_byte(data: bytes) -> float:
