@@ -55,3 +55,4 @@ cdef class Frontend(Counters):
     cdef public Backend backend
     cdef public bint stopping
     cdef public object rules
+    cdef public long parked

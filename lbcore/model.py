@@ -402,7 +402,7 @@ class Backend(Counters):
 class Frontend(Counters):
     """A listening proxy: its spec, its backend, its counters."""
 
-    __slots__ = ("spec", "name", "mode", "backend", "stopping", "rules")
+    __slots__ = ("spec", "name", "mode", "backend", "stopping", "rules", "parked")
 
     def __init__(self, spec: FrontendSpec, backend: Backend) -> None:
         super().__init__()
@@ -412,6 +412,7 @@ class Frontend(Counters):
         self.backend = backend
         self.stopping = False
         self.rules = None  # its acls and rules, compiled (proxy/stream.py's Rules); None: none
+        self.parked = 0  # of its current sessions, idle ones off their transports (proxy/parking.py)
 
     def reconfigure(self, spec: FrontendSpec, backend: Backend) -> None:
         self.spec = spec

@@ -532,6 +532,8 @@ class LoadBalancer:
     def _shutdown(self) -> None:
         for handler in self.handlers.values():
             handler.close_all()
+        if self.ctx.parking is not None:
+            self.ctx.parking.close()
         self.pool.close_all()
         if self.health is not None:
             self.health.stop()

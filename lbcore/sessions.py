@@ -53,6 +53,12 @@ def list_sessions(balancer) -> list[dict]:
                 "frontend": frontend.name, "backend": _name(frontend.backend),
                 "server": _name(serving.get(id(client))), "age_s": 0.0, "pid": os.getpid(),
             })
+        for parked in list(getattr(handler, "parked", {}).values()):  # idle http, off its transport
+            rows.append({
+                "id": f"0x{id(parked):x}", "proto": "tcpv4", "src": _src(parked.peer),
+                "frontend": frontend.name, "backend": _name(frontend.backend),
+                "server": None, "age_s": 0.0, "pid": os.getpid(),
+            })
     return rows
 
 

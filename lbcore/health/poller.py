@@ -46,6 +46,13 @@ class ProbePoller:
             self._epoll.register(fd, events)
         self._probes[fd] = probe
 
+    def release(self, fd: int) -> None:
+        """Stop watching `fd`, which stays open: handed on to another
+        poller, or shared with another process (then closing it would not
+        take it out of the set). One epoll_ctl."""
+        if self._probes.pop(fd, None) is not None:
+            self._epoll.unregister(fd)
+
     def forget(self, fd: int) -> None:
         """The probe closes `fd` right after this, which takes it out of the
         epoll set: no system call here."""
@@ -62,7 +69,7 @@ class ProbePoller:
             try:
                 probe.ready(events)
             except Exception:  # one probe's bug must not strand the others of the batch
-                log.exception("health probe callback failed")
+                log.exception("poller callback failed")
 
     def close(self) -> None:
         """Stop watching; probes still in flight must be aborted first."""

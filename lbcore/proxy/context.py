@@ -35,6 +35,9 @@ class ProxyContext:
         # A worker process's lbcore.adoption.Journal: its master keeps a copy
         # of every plain-http client connection and can hand it on.
         self.journal = None
+        # Idle http client connections held off the loop's transports
+        # (proxy/parking.py's Parking), made by the first one parked.
+        self.parking = None
 
     def may_accept(self, frontend: Frontend) -> bool:
         return (not self.stopping and self.connections < self.maxconn

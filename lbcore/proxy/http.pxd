@@ -43,7 +43,7 @@ cdef class Exchange(Stream):
 
 @cython.final
 cdef class HttpSettings:
-    cdef public double http_request, client, keep_alive
+    cdef public double http_request, client, keep_alive, park_after
     cdef public bint forwarded_for, forwarded_proto
     cdef public bytes monitor_uri
     cdef public object rules
@@ -79,6 +79,7 @@ cdef class ClientConnection:
     cdef public object facts
     cdef public Kept kept
     cdef public bint kept_open, kept_settle
+    cdef public double idle_until
 
     cpdef _pause(self, int reason)
     cpdef _resume(self, int reason)

@@ -37,6 +37,7 @@ from .context import ProxyContext
 from .stream import NOSRV, Stream, client_key, end_tunnel
 from . import errors, proxy_protocol
 from .h1_checks import CheckedRequestParser, partial_head_invalid
+from .parking import PARK_AFTER, Parking
 
 log = logging.getLogger("lbcore")
 
@@ -49,6 +50,7 @@ MAX_REPLAY = 64 * 1024  # request bodies up to this size can be replayed on a re
 # typical API answer (OpenStack's JSON) and costs nothing on the fast path,
 # where a whole small response arrives in one read anyway.
 MAX_HELD_RESPONSE = 64 * 1024
+TUNNEL_STAYS = "tunnel stays on the event loop"
 IDLE_CLOSE_DELAY = 0.5  # stopping: idle keep-alive connections close after this
 IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"))
 SETTLE_RETRY = 0.05  # a response still in the transport's buffer: look again after this (lbcore.adoption)
@@ -141,7 +143,7 @@ class HttpSettings:
     frontend, shared by its connections and updated in place on a reload,
     so a connection always sees the current values."""
 
-    __slots__ = ("http_request", "client", "keep_alive",
+    __slots__ = ("http_request", "client", "keep_alive", "park_after",
                  "forwarded_for", "forwarded_proto", "monitor_uri", "rules")
 
     def __init__(self, frontend: Frontend) -> None:
@@ -153,6 +155,9 @@ class HttpSettings:
         self.http_request = timeouts.http_request
         self.client = timeouts.client
         self.keep_alive = timeouts.http_keep_alive
+        # Idle this long, a connection leaves its transport (proxy/parking.py);
+        # 0: it never does (TLS, or a keep-alive timeout that ends it first).
+        self.park_after = PARK_AFTER if spec.tls is None and self.keep_alive > PARK_AFTER else 0.0
         self.forwarded_for = spec.forwarded_for
         self.forwarded_proto = spec.forwarded_proto
         self.monitor_uri = spec.monitor_uri.encode() if spec.monitor_uri is not None else None
@@ -171,6 +176,10 @@ class HttpProxy:
         self.sweeper = sweeper
         self.loop = ctx.loop
         self.clients: set[ClientConnection] = set()
+        # Idle connections off their transports (proxy/parking.py), by
+        # descriptor: a dict costs a third of a set per entry.
+        self.parked: dict = {}
+        self.draining = False
         self.ssl: Optional[ssl.SSLContext] = None
         self.settings = HttpSettings(frontend)
         # For clients in `forwarded_for_except`: the same, without X-Forwarded-For.
@@ -234,12 +243,56 @@ class HttpProxy:
     def drain(self) -> None:
         """Stopping: close idle keep-alive connections, close the others
         after their current response."""
+        self.draining = True
         for client in list(self.clients):
             client.stop_keep_alive()
+        # Parked ones get the same moment: a request on its way is answered
+        # (with Connection: close, see unpark) rather than cut off.
+        close_at = self.sweeper.now + IDLE_CLOSE_DELAY
+        for parked in list(self.parked.values()):
+            if parked.deadline > close_at:
+                parked.deadline = close_at
 
     def close_all(self) -> None:
         for client in list(self.clients):
             client.abort()
+        for parked in list(self.parked.values()):
+            parked.close()
+
+    def park(self, client: "ClientConnection", sock: socket.socket) -> bool:
+        """`client` is idle and leaves its transport; `sock` is our own
+        descriptor of its connection (proxy/parking.py). False: it cannot
+        (`sock` is closed, the client stays as it is)."""
+        parking = self.ctx.parking
+        if parking is None:
+            parking = self.ctx.parking = Parking(self.loop, self.sweeper)
+        parked = parking.park(self, sock, client.peer, client.idle_until, client.facts)
+        if parked is None:
+            return False
+        kept = client.kept
+        if kept is not None:
+            # Its slot in the adoption table is its descriptor number, which
+            # changes: the master gets the new descriptor (and drops the old).
+            client.kept = None
+            client.kept_open = False
+            kept.release(False)
+            parked.kept = self.ctx.journal.keep(sock, self.frontend.name)
+        sock.detach()  # the descriptor is the Parked's now
+        return True
+
+    def unpark(self, parked, sock: socket.socket) -> None:
+        """A parked connection's next request is there: a new transport and
+        ClientConnection carry it on with the state it had."""
+        client = ClientConnection(self, parked.peer)
+        client.proto = b"http"  # a reload may have put TLS on the frontend since
+        client.facts = parked.facts  # (its tcp_request rules ran once, at its accept)
+        kept = client.kept = parked.kept
+        client.kept_open = kept is not None  # IDLE in its slot since it parked
+        parked.kept = parked.facts = None
+        if self.draining or self.ctx.stopping:
+            client.closing = True  # answered, then closed (stop_keep_alive)
+        task = self.loop.create_task(self.loop.connect_accepted_socket(lambda: client, sock))
+        task.add_done_callback(client.accepted)
 
 
 class ClientConnection:
@@ -250,7 +303,7 @@ class ClientConnection:
         "parser", "current", "active", "queue", "deadline", "pause_mask", "closing",
         "made", "gone", "tunnel", "proto", "server_timeout", "pending_error", "out",
         "clock", "head_buf", "body_left", "receiving", "settings", "refused", "relay", "key",
-        "facts", "kept", "kept_open", "kept_settle",
+        "facts", "kept", "kept_open", "kept_settle", "idle_until",
     )
 
     def __init__(self, proxy: HttpProxy, peer) -> None:
@@ -292,6 +345,7 @@ class ClientConnection:
         self.kept = None
         self.kept_open = False
         self.kept_settle = False
+        self.idle_until = 0.0  # idle between requests: the keep-alive deadline (deadline: when it parks)
 
     # -- connection life -----------------------------------------------------
 
@@ -307,6 +361,10 @@ class ClientConnection:
                     self.kept = None
                     self.kept_open = self.kept_settle = False
                     kept.release(False)  # its descriptor is closed (and its number maybe reused)
+                facts = self.facts
+                if facts is not None:  # unparked (proxy/parking.py)
+                    self.facts = None
+                    connection_done(facts)
 
     def connection_made(self, transport) -> None:
         self.made = True
@@ -315,8 +373,9 @@ class ClientConnection:
         self.sweeper.watched.add(self)
         self.deadline = self.sweeper.now + self.settings.http_request
         rules = self.settings.rules
-        if rules is not None:
-            # tcp_request rules: once per connection, before any byte is read.
+        if rules is not None and self.facts is None:
+            # tcp_request rules: once per connection, before any byte is read
+            # (an unparked connection has its facts already).
             self.facts = rules.connection(self.peer, transport.get_extra_info("sockname"),
                                           transport.get_extra_info("ssl_object"))
             if not rules.tcp_request(self.facts):
@@ -466,8 +525,45 @@ class ClientConnection:
             target.terminated = "cR"
             self.frontend.request_errors += 1
             self._error(target, 408)
+        elif self.idle_until > self.sweeper.now and not self.closing:
+            # Idle for park_after: off the transport, or (when it cannot
+            # leave it now) idle here until its keep-alive timeout.
+            if not self._park():
+                self.deadline = self.idle_until
         else:
             self.close()  # idle keep-alive
+
+    def _parkable(self) -> bool:
+        """Nothing in flight either way: no request begun, no response or
+        bytes unsent, nothing the connection is waiting for."""
+        transport = self.transport
+        return (self.active is None and self.current is None and not self.queue and not self.head_buf
+                and not self.body_left and self.receiving is None and self.tunnel is None
+                and self.relay is None and self.out is None and not self.pause_mask
+                and not self.refused and not self.gone and not self.pending_error
+                and not self.kept_settle and self.proxy.ssl is None
+                and transport is not None and not transport.is_closing()
+                and not transport.get_write_buffer_size())
+
+    def _park(self) -> bool:
+        """Leave the transport for proxy/parking.py's epoll set; the
+        connection itself stays open and counted."""
+        if not self._parkable():
+            return False
+        sock = _own_socket(self.transport)  # (None: out of descriptors; it stays here)
+        if sock is None or not self.proxy.park(self, sock):  # (parked until idle_until)
+            return False
+        self.idle_until = 0.0
+        # From here on this object is done with (connection_lost does nothing);
+        # its parser's bound callbacks would keep it in a cycle (lbcore/heap.py).
+        self.parser = None
+        self.gone = True
+        self.deadline = 0.0
+        self.facts = None
+        self.proxy.clients.discard(self)
+        self.sweeper.watched.discard(self)
+        self.transport.abort()  # closes its descriptor, not the connection (ours is a duplicate)
+        return True
 
     # -- client bytes --------------------------------------------------------
 
@@ -1301,10 +1397,10 @@ class ClientConnection:
         if self.proxy.ssl is not None or self.transport.get_write_buffer_size() \
                 or upstream.transport.get_write_buffer_size():
             return False
-        client = _own_socket(self.transport)
+        client = _own_socket(self.transport, TUNNEL_STAYS)
         if client is None:
             return False
-        server_sock = _own_socket(upstream.transport)
+        server_sock = _own_socket(upstream.transport, TUNNEL_STAYS)
         if server_sock is None:
             client.close()
             return False
@@ -1376,7 +1472,11 @@ class ClientConnection:
             self._dispatch(nxt)
             return
         if self.current is None:
-            self.deadline = self.sweeper.now + self.settings.keep_alive
+            now = self.sweeper.now
+            settings = self.settings
+            self.idle_until = now + settings.keep_alive
+            park = settings.park_after
+            self.deadline = (now + park) if park else self.idle_until
         else:
             self.deadline = self.sweeper.now + self.settings.http_request
         if self.kept is not None:
@@ -1489,7 +1589,7 @@ class ClientConnection:
         return proxy_protocol.header(version, self.peer, self.transport.get_extra_info("sockname"))
 
 
-def _own_socket(transport) -> Optional[socket.socket]:
+def _own_socket(transport, failing: Optional[str] = None) -> Optional[socket.socket]:
     """A socket of our own on a transport's connection (a duplicate of its
     fd): closing the transport leaves the connection open. None if the
     transport has no socket to share or the fd cannot be duplicated."""
@@ -1505,7 +1605,8 @@ def _own_socket(transport) -> Optional[socket.socket]:
             raise
         sock.setblocking(False)
     except OSError as exc:
-        log.warning("tunnel stays on the event loop: cannot take its socket over: %s", exc)
+        if failing is not None:
+            log.warning("%s: cannot take its socket over: %s", failing, exc)
         return None
     return sock
 

@@ -1,7 +1,7 @@
 # Cython declarations for frontend.py, compiled from the same source by
 # setup.py: what the proxy calls per request, with C calls into the engine.
 cimport cython
-from lbcore.rules.message cimport Connection, Request, Response
+from lbcore.rules.message cimport Connection, Request, Response, new_request
 from lbcore.rules.engine cimport run, choose_backend
 
 

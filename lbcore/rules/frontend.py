@@ -17,7 +17,7 @@ from typing import Mapping, Optional, Union
 
 from .engine import REJECT, choose_backend, run
 from .answers import Answer
-from .message import Connection, Request, Response
+from .message import Connection, Request, Response, new_request
 
 
 def _plain(rules) -> tuple:
@@ -107,7 +107,7 @@ class FrontendRules:
     def request(self, facts: Connection, method: bytes, target: bytes, version: bytes, block: bytes) -> Request:
         if facts.stick is not None:
             _tracking().request_started(facts)  # counted by the connection's track_sc
-        return Request(facts, method, target, version, block)
+        return new_request(facts, method, target, version, block)
 
     def request_done(self, request: Request, status: int, bytes_in: int = 0, bytes_out: int = 0) -> None:
         request_done(request, status, bytes_in, bytes_out)

@@ -21,6 +21,8 @@ cdef class Headers:
     cdef public object _lower
     cdef public bint edited
 
+    cdef _start(self, bytes block)
+
     cpdef bytes _index(self)
     cpdef list values_at(self, bytes key)
     cpdef list lower_values_at(self, bytes key)
@@ -38,12 +40,20 @@ cdef class Message:
 @cython.locals(message=Message)
 cpdef Connection conn_of(object msg)
 
+@cython.locals(headers=Headers)
+cpdef Headers new_headers(bytes block)
+
+@cython.locals(request=Request)
+cpdef Request new_request(Connection conn, bytes method, bytes target, bytes version, bytes header_block)
+
 
 cdef class Request(Message):
     cdef public bytes method, target, version
     cdef public object _path, _query
     cdef public bint _edited
     cdef public object stick, backend
+
+    cdef _start(self, Connection conn, bytes method, bytes target, bytes version, bytes header_block)
 
     @cython.locals(target=bytes, scheme=Py_ssize_t, slash=Py_ssize_t, mark=Py_ssize_t)
     cpdef _split(self)

@@ -77,6 +77,10 @@ class Headers:
     __slots__ = ("block", "_lower", "edited")
 
     def __init__(self, block: bytes = b"") -> None:
+        self._start(block)
+
+    def _start(self, block: bytes) -> None:
+        """The fields, set by __init__ and by new_headers."""
         self.block = block
         self._lower = None  # bytesearch.lowered(block), made on the first lookup
         self.edited = False  # the block changed (the proxy re-renders the head)
@@ -247,6 +251,21 @@ class Headers:
             self._set_block(b"".join(out))
 
 
+# The proxy makes a request view per request: these make one without a
+# Python-level constructor call (compiled: an allocation and C stores).
+def new_headers(block: bytes) -> Headers:
+    headers = Headers.__new__(Headers)
+    headers._start(block)
+    return headers
+
+
+def new_request(conn: Connection, method: bytes, target: bytes, version: bytes,
+                header_block: bytes) -> "Request":
+    request = Request.__new__(Request)
+    request._start(conn, method, target, version, header_block)
+    return request
+
+
 class Message:
     """What a request and a response share: the connection's facts and the
     header block (one type, so compiled checks read both as C fields)."""
@@ -274,11 +293,16 @@ class Request(Message):
 
     def __init__(self, conn: Connection, method: bytes, target: bytes, version: bytes,
                  header_block: bytes) -> None:
+        self._start(conn, method, target, version, header_block)
+
+    def _start(self, conn: Connection, method: bytes, target: bytes, version: bytes,
+               header_block: bytes) -> None:
+        """The fields, set by __init__ and by new_request."""
         self.conn = conn
         self.method = method
         self.target = target
         self.version = version  # b"1.1" or b"1.0"
-        self.headers = Headers(header_block)
+        self.headers = new_headers(header_block)
         self._path = None
         self._query = None
         self._edited = False  # the target changed

@@ -218,6 +218,11 @@ def _frontend_families(snapshot: dict) -> Iterator[Metric]:
         FRONTEND_STATES, [(lv, row, "UP" if row.get("status") == "OPEN" else "DOWN") for lv, row in objects])
     yield from _http_responses("haproxy_frontend_http_responses_total", ["proxy"],
                                [(lv, row, row.get("mode")) for lv, row in objects])
+    # lbcore's own: what HAProxy has no name for.
+    yield from _table("lbcore_frontend_", (
+        ("idle_parked", G, "Current idle keep-alive client connections held off the event loop's "
+         "transports (counted in current_sessions too).", _key("idle_parked")),
+    ), objects, ["proxy"])
 
 
 def _backend_families(snapshot: dict) -> Iterator[Metric]:

@@ -131,6 +131,7 @@ def frontend_row(frontend: Frontend) -> dict[str, Any]:
         "binds": [str(a) for a in spec.binds],
         "session_limit": spec.maxconn,
         "tls": spec.tls is not None,
+        "idle_parked": frontend.parked,
     }
     row.update(_counters(frontend))
     return row
@@ -192,10 +193,10 @@ def merge(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
     if len(snapshots) == 1:
         return snapshots[0]
     first = snapshots[0]
-    frontends = {
-        name: _merge_counters(rows)
-        for name, rows in _group((n, r) for s in snapshots for n, r in s["frontends"].items()).items()
-    }
+    frontends = {}
+    for name, rows in _group((n, r) for s in snapshots for n, r in s["frontends"].items()).items():
+        merged = frontends[name] = _merge_counters(rows)
+        merged["idle_parked"] = sum(r.get("idle_parked", 0) for r in rows)
     backends = {}
     backend_groups = _group((n, r) for s in snapshots for n, r in s["backends"].items())
     for name, rows in backend_groups.items():
@@ -226,6 +227,8 @@ def _retire_row(row: dict[str, Any]) -> dict[str, Any]:
     row = dict(row)
     for key in GAUGES:
         row[key] = 0
+    if "idle_parked" in row:
+        row["idle_parked"] = 0
     return row
 
 

@@ -42,6 +42,8 @@ def test_reloads_amid_server_kills_freeze_no_garbage_and_leave_none(start_backen
     lb = ProbedLbcore(config, env={"LBCORE_HEAP_PROBE": str(tmp_path)}).start()
     restarted = []
     try:
+        # Its ports answer before the start-up is over (and the heap settled).
+        wait_until(lambda: "lbcore started" in lb.logs(), 20, "lbcore's start")
         before = lb.heap(tmp_path)
         with Load(port, clients=3) as load, Load(port, clients=1, fresh=True) as fresh:
             time.sleep(0.5)
