@@ -214,10 +214,10 @@ def haproxy_main(argv: list[str]) -> int:
     # -Ws: READY=1 (and RELOADING=1, STOPPING=1) go to $NOTIFY_SOCKET
     # whenever systemd set it (lbcore.systemd); under -W the master sends
     # them, its workers do not.
-    if master_worker:
-        return run_master_worker(args, loaded.config, pidfile, daemon)
-    handover = Handover(config)
+    handover = Handover(config if not master_worker else loaded.config)
     del config, loaded  # the server's only: see Handover
+    if master_worker:
+        return run_master_worker(args, handover, pidfile, daemon)
     started, takeover_from = replacing(args.soft_stop, args.hard_stop)
     if args.ready_fd is not None:
         started.append(lambda: report_ready(args.ready_fd))
@@ -226,18 +226,21 @@ def haproxy_main(argv: list[str]) -> int:
     return run(handover, started, takeover_from)
 
 
-def run_master_worker(args: HaproxyArgs, config, pidfile: Optional[str], daemon: bool) -> int:
+def run_master_worker(args: HaproxyArgs, handover: "Handover", pidfile: Optional[str], daemon: bool) -> int:
     """-W: a master that forks workers serving the Config it read (master_worker.py)."""
     from . import haproxy_cfg, master_worker, systemd
     from .config import ConfigError
 
     def serving(config) -> master_worker.Serve:
-        # A worker writes no pidfile: the master does.
-        config = dataclasses.replace(config, global_=dataclasses.replace(config.global_, pidfile=None))
+        # A worker writes no pidfile: the master does. The master drops
+        # `serve` once the worker is forked; the worker's server takes
+        # the config out of the Handover (see Handover).
+        box = Handover(dataclasses.replace(config, global_=dataclasses.replace(config.global_, pidfile=None)))
+        del config
 
         def serve(soft: list[int], hard: list[int], report: Callable[[], None]) -> int:
             started, takeover_from = replacing(soft, hard)
-            return run(config, started + [report], takeover_from)
+            return run(box, started + [report], takeover_from)
         return serve
 
     def check():
@@ -248,7 +251,7 @@ def run_master_worker(args: HaproxyArgs, config, pidfile: Optional[str], daemon:
         return None, serving(loaded.config)
 
     def run_master(started: list[Callable[[], None]]) -> int:
-        return master_worker.run(serving(config), check, started, pidfile,
+        return master_worker.run(serving(handover.take()), check, started, pidfile,
                                  first_soft_stop=tuple(args.soft_stop), first_hard_stop=tuple(args.hard_stop))
     if daemon:
         return run_daemon(run_master, [systemd.ready])

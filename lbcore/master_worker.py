@@ -125,6 +125,7 @@ def run(serve: Serve, check: Callable[[], tuple[Optional[list[str]], Optional[Se
     stops, the master's own -sf/-st processes."""
     signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
     current = Worker(serve, list(first_soft_stop), list(first_hard_stop))
+    del serve  # and with it the master's reference to the worker's config
     if not current.wait_ready():
         return current.wait() or 1
     if pidfile:
@@ -153,6 +154,7 @@ def run(serve: Serve, check: Callable[[], tuple[Optional[list[str]], Optional[Se
                     continue
                 # The new worker takes the sockets over and soft-stops the old one.
                 fresh = Worker(serve_new, [current.pid])
+                serve_new = None
                 if not fresh.wait_ready():
                     fresh.signal(signal.SIGKILL)
                     fresh.wait()
