@@ -47,7 +47,11 @@ python3 -m venv .venv
 # time on two cores. The drills that measure timing under failure or push
 # the machine to its limits run afterwards, alone.
 drills=(tests/integration/test_keepalived.py tests/integration/test_ecmp.py
-        tests/integration/test_exhaustion.py)
+        tests/integration/test_exhaustion.py
+        # A worker killed between accepting a connection and handing the
+        # master its copy (one sendmsg per loop turn) loses that connection;
+        # at load 10+ beside the other build that window was hit once.
+        tests/integration/test_worker_crash.py)
 skip_drills=()
 for f in "${drills[@]}"; do skip_drills+=("--ignore=$f"); done
 pytest=(.venv/bin/python -m pytest -q -p no:cacheprovider)
