@@ -18,6 +18,7 @@ from types import SimpleNamespace
 from typing import Callable, Optional
 
 from . import __version__, build
+from .dataclass_code import dataclass
 
 EXIT_CONFIG = 2
 EXIT_BIND = 1
@@ -105,7 +106,7 @@ def replacing(soft: list[int], hard: list[int]) -> tuple[list[Callable[[], None]
 
 # -- HAProxy's command line --------------------------------------------------------
 
-@dataclasses.dataclass
+@dataclass
 class HaproxyArgs:
     files: list[str] = dataclasses.field(default_factory=list)
     check: bool = False
