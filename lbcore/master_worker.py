@@ -46,12 +46,17 @@ Serve = Callable[[list[int], list[int], Callable[[], None]], int]
 
 
 def _package_env(**changes: Optional[str]) -> dict:
-    """This environment, with this lbcore's package first on PYTHONPATH (a
-    new interpreter must import the same lbcore) and `changes` applied
-    (None: removed)."""
+    """This environment, with `changes` applied (None: removed). A new
+    interpreter must import this same lbcore: run from a source tree, that
+    tree goes first on PYTHONPATH (an installed lbcore is found as it was;
+    a site directory put before the standard library could shadow it)."""
+    import site
+
     env = dict(os.environ)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    sites = {os.path.abspath(p) for p in site.getsitepackages() + [site.getusersitepackages()]}
+    if root not in sites:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     for name, value in changes.items():
         if value is None:
             env.pop(name, None)
