@@ -10,11 +10,11 @@ lbcore's (and `--check` its check).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import signal
 import sys
+from types import SimpleNamespace
 from typing import Callable, Optional
 
 from . import __version__, build
@@ -34,7 +34,8 @@ def main(argv=None) -> int:
     return lbcore_main(argv)
 
 
-def lbcore_main(argv: list[str]) -> int:
+def lbcore_parser():
+    import argparse
     parser = argparse.ArgumentParser(
         prog="lbcore", description="TCP/HTTP load balancer with HAProxy's semantics. "
         "Also runs from haproxy.cfg with HAProxy's command line: lbcore -f haproxy.cfg [-c].")
@@ -47,12 +48,23 @@ def lbcore_main(argv: list[str]) -> int:
                              "then let it finish its work and exit")
     parser.add_argument("-st", dest="hard_stop", metavar="PID", type=int, nargs="+", default=[],
                         help="as -sf, but the old process stops at once")
-    args = parser.parse_args(argv)
-    if args.version:
-        print(f"lbcore {__version__}\n{build()}")
-        return 0
-    if not args.config:
-        parser.error("-c FILE is required (or -f haproxy.cfg)")
+    return parser
+
+
+def lbcore_main(argv: list[str]) -> int:
+    if len(argv) == 2 and argv[0] in ("-c", "--config") and not argv[1].startswith("-"):
+        # The usual start, as systemd units write it: argparse (its import,
+        # and the help formatter each option builds, which imports shutil)
+        # was ~9 ms of every start.
+        args = SimpleNamespace(config=argv[1], check=False, version=False, soft_stop=[], hard_stop=[])
+    else:
+        parser = lbcore_parser()
+        args = parser.parse_args(argv)
+        if args.version:
+            print(f"lbcore {__version__}\n{build()}")
+            return 0
+        if not args.config:
+            parser.error("-c FILE is required (or -f haproxy.cfg)")
 
     import gc
 
@@ -314,6 +326,7 @@ def run_daemon(run_fn: Callable[[list], int], started: list[Callable[[], None]])
 # -- lbcore convert ---------------------------------------------------------------------
 
 def convert_main(argv: list[str]) -> int:
+    import argparse
     parser = argparse.ArgumentParser(prog="lbcore convert",
                                      description="Write the lb.yaml equivalent of haproxy.cfg files.")
     parser.add_argument("-f", dest="files", action="append", required=True, metavar="PATH",

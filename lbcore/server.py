@@ -19,7 +19,6 @@ import time
 from typing import Callable, Optional
 
 from . import build
-from . import config_reader
 from . import pidfile, state_file, systemd, takeover
 from .batch import WriteBatch
 from .config import Address, Config, ConfigError
@@ -68,6 +67,7 @@ async def run_in_slices(steps):
 def _load_politely(config: Config) -> Config:
     collecting = gc.isenabled()
     gc.disable()  # the new specs are acyclic; a collection now would walk the heap holding the GIL
+    from . import config_reader  # pickle and the child-process reader: only for a reload
     try:
         return config_reader.read(config)
     finally:
