@@ -240,35 +240,44 @@ def haproxy_main(argv: list[str]) -> int:
 
 
 def run_master_worker(args: HaproxyArgs, handover: "Handover", pidfile: Optional[str], daemon: bool) -> int:
-    """-W: a master that forks workers serving the Config it read (master_worker.py)."""
-    from . import haproxy_cfg, master_worker, systemd
-    from .config import ConfigError
-
-    def serving(config) -> master_worker.Serve:
-        # A worker writes no pidfile: the master does. The master drops
-        # `serve` once the worker is forked; the worker's server takes
-        # the config out of the Handover (see Handover).
-        box = Handover(dataclasses.replace(config, global_=dataclasses.replace(config.global_, pidfile=None)))
-        del config
-
-        def serve(soft: list[int], hard: list[int], report: Callable[[], None]) -> int:
-            started, takeover_from = replacing(soft, hard)
-            return run(box, started + [report], takeover_from)
-        return serve
-
-    def check():
-        try:
-            loaded = haproxy_cfg.load(args.files, localpeer=args.localpeer)
-        except ConfigError as exc:
-            return exc.problems, None
-        return None, serving(loaded.config)
+    """-W: a master whose first worker serves the Config it read and whose
+    later workers read the files themselves (master_worker.py)."""
+    from . import master_worker, systemd
 
     def run_master(started: list[Callable[[], None]]) -> int:
-        return master_worker.run(serving(handover.take()), check, started, pidfile,
+        return master_worker.run(first_worker(handover), worker_argv(args), started, pidfile,
                                  first_soft_stop=tuple(args.soft_stop), first_hard_stop=tuple(args.hard_stop))
     if daemon:
         return run_daemon(run_master, [systemd.ready])
     return run_master([systemd.ready])
+
+
+def first_worker(handover: "Handover") -> Callable[[list[int], list[int], Callable[[], None]], int]:
+    """A -W master's first worker: it serves the config the master read.
+    A worker writes no pidfile: the master does. The master drops this
+    once the worker is forked; the worker's server takes the config out of
+    the Handover (see Handover)."""
+    config = handover.take()
+    box = Handover(dataclasses.replace(config, global_=dataclasses.replace(config.global_, pidfile=None)))
+    del config
+
+    def serve(soft: list[int], hard: list[int], report: Callable[[], None]) -> int:
+        started, takeover_from = replacing(soft, hard)
+        return run(box, started + [report], takeover_from)
+    return serve
+
+
+def worker_argv(args: HaproxyArgs) -> list[str]:
+    """The command line of a -W master's later workers (master_worker.py
+    adds --ready-fd and -sf): the same files, read by the worker."""
+    argv = []
+    for path in args.files:
+        argv += ["-f", os.path.abspath(path)]
+    if args.localpeer:
+        argv += ["-L", args.localpeer]
+    if args.quiet:
+        argv.append("-q")
+    return argv
 
 
 def report_ready(fd: int) -> None:

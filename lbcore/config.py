@@ -628,7 +628,7 @@ class _Reader:
         (mappings and lists are only described, never built)."""
         python = getattr(node, "python", _NO_VALUE)
         if python is not _NO_VALUE:
-            return python  # a haproxy.cfg value (haproxy_cfg.tree.ValueNode)
+            return python  # a haproxy.cfg value (haproxy_cfg.tree.Scalar)
         if type(node) is ScalarNode and node.tag == _STR_TAG:
             return node.value  # what the constructor would give, without its bookkeeping per node
         if isinstance(node, MappingNode):

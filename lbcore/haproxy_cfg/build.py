@@ -426,7 +426,7 @@ class Builder:
         checked: list[tuple[dict, Line]] = []
         marked: list[tuple[Optional[tuple], Line]] = []
         per_backend: dict[str, Scalar] = {}
-        http = self.mode(proxy, where).value == "http"
+        http = self.mode(proxy, where).python == "http"
         pooled: list[tuple[dict, Line]] = []
         for line in proxy.servers:
             params = proxy.default_server + parse_server_params(line, line.words[3:], self.p)
@@ -621,8 +621,8 @@ class Builder:
         inter = per_backend.get("inter")
         for key in ("fastinter", "downinter"):
             other = per_backend.pop(key, None)
-            interval = inter.value if inter else values.duration(CHECK_DEFAULTS["inter"])
-            if other is not None and values.seconds(other.value) != values.seconds(interval):
+            interval = inter.python if inter else values.duration(CHECK_DEFAULTS["inter"])
+            if other is not None and values.seconds(other.python) != values.seconds(interval):
                 self.p.errors.append(f"{other.origin}: {other.origin.keyword}: a check interval other than "
                                      "'inter' is not supported by lbcore")
         httpchk = proxy.options.get("httpchk")
@@ -656,7 +656,7 @@ class Builder:
                 health[lb_key] = Scalar(values.duration(value) if key == "inter" else int(value), where)
         if "check" not in proxy.timeouts:
             # Without `timeout check`, HAProxy gives a probe `inter` to finish.
-            health["timeout"] = Scalar(health["interval"].value, health["interval"].origin)
+            health["timeout"] = Scalar(health["interval"].python, health["interval"].origin)
         # Every server starts UP in HAProxy until its first check says otherwise.
         health["initial_state"] = Scalar("up", where)
         return health
@@ -792,7 +792,7 @@ class Builder:
 def to_plain_tls(tls: Optional[Map]) -> object:
     if tls is None:
         return None
-    return {k: (v.value if isinstance(v, Scalar) else [i.value for i in v]) for k, v in tls.items()}
+    return {k: (v.python if isinstance(v, Scalar) else [i.python for i in v]) for k, v in tls.items()}
 
 
 def _scalar_or_seq(value: object, at: Origin):

@@ -72,10 +72,21 @@ def test_sigusr2_reloads_lose_no_connection_and_no_request(start_backend, tmp_pa
                 wait_until(lambda: keep_alive.ok + fresh.ok > served + 30, 20,
                            f"reload {reload}: traffic through the new worker")
             assert master.poll() is None
+            assert "reload refused" not in (tmp_path / "lbcore.log").read_text()
+            # A file the new worker cannot read: it says why, the running one goes on.
+            cfg.write_text(cfg.read_text() + "frontend broken\n    frobnicate\n")
+            master.send_signal(signal.SIGUSR2)
+            wait_until(lambda: "reload refused" in (tmp_path / "lbcore.log").read_text(), 30, "the refusal")
+            served = keep_alive.ok + fresh.ok
+            wait_until(lambda: keep_alive.ok + fresh.ok > served + 30, 20, "traffic after the refusal")
+            assert children(master.pid) == [worker]
         assert not keep_alive.failures, keep_alive.failures[:5]
         assert not fresh.failures, fresh.failures[:5]
         text = (tmp_path / "lbcore.log").read_text()
-        assert text.count("handed") == 3 and "reload refused" not in text, text[-2000:]
+        assert text.count("handed") == 3 and "frobnicate" in text, text[-2000:]
+        # The master became the small supervisor: it holds no config to grow by.
+        with open(f"/proc/{master.pid}/cmdline", "rb") as f:
+            assert b"lbcore.master_worker" in f.read()
     finally:
         master.send_signal(signal.SIGTERM)
         try:
