@@ -112,6 +112,9 @@ class Builder:
         self.tls = tls
         self.env = env
         self.checked_error_files: dict[tuple[str, int], bool] = {}
+        # Proxy.timeouts entries (ids: the proxies hold them while the
+        # tree is built) -> the block made of them; see timeouts().
+        self.timeouts_made: dict[tuple, Optional[Map]] = {}
 
     def address(self, word: str) -> str:
         """Addresses expand ${NAME} even unquoted, as HAProxy's do."""
@@ -347,6 +350,15 @@ class Builder:
         """HAProxy's fallbacks made explicit: http-request -> client,
         http-keep-alive -> http-request, queue -> connect, tunnel -> the
         longer of client and server."""
+        # A thousand proxies that keep their defaults' timeouts share one
+        # block: the same (value, origin) entries give the same block.
+        key = tuple((name, id(entry)) for name, entry in proxy.timeouts.items())
+        if key in self.timeouts_made:
+            return self.timeouts_made[key]
+        self.timeouts_made[key] = out = self._timeouts(proxy, where)
+        return out
+
+    def _timeouts(self, proxy: Proxy, where: Origin) -> Optional[Map]:
         t = dict(proxy.timeouts)
         if "http_request" not in t and "client" in t:
             t["http_request"] = t["client"]
@@ -478,12 +490,13 @@ class Builder:
         tls_words: dict[str, tuple[Optional[str], Origin]] = {}  # the last of each wins, as HAProxy
         check = False
         for word, args, where_line in params:
+            if word == "check":  # (the most common word, and it needs no origin)
+                check = True
+                continue
             kat = origin(where_line, f"{where_line.keyword} {word}")
             value = args[0] if args else None
             try:
-                if word == "check":
-                    check = True
-                elif word == "no-check":
+                if word == "no-check":
                     check = False
                 elif word in ("backup", "no-backup"):
                     server["backup"] = Scalar(word == "backup", kat)

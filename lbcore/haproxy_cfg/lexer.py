@@ -33,13 +33,14 @@ class Line:
     """One logical line: its words (the keyword first) and where it was.
     (A plain class: one is made per line of a file of thousands.)"""
 
-    __slots__ = ("file", "number", "words", "keyword")
+    __slots__ = ("file", "number", "words", "keyword", "origin")
 
     def __init__(self, file: str, number: int, words: tuple[str, ...]):
         self.file = file
         self.number = number
         self.words = words
         self.keyword = words[0]
+        self.origin = None  # its tree.Origin, made once (proxies.origin)
 
     @property
     def where(self) -> str:

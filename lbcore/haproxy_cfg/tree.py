@@ -123,22 +123,14 @@ class Map(_Marked, dict, MappingNode):
 
     @property
     def value(self) -> list[tuple["Key", "Tree"]]:
-        # Made once: the loader reads a block more than once (its checks and
-        # the fingerprints of blocks repeated in every backend), and only
-        # once the tree is built.
+        # Made once, when the loader first reads the block (it reads some
+        # more than once: their checks, and the fingerprints of blocks that
+        # every backend repeats). The loader runs once the tree is built.
         pairs = self.__dict__.get("_pairs")
         if pairs is None or len(pairs) != len(self):
             # A key is marked with its value's origin: the line that set it.
             pairs = self._pairs = [(Key(key, item.origin), item) for key, item in self.items()]
         return pairs
-
-    def __setitem__(self, key: str, item: "Tree") -> None:
-        dict.__setitem__(self, key, item)
-        self._pairs = None
-
-    def pop(self, key: str, *default: Any) -> Any:
-        self._pairs = None
-        return dict.pop(self, key, *default)
 
 
 class Seq(_Marked, list, SequenceNode):
