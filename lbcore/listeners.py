@@ -58,6 +58,8 @@ class InheritedSockets:
         self.groups.setdefault(_address_key(name[0], name[1]), []).append(sock)
 
     def take(self, address: Address) -> list[socket.socket]:
+        if not self.groups:  # the usual start: no parsing of every bind's address
+            return []
         return self.groups.pop(_address_key(address.host, address.port), [])
 
     def __bool__(self) -> bool:

@@ -19,7 +19,6 @@ import time
 from typing import Callable, Optional
 
 from . import build
-from . import config_reader
 from . import pidfile, state_file, systemd, takeover
 from .batch import WriteBatch
 from .config import Address, Config, ConfigError
@@ -68,6 +67,7 @@ async def run_in_slices(steps):
 def _load_politely(config: Config) -> Config:
     collecting = gc.isenabled()
     gc.disable()  # the new specs are acyclic; a collection now would walk the heap holding the GIL
+    from . import config_reader  # pickle and the child-process reader: only for a reload
     try:
         return config_reader.read(config)
     finally:
@@ -377,9 +377,8 @@ class LoadBalancer:
                  for address, acceptor in self.acceptors.items()]
         return given + (self.stats.handover() if self.stats is not None else [])
 
-    async def _takeover_state(self) -> dict:
-        from .stats.snapshot import snapshot
-        return snapshot(self.runtime)
+    async def _takeover_state(self) -> takeover.Carry:
+        return await takeover.Carry.build(self.runtime)  # a slice at a time: this process still serves
 
     def install_certificate(self, path: str, pem: str) -> None:
         """A committed `set ssl cert`: the frontends using `path` take a new
@@ -548,8 +547,7 @@ class LoadBalancer:
         if self.takeover is not None:
             self.takeover.close()
             if self.takeover.successors:
-                from .stats.snapshot import snapshot
-                self.takeover.finish(snapshot(self.runtime))
+                self.takeover.finish(takeover.Carry.now(self.runtime))
         if self.config.global_.pidfile:
             pidfile.remove(self.config.global_.pidfile)
         log.info("lbcore stopped")
