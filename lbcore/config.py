@@ -12,10 +12,11 @@ import ipaddress
 import math
 import os
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from typing import Any, Callable, Iterable, Mapping, Optional
 
 from . import stick
+from .dataclass_code import dataclass  # dataclasses.dataclass, its methods compiled at build time
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
