@@ -335,7 +335,10 @@ def section_starts(args, procs, workdir, backend_ports) -> list[dict]:
                         break
                     except RuntimeError as exc:
                         target.stop()
-                        if "in use" not in str(exc) or attempt == 2:
+                        # A port taken meanwhile: lbcore says "in use", haproxy's
+                        # last words are that its listeners failed to start.
+                        if not ("in use" in str(exc) or "failed to start their listeners" in str(exc)) \
+                                or attempt == 2:
                             raise
                 cpu = tree_cpu_seconds(target.pid)
                 answer = answered_after(ports[-1], began)
