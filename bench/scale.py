@@ -9,7 +9,8 @@ Sections (all by default, or `--sections pools,configs,idle,probes`):
 - configs: 10 / 100 / 300 / 1,000 frontend/backend pairs, 3 tcp-checked servers
   each (inter 2s): start-up time, RSS, idle CPU with the checks running, the
   longest request while the config is reloaded (lbcore: SIGHUP; haproxy -W:
-  USR2 to the master), RSS across 6 reloads. Also lbcore on haproxy's own
+  USR2 to the master; -W: until the old worker has exited), RSS across 6
+  reloads (each once the reload is over). Also lbcore on haproxy's own
   haproxy.cfg with haproxy's command line (`lbcore -W -db -f`, USR2;
   target "lbcore-cfg"), unless --no-lbcore-cfg.
 - idle: 5,000 and 20,000 idle keep-alive clients (or as many as the
@@ -316,28 +317,46 @@ def section_configs(args, procs, workdir, backend_ports) -> list[dict]:
             baseline = prober.longest
             stalls, rss_after = [], [rss]
             processes = len(process_tree(target.pid))
+            durations = []
             for _ in range(args.reloads):
                 prober = Prober(ports[0])
                 prober.start()
                 time.sleep(0.3)
+                before = set(process_tree(target.pid))
+                signalled = time.monotonic()
                 target.reload()
-                time.sleep(args.reload_wait(pairs))
-                prober.running = False
-                prober.join(15)
-                stalls.append(prober.longest)
+                deadline = signalled + 30
                 if kind == "lbcore":
+                    durations.append(None)
+                    time.sleep(args.reload_wait(pairs))
                     # On a busy machine the reload's reader child (a fork
                     # of lbcore, lbcore/config_reader.py) may still run:
                     # its pages would be counted twice.
-                    deadline = time.monotonic() + 30
                     while len(process_tree(target.pid)) > processes and time.monotonic() < deadline:
                         time.sleep(0.1)
+                else:
+                    # -W: the reload is over once the old worker has exited
+                    # and the new one serves alone. Until then (and for at
+                    # least the usual window) the prober runs, so that it
+                    # sees the whole handover, and no process's pages are
+                    # counted twice in the RSS.
+                    while time.monotonic() < deadline:
+                        tree = set(process_tree(target.pid))
+                        if len(tree) <= processes and tree != before:
+                            break
+                        time.sleep(0.05)
+                    durations.append(time.monotonic() - signalled)
+                    time.sleep(max(0.0, signalled + args.reload_wait(pairs) - time.monotonic()))
+                prober.running = False
+                prober.join(15)
+                stalls.append(prober.longest)
                 rss_after.append(tree_rss_bytes(target.pid))
                 wait_ports(ports[-1:], target)
             target.stop()
             row = {"pairs": pairs, "target": kind, "startup_s": startup, "rss_mb": rss / 2**20,
                    "idle_cpu_pct": idle_cpu * 100, "reload_longest_ms": [s * 1e3 for s in stalls],
                    "no_reload_longest_ms": baseline * 1e3,
+                   "reload_done_s": durations,
                    "rss_across_reloads_mb": [r / 2**20 for r in rss_after]}
             log(f"pairs {pairs:>5} {kind:<8} start {startup:.2f}s rss {rss / 2**20:.0f} MB "
                 f"idle cpu {idle_cpu * 100:.1f}% longest request: no reload {baseline * 1e3:.0f} ms, "
@@ -482,11 +501,13 @@ def markdown(results: dict) -> str:
         out.append("")
     if results.get("configs"):
         out += ["## Configs of N frontend/backend pairs (3 tcp-checked servers each, inter 2s)", "",
-                "| pairs | target | start-up s | RSS MB | idle CPU % | longest request, no reload, ms | longest request during each reload, ms | RSS across reloads, MB |",
-                "|---:|---|---:|---:|---:|---:|---|---|"]
+                "| pairs | target | start-up s | RSS MB | idle CPU % | longest request, no reload, ms | longest request during each reload, ms | -W: old worker gone after, s | RSS across reloads, MB |",
+                "|---:|---|---:|---:|---:|---:|---|---|---|"]
         for r in results["configs"]:
+            done = [v for v in r.get("reload_done_s") or () if v is not None]
             out.append(f"| {r['pairs']} | {r['target']} | {r['startup_s']:.2f} | {r['rss_mb']:.0f} "
                        f"| {r['idle_cpu_pct']:.1f} | {r['no_reload_longest_ms']:.0f} | {', '.join(f'{v:.0f}' for v in r['reload_longest_ms'])} "
+                       f"| {', '.join(f'{v:.1f}' for v in done) or '-'} "
                        f"| {' → '.join(f'{v:.0f}' for v in r['rss_across_reloads_mb'])} |")
         out.append("")
     if results.get("probes"):

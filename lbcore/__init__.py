@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.machinery
-import importlib.util
 import os
 import sys
 
@@ -24,6 +23,7 @@ class _SourcesFirst:
     def find_spec(name, path, target=None):
         if not name.startswith(__name__ + ".") or path is None:
             return None
+        import importlib.util  # (imported here: only LBCORE_NO_EXT=1 needs it)
         leaf = name.rpartition(".")[2]
         for entry in path:
             source = os.path.join(entry, leaf + ".py")

@@ -13,11 +13,8 @@ stay writes the file too (kolla does both).
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
 import ssl
-import tempfile
 from typing import Callable, Iterable, Optional
 
 from .config import TLSSpec, set_ciphersuites
@@ -49,6 +46,8 @@ def tls_context(tls: TLSSpec, cert: Optional[str] = None, key: Optional[str] = N
 def context_from_pem(tls: TLSSpec, pem: str) -> ssl.SSLContext:
     """A context for `tls` with the certificate (and key) in `pem`; the key
     comes from tls.key when the PEM has none. ssl.SSLError if it is bad."""
+    import shutil  # with tempfile: only for a certificate set at run time, not at start-up
+    import tempfile
     workdir = tempfile.mkdtemp(prefix="lbcore-cert-")  # 0700: the key never sits anywhere readable
     try:
         path = os.path.join(workdir, "cert.pem")
@@ -68,6 +67,9 @@ def describe(pem: str) -> dict:
         return {}
     block = pem[start:end + len("-----END CERTIFICATE-----")] + "\n"
     der = ssl.PEM_cert_to_DER_cert(block)
+    import hashlib
+    import shutil
+    import tempfile
     workdir = tempfile.mkdtemp(prefix="lbcore-cert-")
     try:
         path = os.path.join(workdir, "c.pem")

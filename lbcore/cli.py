@@ -10,14 +10,15 @@ lbcore's (and `--check` its check).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import signal
 import sys
+from types import SimpleNamespace
 from typing import Callable, Optional
 
 from . import __version__, build
+from .dataclass_code import dataclass
 
 EXIT_CONFIG = 2
 EXIT_BIND = 1
@@ -34,7 +35,8 @@ def main(argv=None) -> int:
     return lbcore_main(argv)
 
 
-def lbcore_main(argv: list[str]) -> int:
+def lbcore_parser():
+    import argparse
     parser = argparse.ArgumentParser(
         prog="lbcore", description="TCP/HTTP load balancer with HAProxy's semantics. "
         "Also runs from haproxy.cfg with HAProxy's command line: lbcore -f haproxy.cfg [-c].")
@@ -47,12 +49,23 @@ def lbcore_main(argv: list[str]) -> int:
                              "then let it finish its work and exit")
     parser.add_argument("-st", dest="hard_stop", metavar="PID", type=int, nargs="+", default=[],
                         help="as -sf, but the old process stops at once")
-    args = parser.parse_args(argv)
-    if args.version:
-        print(f"lbcore {__version__}\n{build()}")
-        return 0
-    if not args.config:
-        parser.error("-c FILE is required (or -f haproxy.cfg)")
+    return parser
+
+
+def lbcore_main(argv: list[str]) -> int:
+    if len(argv) == 2 and argv[0] in ("-c", "--config") and not argv[1].startswith("-"):
+        # The usual start, as systemd units write it: argparse (its import,
+        # and the help formatter each option builds, which imports shutil)
+        # was ~9 ms of every start.
+        args = SimpleNamespace(config=argv[1], check=False, version=False, soft_stop=[], hard_stop=[])
+    else:
+        parser = lbcore_parser()
+        args = parser.parse_args(argv)
+        if args.version:
+            print(f"lbcore {__version__}\n{build()}")
+            return 0
+        if not args.config:
+            parser.error("-c FILE is required (or -f haproxy.cfg)")
 
     import gc
 
@@ -93,7 +106,7 @@ def replacing(soft: list[int], hard: list[int]) -> tuple[list[Callable[[], None]
 
 # -- HAProxy's command line --------------------------------------------------------
 
-@dataclasses.dataclass
+@dataclass
 class HaproxyArgs:
     files: list[str] = dataclasses.field(default_factory=list)
     check: bool = False
@@ -227,35 +240,44 @@ def haproxy_main(argv: list[str]) -> int:
 
 
 def run_master_worker(args: HaproxyArgs, handover: "Handover", pidfile: Optional[str], daemon: bool) -> int:
-    """-W: a master that forks workers serving the Config it read (master_worker.py)."""
-    from . import haproxy_cfg, master_worker, systemd
-    from .config import ConfigError
-
-    def serving(config) -> master_worker.Serve:
-        # A worker writes no pidfile: the master does. The master drops
-        # `serve` once the worker is forked; the worker's server takes
-        # the config out of the Handover (see Handover).
-        box = Handover(dataclasses.replace(config, global_=dataclasses.replace(config.global_, pidfile=None)))
-        del config
-
-        def serve(soft: list[int], hard: list[int], report: Callable[[], None]) -> int:
-            started, takeover_from = replacing(soft, hard)
-            return run(box, started + [report], takeover_from)
-        return serve
-
-    def check():
-        try:
-            loaded = haproxy_cfg.load(args.files, localpeer=args.localpeer)
-        except ConfigError as exc:
-            return exc.problems, None
-        return None, serving(loaded.config)
+    """-W: a master whose first worker serves the Config it read and whose
+    later workers read the files themselves (master_worker.py)."""
+    from . import master_worker, systemd
 
     def run_master(started: list[Callable[[], None]]) -> int:
-        return master_worker.run(serving(handover.take()), check, started, pidfile,
+        return master_worker.run(first_worker(handover), worker_argv(args), started, pidfile,
                                  first_soft_stop=tuple(args.soft_stop), first_hard_stop=tuple(args.hard_stop))
     if daemon:
         return run_daemon(run_master, [systemd.ready])
     return run_master([systemd.ready])
+
+
+def first_worker(handover: "Handover") -> Callable[[list[int], list[int], Callable[[], None]], int]:
+    """A -W master's first worker: it serves the config the master read.
+    A worker writes no pidfile: the master does. The master drops this
+    once the worker is forked; the worker's server takes the config out of
+    the Handover (see Handover)."""
+    config = handover.take()
+    box = Handover(dataclasses.replace(config, global_=dataclasses.replace(config.global_, pidfile=None)))
+    del config
+
+    def serve(soft: list[int], hard: list[int], report: Callable[[], None]) -> int:
+        started, takeover_from = replacing(soft, hard)
+        return run(box, started + [report], takeover_from)
+    return serve
+
+
+def worker_argv(args: HaproxyArgs) -> list[str]:
+    """The command line of a -W master's later workers (master_worker.py
+    adds --ready-fd and -sf): the same files, read by the worker."""
+    argv = []
+    for path in args.files:
+        argv += ["-f", os.path.abspath(path)]
+    if args.localpeer:
+        argv += ["-L", args.localpeer]
+    if args.quiet:
+        argv.append("-q")
+    return argv
 
 
 def report_ready(fd: int) -> None:
@@ -305,6 +327,7 @@ def run_daemon(run_fn: Callable[[list], int], started: list[Callable[[], None]])
 # -- lbcore convert ---------------------------------------------------------------------
 
 def convert_main(argv: list[str]) -> int:
+    import argparse
     parser = argparse.ArgumentParser(prog="lbcore convert",
                                      description="Write the lb.yaml equivalent of haproxy.cfg files.")
     parser.add_argument("-f", dest="files", action="append", required=True, metavar="PATH",
@@ -352,14 +375,16 @@ class Handover:
 
 def run(config, started: Optional[list[Callable[[], None]]] = None, takeover_from: list[int] = ()) -> int:
     """Serve `config`, a Config or a Handover of one."""
-    from . import systemd, takeover
+    from . import systemd
     from .listeners import inherited
 
     handover = config if isinstance(config, Handover) else Handover(config)
     del config
     for sock in systemd.listen_fds():  # socket activation
         inherited.add(sock)
-    takeover.take_over(list(takeover_from))  # -sf/-st: the old process's sockets
+    if takeover_from:  # -sf/-st: the old process's sockets (takeover imports asyncio: only then)
+        from . import takeover
+        takeover.take_over(list(takeover_from))
     if handover.config.global_.workers > 1:
         from .workers import run_master
         # The workers inherit it; the master holds a copy of every client
@@ -384,11 +409,20 @@ def raise_fd_limit() -> None:
 
 def run_single(config, reuse_port: bool = False, started: Optional[list[Callable[[], None]]] = None) -> int:
     """One serving process for `config`, a Config or a Handover of one."""
-    import uvloop
-
     raise_fd_limit()
 
-    from .server import BindError, LoadBalancer
+    from .bind_first import bind_frontends
+    from .listeners import BindError
+
+    try:  # listening before the heavy imports below (lbcore/bind_first.py)
+        bind_frontends(config.config if isinstance(config, Handover) else config, reuse_port)
+    except BindError as exc:
+        print(f"lbcore: {exc}", file=sys.stderr)
+        return EXIT_BIND
+
+    import uvloop
+
+    from .server import LoadBalancer
 
     balancer = LoadBalancer(config.take() if isinstance(config, Handover) else config, reuse_port=reuse_port)
     del config

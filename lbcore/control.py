@@ -52,7 +52,6 @@ import socket
 from collections import deque
 from typing import Any, Callable, Iterable, Optional
 
-from . import spec_pickle
 from .config import Config
 from .model import Runtime, Server
 
@@ -304,11 +303,16 @@ def _close_fd(fd: int) -> None:
 
 # -- what travels on the channel ----------------------------------------------
 
+# spec_pickle (and pickle) imported when something travels: with workers
+# only, while every start imports this module (the http core's adoption).
+
 def pack(obj: Any) -> str:
+    from . import spec_pickle
     return base64.b64encode(spec_pickle.dumps(obj)).decode("ascii")
 
 
 def unpack(text: str) -> Any:
+    from . import spec_pickle
     return spec_pickle.loads(base64.b64decode(text))
 
 

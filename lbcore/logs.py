@@ -9,9 +9,9 @@ times a second: the hot path never waits on the log target.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-import logging.handlers
 import os
 import socket
 import sys
@@ -156,24 +156,31 @@ class AccessLog:
             self.sink.close()
 
 
-class _SysLogHandler(logging.handlers.SysLogHandler):
-    """Syslog is best effort, as HAProxy's: a daemon that is away (or a
-    /dev/log that a chroot hides) loses lines, not the process's stderr.
-    Its socket never blocks: a syslog daemon that stops reading fills a
-    unix socket's queue (ten datagrams by default), and a blocking send
-    would then stop the event loop, and every connection with it."""
+@functools.lru_cache(maxsize=None)
+def _syslog_handler_class() -> type:
+    """Made on first use: logging.handlers (and the pickle it imports) is
+    for a config that logs to syslog, not for every start."""
+    import logging.handlers
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        if self.socket is not None:
+    class _SysLogHandler(logging.handlers.SysLogHandler):
+        """Syslog is best effort, as HAProxy's: a daemon that is away (or a
+        /dev/log that a chroot hides) loses lines, not the process's stderr.
+        Its socket never blocks: a syslog daemon that stops reading fills a
+        unix socket's queue (ten datagrams by default), and a blocking send
+        would then stop the event loop, and every connection with it."""
+
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            if self.socket is not None:
+                self.socket.setblocking(False)
+
+        def _connect_unixsocket(self, address) -> None:
+            super()._connect_unixsocket(address)  # also when emit() reconnects after an error
             self.socket.setblocking(False)
 
-    def _connect_unixsocket(self, address) -> None:
-        super()._connect_unixsocket(address)  # also when emit() reconnects after an error
-        self.socket.setblocking(False)
-
-    def handleError(self, record: logging.LogRecord) -> None:
-        pass
+        def handleError(self, record: logging.LogRecord) -> None:
+            pass
+    return _SysLogHandler
 
 
 def setup_event_log(spec: LogSpec) -> None:
@@ -186,7 +193,7 @@ def setup_event_log(spec: LogSpec) -> None:
         if spec.syslog is not None or spec.syslog_socket is not None:
             address = spec.syslog_socket or (spec.syslog.host or "127.0.0.1", spec.syslog.port)
             try:
-                handler = _SysLogHandler(
+                handler = _syslog_handler_class()(
                     address=address, facility=SYSLOG_FACILITIES.index(spec.facility))
             except OSError:
                 # No /dev/log (yet): lines are dropped, as HAProxy's, not fatal.

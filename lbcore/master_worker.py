@@ -1,19 +1,24 @@
 """HAProxy's master-worker mode (`-W`, `-Ws`) for `lbcore -f haproxy.cfg`.
 
 The master keeps the privileges it was started with (root, no chroot) and
-serves nothing: it reads the files, then forks one lbcore process (the
-worker) that serves the Config the master read, and on SIGUSR2 or SIGHUP
-reads the files again and forks a new worker with `-sf OLD`: it takes the
-old worker's listening sockets and runtime socket (lbcore.takeover, as
-HAProxy's `-x`), and once it serves tells the old one to finish its work
-(SIGUSR1, the soft stop). No connection is refused. This is what lets a
-worker chroot and drop to `user`/`group` and still be reloaded, as
+serves nothing: it starts one lbcore process (the worker) and, on SIGUSR2
+or SIGHUP, starts a new worker with `-sf OLD`: the new one reads the files,
+takes the old worker's listening sockets and runtime socket
+(lbcore.takeover, as HAProxy's `-x`), and once it serves tells the old one
+to finish its work (SIGUSR1, the soft stop). No connection is refused. A
+file the new worker cannot read leaves the old one serving. This is what
+lets a worker chroot and drop to `user`/`group` and still be reloaded, as
 kolla-ansible does with `haproxy -W -db` and `kill -USR2`.
 
-A worker is forked, not started as a new interpreter: it has the modules
-and the Config already, so the files are read once per start or reload,
-not once by the master to check them and again by the worker (for 1,000
-frontends that is most of the start-up time).
+The first worker is forked: the files were read once, by the master (it
+needs `daemon`, `pidfile` and `master-worker` from them), and the worker
+serves that Config. Then the master replaces itself (exec) with a small
+interpreter that only supervises (`python -m lbcore.master_worker`, some
+12 MB): as HAProxy's master, it holds no config, and its memory stays the
+same across reloads. Every later worker is a new lbcore process
+(`lbcore -f ... --ready-fd N -sf OLD`) that reads the files itself: a
+master that read them would grow by each reading (a 1,000-pair file leaves
+~20 MB of freed but held heap) and hand that heap to each forked worker.
 
 SIGTERM and SIGINT go to the worker(s); the master exits when they have.
 If the serving worker dies on its own, the master exits with its status.
@@ -21,7 +26,7 @@ If the serving worker dies on its own, the master exits with its status.
 
 from __future__ import annotations
 
-import logging
+import json
 import os
 import select
 import signal
@@ -30,8 +35,6 @@ import traceback
 from typing import Callable, Optional
 
 from .pidfile import write as write_pidfile
-
-log = logging.getLogger("lbcore")
 
 SIGNALS = {signal.SIGHUP, signal.SIGUSR2, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGCHLD}
 READY_TIMEOUT = 60.0
@@ -42,11 +45,38 @@ READY_TIMEOUT = 60.0
 Serve = Callable[[list[int], list[int], Callable[[], None]], int]
 
 
-class Worker:
-    """A forked child that runs `serve` and writes b"1" to its ready pipe
-    once it serves."""
+def _package_env(**changes: Optional[str]) -> dict:
+    """This environment, with `changes` applied (None: removed). A new
+    interpreter must import this same lbcore: run from a source tree, that
+    tree goes first on PYTHONPATH (an installed lbcore is found as it was;
+    a site directory put before the standard library could shadow it)."""
+    import site
 
-    def __init__(self, serve: Serve, soft_stop: list[int], hard_stop: list[int] = ()):
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    sites = {os.path.abspath(p) for p in site.getsitepackages() + [site.getusersitepackages()]}
+    if root not in sites:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    for name, value in changes.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return env
+
+
+class Worker:
+    """A child lbcore process that writes b"1" to its ready pipe once it
+    serves: forked (fork()), started anew (spawn()) or, in a master that
+    replaced itself, one it already had (Worker(pid))."""
+
+    def __init__(self, pid: int, ready_fd: Optional[int] = None) -> None:
+        self.pid = pid
+        self.ready_fd = ready_fd
+        self.returncode: Optional[int] = None
+
+    @classmethod
+    def fork(cls, serve: Serve, soft_stop: list[int], hard_stop: list[int] = ()) -> "Worker":
         read_end, write_end = os.pipe()
         sys.stdout.flush()
         sys.stderr.flush()
@@ -55,9 +85,27 @@ class Worker:
             os.close(read_end)
             _worker(serve, list(soft_stop), list(hard_stop), write_end)
         os.close(write_end)
-        self.pid = pid
-        self.ready_fd = read_end
-        self.returncode: Optional[int] = None
+        return cls(pid, read_end)
+
+    @classmethod
+    def spawn(cls, argv: list[str]) -> "Worker":
+        """`lbcore argv --ready-fd N`, a new interpreter. It runs with no
+        signal blocked (the master's mask would be inherited) and without
+        NOTIFY_SOCKET (systemd hears the master only). OSError if it
+        cannot be started."""
+        read_end, write_end = os.pipe()
+        try:
+            os.set_inheritable(write_end, True)
+            command = [sys.executable, "-m", "lbcore", *argv, "--ready-fd", str(write_end)]
+            sys.stdout.flush()
+            sys.stderr.flush()
+            pid = os.posix_spawn(sys.executable, command, _package_env(NOTIFY_SOCKET=None), setsigmask=())
+        except OSError:
+            os.close(read_end)
+            raise
+        finally:
+            os.close(write_end)
+        return cls(pid, read_end)
 
     def poll(self) -> Optional[int]:
         if self.returncode is None:
@@ -87,6 +135,7 @@ class Worker:
             return bool(readable) and os.read(self.ready_fd, 1) == b"1"
         finally:
             os.close(self.ready_fd)
+            self.ready_fd = None
 
     def signal(self, sig: int) -> None:
         if self.poll() is None:
@@ -116,15 +165,14 @@ def _worker(serve: Serve, soft_stop: list[int], hard_stop: list[int], ready_fd: 
             os._exit(code)
 
 
-def run(serve: Serve, check: Callable[[], tuple[Optional[list[str]], Optional[Serve]]],
-        started: list[Callable[[], None]], pidfile: Optional[str], first_soft_stop: tuple = (),
-        first_hard_stop: tuple = ()) -> int:
-    """Run workers until told to stop: the first one on `serve`. Before a
-    reload, `check()` reads the files again: their problems, or None and
-    the `serve` of the new worker. The first worker takes over from, and
-    stops, the master's own -sf/-st processes."""
+def run(serve: Serve, worker_argv: list[str], started: list[Callable[[], None]], pidfile: Optional[str],
+        first_soft_stop: tuple = (), first_hard_stop: tuple = ()) -> int:
+    """Fork the first worker on `serve` (it takes over from, and stops, the
+    master's own -sf/-st processes); once it serves, become the small
+    supervising master (supervise()). Later workers run `lbcore
+    worker_argv`."""
     signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
-    current = Worker(serve, list(first_soft_stop), list(first_hard_stop))
+    current = Worker.fork(serve, list(first_soft_stop), list(first_hard_stop))
     del serve  # and with it the master's reference to the worker's config
     if not current.wait_ready():
         return current.wait() or 1
@@ -132,6 +180,30 @@ def run(serve: Serve, check: Callable[[], tuple[Optional[list[str]], Optional[Se
         write_pidfile(pidfile)
     for callback in started:
         callback()
+    _become_supervisor(current.pid, worker_argv, pidfile)
+    # exec failed (logged): supervise from this process as it is.
+    return supervise(current, worker_argv, pidfile)
+
+
+def _become_supervisor(worker: int, worker_argv: list[str], pidfile: Optional[str]) -> None:
+    """Replace this process (same pid, same children, signals still
+    blocked and pending ones kept) with `python -m lbcore.master_worker`."""
+    state = json.dumps({"worker": worker, "argv": worker_argv, "pidfile": pidfile})
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execve(sys.executable, [sys.executable, "-m", "lbcore.master_worker", state], _package_env())
+    except OSError as exc:
+        print(f"lbcore master: cannot become a small supervisor ({exc}); supervising from here",
+              file=sys.stderr)
+
+
+def supervise(current: Worker, worker_argv: list[str], pidfile: Optional[str]) -> int:
+    """Run workers until told to stop. SIGHUP/SIGUSR2: a new worker
+    (`lbcore worker_argv -sf CURRENT`) reads the files, takes over and
+    soft-stops the current one; if it does not start, the current one
+    goes on."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
     old: list[Worker] = []
     try:
         while True:
@@ -147,19 +219,17 @@ def run(serve: Serve, check: Callable[[], tuple[Optional[list[str]], Optional[Se
                 continue
             sig = info.si_signo
             if sig in (signal.SIGHUP, signal.SIGUSR2):
-                problems, serve_new = check()
-                if problems or serve_new is None:
-                    for problem in problems or ():
-                        print(f"lbcore master: reload refused: {problem}", file=sys.stderr)
+                try:
+                    fresh = Worker.spawn([*worker_argv, "-sf", str(current.pid)])
+                except OSError as exc:
+                    print(f"lbcore master: reload refused: cannot start a worker: {exc}", file=sys.stderr)
                     continue
-                # The new worker takes the sockets over and soft-stops the old one.
-                fresh = Worker(serve_new, [current.pid])
-                serve_new = None
                 if not fresh.wait_ready():
                     fresh.signal(signal.SIGKILL)
-                    fresh.wait()
-                    print("lbcore master: reload refused: the new worker did not start; keeping the "
-                          "running one", file=sys.stderr)
+                    code = fresh.wait()
+                    # Its reasons (the file's problems) are on stderr already.
+                    print(f"lbcore master: reload refused: the new worker did not start (exit status {code}); "
+                          "keeping the running one", file=sys.stderr)
                     continue
                 old.append(current)
                 current = fresh
@@ -176,3 +246,13 @@ def run(serve: Serve, check: Callable[[], tuple[Optional[list[str]], Optional[Se
                 os.unlink(pidfile)
             except OSError:
                 pass
+
+
+def main(argv: list[str]) -> int:
+    """The master after _become_supervisor: argv[0] is its state."""
+    state = json.loads(argv[0])
+    return supervise(Worker(int(state["worker"])), list(state["argv"]), state["pidfile"])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

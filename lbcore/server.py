@@ -19,13 +19,13 @@ import time
 from typing import Callable, Optional
 
 from . import build
-from . import config_reader
 from . import pidfile, state_file, systemd, takeover
 from .batch import WriteBatch
 from .config import Address, Config, ConfigError
 from .health import HealthChecker
 from .heap import release_free_memory, settle_heap
-from .listeners import Acceptor, bind_socket, inherited
+from . import bind_first
+from .listeners import Acceptor, BindError, bind_socket, inherited  # noqa: F401  (BindError: lbcore.server's name for it)
 from .logs import AccessLog, setup_event_log
 from .model import Runtime
 from .proxy.context import ProxyContext
@@ -68,6 +68,7 @@ async def run_in_slices(steps):
 def _load_politely(config: Config) -> Config:
     collecting = gc.isenabled()
     gc.disable()  # the new specs are acyclic; a collection now would walk the heap holding the GIL
+    from . import config_reader  # pickle and the child-process reader: only for a reload
     try:
         return config_reader.read(config)
     finally:
@@ -77,10 +78,6 @@ def _load_politely(config: Config) -> Config:
         if collecting:
             gc.enable()
 
-
-class BindError(Exception):
-    """A config that loads but cannot be put in place: an address that
-    cannot be bound, a certificate that cannot be loaded."""
 
 
 def tls_specs(config: Config) -> list:
@@ -103,7 +100,10 @@ def check_certificates(config: Config) -> None:
 # chroot hides the interpreter's library.
 _LATE_IMPORTS = ("lbcore.haproxy_cfg", "lbcore.stats.admin", "lbcore.stats.snapshot", "lbcore.stats.csvview",
                  "lbcore.stats.jsonview", "lbcore.stats.htmlpage", "lbcore.stats.prometheus",
-                 "lbcore.state_file", "encodings.idna", "encodings.ascii", "encodings.latin_1")
+                 "lbcore.state_file", "encodings.idna", "encodings.ascii", "encodings.latin_1",
+                 # not imported by a start that does not use them (tests/integration/test_startup_imports.py)
+                 "lbcore.config_reader", "lbcore.spec_pickle", "difflib", "logging.handlers",
+                 "hashlib", "hmac", "ctypes.util", "shutil", "tempfile")
 
 
 def drop_privileges(spec) -> None:
@@ -201,6 +201,7 @@ class LoadBalancer:
         takeover.follow(loop, lambda: self.runtime)
         self._install_handlers()
         self._install_signals(loop)
+        bind_first.release_signals()  # those that came meanwhile are handled now
         self._install_acceptors(sockets)
         self.health.start(loop)
         await self._start_peers(config)
@@ -377,9 +378,8 @@ class LoadBalancer:
                  for address, acceptor in self.acceptors.items()]
         return given + (self.stats.handover() if self.stats is not None else [])
 
-    async def _takeover_state(self) -> dict:
-        from .stats.snapshot import snapshot
-        return snapshot(self.runtime)
+    async def _takeover_state(self) -> takeover.Carry:
+        return await takeover.Carry.build(self.runtime)  # a slice at a time: this process still serves
 
     def install_certificate(self, path: str, pem: str) -> None:
         """A committed `set ssl cert`: the frontends using `path` take a new
@@ -548,8 +548,7 @@ class LoadBalancer:
         if self.takeover is not None:
             self.takeover.close()
             if self.takeover.successors:
-                from .stats.snapshot import snapshot
-                self.takeover.finish(snapshot(self.runtime))
+                self.takeover.finish(takeover.Carry.now(self.runtime))
         if self.config.global_.pidfile:
             pidfile.remove(self.config.global_.pidfile)
         log.info("lbcore stopped")

@@ -15,9 +15,6 @@ as a client sends the same Authorization header on every request.
 from __future__ import annotations
 
 import base64
-import ctypes
-import hashlib
-import hmac
 from typing import Optional
 
 from .errors import RuleError
@@ -31,7 +28,9 @@ class _LibCrypt:
         self.error: Optional[str] = None
         self._crypt_rn = None
         self._data = None
-        import ctypes.util  # it runs ldconfig: only for a config with userlists
+        # ctypes, and finding libcrypt (it runs ldconfig): only for a config with userlists.
+        import ctypes
+        import ctypes.util
 
         name = ctypes.util.find_library("crypt") or "libcrypt.so.1"
         try:
@@ -43,13 +42,14 @@ class _LibCrypt:
         crypt_rn.restype = ctypes.c_char_p
         crypt_rn.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p, ctypes.c_int]
         self._crypt_rn = crypt_rn
+        self._memset = ctypes.memset
         # struct crypt_data is 32 KiB in libxcrypt; crypt_rn checks the size.
         self._data = ctypes.create_string_buffer(65536)
 
     def crypt(self, phrase: bytes, setting: bytes) -> Optional[bytes]:
         if self._crypt_rn is None:
             return None
-        ctypes.memset(self._data, 0, 64)
+        self._memset(self._data, 0, 64)
         return self._crypt_rn(phrase, setting, self._data, len(self._data))
 
 
@@ -84,9 +84,13 @@ class Userlist:
     """Users and their secrets; `check(user, password)` verifies one pair."""
 
     def __init__(self, name: str, users: dict) -> None:
+        import hashlib  # here, not at import: a config without userlists never loads them
+        import hmac
         self.name = name
         self.users = users  # user (bytes) -> (hashed: bool, secret: bytes)
         self._cache: dict = {}
+        self._sha256 = hashlib.sha256
+        self._same = hmac.compare_digest
 
     def check(self, user: bytes, password: bytes) -> bool:
         entry = self.users.get(user)
@@ -94,12 +98,12 @@ class Userlist:
             return False
         hashed, secret = entry
         if not hashed:
-            return hmac.compare_digest(password, secret)
-        key = hashlib.sha256(user + b"\0" + password).digest()
+            return self._same(password, secret)
+        key = self._sha256(user + b"\0" + password).digest()
         known = self._cache.get(key)
         if known is None:
             result = crypt(password, secret)
-            known = result is not None and hmac.compare_digest(result, secret)
+            known = result is not None and self._same(result, secret)
             if len(self._cache) >= CACHE_SIZE:
                 self._cache.clear()
             self._cache[key] = known

@@ -1,0 +1,97 @@
+"""`lbcore -W -db -f haproxy.cfg` reloaded with SIGUSR2, as kolla-ansible
+does: the new worker takes the listeners over from the old one, which
+finishes its work. Under keep-alive clients and a new-connection loop, no
+connection is refused or dropped and no request fails, reload after
+reload. (How long a request may wait during a reload is measured in
+bench/scale.py, not asserted here.)"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+from tests.support import ROOT, Load, free_port, wait_port, wait_until
+
+FRONTENDS = 20  # several listeners, so that the handover carries many descriptors and rows
+
+
+def children(pid: int) -> list[int]:
+    """Live children of `pid` (not the zombie of an old worker not reaped yet)."""
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    alive = []
+    for child in out.stdout.split():
+        try:
+            with open(f"/proc/{child}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] != "Z":
+                    alive.append(int(child))
+        except OSError:
+            pass
+    return alive
+
+
+def sole_worker(master: int, old: int):
+    """The master's only worker once it is not `old` (the old one has exited)."""
+    workers = children(master)
+    return workers[0] if len(workers) == 1 and workers[0] != old else None
+
+
+def haproxy_cfg(ports: list[int], servers: list[str]) -> str:
+    out = ["global\n    maxconn 2000\ndefaults\n    mode http\n    timeout connect 2s\n"
+           "    timeout client 30s\n    timeout server 30s\n"]
+    for i, port in enumerate(ports):
+        out.append(f"frontend fe{i}\n    bind 127.0.0.1:{port}\n    default_backend be{i}\n"
+                   f"backend be{i}\n    balance roundrobin\n")
+        out += [f"    server s{n} {address} check inter 500ms\n" for n, address in enumerate(servers)]
+    return "".join(out)
+
+
+def test_sigusr2_reloads_lose_no_connection_and_no_request(start_backend, tmp_path):
+    servers = [start_backend("s1").address, start_backend("s2").address]
+    ports = [free_port() for _ in range(FRONTENDS)]
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(haproxy_cfg(ports, servers))
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    with open(tmp_path / "lbcore.log", "wb") as log:
+        master = subprocess.Popen([sys.executable, "-m", "lbcore.cli", "-W", "-db", "-f", str(cfg)],
+                                  stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(tmp_path))
+    try:
+        for port in ports:
+            wait_port(port, proc=master, timeout=30)
+        [worker] = children(master.pid)
+        with Load(ports[0], clients=3) as keep_alive, Load(ports[-1], clients=1, fresh=True) as fresh:
+            wait_until(lambda: keep_alive.ok > 30 and fresh.ok > 10, 20, "traffic through the first worker")
+            for reload in range(3):
+                # Each reload changes the file a little, as a deployment does.
+                cfg.write_text(cfg.read_text() + f"# reload {reload}\n")
+                master.send_signal(signal.SIGUSR2)
+                worker = wait_until(lambda old=worker: sole_worker(master.pid, old), 30,
+                                    f"reload {reload}: the new worker serving alone")
+                served = keep_alive.ok + fresh.ok
+                wait_until(lambda: keep_alive.ok + fresh.ok > served + 30, 20,
+                           f"reload {reload}: traffic through the new worker")
+            assert master.poll() is None
+            assert "reload refused" not in (tmp_path / "lbcore.log").read_text()
+            # A file the new worker cannot read: it says why, the running one goes on.
+            cfg.write_text(cfg.read_text() + "frontend broken\n    frobnicate\n")
+            master.send_signal(signal.SIGUSR2)
+            wait_until(lambda: "reload refused" in (tmp_path / "lbcore.log").read_text(), 30, "the refusal")
+            served = keep_alive.ok + fresh.ok
+            wait_until(lambda: keep_alive.ok + fresh.ok > served + 30, 20, "traffic after the refusal")
+            assert children(master.pid) == [worker]
+        assert not keep_alive.failures, keep_alive.failures[:5]
+        assert not fresh.failures, fresh.failures[:5]
+        text = (tmp_path / "lbcore.log").read_text()
+        assert text.count("handed") == 3 and "frobnicate" in text, text[-2000:]
+        # The master became the small supervisor: it holds no config to grow by.
+        with open(f"/proc/{master.pid}/cmdline", "rb") as f:
+            assert b"lbcore.master_worker" in f.read()
+    finally:
+        master.send_signal(signal.SIGTERM)
+        try:
+            master.wait(20)
+        except subprocess.TimeoutExpired:
+            master.kill()
+            master.wait()
+    assert master.returncode == 0

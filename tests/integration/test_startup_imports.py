@@ -1,0 +1,86 @@
+"""A plain `lbcore -c lb.yaml` start (no TLS, no rules, no userlists, no
+syslog, one process) does not import what only other configs, reloads or
+workers use: each of those modules cost a start 0.5-9 ms (bench/README.md,
+"Start-up of large configs"). Checked on a real process: the interpreter's
+own list of what it imported (-X importtime) from start until serving, and
+the stop after it."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from tests.support import ROOT, LbcoreProcess, free_port, wait_until
+
+# module -> who wanted it at every start before.
+NOT_AT_A_PLAIN_START = {
+    "argparse": "cli: `-c FILE` alone needs no parser",
+    "shutil": "argparse's help formatter; certificates (temporary files)",
+    "difflib": "config: suggestions for an unknown word",
+    "hashlib": "rules.auth (userlists), certificates (fingerprints)",
+    "hmac": "rules.auth (userlists)",
+    "logging.handlers": "logs: syslog targets",
+    "pickle": "spec_pickle (reloads, workers), logging.handlers",
+    "lbcore.config_reader": "server: a reload's reader",
+    "lbcore.spec_pickle": "control (workers), config_reader (reloads)",
+}
+
+PLAIN = """\
+global:
+  log: {{target: stdout, format: none}}
+frontends:
+  web:
+    bind: "127.0.0.1:{port}"
+    backend: app
+backends:
+  app:
+    health: {{type: tcp, interval: 2s}}
+    servers:
+      - {{name: s1, address: "127.0.0.1:{server}"}}
+"""
+
+
+def imported_by_a_start(config: str) -> set[str]:
+    lb = LbcoreProcess(config)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    err_path = os.path.join(lb.dir, "importtime.txt")
+    with open(lb.log_path, "wb") as out, open(err_path, "wb") as err:
+        proc = subprocess.Popen([sys.executable, "-X", "importtime", "-m", "lbcore.cli", "-c", lb.path],
+                                stdout=out, stderr=err, env=env, cwd=lb.dir)
+    try:
+        def serving() -> bool:
+            assert proc.poll() is None, f"lbcore exited {proc.returncode}: {lb.logs()[-2000:]}"
+            return "lbcore started" in lb.logs()
+        wait_until(serving, 20, "lbcore started")
+        proc.send_signal(signal.SIGINT)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    with open(err_path) as f:
+        report = f.read()
+    assert proc.returncode == 0, lb.logs()[-2000:] + report[-2000:]
+    return set(re.findall(r"^import time:\s+\d+ \|\s+\d+ \|\s*(\S+)$", report, re.M))
+
+
+def test_a_plain_start_imports_nothing_it_does_not_use():
+    modules = imported_by_a_start(PLAIN.format(port=free_port(), server=free_port()))
+    assert "lbcore.server" in modules and "yaml" in modules  # the list is real
+    unexpected = {name: why for name, why in NOT_AT_A_PLAIN_START.items() if name in modules}
+    assert not unexpected, f"imported by a plain start: {unexpected}"
+
+
+@pytest.mark.parametrize("extra, module", [
+    ("userlists:\n  ops:\n    - {user: admin, insecure_password: secret}\n", "hmac"),
+])
+def test_a_config_that_uses_them_still_gets_them(extra, module):
+    """The same check sees a module that is needed (the test above can fail)."""
+    config = PLAIN.format(port=free_port(), server=free_port()) + extra
+    assert module in imported_by_a_start(config)
