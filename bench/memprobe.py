@@ -44,6 +44,7 @@ SETTLE_SLACK = 32 * 1024  # bytes of RSS drift still counted as settled
 SETTLE_LIMIT = 30.0  # seconds: read RSS anyway after this long (settled=False)
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)  # Linux
 CLIENT_FD_MARGIN = 64  # descriptors a client process keeps for itself
+CLIENTS_PER_PROCESS = 5000
 
 
 @dataclass
@@ -137,7 +138,7 @@ def per_client_process() -> int:
     return max(1, min(soft - CLIENT_FD_MARGIN, _ephemeral_ports() - 2000))
 
 
-def _client_main(pipe, port: int, source: str, rate: float) -> None:
+def _client_main(pipe, port: int, source: str) -> None:
     """A child process: opens idle clients when told, counts them, closes them."""
     socks: list[socket.socket] = []
     try:
@@ -147,9 +148,10 @@ def _client_main(pipe, port: int, source: str, rate: float) -> None:
             except (EOFError, OSError):
                 return
             if command == "open":
+                count, rate = arg
                 began = time.monotonic()
                 try:
-                    for i in range(arg):
+                    for i in range(count):
                         if rate:
                             delay = began + i / rate - time.monotonic()
                             if delay > 0:
@@ -169,13 +171,18 @@ def _client_main(pipe, port: int, source: str, rate: float) -> None:
 
 
 class Clients:
-    """Idle clients held by child processes, filled one after the other."""
+    """Idle clients held by child processes, CLIENTS_PER_PROCESS at most
+    each (fewer where its descriptors or ports run short). They open their
+    shares side by side, each at its part of `rate`: one process opens one
+    connection after the other, and under load a round trip through the
+    proxy takes long enough (3 ms at load 13) to fall far below the rate."""
 
     def __init__(self, port: int, rate: float = DEFAULT_RATE, per_process: int | None = None) -> None:
         self.port = port
         self.rate = rate
-        self.per_process = per_process or per_client_process()
-        self.children: list[tuple[multiprocessing.Process, object, list[int]]] = []
+        self.per_process = per_process or min(per_client_process(), CLIENTS_PER_PROCESS)
+        self.children: list[tuple[multiprocessing.Process, object]] = []
+        self.held: list[int] = []
         # fork: the child needs nothing but this module, already imported;
         # the parent has no threads running while clients are made.
         self._mp = multiprocessing.get_context("fork")
@@ -186,47 +193,64 @@ class Clients:
             raise RuntimeError("out of loopback source addresses")
         parent, child = self._mp.Pipe()
         source = f"127.0.0.{index + 2}"
-        proc = self._mp.Process(target=_client_main, args=(child, self.port, source, self.rate),
-                                daemon=True)
+        proc = self._mp.Process(target=_client_main, args=(child, self.port, source), daemon=True)
         proc.start()
         child.close()
-        self.children.append((proc, parent, [0]))
+        self.children.append((proc, parent))
+        self.held.append(0)
 
-    def _ask(self, pipe, command: str, arg: int, timeout: float) -> int:
-        pipe.send((command, arg))
+    def _answer(self, pipe, command: str, timeout: float) -> int:
         if not pipe.poll(timeout):
-            raise RuntimeError(f"client process did not answer {command!r} in {timeout:.0f} s")
+            raise RuntimeError(f"a client process did not answer {command!r} in {timeout:.0f} s")
         status, value = pipe.recv()
         if status != "ok":
             raise ConnectionError(value)
         return value
 
     def open(self, count: int) -> None:
-        """`count` more idle clients, filling each process to per_process."""
-        while count > 0:
-            if not self.children or self.children[-1][2][0] >= self.per_process:
-                self._spawn()
-            _, pipe, held = self.children[-1]
-            batch = min(count, self.per_process - held[0])
-            # Each client may wait up to its 10 s socket timeout.
-            held[0] = self._ask(pipe, "open", batch, batch / (self.rate or 1000) + 60)
-            count -= batch
+        """`count` more idle clients, spread evenly over the processes."""
+        total = sum(self.held) + count
+        while len(self.children) * self.per_process < total:
+            self._spawn()
+        wanted = [0] * len(self.children)
+        for _ in range(count):  # each to the process holding the fewest
+            i = min(range(len(wanted)), key=lambda j: self.held[j] + wanted[j])
+            wanted[i] += 1
+        busy = [i for i, n in enumerate(wanted) if n > 0]
+        for i in busy:
+            self.children[i][1].send(("open", (wanted[i], self.rate / len(busy))))
+        # A client waits at most its 10 s timeout; a loaded machine may
+        # take 50 ms a connection.
+        timeout = 60 + 0.05 * max(wanted)
+        errors = []
+        for i in busy:
+            try:
+                self.held[i] = self._answer(self.children[i][1], "open", timeout)
+            except ConnectionError as exc:
+                errors.append(str(exc))
+        if errors:
+            raise ConnectionError("; ".join(errors))
+
+    def _ask(self, command: str, timeout: float) -> list[int]:
+        for _, pipe in self.children:
+            pipe.send((command, None))
+        return [self._answer(pipe, command, timeout) for _, pipe in self.children]
 
     def still_open(self) -> int:
-        return sum(self._ask(pipe, "count", 0, 60) for _, pipe, _ in self.children)
+        return sum(self._ask("count", 60))
 
     def close(self) -> None:
-        for proc, pipe, _ in self.children:
-            try:
-                self._ask(pipe, "close", 0, 30)
-            except (OSError, RuntimeError, ConnectionError, EOFError):
-                pass
+        try:
+            self._ask("close", 30)
+        except (OSError, RuntimeError, ConnectionError, EOFError):
+            pass
+        for proc, pipe in self.children:
             proc.join(5)
             if proc.is_alive():
                 proc.kill()
                 proc.join(5)
             pipe.close()
-        self.children = []
+        self.children, self.held = [], []
 
 
 def lbcore_parked(stats_port: int) -> Callable[[], int]:
