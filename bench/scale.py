@@ -7,7 +7,8 @@ Sections (all by default, or `--sections pools,configs,idle,probes`):
   static-rr beside lbcore's roundrobin), wrk -c50 on a 64 B body, lbcore and
   haproxy (nbthread 1) taking turns; req/s and CPU per request.
 - configs: 10 / 100 / 300 / 1,000 frontend/backend pairs, 3 tcp-checked servers
-  each (inter 2s): start-up time, RSS, idle CPU with the checks running, the
+  each (inter 2s): start-up time (every port accepts; and the first answer
+  through the last frontend, from the same start), RSS, idle CPU with the checks running, the
   longest request while the config is reloaded (lbcore: SIGHUP; haproxy -W:
   USR2 to the master; -W: until the old worker has exited), RSS across 6
   reloads (each once the reload is over). Also lbcore on haproxy's own
@@ -201,6 +202,20 @@ def get_ok(port: int, path: str = "/64", timeout: float = 10.0) -> float:
     return time.monotonic() - began
 
 
+def answered_after(port: int, began: float, timeout: float = 30.0) -> float:
+    """Seconds from `began` (time.monotonic()) to the first GET through
+    `port` answered 200, trying again every 5 ms."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            get_ok(port, timeout=timeout)
+            return time.monotonic() - began
+        except (OSError, RuntimeError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
+
+
 # -- sections ------------------------------------------------------------------
 
 def section_pools(args, procs, workdir, backend_ports) -> list[dict]:
@@ -298,6 +313,10 @@ def section_configs(args, procs, workdir, backend_ports) -> list[dict]:
                     if "in use" not in str(exc) or attempt == 2:
                         raise
             startup = time.monotonic() - began
+            # Listening is not serving (lbcore binds before its event loop
+            # runs: lbcore/bind_first.py): the first answer through the
+            # last frontend, timed from the same start.
+            first_answer = answered_after(ports[-1], began)
             time.sleep(2.5)  # a round of checks
             rss = tree_rss_bytes(target.pid)
             cpu0 = tree_cpu_seconds(target.pid)
@@ -349,12 +368,13 @@ def section_configs(args, procs, workdir, backend_ports) -> list[dict]:
                 rss_after.append(tree_rss_bytes(target.pid))
                 wait_ports(ports[-1:], target)
             target.stop()
-            row = {"pairs": pairs, "target": kind, "startup_s": startup, "rss_mb": rss / 2**20,
+            row = {"pairs": pairs, "target": kind, "startup_s": startup, "first_answer_s": first_answer,
+                   "rss_mb": rss / 2**20,
                    "idle_cpu_pct": idle_cpu * 100, "reload_longest_ms": [s * 1e3 for s in stalls],
                    "no_reload_longest_ms": baseline * 1e3,
                    "reload_done_s": durations,
                    "rss_across_reloads_mb": [r / 2**20 for r in rss_after]}
-            log(f"pairs {pairs:>5} {kind:<8} start {startup:.2f}s rss {rss / 2**20:.0f} MB "
+            log(f"pairs {pairs:>5} {kind:<8} start {startup:.2f}s first answer {first_answer:.2f}s rss {rss / 2**20:.0f} MB "
                 f"idle cpu {idle_cpu * 100:.1f}% longest request: no reload {baseline * 1e3:.0f} ms, "
                 f"reloads {' '.join(f'{v * 1e3:.0f}' for v in stalls)} ms; rss {rss_after[0] / 2**20:.0f}"
                 f"->{rss_after[-1] / 2**20:.0f} MB")
@@ -443,11 +463,13 @@ def markdown(results: dict) -> str:
         out.append("")
     if results.get("configs"):
         out += ["## Configs of N frontend/backend pairs (3 tcp-checked servers each, inter 2s)", "",
-                "| pairs | target | start-up s | RSS MB | idle CPU % | longest request, no reload, ms | longest request during each reload, ms | -W: old worker gone after, s | RSS across reloads, MB |",
-                "|---:|---|---:|---:|---:|---:|---|---|---|"]
+                "| pairs | target | start-up s (every port accepts) | first answer s | RSS MB | idle CPU % | longest request, no reload, ms | longest request during each reload, ms | -W: old worker gone after, s | RSS across reloads, MB |",
+                "|---:|---|---:|---:|---:|---:|---:|---|---|---|"]
         for r in results["configs"]:
             done = [v for v in r.get("reload_done_s") or () if v is not None]
-            out.append(f"| {r['pairs']} | {r['target']} | {r['startup_s']:.2f} | {r['rss_mb']:.0f} "
+            answer = r.get("first_answer_s")
+            out.append(f"| {r['pairs']} | {r['target']} | {r['startup_s']:.2f} "
+                       f"| {'-' if answer is None else f'{answer:.2f}'} | {r['rss_mb']:.0f} "
                        f"| {r['idle_cpu_pct']:.1f} | {r['no_reload_longest_ms']:.0f} | {', '.join(f'{v:.0f}' for v in r['reload_longest_ms'])} "
                        f"| {', '.join(f'{v:.1f}' for v in done) or '-'} "
                        f"| {' → '.join(f'{v:.0f}' for v in r['rss_across_reloads_mb'])} |")

@@ -599,6 +599,11 @@ class _Reader:
         # integer(1), choice(MODES), nullable(...): each parser made once,
         # not once per key of every backend and server.
         self._made: dict[tuple, Callable[[Node], Any]] = {}
+        self._known_sets: dict[Iterable[str], frozenset] = {}  # mapping(): the keys a mapping may have
+        # (tag, text) -> value of the scalars the constructor built: a large
+        # config repeats `false`, `2s`, `3`... thousands of times, and the
+        # safe constructor's values of a scalar are immutable.
+        self._scalars: dict[tuple[str, str], Any] = {}
 
     # problems
     def problem(self, keypath: str, node: Optional[Node], message: str) -> None:
@@ -629,16 +634,24 @@ class _Reader:
         python = getattr(node, "python", _NO_VALUE)
         if python is not _NO_VALUE:
             return python  # a haproxy.cfg value (haproxy_cfg.tree.Scalar)
-        if type(node) is ScalarNode and node.tag == _STR_TAG:
-            return node.value  # what the constructor would give, without its bookkeeping per node
-        if isinstance(node, MappingNode):
+        if type(node) is ScalarNode:
+            if node.tag == _STR_TAG:
+                return node.value  # what the constructor would give, without its bookkeeping per node
+            key = (node.tag, node.value)
+            value = self._scalars.get(key, _NO_VALUE)
+            if value is not _NO_VALUE:
+                return value
+        elif isinstance(node, MappingNode):
             return {}
-        if isinstance(node, SequenceNode):
+        elif isinstance(node, SequenceNode):
             return []
         try:
-            return self._constructor.construct_object(node, deep=True)
+            value = self._constructor.construct_object(node, deep=True)
         except yaml.YAMLError as exc:
             raise _Invalid(f"unsupported YAML value ({getattr(exc, 'problem', None) or exc})", node) from None
+        if type(node) is ScalarNode:
+            self._scalars[key] = value
+        return value
 
     def describe(self, node: Node) -> str:
         if isinstance(node, MappingNode):
@@ -659,16 +672,24 @@ class _Reader:
         else:
             self.problem(keypath, node, f"expected a mapping, got {self.describe(node)}")
             return None
-        known = list(known)
+        known_set = self._known_sets.get(known)  # (`known` is one of the _*_KEYS tuples)
+        if known_set is None:
+            known_set = self._known_sets[known] = frozenset(known)
+        unknown = False
         for key, (key_node, _) in entries.items():
+            if key in known_set:
+                continue
+            unknown = True
             # Top-level "x-" keys hold YAML anchors for reuse ("<<: *x-srv"),
             # as in docker-compose; nothing reads them.
-            if key not in known and not (keypath == "" and key.startswith("x-")):
+            if not (keypath == "" and key.startswith("x-")):
                 self.problem(_key(keypath, key), key_node, f"unknown key '{key}'{_suggest(key, known)}")
         for key in required:
             if key not in entries:
                 self.problem(_key(keypath, key), node, "required key is missing")
-        return _Mapping(keypath, node, {k: v for k, v in entries.items() if k in known})
+        if unknown:
+            entries = {k: v for k, v in entries.items() if k in known_set}
+        return _Mapping(keypath, node, entries)
 
     def named_mapping(self, node: Optional[Node], keypath: str) -> dict[str, tuple[Node, Node]]:
         """A mapping whose keys are user-chosen names (frontends, backends)."""
@@ -716,6 +737,8 @@ class _Reader:
                              f"duplicate key '{key}'" + (f" (first at line {first})" if first else ""))
                 continue
             explicit[key] = (key_node, value_node)
+        if not merged:
+            return explicit
         merged.update(explicit)
         return merged
 
@@ -1593,7 +1616,8 @@ class _Builder:
             disabled=r.get(m, "disabled", r.boolean, d.disabled),
             tls=self.server_tls(m.value("tls"), m.path("tls"), health) if m is not None and "tls" in m else None,
         )
-        self._where[m.path("cookie")] = m.value("cookie")
+        if m is not None and "cookie" in m:  # for check_stickiness's duplicate values
+            self._where[m.path("cookie")] = m.value("cookie")
         return spec, m.value("name")
 
 
