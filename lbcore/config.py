@@ -21,10 +21,17 @@ from .dataclass_code import dataclass  # dataclasses.dataclass, its methods comp
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from . import rules
-from . import tracking  # noqa: F401  (registers track_sc* actions and sc_*/src_* fetches)
 from .balance import ALGORITHMS as BALANCE_NAMES
 from .balance import parse as balance_parse
+
+def _rules():
+    """lbcore.rules, imported when a config has something for it (acls,
+    rules, use_backend, userlists, error files, a stick_on sample): ~12 ms
+    of imports that a plain config's start (or --check) goes without
+    before it binds. With tracking, which registers track_sc* and sc_*."""
+    from . import rules, tracking  # noqa: F401
+    return rules
+
 
 __all__ = [
     "Address", "Timeouts", "LogSpec", "GlobalSpec", "SocketSpec", "StatsSpec", "TLSSpec", "ServerTLSSpec",
@@ -1053,6 +1060,7 @@ class _Builder:
         if not isinstance(node, MappingNode):
             r.problem(keypath, node, f"expected a mapping of status codes to files, got {r.describe(node)}")
             return inherited
+        rules = _rules()
         out = dict(inherited)
         for key_node, value_node in node.value:
             code = r.plain(key_node)
@@ -1905,7 +1913,7 @@ class _Builder:
                     r.problem(where, self._where.get(where),
                               f"peers section '{table.peers}' is not defined{_suggest(table.peers, config.peers)}")
         seen_refs = set()
-        for table, where, section in self.rules.files.get(tracking.REFS_KEY, []):
+        for table, where, section in self.rules.tracking_refs():
             if table in tables or (table, where, section) in seen_refs:
                 continue
             seen_refs.add((table, where, section))
@@ -1930,6 +1938,7 @@ class _Builder:
                     r.problem(where, self._where.get(where),
                               f"tcp mode sticks on src or dst, not '{rule.sample}'")
                     continue
+                rules = _rules()
                 try:
                     ctx = rules.context("http_request", r.base_dir, {}, self.rules.files, name)
                     rules.compile_sample(rule.sample, ctx)
@@ -1967,6 +1976,10 @@ def _split_store(text: str) -> list[str]:
     return parts
 
 
+# A section's keys that _RulesReader.section() reads.
+_RULE_KEYS = ("acls", "tcp_request", "http_request", "http_response", "use_backend")
+
+
 class _RulesReader:
     """acls, tcp_request, http_request, http_response, use_backend and
     userlists: every expression compiled once here (lbcore/rules), every
@@ -1979,6 +1992,13 @@ class _RulesReader:
         self.files: dict = {}  # map and pattern files, read once per load
         self.lists: dict = {}
 
+    def tracking_refs(self) -> list:
+        """(table, where, section) of every stick table a track_sc rule named."""
+        if not self.files:
+            return []  # no rule read (lbcore.tracking not even imported)
+        from . import tracking
+        return self.files.get(tracking.REFS_KEY, [])
+
     def plain_value(self, node: Node) -> Any:
         try:
             return self.r._constructor.construct_object(node, deep=True)
@@ -1990,6 +2010,7 @@ class _RulesReader:
         r = self.r
         out = {}
         for name, (_, value) in r.named_mapping(node, "userlists").items():
+            rules = _rules()
             keypath = _key("userlists", name)
             if not isinstance(value, SequenceNode):
                 r.problem(keypath, value, f"expected a list of users, got {r.describe(value)}")
@@ -2031,6 +2052,9 @@ class _RulesReader:
         `error_files` replace HAProxy's pages in the section's deny answers."""
         if m is None:
             return {}
+        if not any(key in m for key in _RULE_KEYS):
+            return {"acls": ()}  # what the reading below gives: no rules module needed
+        rules = _rules()
         r = self.r
         ctx = rules.context("http_request", r.base_dir, self.lists, self.files, name)
         acls, broken = self.acls(m, ctx)
@@ -2058,6 +2082,7 @@ class _RulesReader:
         return fields
 
     def acls(self, m: _Mapping, ctx: "rules.Context") -> tuple:
+        rules = _rules()
         r = self.r
         definitions: dict = {}
         if "acls" in m:
@@ -2092,6 +2117,7 @@ class _RulesReader:
 
     def condition(self, entries: dict, keypath: str, acls, broken: set, ctx) -> Any:
         """The check of an item's `if` or `unless` (None when it has none)."""
+        rules = _rules()
         r = self.r
         keys = [key for key in ("if", "unless") if key in entries]
         if not keys:
@@ -2128,6 +2154,7 @@ class _RulesReader:
             yield item_path, item, r._entries(item, item_path, set())
 
     def rule_list(self, node: Node, keypath: str, list_name: str, acls, broken: set, ctx) -> tuple:
+        rules = _rules()
         r = self.r
         registry = rules.LISTS[list_name][0]
         out = []
@@ -2155,6 +2182,7 @@ class _RulesReader:
 
     def use_backend(self, node: Node, keypath: str, mode: str, backends: dict, acls, broken: set,
                     ctx) -> tuple:
+        rules = _rules()
         r = self.r
         out = []
         for item_path, item, entries in self.items(node, keypath, "{backend: NAME, if: \"...\"}"):
