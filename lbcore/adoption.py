@@ -26,14 +26,28 @@ A connection's slot in the table says whether it can be carried on:
 TLS connections are never kept (their session keys live in the worker's
 memory), nor tcp-mode ones (their bytes are relayed as they come).
 
-Costs, worker side: per accepted connection a slot header write and its
-share of one sendmsg per turn of the loop (every connection accepted in
-the turn rides on it, with the ones that ended), on a socket the master
-reads every POLL_INTERVAL rather than on every message (the descriptors
-in it are held by the kernel meanwhile); per closed connection a
-shutdown(2), so that the master's descriptor does not hold it open. Per
-request: one copy of the bytes read into the slot and a few stores. The
-master reads the table only when a worker died.
+Costs, worker side: per accepted connection a slot header write and one
+sendmsg(2) of its descriptor (the ones that ended ride along), on a socket
+the master reads every POLL_INTERVAL rather than on every message (the
+descriptors in it are held by the kernel meanwhile); per closed
+connection a shutdown(2), so that the master's descriptor does not hold
+it open. Per request: one copy of the bytes read into the slot and a few
+stores. The master reads the table only when a worker died.
+
+The descriptor is sent as the connection is accepted, not batched to the
+end of the loop turn: a connection the worker holds alone dies with it,
+and with a turn's worth of accepts (up to ACCEPT_BATCH, set up one after
+another) a SIGKILL under load found one often enough. What is left is
+the stretch from accept(2) to that sendmsg(2) in the same callback, a
+few microseconds; but a syscall's return is where a busy machine
+preempts a process, so a kill timed just after connections arrive
+still finds one now and then (tests/integration/test_worker_crash.py
+--burst measures it). Only the master accepting and handing connections
+out would close it, at a hop per new connection. The same holds from a
+read(2) of request bytes to their copy into the slot: a kill in between
+leaves the slot IDLE, and the connection is carried on without the
+request the dead worker had read (the client waits for the answer until
+a timeout); closing that one takes a peek before every read.
 
 The slot of a connection is its descriptor number in the worker (unique
 while it is open); a generation number, sent along with the descriptor,
@@ -61,6 +75,7 @@ DATA = SLOT - HEADER  # larger requests (head and body) are not carried on
 MAX_SLOTS = 65536  # connections on descriptors above this are not kept
 GONE_DELAY = 0.1  # ended connections are told to the master within this
 POLL_INTERVAL = 0.05  # how often the master takes in the descriptors its workers sent
+SEND_BUFFER = 4 << 20  # bytes: a worker's socket to the master (one message per accept)
 
 IDLE, READ, UNSAFE, CLOSED = 1, 2, 3, 4
 
@@ -142,7 +157,7 @@ class Kept:
 
 class Journal:
     """A worker's side: the shared table, and the descriptors (and ends)
-    of the connections it keeps, sent to the master once per turn."""
+    of the connections it keeps, each sent to the master as it comes."""
 
     def __init__(self, loop, table_fd: int, slots: int, channel_fd: int) -> None:
         self.loop = loop
@@ -160,7 +175,6 @@ class Journal:
         self.gen = 0
         self.added: list = []  # [fd, gen, frontend], in order
         self.gone: list = []  # [fd, gen]
-        self.scheduled = False
         self.gone_timer = None
 
     def keep(self, sock: socket.socket, frontend: str, pending: bytes = b"") -> Optional[Kept]:
@@ -176,25 +190,21 @@ class Journal:
         words[word + 1] = IDLE
         words[word + 2] = 0
         self.added.append([fd, gen, frontend])
-        self.schedule()
+        # Sent now, not at the end of the loop turn: until the master holds
+        # its copy, a SIGKILL here takes the connection (and the request the
+        # client sent with it) down with this process. Once sendmsg(2) has
+        # returned, the descriptor is in flight, held by the kernel.
+        self.flush()
         return Kept(self, fd, gen, pending)
-
-    def schedule(self) -> None:
-        if not self.scheduled:
-            self.scheduled = True
-            # Before the accepted connection's first read: its transport is
-            # made by a task scheduled after this callback.
-            self.loop.call_soon(self.flush)
 
     def schedule_gone(self) -> None:
         """Ended connections are no hurry (each was shut down already): they
-        ride with the next accepted ones, or go after GONE_DELAY. Under a
+        ride with the next accepted one, or go after GONE_DELAY. Under a
         new-connection load that halves the master's wake-ups."""
-        if not self.scheduled and self.gone_timer is None:
+        if self.gone_timer is None:
             self.gone_timer = self.loop.call_later(GONE_DELAY, self.flush)
 
     def flush(self) -> None:
-        self.scheduled = False
         if self.gone_timer is not None:
             self.gone_timer.cancel()
             self.gone_timer = None
@@ -220,6 +230,10 @@ class Keeper:
         try:
             os.ftruncate(self.fd, self.slots * SLOT)  # sparse: pages are used as slots are
             ours, self.theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            # Room for what a busy worker sends between two polls: a send
+            # that has to wait is a descriptor the master does not hold yet.
+            # (Capped by net.core.wmem_max.)
+            self.theirs.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
         except OSError:
             os.close(self.fd)
             raise

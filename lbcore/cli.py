@@ -18,6 +18,7 @@ from types import SimpleNamespace
 from typing import Callable, Optional
 
 from . import __version__, build
+from .dataclass_code import dataclass
 
 EXIT_CONFIG = 2
 EXIT_BIND = 1
@@ -105,7 +106,7 @@ def replacing(soft: list[int], hard: list[int]) -> tuple[list[Callable[[], None]
 
 # -- HAProxy's command line --------------------------------------------------------
 
-@dataclasses.dataclass
+@dataclass
 class HaproxyArgs:
     files: list[str] = dataclasses.field(default_factory=list)
     check: bool = False
@@ -374,14 +375,16 @@ class Handover:
 
 def run(config, started: Optional[list[Callable[[], None]]] = None, takeover_from: list[int] = ()) -> int:
     """Serve `config`, a Config or a Handover of one."""
-    from . import systemd, takeover
+    from . import systemd
     from .listeners import inherited
 
     handover = config if isinstance(config, Handover) else Handover(config)
     del config
     for sock in systemd.listen_fds():  # socket activation
         inherited.add(sock)
-    takeover.take_over(list(takeover_from))  # -sf/-st: the old process's sockets
+    if takeover_from:  # -sf/-st: the old process's sockets (takeover imports asyncio: only then)
+        from . import takeover
+        takeover.take_over(list(takeover_from))
     if handover.config.global_.workers > 1:
         from .workers import run_master
         # The workers inherit it; the master holds a copy of every client
@@ -406,11 +409,20 @@ def raise_fd_limit() -> None:
 
 def run_single(config, reuse_port: bool = False, started: Optional[list[Callable[[], None]]] = None) -> int:
     """One serving process for `config`, a Config or a Handover of one."""
-    import uvloop
-
     raise_fd_limit()
 
-    from .server import BindError, LoadBalancer
+    from .bind_first import bind_frontends
+    from .listeners import BindError
+
+    try:  # listening before the heavy imports below (lbcore/bind_first.py)
+        bind_frontends(config.config if isinstance(config, Handover) else config, reuse_port)
+    except BindError as exc:
+        print(f"lbcore: {exc}", file=sys.stderr)
+        return EXIT_BIND
+
+    import uvloop
+
+    from .server import LoadBalancer
 
     balancer = LoadBalancer(config.take() if isinstance(config, Handover) else config, reuse_port=reuse_port)
     del config

@@ -12,10 +12,11 @@ import ipaddress
 import math
 import os
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from typing import Any, Callable, Iterable, Mapping, Optional
 
 from . import stick
+from .dataclass_code import dataclass  # dataclasses.dataclass, its methods compiled at build time
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
@@ -627,7 +628,7 @@ class _Reader:
         (mappings and lists are only described, never built)."""
         python = getattr(node, "python", _NO_VALUE)
         if python is not _NO_VALUE:
-            return python  # a haproxy.cfg value (haproxy_cfg.tree.ValueNode)
+            return python  # a haproxy.cfg value (haproxy_cfg.tree.Scalar)
         if type(node) is ScalarNode and node.tag == _STR_TAG:
             return node.value  # what the constructor would give, without its bookkeeping per node
         if isinstance(node, MappingNode):

@@ -43,27 +43,42 @@ def _address_key(host: str, port: int) -> tuple[str, int]:
             return host, port
 
 
+class BindError(Exception):
+    """A config that loads but cannot be put in place: an address that
+    cannot be bound, a certificate that cannot be loaded."""
+
+
 class InheritedSockets:
     """Listening sockets this process was given instead of binding them: by
     systemd (socket activation) or by the lbcore it replaces (-sf). A bind
     takes the ones whose local address it names, so an address keeps its
-    accept queue, and the connections waiting in it, across a restart."""
+    accept queue, and the connections waiting in it, across a restart.
+    Also those this process bound itself before importing the server
+    (lbcore.bind_first), by the Address they were bound for."""
 
     def __init__(self) -> None:
         self.groups: dict[tuple[str, int], list[socket.socket]] = {}
+        self.bound: dict[Address, socket.socket] = {}
 
     def add(self, sock: socket.socket) -> None:
         sock.setblocking(False)
         name = sock.getsockname()
         self.groups.setdefault(_address_key(name[0], name[1]), []).append(sock)
 
+    def waiting(self, address: Address) -> bool:
+        """Whether take(address) has a socket to give."""
+        return address in self.bound or bool(self.groups) and _address_key(address.host, address.port) in self.groups
+
     def take(self, address: Address) -> list[socket.socket]:
+        sock = self.bound.pop(address, None)
+        if sock is not None:
+            return [sock]
         if not self.groups:  # the usual start: no parsing of every bind's address
             return []
         return self.groups.pop(_address_key(address.host, address.port), [])
 
     def __bool__(self) -> bool:
-        return bool(self.groups)
+        return bool(self.groups) or bool(self.bound)
 
 
 inherited = InheritedSockets()

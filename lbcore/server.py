@@ -24,7 +24,8 @@ from .batch import WriteBatch
 from .config import Address, Config, ConfigError
 from .health import HealthChecker
 from .heap import release_free_memory, settle_heap
-from .listeners import Acceptor, bind_socket, inherited
+from . import bind_first
+from .listeners import Acceptor, BindError, bind_socket, inherited  # noqa: F401  (BindError: lbcore.server's name for it)
 from .logs import AccessLog, setup_event_log
 from .model import Runtime
 from .proxy.context import ProxyContext
@@ -78,10 +79,6 @@ def _load_politely(config: Config) -> Config:
             gc.enable()
 
 
-class BindError(Exception):
-    """A config that loads but cannot be put in place: an address that
-    cannot be bound, a certificate that cannot be loaded."""
-
 
 def tls_specs(config: Config) -> list:
     return [fe.tls for fe in config.frontends.values() if fe.tls is not None]
@@ -103,7 +100,10 @@ def check_certificates(config: Config) -> None:
 # chroot hides the interpreter's library.
 _LATE_IMPORTS = ("lbcore.haproxy_cfg", "lbcore.stats.admin", "lbcore.stats.snapshot", "lbcore.stats.csvview",
                  "lbcore.stats.jsonview", "lbcore.stats.htmlpage", "lbcore.stats.prometheus",
-                 "lbcore.state_file", "encodings.idna", "encodings.ascii", "encodings.latin_1")
+                 "lbcore.state_file", "encodings.idna", "encodings.ascii", "encodings.latin_1",
+                 # not imported by a start that does not use them (tests/integration/test_startup_imports.py)
+                 "lbcore.config_reader", "lbcore.spec_pickle", "difflib", "logging.handlers",
+                 "hashlib", "hmac", "ctypes.util", "shutil", "tempfile")
 
 
 def drop_privileges(spec) -> None:
@@ -201,6 +201,7 @@ class LoadBalancer:
         takeover.follow(loop, lambda: self.runtime)
         self._install_handlers()
         self._install_signals(loop)
+        bind_first.release_signals()  # those that came meanwhile are handled now
         self._install_acceptors(sockets)
         self.health.start(loop)
         await self._start_peers(config)

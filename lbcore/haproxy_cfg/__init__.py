@@ -27,7 +27,7 @@ from . import values
 from .build import Builder, Paths, TlsDefaults, tls_options
 from .lexer import LexError, Line, expand_env, read_lines
 from .proxies import BE, FE, Problems, Proxy, origin
-from .tree import Map, Origin, Scalar, Seq, dump, to_node
+from .tree import Map, Origin, Scalar, Seq, dump
 
 __all__ = ["load", "convert", "expand_paths", "Loaded", "SYNTAX_VERSION"]
 
@@ -535,7 +535,7 @@ def _load(paths: list[str], env: Optional[Mapping[str, str]], localpeer: Optiona
     # The loader runs even after the reader's own errors, so one check
     # names every problem, as haproxy -c does.
     try:
-        config = load_tree(to_node(root), files[0], sources=tuple(paths), base_dir=os.getcwd())
+        config = load_tree(root, files[0], sources=tuple(paths), base_dir=os.getcwd())
     except ConfigError as exc:
         problems = exc.problems
         if p.errors:

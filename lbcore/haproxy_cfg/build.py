@@ -112,6 +112,9 @@ class Builder:
         self.tls = tls
         self.env = env
         self.checked_error_files: dict[tuple[str, int], bool] = {}
+        # Proxy.timeouts entries (ids: the proxies hold them while the
+        # tree is built) -> the block made of them; see timeouts().
+        self.timeouts_made: dict[tuple, Optional[Map]] = {}
 
     def address(self, word: str) -> str:
         """Addresses expand ${NAME} even unquoted, as HAProxy's do."""
@@ -347,6 +350,15 @@ class Builder:
         """HAProxy's fallbacks made explicit: http-request -> client,
         http-keep-alive -> http-request, queue -> connect, tunnel -> the
         longer of client and server."""
+        # A thousand proxies that keep their defaults' timeouts share one
+        # block: the same (value, origin) entries give the same block.
+        key = tuple((name, id(entry)) for name, entry in proxy.timeouts.items())
+        if key in self.timeouts_made:
+            return self.timeouts_made[key]
+        self.timeouts_made[key] = out = self._timeouts(proxy, where)
+        return out
+
+    def _timeouts(self, proxy: Proxy, where: Origin) -> Optional[Map]:
         t = dict(proxy.timeouts)
         if "http_request" not in t and "client" in t:
             t["http_request"] = t["client"]
@@ -426,7 +438,7 @@ class Builder:
         checked: list[tuple[dict, Line]] = []
         marked: list[tuple[Optional[tuple], Line]] = []
         per_backend: dict[str, Scalar] = {}
-        http = self.mode(proxy, where).value == "http"
+        http = self.mode(proxy, where).python == "http"
         pooled: list[tuple[dict, Line]] = []
         for line in proxy.servers:
             params = proxy.default_server + parse_server_params(line, line.words[3:], self.p)
@@ -478,12 +490,13 @@ class Builder:
         tls_words: dict[str, tuple[Optional[str], Origin]] = {}  # the last of each wins, as HAProxy
         check = False
         for word, args, where_line in params:
+            if word == "check":  # (the most common word, and it needs no origin)
+                check = True
+                continue
             kat = origin(where_line, f"{where_line.keyword} {word}")
             value = args[0] if args else None
             try:
-                if word == "check":
-                    check = True
-                elif word == "no-check":
+                if word == "no-check":
                     check = False
                 elif word in ("backup", "no-backup"):
                     server["backup"] = Scalar(word == "backup", kat)
@@ -621,8 +634,8 @@ class Builder:
         inter = per_backend.get("inter")
         for key in ("fastinter", "downinter"):
             other = per_backend.pop(key, None)
-            interval = inter.value if inter else values.duration(CHECK_DEFAULTS["inter"])
-            if other is not None and values.seconds(other.value) != values.seconds(interval):
+            interval = inter.python if inter else values.duration(CHECK_DEFAULTS["inter"])
+            if other is not None and values.seconds(other.python) != values.seconds(interval):
                 self.p.errors.append(f"{other.origin}: {other.origin.keyword}: a check interval other than "
                                      "'inter' is not supported by lbcore")
         httpchk = proxy.options.get("httpchk")
@@ -656,7 +669,7 @@ class Builder:
                 health[lb_key] = Scalar(values.duration(value) if key == "inter" else int(value), where)
         if "check" not in proxy.timeouts:
             # Without `timeout check`, HAProxy gives a probe `inter` to finish.
-            health["timeout"] = Scalar(health["interval"].value, health["interval"].origin)
+            health["timeout"] = Scalar(health["interval"].python, health["interval"].origin)
         # Every server starts UP in HAProxy until its first check says otherwise.
         health["initial_state"] = Scalar("up", where)
         return health
@@ -792,7 +805,7 @@ class Builder:
 def to_plain_tls(tls: Optional[Map]) -> object:
     if tls is None:
         return None
-    return {k: (v.value if isinstance(v, Scalar) else [i.value for i in v]) for k, v in tls.items()}
+    return {k: (v.python if isinstance(v, Scalar) else [i.python for i in v]) for k, v in tls.items()}
 
 
 def _scalar_or_seq(value: object, at: Origin):

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 from typing import Iterator, Mapping, Optional
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -30,21 +29,32 @@ class LexError(ValueError):
     """A line that cannot be split into words; the caller adds file:line."""
 
 
-@dataclass(frozen=True)
 class Line:
-    """One logical line: its words (the keyword first) and where it was."""
+    """One logical line: its words (the keyword first) and where it was.
+    (A plain class: one is made per line of a file of thousands.)"""
 
-    file: str
-    number: int
-    words: tuple[str, ...]
+    __slots__ = ("file", "number", "words", "keyword", "origin")
 
-    @property
-    def keyword(self) -> str:
-        return self.words[0]
+    def __init__(self, file: str, number: int, words: tuple[str, ...]):
+        self.file = file
+        self.number = number
+        self.words = words
+        self.keyword = words[0]
+        self.origin = None  # its tree.Origin, made once (proxies.origin)
 
     @property
     def where(self) -> str:
         return f"{self.file}:{self.number}"
+
+    def __repr__(self) -> str:
+        return f"Line({self.file!r}, {self.number}, {self.words!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Line) and (self.file, self.number, self.words) == \
+            (other.file, other.number, other.words)
+
+    def __hash__(self) -> int:
+        return hash((self.file, self.number, self.words))
 
 
 # Most lines hold no quote, backslash nor comment: their words are what

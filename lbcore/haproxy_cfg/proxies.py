@@ -30,7 +30,14 @@ NO_TIMEOUT = "24d"  # what a `timeout X 0` (infinite in HAProxy) becomes: HAProx
 
 
 def origin(line: Line, keyword: Optional[str] = None) -> Origin:
-    return Origin(line.file, line.number, keyword or line.keyword)
+    """Where a value of `line` came from; the line's own keyword's origin is
+    made once per line (its values share it)."""
+    if keyword is None or keyword == line.keyword:
+        at = line.origin
+        if at is None:
+            at = line.origin = Origin(line.file, line.number, line.keyword)
+        return at
+    return Origin(line.file, line.number, keyword)
 
 
 def condition(words: tuple[str, ...]) -> str:

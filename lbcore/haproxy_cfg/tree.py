@@ -1,32 +1,50 @@
 """The lb.yaml-shaped tree a haproxy.cfg becomes, every piece with its origin.
 
 The haproxy.cfg reader does not build specs itself: it builds the same
-structure an lb.yaml holds, as YAML nodes whose marks name the haproxy.cfg
-file, line and keyword, and hands it to the lb.yaml loader (config.py).
+structure an lb.yaml holds and hands it to the lb.yaml loader (config.py).
 One loader means one meaning for every key, and its errors point at the
 haproxy.cfg line that produced the value. The same tree is written out by
 `lbcore convert` as lb.yaml text, with each block's origin as a comment.
+
+The tree's pieces are YAML nodes themselves (a Scalar is a ScalarNode, a
+Map a MappingNode, a Seq a SequenceNode), so the loader walks them as
+they are: no second tree of nodes is made (at 1,000 pairs that copy took
+~45 ms and as many objects again). A scalar carries its Python value,
+which the loader takes as it is (config._Reader.scalar); a node's YAML
+mark is made only when the loader asks for one, to report a problem.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Optional, Union
 
 import yaml
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
 
-@dataclass(frozen=True)
 class Origin:
-    """Where a value came from: `file:line` and the keyword written there."""
+    """Where a value came from: `file:line` and the keyword written there.
+    (A plain class: tens of thousands are made per read of a large file.)"""
 
-    file: str
-    line: int
-    keyword: str
+    __slots__ = ("file", "line", "keyword")
+
+    def __init__(self, file: str, line: int, keyword: str):
+        self.file = file
+        self.line = line
+        self.keyword = keyword
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}"
+
+    def __repr__(self) -> str:
+        return f"Origin({self.file!r}, {self.line}, {self.keyword!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Origin) and (self.file, self.line, self.keyword) == \
+            (other.file, other.line, other.keyword)
+
+    def __hash__(self) -> int:
+        return hash((self.file, self.line, self.keyword))
 
 
 class OriginMark(yaml.Mark):
@@ -38,78 +56,101 @@ class OriginMark(yaml.Mark):
         self.origin = origin
 
 
-class Scalar:
-    __slots__ = ("value", "origin")
+class _Marked:
+    """start_mark / end_mark, made from the origin when the loader asks."""
 
-    def __init__(self, value: Any, origin: Origin):
-        self.value = value
+    @property
+    def start_mark(self) -> OriginMark:
+        return OriginMark(self.origin)
+
+    end_mark = start_mark
+
+
+_TAG_PREFIX = "tag:yaml.org,2002:"
+_TAGS = {bool: _TAG_PREFIX + "bool", int: _TAG_PREFIX + "int", float: _TAG_PREFIX + "float",
+         str: _TAG_PREFIX + "str", type(None): _TAG_PREFIX + "null"}
+
+
+class Scalar(_Marked, ScalarNode):
+    """A value and its origin. As a YAML node it holds the value's YAML
+    text too (`value`), for PyYAML's constructor where the loader uses it
+    (rule arguments); the loader itself takes `python` as it is."""
+
+    style = None
+
+    def __init__(self, python: Any, origin: Origin):
+        kind = type(python)
+        self.python = python
+        self.origin = origin
+        self.tag = _TAGS[kind]
+        if kind is str:
+            self.value = python
+        elif kind is bool or python is None:
+            self.value = "true" if python else "false" if python is False else "null"
+        else:
+            self.value = repr(python)
+
+
+class Key(_Marked, ScalarNode):
+    """A key of a Map, as the loader sees it: a string marked with the
+    origin of its value."""
+
+    tag = _TAGS[str]
+    style = None
+
+    def __init__(self, key: str, origin: Origin):
+        self.value = self.python = key
         self.origin = origin
 
 
-class Map(dict):
-    """An ordered mapping of str -> Scalar | Map | Seq, with an origin."""
+class Map(_Marked, dict, MappingNode):
+    """An ordered mapping of str -> Scalar | Map | Seq, with an origin; as a
+    YAML node its `value` is the (key node, value node) pairs."""
+
+    tag = _TAG_PREFIX + "map"
+    flow_style = None
+
+    # A node is itself, whatever it holds (PyYAML's constructor keys its
+    # cache by node); the builder compares the plain values, never Maps.
+    __eq__ = object.__eq__
+    __ne__ = object.__ne__
+    __hash__ = object.__hash__
 
     def __init__(self, origin: Origin, comment: Optional[str] = None):
-        super().__init__()
+        dict.__init__(self)
         self.origin = origin
         self.comment = comment  # written above the block by `convert`
 
+    @property
+    def value(self) -> list[tuple["Key", "Tree"]]:
+        # Made once, when the loader first reads the block (it reads some
+        # more than once: their checks, and the fingerprints of blocks that
+        # every backend repeats). The loader runs once the tree is built.
+        pairs = self.__dict__.get("_pairs")
+        if pairs is None or len(pairs) != len(self):
+            # A key is marked with its value's origin: the line that set it.
+            pairs = self._pairs = [(Key(key, item.origin), item) for key, item in self.items()]
+        return pairs
 
-class Seq(list):
+
+class Seq(_Marked, list, SequenceNode):
+    tag = _TAG_PREFIX + "seq"
+    flow_style = None
+
+    __eq__ = object.__eq__
+    __ne__ = object.__ne__
+    __hash__ = object.__hash__
+
     def __init__(self, origin: Origin):
-        super().__init__()
+        list.__init__(self)
         self.origin = origin
+
+    @property
+    def value(self) -> "Seq":
+        return self
 
 
 Tree = Union[Scalar, Map, Seq]
-
-_TAGS = {bool: "bool", int: "int", float: "float", str: "str", type(None): "null"}
-_MAP_TAG, _SEQ_TAG, _STR_TAG = "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq", "tag:yaml.org,2002:str"
-
-
-class ValueNode(ScalarNode):
-    """A scalar that carries its Python value: the lb.yaml loader takes it
-    as it is (config._Reader.scalar) rather than construct it from the text
-    again, the value PyYAML would construct from that text and tag."""
-
-    def __init__(self, tag: str, text: str, mark: yaml.Mark, python: Any):
-        # ScalarNode's fields, set here: tens of thousands are made per read.
-        self.tag = tag
-        self.value = text
-        self.start_mark = self.end_mark = mark
-        self.style = None
-        self.python = python
-
-
-def to_node(tree: Tree) -> Node:
-    """YAML nodes for the lb.yaml loader, marked with haproxy.cfg origins."""
-    marks: dict[int, OriginMark] = {}  # id(origin) -> its mark: the values of one line share it
-
-    def mark_of(origin: Origin) -> OriginMark:
-        mark = marks[id(origin)] = OriginMark(origin)
-        return mark
-
-    def node(tree: Tree) -> Node:
-        origin = tree.origin
-        mark = marks.get(id(origin)) or mark_of(origin)
-        if type(tree) is Scalar:
-            value = tree.value
-            kind = type(value)
-            if kind is str:
-                return ValueNode(_STR_TAG, value, mark, value)
-            text = {True: "true", False: "false", None: "null"}[value] if kind is bool or value is None \
-                else repr(value)
-            return ValueNode("tag:yaml.org,2002:" + _TAGS[kind], text, mark, value)
-        if isinstance(tree, Map):
-            pairs = []
-            for key, value in tree.items():
-                key_origin = value.origin
-                pairs.append((ValueNode(_STR_TAG, key, marks.get(id(key_origin)) or mark_of(key_origin), key),
-                              node(value)))
-            return MappingNode(_MAP_TAG, pairs, mark, mark)
-        return SequenceNode(_SEQ_TAG, [node(item) for item in tree], mark, mark)
-
-    return node(tree)
 
 
 def to_plain(tree: Tree) -> Any:
@@ -117,7 +158,7 @@ def to_plain(tree: Tree) -> Any:
         return {key: to_plain(value) for key, value in tree.items()}
     if isinstance(tree, Seq):
         return [to_plain(item) for item in tree]
-    return tree.value
+    return tree.python
 
 
 # -- lb.yaml text for `lbcore convert` -----------------------------------------

@@ -10,6 +10,9 @@ import ipaddress
 import re
 
 _TIME = re.compile(r"([0-9]+)(us|ms|s|m|h|d)?")
+_DURATION = re.compile(r"([0-9.]+)(ms|s|m|h|d)")
+_INTEGER = re.compile(r"-?[0-9]+")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def is_zero_time(word: str) -> bool:
@@ -33,13 +36,13 @@ def duration(word: str) -> str:
 
 def seconds(text: str) -> float:
     """An lb.yaml duration written by duration(), in seconds (for comparing)."""
-    match = re.fullmatch(r"([0-9.]+)(ms|s|m|h|d)", text)
+    match = _DURATION.fullmatch(text)
     assert match, text
-    return float(match.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
 def integer(word: str, low: int = 0, high: int | None = None) -> int:
-    if not re.fullmatch(r"-?[0-9]+", word):
+    if not _INTEGER.fullmatch(word):
         raise ValueError(f"expected an integer, got '{word}'")
     value = int(word)
     if value < low or (high is not None and value > high):
@@ -48,6 +51,8 @@ def integer(word: str, low: int = 0, high: int | None = None) -> int:
 
 
 def _strip_family(word: str) -> tuple[str, str]:
+    if "@" not in word:
+        return "", word  # (most addresses: no prefix to look for)
     for prefix in ("ipv4@", "ipv6@", "tcp@", "tcp4@", "tcp6@", "udp@", "udp4@", "udp6@"):
         if word.startswith(prefix):
             return prefix[:-1], word[len(prefix):]

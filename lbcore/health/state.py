@@ -24,9 +24,9 @@ Semantics, HAProxy's where it has them:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import NamedTuple, Optional
 
+from ..dataclass_code import dataclass
 from ..model import UP
 
 

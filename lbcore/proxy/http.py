@@ -215,12 +215,16 @@ class HttpProxy:
         return self.settings
 
     def accept(self, sock, peer, pending: bytes = b"") -> None:
+        # The master's copy first (lbcore.adoption): until keep() has sent
+        # it, a SIGKILL of this worker would reset the connection.
+        journal = self.ctx.journal
+        kept = journal.keep(sock, self.frontend.name, pending) \
+            if journal is not None and self.ssl is None else None
         self.ctx.opened(self.frontend)
         client = ClientConnection(self, peer)
-        journal = self.ctx.journal
-        if journal is not None and self.ssl is None:
-            client.kept = journal.keep(sock, self.frontend.name, pending)
-            client.kept_open = client.kept is not None
+        if kept is not None:
+            client.kept = kept
+            client.kept_open = True
         task = self.loop.create_task(
             self.loop.connect_accepted_socket(lambda: client, sock, ssl=self.ssl))
         task.add_done_callback(client.accepted)

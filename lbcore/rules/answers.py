@@ -4,10 +4,10 @@ out byte for byte as HAProxy 2.6 writes them."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Optional
 
+from ..dataclass_code import dataclass
 from ..proxy.errors import MESSAGES
 
 # deny_status may only name a code HAProxy has a page for.

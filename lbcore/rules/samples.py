@@ -13,10 +13,11 @@ a query-less URL), which matches no pattern and renders as "".
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Callable, Optional
 from urllib.parse import unquote_to_bytes
 
+from ..dataclass_code import dataclass
 from .errors import RuleError
 from .syntax import split_call, split_chain
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import dataclasses
 import http.client
 import io
 import json
@@ -24,7 +25,10 @@ import ssl
 import subprocess
 
 import pytest
+import yaml
 
+from lbcore import haproxy_cfg
+from lbcore.config import loads
 from tests.haproxy import HAPROXY, need_haproxy, start_on_file, stop_on_file
 from tests.integration.test_haproxy_cfg import lbcore_cmd, lbcore_env
 from tests.support import ROOT, BackendProcess, free_port, wait_port, wait_until
@@ -273,3 +277,48 @@ def test_convert_writes_an_lb_yaml_that_loads(tool, controllers, tmp_path):
     check = subprocess.run(lbcore_cmd("-c", str(out), "--check"), capture_output=True, text=True,
                            env=lbcore_env(env), timeout=60)
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def _rules_named(spec):
+    """A spec with its compiled rules (objects without equality) as their names."""
+    fields = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}
+    return {name: repr(value) if name in ("acls", "tcp_request", "http_request", "http_response", "use_backend")
+            else value for name, value in fields.items()}
+
+
+def _shape(node):
+    """What the lb.yaml loader reads from a node: tags and texts."""
+    if isinstance(node, yaml.MappingNode):
+        return {key.value: _shape(value) for key, value in node.value}
+    if isinstance(node, yaml.SequenceNode):
+        return [_shape(item) for item in node.value]
+    return (node.tag, node.value)
+
+
+@pytest.mark.parametrize("tool", list(TOOLS))
+def test_the_files_read_to_the_config_of_their_lb_yaml(tool, controllers, tmp_path):
+    """The reader hands its tree to the lb.yaml loader as YAML nodes of its
+    own (haproxy_cfg/tree.py), values already typed: they say what the same
+    tree written out as lb.yaml text by `convert` says once composed, and
+    both read to the same Config."""
+    env = balancer_env(tool, "lbcore", controllers, tmp_path)
+    syslog = env.pop("_syslog", None)
+    try:
+        paths = [str(CORPUS / tool / name) for name in TOOLS[tool]]
+        direct = haproxy_cfg.load(paths, env=env).config
+        text, _ = haproxy_cfg.convert(paths, env=env)
+        tree, _, _ = haproxy_cfg.build_tree(paths, env=env)
+        via_text = loads(text, str(tmp_path / "lb.yaml"))
+    finally:
+        if syslog is not None:
+            syslog.close()
+    assert _shape(tree) == _shape(yaml.compose(text))
+    assert direct.frontends and direct.backends
+    for name in ("global_", "stats", "peers"):
+        assert getattr(via_text, name) == getattr(direct, name), name
+    assert via_text.userlists.keys() == direct.userlists.keys()
+    for kind in ("frontends", "backends"):
+        mine, theirs = getattr(direct, kind), getattr(via_text, kind)
+        assert list(mine) == list(theirs)
+        for name in mine:
+            assert _rules_named(theirs[name]) == _rules_named(mine[name]), (kind, name)
