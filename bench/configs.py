@@ -173,12 +173,15 @@ backend api
 """ if rules else "")
 
 
-def lbcore(mode: str, port: int, backends: list[int], maxconn: int, workers: int = 1) -> str:
+def lbcore(mode: str, port: int, backends: list[int], maxconn: int, workers: int = 1,
+           stats_port: int | None = None) -> str:
     """An lb.yaml in the format of shared/spec/lb-yaml.md.
 
     X-Forwarded-* are off because haproxy adds none without `option
     forwardfor`: both proxies then send the same bytes to the backends.
     mode "rules" is http with LBCORE_RULES, "stick" http with LBCORE_STICK.
+    stats_port: the stats endpoint on 127.0.0.1 (the memory probe reads
+    idle_parked there).
     """
     rules = mode == "rules"
     stick = mode == "stick"
@@ -200,11 +203,12 @@ def lbcore(mode: str, port: int, backends: list[int], maxconn: int, workers: int
     health: {{type: none}}
     servers: [{{name: s2, address: "127.0.0.1:{backends[-1]}", check: false}}]
 """ if rules else ""
+    stats = f"\nstats:\n  bind: \"127.0.0.1:{stats_port}\"\n" if stats_port else ""
     return f"""global:
   workers: {workers}
   maxconn: {maxconn}
   log: {{format: none}}
-
+{stats}
 defaults:
   timeouts:
     connect: {CONNECT_TIMEOUT}

@@ -142,17 +142,19 @@ def size_table(rows: list[Row]) -> str:
 
 
 def memory_table(results: list[MemoryResult], unavailable: dict[str, str]) -> str:
-    lines = ["| target | idle conns open | RSS before | RSS after | bytes/conn | ratio |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = ["| target | idle conns open | parked | RSS before | RSS after | bytes/conn | ratio |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     base = next((r.bytes_per_conn for r in results if r.target == "haproxy-http"), None)
     for r in results:
         per = r.bytes_per_conn
         ratio = f"{per / base:.2f}x" if per is not None and base else "-"
+        parked = "-" if r.parked is None else str(r.parked)
+        unsettled = "" if r.settled else " (RSS not settled)"
         lines.append(
-            f"| {r.target} | {r.still_open}/{r.wanted} | {r.rss_before / 1024:,.0f} KiB "
-            f"| {r.rss_after / 1024:,.0f} KiB | {fmt_bytes(per)} | {ratio} |")
+            f"| {r.target} | {r.still_open}/{r.wanted} | {parked} | {r.rss_before / 1024:,.0f} KiB "
+            f"| {r.rss_after / 1024:,.0f} KiB{unsettled} | {fmt_bytes(per)} | {ratio} |")
     for name, reason in unavailable.items():
-        lines.append(f"| {name} | unavailable: {_oneline(reason)} | | | | |")
+        lines.append(f"| {name} | unavailable: {_oneline(reason)} | | | | | |")
     return "\n".join(lines)
 
 

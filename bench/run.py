@@ -59,6 +59,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--memprobe-conns", type=int, default=None,
                    help="idle keep-alive connections for the memory probe "
                         "(default 2000, 500 with --quick, 0 = skip the probe)")
+    p.add_argument("--memprobe-rate", type=float, default=memprobe.DEFAULT_RATE,
+                   help=f"idle connections the memory probe opens per second "
+                        f"(default {memprobe.DEFAULT_RATE}, 0 = as fast as they go)")
     p.add_argument("--lbcore-cmd", default=None,
                    help="command that runs lbcore, '-c FILE' is appended "
                         "(default: python -m lbcore.cli with this repo first on PYTHONPATH)")
@@ -180,19 +183,25 @@ def run_memory_probe(args, bench: Bench,
     results, failed = [], {}
     specs = [s for s in args.targets if s.name in MEMORY_TARGETS]
     for spec in specs:
+        (stats_port,) = free_ports(1)
         try:
             # A fresh instance, not one a benchmark filled with pooled buffers;
             # only the small body is fetched before the baseline reading.
-            target = start_target(spec, bench, tag="-mem", verify_paths=("64",))
+            target = start_target(spec, bench, tag="-mem", verify_paths=("64",), stats_port=stats_port)
         except (RuntimeError, OSError) as exc:
             failed[spec.name] = unavailable.get(spec.name) or str(exc)
             log(f"memory probe: {spec.name} unavailable: {exc}")
             continue
         try:
-            result = memprobe.probe(spec.name, target.pid, target.port, args.memprobe_conns)
+            # lbcore: RSS read once every idle client is parked (bench/memprobe.py).
+            parked = memprobe.lbcore_parked(stats_port) if spec.kind == "lbcore" else None
+            result = memprobe.probe(spec.name, target.pid, target.port, args.memprobe_conns,
+                                    rate=args.memprobe_rate, parked=parked)
             results.append(result)
-            log(f"memory probe: {spec.name}: {result.still_open}/{result.wanted} idle conns, "
-                f"{report.fmt_bytes(result.bytes_per_conn)} each")
+            log(f"memory probe: {spec.name}: {result.still_open}/{result.wanted} idle conns"
+                + (f" ({result.parked} parked)" if result.parked is not None else "")
+                + ("" if result.settled else ", RSS not settled")
+                + f", {report.fmt_bytes(result.bytes_per_conn)} each")
         except OSError as exc:
             failed[spec.name] = f"probe failed: {exc!r}"
             log(f"memory probe: {spec.name} failed: {exc!r}")
@@ -213,7 +222,8 @@ def write_results(args, tables, memory, memory_failed, samples, load_before) -> 
         chart_name = chart_path.name
     settings = (f"- settings: {args.rounds} round(s) x {args.duration} s, warm-up {args.warmup} s, "
                 f"wrk -t{args.threads} -c{args.connections} (64 B) / -c{args.connections_large} "
-                f"(1 MiB), memory probe {args.memprobe_conns} idle connections"
+                f"(1 MiB), memory probe {args.memprobe_conns} idle connections "
+                f"at {args.memprobe_rate:g}/s"
                 + (f", lbcore with global.workers: {args.workers}" if args.workers > 1 else ""))
     load = (f"- load average (1 min): {load_before:.2f} before the run, "
             f"{os.getloadavg()[0]:.2f} after, on {os.cpu_count()} CPUs")

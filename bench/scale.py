@@ -7,13 +7,16 @@ Sections (all by default, or `--sections pools,configs,idle,probes`):
   static-rr beside lbcore's roundrobin), wrk -c50 on a 64 B body, lbcore and
   haproxy (nbthread 1) taking turns; req/s and CPU per request.
 - configs: 10 / 100 / 300 / 1,000 frontend/backend pairs, 3 tcp-checked servers
-  each (inter 2s): start-up time, RSS, idle CPU with the checks running, the
+  each (inter 2s): start-up time (every port accepts; and the first answer
+  through the last frontend, from the same start), RSS, idle CPU with the checks running, the
   longest request while the config is reloaded (lbcore: SIGHUP; haproxy -W:
   USR2 to the master; -W: until the old worker has exited), RSS across 6
   reloads (each once the reload is over). Also lbcore on haproxy's own
   haproxy.cfg with haproxy's command line (`lbcore -W -db -f`, USR2;
   target "lbcore-cfg"), unless --no-lbcore-cfg.
-- idle: 5,000 and 20,000 idle keep-alive clients: RSS growth per client.
+- idle: 5,000 and 20,000 idle keep-alive clients (or as many as the
+  descriptor limit lets a proxy hold): RSS growth per client, read once
+  settled, the clients held by child processes (bench/memprobe.py).
 - probes: 1,000 frontend/backend pairs, 3 tcp-checked servers each at
   inter 2s, haproxy and lbcore side by side and idle: their CPU over the
   same windows, per probe.
@@ -27,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import signal
 import socket
 import statistics
@@ -91,8 +95,9 @@ def pool_haproxy(port: int, backend_ports: list[int], servers: int, algorithm: s
         for i in range(servers))
 
 
-def pool_lbcore(port: int, backend_ports: list[int], servers: int, algorithm: str, maxconn: int) -> str:
-    text = configs.lbcore("http", port, [], maxconn).replace(
+def pool_lbcore(port: int, backend_ports: list[int], servers: int, algorithm: str, maxconn: int,
+                stats_port: int | None = None) -> str:
+    text = configs.lbcore("http", port, [], maxconn, stats_port=stats_port).replace(
         "    balance: roundrobin\n", f"    {ALGORITHMS[algorithm][0]}\n")
     return text + "".join(
         f"      - {{name: s{i}, address: \"127.0.0.1:{backend_ports[i % len(backend_ports)]}\", "
@@ -201,6 +206,20 @@ def get_ok(port: int, path: str = "/64", timeout: float = 10.0) -> float:
     return time.monotonic() - began
 
 
+def answered_after(port: int, began: float, timeout: float = 30.0) -> float:
+    """Seconds from `began` (time.monotonic()) to the first GET through
+    `port` answered 200, trying again every 5 ms."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            get_ok(port, timeout=timeout)
+            return time.monotonic() - began
+        except (OSError, RuntimeError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
+
+
 # -- sections ------------------------------------------------------------------
 
 def section_pools(args, procs, workdir, backend_ports) -> list[dict]:
@@ -298,6 +317,10 @@ def section_configs(args, procs, workdir, backend_ports) -> list[dict]:
                     if "in use" not in str(exc) or attempt == 2:
                         raise
             startup = time.monotonic() - began
+            # Listening is not serving (lbcore binds before its event loop
+            # runs: lbcore/bind_first.py): the first answer through the
+            # last frontend, timed from the same start.
+            first_answer = answered_after(ports[-1], began)
             time.sleep(2.5)  # a round of checks
             rss = tree_rss_bytes(target.pid)
             cpu0 = tree_cpu_seconds(target.pid)
@@ -349,12 +372,13 @@ def section_configs(args, procs, workdir, backend_ports) -> list[dict]:
                 rss_after.append(tree_rss_bytes(target.pid))
                 wait_ports(ports[-1:], target)
             target.stop()
-            row = {"pairs": pairs, "target": kind, "startup_s": startup, "rss_mb": rss / 2**20,
+            row = {"pairs": pairs, "target": kind, "startup_s": startup, "first_answer_s": first_answer,
+                   "rss_mb": rss / 2**20,
                    "idle_cpu_pct": idle_cpu * 100, "reload_longest_ms": [s * 1e3 for s in stalls],
                    "no_reload_longest_ms": baseline * 1e3,
                    "reload_done_s": durations,
                    "rss_across_reloads_mb": [r / 2**20 for r in rss_after]}
-            log(f"pairs {pairs:>5} {kind:<8} start {startup:.2f}s rss {rss / 2**20:.0f} MB "
+            log(f"pairs {pairs:>5} {kind:<8} start {startup:.2f}s first answer {first_answer:.2f}s rss {rss / 2**20:.0f} MB "
                 f"idle cpu {idle_cpu * 100:.1f}% longest request: no reload {baseline * 1e3:.0f} ms, "
                 f"reloads {' '.join(f'{v * 1e3:.0f}' for v in stalls)} ms; rss {rss_after[0] / 2**20:.0f}"
                 f"->{rss_after[-1] / 2**20:.0f} MB")
@@ -362,23 +386,77 @@ def section_configs(args, procs, workdir, backend_ports) -> list[dict]:
     return rows
 
 
+# Descriptors an idle-section proxy keeps besides its clients: listeners,
+# epoll, the stats endpoint, pipes, pooled server connections, logs; and one
+# more while lbcore parks a connection (its socket is duplicated first).
+PROXY_FD_MARGIN = 100
+
+
+def idle_capacity() -> int:
+    """Idle clients one proxy process can hold under the descriptor limit
+    its children inherit from this process."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return (1 << 20 if soft == resource.RLIM_INFINITY else soft) - PROXY_FD_MARGIN
+
+
+def idle_haproxy(port: int, backend_ports: list[int], maxconn: int) -> str:
+    text = pool_haproxy(port, backend_ports, 2, "roundrobin", maxconn)
+    fd_limit = idle_capacity() + PROXY_FD_MARGIN
+    if 2 * maxconn + PROXY_FD_MARGIN > fd_limit:
+        # haproxy reserves two descriptors per maxconn (a client and its
+        # server connection) and 2.6 refuses to start when the limit cannot
+        # be raised that far (strict-limits, on by default). Idle clients
+        # need one each, and few server connections are open at a time:
+        # `no strict-limits` lets it run with the limit there is.
+        text = text.replace("    nbthread 1\n", f"    nbthread 1\n    ulimit-n {fd_limit}\n"
+                            "    no strict-limits\n", 1)
+    return text
+
+
 def section_idle(args, procs, workdir, backend_ports) -> list[dict]:
+    """Each proxy holds the clients of every count in turn, in one process:
+    RSS read at each count once settled (bench/memprobe.py)."""
+    capacity = idle_capacity()
+    levels = sorted({min(conns, capacity) for conns in args.idle_clients})
+    capped = {conns: capacity for conns in args.idle_clients if conns > capacity}
+    for conns in capped:
+        log(f"idle: {conns} clients do not fit this machine's descriptor limit "
+            f"({capacity + PROXY_FD_MARGIN} per process, {PROXY_FD_MARGIN} kept for the proxy's own): "
+            f"{capacity} instead")
     rows = []
-    for conns in args.idle_clients:
-        for kind in ("haproxy", "lbcore"):
-            (port,) = free_ports(1)
-            make = pool_haproxy if kind == "haproxy" else pool_lbcore
-            # haproxy wants 2 descriptors per maxconn: keep the margin small
-            # so that the largest count fits the machine's descriptor limit.
-            target = Target(kind, procs, workdir, f"idle-{kind}-{conns}",
-                            make(port, backend_ports, 2, "roundrobin", conns + 200), args.lbcore_cmd)
+    for kind in ("haproxy", "lbcore"):
+        port, stats_port = free_ports(2)
+        maxconn = levels[-1] + 50
+        if kind == "haproxy":
+            text = idle_haproxy(port, backend_ports, maxconn)
+        else:
+            text = pool_lbcore(port, backend_ports, 2, "roundrobin", maxconn, stats_port=stats_port)
+        target = Target(kind, procs, workdir, f"idle-{kind}", text, args.lbcore_cmd)
+        try:
             wait_ports([port], target)
-            result = memprobe.probe(kind, target.pid, port, conns)
+            parked = memprobe.lbcore_parked(stats_port) if kind == "lbcore" else None
+            results = memprobe.probe_levels(kind, target.pid, port, levels, rate=args.idle_rate,
+                                            parked=parked)
+        finally:
             target.stop()
+        previous = None
+        for result in results:
             per = result.bytes_per_conn or 0.0
-            rows.append({"clients": conns, "target": kind, "open": result.still_open,
-                         "rss_per_client_b": per, "rss_mb": result.rss_after / 2**20})
-            log(f"idle {conns:>6} {kind:<8} {per:.0f} B per client ({result.still_open} open)")
+            marginal = None
+            if previous is not None and result.still_open > previous.still_open:
+                marginal = (result.rss_after - previous.rss_after) / (result.still_open - previous.still_open)
+            rows.append({"clients": result.wanted, "target": kind, "open": result.still_open,
+                         "parked": result.parked, "settled": result.settled,
+                         "rss_per_client_b": per, "marginal_b": marginal,
+                         "rss_mb": result.rss_after / 2**20, "rss_before_mb": result.rss_before / 2**20,
+                         "fds": result.fds_after, "ramp_s": result.ramp_s, "wait_s": result.wait_s,
+                         "error": result.error,
+                         "asked": [c for c in args.idle_clients if min(c, capacity) == result.wanted]})
+            log(f"idle {result.wanted:>6} {kind:<8} {per:.0f} B per client ({result.still_open} open"
+                + (f", {result.parked} parked" if result.parked is not None else "")
+                + ("" if result.settled else ", RSS not settled")
+                + (f"; {result.error}" if result.error else "") + ")")
+            previous = result
     return rows
 
 
@@ -443,11 +521,13 @@ def markdown(results: dict) -> str:
         out.append("")
     if results.get("configs"):
         out += ["## Configs of N frontend/backend pairs (3 tcp-checked servers each, inter 2s)", "",
-                "| pairs | target | start-up s | RSS MB | idle CPU % | longest request, no reload, ms | longest request during each reload, ms | -W: old worker gone after, s | RSS across reloads, MB |",
-                "|---:|---|---:|---:|---:|---:|---|---|---|"]
+                "| pairs | target | start-up s (every port accepts) | first answer s | RSS MB | idle CPU % | longest request, no reload, ms | longest request during each reload, ms | -W: old worker gone after, s | RSS across reloads, MB |",
+                "|---:|---|---:|---:|---:|---:|---:|---|---|---|"]
         for r in results["configs"]:
             done = [v for v in r.get("reload_done_s") or () if v is not None]
-            out.append(f"| {r['pairs']} | {r['target']} | {r['startup_s']:.2f} | {r['rss_mb']:.0f} "
+            answer = r.get("first_answer_s")
+            out.append(f"| {r['pairs']} | {r['target']} | {r['startup_s']:.2f} "
+                       f"| {'-' if answer is None else f'{answer:.2f}'} | {r['rss_mb']:.0f} "
                        f"| {r['idle_cpu_pct']:.1f} | {r['no_reload_longest_ms']:.0f} | {', '.join(f'{v:.0f}' for v in r['reload_longest_ms'])} "
                        f"| {', '.join(f'{v:.1f}' for v in done) or '-'} "
                        f"| {' → '.join(f'{v:.0f}' for v in r['rss_across_reloads_mb'])} |")
@@ -465,10 +545,25 @@ def markdown(results: dict) -> str:
         out += ["## Sections that did not run", ""]
         out += [f"- {name}: {why}" for name, why in results["failed"].items()] + [""]
     if results.get("idle"):
-        out += ["## Idle keep-alive clients", "", "| clients | target | open | RSS per client, B |",
-                "|---:|---|---:|---:|"]
+        out += ["## Idle keep-alive clients", "",
+                "Each proxy holds the counts in turn, in one process; RSS read once settled "
+                "(bench/memprobe.py). Per client: RSS growth from no clients / clients open. "
+                "From the previous count: RSS growth between the two counts / clients added.", "",
+                "| clients | target | open | parked | RSS MB | RSS per client, B | from the previous count, B | arrival s | read after s |",
+                "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
         for r in results["idle"]:
-            out.append(f"| {r['clients']} | {r['target']} | {r['open']} | {r['rss_per_client_b']:.0f} |")
+            parked = "-" if r["parked"] is None else str(r["parked"])
+            marginal = "-" if r["marginal_b"] is None else f"{r['marginal_b']:.0f}"
+            note = ("" if r["settled"] else " (RSS not settled)") + (f" ({r['error']})" if r["error"] else "")
+            out.append(f"| {r['clients']} | {r['target']} | {r['open']} | {parked} | "
+                       f"{r['rss_before_mb']:.1f} -> {r['rss_mb']:.1f} | {r['rss_per_client_b']:.0f}{note} | "
+                       f"{marginal} | {r['ramp_s']:.1f} | {r['wait_s']:.1f} |")
+        capped = sorted({c for r in results["idle"] for c in r["asked"] if c != r["clients"]})
+        if capped:
+            held = max(r["clients"] for r in results["idle"])
+            out += ["", f"Asked for {', '.join(f'{c:,}' for c in capped)}: more than fits a proxy "
+                    f"process here (descriptor limit {held + PROXY_FD_MARGIN:,}, {PROXY_FD_MARGIN} kept "
+                    f"for the proxy's own), so {held:,} were run."]
         out.append("")
     return "\n".join(out)
 
@@ -481,7 +576,11 @@ def parse_args(argv):
                    help=f"default {','.join(DEFAULT_ALGORITHMS)}; 'all' or any of {','.join(ALGORITHMS)}")
     p.add_argument("--pairs", default="10,100,300,1000",
                    help="frontend/backend pairs (default 10,100,300,1000)")
-    p.add_argument("--idle-clients", default="5000,20000")
+    p.add_argument("--idle-clients", default="5000,20000",
+                   help="idle keep-alive client counts (default 5000,20000; a count above the "
+                        "descriptor limit less the proxy's own is run at the largest that fits)")
+    p.add_argument("--idle-rate", type=float, default=memprobe.DEFAULT_RATE,
+                   help=f"idle clients opened per second (default {memprobe.DEFAULT_RATE}, 0 = unpaced)")
     p.add_argument("--probe-pairs", default="1000", help="pairs in the probes section (default 1000)")
     p.add_argument("--probe-windows", type=int, default=3, help="CPU windows of --idle-seconds each")
     p.add_argument("--rounds", type=int, default=3)

@@ -102,8 +102,9 @@ def _lbcore_env() -> dict:
 
 
 def start_target(spec: TargetSpec, bench: Bench, tag: str = "",
-                 verify_paths: tuple[str, ...] = ("64", "1m")) -> Running:
+                 verify_paths: tuple[str, ...] = ("64", "1m"), stats_port: int | None = None) -> Running:
     """Start `spec`, wait until it listens and serves the bodies correctly.
+    stats_port: lbcore's stats endpoint there (other kinds ignore it).
 
     Raises RuntimeError with the server's own words when it does not.
     """
@@ -127,7 +128,7 @@ def start_target(spec: TargetSpec, bench: Bench, tag: str = "",
     elif spec.kind == "lbcore":
         cfg = directory / "lb.yaml"
         cfg.write_text(configs.lbcore(spec.mode, port, bench.backend_ports, bench.maxconn,
-                                      workers=bench.lbcore_workers))
+                                      workers=bench.lbcore_workers, stats_port=stats_port))
         argv = (bench.lbcore_cmd or lbcore_command(None)) + ["-c", str(cfg)]
         child = bench.procs.start(name, argv, env=_lbcore_env(), cwd=str(REPO_ROOT))
     else:

@@ -21,10 +21,17 @@ from .dataclass_code import dataclass  # dataclasses.dataclass, its methods comp
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from . import rules
-from . import tracking  # noqa: F401  (registers track_sc* actions and sc_*/src_* fetches)
 from .balance import ALGORITHMS as BALANCE_NAMES
 from .balance import parse as balance_parse
+
+def _rules():
+    """lbcore.rules, imported when a config has something for it (acls,
+    rules, use_backend, userlists, error files, a stick_on sample): ~12 ms
+    of imports that a plain config's start (or --check) goes without
+    before it binds. With tracking, which registers track_sc* and sc_*."""
+    from . import rules, tracking  # noqa: F401
+    return rules
+
 
 __all__ = [
     "Address", "Timeouts", "LogSpec", "GlobalSpec", "SocketSpec", "StatsSpec", "TLSSpec", "ServerTLSSpec",
@@ -599,6 +606,11 @@ class _Reader:
         # integer(1), choice(MODES), nullable(...): each parser made once,
         # not once per key of every backend and server.
         self._made: dict[tuple, Callable[[Node], Any]] = {}
+        self._known_sets: dict[Iterable[str], frozenset] = {}  # mapping(): the keys a mapping may have
+        # (tag, text) -> value of the scalars the constructor built: a large
+        # config repeats `false`, `2s`, `3`... thousands of times, and the
+        # safe constructor's values of a scalar are immutable.
+        self._scalars: dict[tuple[str, str], Any] = {}
 
     # problems
     def problem(self, keypath: str, node: Optional[Node], message: str) -> None:
@@ -629,16 +641,24 @@ class _Reader:
         python = getattr(node, "python", _NO_VALUE)
         if python is not _NO_VALUE:
             return python  # a haproxy.cfg value (haproxy_cfg.tree.Scalar)
-        if type(node) is ScalarNode and node.tag == _STR_TAG:
-            return node.value  # what the constructor would give, without its bookkeeping per node
-        if isinstance(node, MappingNode):
+        if type(node) is ScalarNode:
+            if node.tag == _STR_TAG:
+                return node.value  # what the constructor would give, without its bookkeeping per node
+            key = (node.tag, node.value)
+            value = self._scalars.get(key, _NO_VALUE)
+            if value is not _NO_VALUE:
+                return value
+        elif isinstance(node, MappingNode):
             return {}
-        if isinstance(node, SequenceNode):
+        elif isinstance(node, SequenceNode):
             return []
         try:
-            return self._constructor.construct_object(node, deep=True)
+            value = self._constructor.construct_object(node, deep=True)
         except yaml.YAMLError as exc:
             raise _Invalid(f"unsupported YAML value ({getattr(exc, 'problem', None) or exc})", node) from None
+        if type(node) is ScalarNode:
+            self._scalars[key] = value
+        return value
 
     def describe(self, node: Node) -> str:
         if isinstance(node, MappingNode):
@@ -659,16 +679,24 @@ class _Reader:
         else:
             self.problem(keypath, node, f"expected a mapping, got {self.describe(node)}")
             return None
-        known = list(known)
+        known_set = self._known_sets.get(known)  # (`known` is one of the _*_KEYS tuples)
+        if known_set is None:
+            known_set = self._known_sets[known] = frozenset(known)
+        unknown = False
         for key, (key_node, _) in entries.items():
+            if key in known_set:
+                continue
+            unknown = True
             # Top-level "x-" keys hold YAML anchors for reuse ("<<: *x-srv"),
             # as in docker-compose; nothing reads them.
-            if key not in known and not (keypath == "" and key.startswith("x-")):
+            if not (keypath == "" and key.startswith("x-")):
                 self.problem(_key(keypath, key), key_node, f"unknown key '{key}'{_suggest(key, known)}")
         for key in required:
             if key not in entries:
                 self.problem(_key(keypath, key), node, "required key is missing")
-        return _Mapping(keypath, node, {k: v for k, v in entries.items() if k in known})
+        if unknown:
+            entries = {k: v for k, v in entries.items() if k in known_set}
+        return _Mapping(keypath, node, entries)
 
     def named_mapping(self, node: Optional[Node], keypath: str) -> dict[str, tuple[Node, Node]]:
         """A mapping whose keys are user-chosen names (frontends, backends)."""
@@ -716,6 +744,8 @@ class _Reader:
                              f"duplicate key '{key}'" + (f" (first at line {first})" if first else ""))
                 continue
             explicit[key] = (key_node, value_node)
+        if not merged:
+            return explicit
         merged.update(explicit)
         return merged
 
@@ -1030,6 +1060,7 @@ class _Builder:
         if not isinstance(node, MappingNode):
             r.problem(keypath, node, f"expected a mapping of status codes to files, got {r.describe(node)}")
             return inherited
+        rules = _rules()
         out = dict(inherited)
         for key_node, value_node in node.value:
             code = r.plain(key_node)
@@ -1593,7 +1624,8 @@ class _Builder:
             disabled=r.get(m, "disabled", r.boolean, d.disabled),
             tls=self.server_tls(m.value("tls"), m.path("tls"), health) if m is not None and "tls" in m else None,
         )
-        self._where[m.path("cookie")] = m.value("cookie")
+        if m is not None and "cookie" in m:  # for check_stickiness's duplicate values
+            self._where[m.path("cookie")] = m.value("cookie")
         return spec, m.value("name")
 
 
@@ -1881,7 +1913,7 @@ class _Builder:
                     r.problem(where, self._where.get(where),
                               f"peers section '{table.peers}' is not defined{_suggest(table.peers, config.peers)}")
         seen_refs = set()
-        for table, where, section in self.rules.files.get(tracking.REFS_KEY, []):
+        for table, where, section in self.rules.tracking_refs():
             if table in tables or (table, where, section) in seen_refs:
                 continue
             seen_refs.add((table, where, section))
@@ -1906,6 +1938,7 @@ class _Builder:
                     r.problem(where, self._where.get(where),
                               f"tcp mode sticks on src or dst, not '{rule.sample}'")
                     continue
+                rules = _rules()
                 try:
                     ctx = rules.context("http_request", r.base_dir, {}, self.rules.files, name)
                     rules.compile_sample(rule.sample, ctx)
@@ -1943,6 +1976,10 @@ def _split_store(text: str) -> list[str]:
     return parts
 
 
+# A section's keys that _RulesReader.section() reads.
+_RULE_KEYS = ("acls", "tcp_request", "http_request", "http_response", "use_backend")
+
+
 class _RulesReader:
     """acls, tcp_request, http_request, http_response, use_backend and
     userlists: every expression compiled once here (lbcore/rules), every
@@ -1955,6 +1992,13 @@ class _RulesReader:
         self.files: dict = {}  # map and pattern files, read once per load
         self.lists: dict = {}
 
+    def tracking_refs(self) -> list:
+        """(table, where, section) of every stick table a track_sc rule named."""
+        if not self.files:
+            return []  # no rule read (lbcore.tracking not even imported)
+        from . import tracking
+        return self.files.get(tracking.REFS_KEY, [])
+
     def plain_value(self, node: Node) -> Any:
         try:
             return self.r._constructor.construct_object(node, deep=True)
@@ -1966,6 +2010,7 @@ class _RulesReader:
         r = self.r
         out = {}
         for name, (_, value) in r.named_mapping(node, "userlists").items():
+            rules = _rules()
             keypath = _key("userlists", name)
             if not isinstance(value, SequenceNode):
                 r.problem(keypath, value, f"expected a list of users, got {r.describe(value)}")
@@ -2007,6 +2052,9 @@ class _RulesReader:
         `error_files` replace HAProxy's pages in the section's deny answers."""
         if m is None:
             return {}
+        if not any(key in m for key in _RULE_KEYS):
+            return {"acls": ()}  # what the reading below gives: no rules module needed
+        rules = _rules()
         r = self.r
         ctx = rules.context("http_request", r.base_dir, self.lists, self.files, name)
         acls, broken = self.acls(m, ctx)
@@ -2034,6 +2082,7 @@ class _RulesReader:
         return fields
 
     def acls(self, m: _Mapping, ctx: "rules.Context") -> tuple:
+        rules = _rules()
         r = self.r
         definitions: dict = {}
         if "acls" in m:
@@ -2068,6 +2117,7 @@ class _RulesReader:
 
     def condition(self, entries: dict, keypath: str, acls, broken: set, ctx) -> Any:
         """The check of an item's `if` or `unless` (None when it has none)."""
+        rules = _rules()
         r = self.r
         keys = [key for key in ("if", "unless") if key in entries]
         if not keys:
@@ -2104,6 +2154,7 @@ class _RulesReader:
             yield item_path, item, r._entries(item, item_path, set())
 
     def rule_list(self, node: Node, keypath: str, list_name: str, acls, broken: set, ctx) -> tuple:
+        rules = _rules()
         r = self.r
         registry = rules.LISTS[list_name][0]
         out = []
@@ -2131,6 +2182,7 @@ class _RulesReader:
 
     def use_backend(self, node: Node, keypath: str, mode: str, backends: dict, acls, broken: set,
                     ctx) -> tuple:
+        rules = _rules()
         r = self.r
         out = []
         for item_path, item, entries in self.items(node, keypath, "{backend: NAME, if: \"...\"}"):

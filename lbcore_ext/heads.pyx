@@ -10,7 +10,7 @@ from libc.string cimport memchr
 
 IMPLEMENTATION = "cython"
 
-from .heads_py import METHODS  # one list for both: the methods llhttp knows
+from .heads_py import STRICT_METHODS  # one list for both
 from .heads_py import MAX_FIELDS, MAX_FIELD_NAME
 
 cdef Py_ssize_t C_MAX_FIELDS = MAX_FIELDS
@@ -222,7 +222,7 @@ def scan_request(bytes buf, Py_ssize_t end, bint drop_xfp, bint own_xff):
     if i == 0 or i >= limit or p[i] != 32:
         return None
     mstop = i
-    if buf[0:mstop] not in METHODS:
+    if buf[0:mstop] in STRICT_METHODS:
         return None
     i += 1
     tstart = i

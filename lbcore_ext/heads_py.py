@@ -30,12 +30,18 @@ _STATUS_LINE = re.compile(rb"HTTP/1\.1 ([2-5][0-9][0-9]) ([\t\x20-\x7e\x80-\xff]
 _PLAIN_HOST = re.compile(rb"[A-Za-z0-9.\-]+(?::([0-9]{1,5}))?")
 _HEADER = re.compile(rb"(" + _TOKEN + rb"):[ \t]*([\t\x20-\x7e\x80-\xff]*?)[ \t]*\r\n")
 
-# Methods llhttp knows: another token is refused by the slow path, so the
-# fast path must not take it either (the answer may not depend on framing).
+# Methods llhttp knows: lbcore.proxy.h1_checks gives llhttp another in
+# place of any other token.
 METHODS = frozenset(
     b"DELETE GET HEAD POST PUT OPTIONS TRACE COPY LOCK MKCOL MOVE PROPFIND PROPPATCH "
     b"SEARCH UNLOCK BIND REBIND UNBIND ACL REPORT MKACTIVITY CHECKOUT MERGE M-SEARCH "
     b"NOTIFY SUBSCRIBE UNSUBSCRIBE PATCH PURGE MKCALENDAR LINK UNLINK SOURCE QUERY".split())
+# Methods llhttp gives a meaning of its own (a tunnel, the HTTP/2 preface):
+# never on the fast path, never stood in for (lbcore.proxy.h1_checks).
+# Any other token is a method (RFC 9110 9.1) and is passed on, as HAProxy
+# does: one llhttp does not know goes the fast path, or to llhttp under
+# another name.
+STRICT_METHODS = frozenset((b"CONNECT", b"PRI"))
 
 # HAProxy's limits on a request head (tune.http.maxhdr 101 with the request
 # line, and 255-byte field names): beyond them it answers 400. The fast path
@@ -90,7 +96,7 @@ def scan_request(buf: bytes, end: int, drop_xfp: bool, own_xff: bool):
     carries X-Forwarded-For is left to the slow path (it merges them).
     """
     m = _REQUEST_LINE.match(buf, 0, end + 2)
-    if m is None or m.group(1) not in METHODS:
+    if m is None or m.group(1) in STRICT_METHODS:
         return None
     minor = int(m.group(3))
     headers = _headers(buf, m.end(), end + 2)

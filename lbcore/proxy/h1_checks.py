@@ -45,10 +45,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections import deque
 
 import httptools
 
-from lbcore_ext.heads_py import MAX_FIELD_NAME, MAX_FIELDS
+from lbcore_ext.heads_py import MAX_FIELD_NAME, MAX_FIELDS, METHODS, STRICT_METHODS
 
 TCHAR = rb"!#$%&'*+\-.^_`|~0-9A-Za-z"
 _TOKEN = re.compile(rb"[" + TCHAR + rb"]+")
@@ -299,7 +300,7 @@ class RequestChecker:
     """Follows a stream of requests through their framing and checks each
     head, chunk line and trailer section (see the module docstring)."""
 
-    __slots__ = ("state", "buf", "left", "max_head", "why", "messages")
+    __slots__ = ("state", "buf", "left", "max_head", "why", "messages", "heads")
 
     def __init__(self, max_head: int) -> None:
         self.state = _HEAD
@@ -308,6 +309,10 @@ class RequestChecker:
         self.max_head = max_head
         self.why = ""
         self.messages = 0  # messages read to their end (an upgrade's ends with its head)
+        # The heads the last feed() passed: (offset of the method in its
+        # data, offset of its end, the method); negative offsets for a head
+        # begun in an earlier feed.
+        self.heads: list = []
 
     def feed(self, data: bytes):
         """Returns (status, good): status 0 while all is well; else the
@@ -321,6 +326,7 @@ class RequestChecker:
         boundary = 0  # offset in `data` where the current message began
         buf = self.buf + data if self.buf else data
         self.buf = b""
+        self.heads = []
         pos = 0
         n = len(buf)
         while pos < n:
@@ -344,6 +350,8 @@ class RequestChecker:
                 status, why, body, length = check_head(buf[pos:end + 4])
                 if status:
                     return self._fail(status, why, boundary)
+                space = buf.find(b" ", pos, end)  # (check_head found the method token)
+                self.heads.append((consumed + pos, consumed + space, buf[pos:space]))
                 pos = end + 4
                 if body == BODY_LENGTH:
                     self.state, self.left = _BODY, length
@@ -435,26 +443,73 @@ class RequestChecker:
         return status, good
 
 
+# What llhttp is told in place of a method it does not know (any token is
+# a method, RFC 9110 9.1; HAProxy passes them on, a server answers 501 to
+# one it does not implement). Framing does not depend on the method.
+STAND_IN = b"GET"
+
+
 class CheckedRequestParser:
     """httptools' request parser behind a RequestChecker: bytes reach
     httptools only once checked. A failure raises `Refused` after the
-    requests before it were parsed (and so answered)."""
+    requests before it were parsed (and so answered).
 
-    __slots__ = ("parser", "checker")
+    llhttp refuses methods it does not know, so httptools gets whole heads
+    only, each with a method it knows: a head not ended in `data` is handed
+    back to the caller (feed_data returns it) to come back whole, and an
+    unknown method is replaced by STAND_IN, the real one kept for
+    get_method()."""
+
+    __slots__ = ("parser", "checker", "methods")
 
     def __init__(self, protocol, max_head: int) -> None:
         self.parser = httptools.HttpRequestParser(protocol)
         self.checker = RequestChecker(max_head)
+        self.methods: deque = deque()  # of the heads fed, in order, till get_method()
 
-    def feed_data(self, data: bytes) -> None:
-        status, good = self.checker.feed(data)
+    def feed_data(self, data: bytes) -> bytes:
+        """Returns the start of a head that is not whole yet (not parsed):
+        the caller reads on from it, as from the start of a request."""
+        checker = self.checker
+        status, good = checker.feed(data)
+        held = b""
         if status:
-            if good:
-                self.parser.feed_data(data[:good])
-            raise Refused(status, self.checker.why)
-        self.parser.feed_data(data)
+            data = data[:good]
+        elif checker.state == _HEAD and checker.buf and data.endswith(checker.buf):
+            held, checker.buf = checker.buf, b""
+            data = data[:len(data) - len(held)]
+        shift = 0
+        if checker.heads:
+            pieces = []
+            last = 0
+            for start, stop, method in checker.heads:
+                if start >= len(data):
+                    break  # the refused message's
+                self.methods.append(method)
+                if start >= 0 and method not in METHODS and method not in STRICT_METHODS:
+                    pieces.append(data[last:start])
+                    pieces.append(STAND_IN)
+                    last = stop
+                    shift += len(STAND_IN) - (stop - start)
+            if pieces:
+                pieces.append(data[last:])
+                data = b"".join(pieces)
+        if data:
+            try:
+                self.parser.feed_data(data)
+            except httptools.HttpParserUpgrade as exc:
+                if shift and exc.args:
+                    # Where the tunnel's bytes begin, in the caller's bytes.
+                    raise httptools.HttpParserUpgrade(exc.args[0] - shift) from None
+                raise
+        if status:
+            raise Refused(status, checker.why)
+        return held
 
     def get_method(self) -> bytes:
+        """The method of the head being parsed, as the client sent it."""
+        if self.methods:
+            return self.methods.popleft()
         return self.parser.get_method()
 
     def get_http_version(self) -> str:

@@ -726,7 +726,13 @@ class ClientConnection:
             # connection: idle keep-alive connections stay small.
             parser = self.parser = CheckedRequestParser(self, MAX_REQUEST_HEAD)
         try:
-            parser.feed_data(data)
+            held = parser.feed_data(data)
+            if held:
+                # A head begun, not ended: read on from it as the fast path
+                # does (the parser takes heads whole, h1_checks).
+                self.head_buf = held
+                if self.active is None:
+                    self.deadline = self.sweeper.now + self.settings.http_request
         except httptools.HttpParserUpgrade as exc:
             self._upgrade_requested(data[exc.args[0]:] if exc.args else b"")
         except HeadTooLarge:
@@ -1475,13 +1481,15 @@ class ClientConnection:
                 self._resume(P_QUEUE)
             self._dispatch(nxt)
             return
-        if self.current is None:
+        if self.current is None and not self.head_buf:
             now = self.sweeper.now
             settings = self.settings
             self.idle_until = now + settings.keep_alive
             park = settings.park_after
             self.deadline = (now + park) if park else self.idle_until
         else:
+            # The next request has begun (a head not ended is waiting in
+            # head_buf): it is not idle, it has http_request to complete.
             self.deadline = self.sweeper.now + self.settings.http_request
         if self.kept is not None:
             self.kept_settle = True

@@ -84,3 +84,24 @@ def test_a_config_that_uses_them_still_gets_them(extra, module):
     """The same check sees a module that is needed (the test above can fail)."""
     config = PLAIN.format(port=free_port(), server=free_port()) + extra
     assert module in imported_by_a_start(config)
+
+
+def imported_by_a_check(config: str) -> set[str]:
+    lb = LbcoreProcess(config)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "lbcore.cli", "-c", lb.path, "--check"],
+                          capture_output=True, text=True, env=env, cwd=lb.dir, timeout=30)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return set(re.findall(r"^import time:\s+\d+ \|\s+\d+ \|\s*(\S+)$", done.stderr, re.M))
+
+
+def test_reading_a_config_without_rules_imports_no_rules_engine():
+    """What a start does before it binds (lbcore/bind_first.py), and all a
+    --check does: the rules (and tracking) only for a config that has some."""
+    plain = PLAIN.format(port=free_port(), server=free_port())
+    modules = imported_by_a_check(plain)
+    assert "lbcore.config" in modules and "yaml" in modules
+    assert not {"lbcore.rules", "lbcore.tracking", "asyncio", "uvloop"} & modules
+    with_acl = plain.replace("    backend: app\n", "    backend: app\n    acls: {api: \"path_beg /api\"}\n")
+    assert {"lbcore.rules", "lbcore.tracking"} <= imported_by_a_check(with_acl)
