@@ -14,6 +14,9 @@ Sections (all by default, or `--sections pools,configs,idle,probes`):
   reloads (each once the reload is over). Also lbcore on haproxy's own
   haproxy.cfg with haproxy's command line (`lbcore -W -db -f`, USR2;
   target "lbcore-cfg"), unless --no-lbcore-cfg.
+- starts: start-up alone, repeated (--starts, default 7) for each --pairs,
+  haproxy and lbcore taking turns: until every port accepts (polled every
+  2 ms), the CPU then, and until the first answer. Not in the default set.
 - idle: 5,000 and 20,000 idle keep-alive clients (or as many as the
   descriptor limit lets a proxy hold): RSS growth per client, read once
   settled, the clients held by child processes (bench/memprobe.py).
@@ -297,6 +300,63 @@ class Prober(threading.Thread):
             conn.close()
 
 
+def listening_after(ports: list[int], target: Target, began: float, timeout: float = 60.0) -> float:
+    """Seconds from `began` until every port accepts, polled every 2 ms
+    (wait_ports polls every 50 ms: too coarse for a 50 ms start)."""
+    deadline = time.monotonic() + timeout
+    for port in ports:
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1.0):
+                    break
+            except OSError:
+                if not target.child.alive():
+                    raise RuntimeError(f"{target.child.name} {target.child.how_it_ended()}: "
+                                       f"{target.child.last_words()}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f}s")
+                time.sleep(0.002)
+    return time.monotonic() - began
+
+
+def section_starts(args, procs, workdir, backend_ports) -> list[dict]:
+    """Start-up alone, --starts times per size, haproxy and lbcore taking
+    turns: until every port accepts (and the process tree's CPU then),
+    and until the first answer through the last frontend."""
+    rows = []
+    for pairs in args.pairs:
+        samples: dict[str, list] = {"haproxy": [], "lbcore": []}
+        for _ in range(args.starts):
+            for kind in samples:
+                make = pairs_lbcore if kind == "lbcore" else pairs_haproxy
+                for attempt in range(3):
+                    ports = free_ports(pairs)
+                    began = time.monotonic()
+                    target = Target(kind, procs, workdir, f"start-{kind}-{pairs}",
+                                    make(ports, backend_ports, 4000), args.lbcore_cmd)
+                    try:
+                        listening = listening_after(ports, target, began)
+                        break
+                    except RuntimeError as exc:
+                        target.stop()
+                        # A port taken meanwhile: lbcore says "in use", haproxy's
+                        # last words are that its listeners failed to start.
+                        if not ("in use" in str(exc) or "failed to start their listeners" in str(exc)) \
+                                or attempt == 2:
+                            raise
+                cpu = tree_cpu_seconds(target.pid)
+                answer = answered_after(ports[-1], began)
+                target.stop()
+                samples[kind].append((listening, answer, cpu))
+                log(f"pairs {pairs:>5} {kind:<8} listening {listening:.3f}s (cpu {cpu:.3f}s) "
+                    f"first answer {answer:.3f}s")
+        for kind, got in samples.items():
+            rows.append({"pairs": pairs, "target": kind, "listening_s": [g[0] for g in got],
+                         "first_answer_s": [g[1] for g in got], "cpu_when_listening_s": [g[2] for g in got],
+                         "load_average": os.getloadavg()})
+    return rows
+
+
 def section_configs(args, procs, workdir, backend_ports) -> list[dict]:
     rows = []
     for pairs in args.pairs:
@@ -532,6 +592,25 @@ def markdown(results: dict) -> str:
                        f"| {', '.join(f'{v:.1f}' for v in done) or '-'} "
                        f"| {' → '.join(f'{v:.0f}' for v in r['rss_across_reloads_mb'])} |")
         out.append("")
+    if results.get("starts"):
+        out += ["## Start-up alone (N pairs, 3 tcp-checked servers each), median of the starts (min-max)", "",
+                "| pairs | target | starts | every port accepts, s | CPU then, s | first answer, s | load average after |",
+                "|---:|---|---:|---|---|---|---|"]
+
+        def spread(values) -> str:
+            return f"{statistics.median(values):.3f} ({min(values):.3f}-{max(values):.3f})"
+        for r in results["starts"]:
+            out.append(f"| {r['pairs']} | {r['target']} | {len(r['listening_s'])} | {spread(r['listening_s'])} "
+                       f"| {spread(r['cpu_when_listening_s'])} | {spread(r['first_answer_s'])} "
+                       f"| {' '.join(f'{v:.1f}' for v in r['load_average'])} |")
+        by = {(r["pairs"], r["target"]): r for r in results["starts"]}
+        for pairs in sorted({r["pairs"] for r in results["starts"]}):
+            ha, lb = by.get((pairs, "haproxy")), by.get((pairs, "lbcore"))
+            if ha and lb:
+                out.append(f"\n{pairs} pairs, lbcore / haproxy (medians): every port accepts "
+                           f"{statistics.median(lb['listening_s']) / statistics.median(ha['listening_s']):.2f}x, "
+                           f"first answer {statistics.median(lb['first_answer_s']) / statistics.median(ha['first_answer_s']):.2f}x")
+        out.append("")
     if results.get("probes"):
         out += [f"## Health probes (N pairs x 3 tcp-checked servers, inter {PROBE_INTERVAL:g}s, no traffic; "
                 "both proxies up at once, CPU over the same windows, median)", "",
@@ -586,6 +665,7 @@ def parse_args(argv):
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--duration", type=int, default=5)
     p.add_argument("--reloads", type=int, default=6)
+    p.add_argument("--starts", type=int, default=7, help="starts: starts per proxy and size (default 7)")
     p.add_argument("--idle-seconds", type=float, default=10.0)
     p.add_argument("--quick", action="store_true", help="1 round of 2 s, 2 reloads, 5 s idle")
     p.add_argument("--lbcore-cmd", default=None)
@@ -612,7 +692,7 @@ def parse_args(argv):
 
 
 SECTIONS = {"pools": section_pools, "configs": section_configs, "idle": section_idle,
-            "probes": section_probes}
+            "probes": section_probes, "starts": section_starts}
 
 
 def main(argv=None) -> int:

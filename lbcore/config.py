@@ -24,6 +24,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from .balance import ALGORITHMS as BALANCE_NAMES
 from .balance import parse as balance_parse
 
+
 def _rules():
     """lbcore.rules, imported when a config has something for it (acls,
     rules, use_backend, userlists, error files, a stick_on sample): ~12 ms

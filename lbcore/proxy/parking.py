@@ -47,6 +47,9 @@ log = logging.getLogger("lbcore")
 # under 0.1 s between them, stays on its transport; a crowd of clients going
 # idle does not hold transports for long (whose memory the heap keeps).
 PARK_AFTER = 0.2
+# Seconds before a connection that found no free descriptor to park with
+# tries again (proxy/http.py's `_park`).
+PARK_RETRY = 0.5
 # After this many connections parked, the memory their transports held goes
 # back to the system (malloc_trim, ~0.3 ms), TRIM_DELAY later: glibc keeps
 # freed pages otherwise, and the process's resident size would stay at the

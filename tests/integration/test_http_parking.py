@@ -7,6 +7,7 @@ counters), and many park at once. `idle_parked` in /stats.json shows them."""
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import socket
 import tempfile
@@ -163,6 +164,38 @@ def test_maxconn_counts_parked_connections(backends3):
             c.close()
         parked_is(stats_port, 0, 0)
     finally:
+        lb.stop()
+
+
+def test_a_crowd_parking_near_the_descriptor_limit_parks_every_connection(backends3):
+    """Parking a crowd in one sweep holds two descriptors per connection
+    until uvloop closes the transports' own on its next turn: with fewer
+    free than the crowd, some found none, and stayed on their transports
+    until the keep-alive timeout. They park on a later sweep."""
+    port, stats_port = free_port(), free_port()
+    config = stats_config([backends3[0].address], port, stats_port)
+    config["defaults"]["timeouts"]["http_keep_alive"] = "30s"
+    lb = start_watched(config)
+    clients = []
+    try:
+        held = len(os.listdir(f"/proc/{lb.proc.pid}/fd"))
+        crowd, spare = 80, 12
+        resource.prlimit(lb.proc.pid, resource.RLIMIT_NOFILE, (held + crowd + spare,) * 2)
+        for _ in range(crowd):  # one after the other: a single server connection
+            clients.append(RawClient(port))
+            assert get(clients[-1]).status == 200
+
+        def all_parked():
+            try:
+                return web(stats_port)["idle_parked"] == crowd
+            except OSError:  # the stats endpoint, too, may find no descriptor for a moment
+                return False
+        wait_for(all_parked, f"{crowd} parked connections")  # far below the keep-alive timeout
+        for i, c in enumerate(clients):
+            assert get(c, f"/echo?i={i}").json()["path"] == f"/echo?i={i}"
+    finally:
+        for c in clients:
+            c.close()
         lb.stop()
 
 
