@@ -7,6 +7,7 @@ Python here, without the socket module's argument parsing (its SO_LINGER
 path alone formats and discards two TypeErrors per call).
 """
 
+import functools
 import os
 import socket
 import sys
@@ -69,6 +70,7 @@ IMPLEMENTATION = "cython"
 endpoints = probesock_py.endpoints  # rare (PROXY headers of probes): no C twin needed
 
 
+@functools.lru_cache(maxsize=8192)  # once per distinct address, as probesock_py.address
 def address(str host, int port):
     """A struct sockaddr_in / sockaddr_in6, packed: what connect() hands to
     the kernel as is."""

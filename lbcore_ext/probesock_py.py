@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import _socket
 import errno
+import functools
 import os
 import socket
 import struct
@@ -39,14 +40,23 @@ _NO_LINGER = struct.pack("ii", 1, 0)
 _UNDER_WAY = (0, errno.EINPROGRESS, errno.EAGAIN)
 
 
+# Worked out once per server, and a start with a thousand backends asks for
+# the same few addresses thousands of times: cached (an error is not).
+@functools.lru_cache(maxsize=8192)
 def address(host: str, port: int) -> tuple:
     if not 0 <= port <= 0xFFFF:
         raise OverflowError("port must be 0-65535.")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    if ":" not in host:
+        # A dotted quad is already the form connect() takes: inet_pton only
+        # checks it is one (OSError for anything else, a name included),
+        # without the resolver's getaddrinfo.
+        _socket.inet_pton(socket.AF_INET, host)
+        return socket.AF_INET, (host, port)
     # A literal only (socket.gaierror, an OSError, for a name): the kernel's
-    # form of it, with an IPv6 scope (fe80::1%eth0) made a scope id.
-    infos = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST)
-    return family, infos[0][4]
+    # form of it, with an IPv6 scope (fe80::1%eth0) made a scope id. The
+    # _socket one: socket.getaddrinfo's enums cost more than the call.
+    infos = _socket.getaddrinfo(host, port, socket.AF_INET6, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST)
+    return socket.AF_INET6, infos[0][4]
 
 
 def connect(addr: tuple, reset: bool, delay_ack: bool) -> int:

@@ -96,3 +96,25 @@ def test_addresses(ps):
         ps.address("::1", 443)
     with pytest.raises(OSError):
         ps.close(-1)
+
+
+def test_an_ipv4_literal_needs_no_resolver(ps, monkeypatch):
+    # What connect() takes, as the resolver would give it (192.0.2.41: an
+    # address no other test asks for, so not in address()'s cache yet).
+    resolved = socket.getaddrinfo("192.0.2.41", 8080, socket.AF_INET, socket.SOCK_STREAM, 0,
+                                  socket.AI_NUMERICHOST)[0][4]
+
+    def no_resolver(*args):
+        raise AssertionError("getaddrinfo() for an IPv4 literal")
+
+    monkeypatch.setattr(probesock_py._socket, "getaddrinfo", no_resolver)
+    monkeypatch.setattr(socket, "getaddrinfo", no_resolver)
+    addr = ps.address("192.0.2.41", 8080)
+    assert ps.address("192.0.2.41", 8080) is addr  # worked out once
+    if ps is probesock_py:
+        assert addr == (socket.AF_INET, resolved)
+    else:  # a struct sockaddr_in: family, port, address, padding
+        assert addr[2:8] == (8080).to_bytes(2, "big") + socket.inet_aton(resolved[0])
+    for bad in ("127.1", "01.2.3.4", "1.2.3.4.5", "example.org"):
+        with pytest.raises(OSError):
+            ps.address(bad, 80)
