@@ -67,23 +67,27 @@ def lbcore_main(argv: list[str]) -> int:
         if not args.config:
             parser.error("-c FILE is required (or -f haproxy.cfg)")
 
-    import gc
-
     from .config import ConfigError, load
+    from .heap import hold_collections, release_collections
 
     # No cyclic collection while a large file is read: its YAML node tree
     # is acyclic and freed by reference counting, and collections started by
-    # its allocations would walk it again and again.
-    gc.disable()
+    # its allocations would walk it again and again. Nor while the server
+    # starts: the config is as young as the tree was (lbcore.heap); the
+    # server collects once it serves (LoadBalancer.run), or run() or this
+    # turns collections back on on every other way out.
+    hold_collections()
     try:
         config = load(args.config)
-    except ConfigError as exc:
+    except BaseException as exc:
+        release_collections()
+        if not isinstance(exc, ConfigError):
+            raise
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return EXIT_CONFIG
-    finally:
-        gc.enable()
     if args.check:
+        release_collections()
         from .preflight import unresolvable_servers
         problems = unresolvable_servers(config)
         for problem in problems:
@@ -386,7 +390,9 @@ def run(config, started: Optional[list[Callable[[], None]]] = None, takeover_fro
         from . import takeover
         takeover.take_over(list(takeover_from))
     if handover.config.global_.workers > 1:
+        from .heap import release_collections
         from .workers import run_master
+        release_collections()  # the master serves nothing (lbcore_main held them)
         # The workers inherit it; the master holds a copy of every client
         # connection they keep (lbcore.adoption).
         raise_fd_limit()
@@ -412,11 +418,13 @@ def run_single(config, reuse_port: bool = False, started: Optional[list[Callable
     raise_fd_limit()
 
     from .bind_first import bind_frontends
+    from .heap import release_collections
     from .listeners import BindError
 
     try:  # listening before the heavy imports below (lbcore/bind_first.py)
         bind_frontends(config.config if isinstance(config, Handover) else config, reuse_port)
     except BindError as exc:
+        release_collections()
         print(f"lbcore: {exc}", file=sys.stderr)
         return EXIT_BIND
 
@@ -432,6 +440,8 @@ def run_single(config, reuse_port: bool = False, started: Optional[list[Callable
     except BindError as exc:
         print(f"lbcore: {exc}", file=sys.stderr)
         return EXIT_BIND
+    finally:
+        release_collections()  # however the server ended (lbcore_main held them)
 
 
 if __name__ == "__main__":

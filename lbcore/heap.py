@@ -34,6 +34,33 @@ def settle_heap() -> None:
     gc.freeze()
 
 
+# Whether the collector is held off until the start-up's heap settles
+# (hold_collections): False when nothing is held, or when it was off anyway.
+_held = False
+
+
+def hold_collections() -> None:
+    """No cyclic collection until `release_collections` (after the start's
+    settle_heap). The config just read and the runtime built from it are
+    young objects: each collection their allocations start walks them all
+    again (the first right after the config is read, then those of
+    generations 1 and 2), ~10 ms of CPU at 1,000 frontend/backend pairs
+    before the first request is served. They are acyclic and live on; the
+    start-up's garbage waits for the settle's full collection."""
+    global _held
+    if gc.isenabled():
+        gc.disable()
+        _held = True
+
+
+def release_collections() -> None:
+    """Collect as before hold_collections (if it turned the collector off)."""
+    global _held
+    if _held:
+        _held = False
+        gc.enable()
+
+
 def _malloc_trim():
     try:
         import ctypes

@@ -23,7 +23,7 @@ from . import pidfile, state_file, systemd, takeover
 from .batch import WriteBatch
 from .config import Address, Config, ConfigError
 from .health import HealthChecker
-from .heap import release_free_memory, settle_heap
+from .heap import hold_collections, release_collections, release_free_memory, settle_heap
 from . import bind_first
 from .listeners import Acceptor, BindError, bind_socket, inherited  # noqa: F401  (BindError: lbcore.server's name for it)
 from .logs import AccessLog, setup_event_log
@@ -144,6 +144,13 @@ def drop_privileges(spec) -> None:
 PURGE_INTERVAL = 1.0
 PURGE_BUDGET = 100_000
 
+# The start-up's heap settles (lbcore.heap.settle_heap: a full collection,
+# 10-30 ms at 1,000 frontend/backend pairs) this long after the server
+# serves: the requests that queued in the listen backlogs while it started
+# are answered first, each a few loop turns. Until then no collection runs
+# at all (hold_collections), so none walks the young config either.
+SETTLE_AFTER = 0.2
+
 
 class LoadBalancer:
     """Everything one lbcore process runs."""
@@ -170,10 +177,26 @@ class LoadBalancer:
         self._reload_again = False
         # Called once every listener is bound and serving (-sf, -Ws, -D).
         self.on_started: list[Callable[[], None]] = []
+        self._settle_timer: Optional[asyncio.TimerHandle] = None
 
     # -- start -----------------------------------------------------------------
 
     async def run(self) -> int:
+        hold_collections()  # until the heap settles (_settle_start_up)
+        try:
+            return await self._serve()
+        finally:
+            if self._settle_timer is not None:  # stopped before it settled
+                self._settle_timer.cancel()
+                self._settle_timer = None
+            release_collections()
+
+    def _settle_start_up(self) -> None:
+        self._settle_timer = None
+        settle_heap()
+        release_collections()
+
+    async def _serve(self) -> int:
         self.loop = loop = asyncio.get_running_loop()
         self.stopped = loop.create_future()
         self.serving = loop.create_future()
@@ -210,7 +233,7 @@ class LoadBalancer:
             await self._start_stats(config)
         except OSError as exc:
             raise BindError(f"cannot start stats: {exc.strerror or exc}") from None
-        settle_heap()
+        self._settle_timer = loop.call_later(SETTLE_AFTER, self._settle_start_up)
         if config.global_.pidfile:
             pidfile.write(config.global_.pidfile)
         if self.serves_takeover:

@@ -44,6 +44,11 @@ def test_reloads_amid_server_kills_freeze_no_garbage_and_leave_none(start_backen
     try:
         # Its ports answer before the start-up is over (and the heap settled).
         wait_until(lambda: "lbcore started" in lb.logs(), 20, "lbcore's start")
+        # The start-up's heap settles shortly after the server serves
+        # (lbcore.server.SETTLE_AFTER), and a probe's answer settles it too
+        # (tests/heap_probe.py): an answer after one that froze counts a
+        # settled start-up.
+        wait_until(lambda: lb.heap(tmp_path)["frozen"] > 0, 20, "the start-up's heap settled")
         before = lb.heap(tmp_path)
         with Load(port, clients=3) as load, Load(port, clients=1, fresh=True) as fresh:
             time.sleep(0.5)

@@ -93,3 +93,21 @@ def test_a_server_connection_its_server_closed_leaves_no_cycle():
 
     garbage = left_for_the_collector(closing)
     assert not garbage["UpstreamConnection"] and not garbage["HttpResponseParser"], garbage
+
+
+def test_collections_held_at_start_up_come_back_only_if_they_were_on():
+    from lbcore.heap import hold_collections, release_collections
+    assert gc.isenabled()
+    try:
+        hold_collections()
+        hold_collections()  # the server holds again what the command line held
+        assert not gc.isenabled()
+        release_collections()
+        assert gc.isenabled()
+        release_collections()  # once only
+        gc.disable()  # off for a reason of its own: left off
+        hold_collections()
+        release_collections()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
