@@ -16,7 +16,8 @@ Sections (all by default, or `--sections pools,configs,idle,probes`):
   target "lbcore-cfg"), unless --no-lbcore-cfg.
 - starts: start-up alone, repeated (--starts, default 7) for each --pairs,
   haproxy and lbcore taking turns: until every port accepts (polled every
-  2 ms), the CPU then, and until the first answer. Not in the default set.
+  2 ms), the CPU then, and until the first answer (and the CPU then). Not
+  in the default set.
 - idle: 5,000 and 20,000 idle keep-alive clients (or as many as the
   descriptor limit lets a proxy hold): RSS growth per client, read once
   settled, the clients held by child processes (bench/memprobe.py).
@@ -346,13 +347,15 @@ def section_starts(args, procs, workdir, backend_ports) -> list[dict]:
                             raise
                 cpu = tree_cpu_seconds(target.pid)
                 answer = answered_after(ports[-1], began)
+                answer_cpu = tree_cpu_seconds(target.pid)
                 target.stop()
-                samples[kind].append((listening, answer, cpu))
+                samples[kind].append((listening, answer, cpu, answer_cpu))
                 log(f"pairs {pairs:>5} {kind:<8} listening {listening:.3f}s (cpu {cpu:.3f}s) "
-                    f"first answer {answer:.3f}s")
+                    f"first answer {answer:.3f}s (cpu {answer_cpu:.3f}s)")
         for kind, got in samples.items():
             rows.append({"pairs": pairs, "target": kind, "listening_s": [g[0] for g in got],
                          "first_answer_s": [g[1] for g in got], "cpu_when_listening_s": [g[2] for g in got],
+                         "cpu_when_answered_s": [g[3] for g in got],
                          "load_average": os.getloadavg()})
     return rows
 
@@ -594,14 +597,16 @@ def markdown(results: dict) -> str:
         out.append("")
     if results.get("starts"):
         out += ["## Start-up alone (N pairs, 3 tcp-checked servers each), median of the starts (min-max)", "",
-                "| pairs | target | starts | every port accepts, s | CPU then, s | first answer, s | load average after |",
-                "|---:|---|---:|---|---|---|---|"]
+                "| pairs | target | starts | every port accepts, s | CPU then, s | first answer, s | CPU then, s "
+                "| load average after |",
+                "|---:|---|---:|---|---|---|---|---|"]
 
         def spread(values) -> str:
             return f"{statistics.median(values):.3f} ({min(values):.3f}-{max(values):.3f})"
         for r in results["starts"]:
             out.append(f"| {r['pairs']} | {r['target']} | {len(r['listening_s'])} | {spread(r['listening_s'])} "
                        f"| {spread(r['cpu_when_listening_s'])} | {spread(r['first_answer_s'])} "
+                       f"| {spread(r['cpu_when_answered_s']) if r.get('cpu_when_answered_s') else '-'} "
                        f"| {' '.join(f'{v:.1f}' for v in r['load_average'])} |")
         by = {(r["pairs"], r["target"]): r for r in results["starts"]}
         for pairs in sorted({r["pairs"] for r in results["starts"]}):
@@ -609,7 +614,9 @@ def markdown(results: dict) -> str:
             if ha and lb:
                 out.append(f"\n{pairs} pairs, lbcore / haproxy (medians): every port accepts "
                            f"{statistics.median(lb['listening_s']) / statistics.median(ha['listening_s']):.2f}x, "
-                           f"first answer {statistics.median(lb['first_answer_s']) / statistics.median(ha['first_answer_s']):.2f}x")
+                           f"first answer {statistics.median(lb['first_answer_s']) / statistics.median(ha['first_answer_s']):.2f}x"
+                           + (f", CPU until the first answer {statistics.median(lb['cpu_when_answered_s']) / statistics.median(ha['cpu_when_answered_s']):.2f}x"
+                              if lb.get("cpu_when_answered_s") and statistics.median(ha["cpu_when_answered_s"]) else ""))
         out.append("")
     if results.get("probes"):
         out += [f"## Health probes (N pairs x 3 tcp-checked servers, inter {PROBE_INTERVAL:g}s, no traffic; "
