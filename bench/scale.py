@@ -513,7 +513,7 @@ def section_idle(args, procs, workdir, backend_ports) -> list[dict]:
                          "rss_per_client_b": per, "marginal_b": marginal,
                          "rss_mb": result.rss_after / 2**20, "rss_before_mb": result.rss_before / 2**20,
                          "fds": result.fds_after, "ramp_s": result.ramp_s, "wait_s": result.wait_s,
-                         "error": result.error,
+                         "error": result.error, "load": os.getloadavg()[0],
                          "asked": [c for c in args.idle_clients if min(c, capacity) == result.wanted]})
             log(f"idle {result.wanted:>6} {kind:<8} {per:.0f} B per client ({result.still_open} open"
                 + (f", {result.parked} parked" if result.parked is not None else "")
@@ -634,15 +634,16 @@ def markdown(results: dict) -> str:
                 "Each proxy holds the counts in turn, in one process; RSS read once settled "
                 "(bench/memprobe.py). Per client: RSS growth from no clients / clients open. "
                 "From the previous count: RSS growth between the two counts / clients added.", "",
-                "| clients | target | open | parked | RSS MB | RSS per client, B | from the previous count, B | arrival s | read after s |",
-                "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+                "| clients | target | open | parked | RSS MB | RSS per client, B | from the previous count, B | arrival s | read after s | load |",
+                "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in results["idle"]:
             parked = "-" if r["parked"] is None else str(r["parked"])
             marginal = "-" if r["marginal_b"] is None else f"{r['marginal_b']:.0f}"
             note = ("" if r["settled"] else " (RSS not settled)") + (f" ({r['error']})" if r["error"] else "")
             out.append(f"| {r['clients']} | {r['target']} | {r['open']} | {parked} | "
                        f"{r['rss_before_mb']:.1f} -> {r['rss_mb']:.1f} | {r['rss_per_client_b']:.0f}{note} | "
-                       f"{marginal} | {r['ramp_s']:.1f} | {r['wait_s']:.1f} |")
+                       f"{marginal} | {r['ramp_s']:.1f} | {r['wait_s']:.1f} | "
+                       + ("-" if r.get("load") is None else f"{r['load']:.1f}") + " |")
         capped = sorted({c for r in results["idle"] for c in r["asked"] if c != r["clients"]})
         if capped:
             held = max(r["clients"] for r in results["idle"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import ipaddress
 import os
 import re
@@ -558,6 +559,7 @@ def probe_request(server, health: HealthSpec) -> Optional[bytes]:
     return None
 
 
+@functools.lru_cache(maxsize=4096)  # a check per server at start, the same few hosts over and over
 def is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
