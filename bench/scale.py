@@ -15,9 +15,9 @@ Sections (all by default, or `--sections pools,configs,idle,probes`):
   haproxy.cfg with haproxy's command line (`lbcore -W -db -f`, USR2;
   target "lbcore-cfg"), unless --no-lbcore-cfg.
 - starts: start-up alone, repeated (--starts, default 7) for each --pairs,
-  haproxy and lbcore taking turns: until every port accepts (polled every
-  2 ms), the CPU then, and until the first answer (and the CPU then). Not
-  in the default set.
+  haproxy, lbcore and lbcore-cfg (unless --no-lbcore-cfg) taking turns:
+  until every port accepts (polled every 2 ms), the CPU then, and until
+  the first answer (and the CPU then). Not in the default set.
 - idle: 5,000 and 20,000 idle keep-alive clients (or as many as the
   descriptor limit lets a proxy hold): RSS growth per client, read once
   settled, the clients held by child processes (bench/memprobe.py).
@@ -327,6 +327,8 @@ def section_starts(args, procs, workdir, backend_ports) -> list[dict]:
     rows = []
     for pairs in args.pairs:
         samples: dict[str, list] = {"haproxy": [], "lbcore": []}
+        if args.lbcore_cfg:
+            samples["lbcore-cfg"] = []  # haproxy's file and command line (-W -db -f)
         for _ in range(args.starts):
             for kind in samples:
                 make = pairs_lbcore if kind == "lbcore" else pairs_haproxy
@@ -610,13 +612,18 @@ def markdown(results: dict) -> str:
                        f"| {' '.join(f'{v:.1f}' for v in r['load_average'])} |")
         by = {(r["pairs"], r["target"]): r for r in results["starts"]}
         for pairs in sorted({r["pairs"] for r in results["starts"]}):
-            ha, lb = by.get((pairs, "haproxy")), by.get((pairs, "lbcore"))
-            if ha and lb:
-                out.append(f"\n{pairs} pairs, lbcore / haproxy (medians): every port accepts "
-                           f"{statistics.median(lb['listening_s']) / statistics.median(ha['listening_s']):.2f}x, "
-                           f"first answer {statistics.median(lb['first_answer_s']) / statistics.median(ha['first_answer_s']):.2f}x"
-                           + (f", CPU until the first answer {statistics.median(lb['cpu_when_answered_s']) / statistics.median(ha['cpu_when_answered_s']):.2f}x"
-                              if lb.get("cpu_when_answered_s") and statistics.median(ha["cpu_when_answered_s"]) else ""))
+            ha = by.get((pairs, "haproxy"))
+            for kind in ("lbcore", "lbcore-cfg"):
+                lb = by.get((pairs, kind))
+                if ha and lb:
+                    out.append(f"\n{pairs} pairs, {kind} / haproxy (medians): every port accepts "
+                               f"{statistics.median(lb['listening_s']) / statistics.median(ha['listening_s']):.2f}x, "
+                               f"first answer {statistics.median(lb['first_answer_s']) / statistics.median(ha['first_answer_s']):.2f}x, "
+                               f"CPU {statistics.median(lb['cpu_when_listening_s']) / statistics.median(ha['cpu_when_listening_s']):.2f}x"
+                               + (f", CPU until the first answer "
+                                  f"{statistics.median(lb['cpu_when_answered_s']) / statistics.median(ha['cpu_when_answered_s']):.2f}x"
+                                  if lb.get("cpu_when_answered_s") and ha.get("cpu_when_answered_s")
+                                  and statistics.median(ha["cpu_when_answered_s"]) else ""))
         out.append("")
     if results.get("probes"):
         out += [f"## Health probes (N pairs x 3 tcp-checked servers, inter {PROBE_INTERVAL:g}s, no traffic; "
@@ -678,7 +685,7 @@ def parse_args(argv):
     p.add_argument("--quick", action="store_true", help="1 round of 2 s, 2 reloads, 5 s idle")
     p.add_argument("--lbcore-cmd", default=None)
     p.add_argument("--no-lbcore-cfg", dest="lbcore_cfg", action="store_false",
-                   help="configs: skip lbcore run on the haproxy.cfg with -W -db -f")
+                   help="configs, starts: skip lbcore run on the haproxy.cfg with -W -db -f")
     p.add_argument("--results", type=Path, default=BENCH_DIR / "results")
     p.add_argument("--no-write", action="store_true", help="print, do not write results")
     args = p.parse_args(argv)

@@ -98,6 +98,24 @@ def _counters(c: Any) -> dict:
     return row
 
 
+def _snapshot_counters(row: dict) -> dict:
+    """_counters() of a stats snapshot row (field for field the same)."""
+    out = {}
+    for field in (*CARRIED, *PEAKS):
+        value = row.get(field)
+        if value:
+            out[field] = value
+    timed = row.get("timed_requests")
+    if timed:
+        out["timed_requests"] = timed
+        for field in TIMERS:
+            out[field] = row.get(field, 0.0)
+    responses = row.get("http_responses")
+    if isinstance(responses, dict) and any(responses.values()):
+        out["http_responses"] = responses
+    return out
+
+
 def _frontend_row(frontend: Any) -> str:
     return json.dumps(_counters(frontend), separators=(",", ":"))
 
@@ -147,6 +165,24 @@ class Carry:
                 deadline = time.monotonic() + SLICE
         return cls(rows)
 
+    @classmethod
+    def from_snapshot(cls, state: dict) -> "Carry":
+        """The Carry of a stats snapshot (lbcore.workers' master hands the
+        merge of its workers' snapshots): 20 times smaller to send and to
+        read, and its final state can be sent as the changed rows only."""
+        rows = {("frontends", name): json.dumps(_snapshot_counters(row), separators=(",", ":"))
+                for name, row in (state.get("frontends") or {}).items()}
+        for name, row in (state.get("backends") or {}).items():
+            out = _snapshot_counters(row)
+            servers = []
+            for entry in row.get("servers") or ():
+                server = {key: entry.get(key) for key in ("name", "address", "health", "admin", "weight")}
+                server.update(_snapshot_counters(entry))
+                servers.append(server)
+            out["servers"] = servers
+            rows["backends", name] = json.dumps(out, separators=(",", ":"))
+        return cls(rows)
+
     def since(self, before: Optional["Carry"]) -> "Carry":
         """Only the rows that differ from `before`'s."""
         if before is None:
@@ -164,8 +200,8 @@ class Carry:
 State = Union[Carry, dict]  # a dict: a stats snapshot (lbcore.workers' master hands those)
 
 
-def _state_json(state: State) -> str:
-    return state.json() if isinstance(state, Carry) else json.dumps(state, separators=(",", ":"))
+def _carry(state: State) -> Carry:
+    return state if isinstance(state, Carry) else Carry.from_snapshot(state)
 
 
 # -- the running process's side -----------------------------------------------
@@ -188,7 +224,7 @@ class TakeoverServer:
         self.handed_over = False
         # Successors' connections, kept open for the counters this process
         # adds while it drains (finish()), with the state each was handed.
-        self.successors: list[tuple[socket.socket, State]] = []
+        self.successors: list[tuple[socket.socket, Carry]] = []
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -212,13 +248,11 @@ class TakeoverServer:
 
     def finish(self, state: State) -> None:
         """At exit: the final state to each successor, which adds what was
-        counted here since the handover. A Carry sends the rows that
-        changed since the one handed over."""
+        counted here since the handover: the rows that changed since."""
+        final = _carry(state)
         for conn, handed in self.successors:
-            final = state.since(handed if isinstance(handed, Carry) else None) \
-                if isinstance(state, Carry) else state
             try:
-                conn.sendall(_state_json(final).encode() + b"\n")
+                conn.sendall(final.since(handed).json().encode() + b"\n")
             except OSError:
                 pass
             conn.close()
@@ -246,7 +280,7 @@ class TakeoverServer:
             # The state first: it is made between other work, during which
             # a reload may close listeners; the descriptors are listed
             # right before they are sent.
-            state = await self.state()
+            state = _carry(await self.state())
             given = self.handover()
             fds = [fd for _, _, group in given for fd in group]
             conn.setblocking(True)
@@ -254,7 +288,7 @@ class TakeoverServer:
             for i in range(0, len(fds), MAX_FDS):
                 socket.send_fds(conn, [b"\0"], fds[i:i + MAX_FDS])
             sockets = json.dumps([[kind, name, len(group)] for kind, name, group in given], separators=(",", ":"))
-            conn.sendall(('{"sockets":' + sockets + ',"state":' + _state_json(state) + "}\n").encode())
+            conn.sendall(('{"sockets":' + sockets + ',"state":' + state.json() + "}\n").encode())
             self.handed_over = True
             self.successors.append((conn, state))
             conn = None

@@ -549,6 +549,8 @@ class Builder:
     def server_tls(self, line: Line, words: dict, http: bool) -> Optional[Map]:
         """servers[].tls from a server's TLS keywords (default-server's
         first), with the global ssl-default-server-* and ssl-server-verify."""
+        if not words:
+            return None  # (most servers)
         ssl = _last_of(words, "ssl", "no-ssl") == "ssl"
         check_ssl = _last_of(words, "check-ssl", "no-check-ssl")
         if not ssl and check_ssl != "check-ssl":

@@ -85,8 +85,10 @@ class Scalar(_Marked, ScalarNode):
         self.tag = _TAGS[kind]
         if kind is str:
             self.value = python
-        elif kind is bool or python is None:
-            self.value = "true" if python else "false" if python is False else "null"
+        elif kind is bool:
+            self.value = "true" if python else "false"
+        elif python is None:
+            self.value = "null"
         else:
             self.value = repr(python)
 

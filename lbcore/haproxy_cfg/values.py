@@ -6,6 +6,7 @@ raises ValueError with a message the reader prefixes with file:line.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 
@@ -20,6 +21,9 @@ def is_zero_time(word: str) -> bool:
     return bool(match) and int(match.group(1)) == 0
 
 
+# A large file repeats the same few times and counts on every server line:
+# each word is parsed once (errors raise, and are not remembered).
+@functools.lru_cache(maxsize=1024)
 def duration(word: str) -> str:
     """HAProxy time (milliseconds unless a unit is given) -> lb.yaml duration."""
     match = _TIME.fullmatch(word)
@@ -41,6 +45,7 @@ def seconds(text: str) -> float:
     return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
+@functools.lru_cache(maxsize=1024)
 def integer(word: str, low: int = 0, high: int | None = None) -> int:
     if not _INTEGER.fullmatch(word):
         raise ValueError(f"expected an integer, got '{word}'")

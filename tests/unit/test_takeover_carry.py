@@ -102,3 +102,11 @@ def test_final_state_sends_the_changed_rows_and_adds_up():
     assert new.backends["pool"].by_name["a"].http_requests == 6
     assert new.backends["spare"].total_sessions == 0
     assert takeover.Carry.now(old).since(takeover.Carry.now(old)).json() == '{"frontends":{},"backends":{}}'
+
+
+def test_a_snapshot_carries_the_same_rows():
+    """lbcore.workers' master hands the merge of its workers' snapshots:
+    the same compact rows, so its final state is the changed rows too."""
+    rt = runtime()
+    traffic(rt)
+    assert takeover.Carry.from_snapshot(json.loads(json.dumps(snapshot(rt)))).rows == takeover.Carry.now(rt).rows
