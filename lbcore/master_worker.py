@@ -45,6 +45,13 @@ READY_TIMEOUT = 60.0
 Serve = Callable[[list[int], list[int], Callable[[], None]], int]
 
 
+# A new interpreter runs `-m lbcore...`, which would put the working
+# directory first on sys.path: an `lbcore` directory there (a checkout of
+# another version, say) would be imported in place of this one. Python
+# 3.11's -P leaves it out; PYTHONPATH (_package_env) says where this is.
+PYTHON = [sys.executable, "-P"] if sys.version_info >= (3, 11) else [sys.executable]
+
+
 def _package_env(**changes: Optional[str]) -> dict:
     """This environment, with `changes` applied (None: removed). A new
     interpreter must import this same lbcore: run from a source tree, that
@@ -96,7 +103,7 @@ class Worker:
         read_end, write_end = os.pipe()
         try:
             os.set_inheritable(write_end, True)
-            command = [sys.executable, "-m", "lbcore", *argv, "--ready-fd", str(write_end)]
+            command = [*PYTHON, "-m", "lbcore", *argv, "--ready-fd", str(write_end)]
             sys.stdout.flush()
             sys.stderr.flush()
             pid = os.posix_spawn(sys.executable, command, _package_env(NOTIFY_SOCKET=None), setsigmask=())
@@ -192,7 +199,7 @@ def _become_supervisor(worker: int, worker_argv: list[str], pidfile: Optional[st
     sys.stdout.flush()
     sys.stderr.flush()
     try:
-        os.execve(sys.executable, [sys.executable, "-m", "lbcore.master_worker", state], _package_env())
+        os.execve(sys.executable, [*PYTHON, "-m", "lbcore.master_worker", state], _package_env())
     except OSError as exc:
         print(f"lbcore master: cannot become a small supervisor ({exc}); supervising from here",
               file=sys.stderr)

@@ -12,6 +12,8 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from tests.support import ROOT, Load, free_port, wait_port, wait_until
 
 FRONTENDS = 20  # several listeners, so that the handover carries many descriptors and rows
@@ -87,6 +89,41 @@ def test_sigusr2_reloads_lose_no_connection_and_no_request(start_backend, tmp_pa
         # The master became the small supervisor: it holds no config to grow by.
         with open(f"/proc/{master.pid}/cmdline", "rb") as f:
             assert b"lbcore.master_worker" in f.read()
+    finally:
+        master.send_signal(signal.SIGTERM)
+        try:
+            master.wait(20)
+        except subprocess.TimeoutExpired:
+            master.kill()
+            master.wait()
+    assert master.returncode == 0
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="python -P is 3.11's")
+def test_a_reload_imports_this_lbcore_not_one_in_the_working_directory(start_backend, tmp_path):
+    """A reload starts a new interpreter with `-m lbcore`: an `lbcore`
+    directory where the master runs (a checkout of another version) must not
+    be what it imports."""
+    shadow = tmp_path / "lbcore"
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text("raise SystemExit('the lbcore of the working directory')\n")
+    servers = [start_backend("s1").address]
+    ports = [free_port()]
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(haproxy_cfg(ports, servers))
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    # -P as an installed `lbcore` script has it: its directory, not the working one, is on sys.path.
+    with open(tmp_path / "lbcore.log", "wb") as log:
+        master = subprocess.Popen([sys.executable, "-P", "-m", "lbcore.cli", "-W", "-db", "-f", str(cfg)],
+                                  stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(tmp_path))
+    try:
+        wait_port(ports[0], proc=master, timeout=30)
+        [worker] = children(master.pid)
+        master.send_signal(signal.SIGUSR2)
+        wait_until(lambda: sole_worker(master.pid, worker), 30, "the new worker serving alone")
+        text = (tmp_path / "lbcore.log").read_text()
+        assert "working directory" not in text and "reload refused" not in text, text[-2000:]
+        assert master.poll() is None
     finally:
         master.send_signal(signal.SIGTERM)
         try:
