@@ -39,6 +39,11 @@ def sole_worker(master: int, old: int):
     return workers[0] if len(workers) == 1 and workers[0] != old else None
 
 
+def first_worker(master: int) -> int:
+    """The master's worker: the master's ports may accept before it is forked."""
+    return wait_until(lambda: sole_worker(master, None), 30, "the first worker")
+
+
 def haproxy_cfg(ports: list[int], servers: list[str]) -> str:
     out = ["global\n    maxconn 2000\ndefaults\n    mode http\n    timeout connect 2s\n"
            "    timeout client 30s\n    timeout server 30s\n"]
@@ -61,7 +66,7 @@ def test_sigusr2_reloads_lose_no_connection_and_no_request(start_backend, tmp_pa
     try:
         for port in ports:
             wait_port(port, proc=master, timeout=30)
-        [worker] = children(master.pid)
+        worker = first_worker(master.pid)
         with Load(ports[0], clients=3) as keep_alive, Load(ports[-1], clients=1, fresh=True) as fresh:
             wait_until(lambda: keep_alive.ok > 30 and fresh.ok > 10, 20, "traffic through the first worker")
             for reload in range(3):
@@ -118,7 +123,7 @@ def test_a_reload_imports_this_lbcore_not_one_in_the_working_directory(start_bac
                                   stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(tmp_path))
     try:
         wait_port(ports[0], proc=master, timeout=30)
-        [worker] = children(master.pid)
+        worker = first_worker(master.pid)
         master.send_signal(signal.SIGUSR2)
         wait_until(lambda: sole_worker(master.pid, worker), 30, "the new worker serving alone")
         text = (tmp_path / "lbcore.log").read_text()
