@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import gc
 import os
-import socket
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Optional
 
@@ -354,6 +353,7 @@ def _userlist(name: str, head: Line, lines: list[Line], p: Problems) -> Seq:
 def _peers(name: str, head: Line, lines: list[Line], p: Problems, localpeer: Optional[str], env=None) -> Map:
     block = Map(origin(head), comment=f"{head.where} peers {name}")
     nodes = Seq(origin(head))
+    import socket  # (only for a peers section: --check goes without it)
     local = localpeer or socket.gethostname()
     for line in lines:
         words = line.words

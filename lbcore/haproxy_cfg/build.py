@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 from typing import Optional
 
-from ..rules import answers
 from . import values
 from .lexer import Line, expand_env
 from .proxies import BE, FE, Problems, Proxy, origin, parse_server_params
@@ -394,6 +393,9 @@ class Builder:
         from a defaults section: one error per line, as haproxy -c."""
         key = (at.file, at.line)
         if key not in self.checked_error_files:
+            # lbcore.rules (~9 ms of imports) only for a file that has
+            # errorfile lines: a plain config's start binds without it.
+            from ..rules import answers
             problem = None
             if not code.isdigit() or int(code) not in answers.ERROR_FILE_CODES:
                 problem = f"status code '{code}' not handled (one of " \
