@@ -33,10 +33,11 @@ __all__ = ["load", "convert", "expand_paths", "Loaded", "SYNTAX_VERSION"]
 # The HAProxy version whose configuration language this reader follows.
 SYNTAX_VERSION = "2.6"
 
-PROXY_SECTIONS = ("defaults", "frontend", "backend", "listen")
-OTHER_SECTIONS = ("global", "userlist", "peers")
-REFUSED_SECTIONS = ("resolvers", "mailers", "program", "cache", "ring", "http-errors", "fcgi-app",
-                    "crt-store", "log-forward", "traces")
+PROXY_SECTIONS = frozenset(("defaults", "frontend", "backend", "listen"))
+OTHER_SECTIONS = frozenset(("global", "userlist", "peers"))
+SECTIONS = PROXY_SECTIONS | OTHER_SECTIONS
+REFUSED_SECTIONS = frozenset(("resolvers", "mailers", "program", "cache", "ring", "http-errors", "fcgi-app",
+                              "crt-store", "log-forward", "traces"))
 
 
 @dataclass
@@ -93,7 +94,7 @@ class _Reader:
 
     def read_line(self, line: Line) -> None:
         keyword = line.keyword
-        if keyword in PROXY_SECTIONS or keyword in OTHER_SECTIONS:
+        if keyword in SECTIONS:
             self.start_section(line)
             return
         if keyword in REFUSED_SECTIONS:

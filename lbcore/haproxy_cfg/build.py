@@ -16,6 +16,8 @@ PER_BACKEND = {"inter": "interval", "rise": "rise", "fall": "fall", "port": "por
 # Server keywords lb.yaml keeps per backend (the servers of one backend must agree).
 POOL_KEYS = {"pool-max-conn": "pool_max_conn", "pool-purge-delay": "pool_purge_delay"}
 CHECK_DEFAULTS = {"inter": "2000", "rise": "2", "fall": "3"}
+# Every check setting of a server line, in the order health() checks them.
+CHECK_SETTINGS = tuple(PER_BACKEND) + ("fastinter", "downinter")
 STATS_URIS = ("/", "/stats", "/haproxy?stats")
 
 
@@ -317,7 +319,7 @@ class Builder:
         timeouts = self.timeouts(proxy, where, frontend=False)
         if timeouts:
             be["timeouts"] = timeouts
-        servers, health, per_backend = self.servers(proxy, where)
+        servers, health, per_backend = self.servers(proxy, where, be["mode"].python == "http")
         be["health"] = health
         if per_backend.get("on-marked-down"):
             be["on_marked_down"] = per_backend["on-marked-down"]
@@ -417,8 +419,9 @@ class Builder:
         """acls and rules go to the frontend side of a listen section, except
         those that act on the backend (none yet: HAProxy runs a listen's
         rules once, as its frontend's)."""
-        if only_backend:
-            return
+        if only_backend or not (proxy.acls or proxy.tcp_request or proxy.http_request or proxy.http_response
+                                 or proxy.use_backend):
+            return  # (most proxies)
         if proxy.acls:
             acls = Map(where)
             for name, (text, at) in proxy.acls.items():
@@ -435,12 +438,11 @@ class Builder:
             seq.extend(rules)
             block[key] = seq
 
-    def servers(self, proxy: Proxy, where: Origin) -> tuple[Seq, Map, dict[str, Scalar]]:
+    def servers(self, proxy: Proxy, where: Origin, http: bool) -> tuple[Seq, Map, dict[str, Scalar]]:
         seq = Seq(where)
         checked: list[tuple[dict, Line]] = []
         marked: list[tuple[Optional[tuple], Line]] = []
         per_backend: dict[str, Scalar] = {}
-        http = self.mode(proxy, where).python == "http"
         pooled: list[tuple[dict, Line]] = []
         for line in proxy.servers:
             params = proxy.default_server + parse_server_params(line, line.words[3:], self.p)
@@ -498,7 +500,14 @@ class Builder:
             kat = origin(where_line, f"{where_line.keyword} {word}")
             value = args[0] if args else None
             try:
-                if word == "no-check":
+                # (the check settings first: most servers have them)
+                if word in ("inter", "fastinter", "downinter"):
+                    settings[word] = (values.duration(value), kat)
+                elif word in ("rise", "fall"):
+                    settings[word] = (values.integer(value, 1), kat)
+                elif word == "port":
+                    settings[word] = (values.integer(value, 1, 65535), kat)
+                elif word == "no-check":
                     check = False
                 elif word in ("backup", "no-backup"):
                     server["backup"] = Scalar(word == "backup", kat)
@@ -516,12 +525,6 @@ class Builder:
                     server.pop("send_proxy", None)
                 elif word == "cookie":
                     server["cookie"] = Scalar(value, kat)
-                elif word in ("inter", "fastinter", "downinter"):
-                    settings[word] = (values.duration(value), kat)
-                elif word in ("rise", "fall"):
-                    settings[word] = (values.integer(value, 1), kat)
-                elif word == "port":
-                    settings[word] = (values.integer(value, 1, 65535), kat)
                 elif word == "pool-max-conn":
                     number = values.integer(value, -1)
                     settings[word] = (None if number == -1 else number, kat)  # -1: no limit of its own
@@ -620,26 +623,29 @@ class Builder:
             health["type"] = Scalar("none", where)
             return health
         # The settings lb.yaml keeps per backend must agree between servers.
-        for key in list(PER_BACKEND) + ["fastinter", "downinter"]:
+        for key in CHECK_SETTINGS:
             seen = [(s[key], line) for s, line in checked if key in s]
-            distinct = {value for (value, _), _ in seen}
-            if len(distinct) > 1:
-                first, other = seen[0], next(item for item in seen if item[0][0] != seen[0][0][0])
+            if not seen:
+                continue
+            first = seen[0]
+            other = next((item for item in seen if item[0][0] != first[0][0]), None)
+            if other is not None:
                 self.p.error(other[1], f"servers of '{proxy.name}' disagree ({first[1].where} says "
                              f"{first[0][0]}, this line {other[0][0]}): lbcore sets it once per backend",
                              f"server {key}")
                 continue
-            if len(seen) not in (0, len(checked)) and key == "port":
+            if len(seen) != len(checked) and key == "port":
                 missing = next(line for s, line in checked if key not in s)
                 self.p.error(missing, f"other servers of '{proxy.name}' set '{key}' "
-                             f"({seen[0][1].where}): lbcore sets it once per backend", "server")
-            if seen:
-                per_backend[key] = Scalar(*seen[0][0])
+                             f"({first[1].where}): lbcore sets it once per backend", "server")
+            per_backend[key] = Scalar(*first[0])
         inter = per_backend.get("inter")
         for key in ("fastinter", "downinter"):
             other = per_backend.pop(key, None)
+            if other is None:
+                continue
             interval = inter.python if inter else values.duration(CHECK_DEFAULTS["inter"])
-            if other is not None and values.seconds(other.python) != values.seconds(interval):
+            if values.seconds(other.python) != values.seconds(interval):
                 self.p.errors.append(f"{other.origin}: {other.origin.keyword}: a check interval other than "
                                      "'inter' is not supported by lbcore")
         httpchk = proxy.options.get("httpchk")

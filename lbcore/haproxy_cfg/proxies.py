@@ -8,7 +8,6 @@ declared (HAProxy's rule: the last `defaults` above it, or the one named by
 
 from __future__ import annotations
 
-import copy
 from typing import Callable, Optional
 
 from . import values
@@ -88,8 +87,9 @@ class Proxy:
 
     def inherit(self, kind: str, name: str, line: Line) -> "Proxy":
         """A new proxy that starts with this defaults section's settings."""
-        child = copy.copy(self)
-        child.kind, child.caps, child.name, child.line = kind, SECTION_CAPS[kind], name, line
+        # A new proxy (its binds, servers, acls and rules start empty), then
+        # copies of what a defaults section hands down.
+        child = Proxy(kind, name, line, self.p)
         child.settings = dict(self.settings)
         child.timeouts = dict(self.timeouts)
         child.options = dict(self.options)
@@ -97,11 +97,7 @@ class Proxy:
         child.tcp_steps = list(self.tcp_steps)
         child.tcp_steps_inherited = bool(self.tcp_steps)
         child.default_server = list(self.default_server)
-        child.binds, child.servers = [], []
-        child.acls, child.tcp_request, child.http_request = {}, [], []
-        child.http_response, child.use_backend, child.stick_rules = [], [], []
         child.stats = dict(self.stats)
-        child.prometheus = None
         child.error_files = dict(self.error_files)
         return child
 
@@ -723,16 +719,16 @@ def http_rule(proxy: Proxy, line: Line, response: bool) -> Map:
 
 # -- server lines -----------------------------------------------------------------
 
-SERVER_FLAGS = ("check", "backup", "disabled", "send-proxy", "send-proxy-v2", "ssl", "check-ssl",
+SERVER_FLAGS = frozenset(("check", "backup", "disabled", "send-proxy", "send-proxy-v2", "ssl", "check-ssl",
                 "no-check", "no-backup", "no-ssl", "no-send-proxy", "no-send-proxy-v2", "enabled",
                 "no-check-ssl", "no-tls-tickets", "allow-0rtt", "no-verifyhost", "no-sslv3", "no-tlsv10",
-                "no-tlsv11", "no-tlsv12", "force-tlsv12", "force-tlsv13")
-SERVER_VALUES = ("inter", "fastinter", "downinter", "rise", "fall", "port", "weight", "maxconn", "cookie",
+                "no-tlsv11", "no-tlsv12", "force-tlsv12", "force-tlsv13"))
+SERVER_VALUES = frozenset(("inter", "fastinter", "downinter", "rise", "fall", "port", "weight", "maxconn", "cookie",
                  "on-marked-down", "on-marked-up", "verify", "ca-file", "crl-file", "verifyhost", "sni",
                  "alpn", "check-alpn", "check-sni", "addr", "minconn", "maxqueue", "slowstart", "id",
                  "observe", "error-limit", "on-error", "init-addr", "resolvers", "agent-check", "agent-port",
                  "agent-inter", "proto", "ssl-min-ver", "ssl-max-ver", "ciphers", "ciphersuites", "crt",
-                 "source", "usesrc", "pool-max-conn", "pool-purge-delay", "max-reuse", "tfo", "track")
+                 "source", "usesrc", "pool-max-conn", "pool-purge-delay", "max-reuse", "tfo", "track"))
 
 
 def parse_server_params(line: Line, words: tuple[str, ...], problems: Problems,
