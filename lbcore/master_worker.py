@@ -181,6 +181,10 @@ def run(serve: Serve, worker_argv: list[str], started: list[Callable[[], None]],
     signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
     current = Worker.fork(serve, list(first_soft_stop), list(first_hard_stop))
     del serve  # and with it the master's reference to the worker's config
+    # The worker holds them until it serves (lbcore.heap); the master, which
+    # may go on supervising from here, collects as usual.
+    from .heap import release_collections
+    release_collections()
     if not current.wait_ready():
         return current.wait() or 1
     if pidfile:

@@ -103,7 +103,7 @@ _LATE_IMPORTS = ("lbcore.haproxy_cfg", "lbcore.stats.admin", "lbcore.stats.snaps
                  "lbcore.state_file", "encodings.idna", "encodings.ascii", "encodings.latin_1",
                  # not imported by a start that does not use them (tests/integration/test_startup_imports.py)
                  "lbcore.config_reader", "lbcore.spec_pickle", "difflib", "logging.handlers",
-                 "hashlib", "hmac", "ctypes.util", "shutil", "tempfile")
+                 "hashlib", "hmac", "ctypes", "ctypes.util", "shutil", "tempfile")
 
 
 def drop_privileges(spec) -> None:
@@ -226,7 +226,10 @@ class LoadBalancer:
         self._install_signals(loop)
         bind_first.release_signals()  # those that came meanwhile are handled now
         self._install_acceptors(sockets)
-        self.health.start(loop)
+        # The checks are made a slice at a time once this serves: the
+        # connections that queued meanwhile go first (a first probe is due
+        # at a random time within its interval anyway).
+        self.health.start(loop, in_steps=True)
         await self._start_peers(config)
         self._purge_tables()
         try:

@@ -28,6 +28,7 @@ NOT_AT_A_PLAIN_START = {
     "pickle": "spec_pickle (reloads, workers), logging.handlers",
     "lbcore.config_reader": "server: a reload's reader",
     "lbcore.spec_pickle": "control (workers), config_reader (reloads)",
+    "ctypes": "heap: malloc_trim, which only a reload calls",
 }
 
 PLAIN = """\
