@@ -137,12 +137,12 @@ class _Reader:
             return
         name = args[0] if args else ""
         parent = self.defaults
-        rest = list(args[1:])
-        if rest[:1] == ["from"] and len(rest) == 2:
+        rest = args[1:]
+        if rest[:1] == ("from",) and len(rest) == 2:
             parent = self.named_defaults.get(rest[1])
             if parent is None:
                 self.p.error(line, f"defaults section '{rest[1]}' is not defined (above this line)")
-            rest = []
+            rest = ()
         if rest:
             self.p.error(line, f"unexpected '{' '.join(rest)}' (expected '{kind} NAME [from DEFAULTS]')")
         if kind != "defaults" and not name:
