@@ -340,7 +340,7 @@ class LoadBalancer:
             frontend = handler.frontend
             acceptor = self.acceptors.get(address)
             if acceptor is None:
-                acceptor = Acceptor(self.loop, sock, None, None, self._siblings(address))
+                acceptor = Acceptor(self.loop, sock, None, None, self._siblings(address), self.ctx.paused)
             acceptor.on_accept = handler.accept
             acceptor.may_accept = (lambda fe=frontend: self.ctx.may_accept(fe))
             acceptors[address] = acceptor
@@ -349,7 +349,6 @@ class LoadBalancer:
                 acceptor.close()
                 log.info("stopped listening on %s", address)
         self.acceptors = acceptors
-        self.ctx.acceptors = list(acceptors.values())
         for acceptor in acceptors.values():
             acceptor.start()
 
