@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import gc
 import os
-import socket
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Optional
 
@@ -34,10 +33,11 @@ __all__ = ["load", "convert", "expand_paths", "Loaded", "SYNTAX_VERSION"]
 # The HAProxy version whose configuration language this reader follows.
 SYNTAX_VERSION = "2.6"
 
-PROXY_SECTIONS = ("defaults", "frontend", "backend", "listen")
-OTHER_SECTIONS = ("global", "userlist", "peers")
-REFUSED_SECTIONS = ("resolvers", "mailers", "program", "cache", "ring", "http-errors", "fcgi-app",
-                    "crt-store", "log-forward", "traces")
+PROXY_SECTIONS = frozenset(("defaults", "frontend", "backend", "listen"))
+OTHER_SECTIONS = frozenset(("global", "userlist", "peers"))
+SECTIONS = PROXY_SECTIONS | OTHER_SECTIONS
+REFUSED_SECTIONS = frozenset(("resolvers", "mailers", "program", "cache", "ring", "http-errors", "fcgi-app",
+                              "crt-store", "log-forward", "traces"))
 
 
 @dataclass
@@ -94,7 +94,7 @@ class _Reader:
 
     def read_line(self, line: Line) -> None:
         keyword = line.keyword
-        if keyword in PROXY_SECTIONS or keyword in OTHER_SECTIONS:
+        if keyword in SECTIONS:
             self.start_section(line)
             return
         if keyword in REFUSED_SECTIONS:
@@ -137,12 +137,12 @@ class _Reader:
             return
         name = args[0] if args else ""
         parent = self.defaults
-        rest = list(args[1:])
-        if rest[:1] == ["from"] and len(rest) == 2:
+        rest = args[1:]
+        if rest[:1] == ("from",) and len(rest) == 2:
             parent = self.named_defaults.get(rest[1])
             if parent is None:
                 self.p.error(line, f"defaults section '{rest[1]}' is not defined (above this line)")
-            rest = []
+            rest = ()
         if rest:
             self.p.error(line, f"unexpected '{' '.join(rest)}' (expected '{kind} NAME [from DEFAULTS]')")
         if kind != "defaults" and not name:
@@ -354,6 +354,7 @@ def _userlist(name: str, head: Line, lines: list[Line], p: Problems) -> Seq:
 def _peers(name: str, head: Line, lines: list[Line], p: Problems, localpeer: Optional[str], env=None) -> Map:
     block = Map(origin(head), comment=f"{head.where} peers {name}")
     nodes = Seq(origin(head))
+    import socket  # (only for a peers section: --check goes without it)
     local = localpeer or socket.gethostname()
     for line in lines:
         words = line.words

@@ -680,3 +680,23 @@ listen ceph_dashboard
     assert any(":10: timeout client: 0 means no timeout in HAProxy; lbcore uses 24d" in w for w in loaded.warnings)
     assert config.backends["ceph_dashboard"].health.expect_status == frozenset(
         {200, 201, 202, 203, 204, 300, 301, 302, 303, 304})
+
+
+def test_the_plain_line_fast_path_splits_as_the_full_lexer():
+    """split_words takes str.split() for a line with no quote, backslash or
+    comment; it must give the words the full lexer gives, for lines mixing
+    every character str.split() or HAProxy could take for a separator."""
+    import random
+
+    from lbcore.haproxy_cfg.lexer import split_words_fully
+    alphabet = ["a", "b", "1", ":", ".", "$", "{", "}", "-", " ", " ", "\t", "\r", "\v", "\f",
+                "\x1c", "\x1f", "\x00", "\x7f", "\x85", "\xa0", "\u3000", "\u2028", "é"]
+    rng = random.Random(15)
+    fast = 0
+    for _ in range(20000):
+        line = "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 12)))
+        assert split_words(line, {}) == split_words_fully(line, {}), repr(line)
+        fast += line.isascii() and not set(line) & set("\v\f\x1c\x1f")
+    assert fast > 1000  # (lines the fast path takes)
+    for line in ("    server s0 127.0.0.1:29001 check inter 2s rise 2 fall 3", "\tbind\t*:80  ", "", "   "):
+        assert split_words(line) == split_words_fully(line) == line.split()
