@@ -161,10 +161,10 @@ class Acceptor:
         # descriptors), to resume them without looking at every one
         # (ProxyContext.closed, at each connection's end).
         self.paused = paused
-        # What accept() makes of a descriptor, read once: socket.accept
-        # looks up the listener's family and type (enum conversions) at
-        # every connection.
-        self._kind = (sock.family, sock.type, sock.proto)
+        # What accept() makes of a descriptor, read at the first connection
+        # (2 us, 2 ms at a start of 1,000 frontends) and kept: socket.accept
+        # looks up the listener's family and type (enum conversions) at every one.
+        self._kind = None
         self._address = None
         self._steal_timer = None
         self._fd_timer = None
@@ -218,6 +218,8 @@ class Acceptor:
 
     def _accept(self, listener: socket.socket) -> bool:
         """Up to ACCEPT_BATCH connections from `listener`; True if there may be more."""
+        if self._kind is None:
+            self._kind = (self.sock.family, self.sock.type, self.sock.proto)
         family, kind, proto = self._kind
         for _ in range(ACCEPT_BATCH):
             if not self.may_accept():

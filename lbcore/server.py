@@ -19,7 +19,7 @@ import time
 from typing import Callable, Optional
 
 from . import build
-from . import pidfile, state_file, systemd, takeover
+from . import pidfile, systemd, takeover
 from .batch import WriteBatch
 from .config import Address, Config, ConfigError
 from .health import HealthChecker
@@ -219,6 +219,7 @@ class LoadBalancer:
         sockets = self._bind_all(config, {})
         self.runtime = Runtime.build(config)
         if config.global_.state_file:
+            from . import state_file  # only for a config that names one (and before a chroot: _LATE_IMPORTS)
             state_file.load(self.runtime, config.global_.state_file)
         takeover.restore(self.runtime)
         takeover.follow(loop, lambda: self.runtime)
@@ -567,6 +568,7 @@ class LoadBalancer:
         if self.stats is not None:
             self.stats.close()
         if self.config.global_.state_file:
+            from . import state_file
             state_file.save(self.runtime, self.config.global_.state_file)
         self.sweeper.stop()
         self.access_log.close()
