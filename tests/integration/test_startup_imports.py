@@ -29,6 +29,7 @@ NOT_AT_A_PLAIN_START = {
     "lbcore.config_reader": "server: a reload's reader",
     "lbcore.spec_pickle": "control (workers), config_reader (reloads)",
     "ctypes": "heap: malloc_trim, which only a reload calls",
+    "lbcore.state_file": "server: global.state_file (server-state-file)",
 }
 
 PLAIN = """\
