@@ -205,10 +205,19 @@ def haproxy_main(argv: list[str]) -> int:
 
     from . import haproxy_cfg
     from .config import ConfigError
+    from .heap import hold_collections, release_collections
 
+    # As lbcore_main: no cyclic collection from here until the server's
+    # heap settles. haproxy_cfg.load holds them while it reads, but turned
+    # back on after it, the first allocations collected the young config
+    # (10-18 ms at 1,000 pairs before the bind, 7 ms more after).
+    hold_collections()
     try:
         loaded = haproxy_cfg.load(args.files, localpeer=args.localpeer)
-    except ConfigError as exc:
+    except BaseException as exc:
+        release_collections()
+        if not isinstance(exc, ConfigError):
+            raise
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return EXIT_HAPROXY_CONFIG
@@ -216,6 +225,7 @@ def haproxy_main(argv: list[str]) -> int:
         for warning in loaded.warnings:
             print(f"[WARNING] {warning}", file=sys.stderr)
     if args.check:
+        release_collections()
         if not args.quiet:
             print("Configuration file is valid")
         return 0

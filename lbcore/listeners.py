@@ -150,30 +150,53 @@ class Acceptor:
     empty, and looking costs one accept() that says EAGAIN."""
 
     def __init__(self, loop, sock: socket.socket, on_accept: Callable, may_accept: Callable[[], bool],
-                 siblings: Sequence[socket.socket] = ()) -> None:
+                 siblings: Sequence[socket.socket] = (), paused: Optional[set] = None) -> None:
         self.loop = loop
         self.sock = sock
         self.siblings = list(siblings)
         self.on_accept = on_accept
         self.may_accept = may_accept
         self.reading = False
-        self.address = sock.getsockname()
+        # The owner's set of the acceptors that stopped reading (a limit, no
+        # descriptors), to resume them without looking at every one
+        # (ProxyContext.closed, at each connection's end).
+        self.paused = paused
+        # What accept() makes of a descriptor, read at the first connection
+        # (2 us, 2 ms at a start of 1,000 frontends) and kept: socket.accept
+        # looks up the listener's family and type (enum conversions) at every one.
+        self._kind = None
+        self._address = None
         self._steal_timer = None
         self._fd_timer = None
         self.starved_since = 0.0  # when the current shortage of descriptors began (0: none)
         self.starved_last = 0.0  # when accept() last failed for want of one
 
+    @property
+    def address(self):
+        """The listening address, as getsockname() says (for the logs)."""
+        if self._address is None:
+            try:
+                self._address = self.sock.getsockname()
+            except OSError:
+                return "?"
+        return self._address
+
     def start(self) -> None:
-        if not self.reading and self.sock.fileno() >= 0:
-            self.loop.add_reader(self.sock.fileno(), self._ready)
+        fd = self.sock.fileno()
+        if not self.reading and fd >= 0:
+            self.loop.add_reader(fd, self._ready)
             self.reading = True
             if self.siblings and self._steal_timer is None:
                 self._steal_timer = self.loop.call_later(STEAL_INTERVAL, self._steal)
+        if self.paused is not None:
+            self.paused.discard(self)  # reading, or closed
 
     def pause(self) -> None:
         if self.reading:
             self.loop.remove_reader(self.sock.fileno())
             self.reading = False
+            if self.paused is not None:
+                self.paused.add(self)
         if self._steal_timer is not None:
             self._steal_timer.cancel()
             self._steal_timer = None
@@ -195,12 +218,15 @@ class Acceptor:
 
     def _accept(self, listener: socket.socket) -> bool:
         """Up to ACCEPT_BATCH connections from `listener`; True if there may be more."""
+        if self._kind is None:
+            self._kind = (self.sock.family, self.sock.type, self.sock.proto)
+        family, kind, proto = self._kind
         for _ in range(ACCEPT_BATCH):
             if not self.may_accept():
                 self.pause()  # resumed by the context when a connection ends
                 return False
             try:
-                conn, peer = listener.accept()
+                fd, peer = listener._accept()
             except BlockingIOError:
                 return False
             except OSError as exc:
@@ -215,6 +241,7 @@ class Acceptor:
                 log.warning("accept on %s: descriptors free again after %.1fs; accepting",
                             self.address, self.starved_last - self.starved_since)
                 self.starved_since = 0.0
+            conn = socket.socket(family, kind, proto, fd)
             conn.setblocking(False)
             try:
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -254,6 +281,8 @@ class Acceptor:
             self._fd_timer.cancel()
             self._fd_timer = None
         self.pause()
+        if self.paused is not None:
+            self.paused.discard(self)
         self.sock.close()
         for sock in self.siblings:
             sock.close()

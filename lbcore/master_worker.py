@@ -12,7 +12,8 @@ kolla-ansible does with `haproxy -W -db` and `kill -USR2`.
 
 The first worker is forked: the files were read once, by the master (it
 needs `daemon`, `pidfile` and `master-worker` from them), and the worker
-serves that Config. Then the master replaces itself (exec) with a small
+serves that Config. Once it serves (SUPERVISE_AFTER later: its first
+answers go first), the master replaces itself (exec) with a small
 interpreter that only supervises (`python -m lbcore.master_worker`, some
 12 MB): as HAProxy's master, it holds no config, and its memory stays the
 same across reloads. Every later worker is a new lbcore process
@@ -31,6 +32,7 @@ import os
 import select
 import signal
 import sys
+import time
 import traceback
 from typing import Callable, Optional
 
@@ -38,6 +40,7 @@ from .pidfile import write as write_pidfile
 
 SIGNALS = {signal.SIGHUP, signal.SIGUSR2, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGCHLD}
 READY_TIMEOUT = 60.0
+SUPERVISE_AFTER = 0.5  # seconds from the first worker's start to the master's exec (run())
 
 # serve(soft_stop, hard_stop, report_ready) runs a worker to its end (its
 # exit status): it takes the sockets of the `-sf` (soft_stop) and `-st`
@@ -181,12 +184,21 @@ def run(serve: Serve, worker_argv: list[str], started: list[Callable[[], None]],
     signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
     current = Worker.fork(serve, list(first_soft_stop), list(first_hard_stop))
     del serve  # and with it the master's reference to the worker's config
+    # The worker holds them until it serves (lbcore.heap); the master, which
+    # may go on supervising from here, collects as usual.
+    from .heap import release_collections
+    release_collections()
     if not current.wait_ready():
         return current.wait() or 1
     if pidfile:
         write_pidfile(pidfile)
     for callback in started:
         callback()
+    # The new interpreter's start (some 25 ms of CPU) waits until the
+    # worker has served what queued during its own start: on a small
+    # machine it would take a core from it. Signals stay blocked meanwhile;
+    # those that come are handled by the supervisor (exec keeps them pending).
+    time.sleep(SUPERVISE_AFTER)
     _become_supervisor(current.pid, worker_argv, pidfile)
     # exec failed (logged): supervise from this process as it is.
     return supervise(current, worker_argv, pidfile)

@@ -19,7 +19,7 @@ import time
 from typing import Callable, Optional
 
 from . import build
-from . import pidfile, state_file, systemd, takeover
+from . import pidfile, systemd, takeover
 from .batch import WriteBatch
 from .config import Address, Config, ConfigError
 from .health import HealthChecker
@@ -103,7 +103,7 @@ _LATE_IMPORTS = ("lbcore.haproxy_cfg", "lbcore.stats.admin", "lbcore.stats.snaps
                  "lbcore.state_file", "encodings.idna", "encodings.ascii", "encodings.latin_1",
                  # not imported by a start that does not use them (tests/integration/test_startup_imports.py)
                  "lbcore.config_reader", "lbcore.spec_pickle", "difflib", "logging.handlers",
-                 "hashlib", "hmac", "ctypes.util", "shutil", "tempfile")
+                 "hashlib", "hmac", "ctypes", "ctypes.util", "shutil", "tempfile")
 
 
 def drop_privileges(spec) -> None:
@@ -219,6 +219,7 @@ class LoadBalancer:
         sockets = self._bind_all(config, {})
         self.runtime = Runtime.build(config)
         if config.global_.state_file:
+            from . import state_file  # only for a config that names one (and before a chroot: _LATE_IMPORTS)
             state_file.load(self.runtime, config.global_.state_file)
         takeover.restore(self.runtime)
         takeover.follow(loop, lambda: self.runtime)
@@ -226,7 +227,10 @@ class LoadBalancer:
         self._install_signals(loop)
         bind_first.release_signals()  # those that came meanwhile are handled now
         self._install_acceptors(sockets)
-        self.health.start(loop)
+        # The checks are made a slice at a time once this serves: the
+        # connections that queued meanwhile go first (a first probe is due
+        # at a random time within its interval anyway).
+        self.health.start(loop, in_steps=True)
         await self._start_peers(config)
         self._purge_tables()
         try:
@@ -337,7 +341,7 @@ class LoadBalancer:
             frontend = handler.frontend
             acceptor = self.acceptors.get(address)
             if acceptor is None:
-                acceptor = Acceptor(self.loop, sock, None, None, self._siblings(address))
+                acceptor = Acceptor(self.loop, sock, None, None, self._siblings(address), self.ctx.paused)
             acceptor.on_accept = handler.accept
             acceptor.may_accept = (lambda fe=frontend: self.ctx.may_accept(fe))
             acceptors[address] = acceptor
@@ -346,7 +350,6 @@ class LoadBalancer:
                 acceptor.close()
                 log.info("stopped listening on %s", address)
         self.acceptors = acceptors
-        self.ctx.acceptors = list(acceptors.values())
         for acceptor in acceptors.values():
             acceptor.start()
 
@@ -565,6 +568,7 @@ class LoadBalancer:
         if self.stats is not None:
             self.stats.close()
         if self.config.global_.state_file:
+            from . import state_file
             state_file.save(self.runtime, self.config.global_.state_file)
         self.sweeper.stop()
         self.access_log.close()

@@ -52,7 +52,7 @@ class WorkerHealth:
     def __init__(self, worker: "WorkerBalancer") -> None:
         self.worker = worker
 
-    def start(self, loop: Optional[asyncio.AbstractEventLoop] = None) -> None:
+    def start(self, loop: Optional[asyncio.AbstractEventLoop] = None, in_steps: bool = False) -> None:
         self.worker.attach(loop or asyncio.get_running_loop())
 
     def reload(self, runtime: Optional[Runtime] = None) -> None:

@@ -43,6 +43,7 @@ def garbage() -> Counter:
 
 
 def report() -> dict:
+    collecting = gc.isenabled()  # before garbage(), which collects
     loose = garbage()
     frozen = gc.get_freeze_count()
     gc.unfreeze()
@@ -51,7 +52,7 @@ def report() -> dict:
         alive = Counter(type(o).__name__ for o in gc.get_objects())  # the frozen ones too
     finally:
         gc.freeze()
-    return {"garbage": sum(loose.values()), "garbage_types": dict(loose.most_common(15)),
+    return {"collecting": collecting, "garbage": sum(loose.values()), "garbage_types": dict(loose.most_common(15)),
             "frozen": frozen, "frozen_garbage": sum(frozen_garbage.values()),
             "frozen_garbage_types": dict(frozen_garbage.most_common(15)),
             "alive": {name: alive[name] for name in WATCHED}}

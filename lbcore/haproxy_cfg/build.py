@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 from typing import Optional
 
-from ..rules import answers
 from . import values
 from .lexer import Line, expand_env
 from .proxies import BE, FE, Problems, Proxy, origin, parse_server_params
@@ -17,6 +16,8 @@ PER_BACKEND = {"inter": "interval", "rise": "rise", "fall": "fall", "port": "por
 # Server keywords lb.yaml keeps per backend (the servers of one backend must agree).
 POOL_KEYS = {"pool-max-conn": "pool_max_conn", "pool-purge-delay": "pool_purge_delay"}
 CHECK_DEFAULTS = {"inter": "2000", "rise": "2", "fall": "3"}
+# Every check setting of a server line, in the order health() checks them.
+CHECK_SETTINGS = tuple(PER_BACKEND) + ("fastinter", "downinter")
 STATS_URIS = ("/", "/stats", "/haproxy?stats")
 
 
@@ -140,7 +141,7 @@ class Builder:
 
     def frontend(self, proxy: Proxy, backends: dict[str, Proxy], binds: Seq, tls: Optional[Map]) -> Map:
         where = origin(proxy.line, f"{proxy.kind} {proxy.name}")
-        fe = Map(where, comment=f"{proxy.line.where} {proxy.kind} {proxy.name}")
+        fe = Map(where, comment=_comment(proxy))
         s = proxy.settings
         fe["bind"] = binds
         if tls is not None:
@@ -220,6 +221,8 @@ class Builder:
 
     def bind_params(self, line: Line, words: tuple[str, ...]) -> tuple[Optional[Map], bool, Optional[str]]:
         """(TLS, transparent, interface) of a bind line's parameters."""
+        if not words:
+            return None, False, None  # (most binds)
         at = origin(line)
         ssl = False
         certs: list[str] = []
@@ -302,7 +305,7 @@ class Builder:
 
     def backend(self, proxy: Proxy) -> Map:
         where = origin(proxy.line, f"{proxy.kind} {proxy.name}")
-        be = Map(where, comment=f"{proxy.line.where} {proxy.kind} {proxy.name}")
+        be = Map(where, comment=_comment(proxy))
         s = proxy.settings
         be["mode"] = self.mode(proxy, where)
         if "balance" in s:
@@ -318,7 +321,7 @@ class Builder:
         timeouts = self.timeouts(proxy, where, frontend=False)
         if timeouts:
             be["timeouts"] = timeouts
-        servers, health, per_backend = self.servers(proxy, where)
+        servers, health, per_backend = self.servers(proxy, where, be["mode"].python == "http")
         be["health"] = health
         if per_backend.get("on-marked-down"):
             be["on_marked_down"] = per_backend["on-marked-down"]
@@ -352,7 +355,7 @@ class Builder:
         longer of client and server."""
         # A thousand proxies that keep their defaults' timeouts share one
         # block: the same (value, origin) entries give the same block.
-        key = tuple((name, id(entry)) for name, entry in proxy.timeouts.items())
+        key = (tuple(proxy.timeouts), tuple(map(id, proxy.timeouts.values())))
         if key in self.timeouts_made:
             return self.timeouts_made[key]
         self.timeouts_made[key] = out = self._timeouts(proxy, where)
@@ -394,6 +397,9 @@ class Builder:
         from a defaults section: one error per line, as haproxy -c."""
         key = (at.file, at.line)
         if key not in self.checked_error_files:
+            # lbcore.rules (~9 ms of imports) only for a file that has
+            # errorfile lines: a plain config's start binds without it.
+            from ..rules import answers
             problem = None
             if not code.isdigit() or int(code) not in answers.ERROR_FILE_CODES:
                 problem = f"status code '{code}' not handled (one of " \
@@ -415,8 +421,9 @@ class Builder:
         """acls and rules go to the frontend side of a listen section, except
         those that act on the backend (none yet: HAProxy runs a listen's
         rules once, as its frontend's)."""
-        if only_backend:
-            return
+        if only_backend or not (proxy.acls or proxy.tcp_request or proxy.http_request or proxy.http_response
+                                 or proxy.use_backend):
+            return  # (most proxies)
         if proxy.acls:
             acls = Map(where)
             for name, (text, at) in proxy.acls.items():
@@ -433,21 +440,26 @@ class Builder:
             seq.extend(rules)
             block[key] = seq
 
-    def servers(self, proxy: Proxy, where: Origin) -> tuple[Seq, Map, dict[str, Scalar]]:
+    def servers(self, proxy: Proxy, where: Origin, http: bool) -> tuple[Seq, Map, dict[str, Scalar]]:
         seq = Seq(where)
         checked: list[tuple[dict, Line]] = []
         marked: list[tuple[Optional[tuple], Line]] = []
         per_backend: dict[str, Scalar] = {}
-        http = self.mode(proxy, where).python == "http"
         pooled: list[tuple[dict, Line]] = []
         for line in proxy.servers:
-            params = proxy.default_server + parse_server_params(line, line.words[3:], self.p)
+            params = parse_server_params(line, line.words[3:], self.p)
+            if proxy.default_server:
+                params = proxy.default_server + params
             server, settings = self.server(line, params, http)
             if server is None:
                 continue
             seq.append(server)
             marked.append((settings.pop("on-marked-down", None), line))
-            pooled.append(({key: settings.pop(key) for key in POOL_KEYS if key in settings}, line))
+            pool = {}
+            for key in POOL_KEYS:
+                if key in settings:
+                    pool[key] = settings.pop(key)
+            pooled.append((pool, line))
             if settings.pop("check", False):
                 checked.append((settings, line))
         # on-marked-down is per server in HAProxy, per backend in lbcore.
@@ -458,20 +470,20 @@ class Builder:
             self.p.error(without, f"other servers of '{proxy.name}' set 'on-marked-down' ({with_it.where}): "
                          "lbcore sets it once per backend", "server")
         elif marked and marked[0][0]:
-            per_backend["on-marked-down"] = Scalar(*marked[0][0])
+            per_backend["on-marked-down"] = _kept("on-marked-down", marked[0][0])
         for key in POOL_KEYS:
             # Per server in HAProxy, per backend in lbcore: every server says
             # the same (or, through default-server, they all inherit it).
             seen = [(pool[key], line) for pool, line in pooled if key in pool]
             if not seen:
                 continue
-            (value, at), first_line = seen[0]
+            (value, _), first_line = seen[0]
             other = next((line for pool, line in pooled if pool.get(key, (None,))[0] != value), None)
             if other is not None:
                 self.p.error(other, f"servers of '{proxy.name}' disagree on '{key}' ({first_line.where} says "
                              f"{value}): lbcore sets it once per backend", f"server {key}")
             elif value is not None:
-                per_backend[key] = Scalar(value, at)
+                per_backend[key] = _kept(key, seen[0][0])
         health = self.health(proxy, where, checked, per_backend)
         return seq, health, per_backend
 
@@ -486,61 +498,65 @@ class Builder:
         server = Map(at)
         server["name"] = Scalar(name, at)
         server["address"] = Scalar(address, at)
-        settings: dict = {}
+        # The settings lbcore keeps once per backend: word -> (value, the
+        # line that set it); see _kept().
+        settings: dict[str, tuple[object, Line]] = {}
         tls_words: dict[str, tuple[Optional[str], Origin]] = {}  # the last of each wins, as HAProxy
         check = False
-        for word, args, where_line in params:
+        for word, value, where_line in params:
             if word == "check":  # (the most common word, and it needs no origin)
                 check = True
                 continue
-            kat = origin(where_line, f"{where_line.keyword} {word}")
-            value = args[0] if args else None
             try:
-                if word == "no-check":
-                    check = False
-                elif word in ("backup", "no-backup"):
-                    server["backup"] = Scalar(word == "backup", kat)
-                elif word == "weight":
-                    server["weight"] = Scalar(values.integer(value, 0, 256), kat)
-                elif word == "maxconn":
-                    number = values.integer(value)
-                    if number:
-                        server["maxconn"] = Scalar(number, kat)
-                elif word == "send-proxy":
-                    server["send_proxy"] = Scalar("v1", kat)
-                elif word == "send-proxy-v2":
-                    server["send_proxy"] = Scalar("v2", kat)
-                elif word in ("no-send-proxy", "no-send-proxy-v2"):
-                    server.pop("send_proxy", None)
-                elif word == "cookie":
-                    server["cookie"] = Scalar(value, kat)
-                elif word in ("inter", "fastinter", "downinter"):
-                    settings[word] = (values.duration(value), kat)
+                # (the check settings first: most servers have them)
+                if word in ("inter", "fastinter", "downinter"):
+                    settings[word] = (values.duration(value), where_line)
                 elif word in ("rise", "fall"):
-                    settings[word] = (values.integer(value, 1), kat)
+                    settings[word] = (values.integer(value, 1), where_line)
                 elif word == "port":
-                    settings[word] = (values.integer(value, 1, 65535), kat)
+                    settings[word] = (values.integer(value, 1, 65535), where_line)
                 elif word == "pool-max-conn":
                     number = values.integer(value, -1)
-                    settings[word] = (None if number == -1 else number, kat)  # -1: no limit of its own
+                    settings[word] = (None if number == -1 else number, where_line)  # -1: no limit of its own
                 elif word == "pool-purge-delay":
-                    settings[word] = (values.duration(value), kat)
+                    settings[word] = (values.duration(value), where_line)
                 elif word == "on-marked-down":
                     if value != "shutdown-sessions":
                         raise ValueError(f"'on-marked-down {value}' is not supported (only shutdown-sessions)")
-                    settings[word] = ("shutdown_sessions", kat)
-                elif word in SERVER_TLS_FLAGS or word in SERVER_TLS_VALUES:
-                    tls_words.pop(word, None)  # the server line's word comes after default-server's
-                    tls_words[word] = (value, kat)
-                elif word in ("disabled", "enabled"):
-                    server["disabled"] = Scalar(word == "disabled", kat)
+                    settings[word] = ("shutdown_sessions", where_line)
                 else:
-                    raise ValueError("not supported by lbcore")
+                    kat = origin(where_line, f"{where_line.keyword} {word}")
+                    if word == "no-check":
+                        check = False
+                    elif word in ("backup", "no-backup"):
+                        server["backup"] = Scalar(word == "backup", kat)
+                    elif word == "weight":
+                        server["weight"] = Scalar(values.integer(value, 0, 256), kat)
+                    elif word == "maxconn":
+                        number = values.integer(value)
+                        if number:
+                            server["maxconn"] = Scalar(number, kat)
+                    elif word == "send-proxy":
+                        server["send_proxy"] = Scalar("v1", kat)
+                    elif word == "send-proxy-v2":
+                        server["send_proxy"] = Scalar("v2", kat)
+                    elif word in ("no-send-proxy", "no-send-proxy-v2"):
+                        server.pop("send_proxy", None)
+                    elif word == "cookie":
+                        server["cookie"] = Scalar(value, kat)
+                    elif word in SERVER_TLS_FLAGS or word in SERVER_TLS_VALUES:
+                        tls_words.pop(word, None)  # the server line's word comes after default-server's
+                        tls_words[word] = (value, kat)
+                    elif word in ("disabled", "enabled"):
+                        server["disabled"] = Scalar(word == "disabled", kat)
+                    else:
+                        raise ValueError("not supported by lbcore")
             except ValueError as exc:
                 self.p.error(where_line, str(exc), f"{where_line.keyword} {word}")
-        tls = self.server_tls(line, tls_words, http)
-        if tls is not None:
-            server["tls"] = tls
+        if tls_words:
+            tls = self.server_tls(line, tls_words, http)
+            if tls is not None:
+                server["tls"] = tls
         if not check:
             server["check"] = Scalar(False, at)
         settings["check"] = check
@@ -617,27 +633,35 @@ class Builder:
         if not checked:
             health["type"] = Scalar("none", where)
             return health
-        # The settings lb.yaml keeps per backend must agree between servers.
-        for key in list(PER_BACKEND) + ["fastinter", "downinter"]:
-            seen = [(s[key], line) for s, line in checked if key in s]
-            distinct = {value for (value, _), _ in seen}
-            if len(distinct) > 1:
-                first, other = seen[0], next(item for item in seen if item[0][0] != seen[0][0][0])
+        # The settings lb.yaml keeps per backend must agree between servers:
+        # (setting, server line) of each key, in server order.
+        seen_by_key: dict[str, list[tuple[tuple, Line]]] = {}
+        for settings, line in checked:
+            for key, setting in settings.items():
+                seen_by_key.setdefault(key, []).append((setting, line))
+        for key in CHECK_SETTINGS:
+            seen = seen_by_key.get(key)
+            if seen is None:
+                continue
+            first = seen[0]
+            other = next((item for item in seen if item[0][0] != first[0][0]), None)
+            if other is not None:
                 self.p.error(other[1], f"servers of '{proxy.name}' disagree ({first[1].where} says "
                              f"{first[0][0]}, this line {other[0][0]}): lbcore sets it once per backend",
                              f"server {key}")
                 continue
-            if len(seen) not in (0, len(checked)) and key == "port":
+            if len(seen) != len(checked) and key == "port":
                 missing = next(line for s, line in checked if key not in s)
                 self.p.error(missing, f"other servers of '{proxy.name}' set '{key}' "
-                             f"({seen[0][1].where}): lbcore sets it once per backend", "server")
-            if seen:
-                per_backend[key] = Scalar(*seen[0][0])
+                             f"({first[1].where}): lbcore sets it once per backend", "server")
+            per_backend[key] = _kept(key, first[0])
         inter = per_backend.get("inter")
         for key in ("fastinter", "downinter"):
             other = per_backend.pop(key, None)
+            if other is None:
+                continue
             interval = inter.python if inter else values.duration(CHECK_DEFAULTS["inter"])
-            if other is not None and values.seconds(other.python) != values.seconds(interval):
+            if values.seconds(other.python) != values.seconds(interval):
                 self.p.errors.append(f"{other.origin}: {other.origin.keyword}: a check interval other than "
                                      "'inter' is not supported by lbcore")
         httpchk = proxy.options.get("httpchk")
@@ -760,7 +784,7 @@ class Builder:
 
     def stats(self, proxy: Proxy) -> Optional[Map]:
         where = origin(proxy.line, f"{proxy.kind} {proxy.name}")
-        stats = Map(where, comment=f"{proxy.line.where} {proxy.kind} {proxy.name}")
+        stats = Map(where, comment=_comment(proxy))
         if len(proxy.binds) != 1 or len(values.bind_addresses(self.address(proxy.binds[0].words[1]))) != 1:
             self.p.error(proxy.line, "lbcore's stats endpoint listens on exactly one address", proxy.kind)
             return None
@@ -802,6 +826,20 @@ class Builder:
                 self.p.errors.append(f"{rule.origin}: {rule.origin.keyword}: rules in a stats "
                                      "listen are not supported (lbcore's stats endpoint serves only the stats)")
         return stats
+
+
+def _comment(proxy: Proxy) -> str:
+    """The comment `convert` writes above a proxy's block: where it was."""
+    line = proxy.line
+    return f"{line.file}:{line.number} {proxy.kind} {proxy.name}"
+
+
+def _kept(key: str, setting: tuple[object, Line]) -> Scalar:
+    """A server setting lbcore keeps once per backend, marked with the line
+    and keyword that set it (made only for the value kept: a backend's
+    servers repeat them)."""
+    value, line = setting
+    return Scalar(value, origin(line, f"{line.keyword} {key}"))
 
 
 def to_plain_tls(tls: Optional[Map]) -> object:

@@ -58,15 +58,22 @@ class Line:
 
 
 # Most lines hold no quote, backslash nor comment: their words are what
-# lies between spaces and tabs (`$` expands only inside double quotes).
-_PLAIN_LINE = re.compile(r"[^\\\"'#]*")
-_PLAIN_WORD = re.compile(r"[^ \t\r\n]+")
+# lies between spaces and tabs (`$` expands only inside double quotes),
+# which is what str.split() gives where the line holds no other character
+# it splits on: the other ASCII separators (\v \f \x1c-\x1f) and Unicode
+# spaces (an ASCII line has none). Any other line takes the full lexer.
+_NOT_PLAIN = re.compile(r"[\\\"'#\x0b\x0c\x1c-\x1f]")
 
 
 def split_words(text: str, env: Optional[Mapping[str, str]] = None) -> list[str]:
     """The words of one line, comments removed; LexError if it is broken."""
-    if _PLAIN_LINE.fullmatch(text):
-        return _PLAIN_WORD.findall(text)
+    if text.isascii() and not _NOT_PLAIN.search(text):
+        return text.split()
+    return split_words_fully(text, env)
+
+
+def split_words_fully(text: str, env: Optional[Mapping[str, str]] = None) -> list[str]:
+    """split_words() for any line, character by character."""
     env = os.environ if env is None else env
     words: list[str] = []
     word: list[str] = []

@@ -8,7 +8,6 @@ declared (HAProxy's rule: the last `defaults` above it, or the one named by
 
 from __future__ import annotations
 
-import copy
 from typing import Callable, Optional
 
 from . import values
@@ -59,21 +58,30 @@ class Problems:
 
 
 class Proxy:
-    """One defaults, frontend, backend or listen section being read."""
+    """One defaults, frontend, backend or listen section being read, which
+    starts with copies of what its `defaults` section (if any) hands down."""
 
-    def __init__(self, kind: str, name: str, line: Line, problems: Problems):
+    __slots__ = ("kind", "caps", "name", "line", "p", "settings", "timeouts", "options", "http_check",
+                 "tcp_steps", "tcp_steps_inherited", "default_server", "binds", "servers", "acls",
+                 "tcp_request", "http_request", "http_response", "use_backend", "stick_rules", "stats",
+                 "prometheus", "error_files")
+
+    def __init__(self, kind: str, name: str, line: Line, problems: Problems,
+                 defaults: Optional["Proxy"] = None):
         self.kind = kind
         self.caps = SECTION_CAPS[kind]
         self.name = name
         self.line = line
         self.p = problems
-        self.settings: dict[str, tuple[object, Origin]] = {}
-        self.timeouts: dict[str, tuple[str, Origin]] = {}
-        self.options: dict[str, tuple[object, Origin]] = {}  # name -> (args or False, origin)
-        self.http_check: list[Line] = []
-        self.tcp_steps: list[tuple[str, str, Line]] = []  # tcp-check send/expect
-        self.tcp_steps_inherited = False
-        self.default_server: list[tuple[str, tuple[str, ...], Line]] = []
+        d = defaults
+        self.settings: dict[str, tuple[object, Origin]] = dict(d.settings) if d else {}
+        self.timeouts: dict[str, tuple[str, Origin]] = dict(d.timeouts) if d else {}
+        # name -> (args or False, origin)
+        self.options: dict[str, tuple[object, Origin]] = dict(d.options) if d else {}
+        self.http_check: list[Line] = list(d.http_check) if d else []
+        self.tcp_steps: list[tuple[str, str, Line]] = list(d.tcp_steps) if d else []  # tcp-check send/expect
+        self.tcp_steps_inherited = bool(d and d.tcp_steps)
+        self.default_server: list[tuple[str, Optional[str], Line]] = list(d.default_server) if d else []
         self.binds: list[Line] = []
         self.servers: list[Line] = []
         self.acls: dict[str, tuple[str, Origin]] = {}
@@ -82,28 +90,14 @@ class Proxy:
         self.http_response: list[Map] = []
         self.use_backend: list[Map] = []
         self.stick_rules: list[Map] = []
-        self.stats: dict[str, tuple[object, Line]] = {}
+        self.stats: dict[str, tuple[object, Line]] = dict(d.stats) if d else {}
         self.prometheus: Optional[Line] = None
-        self.error_files: dict[str, tuple[str, Origin]] = {}  # status -> (path, origin)
+        # status -> (path, origin)
+        self.error_files: dict[str, tuple[str, Origin]] = dict(d.error_files) if d else {}
 
     def inherit(self, kind: str, name: str, line: Line) -> "Proxy":
         """A new proxy that starts with this defaults section's settings."""
-        child = copy.copy(self)
-        child.kind, child.caps, child.name, child.line = kind, SECTION_CAPS[kind], name, line
-        child.settings = dict(self.settings)
-        child.timeouts = dict(self.timeouts)
-        child.options = dict(self.options)
-        child.http_check = list(self.http_check)
-        child.tcp_steps = list(self.tcp_steps)
-        child.tcp_steps_inherited = bool(self.tcp_steps)
-        child.default_server = list(self.default_server)
-        child.binds, child.servers = [], []
-        child.acls, child.tcp_request, child.http_request = {}, [], []
-        child.http_response, child.use_backend, child.stick_rules = [], [], []
-        child.stats = dict(self.stats)
-        child.prometheus = None
-        child.error_files = dict(self.error_files)
-        return child
+        return Proxy(kind, name, line, self.p, self)
 
     # -- reading lines ------------------------------------------------------
 
@@ -351,7 +345,7 @@ class Proxy:
         self._condition(rule, line, words[split:])
         self.http_request.append(rule)
 
-    def tcp_request(self, line: Line) -> None:
+    def tcp_request_line(self, line: Line) -> None:
         words = line.words[1:]
         if len(words) < 2 or words[0] not in ("connection", "content", "session"):
             if words and words[0] == "inspect-delay":
@@ -723,33 +717,35 @@ def http_rule(proxy: Proxy, line: Line, response: bool) -> Map:
 
 # -- server lines -----------------------------------------------------------------
 
-SERVER_FLAGS = ("check", "backup", "disabled", "send-proxy", "send-proxy-v2", "ssl", "check-ssl",
+SERVER_FLAGS = frozenset(("check", "backup", "disabled", "send-proxy", "send-proxy-v2", "ssl", "check-ssl",
                 "no-check", "no-backup", "no-ssl", "no-send-proxy", "no-send-proxy-v2", "enabled",
                 "no-check-ssl", "no-tls-tickets", "allow-0rtt", "no-verifyhost", "no-sslv3", "no-tlsv10",
-                "no-tlsv11", "no-tlsv12", "force-tlsv12", "force-tlsv13")
-SERVER_VALUES = ("inter", "fastinter", "downinter", "rise", "fall", "port", "weight", "maxconn", "cookie",
+                "no-tlsv11", "no-tlsv12", "force-tlsv12", "force-tlsv13"))
+SERVER_VALUES = frozenset(("inter", "fastinter", "downinter", "rise", "fall", "port", "weight", "maxconn", "cookie",
                  "on-marked-down", "on-marked-up", "verify", "ca-file", "crl-file", "verifyhost", "sni",
                  "alpn", "check-alpn", "check-sni", "addr", "minconn", "maxqueue", "slowstart", "id",
                  "observe", "error-limit", "on-error", "init-addr", "resolvers", "agent-check", "agent-port",
                  "agent-inter", "proto", "ssl-min-ver", "ssl-max-ver", "ciphers", "ciphersuites", "crt",
-                 "source", "usesrc", "pool-max-conn", "pool-purge-delay", "max-reuse", "tfo", "track")
+                 "source", "usesrc", "pool-max-conn", "pool-purge-delay", "max-reuse", "tfo", "track"))
 
 
 def parse_server_params(line: Line, words: tuple[str, ...], problems: Problems,
-                        default: bool = False) -> list[tuple[str, tuple[str, ...], Line]]:
-    """(keyword, args, line) of each server parameter, in order."""
+                        default: bool = False) -> list[tuple[str, Optional[str], Line]]:
+    """(keyword, value or None for a flag, line) of each server parameter,
+    in order."""
     out = []
     i = 0
-    while i < len(words):
+    count = len(words)
+    while i < count:
         word = words[i]
         if word in SERVER_FLAGS:
-            out.append((word, (), line))
+            out.append((word, None, line))
             i += 1
         elif word in SERVER_VALUES:
-            if i + 1 >= len(words):
+            if i + 1 >= count:
                 problems.error(line, f"'{word}' expects a value", f"server {word}")
                 return out
-            out.append((word, (words[i + 1],), line))
+            out.append((word, words[i + 1], line))
             i += 2
         else:
             problems.error(line, "unknown server parameter", f"{'default-server' if default else 'server'} {word}")
@@ -778,7 +774,7 @@ KEYWORDS: dict[str, tuple[int, Callable[[Proxy, Line], None]]] = {
     "http-request": (LISTEN, Proxy.http_request_line),
     "http-response": (LISTEN, Proxy.http_response_line),
     "redirect": (LISTEN, Proxy.redirect),
-    "tcp-request": (LISTEN, Proxy.tcp_request),
+    "tcp-request": (LISTEN, Proxy.tcp_request_line),
     "monitor-uri": (DEF | FE, Proxy.monitor_uri),
     "errorfile": (DEF | LISTEN, Proxy.errorfile),
     "log": (DEF | LISTEN, Proxy.log),

@@ -77,15 +77,17 @@ class Scalar(_Marked, ScalarNode):
     (rule arguments); the loader itself takes `python` as it is."""
 
     style = None
+    tag = _TAGS[str]  # (most values; others set their own)
 
     def __init__(self, python: Any, origin: Origin):
         kind = type(python)
         self.python = python
         self.origin = origin
-        self.tag = _TAGS[kind]
         if kind is str:
             self.value = python
-        elif kind is bool:
+            return
+        self.tag = _TAGS[kind]
+        if kind is bool:
             self.value = "true" if python else "false"
         elif python is None:
             self.value = "null"
@@ -119,7 +121,6 @@ class Map(_Marked, dict, MappingNode):
     __hash__ = object.__hash__
 
     def __init__(self, origin: Origin, comment: Optional[str] = None):
-        dict.__init__(self)
         self.origin = origin
         self.comment = comment  # written above the block by `convert`
 
@@ -144,7 +145,6 @@ class Seq(_Marked, list, SequenceNode):
     __hash__ = object.__hash__
 
     def __init__(self, origin: Origin):
-        list.__init__(self)
         self.origin = origin
 
     @property

@@ -31,7 +31,10 @@ class ProxyContext:
         # SIGTERM with global.stop_delay: monitor_uri fails so health checks
         # withdraw this node, while connections are still accepted.
         self.withdrawn = False
-        self.acceptors: list = []  # every Acceptor, to resume paused ones
+        # The Acceptors that stopped reading (maxconn reached, descriptors
+        # short): closed() resumes them. Only those: looking at every
+        # acceptor cost each connection's end 23 us at 1,000 frontends.
+        self.paused: set = set()
         # A worker process's lbcore.adoption.Journal: its master keeps a copy
         # of every plain-http client connection and can hand it on.
         self.journal = None
@@ -50,7 +53,6 @@ class ProxyContext:
     def closed(self, frontend: Frontend) -> None:
         self.connections -= 1
         frontend.session_end()
-        if not self.stopping:
-            for acceptor in self.acceptors:
-                if not acceptor.reading:
-                    acceptor.start()
+        if self.paused and not self.stopping:
+            for acceptor in list(self.paused):
+                acceptor.start()

@@ -566,3 +566,51 @@ def test_stop_ends_every_probe_loop(start_backend):
         assert one.last_check_at == last
 
     run(scenario())
+
+
+# -- the checker: a start in steps --------------------------------------------------
+
+
+def test_a_start_in_steps_makes_every_check_while_the_loop_turns(start_backend):
+    """start(in_steps=True) (the server's start): the checks are made a
+    slice at a time, the loop running callbacks between the slices, and
+    every server ends up probed. A reload or a stop meanwhile takes over."""
+    s1 = start_backend("s1")
+    count = 2000
+    runtime = build_runtime([f"n{i}={s1.address}" for i in range(count)], dict(HEALTH, interval="1s"))
+    servers = runtime.backends["pool"].servers
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        checker = HealthChecker(lambda: runtime, rng=random.Random(5))
+        turns = []
+
+        def turn():  # a callback of the loop, run between two slices or after the last
+            turns.append(len(checker.probed_servers))
+            if checker.starting:
+                loop.call_soon(turn)
+        checker.start(loop, in_steps=True)
+        assert checker.starting and checker.probed_servers == []
+        loop.call_soon(turn)
+        await wait_until(lambda: not checker.starting, 2.0, "every check made")
+        assert len(checker.probed_servers) == count
+        assert any(0 < made < count for made in turns), turns  # the loop turned between slices
+        await wait_until(lambda: all(s.last_check_at for s in servers), 3.0, "every server probed")
+        await checker.stop()
+
+        # A reload during the steps makes the rest at once; a stop ends them.
+        for finish in ("reload", "stop"):
+            checker = HealthChecker(lambda: runtime)
+            checker.start(loop, in_steps=True)
+            await asyncio.sleep(0)
+            if finish == "reload":
+                checker.reload(runtime)
+                assert not checker.starting and len(checker.probed_servers) == count
+                await checker.stop()
+            else:
+                await checker.stop()
+                assert not checker.starting
+                await asyncio.sleep(0.05)
+                assert checker.probed_servers == []
+
+    run(scenario())

@@ -16,16 +16,21 @@ from tests.support import ROOT, BackendProcess, LbcoreProcess, Load, free_port, 
 ROUNDS = 4
 
 
+def ask_heap(where) -> dict:
+    """The answer of the heap probe (tests/heap_probe.py) that watches `where`."""
+    answer = where / "answer.json"
+    if answer.exists():
+        answer.unlink()
+    (where / "ask").write_text("")
+    wait_until(answer.exists, 20, "the heap probe's answer")
+    return json.loads(answer.read_text())
+
+
 class ProbedLbcore(LbcoreProcess):
     entry = [str(ROOT / "tests" / "heap_probe.py")]
 
     def heap(self, where) -> dict:
-        answer = where / "answer.json"
-        if answer.exists():
-            answer.unlink()
-        (where / "ask").write_text("")
-        wait_until(answer.exists, 20, "the heap probe's answer")
-        return json.loads(answer.read_text())
+        return ask_heap(where)
 
     def reloads(self) -> int:
         return self.logs().count("INFO reloaded ")
@@ -79,3 +84,33 @@ def test_reloads_amid_server_kills_freeze_no_garbage_and_leave_none(start_backen
     # What stays frozen is the code, config and runtime: no more than a
     # start-up's worth plus what a reload builds (tens of objects here).
     assert after["frozen"] - before["frozen"] < 2000, (before, after)
+
+
+def test_a_haproxy_cfg_start_collects_again_once_its_heap_settles(start_backend, tmp_path):
+    """`lbcore -f haproxy.cfg` holds the cyclic collector from the read of
+    the files until the start-up's heap settles, as `-c lb.yaml` does
+    (lbcore.cli, lbcore.heap): then it collects again, and serves."""
+    import subprocess
+    import sys
+
+    from tests.integration.rawhttp import exchange
+    from tests.support import wait_port
+
+    backend = start_backend("s1")
+    port = free_port()
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text("defaults\n    mode http\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n"
+                   f"frontend web\n    bind 127.0.0.1:{port}\n    default_backend app\n"
+                   f"backend app\n    server s1 {backend.address} check inter 200ms\n")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), LBCORE_HEAP_PROBE=str(tmp_path))
+    with open(tmp_path / "lbcore.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "heap_probe.py"), "-f", str(cfg), "-db"],
+                                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(tmp_path))
+    try:
+        wait_port(port, proc=proc)
+        wait_until(lambda: ask_heap(tmp_path)["collecting"], 20, "the collector on again after the start-up")
+        answer = exchange(port, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        assert answer.status == 200, answer
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -49,6 +49,31 @@ def test_excess_connections_wait_then_are_served(backends3, start_lbcore, where)
     assert lb.proc.poll() is None
 
 
+def test_global_maxconn_reached_on_one_frontend_holds_the_others_until_a_connection_ends(
+        backends3, start_lbcore):
+    """global.maxconn counts every frontend's connections: once reached, the
+    other frontends' acceptors pause too, and the end of a connection on
+    the first one resumes them (ProxyContext.closed, which resumes the
+    paused acceptors only)."""
+    port, other = free_port(), free_port()
+    config = http_config([backends3[0].address], port)
+    config["frontends"]["other"] = dict(config["frontends"]["web"], bind=f"127.0.0.1:{other}")
+    config["global"]["maxconn"] = 2
+    lb = start_lbcore(config)
+    a, b = KeepAliveClient(port), KeepAliveClient(port)
+    assert a.get_server() == "s1" and b.get_server() == "s1"
+    with RawClient(other) as c:
+        c.request("GET", "/echo")
+        assert not c.closed_within(1.0)
+        assert c.buf == b"", "another frontend served a connection beyond global.maxconn 2"
+        a.close()
+        c.sock.settimeout(5)
+        assert c.read_response().status == 200
+    b.close()
+    assert KeepAliveClient(other).get_server() == "s1"  # and it accepts on
+    assert lb.proc.poll() is None
+
+
 def test_many_connections_beyond_maxconn_are_all_served(backends3, start_lbcore):
     port = free_port()
     config = http_config([b.address for b in backends3], port)

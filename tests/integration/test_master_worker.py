@@ -137,3 +137,28 @@ def test_a_reload_imports_this_lbcore_not_one_in_the_working_directory(start_bac
             master.kill()
             master.wait()
     assert master.returncode == 0
+
+
+def test_a_sigterm_as_the_first_worker_starts_serving_stops_both(start_backend, tmp_path):
+    """The master becomes the small supervisor a moment after its first
+    worker serves (master_worker.SUPERVISE_AFTER): a signal that comes
+    meanwhile waits for it, and is not lost."""
+    servers = [start_backend("s1").address]
+    ports = [free_port()]
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(haproxy_cfg(ports, servers))
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    with open(tmp_path / "lbcore.log", "wb") as log:
+        master = subprocess.Popen([sys.executable, "-m", "lbcore.cli", "-W", "-db", "-f", str(cfg)],
+                                  stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(tmp_path))
+    try:
+        wait_until(lambda: "lbcore started" in (tmp_path / "lbcore.log").read_text(), 30, "the first worker")
+        worker = first_worker(master.pid)
+        master.send_signal(signal.SIGTERM)  # most likely before the supervisor took over
+        assert master.wait(20) == 0
+        wait_until(lambda: not os.path.exists(f"/proc/{worker}") or open(f"/proc/{worker}/stat").read()
+                   .rsplit(")", 1)[1].split()[0] == "Z", 10, "the worker's end")
+    finally:
+        if master.poll() is None:
+            master.kill()
+            master.wait()

@@ -28,6 +28,8 @@ NOT_AT_A_PLAIN_START = {
     "pickle": "spec_pickle (reloads, workers), logging.handlers",
     "lbcore.config_reader": "server: a reload's reader",
     "lbcore.spec_pickle": "control (workers), config_reader (reloads)",
+    "ctypes": "heap: malloc_trim, which only a reload calls",
+    "lbcore.state_file": "server: global.state_file (server-state-file)",
 }
 
 PLAIN = """\
@@ -105,3 +107,48 @@ def test_reading_a_config_without_rules_imports_no_rules_engine():
     assert not {"lbcore.rules", "lbcore.tracking", "asyncio", "uvloop"} & modules
     with_acl = plain.replace("    backend: app\n", "    backend: app\n    acls: {api: \"path_beg /api\"}\n")
     assert {"lbcore.rules", "lbcore.tracking"} <= imported_by_a_check(with_acl)
+
+
+PLAIN_CFG = """\
+global
+    maxconn 4000
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+frontend web
+    bind 127.0.0.1:{port}
+    default_backend app
+backend app
+    balance roundrobin
+    server s1 127.0.0.1:{server} check inter 2s
+"""
+
+
+def imported_by_a_cfg_check(text: str, tmp_path) -> set[str]:
+    """`lbcore -c -f haproxy.cfg`: HAProxy's check, the reading a start
+    does before it binds."""
+    path = tmp_path / "haproxy.cfg"
+    path.write_text(text)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "lbcore.cli", "-c", "-f", str(path)],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=30)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return set(re.findall(r"^import time:\s+\d+ \|\s+\d+ \|\s*(\S+)$", done.stderr, re.M))
+
+
+def test_reading_a_haproxy_cfg_without_rules_imports_no_rules_engine(tmp_path):
+    """The haproxy.cfg reader imports the rules engine only where a line
+    needs it (an acl, an errorfile), as the lb.yaml loader does."""
+    plain = PLAIN_CFG.format(port=free_port(), server=free_port())
+    modules = imported_by_a_cfg_check(plain, tmp_path)
+    assert "lbcore.haproxy_cfg" in modules and "lbcore.config" in modules
+    assert not {"lbcore.rules", "lbcore.tracking", "asyncio", "uvloop", "socket"} & modules
+    with_acl = plain.replace("    default_backend app\n",
+                             "    acl api path_beg /api\n    use_backend app if api\n    default_backend app\n")
+    assert {"lbcore.rules", "lbcore.tracking"} <= imported_by_a_cfg_check(with_acl, tmp_path)
+    (tmp_path / "503.http").write_bytes(b"HTTP/1.0 503 Service Unavailable\r\n\r\nbusy\n")
+    with_errorfile = plain.replace("    mode http\n", "    mode http\n    errorfile 503 503.http\n")
+    assert "lbcore.rules" in imported_by_a_cfg_check(with_errorfile, tmp_path)
