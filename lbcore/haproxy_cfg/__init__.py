@@ -19,7 +19,7 @@ import copy
 import gc
 import os
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Optional
+from typing import Callable, Iterable, Mapping, Optional
 
 from ..config import Config, ConfigError, load_tree
 from . import values
@@ -72,7 +72,8 @@ class _Reader:
         self.proxies_named: dict[str, list[Proxy]] = {}  # for the same-name check, without a scan per section
         self.userlists: dict[str, tuple[Line, list[Line]]] = {}
         self.peers: dict[str, tuple[Line, list[Line]]] = {}
-        self.section: Optional[tuple[str, object]] = None
+        # What takes the lines of the section being read (None: no section).
+        self.section: Optional[Callable[[Line], None]] = None
 
     def read_file(self, path: str) -> None:
         try:
@@ -99,7 +100,7 @@ class _Reader:
             return
         if keyword in REFUSED_SECTIONS:
             self.p.error(line, f"'{keyword}' sections are not supported by lbcore")
-            self.section = ("refused", None)
+            self.section = _skip
             return
         if keyword.startswith("."):
             self.p.error(line, "conditional blocks and diagnostic directives are not supported by lbcore")
@@ -107,33 +108,25 @@ class _Reader:
         if self.section is None:
             self.p.error(line, "a keyword outside any section")
             return
-        kind, target = self.section
-        if kind == "refused":
-            return
-        if kind == "global":
-            self.global_lines.append(line)
-        elif kind in ("userlist", "peers"):
-            target[1].append(line)
-        else:
-            target.read(line)
+        self.section(line)
 
     def start_section(self, line: Line) -> None:
         kind, args = line.keyword, line.words[1:]
         if kind == "global":
             if args:
                 self.p.error(line, "takes no argument")
-            self.section = ("global", None)
+            self.section = self.global_lines.append
             return
         if kind in ("userlist", "peers"):
             if len(args) != 1:
                 self.p.error(line, f"expected '{kind} NAME'")
-                self.section = ("refused", None)
+                self.section = _skip
                 return
             store = self.userlists if kind == "userlist" else self.peers
             if args[0] in store:
                 self.p.error(line, f"{kind} '{args[0]}' is already defined at {store[args[0]][0].where}")
             store[args[0]] = (line, [])
-            self.section = (kind, store[args[0]])
+            self.section = store[args[0]][1].append
             return
         name = args[0] if args else ""
         parent = self.defaults
@@ -162,7 +155,11 @@ class _Reader:
                     self.p.error(line, f"'{name}' has the same name as the {other.kind} at {other.line.where}")
             named.append(proxy)
             self.proxies.append(proxy)
-        self.section = (kind, proxy)
+        self.section = proxy.read
+
+
+def _skip(line: Line) -> None:
+    """The lines of a section lbcore refuses (its keyword had the error)."""
 
 
 class _Global:

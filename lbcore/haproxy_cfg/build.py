@@ -141,7 +141,7 @@ class Builder:
 
     def frontend(self, proxy: Proxy, backends: dict[str, Proxy], binds: Seq, tls: Optional[Map]) -> Map:
         where = origin(proxy.line, f"{proxy.kind} {proxy.name}")
-        fe = Map(where, comment=f"{proxy.line.where} {proxy.kind} {proxy.name}")
+        fe = Map(where, comment=_comment(proxy))
         s = proxy.settings
         fe["bind"] = binds
         if tls is not None:
@@ -305,7 +305,7 @@ class Builder:
 
     def backend(self, proxy: Proxy) -> Map:
         where = origin(proxy.line, f"{proxy.kind} {proxy.name}")
-        be = Map(where, comment=f"{proxy.line.where} {proxy.kind} {proxy.name}")
+        be = Map(where, comment=_comment(proxy))
         s = proxy.settings
         be["mode"] = self.mode(proxy, where)
         if "balance" in s:
@@ -447,7 +447,9 @@ class Builder:
         per_backend: dict[str, Scalar] = {}
         pooled: list[tuple[dict, Line]] = []
         for line in proxy.servers:
-            params = proxy.default_server + parse_server_params(line, line.words[3:], self.p)
+            params = parse_server_params(line, line.words[3:], self.p)
+            if proxy.default_server:
+                params = proxy.default_server + params
             server, settings = self.server(line, params, http)
             if server is None:
                 continue
@@ -501,11 +503,10 @@ class Builder:
         settings: dict[str, tuple[object, Line]] = {}
         tls_words: dict[str, tuple[Optional[str], Origin]] = {}  # the last of each wins, as HAProxy
         check = False
-        for word, args, where_line in params:
+        for word, value, where_line in params:
             if word == "check":  # (the most common word, and it needs no origin)
                 check = True
                 continue
-            value = args[0] if args else None
             try:
                 # (the check settings first: most servers have them)
                 if word in ("inter", "fastinter", "downinter"):
@@ -552,9 +553,10 @@ class Builder:
                         raise ValueError("not supported by lbcore")
             except ValueError as exc:
                 self.p.error(where_line, str(exc), f"{where_line.keyword} {word}")
-        tls = self.server_tls(line, tls_words, http)
-        if tls is not None:
-            server["tls"] = tls
+        if tls_words:
+            tls = self.server_tls(line, tls_words, http)
+            if tls is not None:
+                server["tls"] = tls
         if not check:
             server["check"] = Scalar(False, at)
         settings["check"] = check
@@ -782,7 +784,7 @@ class Builder:
 
     def stats(self, proxy: Proxy) -> Optional[Map]:
         where = origin(proxy.line, f"{proxy.kind} {proxy.name}")
-        stats = Map(where, comment=f"{proxy.line.where} {proxy.kind} {proxy.name}")
+        stats = Map(where, comment=_comment(proxy))
         if len(proxy.binds) != 1 or len(values.bind_addresses(self.address(proxy.binds[0].words[1]))) != 1:
             self.p.error(proxy.line, "lbcore's stats endpoint listens on exactly one address", proxy.kind)
             return None
@@ -824,6 +826,12 @@ class Builder:
                 self.p.errors.append(f"{rule.origin}: {rule.origin.keyword}: rules in a stats "
                                      "listen are not supported (lbcore's stats endpoint serves only the stats)")
         return stats
+
+
+def _comment(proxy: Proxy) -> str:
+    """The comment `convert` writes above a proxy's block: where it was."""
+    line = proxy.line
+    return f"{line.file}:{line.number} {proxy.kind} {proxy.name}"
 
 
 def _kept(key: str, setting: tuple[object, Line]) -> Scalar:

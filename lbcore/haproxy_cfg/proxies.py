@@ -81,7 +81,7 @@ class Proxy:
         self.http_check: list[Line] = list(d.http_check) if d else []
         self.tcp_steps: list[tuple[str, str, Line]] = list(d.tcp_steps) if d else []  # tcp-check send/expect
         self.tcp_steps_inherited = bool(d and d.tcp_steps)
-        self.default_server: list[tuple[str, tuple[str, ...], Line]] = list(d.default_server) if d else []
+        self.default_server: list[tuple[str, Optional[str], Line]] = list(d.default_server) if d else []
         self.binds: list[Line] = []
         self.servers: list[Line] = []
         self.acls: dict[str, tuple[str, Origin]] = {}
@@ -730,20 +730,22 @@ SERVER_VALUES = frozenset(("inter", "fastinter", "downinter", "rise", "fall", "p
 
 
 def parse_server_params(line: Line, words: tuple[str, ...], problems: Problems,
-                        default: bool = False) -> list[tuple[str, tuple[str, ...], Line]]:
-    """(keyword, args, line) of each server parameter, in order."""
+                        default: bool = False) -> list[tuple[str, Optional[str], Line]]:
+    """(keyword, value or None for a flag, line) of each server parameter,
+    in order."""
     out = []
     i = 0
-    while i < len(words):
+    count = len(words)
+    while i < count:
         word = words[i]
         if word in SERVER_FLAGS:
-            out.append((word, (), line))
+            out.append((word, None, line))
             i += 1
         elif word in SERVER_VALUES:
-            if i + 1 >= len(words):
+            if i + 1 >= count:
                 problems.error(line, f"'{word}' expects a value", f"server {word}")
                 return out
-            out.append((word, (words[i + 1],), line))
+            out.append((word, words[i + 1], line))
             i += 2
         else:
             problems.error(line, "unknown server parameter", f"{'default-server' if default else 'server'} {word}")

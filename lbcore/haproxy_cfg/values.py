@@ -104,8 +104,19 @@ def join_address(host: str, port: str) -> str:
     return f"{host}:{port}"
 
 
+# Most addresses are written IPV4:PORT, which the parsers below give back
+# as written (join_address writes 0.0.0.0 as *): those skip the parse.
+_IPV4_PORT = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}:[0-9]+")
+
+
+def _as_written(word: str) -> bool:
+    return _IPV4_PORT.fullmatch(word) is not None and not word.startswith("0.0.0.0:")
+
+
 def bind_addresses(word: str) -> list[str]:
     """`bind` takes a comma-separated list of addresses."""
+    if _as_written(word):
+        return [word]
     out = []
     for part in word.split(","):
         _, text = _strip_family(part)
@@ -117,6 +128,8 @@ def bind_addresses(word: str) -> list[str]:
 
 
 def server_address(word: str) -> str:
+    if _as_written(word):
+        return word
     _, text = _strip_family(word)
     if text.startswith("/"):
         raise ValueError(f"address '{word}': unix socket servers are not supported")

@@ -700,3 +700,32 @@ def test_the_plain_line_fast_path_splits_as_the_full_lexer():
     assert fast > 1000  # (lines the fast path takes)
     for line in ("    server s0 127.0.0.1:29001 check inter 2s rise 2 fall 3", "\tbind\t*:80  ", "", "   "):
         assert split_words(line) == split_words_fully(line) == line.split()
+
+
+def test_addresses_written_as_ipv4_port_skip_the_parse_with_the_same_result(monkeypatch):
+    """server_address / bind_addresses give an IPV4:PORT back as written
+    without parsing it: the same result (or error) as the full parse."""
+    import random
+
+    from lbcore.haproxy_cfg import values
+    rng = random.Random(15)
+    words = ["0.0.0.0:80", "00.0.0.0:80", "1.2.3.4:0", "999.1.1.1:65536", "1.2.3.4:80,5.6.7.8:90",
+             "1.2.3.4", "1.2.3.4:", ":80", "*:80", "[::1]:80", "::1:80", "ipv4@1.2.3.4:80", "1.2.3.4:+1",
+             "1.2.3.4:80-90", "/run/x.sock", "1.2.3.4.5:80", "1.2.3:80", " 1.2.3.4:80", "1.2.3.4:80\n"]
+    for _ in range(3000):
+        parts = [str(rng.choice([0, 1, 10, 127, 255, 256, 999, "01", "0", "1000"])) for _ in range(rng.choice([3, 4, 5]))]
+        word = ".".join(parts) + rng.choice([":", ":", "", "::", "-"]) + str(rng.choice([0, 80, 8080, 65536, "", "x"]))
+        words.append(word)
+        words.append("".join(rng.choice("0123456789.:,*-+@[]") for _ in range(rng.randrange(1, 16))))
+
+    def outcome(parse, word):
+        try:
+            return parse(word)
+        except ValueError as exc:
+            return f"error: {exc}"
+
+    fast = [(outcome(values.server_address, w), outcome(values.bind_addresses, w)) for w in words]
+    assert sum(values._as_written(w) for w in words) > 100  # (words the short cut takes)
+    monkeypatch.setattr(values, "_as_written", lambda word: False)
+    full = [(outcome(values.server_address, w), outcome(values.bind_addresses, w)) for w in words]
+    assert fast == full
