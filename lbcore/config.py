@@ -595,6 +595,21 @@ _NO_VALUE = object()
 _STR_TAG = "tag:yaml.org,2002:str"
 
 
+def _known_entries(node: MappingNode, known: frozenset) -> Optional[dict[str, tuple[Node, Node]]]:
+    """The entries of a mapping node whose keys are all known and each
+    written once: what _Reader._entries and _drop_unknown give it, without
+    their checks; None for any other mapping (a key unknown, written twice,
+    not a scalar, or a merge key '<<', which no known set holds), for them
+    to read and report. Nearly every mapping of a config is like this."""
+    entries = {}
+    for pair in node.value:
+        key = pair[0].value  # (a list for a key that is not a scalar)
+        if type(key) is not str or key not in known or key in entries:
+            return None
+        entries[key] = pair
+    return entries
+
+
 class _Reader:
     """Walks the node graph, collecting problems as `file:line: keypath: msg`."""
 
@@ -606,12 +621,19 @@ class _Reader:
         self._constructor = yaml.constructor.SafeConstructor()
         # integer(1), choice(MODES), nullable(...): each parser made once,
         # not once per key of every backend and server.
-        self._made: dict[tuple, Callable[[Node], Any]] = {}
+        self.integer = functools.cache(self._integer)
+        self.choice = functools.cache(self._choice)
+        self.nullable = functools.cache(self._nullable)
         self._known_sets: dict[Iterable[str], frozenset] = {}  # mapping(): the keys a mapping may have
         # (tag, text) -> value of the scalars the constructor built: a large
         # config repeats `false`, `2s`, `3`... thousands of times, and the
         # safe constructor's values of a scalar are immutable.
         self._scalars: dict[tuple[str, str], Any] = {}
+        self._server_addresses: dict[str, Address] = {}  # see server_address()
+
+    def drop_parsers(self) -> None:
+        """Forgets the parsers made (see __init__), once the graph is read."""
+        del self.integer, self.choice, self.nullable
 
     # problems
     def problem(self, keypath: str, node: Optional[Node], message: str) -> None:
@@ -673,16 +695,27 @@ class _Reader:
                 required: Iterable[str] = ()) -> Optional[_Mapping]:
         """The known entries of a mapping node; None (after a problem) if the
         node is not a mapping. An absent or null section reads as empty."""
-        if node is None or self.is_null(node):
-            entries: dict[str, tuple[Node, Node]] = {}
-        elif isinstance(node, MappingNode):
-            entries = self._entries(node, keypath, set())
-        else:
-            self.problem(keypath, node, f"expected a mapping, got {self.describe(node)}")
-            return None
         known_set = self._known_sets.get(known)  # (`known` is one of the _*_KEYS tuples)
         if known_set is None:
             known_set = self._known_sets[known] = frozenset(known)
+        if node is None or self.is_null(node):
+            entries: dict[str, tuple[Node, Node]] = {}
+        elif not isinstance(node, MappingNode):
+            self.problem(keypath, node, f"expected a mapping, got {self.describe(node)}")
+            return None
+        else:
+            entries = _known_entries(node, known_set)
+            if entries is None:  # something to report, or merge keys to follow: the full reading
+                entries = self._entries(node, keypath, set())
+                entries = self._drop_unknown(entries, keypath, known, known_set)
+        for key in required:
+            if key not in entries:
+                self.problem(_key(keypath, key), node, "required key is missing")
+        return _Mapping(keypath, node, entries)
+
+    def _drop_unknown(self, entries: dict[str, tuple[Node, Node]], keypath: str, known: Iterable[str],
+                      known_set: frozenset) -> dict[str, tuple[Node, Node]]:
+        """`entries` without the keys not in `known`, each reported."""
         unknown = False
         for key, (key_node, _) in entries.items():
             if key in known_set:
@@ -692,12 +725,9 @@ class _Reader:
             # as in docker-compose; nothing reads them.
             if not (keypath == "" and key.startswith("x-")):
                 self.problem(_key(keypath, key), key_node, f"unknown key '{key}'{_suggest(key, known)}")
-        for key in required:
-            if key not in entries:
-                self.problem(_key(keypath, key), node, "required key is missing")
         if unknown:
             entries = {k: v for k, v in entries.items() if k in known_set}
-        return _Mapping(keypath, node, entries)
+        return entries
 
     def named_mapping(self, node: Optional[Node], keypath: str) -> dict[str, tuple[Node, Node]]:
         """A mapping whose keys are user-chosen names (frontends, backends)."""
@@ -708,13 +738,14 @@ class _Reader:
             return {}
         entries = self._entries(node, keypath, set())
         for name, (key_node, _) in entries.items():
-            self.check_name(name, _key(keypath, name), key_node)
+            self.check_name(name, keypath, name, key_node)
         return entries
 
-    def check_name(self, name: str, keypath: str, node: Optional[Node]) -> bool:
+    def check_name(self, name: str, parent: str, key: str, node: Optional[Node]) -> bool:
+        """`name` (the value at `parent`.`key`) is a valid section or server name."""
         if _NAME.fullmatch(name):
             return True
-        self.problem(keypath, node, f"invalid name {name!r} (use only letters, digits, '_', '.' and '-')")
+        self.problem(_key(parent, key), node, f"invalid name {name!r} (use only letters, digits, '_', '.' and '-')")
         return False
 
     def _entries(self, node: MappingNode, keypath: str, merging: set[int]) -> dict[str, tuple[Node, Node]]:
@@ -760,16 +791,47 @@ class _Reader:
         entry = mapping.entries.get(key) if mapping is not None else None
         if entry is None:
             return default
-        return self.parse(entry[1], mapping.path(key), parse, default)
+        try:
+            return parse(entry[1])
+        except (_Invalid, ValueError) as exc:
+            self.invalid(mapping.path(key), entry[1], exc)  # (the key path is made for a problem only)
+        return default
+
+    def read(self, mapping: Optional[_Mapping], parsers: Mapping[str, Callable[[Node], Any]],
+             **defaults: Any) -> dict[str, Any]:
+        """The keys of `mapping` that `parsers` names, each parsed with its
+        parser, in the order of `parsers` (that of get() calls one by one):
+        a key absent, or whose value is invalid (its problem recorded), is
+        left out, so that the spec's own default applies, or the one given
+        in `defaults`. Unlike a get() per key, a key not written costs
+        nothing: most of the dozen keys a server or backend may have are
+        not written."""
+        values = dict(defaults)
+        if mapping is None or mapping.entries.keys().isdisjoint(parsers):
+            return values
+        for key, parse in parsers.items():
+            entry = mapping.entries.get(key)
+            if entry is None:
+                continue
+            try:
+                values[key] = parse(entry[1])
+            except (_Invalid, ValueError) as exc:
+                self.invalid(mapping.path(key), entry[1], exc)
+        return values
 
     def parse(self, node: Node, keypath: str, parse: Callable[[Node], Any], default: Any = None) -> Any:
         try:
             return parse(node)
-        except _Invalid as exc:
-            self.problem(keypath, exc.node or node, exc.message)
-        except ValueError as exc:
-            self.problem(keypath, node, str(exc))
+        except (_Invalid, ValueError) as exc:
+            self.invalid(keypath, node, exc)
         return default
+
+    def invalid(self, keypath: str, node: Node, exc: Exception) -> None:
+        """Records the problem of a value a parser refused."""
+        if isinstance(exc, _Invalid):
+            self.problem(keypath, exc.node or node, exc.message)
+        else:
+            self.problem(keypath, node, str(exc))
 
     def boolean(self, node: Node) -> bool:
         value = self.scalar(node)
@@ -777,13 +839,8 @@ class _Reader:
             raise _Invalid(f"expected true or false, got {self.describe(node)}")
         return value
 
-    def integer(self, low: Optional[int] = None, high: Optional[int] = None) -> Callable[[Node], int]:
-        made = self._made.get(("integer", low, high))
-        if made is None:
-            made = self._made[("integer", low, high)] = self._integer(low, high)
-        return made
-
-    def _integer(self, low: Optional[int], high: Optional[int]) -> Callable[[Node], int]:
+    # integer(low, high): an integer parser, made by _integer once per reader (see __init__).
+    def _integer(self, low: Optional[int] = None, high: Optional[int] = None) -> Callable[[Node], int]:
         def parse(node: Node) -> int:
             value = self.scalar(node)
             if isinstance(value, bool) or not isinstance(value, int):
@@ -814,13 +871,7 @@ class _Reader:
             raise _Invalid(f"file not found: {path}")
         return path
 
-    def choice(self, choices: Iterable[str]) -> Callable[[Node], str]:
-        choices = tuple(choices)
-        made = self._made.get(("choice", choices))
-        if made is None:
-            made = self._made[("choice", choices)] = self._choice(choices)
-        return made
-
+    # choice(choices): a parser of one of the words of a tuple, made by _choice once per reader.
     def _choice(self, choices: tuple[str, ...]) -> Callable[[Node], str]:
 
         def parse(node: Node) -> str:
@@ -842,20 +893,25 @@ class _Reader:
         return parse_address(self.plain(node))
 
     def server_address(self, node: Node) -> Address:
-        return parse_address(self.plain(node), server=True)
+        # A large config names the same servers in backend after backend:
+        # each text is parsed once (an Address is immutable, and shared).
+        value = self.plain(node)
+        address = self._server_addresses.get(value) if type(value) is str else None
+        if address is None:
+            address = parse_address(value, server=True)
+            self._server_addresses[value] = address
+        return address
 
     def plain(self, node: Node) -> Any:
         if isinstance(node, (MappingNode, SequenceNode)):
             raise _Invalid(f"expected a single value, got {self.describe(node)}")
         return self.scalar(node)
 
-    def nullable(self, parse: Callable[[Node], Any]) -> Callable[[Node], Any]:
-        made = self._made.get(("nullable", parse))
-        if made is None:
-            def parse_or_null(node: Node) -> Any:
-                return None if self.is_null(node) else parse(node)
-            made = self._made[("nullable", parse)] = parse_or_null
-        return made
+    # nullable(parse): `parse`, or None for a null value, made by _nullable once per reader.
+    def _nullable(self, parse: Callable[[Node], Any]) -> Callable[[Node], Any]:
+        def parse_or_null(node: Node) -> Any:
+            return None if self.is_null(node) else parse(node)
+        return parse_or_null
 
     def request_path(self, node: Node) -> str:
         value = self.string(node)
@@ -954,6 +1010,17 @@ class _Builder:
         self._where: dict[str, Node] = {}
         self._health_seen: dict[tuple, HealthSpec] = {}  # see health()
         self._timeouts_seen: dict[tuple, Timeouts] = {}  # see timeouts()
+        self._fingerprints: dict[int, Any] = {}  # see fingerprint()
+
+    def fingerprint(self, node: Optional[Node]) -> Any:
+        """_fingerprint(node), worked out once per node: a haproxy.cfg's
+        tree gives every section the very node of its defaults' timeouts,
+        and a YAML alias is the node it names. (The graph, which holds
+        every node, outlives the builder: an id is not reused meanwhile.)"""
+        fingerprint = self._fingerprints.get(id(node), _NO_VALUE)
+        if fingerprint is _NO_VALUE:
+            fingerprint = self._fingerprints[id(node)] = _fingerprint(node)
+        return fingerprint
 
     def config(self, root: MappingNode) -> Config:
         r = self.r
@@ -1091,7 +1158,7 @@ class _Builder:
         its defaults' timeouts in every section) is not read again."""
         if node is None:
             return inherited
-        key = (_fingerprint(node), inherited)
+        key = (self.fingerprint(node), inherited)
         spec = self._timeouts_seen.get(key) if key[0] is not _UNIQUE else None
         if spec is None:
             before = len(self.r._problems)
@@ -1263,7 +1330,6 @@ class _Builder:
                 where = m.key_node("mode") or m.value("backend")
                 r.problem(m.path("mode") if "mode" in m else m.path("backend"), where,
                           f"frontend mode '{mode}' does not match backend '{backend}' mode '{target.mode}'")
-        default = FrontendSpec
         binds, transparent, interfaces = self.frontend_binds(m)
         error_files = self.error_files(m, defaults.error_files)
         return FrontendSpec(
@@ -1273,17 +1339,25 @@ class _Builder:
             interfaces=interfaces,
             mode=mode,
             backend=backend,
-            maxconn=r.get(m, "maxconn", r.integer(1), default.maxconn),
-            forwarded_for=r.get(m, "forwarded_for", r.boolean, default.forwarded_for),
-            forwarded_proto=r.get(m, "forwarded_proto", r.boolean, default.forwarded_proto),
-            forwarded_for_except=r.get(m, "forwarded_for_except", self.networks, ()),
-            monitor_uri=r.get(m, "monitor_uri", r.nullable(r.request_path)),
+            **r.read(m, self._frontend_fields),
             tls=self.tls(m.value("tls"), m.path("tls")) if "tls" in m else None,
             timeouts=self.timeouts(m.value("timeouts"), m.path("timeouts"), defaults.timeouts),
             **self.rules.section(m, name, mode, backends, error_files),
             stick_table=self.stick_table(name, m),
             error_files=error_files,
         )
+
+    @functools.cached_property
+    def _frontend_fields(self) -> dict[str, Callable[[Node], Any]]:
+        """How frontend() reads a frontend's plain keys, each defaulting to FrontendSpec's."""
+        r = self.r
+        return {
+            "maxconn": r.integer(1),
+            "forwarded_for": r.boolean,
+            "forwarded_proto": r.boolean,
+            "forwarded_for_except": self.networks,
+            "monitor_uri": r.nullable(r.request_path),
+        }
 
     def frontend_binds(self, m: _Mapping) -> tuple[tuple[Address, ...], frozenset, dict]:
         """The addresses, those of them bound `transparent`, and those bound
@@ -1420,23 +1494,32 @@ class _Builder:
             name=name,
             mode=mode,
             balance=algorithm,
-            hash=r.get(m, "hash", r.choice(HASH_TYPES), BackendSpec.hash),
-            pool_max_conn=r.get(m, "pool_max_conn", r.nullable(r.integer(0))),
-            pool_purge_delay=r.get(m, "pool_purge_delay", r.duration, BackendSpec.pool_purge_delay),
             maxconn=maxconn,
             health=health,
-            retries=r.get(m, "retries", r.integer(0), defaults.retries),
-            redispatch=r.get(m, "redispatch", r.boolean, defaults.redispatch),
             timeouts=timeouts,
             servers=servers,
-            on_marked_down=r.get(m, "on_marked_down", r.nullable(r.choice(ON_MARKED_DOWN))),
-            all_backups=r.get(m, "all_backups", r.boolean, BackendSpec.all_backups),
+            **r.read(m, self._backend_fields, retries=defaults.retries, redispatch=defaults.redispatch),
             **self.rules.section(m, name, mode, error_files=error_files),
             stick_table=self.stick_table(name, m),
             stick_on=self.stick_on(name, m),
             cookie=self.cookie(m),
             error_files=error_files,
         )
+
+    @functools.cached_property
+    def _backend_fields(self) -> dict[str, Callable[[Node], Any]]:
+        """How backend() reads a backend's plain keys (BackendSpec's defaults,
+        but retries and redispatch: the defaults section's)."""
+        r = self.r
+        return {
+            "hash": r.choice(HASH_TYPES),
+            "pool_max_conn": r.nullable(r.integer(0)),
+            "pool_purge_delay": r.duration,
+            "retries": r.integer(0),
+            "redispatch": r.boolean,
+            "on_marked_down": r.nullable(r.choice(ON_MARKED_DOWN)),
+            "all_backups": r.boolean,
+        }
 
     def balance(self, node: Node) -> str:
         """`roundrobin`, `hdr(X-Tenant)`...: kept as written, checked here."""
@@ -1453,7 +1536,7 @@ class _Builder:
         """A backend's health spec. Large configs repeat the same health
         block in every backend: one written like one already read (and
         found valid) is that spec again, not read a second time."""
-        key = (_fingerprint(node), timeouts.check)
+        key = (self.fingerprint(node), timeouts.check)
         spec = self._health_seen.get(key) if key[0] is not _UNIQUE else None
         if spec is None:
             before = len(self.r._problems)
@@ -1609,26 +1692,33 @@ class _Builder:
             return None, None
         m = r.mapping(node, keypath, _SERVER_KEYS, required=("name", "address"))
         name = r.get(m, "name", r.string, "")
-        if name and not r.check_name(name, m.path("name"), m.value("name")):
+        if name and not r.check_name(name, m.keypath, "name", m.value("name")):
             name = ""
-        d = ServerSpec
         server_maxconn = r.get(m, "maxconn", r.nullable(r.integer(1)))
         spec = ServerSpec(
             name=name,
             address=r.get(m, "address", r.server_address, Address("", 0)),
-            weight=r.get(m, "weight", r.integer(0, MAX_WEIGHT), d.weight),
-            backup=r.get(m, "backup", r.boolean, d.backup),
             maxconn=server_maxconn if server_maxconn is not None else maxconn,
-            check=r.get(m, "check", r.boolean, d.check),
-            send_proxy=r.get(m, "send_proxy", r.nullable(r.choice(SEND_PROXY))),
-            cookie=r.get(m, "cookie", r.nullable(self.cookie_value)),
-            disabled=r.get(m, "disabled", r.boolean, d.disabled),
-            tls=self.server_tls(m.value("tls"), m.path("tls"), health) if m is not None and "tls" in m else None,
+            **r.read(m, self._server_fields),
+            tls=self.server_tls(m.value("tls"), m.path("tls"), health) if "tls" in m else None,
         )
-        if m is not None and "cookie" in m:  # for check_stickiness's duplicate values
+        if "cookie" in m:  # for check_stickiness's duplicate values
             self._where[m.path("cookie")] = m.value("cookie")
         return spec, m.value("name")
 
+
+    @functools.cached_property
+    def _server_fields(self) -> dict[str, Callable[[Node], Any]]:
+        """How server() reads a server's other keys, each defaulting to ServerSpec's."""
+        r = self.r
+        return {
+            "weight": r.integer(0, MAX_WEIGHT),
+            "backup": r.boolean,
+            "check": r.boolean,
+            "send_proxy": r.nullable(r.choice(SEND_PROXY)),
+            "cookie": r.nullable(self.cookie_value),
+            "disabled": r.boolean,
+        }
 
     def server_tls(self, node: Node, keypath: str, health: HealthSpec) -> Optional[ServerTLSSpec]:
         r = self.r
@@ -1684,8 +1774,10 @@ class _Builder:
         """http mode speaks HTTP/1.1 to servers: ALPN may offer nothing else."""
         for index, server in enumerate(servers):
             tls = server.tls
+            if tls is None:
+                continue
             for key in ("alpn", "check_alpn"):
-                other = [p for p in (getattr(tls, key) if tls else ()) if p != "http/1.1"]
+                other = [p for p in getattr(tls, key) if p != "http/1.1"]
                 if other:
                     keypath = f"{m.path('servers')}[{index}].tls.{key}"
                     self.r.problem(keypath, m.value("servers"),
@@ -2053,7 +2145,7 @@ class _RulesReader:
         `error_files` replace HAProxy's pages in the section's deny answers."""
         if m is None:
             return {}
-        if not any(key in m for key in _RULE_KEYS):
+        if m.entries.keys().isdisjoint(_RULE_KEYS):
             return {"acls": ()}  # what the reading below gives: no rules module needed
         rules = _rules()
         r = self.r
@@ -2251,10 +2343,24 @@ def loads(text: str, path: str = "<string>") -> Config:
         raise ConfigError([f"{path}:{_line(root)}: the top level must be a mapping of sections, got {kind}"])
     base_dir = os.getcwd() if path == "<string>" else os.path.dirname(os.path.abspath(path))
     reader = _Reader(path, base_dir)
-    config = _Builder(reader).config(root)
+    config = _build(reader, root)
     if reader.problems:
         raise ConfigError(reader.problems)
     return config
+
+
+def _build(reader: _Reader, root: MappingNode) -> Config:
+    """The Config of a node graph; its problems are left in `reader`."""
+    builder = _Builder(reader)
+    try:
+        return builder.config(root)
+    finally:
+        # The parsers made once per load are closures over the reader and
+        # the builder: cycles, which would keep them and every node they
+        # hold until the next garbage collection (and none runs while a
+        # config is read). Broken here, all goes as the load returns.
+        builder.__dict__.clear()
+        reader.drop_parsers()
 
 
 # The section keywords a haproxy.cfg starts with.
@@ -2282,7 +2388,7 @@ def load_tree(root: Node, path: str, sources: tuple[str, ...] = (), base_dir: Op
     """Validate an lb.yaml node graph built by another reader (haproxy_cfg),
     whose marks name where each value came from."""
     reader = _Reader(path, base_dir or os.getcwd())
-    config = _Builder(reader).config(root)
+    config = _build(reader, root)
     if reader.problems:
         raise ConfigError(reader.problems)
     return replace(config, sources=tuple(sources))

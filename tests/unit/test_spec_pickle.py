@@ -40,9 +40,11 @@ def test_a_config_pickled_this_way_is_the_same_and_no_larger_than_read():
     assert copy == config
     assert copy.backends["be7"].servers[2].address == config.backends["be7"].servers[2].address
     assert copied <= read * 1.05, (copied, read)
-    # What it avoids: plain pickle's copy is much larger.
+    # What it avoids: plain pickle's copy is much larger. (Less so than it
+    # was: the loader gives equal server addresses one Address, which
+    # both copies keep as one.)
     plain, plainly = retained(lambda: pickle.loads(pickle.dumps(config)))
-    assert plain == config and plainly > copied * 1.5, (plainly, copied)
+    assert plain == config and plainly > copied * 1.3, (plainly, copied)
 
 
 def test_what_is_not_a_plain_spec_travels_as_plain_pickle_would():
