@@ -22,7 +22,6 @@ from . import build
 from . import pidfile, systemd, takeover
 from .batch import WriteBatch
 from .config import Address, Config, ConfigError
-from .health import HealthChecker
 from .heap import hold_collections, release_collections, release_free_memory, settle_heap
 from . import bind_first
 from .listeners import Acceptor, BindError, bind_socket, inherited  # noqa: F401  (BindError: lbcore.server's name for it)
@@ -103,7 +102,9 @@ _LATE_IMPORTS = ("lbcore.haproxy_cfg", "lbcore.stats.admin", "lbcore.stats.snaps
                  "lbcore.state_file", "encodings.idna", "encodings.ascii", "encodings.latin_1",
                  # not imported by a start that does not use them (tests/integration/test_startup_imports.py)
                  "lbcore.config_reader", "lbcore.spec_pickle", "difflib", "logging.handlers",
-                 "hashlib", "hmac", "ctypes", "ctypes.util", "shutil", "tempfile")
+                 "hashlib", "hmac", "ctypes", "ctypes.util", "shutil", "tempfile",
+                 # imported once the start serves (LoadBalancer._start_health)
+                 "lbcore.health.checker")
 
 
 def drop_privileges(spec) -> None:
@@ -206,8 +207,7 @@ class LoadBalancer:
         self.sweeper = Sweeper(loop)
         self.sweeper.start()
         self.pool = UpstreamPool(loop, self.sweeper, WriteBatch(loop))
-        self.health = self._make_health()
-        self.ctx = ProxyContext(loop, self.access_log, observe_failure=self.health.observe_failure,
+        self.ctx = ProxyContext(loop, self.access_log, observe_failure=self._observe_failure,
                                 maxconn=config.global_.maxconn)
         # Bind everything before serving anything: a config that cannot bind
         # fails whole. Bound first: connections queue in the listen backlog
@@ -227,10 +227,7 @@ class LoadBalancer:
         self._install_signals(loop)
         bind_first.release_signals()  # those that came meanwhile are handled now
         self._install_acceptors(sockets)
-        # The checks are made a slice at a time once this serves: the
-        # connections that queued meanwhile go first (a first probe is due
-        # at a random time within its interval anyway).
-        self.health.start(loop, in_steps=True)
+        self._start_health(loop)
         await self._start_peers(config)
         self._purge_tables()
         try:
@@ -283,8 +280,26 @@ class LoadBalancer:
 
     # Hooks a worker process overrides (lbcore.worker): its master probes
     # the servers and owns the listening sockets.
-    def _make_health(self):
-        return HealthChecker(lambda: self.runtime)
+    def _start_health(self, loop) -> None:
+        """The health checks start once this serves: the checker's import
+        and its checks (made a slice at a time) come after the connections
+        that queued during the start (a first probe is due at a random time
+        within its interval anyway)."""
+        loop.call_soon(self._health_now)
+
+    def _health_now(self):
+        """The HealthChecker, made (and started, unless this is stopping)
+        if it was not yet."""
+        if self.health is None:
+            from .health.checker import HealthChecker
+            self.health = HealthChecker(lambda: self.runtime)
+            if not self.ctx.stopping:
+                self.health.start(self.loop, in_steps=True)
+        return self.health
+
+    def _observe_failure(self, server, reason: str) -> None:
+        """The proxies' passive health hook (ProxyContext.observe_failure)."""
+        (self.health or self._health_now()).observe_failure(server, reason)
 
     def _listen(self, address: Address, transparent: bool = False, interface: Optional[str] = None):
         group = inherited.take(address)
@@ -390,7 +405,7 @@ class LoadBalancer:
         from .stats.runtime_api import Service
         from .stats.serve import StatsServers
         from .stats.snapshot import snapshot
-        admin = AdminAction(lambda: self.runtime, get_health=lambda: self.health,
+        admin = AdminAction(lambda: self.runtime, get_health=self._health_now,
                             kill_sessions=lambda server: kill_server_sessions(self, server))
         get_snapshot = lambda: snapshot(self.runtime)  # noqa: E731
         service = Service(lambda: self.runtime, get_snapshot, admin,
@@ -488,7 +503,7 @@ class LoadBalancer:
             self.access_log.close()
             setup_event_log(new.global_.log)
             self.access_log = self.ctx.access_log = AccessLog(new.global_.log)
-        self.health.reload(self.runtime)
+        (self.health or self._health_now()).reload(self.runtime)
         for peers in self.peers:
             peers.attach()  # the reloaded runtime's tables
         if self.stats is not None and self.stats.service.certificates is not None:

@@ -52,7 +52,7 @@ class WorkerHealth:
     def __init__(self, worker: "WorkerBalancer") -> None:
         self.worker = worker
 
-    def start(self, loop: Optional[asyncio.AbstractEventLoop] = None, in_steps: bool = False) -> None:
+    def start(self, loop: Optional[asyncio.AbstractEventLoop] = None) -> None:
         self.worker.attach(loop or asyncio.get_running_loop())
 
     def reload(self, runtime: Optional[Runtime] = None) -> None:
@@ -104,8 +104,13 @@ class WorkerBalancer(LoadBalancer):
 
     # -- LoadBalancer hooks ----------------------------------------------------
 
-    def _make_health(self) -> WorkerHealth:
-        return WorkerHealth(self)
+    def _start_health(self, loop) -> None:
+        # Before the loop runs once: see attach().
+        self.health = WorkerHealth(self)
+        self.health.start(loop)
+
+    def _health_now(self) -> WorkerHealth:
+        return self.health  # never a HealthChecker here: the master probes
 
     def _listen(self, address: Address, transparent: bool = False, interface=None) -> socket.socket:
         group = self._incoming.get(address)
