@@ -113,9 +113,9 @@ class Builder:
         self.tls = tls
         self.env = env
         self.checked_error_files: dict[tuple[str, int], bool] = {}
-        # Proxy.timeouts entries (ids: the proxies hold them while the
+        # Proxy.timeouts dicts (by id: the proxies hold them while the
         # tree is built) -> the block made of them; see timeouts().
-        self.timeouts_made: dict[tuple, Optional[Map]] = {}
+        self.timeouts_made: dict[int, Optional[Map]] = {}
 
     def address(self, word: str) -> str:
         """Addresses expand ${NAME} even unquoted, as HAProxy's do."""
@@ -354,8 +354,8 @@ class Builder:
         http-keep-alive -> http-request, queue -> connect, tunnel -> the
         longer of client and server."""
         # A thousand proxies that keep their defaults' timeouts share one
-        # block: the same (value, origin) entries give the same block.
-        key = (tuple(proxy.timeouts), tuple(map(id, proxy.timeouts.values())))
+        # block: they share the defaults' dict of them (Proxy.timeouts).
+        key = id(proxy.timeouts)
         if key in self.timeouts_made:
             return self.timeouts_made[key]
         self.timeouts_made[key] = out = self._timeouts(proxy, where)

@@ -75,13 +75,18 @@ class Proxy:
         self.p = problems
         d = defaults
         self.settings: dict[str, tuple[object, Origin]] = dict(d.settings) if d else {}
-        self.timeouts: dict[str, tuple[str, Origin]] = dict(d.timeouts) if d else {}
+        # What most sections keep as their defaults wrote it is shared with
+        # the defaults: a line that changes one of these gives its section a
+        # new dict or list, never changes the one it holds. (The proxies
+        # that keep their defaults' timeouts share one block: see
+        # Builder.timeouts.)
+        self.timeouts: dict[str, tuple[str, Origin]] = d.timeouts if d else {}
         # name -> (args or False, origin)
-        self.options: dict[str, tuple[object, Origin]] = dict(d.options) if d else {}
-        self.http_check: list[Line] = list(d.http_check) if d else []
-        self.tcp_steps: list[tuple[str, str, Line]] = list(d.tcp_steps) if d else []  # tcp-check send/expect
+        self.options: dict[str, tuple[object, Origin]] = d.options if d else {}
+        self.http_check: list[Line] = d.http_check if d else []
+        self.tcp_steps: list[tuple[str, str, Line]] = d.tcp_steps if d else []  # tcp-check send/expect
         self.tcp_steps_inherited = bool(d and d.tcp_steps)
-        self.default_server: list[tuple[str, Optional[str], Line]] = list(d.default_server) if d else []
+        self.default_server: list[tuple[str, Optional[str], Line]] = d.default_server if d else []
         self.binds: list[Line] = []
         self.servers: list[Line] = []
         self.acls: dict[str, tuple[str, Origin]] = {}
@@ -90,10 +95,10 @@ class Proxy:
         self.http_response: list[Map] = []
         self.use_backend: list[Map] = []
         self.stick_rules: list[Map] = []
-        self.stats: dict[str, tuple[object, Line]] = dict(d.stats) if d else {}
+        self.stats: dict[str, tuple[object, Line]] = d.stats if d else {}
         self.prometheus: Optional[Line] = None
         # status -> (path, origin)
-        self.error_files: dict[str, tuple[str, Origin]] = dict(d.error_files) if d else {}
+        self.error_files: dict[str, tuple[str, Origin]] = d.error_files if d else {}
 
     def inherit(self, kind: str, name: str, line: Line) -> "Proxy":
         """A new proxy that starts with this defaults section's settings."""
@@ -193,7 +198,8 @@ class Proxy:
                 # keeps a bound: the longest timer HAProxy itself can hold.
                 self.p.warn(line, f"0 means no timeout in HAProxy; lbcore uses {NO_TIMEOUT}", keyword)
                 value = NO_TIMEOUT
-            self.timeouts[TIMEOUT_KEYS[name]] = (values.duration(value), origin(line, keyword))
+            entry = (values.duration(value), origin(line, keyword))
+            self.timeouts = {**self.timeouts, TIMEOUT_KEYS[name]: entry}
         except ValueError as exc:
             self.p.error(line, str(exc), keyword)
 
@@ -211,17 +217,19 @@ class Proxy:
             if rest:
                 self.p.error(line, "takes no argument after 'no option'", keyword)
                 return
-            self.options[name] = (False, origin(line, keyword))
+            self.options = {**self.options, name: (False, origin(line, keyword))}
             return
         try:
             value = handler(self, line, rest)
         except ValueError as exc:
             self.p.error(line, str(exc), keyword)
             return
+        options = dict(self.options)
         if name in CHECK_OPTIONS:
             for other in CHECK_OPTIONS:
-                self.options.pop(other, None)
-        self.options[name] = (value, origin(line, keyword))
+                options.pop(other, None)
+        options[name] = (value, origin(line, keyword))
+        self.options = options
 
     def http_check_line(self, line: Line) -> None:
         words = line.words[1:]
@@ -238,7 +246,7 @@ class Proxy:
             return
         if self.kind != "defaults" and self.http_check and self.http_check[0].file == "<defaults>":
             self.http_check = []
-        self.http_check.append(line)
+        self.http_check = self.http_check + [line]
 
     def tcp_check(self, line: Line) -> None:
         """tcp-check connect [port N] [ssl] | send TEXT | expect [!] string|rstring TEXT:
@@ -267,10 +275,10 @@ class Proxy:
                     return
             return
         if len(words) == 2 and words[0] == "send":
-            self.tcp_steps.append(("send", words[1], line))
+            self.tcp_steps = self.tcp_steps + [("send", words[1], line)]
             return
         if len(words) == 3 and words[0] == "expect" and words[1] in ("string", "rstring"):
-            self.tcp_steps.append(("expect" if words[1] == "string" else "expect_regex", words[2], line))
+            self.tcp_steps = self.tcp_steps + [("expect" if words[1] == "string" else "expect_regex", words[2], line)]
             return
         if words and words[0] == "comment":
             return
@@ -278,7 +286,7 @@ class Proxy:
                            "expect string TEXT, expect rstring REGEX)", keyword)
 
     def default_server_line(self, line: Line) -> None:
-        self.default_server.extend(parse_server_params(line, line.words[1:], self.p, default=True))
+        self.default_server = self.default_server + parse_server_params(line, line.words[1:], self.p, default=True)
 
     def server(self, line: Line) -> None:
         if len(line.words) < 3:
@@ -374,7 +382,7 @@ class Proxy:
 
     def errorfile(self, line: Line) -> None:
         (code, path) = self.args(line, 2, "'errorfile CODE FILE'")
-        self.error_files[code] = (path, origin(line))
+        self.error_files = {**self.error_files, code: (path, origin(line))}
 
     def log(self, line: Line) -> None:
         words = line.words[1:]
@@ -389,6 +397,7 @@ class Proxy:
             raise ValueError("expected a stats keyword")
         keyword = f"stats {words[0]}"
         sub, rest = words[0], words[1:]
+        self.stats = dict(self.stats)  # (this section's own from now on)
         if sub in ("enable",) and not rest:
             self.stats["enable"] = (True, line)
         elif sub == "uri" and len(rest) == 1:
