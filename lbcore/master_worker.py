@@ -155,13 +155,24 @@ class Worker:
                 pass
 
 
+def report_ready(fd: int) -> None:
+    """A worker serves: it tells its master through the pipe `fd` (forked:
+    _worker; started anew: `--ready-fd`, lbcore.cli). Here, not in the cli
+    module: run as `python -m lbcore.cli`, that module is __main__, and a
+    forked worker importing it would run it again before it binds."""
+    try:
+        os.write(fd, b"1")
+        os.close(fd)
+    except OSError:
+        pass
+
+
 def _worker(serve: Serve, soft_stop: list[int], hard_stop: list[int], ready_fd: int) -> None:  # pragma: no cover - in the child
     code = 1
     try:
         # The master blocks the signals it waits for; its worker handles them.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
         os.environ.pop("NOTIFY_SOCKET", None)  # systemd hears the master only
-        from .cli import report_ready
         code = serve(soft_stop, hard_stop, lambda: report_ready(ready_fd))
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
