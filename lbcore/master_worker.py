@@ -195,10 +195,6 @@ def run(serve: Serve, worker_argv: list[str], started: list[Callable[[], None]],
     signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
     current = Worker.fork(serve, list(first_soft_stop), list(first_hard_stop))
     del serve  # and with it the master's reference to the worker's config
-    # The worker holds them until it serves (lbcore.heap); the master, which
-    # may go on supervising from here, collects as usual.
-    from .heap import release_collections
-    release_collections()
     if not current.wait_ready():
         return current.wait() or 1
     if pidfile:
@@ -211,7 +207,12 @@ def run(serve: Serve, worker_argv: list[str], started: list[Callable[[], None]],
     # those that come are handled by the supervisor (exec keeps them pending).
     time.sleep(SUPERVISE_AFTER)
     _become_supervisor(current.pid, worker_argv, pidfile)
-    # exec failed (logged): supervise from this process as it is.
+    # exec failed (logged): supervise from this process as it is, collecting
+    # as usual. Until now the master held the collections the command line
+    # held (lbcore.cli): one over its heap would have copied the pages it
+    # shares with the worker, while the worker started.
+    from .heap import release_collections
+    release_collections()
     return supervise(current, worker_argv, pidfile)
 
 
