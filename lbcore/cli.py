@@ -247,6 +247,7 @@ def haproxy_main(argv: list[str]) -> int:
         return run_master_worker(args, handover, pidfile, daemon)
     started, takeover_from = replacing(args.soft_stop, args.hard_stop)
     if args.ready_fd is not None:
+        from .master_worker import report_ready
         started.append(lambda: report_ready(args.ready_fd))
     if daemon:
         return run_daemon(lambda started: run(handover, started, takeover_from), started)
@@ -292,14 +293,6 @@ def worker_argv(args: HaproxyArgs) -> list[str]:
     if args.quiet:
         argv.append("-q")
     return argv
-
-
-def report_ready(fd: int) -> None:
-    try:
-        os.write(fd, b"1")
-        os.close(fd)
-    except OSError:
-        pass
 
 
 def stop_previous(soft: list[int], hard: list[int]) -> None:

@@ -950,6 +950,7 @@ _HEALTH_KEYS = ("type", "path", "method", "host", "expect_status", "interval", "
                 "rise", "fall", "port", "initial_state", "headers", "user", "client", "steps")
 _SERVER_KEYS = ("name", "address", "weight", "backup", "maxconn", "check", "send_proxy", "cookie", "disabled",
                 "tls")
+_NAME_AND_ADDRESS = frozenset(("name", "address"))  # see _Builder.plain_server
 _SERVER_TLS_KEYS = ("verify", "ca", "crl", "verifyhost", "sni", "alpn", "min_version", "ciphers", "ciphersuites",
                     "traffic", "checks", "check_sni", "check_alpn")
 SERVER_VERIFY = ("none", "required")
@@ -1011,6 +1012,7 @@ class _Builder:
         self._health_seen: dict[tuple, HealthSpec] = {}  # see health()
         self._timeouts_seen: dict[tuple, Timeouts] = {}  # see timeouts()
         self._fingerprints: dict[int, Any] = {}  # see fingerprint()
+        self._plain_servers: dict[tuple[str, str, Optional[int]], ServerSpec] = {}  # see plain_server()
 
     def fingerprint(self, node: Optional[Node]) -> Any:
         """_fingerprint(node), worked out once per node: a haproxy.cfg's
@@ -1341,7 +1343,8 @@ class _Builder:
             backend=backend,
             **r.read(m, self._frontend_fields),
             tls=self.tls(m.value("tls"), m.path("tls")) if "tls" in m else None,
-            timeouts=self.timeouts(m.value("timeouts"), m.path("timeouts"), defaults.timeouts),
+            timeouts=self.timeouts(m.value("timeouts"), m.path("timeouts"), defaults.timeouts)
+            if "timeouts" in m else defaults.timeouts,
             **self.rules.section(m, name, mode, backends, error_files),
             stick_table=self.stick_table(name, m),
             error_files=error_files,
@@ -1478,7 +1481,8 @@ class _Builder:
         if m is None:
             r.bad_paths.add(_key(keypath, "mode"))
             return BackendSpec(name=name)
-        timeouts = self.timeouts(m.value("timeouts"), m.path("timeouts"), defaults.timeouts)
+        timeouts = self.timeouts(m.value("timeouts"), m.path("timeouts"), defaults.timeouts) \
+            if "timeouts" in m else defaults.timeouts
         maxconn = r.get(m, "maxconn", r.nullable(r.integer(1)))
         mode = r.get(m, "mode", r.choice(MODES), BackendSpec.mode)
         algorithm = r.get(m, "balance", self.balance, BackendSpec.balance)
@@ -1666,27 +1670,31 @@ class _Builder:
             r.problem(keypath, node, f"expected a list of servers, got {r.describe(node)}")
             return ()
         servers = []
-        seen: dict[str, tuple[str, Node]] = {}
+        seen: dict[str, tuple[int, Node]] = {}  # name -> (index, name node) of its first server
         for index, item in enumerate(node.value):
-            item_path = f"{keypath}[{index}]"
-            server, name_node = self.server(item, item_path, maxconn, health)
+            server, name_node = self.server(item, keypath, index, maxconn, health)
             if server is None:
                 continue
             if server.name in seen:
-                first_path, first_node = seen[server.name]
+                first, first_node = seen[server.name]
                 line = _line(first_node)
-                r.problem(_key(item_path, "name"), name_node,
-                          f"duplicate server name '{server.name}' (first at {first_path}"
+                r.problem(f"{keypath}[{index}].name", name_node,
+                          f"duplicate server name '{server.name}' (first at {keypath}[{first}]"
                           + (f", line {line})" if line else ")"))
             elif server.name:
-                seen[server.name] = (item_path, name_node)
+                seen[server.name] = (index, name_node)
             servers.append(server)
         return tuple(servers)
 
-    def server(self, node: Node, keypath: str, maxconn: Optional[int],
+    def server(self, node: Node, servers_path: str, index: int, maxconn: Optional[int],
                health: HealthSpec = HealthSpec()) -> tuple[Optional[ServerSpec], Optional[Node]]:
-        """The server's spec and its name node (for duplicate reports)."""
+        """The spec of servers[index] and its name node (for duplicate reports)."""
         r = self.r
+        if isinstance(node, MappingNode):
+            plain = self.plain_server(node, maxconn)
+            if plain is not None:
+                return plain
+        keypath = f"{servers_path}[{index}]"
         if not isinstance(node, MappingNode):
             r.problem(keypath, node, f"expected a server mapping with name and address, got {r.describe(node)}")
             return None, None
@@ -1706,6 +1714,35 @@ class _Builder:
             self._where[m.path("cookie")] = m.value("cookie")
         return spec, m.value("name")
 
+
+    def plain_server(self, node: MappingNode, maxconn: Optional[int]) -> Optional[tuple[ServerSpec, Node]]:
+        """What server() gives for the usual server, {name: NAME, address:
+        HOST:PORT} and nothing more, both valid: every other key is absent
+        (its default; the backend's maxconn), so the spec is made straight
+        from the two texts, once for each name, address and maxconn (a
+        large config lists the same servers in backend after backend; a
+        spec is immutable). None for any other server, which server()
+        reads in full, and reports."""
+        entries = _known_entries(node, _NAME_AND_ADDRESS)
+        if entries is None or len(entries) != 2:
+            return None
+        name_node, address_node = entries["name"][1], entries["address"][1]
+        try:
+            name, address = self.r.scalar(name_node), self.r.scalar(address_node)
+        except _Invalid:
+            return None
+        if type(name) is not str or type(address) is not str:
+            return None
+        spec = self._plain_servers.get((name, address, maxconn))
+        if spec is None:
+            if not _NAME.fullmatch(name):
+                return None
+            try:
+                spec = ServerSpec(name=name, address=self.r.server_address(address_node), maxconn=maxconn)
+            except ValueError:
+                return None
+            self._plain_servers[name, address, maxconn] = spec
+        return spec, name_node
 
     @functools.cached_property
     def _server_fields(self) -> dict[str, Callable[[Node], Any]]:

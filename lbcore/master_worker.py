@@ -155,13 +155,24 @@ class Worker:
                 pass
 
 
+def report_ready(fd: int) -> None:
+    """A worker serves: it tells its master through the pipe `fd` (forked:
+    _worker; started anew: `--ready-fd`, lbcore.cli). Here, not in the cli
+    module: run as `python -m lbcore.cli`, that module is __main__, and a
+    forked worker importing it would run it again before it binds."""
+    try:
+        os.write(fd, b"1")
+        os.close(fd)
+    except OSError:
+        pass
+
+
 def _worker(serve: Serve, soft_stop: list[int], hard_stop: list[int], ready_fd: int) -> None:  # pragma: no cover - in the child
     code = 1
     try:
         # The master blocks the signals it waits for; its worker handles them.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
         os.environ.pop("NOTIFY_SOCKET", None)  # systemd hears the master only
-        from .cli import report_ready
         code = serve(soft_stop, hard_stop, lambda: report_ready(ready_fd))
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
@@ -184,10 +195,6 @@ def run(serve: Serve, worker_argv: list[str], started: list[Callable[[], None]],
     signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
     current = Worker.fork(serve, list(first_soft_stop), list(first_hard_stop))
     del serve  # and with it the master's reference to the worker's config
-    # The worker holds them until it serves (lbcore.heap); the master, which
-    # may go on supervising from here, collects as usual.
-    from .heap import release_collections
-    release_collections()
     if not current.wait_ready():
         return current.wait() or 1
     if pidfile:
@@ -200,7 +207,12 @@ def run(serve: Serve, worker_argv: list[str], started: list[Callable[[], None]],
     # those that come are handled by the supervisor (exec keeps them pending).
     time.sleep(SUPERVISE_AFTER)
     _become_supervisor(current.pid, worker_argv, pidfile)
-    # exec failed (logged): supervise from this process as it is.
+    # exec failed (logged): supervise from this process as it is, collecting
+    # as usual. Until now the master held the collections the command line
+    # held (lbcore.cli): one over its heap would have copied the pages it
+    # shares with the worker, while the worker started.
+    from .heap import release_collections
+    release_collections()
     return supervise(current, worker_argv, pidfile)
 
 

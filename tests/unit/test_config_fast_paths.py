@@ -2,8 +2,10 @@
 
 A large config is thousands of small mappings, nearly all of them plain:
 mapping() takes one whose keys are all known and written once without
-the checks of its full reading (_known_entries), and read() parses only
-the keys a mapping has rather than asking for every key it may have.
+the checks of its full reading (_known_entries), read() parses only the
+keys a mapping has rather than asking for every key it may have, and a
+server of a name and an address alone is made straight from the two
+(_Builder.plain_server).
 Over varied configs, valid and broken (unknown, repeated and merged keys,
 keys that are not scalars, bad values side by side on one line), turning
 the quick reading off, or reading key by key with get(), must give the
@@ -131,6 +133,14 @@ def test_known_entries_give_what_the_full_reading_gives(monkeypatch):
         assert a == b, text
 
 
+def test_plain_servers_give_what_the_full_reading_gives(monkeypatch):
+    quick = [outcome(text) for text in DOCUMENTS]
+    monkeypatch.setattr(config._Builder, "plain_server", lambda self, node, maxconn: None)
+    full = [outcome(text) for text in DOCUMENTS]
+    for text, a, b in zip(DOCUMENTS, quick, full):
+        assert a == b, text
+
+
 def test_read_gives_what_a_get_per_key_gives(monkeypatch):
     def key_by_key(self, mapping, parsers, **defaults):
         values = dict(defaults)
@@ -160,11 +170,17 @@ def test_bad_values_on_one_line_are_reported_in_reading_order():
         "backends.be.servers[0].cookie", "backends.be.servers[0].disabled"], problems
 
 
-def test_a_repeated_server_address_is_one_address():
-    loaded = loads("frontends: {fe: {bind: '127.0.0.1:20000', backend: be}}\n"
-                   "backends: {be: {servers: [{name: a, address: '10.0.0.1:80'}, {name: b, address: '10.0.0.1:80'}]}}\n")
-    first, second = loaded.backends["be"].servers
-    assert first.address == second.address == config.Address("10.0.0.1", 80)
+def test_a_repeated_server_is_one_spec():
+    loaded = loads("frontends: {fe: {bind: '127.0.0.1:20000', backend: a}}\n"
+                   "backends:\n"
+                   "  a: {servers: [{name: s1, address: '10.0.0.1:80'}, {name: s2, address: '10.0.0.1:80'}]}\n"
+                   "  b: {servers: [{name: s1, address: '10.0.0.1:80'}, {name: s2, address: '10.0.0.1:80', "
+                   "weight: 1}]}\n"
+                   "  c: {maxconn: 5, servers: [{name: s1, address: '10.0.0.1:80'}]}\n")
+    a, b, c = (loaded.backends[name].servers for name in "abc")
+    assert a[0] is b[0] and a[0].address is a[1].address  # immutable, so shared
+    assert a[1] == b[1] and a[1] is not b[1]  # (the second read in full)
+    assert c[0] == config.ServerSpec("s1", config.Address("10.0.0.1", 80), maxconn=5) != a[0]
 
 
 def test_a_load_leaves_no_cycles_behind():
