@@ -644,7 +644,11 @@ class Builder:
             if seen is None:
                 continue
             first = seen[0]
-            other = next((item for item in seen if item[0][0] != first[0][0]), None)
+            other = None
+            for item in seen:
+                if item[0][0] != first[0][0]:
+                    other = item
+                    break
             if other is not None:
                 self.p.error(other[1], f"servers of '{proxy.name}' disagree ({first[1].where} says "
                              f"{first[0][0]}, this line {other[0][0]}): lbcore sets it once per backend",
