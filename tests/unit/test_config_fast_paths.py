@@ -15,7 +15,7 @@ same specs and the same problems, in the same order.
 import gc
 import random
 
-from lbcore import config
+from lbcore import config, haproxy_cfg
 from lbcore.config import ConfigError, loads
 
 SERVER = {
@@ -207,3 +207,42 @@ def test_a_load_leaves_no_cycles_behind():
         assert gc.collect() == 0
     finally:
         gc.enable()
+
+
+# haproxy.cfg lines whose tree goes through the same builder.
+HAPROXY_SERVERS = ["server s1 10.0.0.1:80", "server s1 10.0.0.1:80 check", "server s2 10.0.0.2:80 cookie a",
+                   "server s3 10.0.0.3:80 cookie a", "server s4 *:80", "server s5 10.0.0.5:80 ssl verify none",
+                   "server s6 10.0.0.6:80 ssl", "server s7 10.0.0.7:80 weight 7 backup", "server s8 10.0.0.8:80"]
+HAPROXY_EXTRAS = ["cookie SRV insert", "stick-table type ip size 1k", "stick on src", "balance leastconn",
+                  "timeout server 3s", "option httpchk GET /health", "mode tcp"]
+
+
+def haproxy_config(rng: random.Random) -> str:
+    lines = ["defaults", "    mode http", "    timeout connect 5s", "    timeout client 10s",
+             "    timeout server 10s"]
+    for i in range(rng.randint(1, 3)):
+        port = 20000 + rng.choice([i, i, i, 0])
+        lines += [f"frontend fe{i}", f"    bind 127.0.0.1:{port}", f"    default_backend be{i}"]
+        lines += [f"backend be{i}"] + [f"    {line}" for line in rng.sample(HAPROXY_EXTRAS, rng.randint(0, 2))]
+        lines += [f"    {rng.choice(HAPROXY_SERVERS)}" for _ in range(rng.randint(1, 3))]
+    return "\n".join(lines) + "\n"
+
+
+def test_haproxy_cfg_trees_give_what_the_full_readings_give(monkeypatch, tmp_path):
+    def outcomes():
+        results = []
+        for seed in range(60):
+            path = tmp_path / f"{seed}.cfg"
+            path.write_text(haproxy_config(random.Random(seed)))
+            try:
+                results.append(haproxy_cfg.load([str(path)]).config)
+            except ConfigError as exc:
+                results.append(exc.problems)
+        return results
+
+    quick = outcomes()
+    assert 10 <= sum(isinstance(result, config.Config) for result in quick) <= 50
+    monkeypatch.setattr(config, "_known_entries", lambda node, known: None)
+    monkeypatch.setattr(config._Builder, "plain_server", lambda self, node, maxconn: None)
+    monkeypatch.setattr(config, "_FEATURE_KEYS", frozenset(config._FRONTEND_KEYS + config._BACKEND_KEYS))
+    assert outcomes() == quick
