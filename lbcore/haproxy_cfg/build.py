@@ -116,6 +116,16 @@ class Builder:
         # Proxy.timeouts dicts (by id: the proxies hold them while the
         # tree is built) -> the block made of them; see timeouts().
         self.timeouts_made: dict[int, Optional[Map]] = {}
+        # Proxy.settings entries (by id, as above) -> their Scalar.
+        self.setting_scalars: dict[int, Scalar] = {}
+
+    def setting(self, entry: tuple[object, Origin]) -> Scalar:
+        """The Scalar of a proxy's setting: one per line that set it, which
+        the proxies that keep it from their defaults share."""
+        scalar = self.setting_scalars.get(id(entry))
+        if scalar is None:
+            scalar = self.setting_scalars[id(entry)] = Scalar(*entry)
+        return scalar
 
     def address(self, word: str) -> str:
         """Addresses expand ${NAME} even unquoted, as HAProxy's do."""
@@ -153,7 +163,7 @@ class Builder:
         elif proxy.caps & BE:
             fe["backend"] = Scalar(proxy.name, where)
         if "maxconn" in s:
-            fe["maxconn"] = Scalar(*s["maxconn"])
+            fe["maxconn"] = self.setting(s["maxconn"])
         # X-Forwarded-For: `option forwardfor` on the frontend or on its
         # default backend, as HAProxy adds it when either side asks.
         forward = proxy.options.get("forwardfor")
@@ -169,7 +179,7 @@ class Builder:
         # HAProxy never adds X-Forwarded-Proto by itself: configs set it by rule.
         fe["forwarded_proto"] = Scalar(False, where)
         if "monitor_uri" in s:
-            fe["monitor_uri"] = Scalar(*s["monitor_uri"])
+            fe["monitor_uri"] = self.setting(s["monitor_uri"])
         self.error_files(proxy, fe, where)
         timeouts = self.timeouts(proxy, where, frontend=True)
         if timeouts:
@@ -181,7 +191,7 @@ class Builder:
 
     def mode(self, proxy: Proxy, where: Origin) -> Scalar:
         if "mode" in proxy.settings:
-            return Scalar(*proxy.settings["mode"])
+            return self.setting(proxy.settings["mode"])
         return Scalar("tcp", where)  # HAProxy's default mode
 
     def bind_groups(self, proxy: Proxy) -> Optional[list[tuple[Seq, Optional[Map]]]]:
@@ -309,12 +319,12 @@ class Builder:
         s = proxy.settings
         be["mode"] = self.mode(proxy, where)
         if "balance" in s:
-            be["balance"] = Scalar(*s["balance"])
+            be["balance"] = self.setting(s["balance"])
         else:
             be["balance"] = Scalar("roundrobin", where)
         if "hash" in s:
-            be["hash"] = Scalar(*s["hash"])
-        be["retries"] = Scalar(*s["retries"]) if "retries" in s else Scalar(3, where)
+            be["hash"] = self.setting(s["hash"])
+        be["retries"] = self.setting(s["retries"]) if "retries" in s else Scalar(3, where)
         redispatch = proxy.options.get("redispatch")
         # HAProxy does not redispatch unless told to; lb.yaml's default is true.
         be["redispatch"] = Scalar(bool(redispatch and redispatch[0]), redispatch[1] if redispatch else where)
@@ -644,7 +654,11 @@ class Builder:
             if seen is None:
                 continue
             first = seen[0]
-            other = next((item for item in seen if item[0][0] != first[0][0]), None)
+            other = None
+            for item in seen:
+                if item[0][0] != first[0][0]:
+                    other = item
+                    break
             if other is not None:
                 self.p.error(other[1], f"servers of '{proxy.name}' disagree ({first[1].where} says "
                              f"{first[0][0]}, this line {other[0][0]}): lbcore sets it once per backend",

@@ -713,7 +713,8 @@ def test_addresses_written_as_ipv4_port_skip_the_parse_with_the_same_result(monk
              "1.2.3.4", "1.2.3.4:", ":80", "*:80", "[::1]:80", "::1:80", "ipv4@1.2.3.4:80", "1.2.3.4:+1",
              "1.2.3.4:80-90", "/run/x.sock", "1.2.3.4.5:80", "1.2.3:80", " 1.2.3.4:80", "1.2.3.4:80\n"]
     for _ in range(3000):
-        parts = [str(rng.choice([0, 1, 10, 127, 255, 256, 999, "01", "0", "1000"])) for _ in range(rng.choice([3, 4, 5]))]
+        numbers = [0, 1, 10, 127, 255, 256, 999, "01", "0", "1000"]
+        parts = [str(rng.choice(numbers)) for _ in range(rng.choice([3, 4, 5]))]
         word = ".".join(parts) + rng.choice([":", ":", "", "::", "-"]) + str(rng.choice([0, 80, 8080, 65536, "", "x"]))
         words.append(word)
         words.append("".join(rng.choice("0123456789.:,*-+@[]") for _ in range(rng.randrange(1, 16))))
