@@ -43,6 +43,10 @@ __all__ = [
 ]
 
 
+# (Every spec class has a docstring: without one, dataclass() writes one
+# with inspect.signature() at every import, ~0.06 ms a class.)
+
+
 @dataclass(frozen=True)
 class Address:
     """A host:port. host is "" for the wildcard (`*:80`, `0.0.0.0:80`)."""
@@ -73,6 +77,8 @@ class Timeouts:
 
 @dataclass(frozen=True)
 class LogSpec:
+    """global.log: where the access log goes, and in which format."""
+
     target: str = "stdout"  # stdout | stderr | "udp host:port" syslog | file path
     format: str = "http"  # http | json | none
     # Set when target is a syslog address ("127.0.0.1:514" or "udp://..."):
@@ -84,6 +90,8 @@ class LogSpec:
 
 @dataclass(frozen=True)
 class GlobalSpec:
+    """The global section: settings of the whole process."""
+
     workers: int = 1  # "auto" resolved to the CPU count by the loader
     maxconn: int = 20000
     log: LogSpec = field(default_factory=LogSpec)
@@ -121,6 +129,8 @@ class SocketSpec:
 
 @dataclass(frozen=True)
 class StatsSpec:
+    """The stats section: the stats page, its metrics listeners and the runtime API socket."""
+
     bind: Optional[Address]  # None: only the runtime API socket is served
     auth: Optional[tuple[str, str]] = None  # (user, password)
     admin: bool = True
@@ -134,6 +144,8 @@ class StatsSpec:
 
 @dataclass(frozen=True)
 class TLSSpec:
+    """TLS on a frontend's (or the stats page's) listeners: HAProxy's `bind ... ssl crt`."""
+
     cert: str
     key: Optional[str] = None
     alpn: tuple[str, ...] = ("http/1.1",)
@@ -209,6 +221,8 @@ class PeersSpec:
 
 @dataclass(frozen=True)
 class FrontendSpec:
+    """A frontend: the addresses it listens on, and what it does with what comes in."""
+
     name: str
     binds: tuple[Address, ...]
     mode: str  # http | tcp
@@ -241,6 +255,8 @@ class FrontendSpec:
 
 @dataclass(frozen=True)
 class HealthSpec:
+    """A backend's health checks: how its servers are probed, and when they count as up or down."""
+
     type: str = "none"  # none | tcp | http | mysql
     path: str = "/"
     method: str = "GET"  # GET | HEAD | OPTIONS
@@ -290,6 +306,8 @@ class ServerTLSSpec:
 
 @dataclass(frozen=True)
 class ServerSpec:
+    """One server of a backend."""
+
     name: str
     address: Address
     weight: int = 1
@@ -306,6 +324,8 @@ class ServerSpec:
 
 @dataclass(frozen=True)
 class BackendSpec:
+    """A backend: its servers, and how connections and requests are spread over them."""
+
     name: str
     mode: str = "http"
     balance: str = "roundrobin"  # roundrobin | leastconn | first | source | uri | hdr(NAME) | url_param(NAME)
@@ -339,6 +359,8 @@ class BackendSpec:
 
 @dataclass(frozen=True)
 class Config:
+    """A whole config, every default applied: what load(), loads() and load_tree() give."""
+
     path: str
     global_: GlobalSpec
     stats: Optional[StatsSpec]
@@ -571,6 +593,8 @@ def _key(parent: str, key: str) -> str:
 class _Mapping:
     """A checked YAML mapping: only known keys, each with its key node."""
 
+    __slots__ = ("keypath", "node", "entries")
+
     def __init__(self, keypath: str, node: Optional[Node], entries: dict[str, tuple[Node, Node]]):
         self.keypath = keypath
         self.node = node
@@ -661,20 +685,21 @@ class _Reader:
     def scalar(self, node: Node) -> Any:
         """The Python value of a node, as PyYAML's safe loader would build it
         (mappings and lists are only described, never built)."""
-        python = getattr(node, "python", _NO_VALUE)
-        if python is not _NO_VALUE:
-            return python  # a haproxy.cfg value (haproxy_cfg.tree.Scalar)
-        if type(node) is ScalarNode:
+        if type(node) is ScalarNode:  # (composed from YAML text)
             if node.tag == _STR_TAG:
                 return node.value  # what the constructor would give, without its bookkeeping per node
             key = (node.tag, node.value)
             value = self._scalars.get(key, _NO_VALUE)
             if value is not _NO_VALUE:
                 return value
-        elif isinstance(node, MappingNode):
-            return {}
-        elif isinstance(node, SequenceNode):
-            return []
+        else:
+            python = getattr(node, "python", _NO_VALUE)
+            if python is not _NO_VALUE:
+                return python  # a haproxy.cfg value (haproxy_cfg.tree.Scalar)
+            if isinstance(node, MappingNode):
+                return {}
+            if isinstance(node, SequenceNode):
+                return []
         try:
             value = self._constructor.construct_object(node, deep=True)
         except yaml.YAMLError as exc:
@@ -698,16 +723,16 @@ class _Reader:
         known_set = self._known_sets.get(known)  # (`known` is one of the _*_KEYS tuples)
         if known_set is None:
             known_set = self._known_sets[known] = frozenset(known)
-        if node is None or self.is_null(node):
-            entries: dict[str, tuple[Node, Node]] = {}
-        elif not isinstance(node, MappingNode):
-            self.problem(keypath, node, f"expected a mapping, got {self.describe(node)}")
-            return None
-        else:
+        if isinstance(node, MappingNode):
             entries = _known_entries(node, known_set)
             if entries is None:  # something to report, or merge keys to follow: the full reading
                 entries = self._entries(node, keypath, set())
                 entries = self._drop_unknown(entries, keypath, known, known_set)
+        elif node is None or self.is_null(node):
+            entries = {}
+        else:
+            self.problem(keypath, node, f"expected a mapping, got {self.describe(node)}")
+            return None
         for key in required:
             if key not in entries:
                 self.problem(_key(keypath, key), node, "required key is missing")
@@ -970,19 +995,22 @@ def _fingerprint(node: Optional[Node], depth: int = 0) -> Any:
     alike (tags and texts; not their lines), whatever file they came from."""
     if node is None:
         return None
-    if depth > 8:
-        return _UNIQUE  # (and an alias of a node inside itself ends here)
     if isinstance(node, ScalarNode):
         return (node.tag, node.value)
+    if depth > 8:
+        return _UNIQUE  # (and an alias of a node inside itself ends here)
     parts = []
     for item in node.value:
+        # (Scalars, most items, are read here rather than by a call each.)
         if isinstance(item, tuple):
-            key, value = _fingerprint(item[0], depth + 1), _fingerprint(item[1], depth + 1)
+            key, value = item
+            key = (key.tag, key.value) if isinstance(key, ScalarNode) else _fingerprint(key, depth + 1)
+            value = (value.tag, value.value) if isinstance(value, ScalarNode) else _fingerprint(value, depth + 1)
             if key is _UNIQUE or value is _UNIQUE:
                 return _UNIQUE
             parts.append((key, value))
         else:
-            value = _fingerprint(item, depth + 1)
+            value = (item.tag, item.value) if isinstance(item, ScalarNode) else _fingerprint(item, depth + 1)
             if value is _UNIQUE:
                 return _UNIQUE
             parts.append(value)
@@ -991,6 +1019,8 @@ def _fingerprint(node: Optional[Node], depth: int = 0) -> Any:
 
 @dataclass(frozen=True)
 class _Defaults:
+    """The defaults section: what every frontend and backend inherits."""
+
     timeouts: Timeouts = Timeouts()
     retries: int = 3
     redispatch: bool = True
@@ -1345,10 +1375,23 @@ class _Builder:
             tls=self.tls(m.value("tls"), m.path("tls")) if "tls" in m else None,
             timeouts=self.timeouts(m.value("timeouts"), m.path("timeouts"), defaults.timeouts)
             if "timeouts" in m else defaults.timeouts,
-            **self.rules.section(m, name, mode, backends, error_files),
-            stick_table=self.stick_table(name, m),
+            **self.features(m, name, mode, error_files, backends),
             error_files=error_files,
         )
+
+    def features(self, m: _Mapping, name: str, mode: str, error_files: Mapping[int, Any],
+                 backends: Optional[dict[str, BackendSpec]] = None) -> dict[str, Any]:
+        """A section's rules and stick table, and a backend's (no `backends`)
+        stick rules and cookie persistence: the fields of its spec they give.
+        Most sections write none of their keys, and then each reader would
+        give its spec's default: nothing is read."""
+        if m.entries.keys().isdisjoint(_FEATURE_KEYS):
+            return {}
+        features = dict(self.rules.section(m, name, mode, backends, error_files),
+                        stick_table=self.stick_table(name, m))
+        if backends is None:
+            features.update(stick_on=self.stick_on(name, m), cookie=self.cookie(m))
+        return features
 
     @functools.cached_property
     def _frontend_fields(self) -> dict[str, Callable[[Node], Any]]:
@@ -1503,10 +1546,7 @@ class _Builder:
             timeouts=timeouts,
             servers=servers,
             **r.read(m, self._backend_fields, retries=defaults.retries, redispatch=defaults.redispatch),
-            **self.rules.section(m, name, mode, error_files=error_files),
-            stick_table=self.stick_table(name, m),
-            stick_on=self.stick_on(name, m),
-            cookie=self.cookie(m),
+            **self.features(m, name, mode, error_files),
             error_files=error_files,
         )
 
@@ -2108,6 +2148,8 @@ def _split_store(text: str) -> list[str]:
 
 # A section's keys that _RulesReader.section() reads.
 _RULE_KEYS = ("acls", "tcp_request", "http_request", "http_response", "use_backend")
+# And those of every reader _Builder.features() asks.
+_FEATURE_KEYS = frozenset(_RULE_KEYS + ("stick_table", "stick_on", "cookie"))
 
 
 class _RulesReader:

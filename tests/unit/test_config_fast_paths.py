@@ -37,6 +37,7 @@ FRONTEND = {
     "forwarded_proto": ["true", "{}"],
     "forwarded_for_except": ["127.0.0.0/8", "nonsense"],
     "monitor_uri": ["/_up", "up", "null"],
+    "stick_table": ["{type: string, size: 10}", "{size: 0}"],
     "bnd": ["x"],
 }
 BACKEND = {
@@ -49,6 +50,9 @@ BACKEND = {
     "pool_purge_delay": ["1s", "soon"],
     "on_marked_down": ["shutdown_sessions", "null", "x"],
     "all_backups": ["true", "3"],
+    "cookie": ["SRV", "{name: SRV, mode: rewrite}", "'bad cookie'"],
+    "stick_table": ["{type: ip, size: 1k}", "{type: ipv5}"],
+    "stick_on": ["src", "req.hdr(x)"],
     "retry": ["1"],
 }
 HEALTH = {
@@ -136,6 +140,14 @@ def test_known_entries_give_what_the_full_reading_gives(monkeypatch):
 def test_plain_servers_give_what_the_full_reading_gives(monkeypatch):
     quick = [outcome(text) for text in DOCUMENTS]
     monkeypatch.setattr(config._Builder, "plain_server", lambda self, node, maxconn: None)
+    full = [outcome(text) for text in DOCUMENTS]
+    for text, a, b in zip(DOCUMENTS, quick, full):
+        assert a == b, text
+
+
+def test_sections_without_features_give_what_reading_them_gives(monkeypatch):
+    quick = [outcome(text) for text in DOCUMENTS]
+    monkeypatch.setattr(config, "_FEATURE_KEYS", frozenset(config._FRONTEND_KEYS + config._BACKEND_KEYS))
     full = [outcome(text) for text in DOCUMENTS]
     for text, a, b in zip(DOCUMENTS, quick, full):
         assert a == b, text
