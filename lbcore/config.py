@@ -923,7 +923,7 @@ class _Reader:
         value = self.plain(node)
         address = self._server_addresses.get(value) if type(value) is str else None
         if address is None:
-            address = parse_address(value, server=True)
+            address = parse_address(value, server=True)  # (raises for anything but a text)
             self._server_addresses[value] = address
         return address
 
@@ -1046,9 +1046,9 @@ class _Builder:
 
     def fingerprint(self, node: Optional[Node]) -> Any:
         """_fingerprint(node), worked out once per node: a haproxy.cfg's
-        tree gives every section the very node of its defaults' timeouts,
-        and a YAML alias is the node it names. (The graph, which holds
-        every node, outlives the builder: an id is not reused meanwhile.)"""
+        tree gives every section the very node of its defaults' timeouts
+        (for timeouts(); a health block is each backend's own). The graph,
+        which holds every node, outlives the builder: no id is reused."""
         fingerprint = self._fingerprints.get(id(node), _NO_VALUE)
         if fingerprint is _NO_VALUE:
             fingerprint = self._fingerprints[id(node)] = _fingerprint(node)
@@ -1580,7 +1580,7 @@ class _Builder:
         """A backend's health spec. Large configs repeat the same health
         block in every backend: one written like one already read (and
         found valid) is that spec again, not read a second time."""
-        key = (self.fingerprint(node), timeouts.check)
+        key = (_fingerprint(node), timeouts.check)
         spec = self._health_seen.get(key) if key[0] is not _UNIQUE else None
         if spec is None:
             before = len(self.r._problems)
