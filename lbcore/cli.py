@@ -202,6 +202,30 @@ def haproxy_main(argv: list[str]) -> int:
     if not args.files:
         print("lbcore: no configuration file (-f haproxy.cfg)", file=sys.stderr)
         return EXIT_HAPROXY_CONFIG
+    if args.master_worker and (args.foreground or args.systemd) and not (args.check or args.daemon) \
+            and args.ready_fd is None:
+        # -W -db, -Ws (kolla-ansible, openstack-ansible): in the foreground
+        # whatever the files say, the master needs nothing from them but
+        # the pidfile. Its first worker is forked before they are read and
+        # reads them itself, as later workers do: not forked from a master
+        # holding the read's heap, whose pages it would copy as it starts
+        # (~25 ms of CPU at 1,000 pairs), and the master reads nothing.
+        return run_master_worker(args)
+    return read_and_serve(args)
+
+
+def read_and_serve(args: HaproxyArgs, ready: Optional[Callable[[Optional[str]], None]] = None) -> int:
+    """Read the -f files and serve them (or, -c, check them): in the
+    process started (as a -W master, it forks a first worker that serves
+    what it read), or in a -W master's worker, which tells its master
+    through `ready` (--ready-fd: a worker started anew) that it serves and
+    which pidfile the files name."""
+    if ready is None and args.ready_fd is not None:
+        from .master_worker import report_ready
+
+        def ready(pidfile: Optional[str], fd: int = args.ready_fd) -> None:
+            report_ready(fd, pidfile)
+    worker = ready is not None
 
     from . import haproxy_cfg
     from .config import ConfigError
@@ -231,13 +255,13 @@ def haproxy_main(argv: list[str]) -> int:
         return 0
     config = loaded.config
     pidfile = os.path.abspath(args.pidfile) if args.pidfile else config.global_.pidfile
-    master_worker = (args.master_worker or loaded.master_worker) and args.ready_fd is None
+    master_worker = (args.master_worker or loaded.master_worker) and not worker
     # -W: the master writes the pidfile, its worker does not.
     config = dataclasses.replace(config, global_=dataclasses.replace(
-        config.global_, pidfile=None if (master_worker or args.ready_fd is not None) else pidfile))
+        config.global_, pidfile=None if (master_worker or worker) else pidfile))
     # `daemon` (or -D) forks into the background unless -db or -Ws keep
     # the process in the foreground, as HAProxy.
-    daemon = (loaded.daemon or args.daemon) and not (args.foreground or args.systemd) and args.ready_fd is None
+    daemon = (loaded.daemon or args.daemon) and not (args.foreground or args.systemd) and not worker
     # -Ws: READY=1 (and RELOADING=1, STOPPING=1) go to $NOTIFY_SOCKET
     # whenever systemd set it (lbcore.systemd); under -W the master sends
     # them, its workers do not.
@@ -246,21 +270,28 @@ def haproxy_main(argv: list[str]) -> int:
     if master_worker:
         return run_master_worker(args, handover, pidfile, daemon)
     started, takeover_from = replacing(args.soft_stop, args.hard_stop)
-    if args.ready_fd is not None:
-        from .master_worker import report_ready
-        started.append(lambda: report_ready(args.ready_fd))
+    if worker:
+        started.append(lambda: ready(pidfile))
     if daemon:
         return run_daemon(lambda started: run(handover, started, takeover_from), started)
     return run(handover, started, takeover_from)
 
 
-def run_master_worker(args: HaproxyArgs, handover: "Handover", pidfile: Optional[str], daemon: bool) -> int:
-    """-W: a master whose first worker serves the Config it read and whose
-    later workers read the files themselves (master_worker.py)."""
+def run_master_worker(args: HaproxyArgs, handover: Optional["Handover"] = None, pidfile: Optional[str] = None,
+                      daemon: bool = False) -> int:
+    """-W: a master whose first worker serves the Config it read or, with
+    no `handover`, reads the files itself (and reports their pidfile: -p
+    wins), and whose later workers read them themselves (master_worker.py)."""
     from . import master_worker, systemd
 
+    if handover is None:
+        serve = reading_worker(args)
+        pidfile = os.path.abspath(args.pidfile) if args.pidfile else None
+    else:
+        serve = first_worker(handover)
+
     def run_master(started: list[Callable[[], None]]) -> int:
-        return master_worker.run(first_worker(handover), worker_argv(args), started, pidfile,
+        return master_worker.run(serve, worker_argv(args), started, pidfile,
                                  first_soft_stop=tuple(args.soft_stop), first_hard_stop=tuple(args.hard_stop))
     if daemon:
         return run_daemon(run_master, [systemd.ready])
@@ -279,6 +310,15 @@ def first_worker(handover: "Handover") -> Callable[[list[int], list[int], Callab
     def serve(soft: list[int], hard: list[int], report: Callable[[], None]) -> int:
         started, takeover_from = replacing(soft, hard)
         return run(box, started + [report], takeover_from)
+    return serve
+
+
+def reading_worker(args: HaproxyArgs) -> Callable[[list[int], list[int], Callable[..., None]], int]:
+    """A -W master's first worker forked before anything was read: it reads
+    the files and serves them as a later worker does, and tells the master
+    the pidfile they name when it reports that it serves."""
+    def serve(soft: list[int], hard: list[int], report: Callable[..., None]) -> int:
+        return read_and_serve(dataclasses.replace(args, soft_stop=soft, hard_stop=hard), ready=report)
     return serve
 
 

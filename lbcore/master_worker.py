@@ -10,9 +10,13 @@ file the new worker cannot read leaves the old one serving. This is what
 lets a worker chroot and drop to `user`/`group` and still be reloaded, as
 kolla-ansible does with `haproxy -W -db` and `kill -USR2`.
 
-The first worker is forked: the files were read once, by the master (it
-needs `daemon`, `pidfile` and `master-worker` from them), and the worker
-serves that Config. Once it serves (SUPERVISE_AFTER later: its first
+The first worker is forked. Run in the foreground (-W -db, -Ws), the
+master needs nothing from the files but the pidfile: the worker is
+forked before anything is read, reads them itself, as later workers do,
+and reports their pidfile with its "ready" (its problems, if any, are on
+stderr and its exit status is the master's). Otherwise the master reads
+them first (it needs `daemon` and `master-worker` from them) and the
+worker serves that Config. Once it serves (SUPERVISE_AFTER later: its first
 answers go first), the master replaces itself (exec) with a small
 interpreter that only supervises (`python -m lbcore.master_worker`, some
 12 MB): as HAProxy's master, it holds no config, and its memory stays the
@@ -40,12 +44,14 @@ from .pidfile import write as write_pidfile
 
 SIGNALS = {signal.SIGHUP, signal.SIGUSR2, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGCHLD}
 READY_TIMEOUT = 60.0
+_PIPE_BUF = 4096  # POSIX's least PIPE_BUF: a write of this many bytes or fewer is not split
 SUPERVISE_AFTER = 0.5  # seconds from the first worker's start to the master's exec (run())
 
 # serve(soft_stop, hard_stop, report_ready) runs a worker to its end (its
 # exit status): it takes the sockets of the `-sf` (soft_stop) and `-st`
-# (hard_stop) processes and calls report_ready once it serves.
-Serve = Callable[[list[int], list[int], Callable[[], None]], int]
+# (hard_stop) processes and calls report_ready(pidfile=None) once it
+# serves (with the pidfile its files name, if it read them).
+Serve = Callable[[list[int], list[int], Callable[..., None]], int]
 
 
 # A new interpreter runs `-m lbcore...`, which would put the working
@@ -84,6 +90,7 @@ class Worker:
         self.pid = pid
         self.ready_fd = ready_fd
         self.returncode: Optional[int] = None
+        self.pidfile: Optional[str] = None  # what it reported with "ready" (report_ready)
 
     @classmethod
     def fork(cls, serve: Serve, soft_stop: list[int], hard_stop: list[int] = ()) -> "Worker":
@@ -142,7 +149,9 @@ class Worker:
         """True once the worker serves; False if it exits (or hangs) first."""
         try:
             readable, _, _ = select.select([self.ready_fd], [], [], timeout)
-            return bool(readable) and os.read(self.ready_fd, 1) == b"1"
+            said = os.read(self.ready_fd, _PIPE_BUF) if readable else b""
+            self.pidfile = os.fsdecode(said[1:]) or None
+            return said[:1] == b"1"
         finally:
             os.close(self.ready_fd)
             self.ready_fd = None
@@ -155,13 +164,16 @@ class Worker:
                 pass
 
 
-def report_ready(fd: int) -> None:
+def report_ready(fd: int, pidfile: Optional[str] = None) -> None:
     """A worker serves: it tells its master through the pipe `fd` (forked:
-    _worker; started anew: `--ready-fd`, lbcore.cli). Here, not in the cli
-    module: run as `python -m lbcore.cli`, that module is __main__, and a
-    forked worker importing it would run it again before it binds."""
+    _worker; started anew: `--ready-fd`, lbcore.cli), with the pidfile its
+    files name, for a master that did not read them (Worker.pidfile). Here,
+    not in the cli module: run as `python -m lbcore.cli`, that module is
+    __main__, and a forked worker importing it would run it again before
+    it binds."""
     try:
-        os.write(fd, b"1")
+        # One write, within PIPE_BUF: the master reads it whole.
+        os.write(fd, b"1" + (os.fsencode(pidfile)[:_PIPE_BUF - 1] if pidfile else b""))
         os.close(fd)
     except OSError:
         pass
@@ -173,7 +185,7 @@ def _worker(serve: Serve, soft_stop: list[int], hard_stop: list[int], ready_fd: 
         # The master blocks the signals it waits for; its worker handles them.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
         os.environ.pop("NOTIFY_SOCKET", None)  # systemd hears the master only
-        code = serve(soft_stop, hard_stop, lambda: report_ready(ready_fd))
+        code = serve(soft_stop, hard_stop, lambda pidfile=None: report_ready(ready_fd, pidfile))
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:  # noqa: BLE001 - the worker's end, told on its stderr
@@ -197,6 +209,8 @@ def run(serve: Serve, worker_argv: list[str], started: list[Callable[[], None]],
     del serve  # and with it the master's reference to the worker's config
     if not current.wait_ready():
         return current.wait() or 1
+    if pidfile is None:  # a first worker that read the files itself names it
+        pidfile = current.pidfile
     if pidfile:
         write_pidfile(pidfile)
     for callback in started:

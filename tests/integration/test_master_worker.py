@@ -7,6 +7,7 @@ bench/scale.py, not asserted here.)"""
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import subprocess
@@ -162,3 +163,52 @@ def test_a_sigterm_as_the_first_worker_starts_serving_stops_both(start_backend, 
         if master.poll() is None:
             master.kill()
             master.wait()
+
+
+@pytest.mark.parametrize("flag", ["-db", "-Ws"])
+def test_a_foreground_master_writes_the_pidfile_its_first_worker_read(flag, start_backend, tmp_path):
+    """-W -db and -Ws: the first worker is forked before the files are read
+    and reads them itself; it names their `pidfile` to the master, which
+    writes its own pid there (as HAProxy's master) and removes it at its end."""
+    servers = [start_backend("s1").address]
+    port = free_port()
+    pidfile = tmp_path / "lb.pid"
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(haproxy_cfg([port], servers).replace("global\n", f"global\n    pidfile {pidfile}\n", 1))
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("NOTIFY_SOCKET", None)
+    with open(tmp_path / "lbcore.log", "wb") as log:
+        master = subprocess.Popen([sys.executable, "-m", "lbcore.cli", "-W", flag, "-f", str(cfg)],
+                                  stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(tmp_path))
+    try:
+        wait_port(port, proc=master)
+        wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), 20, "the pidfile")
+        assert int(pidfile.read_text()) == master.pid
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/")
+        assert conn.getresponse().status == 200
+        conn.close()
+        master.send_signal(signal.SIGTERM)
+        assert master.wait(20) == 0
+        assert not pidfile.exists()
+    finally:
+        if master.poll() is None:
+            master.kill()
+            master.wait()
+
+
+def test_a_foreground_master_exits_with_the_problems_its_first_worker_found(tmp_path):
+    """A file with a problem: the first worker, which reads it, says so on
+    stderr (once: the master reads nothing) and the master exits 1, as
+    haproxy -W does, with no pidfile written and nothing left running."""
+    pidfile = tmp_path / "lb.pid"
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(haproxy_cfg([free_port()], ["127.0.0.1:9"])
+                   .replace("default_backend be0", "default_backend nowhere")
+                   .replace("global\n", f"global\n    pidfile {pidfile}\n", 1))
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "-m", "lbcore.cli", "-W", "-db", "-f", str(cfg)],
+                          capture_output=True, text=True, env=env, cwd=str(tmp_path), timeout=30)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.count("backend 'nowhere' is not defined") == 1, done.stderr
+    assert not pidfile.exists()
