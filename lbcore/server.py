@@ -95,8 +95,9 @@ def check_certificates(config: Config) -> None:
             raise BindError(f"frontend {name}: cannot load TLS certificate {fe.tls.cert}: {exc}")
 
 
-# Modules imported lazily later (reload, stats, admin): imported before a
-# chroot hides the interpreter's library.
+# Modules imported lazily later (reload, stats, admin, the health checker):
+# imported before a chroot hides the interpreter's library, or `user` may
+# not read it (drop_privileges).
 _LATE_IMPORTS = ("lbcore.haproxy_cfg", "lbcore.stats.admin", "lbcore.stats.snapshot", "lbcore.stats.csvview",
                  "lbcore.stats.jsonview", "lbcore.stats.htmlpage", "lbcore.stats.prometheus",
                  "lbcore.state_file", "encodings.idna", "encodings.ascii", "encodings.latin_1",
@@ -123,12 +124,16 @@ def drop_privileges(spec) -> None:
         uid, gid = entry.pw_uid, entry.pw_gid
     if spec.group is not None:
         gid = int(spec.group) if spec.group.isdigit() else grp.getgrnam(spec.group).gr_gid
+    # What is imported later (a reload's reader, the stats pages, the
+    # health checker once this serves) is imported now: in the chroot the
+    # sources are out of reach, and so they may be to `user` (a checkout
+    # or venv only root may read).
+    for name in _LATE_IMPORTS:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
     if spec.chroot is not None:
-        for name in _LATE_IMPORTS:
-            try:
-                importlib.import_module(name)
-            except ImportError:
-                pass
         os.chroot(spec.chroot)
         os.chdir("/")
     if gid is not None:
